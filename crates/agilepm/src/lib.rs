@@ -1,0 +1,6 @@
+//! Running several agilepm services in one process: `agilepm dev`, the benchmark and the
+//! test kit all start services through [`system`], so each service keeps its own port and
+//! database and they still talk to each other over real gRPC on loopback.
+
+pub mod postgres;
+pub mod system;

@@ -1,0 +1,219 @@
+//! Starting and stopping a set of services in this process.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use agilepm_platform::config::{CommonConfig, Peers, ServiceName};
+use anyhow::Context as _;
+use futures::future::BoxFuture;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Runs one service's `run` function.
+pub fn run_service(
+    config: CommonConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> BoxFuture<'static, anyhow::Result<()>> {
+    match config.service {
+        ServiceName::BacklogItem => Box::pin(agilepm_backlog_item::run(config, listener, shutdown)),
+        ServiceName::Task => Box::pin(agilepm_task::run(config, listener, shutdown)),
+        ServiceName::Planning => Box::pin(agilepm_planning::run(config, listener, shutdown)),
+        ServiceName::Coordinator => Box::pin(agilepm_coordinator::run(config, listener, shutdown)),
+    }
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct SystemConfig {
+    /// The services to run, each with its database URL.
+    pub databases: BTreeMap<ServiceNameKey, String>,
+    /// Host to bind, e.g. `127.0.0.1`.
+    pub host: std::net::IpAddr,
+    /// Port per service; 0 (or absent) binds an ephemeral port.
+    pub ports: BTreeMap<ServiceNameKey, u16>,
+    /// Token-signing secret; `None` is development mode.
+    pub auth_secret: Option<String>,
+    /// Connection pool ceiling per service.
+    pub db_max_connections: u32,
+}
+
+/// [`ServiceName`] in a sortable wrapper, so maps list services in start-up order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServiceNameKey(u8);
+
+impl From<ServiceName> for ServiceNameKey {
+    fn from(name: ServiceName) -> Self {
+        ServiceNameKey(
+            ServiceName::ALL
+                .iter()
+                .position(|n| *n == name)
+                .unwrap_or(0) as u8,
+        )
+    }
+}
+
+impl ServiceNameKey {
+    /// The service.
+    pub fn name(self) -> ServiceName {
+        ServiceName::ALL[usize::from(self.0)]
+    }
+}
+
+/// Services running in this process.
+pub struct RunningSystem {
+    addresses: BTreeMap<ServiceNameKey, SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: Vec<(ServiceName, JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl RunningSystem {
+    /// Binds every listener first (so each service knows where its peers are), then starts
+    /// the services.
+    pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
+        let mut listeners = BTreeMap::new();
+        for key in config.databases.keys() {
+            let port = config.ports.get(key).copied().unwrap_or(0);
+            let listener = TcpListener::bind((config.host, port))
+                .await
+                .with_context(|| {
+                    format!("cannot listen on {}:{port} for {}", config.host, key.name())
+                })?;
+            listeners.insert(*key, listener);
+        }
+        let mut addresses = BTreeMap::new();
+        for (key, listener) in &listeners {
+            addresses.insert(*key, listener.local_addr()?);
+        }
+        let endpoint = |name: ServiceName| -> String {
+            match addresses.get(&name.into()) {
+                Some(address) => format!("http://{address}"),
+                None => name.default_endpoint(),
+            }
+        };
+        let peers = Peers {
+            backlog_item: endpoint(ServiceName::BacklogItem),
+            task: endpoint(ServiceName::Task),
+            planning: endpoint(ServiceName::Planning),
+        };
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        for (key, listener) in listeners {
+            let name = key.name();
+            let config = CommonConfig {
+                service: name,
+                listen: addresses[&key],
+                database_url: config.databases[&key].clone(),
+                auth_secret: config.auth_secret.clone(),
+                db_max_connections: config.db_max_connections,
+                peers: peers.clone(),
+            };
+            let task = tokio::spawn(run_service(config, listener, shutdown.child_token()));
+            tasks.push((name, task));
+        }
+        Ok(RunningSystem {
+            addresses,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Where `service` listens.
+    pub fn address(&self, service: ServiceName) -> Option<SocketAddr> {
+        self.addresses.get(&service.into()).copied()
+    }
+
+    /// `http://ADDRESS` of `service`.
+    pub fn endpoint(&self, service: ServiceName) -> String {
+        self.address(service)
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_else(|| service.default_endpoint())
+    }
+
+    /// The services running, in start-up order.
+    pub fn services(&self) -> impl Iterator<Item = (ServiceName, SocketAddr)> + '_ {
+        self.addresses
+            .iter()
+            .map(|(key, address)| (key.name(), *address))
+    }
+
+    /// Waits until every service answers health `SERVING`, failing if one stops first or
+    /// `timeout` passes.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for (name, address) in self.services().collect::<Vec<_>>() {
+            loop {
+                if let Some((_, task)) = self.tasks.iter_mut().find(|(n, _)| *n == name) {
+                    if task.is_finished() {
+                        let outcome = task.await;
+                        anyhow::bail!("{name} stopped during start-up: {outcome:?}");
+                    }
+                }
+                if is_serving(address).await {
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    anyhow::bail!("{name} on {address} was not SERVING within {timeout:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves when any service stops (which, before shutdown, is a failure).
+    pub async fn any_stopped(&mut self) -> (ServiceName, anyhow::Result<()>) {
+        let futures = self.tasks.iter_mut().map(|(name, task)| {
+            let name = *name;
+            Box::pin(async move {
+                let outcome = match task.await {
+                    Ok(result) => result,
+                    Err(join_error) => Err(anyhow::anyhow!("{name} panicked: {join_error}")),
+                };
+                (name, outcome)
+            })
+        });
+        futures::future::select_all(futures).await.0
+    }
+
+    /// Stops every service gracefully and waits for them.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let mut first_error = None;
+        for (name, task) in self.tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    first_error.get_or_insert(error.context(format!("{name} failed")));
+                }
+                Err(join_error) => {
+                    first_error.get_or_insert(anyhow::anyhow!("{name} panicked: {join_error}"));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+async fn is_serving(address: SocketAddr) -> bool {
+    let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{address}")) else {
+        return false;
+    };
+    let Ok(channel) = channel
+        .connect_timeout(Duration::from_millis(200))
+        .connect()
+        .await
+    else {
+        return false;
+    };
+    let mut client = HealthClient::new(channel);
+    matches!(
+        client.check(HealthCheckRequest { service: String::new() }).await,
+        Ok(response) if response.get_ref().status == ServingStatus::Serving as i32
+    )
+}

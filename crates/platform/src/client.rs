@@ -1,0 +1,58 @@
+//! Calling peer services: lazily connected channels whose every request carries the
+//! service's internal token and the current W3C trace context, with a deadline.
+
+use std::time::Duration;
+
+use opentelemetry::propagation::TextMapPropagator as _;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::telemetry::MetadataInjector;
+
+/// A channel to a peer with [`Outgoing`] applied to every call.
+pub type PeerChannel = InterceptedService<Channel, Outgoing>;
+
+/// Adds credentials and trace context to outgoing requests.
+#[derive(Clone)]
+pub struct Outgoing {
+    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Interceptor for Outgoing {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        let context = tracing::Span::current().context();
+        opentelemetry_sdk::propagation::TraceContextPropagator::new()
+            .inject_context(&context, &mut MetadataInjector(request.metadata_mut()));
+        Ok(request)
+    }
+}
+
+/// How long a peer call may take unless the caller sets its own deadline.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A lazily connecting channel to `endpoint` (`http://host:port`) that sends `token`.
+/// Connection failures surface per call as `UNAVAILABLE`, so a service can start before
+/// its peers.
+pub fn connect_lazy(endpoint: &str, token: Option<&str>) -> anyhow::Result<PeerChannel> {
+    let channel = Endpoint::from_shared(endpoint.to_owned())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(DEFAULT_DEADLINE)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true)
+        .connect_lazy();
+    let authorization = match token {
+        Some(token) => Some(MetadataValue::try_from(format!("Bearer {token}"))?),
+        None => None,
+    };
+    Ok(InterceptedService::new(channel, Outgoing { authorization }))
+}

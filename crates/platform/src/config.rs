@@ -1,0 +1,154 @@
+//! Configuration shared by every service binary: flags with environment-variable fallbacks
+//! and defaults that work on a developer machine with nothing installed.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+
+/// Settings every service accepts. Each service flattens this into its own `clap` parser
+/// and adds its peers' addresses.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "AGILEPM_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Database URL: `sqlite://PATH` (created on first run) or `postgres://USER@HOST/DB`.
+    #[arg(long, env = "AGILEPM_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Secret that signs bearer tokens (see `auth`). Unset means development mode: the
+    /// bearer token is taken as the tenant id, unverified, and the server says so loudly.
+    #[arg(long, env = "AGILEPM_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+
+    /// Largest number of database connections this service opens.
+    #[arg(long, env = "AGILEPM_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// Where the backlog-item service is reached (used by task, planning, coordinator).
+    #[arg(long, env = "AGILEPM_BACKLOG_ITEM_ENDPOINT")]
+    pub backlog_item_endpoint: Option<String>,
+
+    /// Where the task service is reached (used by planning, coordinator).
+    #[arg(long, env = "AGILEPM_TASK_ENDPOINT")]
+    pub task_endpoint: Option<String>,
+
+    /// Where the planning service is reached (used by coordinator).
+    #[arg(long, env = "AGILEPM_PLANNING_ENDPOINT")]
+    pub planning_endpoint: Option<String>,
+}
+
+impl CommonArgs {
+    /// Resolves the settings, filling in the service's defaults.
+    pub fn resolve(&self, service: ServiceName) -> CommonConfig {
+        CommonConfig {
+            service,
+            listen: self
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], service.default_port()))),
+            database_url: self
+                .database_url
+                .clone()
+                .unwrap_or_else(|| format!("sqlite://data/{}.db", service.as_str())),
+            auth_secret: self.auth_secret.clone(),
+            db_max_connections: self.db_max_connections.max(1),
+            peers: Peers {
+                backlog_item: self
+                    .backlog_item_endpoint
+                    .clone()
+                    .unwrap_or_else(|| ServiceName::BacklogItem.default_endpoint()),
+                task: self
+                    .task_endpoint
+                    .clone()
+                    .unwrap_or_else(|| ServiceName::Task.default_endpoint()),
+                planning: self
+                    .planning_endpoint
+                    .clone()
+                    .unwrap_or_else(|| ServiceName::Planning.default_endpoint()),
+            },
+        }
+    }
+}
+
+/// Resolved settings common to every service.
+#[derive(Debug, Clone)]
+pub struct CommonConfig {
+    /// Which service this is.
+    pub service: ServiceName,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Where the service's own database lives.
+    pub database_url: String,
+    /// Token-signing secret; `None` is development mode.
+    pub auth_secret: Option<String>,
+    /// Connection pool ceiling.
+    pub db_max_connections: u32,
+    /// Where the other services are.
+    pub peers: Peers,
+}
+
+/// Endpoints (`http://host:port`) of the peer services.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    /// The backlog-item service.
+    pub backlog_item: String,
+    /// The task service.
+    pub task: String,
+    /// The planning service.
+    pub planning: String,
+}
+
+/// The four agilepm services, with their well-known default ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServiceName {
+    /// Owns BacklogItem.
+    BacklogItem,
+    /// Owns Task and its estimation log.
+    Task,
+    /// Owns Product, UseCase, Release, Sprint.
+    Planning,
+    /// Reconciles item status from task hours.
+    Coordinator,
+}
+
+impl ServiceName {
+    /// Every service, in start-up order (dependencies first).
+    pub const ALL: [ServiceName; 4] = [
+        ServiceName::BacklogItem,
+        ServiceName::Task,
+        ServiceName::Planning,
+        ServiceName::Coordinator,
+    ];
+
+    /// The service's name as used in file names, logs and `application_name`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::BacklogItem => "backlog-item",
+            ServiceName::Task => "task",
+            ServiceName::Planning => "planning",
+            ServiceName::Coordinator => "coordinator",
+        }
+    }
+
+    /// The port the service listens on unless told otherwise.
+    pub fn default_port(self) -> u16 {
+        match self {
+            ServiceName::BacklogItem => 50051,
+            ServiceName::Task => 50052,
+            ServiceName::Planning => 50053,
+            ServiceName::Coordinator => 50054,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, the default address peers use to reach the service.
+    pub fn default_endpoint(self) -> String {
+        format!("http://127.0.0.1:{}", self.default_port())
+    }
+}
+
+impl std::fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

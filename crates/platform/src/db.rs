@@ -1,0 +1,278 @@
+//! A service's own database: SQLite (the embedded default) or PostgreSQL (production),
+//! behind one `sqlx` pool of the `Any` driver so that store code is written once.
+//!
+//! Conventions that keep one SQL text valid on both engines: `$1` placeholders, ids as
+//! `TEXT`, times as `BIGINT` microseconds, dates as `TEXT` `YYYY-MM-DD`, integers as
+//! `BIGINT`, aggregates wrapped in `CAST(... AS BIGINT)`. Where the engines really
+//! differ (the feed's gap-safe read, notifications) code branches on [`Engine`].
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+use crate::config::ServiceName;
+
+/// Migrations shared by every service (the outbox, feed identity, checkpoints). Their
+/// versions are below 100; each service numbers its own from 100 up.
+static PLATFORM_SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+static PLATFORM_POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database engine a URL points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Embedded, one file per service.
+    Sqlite,
+    /// Production engine.
+    Postgres,
+}
+
+impl Engine {
+    /// Infers the engine from a `sqlite:` or `postgres:`/`postgresql:` URL.
+    pub fn of_url(url: &str) -> anyhow::Result<Engine> {
+        if url.starts_with("sqlite:") {
+            Ok(Engine::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Engine::Postgres)
+        } else {
+            anyhow::bail!("database URL must start with sqlite:// or postgres://, got {url:?}")
+        }
+    }
+}
+
+/// A service's migrations for both engines (`sqlx::migrate!` of two folders).
+pub struct Migrations {
+    /// Applied on SQLite.
+    pub sqlite: &'static Migrator,
+    /// Applied on PostgreSQL.
+    pub postgres: &'static Migrator,
+}
+
+/// A connection pool to the service's own database.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    engine: Engine,
+    url: String,
+    notifier: crate::feed::CommitNotifier,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `url` and applies the platform's and the
+    /// service's migrations. On PostgreSQL the migrator holds an advisory lock, so replicas
+    /// starting together apply each migration once.
+    pub async fn connect(
+        url: &str,
+        service: ServiceName,
+        max_connections: u32,
+        migrations: &Migrations,
+    ) -> anyhow::Result<Db> {
+        sqlx::any::install_default_drivers();
+        let engine = Engine::of_url(url)?;
+        let url = match engine {
+            Engine::Sqlite => sqlite_url(url)?,
+            Engine::Postgres => postgres_url(url, service),
+        };
+        let options = AnyConnectOptions::from_str(&url)
+            .with_context(|| format!("invalid database URL {url:?}"))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .idle_timeout(Duration::from_secs(300))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if engine == Engine::Sqlite {
+                        // WAL lets readers run beside the single writer; busy_timeout makes a
+                        // second writer wait instead of failing; NORMAL sync is durable in
+                        // WAL mode against process crashes.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot open the {service} database"))?;
+
+        let service_migrator = match engine {
+            Engine::Sqlite => migrations.sqlite,
+            Engine::Postgres => migrations.postgres,
+        };
+        let platform_migrator = match engine {
+            Engine::Sqlite => &PLATFORM_SQLITE,
+            Engine::Postgres => &PLATFORM_POSTGRES,
+        };
+        let mut all: Vec<_> = platform_migrator
+            .iter()
+            .chain(service_migrator.iter())
+            .cloned()
+            .collect();
+        all.sort_by_key(|m| m.version);
+        Migrator::with_migrations(all)
+            .run(&pool)
+            .await
+            .with_context(|| format!("migrating the {service} database"))?;
+        tracing::info!(%service, engine = ?engine, "database ready");
+        Ok(Db {
+            pool,
+            engine,
+            url,
+            notifier: crate::feed::CommitNotifier::new(),
+        })
+    }
+
+    /// The pool, for reads.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which engine this is.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// The connection URL (for the PostgreSQL listener).
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The in-process commit notifier the event feed waits on.
+    pub fn notifier(&self) -> &crate::feed::CommitNotifier {
+        &self.notifier
+    }
+
+    /// Starts a write transaction. On SQLite it is `BEGIN IMMEDIATE`, taking the write
+    /// lock up front so that two read-then-write transactions cannot deadlock on upgrade.
+    pub async fn begin(&self) -> Result<UnitOfWork, sqlx::Error> {
+        let tx = match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Engine::Postgres => self.pool.begin().await?,
+        };
+        Ok(UnitOfWork {
+            tx,
+            db: self.clone(),
+            wrote_events: false,
+        })
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A write transaction that knows whether it appended events, so that committing it wakes
+/// the event feed's subscribers at once instead of at their next poll.
+pub struct UnitOfWork {
+    tx: Transaction<'static, Any>,
+    db: Db,
+    pub(crate) wrote_events: bool,
+}
+
+impl UnitOfWork {
+    /// The transaction's connection, for `execute`/`fetch` calls.
+    pub fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+
+    /// The engine the transaction runs on.
+    pub fn engine(&self) -> Engine {
+        self.db.engine
+    }
+
+    /// Commits, then notifies in-process feed subscribers if events were appended.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        let UnitOfWork {
+            tx,
+            db,
+            wrote_events,
+        } = self;
+        tx.commit().await?;
+        if wrote_events {
+            db.notifier.notify();
+        }
+        Ok(())
+    }
+}
+
+fn sqlite_url(url: &str) -> anyhow::Result<String> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    if path.is_empty() || path == ":memory:" {
+        anyhow::bail!("SQLite needs a file path (services share it between connections): {url:?}");
+    }
+    if let Some(parent) = std::path::Path::new(path).parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create directory {}", parent.display()))?;
+        }
+    }
+    let query: Cow<'_, str> = if query.contains("mode=") {
+        query.into()
+    } else if query.is_empty() {
+        "mode=rwc".into()
+    } else {
+        format!("{query}&mode=rwc").into()
+    };
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+fn postgres_url(url: &str, service: ServiceName) -> String {
+    if url.contains("application_name=") {
+        url.to_owned()
+    } else {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}application_name=agilepm-{service}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_create_the_file() {
+        assert_eq!(
+            sqlite_url("sqlite://data/task.db").unwrap(),
+            "sqlite://data/task.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url("sqlite:x.db?mode=ro").unwrap(),
+            "sqlite://x.db?mode=ro"
+        );
+        assert!(sqlite_url("sqlite::memory:").is_err());
+    }
+
+    #[test]
+    fn engines_are_recognised() {
+        assert_eq!(
+            Engine::of_url("postgres://root@localhost/test").unwrap(),
+            Engine::Postgres
+        );
+        assert_eq!(Engine::of_url("sqlite://a.db").unwrap(), Engine::Sqlite);
+        assert!(Engine::of_url("mysql://x").is_err());
+    }
+}
+
+/// No service migrations (for tests of the platform alone).
+pub static NO_MIGRATIONS: Migrations = Migrations {
+    sqlite: &EMPTY,
+    postgres: &EMPTY,
+};
+static EMPTY: Migrator = sqlx::migrate!("./migrations/none");

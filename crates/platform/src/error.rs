@@ -1,0 +1,211 @@
+//! The one place where failures become gRPC status codes.
+//!
+//! Handlers return [`AppError`]; nothing else in the code base constructs a
+//! `tonic::Status` by hand. The mapping follows the table in `DESIGN.md` §4: bad input is
+//! `INVALID_ARGUMENT` naming the field, missing or other tenant's is `NOT_FOUND`, a broken
+//! rule is `FAILED_PRECONDITION`, a stale version is `ABORTED`, a duplicate is
+//! `ALREADY_EXISTS`, a dependency that is down is `UNAVAILABLE`. Never `UNKNOWN`.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// A failure of a request, classified by what the caller can do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppError {
+    /// The request is malformed; `field` names the offending request field.
+    #[error("{field}: {reason}")]
+    InvalidArgument {
+        /// Request field path, e.g. `hours_remaining` or `backlog_item.summary`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The resource does not exist, or belongs to another tenant (indistinguishable).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request is well-formed but breaks a domain rule (the message names the rule).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Lost an optimistic-concurrency race: the version is stale.
+    #[error("{0}")]
+    Aborted(String),
+    /// The thing to create exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A dependency (database, peer service) cannot be reached; retrying may help.
+    #[error("{0}")]
+    Unavailable(String),
+    /// No or invalid credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials that do not allow this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A bug or an unexpected state; the detail is logged, not sent to the caller.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Shorthand for results whose error is an [`AppError`].
+pub type AppResult<T> = Result<T, AppError>;
+
+impl AppError {
+    /// `INVALID_ARGUMENT` for `field`.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        AppError::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// `FAILED_PRECONDITION` with a message naming the rule.
+    pub fn precondition(rule: impl Into<String>) -> Self {
+        AppError::FailedPrecondition(rule.into())
+    }
+
+    /// `NOT_FOUND` for a resource described as e.g. `task 0190…`.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        AppError::NotFound(what.into())
+    }
+
+    /// `ABORTED` for a stale `expected_version`.
+    pub fn stale_version(what: &str, expected: i64, actual: i64) -> Self {
+        AppError::Aborted(format!(
+            "expected_version: {what} is at version {actual}, not {expected}; re-read and retry"
+        ))
+    }
+
+    /// The gRPC code this error maps to.
+    pub fn code(&self) -> Code {
+        match self {
+            AppError::InvalidArgument { .. } => Code::InvalidArgument,
+            AppError::NotFound(_) => Code::NotFound,
+            AppError::FailedPrecondition(_) => Code::FailedPrecondition,
+            AppError::Aborted(_) => Code::Aborted,
+            AppError::AlreadyExists(_) => Code::AlreadyExists,
+            AppError::Unavailable(_) => Code::Unavailable,
+            AppError::Unauthenticated(_) => Code::Unauthenticated,
+            AppError::PermissionDenied(_) => Code::PermissionDenied,
+            AppError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<AppError> for Status {
+    fn from(error: AppError) -> Status {
+        // Every failure is logged once, here, inside the request's span, so the log line
+        // carries the trace id of the call that failed.
+        tracing::error!(code = ?error.code(), error = %error, "request failed");
+        match error {
+            AppError::InvalidArgument { field, reason } => {
+                let message = format!("{field}: {reason}");
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    message,
+                    ErrorDetails::with_bad_request_violation(field, reason),
+                )
+            }
+            AppError::Internal(_) => Status::internal("internal error; see the server log"),
+            other => Status::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(error: sqlx::Error) -> AppError {
+        match &error {
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                match code.as_ref() {
+                    // PostgreSQL unique_violation; SQLite UNIQUE / PRIMARY KEY constraint.
+                    "23505" | "2067" | "1555" => AppError::AlreadyExists(db.message().to_owned()),
+                    // PostgreSQL serialization failure and deadlock, SQLite busy: another
+                    // writer won; the caller may retry.
+                    "40001" | "40P01" | "5" | "517" => AppError::Aborted(format!(
+                        "concurrent modification, retry: {}",
+                        db.message()
+                    )),
+                    _ => AppError::Internal(error.to_string()),
+                }
+            }
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                AppError::Unavailable(format!("database unavailable: {error}"))
+            }
+            sqlx::Error::RowNotFound => AppError::NotFound("row".into()),
+            _ => AppError::Internal(error.to_string()),
+        }
+    }
+}
+
+/// Classifies a status returned by a peer service, for callers that need to decide
+/// whether to retry: `true` for failures that may go away by themselves.
+pub fn is_transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted
+    )
+}
+
+/// Turns a peer's status into our error when it must be passed on to our own caller.
+/// A peer's `NOT_FOUND` or `INVALID_ARGUMENT` is passed through; its outage becomes
+/// `UNAVAILABLE` naming the peer.
+pub fn from_peer(peer: &str, status: Status) -> AppError {
+    match status.code() {
+        Code::NotFound => AppError::NotFound(status.message().to_owned()),
+        Code::InvalidArgument => {
+            AppError::invalid("request", format!("{peer}: {}", status.message()))
+        }
+        Code::FailedPrecondition => AppError::FailedPrecondition(status.message().to_owned()),
+        Code::Aborted => AppError::Aborted(status.message().to_owned()),
+        Code::AlreadyExists => AppError::AlreadyExists(status.message().to_owned()),
+        Code::PermissionDenied | Code::Unauthenticated => AppError::Internal(format!(
+            "{peer} refused our credentials: {}",
+            status.message()
+        )),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
+            AppError::Unavailable(format!("{peer} unavailable: {}", status.message()))
+        }
+        _ => AppError::Internal(format!("{peer}: {:?}: {}", status.code(), status.message())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_names_the_field_in_message_and_details() {
+        let status: Status = AppError::invalid("hours_remaining", "must be 0 to 1000").into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "hours_remaining: must be 0 to 1000");
+        let details = status.get_error_details();
+        let violation = &details
+            .bad_request()
+            .expect("bad request details")
+            .field_violations[0];
+        assert_eq!(violation.field, "hours_remaining");
+    }
+
+    #[test]
+    fn internal_detail_is_not_leaked() {
+        let status: Status = AppError::Internal("password=hunter2".into()).into();
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("hunter2"));
+    }
+
+    #[test]
+    fn every_variant_maps_to_a_specific_code() {
+        let errors = [
+            AppError::not_found("x"),
+            AppError::precondition("x"),
+            AppError::Aborted("x".into()),
+            AppError::AlreadyExists("x".into()),
+            AppError::Unavailable("x".into()),
+            AppError::Unauthenticated("x".into()),
+            AppError::PermissionDenied("x".into()),
+        ];
+        for error in errors {
+            assert_ne!(Status::from(error).code(), Code::Unknown);
+        }
+    }
+}

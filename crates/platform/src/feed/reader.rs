@@ -1,0 +1,143 @@
+//! Reading the outbox in feed order without ever skipping an event.
+//!
+//! # Why no event is skipped
+//!
+//! **SQLite** admits one writer at a time, and `AUTOINCREMENT` positions are assigned
+//! inside that writer's transaction, so positions commit in increasing order: once a
+//! reader sees position N, every position below N is already visible. `position > cursor`
+//! is therefore gap-free.
+//!
+//! **PostgreSQL** assigns sequence values at insert time but makes rows visible at
+//! commit time, so transaction A may take seq 10, transaction B seq 11, and B commit
+//! first. A reader using `seq > cursor` would deliver 11, move its cursor past 10, and
+//! never see A's event. We instead record each row's writing transaction id (`txid`) and
+//! read in `(txid, seq)` order **only below the xmin of the reading statement's
+//! snapshot**. Every transaction with an id below xmin has finished, so all its rows are
+//! visible now and none can appear later; every transaction still running, or not yet
+//! started, has an id at or above xmin. So once we deliver `(txid, seq)` with
+//! `txid < xmin`, no row that becomes visible later can sort before it. The price: an
+//! event becomes readable only when every older writing transaction on the cluster has
+//! finished — a long-running writer delays the feed (never reorders or loses it).
+
+use crate::db::{Db, Engine};
+use crate::feed::Position;
+use sqlx::Row;
+
+/// One outbox row.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Its place in the feed.
+    pub position: Position,
+    /// Stable event id (UUID).
+    pub event_id: String,
+    /// Fully qualified payload message name.
+    pub event_type: String,
+    /// Kind of aggregate.
+    pub aggregate_type: String,
+    /// Aggregate id.
+    pub aggregate_id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// When it happened (µs since the epoch).
+    pub occur_time_us: i64,
+    /// Protobuf-encoded payload.
+    pub payload: Vec<u8>,
+}
+
+/// Reads one database's outbox.
+#[derive(Clone, Debug)]
+pub struct OutboxReader {
+    db: Db,
+    feed_id: String,
+}
+
+const READ_SQLITE: &str = "SELECT 0 AS txid, position AS seq, event_id, event_type, aggregate_type, \
+     aggregate_id, tenant_id, occur_time_us, payload FROM outbox \
+     WHERE position > $1 ORDER BY position LIMIT $2";
+
+const READ_POSTGRES: &str = "SELECT txid, seq, event_id, event_type, aggregate_type, aggregate_id, \
+     tenant_id, occur_time_us, payload FROM outbox \
+     WHERE (txid, seq) > ($1, $2) \
+       AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+     ORDER BY txid, seq LIMIT $3";
+
+const HEAD_SQLITE: &str =
+    "SELECT 0 AS txid, position AS seq, occur_time_us FROM outbox ORDER BY position DESC LIMIT 1";
+
+const HEAD_POSTGRES: &str = "SELECT txid, seq, occur_time_us FROM outbox \
+     WHERE txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+     ORDER BY txid DESC, seq DESC LIMIT 1";
+
+impl OutboxReader {
+    /// A reader for `db`'s outbox; loads the database's feed id.
+    pub async fn new(db: Db) -> Result<OutboxReader, sqlx::Error> {
+        let feed_id: String =
+            sqlx::query_scalar("SELECT feed_id FROM feed_identity WHERE singleton = 1")
+                .fetch_one(db.pool())
+                .await?;
+        Ok(OutboxReader { db, feed_id })
+    }
+
+    /// The database's feed id, embedded in every position it issues.
+    pub fn feed_id(&self) -> &str {
+        &self.feed_id
+    }
+
+    /// The database this reader reads.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Up to `limit` events after `after`, in feed order. Borrows a pooled connection for
+    /// the one query only, so an idle subscriber holds none.
+    pub async fn read_after(
+        &self,
+        after: Position,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let query = match self.db.engine() {
+            Engine::Sqlite => sqlx::query(READ_SQLITE).bind(after.seq),
+            Engine::Postgres => sqlx::query(READ_POSTGRES).bind(after.txid).bind(after.seq),
+        };
+        let rows = query
+            .bind(i64::from(limit))
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(StoredEvent {
+                    position: Position {
+                        txid: row.try_get("txid")?,
+                        seq: row.try_get("seq")?,
+                    },
+                    event_id: row.try_get("event_id")?,
+                    event_type: row.try_get("event_type")?,
+                    aggregate_type: row.try_get("aggregate_type")?,
+                    aggregate_id: row.try_get("aggregate_id")?,
+                    tenant_id: row.try_get("tenant_id")?,
+                    occur_time_us: row.try_get("occur_time_us")?,
+                    payload: row.try_get("payload")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest readable event's position and time, or `None` for an empty feed.
+    pub async fn head(&self) -> Result<Option<(Position, i64)>, sqlx::Error> {
+        let sql = match self.db.engine() {
+            Engine::Sqlite => HEAD_SQLITE,
+            Engine::Postgres => HEAD_POSTGRES,
+        };
+        let row = sqlx::query(sql).fetch_optional(self.db.pool()).await?;
+        row.map(|row| {
+            Ok((
+                Position {
+                    txid: row.try_get("txid")?,
+                    seq: row.try_get("seq")?,
+                },
+                row.try_get("occur_time_us")?,
+            ))
+        })
+        .transpose()
+    }
+}

@@ -1,0 +1,207 @@
+//! `agilepm.events.v1.EventFeedService`: replay from a position, then tail live events,
+//! with heartbeats.
+//!
+//! Memory stays bounded whatever the subscriber does: the stream holds at most one batch
+//! of rows, and tonic polls it only as fast as HTTP/2 flow control lets the client
+//! receive, so a slow reader slows its own stream and nothing else. Between reads the
+//! stream holds no database connection; it waits on the commit notifier, a heartbeat
+//! timer and a fallback poll.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use agilepm_proto::events::v1::event_feed_service_server::EventFeedService;
+use agilepm_proto::events::v1::{
+    Event, GetFeedHeadRequest, GetFeedHeadResponse, Heartbeat, SubscribeRequest, SubscribeResponse,
+    subscribe_response,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{Caller, caller};
+use crate::db::{Db, Engine};
+use crate::error::{AppError, AppResult};
+use crate::feed::{OutboxReader, Position, StoredEvent};
+use crate::time::{now_micros, timestamp};
+
+/// Tuning of the feed server.
+#[derive(Debug, Clone)]
+pub struct FeedOptions {
+    /// Rows read per query.
+    pub batch_size: u32,
+    /// How often a caught-up subscriber re-reads even without a notification.
+    pub fallback_poll: Duration,
+    /// Heartbeat interval when the subscriber does not ask for one.
+    pub default_heartbeat: Duration,
+}
+
+impl Default for FeedOptions {
+    fn default() -> Self {
+        FeedOptions {
+            batch_size: 500,
+            fallback_poll: Duration::from_millis(500),
+            default_heartbeat: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The feed server for one service's outbox.
+#[derive(Clone)]
+pub struct EventFeed {
+    reader: OutboxReader,
+    options: FeedOptions,
+}
+
+impl EventFeed {
+    /// Serves `db`'s outbox. On PostgreSQL also starts relaying `NOTIFY`s from other
+    /// processes until `shutdown`.
+    pub async fn new(
+        db: Db,
+        options: FeedOptions,
+        shutdown: CancellationToken,
+    ) -> Result<EventFeed, sqlx::Error> {
+        if db.engine() == Engine::Postgres {
+            tokio::spawn(crate::feed::notify::listen_postgres(
+                db.url().to_owned(),
+                db.notifier().clone(),
+                shutdown,
+            ));
+        }
+        Ok(EventFeed {
+            reader: OutboxReader::new(db).await?,
+            options,
+        })
+    }
+
+    /// The underlying reader.
+    pub fn reader(&self) -> &OutboxReader {
+        &self.reader
+    }
+
+    async fn head(&self) -> AppResult<(String, Option<prost_types::Timestamp>)> {
+        Ok(match self.reader.head().await? {
+            Some((position, time)) => (
+                position.encode(self.reader.feed_id()),
+                Some(timestamp(time)),
+            ),
+            None => (String::new(), None),
+        })
+    }
+}
+
+/// Which events a subscription wants.
+struct Filter {
+    caller: Caller,
+    event_types: HashSet<String>,
+    aggregate_ids: HashSet<String>,
+}
+
+impl Filter {
+    fn admits(&self, event: &StoredEvent) -> bool {
+        self.caller.may_see(&event.tenant_id)
+            && (self.event_types.is_empty() || self.event_types.contains(&event.event_type))
+            && (self.aggregate_ids.is_empty() || self.aggregate_ids.contains(&event.aggregate_id))
+    }
+}
+
+fn to_message(event: StoredEvent, feed_id: &str) -> SubscribeResponse {
+    SubscribeResponse {
+        kind: Some(subscribe_response::Kind::Event(Event {
+            position: event.position.encode(feed_id),
+            payload: Some(prost_types::Any {
+                type_url: format!("type.googleapis.com/{}", event.event_type),
+                value: event.payload,
+            }),
+            event_id: event.event_id,
+            event_type: event.event_type,
+            aggregate_type: event.aggregate_type,
+            aggregate_id: event.aggregate_id,
+            tenant_id: event.tenant_id,
+            occur_time: Some(timestamp(event.occur_time_us)),
+        })),
+    }
+}
+
+type SubscribeStream = tonic::codegen::BoxStream<SubscribeResponse>;
+
+#[tonic::async_trait]
+impl EventFeedService for EventFeed {
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<SubscribeStream>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let feed_id = self.reader.feed_id().to_owned();
+        let mut cursor = Position::parse("after_position", &request.after_position, &feed_id)?;
+        let heartbeat_every = match request.heartbeat_interval_ms {
+            0 => self.options.default_heartbeat,
+            ms @ 100..=60_000 => Duration::from_millis(ms as u64),
+            _ => {
+                return Err(
+                    AppError::invalid("heartbeat_interval_ms", "must be 0 or 100 to 60000").into(),
+                );
+            }
+        };
+        let filter = Filter {
+            caller,
+            event_types: request.event_types.into_iter().collect(),
+            aggregate_ids: request.aggregate_ids.into_iter().collect(),
+        };
+        let feed = self.clone();
+        let mut wake = feed.reader.db().notifier().subscribe();
+
+        let stream = async_stream::try_stream! {
+            let mut next_heartbeat = Instant::now();
+            loop {
+                // Mark the notifier seen *before* reading, so a commit that lands between
+                // the read and the wait still wakes us.
+                wake.borrow_and_update();
+                let batch = feed.reader.read_after(cursor, feed.options.batch_size).await
+                    .map_err(|e| Status::from(AppError::from(e)))?;
+                let full = batch.len() as u32 == feed.options.batch_size;
+                for event in batch {
+                    cursor = event.position;
+                    if filter.admits(&event) {
+                        yield to_message(event, &feed_id);
+                    }
+                }
+                if Instant::now() >= next_heartbeat {
+                    let (head_position, head_occur_time) = feed.head().await?;
+                    yield SubscribeResponse {
+                        kind: Some(subscribe_response::Kind::Heartbeat(Heartbeat {
+                            head_position,
+                            head_occur_time,
+                            server_time: Some(timestamp(now_micros())),
+                        })),
+                    };
+                    next_heartbeat = Instant::now() + heartbeat_every;
+                }
+                if full {
+                    continue;
+                }
+                let poll_at = (Instant::now() + feed.options.fallback_poll).min(next_heartbeat);
+                tokio::select! {
+                    changed = wake.changed() => {
+                        if changed.is_err() { break; }
+                    }
+                    () = tokio::time::sleep_until(poll_at) => {}
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_feed_head(
+        &self,
+        request: Request<GetFeedHeadRequest>,
+    ) -> Result<Response<GetFeedHeadResponse>, Status> {
+        caller(&request)?;
+        let (head_position, head_occur_time) = self.head().await?;
+        Ok(Response::new(GetFeedHeadResponse {
+            head_position,
+            head_occur_time,
+        }))
+    }
+}

@@ -1,0 +1,204 @@
+//! Following another service's event feed from a durable checkpoint.
+//!
+//! [`follow`] subscribes after the saved position, hands events to a [`BatchHandler`] in
+//! batches, and saves the position of a batch's last event only after the handler has
+//! succeeded, so a crash or an error means a replay, never a skipped event. Consumers
+//! therefore must be idempotent (the coordinator is, by the revision guard). Broken
+//! streams and handler errors are retried with exponential backoff and jitter.
+
+use std::future::Future;
+use std::time::Duration;
+
+use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
+use agilepm_proto::events::v1::{Event, Heartbeat, SubscribeRequest, subscribe_response};
+use futures::{FutureExt as _, StreamExt as _};
+use rand::Rng as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::PeerChannel;
+use crate::db::Db;
+use crate::time::now_micros;
+
+/// Handles the events of a feed, a batch at a time.
+pub trait BatchHandler: Send + Sync {
+    /// Applies a batch (in feed order). Returning an error makes the follower back off and
+    /// re-deliver the batch from the last checkpoint.
+    fn handle(&self, batch: &[Event]) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Called for every heartbeat (e.g. to record the head for lag reporting).
+    fn on_heartbeat(&self, _heartbeat: &Heartbeat) {}
+
+    /// Called when following fails and will be retried (e.g. to report unhealthy).
+    fn on_error(&self, _error: &anyhow::Error) {}
+}
+
+/// Where a consumer keeps its position.
+pub trait CheckpointStore: Send + Sync {
+    /// The saved position, or empty for the beginning.
+    fn load(&self) -> impl Future<Output = anyhow::Result<String>> + Send;
+    /// Saves `position` durably.
+    fn save(&self, position: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// A checkpoint row in the consumer service's own database (`feed_checkpoints`).
+#[derive(Clone, Debug)]
+pub struct DbCheckpoint {
+    db: Db,
+    consumer: String,
+}
+
+impl DbCheckpoint {
+    /// The checkpoint named `consumer` in `db`.
+    pub fn new(db: Db, consumer: impl Into<String>) -> DbCheckpoint {
+        DbCheckpoint {
+            db,
+            consumer: consumer.into(),
+        }
+    }
+}
+
+impl CheckpointStore for DbCheckpoint {
+    async fn load(&self) -> anyhow::Result<String> {
+        let position: Option<String> =
+            sqlx::query_scalar("SELECT position FROM feed_checkpoints WHERE consumer = $1")
+                .bind(&self.consumer)
+                .fetch_optional(self.db.pool())
+                .await?;
+        Ok(position.unwrap_or_default())
+    }
+
+    async fn save(&self, position: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO feed_checkpoints (consumer, position, update_time_us) VALUES ($1, $2, $3) \
+             ON CONFLICT (consumer) DO UPDATE SET position = excluded.position, \
+             update_time_us = excluded.update_time_us",
+        )
+        .bind(&self.consumer)
+        .bind(position)
+        .bind(now_micros())
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+}
+
+/// What to follow and how.
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    /// Only these event types (empty: all).
+    pub event_types: Vec<String>,
+    /// Largest batch handed to the handler.
+    pub max_batch: usize,
+    /// First retry delay; doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+    /// Heartbeat interval asked of the server, in milliseconds.
+    pub heartbeat_interval_ms: i32,
+}
+
+impl Default for FollowOptions {
+    fn default() -> Self {
+        FollowOptions {
+            event_types: Vec::new(),
+            max_batch: 256,
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+            heartbeat_interval_ms: 1000,
+        }
+    }
+}
+
+/// Follows the feed behind `client` until `shutdown`, resuming from `checkpoint`.
+pub async fn follow<H, C>(
+    client: EventFeedServiceClient<PeerChannel>,
+    checkpoint: &C,
+    handler: &H,
+    options: &FollowOptions,
+    shutdown: CancellationToken,
+) where
+    H: BatchHandler,
+    C: CheckpointStore,
+{
+    let mut failures: u32 = 0;
+    while !shutdown.is_cancelled() {
+        let outcome = tokio::select! {
+            () = shutdown.cancelled() => return,
+            outcome = follow_once(client.clone(), checkpoint, handler, options, &mut failures) => outcome,
+        };
+        if let Err(error) = outcome {
+            failures = failures.saturating_add(1);
+            tracing::error!(error = %format!("{error:#}"), failures, "following the feed failed; retrying");
+            handler.on_error(&error);
+            let delay = backoff(options, failures);
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+}
+
+/// One subscription: runs until the stream breaks or a batch fails.
+async fn follow_once<H: BatchHandler, C: CheckpointStore>(
+    mut client: EventFeedServiceClient<PeerChannel>,
+    checkpoint: &C,
+    handler: &H,
+    options: &FollowOptions,
+    failures: &mut u32,
+) -> anyhow::Result<()> {
+    let after_position = checkpoint.load().await?;
+    let mut request = tonic::Request::new(SubscribeRequest {
+        after_position,
+        event_types: options.event_types.clone(),
+        aggregate_ids: Vec::new(),
+        heartbeat_interval_ms: options.heartbeat_interval_ms,
+    });
+    // A subscription lives as long as it is healthy; no overall deadline.
+    request.set_timeout(Duration::from_secs(365 * 24 * 3600));
+    let mut stream = client.subscribe(request).await?.into_inner();
+    let mut batch = Vec::with_capacity(options.max_batch);
+    loop {
+        let Some(first) = stream.next().await else {
+            anyhow::bail!("the feed closed the stream");
+        };
+        push(first?, &mut batch, handler);
+        // Drain what has already arrived, without waiting, into the same batch.
+        while batch.len() < options.max_batch {
+            match stream.next().now_or_never() {
+                Some(Some(message)) => push(message?, &mut batch, handler),
+                Some(None) | None => break,
+            }
+        }
+        if let Some(last) = batch.last() {
+            let position = last.position.clone();
+            handler.handle(&batch).await?;
+            checkpoint.save(&position).await?;
+            batch.clear();
+            *failures = 0;
+        }
+    }
+}
+
+fn push<H: BatchHandler>(
+    message: agilepm_proto::events::v1::SubscribeResponse,
+    batch: &mut Vec<Event>,
+    handler: &H,
+) {
+    match message.kind {
+        Some(subscribe_response::Kind::Event(event)) => batch.push(event),
+        Some(subscribe_response::Kind::Heartbeat(heartbeat)) => handler.on_heartbeat(&heartbeat),
+        None => {}
+    }
+}
+
+/// Exponential backoff with full jitter.
+pub fn backoff(options: &FollowOptions, failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    let ceiling = options
+        .min_backoff
+        .saturating_mul(1 << exponent)
+        .min(options.max_backoff);
+    let millis = ceiling.as_millis().max(1) as u64;
+    Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
+}

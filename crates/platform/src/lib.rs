@@ -1,0 +1,35 @@
+//! Plumbing every agilepm service shares, so that a service crate holds only its domain.
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`config`] | flags/environment shared by every service, default ports |
+//! | [`db`] | the service's own database (SQLite or PostgreSQL) and its migrations |
+//! | [`error`] | domain errors and their one mapping to gRPC status codes |
+//! | [`auth`] | bearer tokens, tenants, the server interceptor |
+//! | [`validate`] | parsing request fields, naming the field on failure |
+//! | [`paging`] | opaque page tokens |
+//! | [`time`] | stored times and protobuf timestamps |
+//! | [`telemetry`] | logs, traces, W3C propagation, OTLP export |
+//! | [`server`] | gRPC server with health, reflection, tracing, graceful shutdown |
+//! | [`service`] | the life of a service process: database, auth, feed, serve |
+//! | [`client`] | channels to peer services with credentials, trace context, deadlines |
+//! | [`outbox`] | appending events in the caller's transaction |
+//! | [`feed`] | serving the outbox as a gap-free, resumable event feed |
+//! | [`follower`] | following a peer's feed from a durable checkpoint |
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod feed;
+pub mod follower;
+pub mod outbox;
+pub mod paging;
+pub mod server;
+pub mod service;
+pub mod telemetry;
+pub mod time;
+pub mod validate;
+
+pub use error::{AppError, AppResult};

@@ -1,0 +1,214 @@
+//! Starting a service's gRPC server: its domain services plus `grpc.health.v1.Health`,
+//! server reflection, request spans with W3C trace context, and graceful shutdown.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use http::Request as HttpRequest;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower::Service;
+use tower_http::trace::TraceLayer;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::db::Db;
+use crate::telemetry::HeaderExtractor;
+
+/// A server under construction: add services, then [`GrpcServer::serve`].
+pub struct GrpcServer {
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+    health: HealthReporter,
+}
+
+impl Default for GrpcServer {
+    fn default() -> Self {
+        GrpcServer::new()
+    }
+}
+
+impl GrpcServer {
+    /// An empty server with health and reflection ready to be filled.
+    pub fn new() -> GrpcServer {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health_service);
+        GrpcServer {
+            routes,
+            names: Vec::new(),
+            health,
+        }
+    }
+
+    /// Adds a domain service.
+    pub fn add_service<S>(mut self, service: S) -> GrpcServer
+    where
+        S: Service<HttpRequest<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    /// The health reporter, for services that flip their own health (the coordinator).
+    pub fn health_reporter(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` is cancelled, then drains in-flight requests.
+    /// Health is `SERVING` for every added service while `db` (if given) answers pings,
+    /// `NOT_SERVING` otherwise.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        db: Option<Db>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let GrpcServer {
+            mut routes,
+            names,
+            health,
+        } = self;
+        for name in &names {
+            health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
+        }
+        health.set_service_status("", ServingStatus::Serving).await;
+
+        // Reflection advertises exactly what this port serves (the shared descriptor set
+        // holds every agilepm service), and resolves google.rpc error details too.
+        let reflection = |reflection_service: &'static str| {
+            let mut builder = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(agilepm_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name("grpc.health.v1.Health")
+                .with_service_name(reflection_service);
+            for name in &names {
+                builder = builder.with_service_name(*name);
+            }
+            builder
+        };
+        let reflection_alpha = reflection("grpc.reflection.v1alpha.ServerReflection");
+        let reflection = reflection("grpc.reflection.v1.ServerReflection");
+        routes.add_service(reflection.build_v1()?);
+        routes.add_service(reflection_alpha.build_v1alpha()?);
+
+        if let Some(db) = db {
+            tokio::spawn(watch_database(
+                db,
+                health.clone(),
+                names.clone(),
+                shutdown.clone(),
+            ));
+        }
+
+        let address = listener.local_addr()?;
+        tracing::info!(%address, services = ?names, "serving gRPC");
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .tcp_nodelay(true)
+            .layer(TraceLayer::new_for_grpc().make_span_with(request_span))
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+            .await?;
+        tracing::info!(%address, "server stopped");
+        Ok(())
+    }
+}
+
+/// The span every request runs in: named after the gRPC method, parented to the caller's
+/// trace when the request carries `traceparent`, and recording the trace id so log lines
+/// can be joined with traces.
+fn request_span<B>(request: &HttpRequest<B>) -> tracing::Span {
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(request.headers()))
+    });
+    let span = tracing::info_span!(
+        "grpc",
+        method = %request.uri().path(),
+        trace_id = tracing::field::Empty,
+    );
+    let _ = span.set_parent(parent);
+    let trace_id = {
+        use opentelemetry::trace::TraceContextExt as _;
+        span.context().span().span_context().trace_id()
+    };
+    span.record("trace_id", tracing::field::display(trace_id));
+    span
+}
+
+async fn watch_database(
+    db: Db,
+    health: HealthReporter,
+    names: Vec<&'static str>,
+    shutdown: CancellationToken,
+) {
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let ok = tokio::time::timeout(Duration::from_secs(3), db.ping())
+            .await
+            .unwrap_or(false);
+        if ok != serving {
+            serving = ok;
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            if ok {
+                tracing::info!("database answers again; health SERVING");
+            } else {
+                tracing::error!("database does not answer; health NOT_SERVING");
+            }
+            for name in &names {
+                health.set_service_status(*name, status).await;
+            }
+            health.set_service_status("", status).await;
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C will stop the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,117 @@
+//! The life of a service process, written once: open the database and migrate it, set up
+//! authentication and the event feed, let the service add its gRPC services, serve until
+//! shutdown.
+
+use std::future::Future;
+
+use agilepm_proto::events::v1::event_feed_service_server::EventFeedServiceServer;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Authenticator, internal_token};
+use crate::config::{CommonArgs, CommonConfig, ServiceName};
+use crate::db::{Db, Migrations};
+use crate::feed::{EventFeed, FeedOptions};
+use crate::server::GrpcServer;
+
+/// What a service hands its gRPC adapters.
+#[derive(Clone)]
+pub struct ServiceContext {
+    /// Resolved configuration.
+    pub config: CommonConfig,
+    /// The service's own database.
+    pub db: Db,
+    /// The interceptor every domain service is wrapped in.
+    pub auth: Authenticator,
+    /// The token this service presents to its peers (all tenants).
+    pub internal_token: String,
+    /// Cancelled when the process shuts down.
+    pub shutdown: CancellationToken,
+}
+
+/// What distinguishes one service's start-up from another's.
+pub struct ServiceSpec {
+    /// Which service.
+    pub name: ServiceName,
+    /// Its migrations.
+    pub migrations: &'static Migrations,
+    /// Whether it serves its outbox as an event feed.
+    pub serves_feed: bool,
+}
+
+/// Runs a service on `listener` until `shutdown`: `add_services` registers its domain
+/// services on the server.
+pub async fn run<F, Fut>(
+    spec: &ServiceSpec,
+    config: CommonConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    add_services: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(ServiceContext, GrpcServer) -> Fut,
+    Fut: Future<Output = anyhow::Result<GrpcServer>>,
+{
+    let db = Db::connect(
+        &config.database_url,
+        spec.name,
+        config.db_max_connections,
+        spec.migrations,
+    )
+    .await?;
+    let auth = Authenticator::new(config.auth_secret.as_deref());
+    if auth.is_development_mode() {
+        tracing::warn!(
+            service = %spec.name,
+            "AUTHENTICATION IS OFF (development mode): bearer tokens are taken as tenant ids \
+             unverified. Set AGILEPM_AUTH_SECRET in production."
+        );
+    }
+    let context = ServiceContext {
+        internal_token: internal_token(config.auth_secret.as_deref()),
+        config,
+        db: db.clone(),
+        auth: auth.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let mut server = GrpcServer::new();
+    if spec.serves_feed {
+        let feed = EventFeed::new(db.clone(), FeedOptions::default(), shutdown.clone()).await?;
+        server = server.add_service(EventFeedServiceServer::with_interceptor(feed, auth));
+    }
+    let server = add_services(context, server).await?;
+    let result = server.serve(listener, Some(db.clone()), shutdown).await;
+    db.close().await;
+    result
+}
+
+/// The `main` of a service binary: parse flags, set up telemetry, bind, run until SIGTERM.
+pub async fn main<R, Fut>(name: ServiceName, run_service: R) -> anyhow::Result<()>
+where
+    R: FnOnce(CommonConfig, TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+    let cli = Cli::parse();
+    let _telemetry = crate::telemetry::init(&format!("agilepm-{name}"))?;
+    let config = cli.common.resolve(name);
+    let listener = TcpListener::bind(config.listen).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            crate::server::shutdown_signal().await;
+            shutdown.cancel();
+        }
+    });
+    run_service(config, listener, shutdown)
+        .await
+        .inspect_err(|error| {
+            tracing::error!(error = %format!("{error:#}"), "service failed");
+        })
+}

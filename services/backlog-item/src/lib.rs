@@ -1,0 +1,54 @@
+//! The backlog-item service: owns the BacklogItem aggregate, its status machine, backlog
+//! ranking, and the reconcile RPC the coordinator drives.
+
+use agilepm_platform::config::{CommonConfig, ServiceName};
+use agilepm_platform::db::Migrations;
+use agilepm_platform::service::ServiceSpec;
+use agilepm_proto::backlog::v1::backlog_item_service_server::{
+    BacklogItemService, BacklogItemServiceServer,
+};
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+static MIGRATIONS: Migrations = Migrations {
+    sqlite: &SQLITE,
+    postgres: &POSTGRES,
+};
+
+/// How the backlog-item service starts.
+pub static SPEC: ServiceSpec = ServiceSpec {
+    name: ServiceName::BacklogItem,
+    migrations: &MIGRATIONS,
+    serves_feed: true,
+};
+
+/// The gRPC adapter of the backlog-item service.
+pub struct BacklogItemApi;
+
+impl BacklogItemService for BacklogItemApi {}
+
+/// Runs the backlog-item service on `listener` until `shutdown`.
+pub async fn run(
+    config: CommonConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    agilepm_platform::service::run(
+        &SPEC,
+        config,
+        listener,
+        shutdown,
+        |context, server| async move {
+            Ok(
+                server.add_service(BacklogItemServiceServer::with_interceptor(
+                    BacklogItemApi,
+                    context.auth,
+                )),
+            )
+        },
+    )
+    .await
+}

@@ -1,0 +1,8 @@
+//! `agilepm-backlog-item`: the backlog-item service as its own process.
+
+use agilepm_platform::config::ServiceName;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    agilepm_platform::service::main(ServiceName::BacklogItem, agilepm_backlog_item::run).await
+}

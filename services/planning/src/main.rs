@@ -1,0 +1,8 @@
+//! `agilepm-planning`: the planning service as its own process.
+
+use agilepm_platform::config::ServiceName;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    agilepm_platform::service::main(ServiceName::Planning, agilepm_planning::run).await
+}

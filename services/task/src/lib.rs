@@ -1,0 +1,47 @@
+//! The task service: owns the Task aggregate, its daily estimation log and the
+//! per-backlog-item hour totals the coordinator reconciles from.
+
+use agilepm_platform::config::{CommonConfig, ServiceName};
+use agilepm_platform::db::Migrations;
+use agilepm_platform::service::ServiceSpec;
+use agilepm_proto::task::v1::task_service_server::{TaskService, TaskServiceServer};
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+static MIGRATIONS: Migrations = Migrations {
+    sqlite: &SQLITE,
+    postgres: &POSTGRES,
+};
+
+/// How the task service starts.
+pub static SPEC: ServiceSpec = ServiceSpec {
+    name: ServiceName::Task,
+    migrations: &MIGRATIONS,
+    serves_feed: true,
+};
+
+/// The gRPC adapter of the task service.
+pub struct TaskApi;
+
+impl TaskService for TaskApi {}
+
+/// Runs the task service on `listener` until `shutdown`.
+pub async fn run(
+    config: CommonConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    agilepm_platform::service::run(
+        &SPEC,
+        config,
+        listener,
+        shutdown,
+        |context, server| async move {
+            Ok(server.add_service(TaskServiceServer::with_interceptor(TaskApi, context.auth)))
+        },
+    )
+    .await
+}

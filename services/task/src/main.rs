@@ -1,0 +1,8 @@
+//! `agilepm-task`: the task service as its own process.
+
+use agilepm_platform::config::ServiceName;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    agilepm_platform::service::main(ServiceName::Task, agilepm_task::run).await
+}
