@@ -148,11 +148,11 @@ impl RunningSystem {
         let deadline = tokio::time::Instant::now() + timeout;
         for (name, address) in self.services().collect::<Vec<_>>() {
             loop {
-                if let Some((_, task)) = self.tasks.iter_mut().find(|(n, _)| *n == name) {
-                    if task.is_finished() {
-                        let outcome = task.await;
-                        anyhow::bail!("{name} stopped during start-up: {outcome:?}");
-                    }
+                if let Some((_, task)) = self.tasks.iter_mut().find(|(n, _)| *n == name)
+                    && task.is_finished()
+                {
+                    let outcome = task.await;
+                    anyhow::bail!("{name} stopped during start-up: {outcome:?}");
                 }
                 if is_serving(address).await {
                     break;

@@ -128,12 +128,12 @@ impl Authenticator {
             });
         }
         let tenant = parse_tenant(&granted)?;
-        if let Some(acting) = metadata.get(TENANT_HEADER) {
-            if acting.to_str().ok() != Some(tenant.as_str()) {
-                return Err(AppError::PermissionDenied(format!(
-                    "{TENANT_HEADER}: a token for tenant {tenant} cannot act for another tenant"
-                )));
-            }
+        if let Some(acting) = metadata.get(TENANT_HEADER)
+            && acting.to_str().ok() != Some(tenant.as_str())
+        {
+            return Err(AppError::PermissionDenied(format!(
+                "{TENANT_HEADER}: a token for tenant {tenant} cannot act for another tenant"
+            )));
         }
         Ok(Caller {
             tenant: Some(tenant),

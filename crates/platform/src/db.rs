@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -59,6 +60,9 @@ pub struct Db {
     engine: Engine,
     url: String,
     notifier: crate::feed::CommitNotifier,
+    /// SQLite admits one writer at a time. Queueing writers here, in tokio, is fairer and
+    /// much faster than letting them spin in SQLite's busy handler.
+    sqlite_writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Db {
@@ -127,6 +131,7 @@ impl Db {
             engine,
             url,
             notifier: crate::feed::CommitNotifier::new(),
+            sqlite_writer: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -153,14 +158,18 @@ impl Db {
     /// Starts a write transaction. On SQLite it is `BEGIN IMMEDIATE`, taking the write
     /// lock up front so that two read-then-write transactions cannot deadlock on upgrade.
     pub async fn begin(&self) -> Result<UnitOfWork, sqlx::Error> {
-        let tx = match self.engine {
-            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Engine::Postgres => self.pool.begin().await?,
+        let (tx, writer_guard) = match self.engine {
+            Engine::Sqlite => {
+                let guard = self.sqlite_writer.clone().lock_owned().await;
+                (self.pool.begin_with("BEGIN IMMEDIATE").await?, Some(guard))
+            }
+            Engine::Postgres => (self.pool.begin().await?, None),
         };
         Ok(UnitOfWork {
             tx,
             db: self.clone(),
             wrote_events: false,
+            _writer_guard: writer_guard,
         })
     }
 
@@ -181,6 +190,8 @@ pub struct UnitOfWork {
     tx: Transaction<'static, Any>,
     db: Db,
     pub(crate) wrote_events: bool,
+    /// Held until commit or rollback (drop) on SQLite.
+    _writer_guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl UnitOfWork {
@@ -200,8 +211,10 @@ impl UnitOfWork {
             tx,
             db,
             wrote_events,
+            _writer_guard,
         } = self;
         tx.commit().await?;
+        drop(_writer_guard);
         if wrote_events {
             db.notifier.notify();
         }
@@ -217,11 +230,11 @@ fn sqlite_url(url: &str) -> anyhow::Result<String> {
     if path.is_empty() || path == ":memory:" {
         anyhow::bail!("SQLite needs a file path (services share it between connections): {url:?}");
     }
-    if let Some(parent) = std::path::Path::new(path).parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create directory {}", parent.display()))?;
-        }
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create directory {}", parent.display()))?;
     }
     let query: Cow<'_, str> = if query.contains("mode=") {
         query.into()
@@ -241,6 +254,13 @@ fn postgres_url(url: &str, service: ServiceName) -> String {
         format!("{url}{separator}application_name=agilepm-{service}")
     }
 }
+
+/// No service migrations (for tests of the platform alone).
+pub static NO_MIGRATIONS: Migrations = Migrations {
+    sqlite: &EMPTY,
+    postgres: &EMPTY,
+};
+static EMPTY: Migrator = sqlx::migrate!("./migrations/none");
 
 #[cfg(test)]
 mod tests {
@@ -269,10 +289,3 @@ mod tests {
         assert!(Engine::of_url("mysql://x").is_err());
     }
 }
-
-/// No service migrations (for tests of the platform alone).
-pub static NO_MIGRATIONS: Migrations = Migrations {
-    sqlite: &EMPTY,
-    postgres: &EMPTY,
-};
-static EMPTY: Migrator = sqlx::migrate!("./migrations/none");

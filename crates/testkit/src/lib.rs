@@ -1,1 +1,257 @@
+//! Test kit: every test gets its own databases and its own service processes-in-miniature
+//! (real servers on ephemeral loopback ports, real gRPC), so tests run in parallel without
+//! sharing state.
+//!
+//! PostgreSQL tests run when `AGILEPM_TEST_POSTGRES_URL` names a server (each test creates
+//! and drops its own database there). Without it they print that they were skipped —
+//! unless `AGILEPM_REQUIRE_POSTGRES=1`, as in CI, where a missing server fails the test.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use agilepm::system::{RunningSystem, SystemConfig};
+use agilepm_platform::client::{PeerChannel, connect_lazy};
+use agilepm_platform::config::ServiceName;
+pub use agilepm_platform::db::Engine;
+use agilepm_platform::db::{Db, Migrations, NO_MIGRATIONS};
+use agilepm_platform::feed::{EventFeed, FeedOptions};
+use agilepm_platform::server::GrpcServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Runs an `async fn name(engine: Engine)` test on SQLite and on PostgreSQL, as
+/// `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! engine_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() {
+                    $crate::init();
+                    super::$name($crate::Engine::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    $crate::init();
+                    if $crate::postgres_admin_url().is_some() {
+                        super::$name($crate::Engine::Postgres).await;
+                    }
+                }
+            }
+        )*
+    };
+}
+
+/// Sets up test logging once.
+pub fn init() {
+    agilepm_platform::telemetry::init_for_tests();
+}
+
+/// The PostgreSQL server tests may create databases on, if any.
+pub fn postgres_admin_url() -> Option<String> {
+    match std::env::var("AGILEPM_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            let required = std::env::var("AGILEPM_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "AGILEPM_REQUIRE_POSTGRES=1 but AGILEPM_TEST_POSTGRES_URL is not set"
+            );
+            eprintln!("SKIPPED on PostgreSQL: set AGILEPM_TEST_POSTGRES_URL to run it");
+            None
+        }
+    }
+}
+
+/// A fresh, empty database that disappears with the value.
+pub struct TestDb {
+    url: String,
+    engine: Engine,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Directory(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { admin_url: String, database: String },
+}
+
+impl TestDb {
+    /// A new database on `engine`.
+    pub async fn create(engine: Engine) -> TestDb {
+        match engine {
+            Engine::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let url = format!("sqlite://{}/test.db", dir.path().display());
+                TestDb {
+                    url,
+                    engine,
+                    cleanup: Cleanup::Directory(dir),
+                }
+            }
+            Engine::Postgres => {
+                let admin_url =
+                    postgres_admin_url().expect("PostgreSQL tests need AGILEPM_TEST_POSTGRES_URL");
+                let database = format!("agilepm_test_{}", uuid::Uuid::new_v4().simple());
+                agilepm::postgres::ensure_database(&admin_url, &database)
+                    .await
+                    .expect("create the test database");
+                let url = agilepm::postgres::with_database(&admin_url, &database).expect("URL");
+                TestDb {
+                    url,
+                    engine,
+                    cleanup: Cleanup::Postgres {
+                        admin_url,
+                        database,
+                    },
+                }
+            }
+        }
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Its engine.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Opens it with the platform's migrations only (outbox, checkpoints).
+    pub async fn connect_platform(&self) -> Db {
+        self.connect(&NO_MIGRATIONS).await
+    }
+
+    /// Opens it with `migrations`.
+    pub async fn connect(&self, migrations: &Migrations) -> Db {
+        Db::connect(&self.url, ServiceName::Task, 32, migrations)
+            .await
+            .expect("open the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Cleanup::Postgres {
+            admin_url,
+            database,
+        } = &self.cleanup
+        {
+            let (admin_url, database) = (admin_url.clone(), database.clone());
+            // Drop runs inside the test's runtime, which cannot be blocked on; a helper
+            // thread with its own runtime drops the database, and we wait for it.
+            let dropper = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(runtime) = runtime {
+                    let _ =
+                        runtime.block_on(agilepm::postgres::drop_database(&admin_url, &database));
+                }
+            });
+            let _ = dropper.join();
+        }
+    }
+}
+
+/// A client channel to `address` presenting `token` (in development mode, the tenant).
+pub fn channel(address: SocketAddr, token: &str) -> PeerChannel {
+    connect_lazy(&format!("http://{address}"), Some(token)).expect("valid endpoint")
+}
+
+/// Some of the real services, each on its own fresh database and ephemeral port.
+pub struct TestSystem {
+    system: Option<RunningSystem>,
+    _databases: Vec<TestDb>,
+}
+
+impl TestSystem {
+    /// Starts `services` on `engine` and waits until they answer health checks.
+    pub async fn start(engine: Engine, services: &[ServiceName]) -> TestSystem {
+        let mut databases = Vec::new();
+        let mut urls = BTreeMap::new();
+        for service in services {
+            let database = TestDb::create(engine).await;
+            urls.insert((*service).into(), database.url().to_owned());
+            databases.push(database);
+        }
+        let config = SystemConfig {
+            databases: urls,
+            host: [127, 0, 0, 1].into(),
+            ports: BTreeMap::new(),
+            auth_secret: None,
+            db_max_connections: 16,
+        };
+        let mut system = RunningSystem::start(config).await.expect("start services");
+        system
+            .wait_ready(Duration::from_secs(30))
+            .await
+            .expect("services ready");
+        TestSystem {
+            system: Some(system),
+            _databases: databases,
+        }
+    }
+
+    /// Where `service` listens.
+    pub fn address(&self, service: ServiceName) -> SocketAddr {
+        self.system
+            .as_ref()
+            .and_then(|s| s.address(service))
+            .expect("service is running")
+    }
+
+    /// A channel to `service` acting as `tenant`.
+    pub fn channel(&self, service: ServiceName, tenant: &str) -> PeerChannel {
+        channel(self.address(service), tenant)
+    }
+
+    /// Stops the services gracefully, failing the test if one of them failed.
+    pub async fn stop(mut self) {
+        if let Some(system) = self.system.take() {
+            system.stop().await.expect("services stop cleanly");
+        }
+    }
+}
+
+/// An event feed server over a bare database, for testing the outbox and feed without a
+/// domain service.
+pub struct FeedServer {
+    /// The database the feed serves (append to its outbox to produce events).
+    pub db: Db,
+    /// Where the feed listens.
+    pub address: SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl FeedServer {
+    /// Serves `db`'s outbox on an ephemeral port with `options`.
+    pub async fn start(db: Db, options: FeedOptions) -> FeedServer {
+        use agilepm_proto::events::v1::event_feed_service_server::EventFeedServiceServer;
+        let shutdown = CancellationToken::new();
+        let feed = EventFeed::new(db.clone(), options, shutdown.clone())
+            .await
+            .expect("feed");
+        let auth = agilepm_platform::auth::Authenticator::new(None);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let server =
+            GrpcServer::new().add_service(EventFeedServiceServer::with_interceptor(feed, auth));
+        tokio::spawn(server.serve(listener, None, shutdown.clone()));
+        FeedServer {
+            db,
+            address,
+            shutdown,
+        }
+    }
+}
+
+impl Drop for FeedServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

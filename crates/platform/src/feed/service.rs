@@ -139,9 +139,11 @@ impl EventFeedService for EventFeed {
             0 => self.options.default_heartbeat,
             ms @ 100..=60_000 => Duration::from_millis(ms as u64),
             _ => {
-                return Err(
-                    AppError::invalid("heartbeat_interval_ms", "must be 0 or 100 to 60000").into(),
-                );
+                return Err(AppError::invalid(
+                    "heartbeat_interval_ms",
+                    "must be 0 or 100 to 60000",
+                )
+                .into());
             }
         };
         let filter = Filter {

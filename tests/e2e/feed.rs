@@ -1,0 +1,488 @@
+//! The transactional outbox and its event feed: replay then tail, resume, no gaps under
+//! concurrent writers, tenant scoping, filters, and the follower's checkpointing.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use agilepm_platform::client::PeerChannel;
+use agilepm_platform::db::{Db, Engine};
+use agilepm_platform::feed::FeedOptions;
+use agilepm_platform::follower::{
+    BatchHandler, CheckpointStore, DbCheckpoint, FollowOptions, follow,
+};
+use agilepm_platform::outbox::{Subject, append};
+use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
+use agilepm_proto::events::v1::{Event, SubscribeRequest, subscribe_response};
+use agilepm_proto::task::v1::TaskRenamed;
+use agilepm_testkit::{FeedServer, TestDb, channel, engine_tests};
+use futures::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::codec::Streaming;
+
+engine_tests!(
+    replay_then_tail_delivers_every_event_once_in_order,
+    resuming_from_any_position_delivers_exactly_what_follows,
+    an_open_transaction_never_lets_a_later_commit_overtake_it,
+    concurrent_writers_and_a_resuming_subscriber_lose_nothing,
+    foreign_and_malformed_positions_are_refused,
+    subscribers_see_only_their_tenant_unless_granted_all,
+    event_type_and_aggregate_filters_apply,
+    heartbeats_carry_the_head_position,
+    the_follower_saves_its_checkpoint_only_after_the_handler_succeeds,
+);
+
+/// Appends one event in its own transaction; returns its event id.
+async fn append_one(db: &Db, tenant: &str, aggregate: &str, name: &str) -> String {
+    let mut uow = db.begin().await.unwrap();
+    let id = append_in(&mut uow, tenant, aggregate, name).await;
+    uow.commit().await.unwrap();
+    id
+}
+
+async fn append_in(
+    uow: &mut agilepm_platform::db::UnitOfWork,
+    tenant: &str,
+    aggregate: &str,
+    name: &str,
+) -> String {
+    let event = TaskRenamed {
+        task_id: aggregate.into(),
+        tenant_id: tenant.into(),
+        backlog_item_id: String::new(),
+        name: name.into(),
+    };
+    let subject = Subject {
+        aggregate_type: "Task",
+        aggregate_id: aggregate,
+        tenant_id: tenant,
+    };
+    append(uow, subject, &event).await.unwrap().to_string()
+}
+
+async fn feed_server(engine: Engine) -> (TestDb, FeedServer) {
+    let database = TestDb::create(engine).await;
+    let db = database.connect_platform().await;
+    let options = FeedOptions {
+        batch_size: 64,
+        ..FeedOptions::default()
+    };
+    (database, FeedServer::start(db, options).await)
+}
+
+fn client(server: &FeedServer, token: &str) -> EventFeedServiceClient<PeerChannel> {
+    EventFeedServiceClient::new(channel(server.address, token))
+}
+
+async fn open(
+    client: &mut EventFeedServiceClient<PeerChannel>,
+    request: SubscribeRequest,
+) -> Streaming<agilepm_proto::events::v1::SubscribeResponse> {
+    client.subscribe(request).await.unwrap().into_inner()
+}
+
+fn after(position: &str) -> SubscribeRequest {
+    SubscribeRequest {
+        after_position: position.into(),
+        heartbeat_interval_ms: 100,
+        ..Default::default()
+    }
+}
+
+/// Reads `count` events from the stream (skipping heartbeats), failing after 20 s.
+async fn take(
+    stream: &mut Streaming<agilepm_proto::events::v1::SubscribeResponse>,
+    count: usize,
+) -> Vec<Event> {
+    let mut events = Vec::with_capacity(count);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while events.len() < count {
+        let message = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {count} events arrived", events.len()))
+            .expect("stream open")
+            .expect("no stream error");
+        if let Some(subscribe_response::Kind::Event(event)) = message.kind {
+            events.push(event);
+        }
+    }
+    events
+}
+
+/// Asserts no event arrives within `window`.
+async fn expect_quiet(
+    stream: &mut Streaming<agilepm_proto::events::v1::SubscribeResponse>,
+    window: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(message) = tokio::time::timeout_at(deadline, stream.next()).await {
+        let message = message.expect("stream open").expect("no stream error");
+        if let Some(subscribe_response::Kind::Event(event)) = message.kind {
+            panic!("unexpected event {event:?}");
+        }
+    }
+}
+
+fn ids(events: &[Event]) -> Vec<String> {
+    events.iter().map(|e| e.event_id.clone()).collect()
+}
+
+async fn replay_then_tail_delivers_every_event_once_in_order(engine: Engine) {
+    let (_database, server) = feed_server(engine).await;
+    let mut expected = Vec::new();
+    for i in 0..150 {
+        expected.push(append_one(&server.db, "acme", "task-1", &format!("n{i}")).await);
+    }
+    let mut feed = client(&server, "acme");
+    let mut stream = open(&mut feed, after("")).await;
+    let replayed = take(&mut stream, 150).await;
+    assert_eq!(ids(&replayed), expected, "replay in append order");
+
+    // Now tail: events committed after the subscription arrive, in order, once.
+    let writer = {
+        let db = server.db.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..100 {
+                ids.push(append_one(&db, "acme", "task-2", &format!("t{i}")).await);
+            }
+            ids
+        })
+    };
+    let tailed = take(&mut stream, 100).await;
+    assert_eq!(ids(&tailed), writer.await.unwrap());
+    expect_quiet(&mut stream, Duration::from_millis(300)).await;
+
+    // The payload is the typed event, named by its type URL.
+    let payload = replayed[0].payload.as_ref().unwrap();
+    assert_eq!(
+        payload.type_url,
+        "type.googleapis.com/agilepm.task.v1.TaskRenamed"
+    );
+    let decoded: TaskRenamed = prost::Message::decode(payload.value.as_slice()).unwrap();
+    assert_eq!(decoded.name, "n0");
+    assert_eq!(replayed[0].event_type, "agilepm.task.v1.TaskRenamed");
+}
+
+async fn resuming_from_any_position_delivers_exactly_what_follows(engine: Engine) {
+    let (_database, server) = feed_server(engine).await;
+    for i in 0..40 {
+        append_one(&server.db, "acme", &format!("task-{}", i % 3), "x").await;
+    }
+    let mut feed = client(&server, "acme");
+    let all = take(&mut open(&mut feed, after("")).await, 40).await;
+    for cut in [0, 1, 17, 38, 39] {
+        let mut stream = open(&mut feed, after(&all[cut].position)).await;
+        let rest = take(&mut stream, 39 - cut).await;
+        assert_eq!(ids(&rest), ids(&all[cut + 1..]), "resume after #{cut}");
+        expect_quiet(&mut stream, Duration::from_millis(150)).await;
+    }
+}
+
+async fn an_open_transaction_never_lets_a_later_commit_overtake_it(engine: Engine) {
+    let (_database, server) = feed_server(engine).await;
+    let mut feed = client(&server, "acme");
+    let mut stream = open(&mut feed, after("")).await;
+
+    // Transaction A appends and stays open.
+    let mut a = server.db.begin().await.unwrap();
+    let a_id = append_in(&mut a, "acme", "task-a", "a").await;
+
+    // Transaction B appends and commits (on SQLite it must wait for A's write lock).
+    let db = server.db.clone();
+    let b = tokio::spawn(async move { append_one(&db, "acme", "task-b", "b").await });
+    if engine == Engine::Postgres {
+        let b_id = tokio::time::timeout(Duration::from_secs(10), b)
+            .await
+            .unwrap()
+            .unwrap();
+        // B is committed and visible, but A (older transaction) is still open: the feed
+        // must hold B back, since delivering it would move the cursor past A.
+        expect_quiet(&mut stream, Duration::from_millis(600)).await;
+        let lost_by_naive = naive_cursor_loses_a(&server.db, &a_id, &b_id, a).await;
+        assert!(
+            lost_by_naive,
+            "a naive seq cursor would have skipped A's event"
+        );
+        let events = take(&mut stream, 2).await;
+        assert_eq!(ids(&events), vec![a_id, b_id], "A first, then B, none lost");
+    } else {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!b.is_finished(), "SQLite serialises writers: B waits for A");
+        expect_quiet(&mut stream, Duration::from_millis(300)).await;
+        a.commit().await.unwrap();
+        let b_id = tokio::time::timeout(Duration::from_secs(10), b)
+            .await
+            .unwrap()
+            .unwrap();
+        let events = take(&mut stream, 2).await;
+        assert_eq!(ids(&events), vec![a_id, b_id]);
+    }
+}
+
+/// PostgreSQL only: shows what `WHERE seq > cursor` would do in the same situation. With
+/// A open and B committed it reads B, moves its cursor to B's seq, and after A commits
+/// never returns A (A's seq is lower). Commits A. Returns whether the naive cursor lost A.
+async fn naive_cursor_loses_a(
+    db: &Db,
+    a_id: &str,
+    b_id: &str,
+    a: agilepm_platform::db::UnitOfWork,
+) -> bool {
+    let naive = |cursor: i64| async move {
+        sqlx::query_as::<_, (i64, String)>(
+            "SELECT seq, event_id FROM outbox WHERE seq > $1 ORDER BY seq",
+        )
+        .bind(cursor)
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+    };
+    let first = naive(0).await;
+    assert_eq!(
+        first.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
+        vec![b_id],
+        "naive reader sees B first"
+    );
+    let cursor = first[0].0;
+    a.commit().await.unwrap();
+    let second = naive(cursor).await;
+    !second.iter().any(|(_, id)| id == a_id)
+}
+
+async fn concurrent_writers_and_a_resuming_subscriber_lose_nothing(engine: Engine) {
+    const WRITERS: usize = 32;
+    const APPENDS: usize = 500;
+    let (_database, server) = feed_server(engine).await;
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let db = server.db.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..APPENDS {
+                append_one(&db, "acme", &format!("task-{w}"), &format!("{i}")).await;
+            }
+        }));
+    }
+    // The subscriber takes a few hundred events at a time, disconnects, and resumes from
+    // the last position it processed, while the writers are still writing.
+    let mut feed = client(&server, "acme");
+    let mut seen = HashSet::new();
+    let mut position = String::new();
+    let mut reconnects = 0;
+    let mut per_aggregate_order: std::collections::HashMap<String, i64> =
+        std::collections::HashMap::new();
+    while seen.len() < WRITERS * APPENDS {
+        let mut stream = open(&mut feed, after(&position)).await;
+        let chunk = (WRITERS * APPENDS - seen.len()).min(700 + reconnects * 37);
+        for event in take(&mut stream, chunk).await {
+            assert!(
+                seen.insert(event.event_id.clone()),
+                "event {} delivered twice",
+                event.event_id
+            );
+            // Within one writer, appends are sequential, so the feed keeps their order.
+            let payload: TaskRenamed =
+                prost::Message::decode(event.payload.as_ref().unwrap().value.as_slice()).unwrap();
+            let n: i64 = payload.name.parse().unwrap();
+            let last = per_aggregate_order.insert(event.aggregate_id.clone(), n);
+            assert!(
+                last.is_none_or(|last| last < n),
+                "{} out of order",
+                event.aggregate_id
+            );
+            position = event.position;
+        }
+        reconnects += 1;
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert!(reconnects >= 5, "the subscriber resumed {reconnects} times");
+    assert_eq!(seen.len(), WRITERS * APPENDS);
+    let mut stream = open(&mut feed, after(&position)).await;
+    expect_quiet(&mut stream, Duration::from_millis(300)).await;
+}
+
+async fn foreign_and_malformed_positions_are_refused(engine: Engine) {
+    let (_d1, one) = feed_server(engine).await;
+    let (_d2, other) = feed_server(engine).await;
+    append_one(&other.db, "acme", "t", "x").await;
+    let foreign = take(&mut open(&mut client(&other, "acme"), after("")).await, 1)
+        .await
+        .remove(0)
+        .position;
+    let mut feed = client(&one, "acme");
+    for position in [foreign.as_str(), "nonsense", "a.b.c", "", "x.1"] {
+        let result = feed.subscribe(after(position)).await;
+        if position.is_empty() {
+            assert!(result.is_ok(), "empty means from the beginning");
+        } else {
+            let error = result.expect_err(position);
+            assert_eq!(error.code(), Code::InvalidArgument, "{position}");
+            assert!(error.message().contains("after_position"));
+        }
+    }
+}
+
+async fn subscribers_see_only_their_tenant_unless_granted_all(engine: Engine) {
+    let (_database, server) = feed_server(engine).await;
+    for i in 0..10 {
+        append_one(
+            &server.db,
+            if i % 2 == 0 { "acme" } else { "globex" },
+            "t",
+            "x",
+        )
+        .await;
+    }
+    let acme = take(&mut open(&mut client(&server, "acme"), after("")).await, 5).await;
+    assert!(acme.iter().all(|e| e.tenant_id == "acme"));
+    let mut globex_stream = open(&mut client(&server, "globex"), after("")).await;
+    let globex = take(&mut globex_stream, 5).await;
+    assert!(globex.iter().all(|e| e.tenant_id == "globex"));
+    expect_quiet(&mut globex_stream, Duration::from_millis(200)).await;
+    let everyone = take(&mut open(&mut client(&server, "*"), after("")).await, 10).await;
+    assert_eq!(everyone.len(), 10);
+}
+
+async fn event_type_and_aggregate_filters_apply(engine: Engine) {
+    let (_database, server) = feed_server(engine).await;
+    for i in 0..12 {
+        append_one(&server.db, "acme", &format!("task-{}", i % 3), "x").await;
+    }
+    let mut feed = client(&server, "acme");
+    let mut request = after("");
+    request.aggregate_ids = vec!["task-1".into()];
+    let mut stream = open(&mut feed, request).await;
+    let only = take(&mut stream, 4).await;
+    assert!(only.iter().all(|e| e.aggregate_id == "task-1"));
+    expect_quiet(&mut stream, Duration::from_millis(200)).await;
+
+    let mut request = after("");
+    request.event_types = vec!["agilepm.task.v1.TaskRemoved".into()];
+    let mut stream = open(&mut feed, request).await;
+    expect_quiet(&mut stream, Duration::from_millis(300)).await;
+}
+
+async fn heartbeats_carry_the_head_position(engine: Engine) {
+    let (_database, server) = feed_server(engine).await;
+    let mut last = String::new();
+    for _ in 0..3 {
+        last = append_one(&server.db, "acme", "t", "x").await;
+    }
+    let mut feed = client(&server, "acme");
+    let mut stream = open(&mut feed, after("")).await;
+    let events = take(&mut stream, 3).await;
+    assert_eq!(events[2].event_id, last);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let message = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Some(subscribe_response::Kind::Heartbeat(heartbeat)) = message.kind
+            && heartbeat.head_position == events[2].position
+        {
+            assert!(heartbeat.server_time.is_some());
+            break;
+        }
+    }
+    let head = feed
+        .get_feed_head(agilepm_proto::events::v1::GetFeedHeadRequest {})
+        .await
+        .unwrap();
+    assert_eq!(head.get_ref().head_position, events[2].position);
+}
+
+/// Records what it was given; fails the first `fail_times` batches.
+struct Recorder {
+    seen: Mutex<Vec<String>>,
+    failures_left: Mutex<u32>,
+}
+
+impl BatchHandler for Recorder {
+    async fn handle(&self, batch: &[Event]) -> anyhow::Result<()> {
+        {
+            let mut left = self.failures_left.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                anyhow::bail!("injected failure");
+            }
+        }
+        self.seen
+            .lock()
+            .unwrap()
+            .extend(batch.iter().map(|e| e.event_id.clone()));
+        Ok(())
+    }
+}
+
+async fn the_follower_saves_its_checkpoint_only_after_the_handler_succeeds(engine: Engine) {
+    let (_database, server) = feed_server(engine).await;
+    let consumer_db = TestDb::create(engine).await;
+    let consumer = consumer_db.connect_platform().await;
+    let mut expected = Vec::new();
+    for i in 0..30 {
+        expected.push(append_one(&server.db, "acme", "t", &i.to_string()).await);
+    }
+    let checkpoint = DbCheckpoint::new(consumer.clone(), "test-consumer");
+    let handler = Recorder {
+        seen: Mutex::new(Vec::new()),
+        failures_left: Mutex::new(2),
+    };
+    let options = FollowOptions {
+        max_batch: 8,
+        min_backoff: Duration::from_millis(10),
+        ..FollowOptions::default()
+    };
+    let shutdown = CancellationToken::new();
+    let feed = client(&server, "*");
+    let run = follow(
+        feed.clone(),
+        &checkpoint,
+        &handler,
+        &options,
+        shutdown.clone(),
+    );
+    let wait = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while handler.seen.lock().unwrap().len() < 30 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "follower did not catch up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Let the last checkpoint write land, then stop.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shutdown.cancel();
+    };
+    tokio::join!(run, wait);
+    // Failed batches were re-delivered from the checkpoint: nothing skipped, nothing twice.
+    assert_eq!(*handler.seen.lock().unwrap(), expected);
+    let saved = checkpoint.load().await.unwrap();
+    let all = take(&mut open(&mut client(&server, "*"), after("")).await, 30).await;
+    assert_eq!(saved, all[29].position);
+
+    // A restarted follower resumes after the checkpoint: only new events arrive.
+    let newer = append_one(&server.db, "acme", "t", "late").await;
+    let again = Recorder {
+        seen: Mutex::new(Vec::new()),
+        failures_left: Mutex::new(0),
+    };
+    let shutdown = CancellationToken::new();
+    let run = follow(feed, &checkpoint, &again, &options, shutdown.clone());
+    let wait = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while again.seen.lock().unwrap().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shutdown.cancel();
+    };
+    tokio::join!(run, wait);
+    assert_eq!(*again.seen.lock().unwrap(), vec![newer]);
+}

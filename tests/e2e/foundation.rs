@@ -1,0 +1,135 @@
+//! The foundation: every service starts, migrates its own database, answers health and
+//! reflection, and refuses malformed requests with INVALID_ARGUMENT.
+
+use agilepm_platform::config::ServiceName;
+use agilepm_proto::events::v1::SubscribeRequest;
+use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
+use agilepm_testkit::{Engine, TestDb, TestSystem, engine_tests};
+use futures::StreamExt as _;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+engine_tests!(
+    every_service_serves_health_and_reflection,
+    migrations_create_the_platform_tables,
+    malformed_requests_are_invalid_argument
+);
+
+async fn every_service_serves_health_and_reflection(engine: Engine) {
+    let system = TestSystem::start(engine, &ServiceName::ALL).await;
+    for service in ServiceName::ALL {
+        let channel = system.channel(service, "acme");
+        let health = HealthClient::new(channel.clone())
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            health.get_ref().status,
+            ServingStatus::Serving as i32,
+            "{service}"
+        );
+
+        let listed = list_services(channel).await;
+        assert!(
+            listed.contains(&"grpc.health.v1.Health".to_owned()),
+            "{service}: {listed:?}"
+        );
+        assert!(
+            listed.contains(&"grpc.reflection.v1.ServerReflection".to_owned()),
+            "{service}: {listed:?}"
+        );
+        let own = match service {
+            ServiceName::BacklogItem => "agilepm.backlog.v1.BacklogItemService",
+            ServiceName::Task => "agilepm.task.v1.TaskService",
+            ServiceName::Planning => "agilepm.planning.v1.ProductService",
+            ServiceName::Coordinator => "agilepm.coordinator.v1.CoordinatorService",
+        };
+        assert!(listed.contains(&own.to_owned()), "{service}: {listed:?}");
+        // Each port advertises only what it serves.
+        if service != ServiceName::Task {
+            assert!(
+                !listed.contains(&"agilepm.task.v1.TaskService".to_owned()),
+                "{service}: {listed:?}"
+            );
+        }
+    }
+    system.stop().await;
+}
+
+async fn list_services(channel: agilepm_platform::client::PeerChannel) -> Vec<String> {
+    let mut client = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection response {other:?}"),
+    }
+}
+
+async fn migrations_create_the_platform_tables(engine: Engine) {
+    let database = TestDb::create(engine).await;
+    let db = database.connect_platform().await;
+    let applied: i64 =
+        sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM _sqlx_migrations WHERE success")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert!(applied >= 1);
+    let feed_ids: i64 = sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM feed_identity")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(feed_ids, 1);
+    db.close().await;
+    // Opening again is a no-op: migrations are recorded, not re-applied.
+    let again = database.connect_platform().await;
+    let outbox_rows: i64 = sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM outbox")
+        .fetch_one(again.pool())
+        .await
+        .unwrap();
+    assert_eq!(outbox_rows, 0);
+    again.close().await;
+}
+
+async fn malformed_requests_are_invalid_argument(engine: Engine) {
+    let system = TestSystem::start(engine, &[ServiceName::Task]).await;
+    let mut feed = EventFeedServiceClient::new(system.channel(ServiceName::Task, "acme"));
+    for position in ["garbage", "abc.1", "zzzz.1.2"] {
+        let error = feed
+            .subscribe(SubscribeRequest {
+                after_position: position.into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("malformed position must be refused");
+        assert_eq!(error.code(), Code::InvalidArgument, "{position}: {error:?}");
+        assert!(error.message().starts_with("after_position"), "{error:?}");
+    }
+    let error = feed
+        .subscribe(SubscribeRequest {
+            heartbeat_interval_ms: -5,
+            ..Default::default()
+        })
+        .await
+        .expect_err("negative heartbeat interval must be refused");
+    assert_eq!(error.code(), Code::InvalidArgument);
+    system.stop().await;
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests. Every test starts real servers on ephemeral loopback ports, each on
+//! its own fresh database, and talks to them over real gRPC. Tests taking an `Engine`
+//! run twice, on SQLite and on PostgreSQL (see `agilepm_testkit::engine_tests!`).
+
+#![allow(clippy::unwrap_used)]
+
+mod feed;
+mod foundation;
