@@ -6,3 +6,4 @@
 
 mod feed;
 mod foundation;
+mod task;

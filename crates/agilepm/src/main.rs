@@ -105,6 +105,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         ports,
         auth_secret: args.auth_secret.clone(),
         db_max_connections: 16,
+        external_endpoints: BTreeMap::new(),
     };
     let mut system = RunningSystem::start(config).await?;
     system.wait_ready(Duration::from_secs(30)).await?;

@@ -41,6 +41,8 @@ pub struct SystemConfig {
     pub auth_secret: Option<String>,
     /// Connection pool ceiling per service.
     pub db_max_connections: u32,
+    /// Endpoints of services not started here (e.g. a stand-in in a test).
+    pub external_endpoints: BTreeMap<ServiceNameKey, String>,
 }
 
 /// [`ServiceName`] in a sortable wrapper, so maps list services in start-up order.
@@ -91,9 +93,13 @@ impl RunningSystem {
             addresses.insert(*key, listener.local_addr()?);
         }
         let endpoint = |name: ServiceName| -> String {
-            match addresses.get(&name.into()) {
-                Some(address) => format!("http://{address}"),
-                None => name.default_endpoint(),
+            match (
+                addresses.get(&name.into()),
+                config.external_endpoints.get(&name.into()),
+            ) {
+                (Some(address), _) => format!("http://{address}"),
+                (None, Some(endpoint)) => endpoint.clone(),
+                (None, None) => name.default_endpoint(),
             }
         };
         let peers = Peers {

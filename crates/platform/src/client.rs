@@ -56,3 +56,45 @@ pub fn connect_lazy(endpoint: &str, token: Option<&str>) -> anyhow::Result<PeerC
     };
     Ok(InterceptedService::new(channel, Outgoing { authorization }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+    };
+
+    #[test]
+    fn outgoing_calls_carry_the_current_trace_and_token() {
+        crate::telemetry::init_for_tests();
+        let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let remote = SpanContext::new(
+            trace_id,
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let span = tracing::info_span!("caller");
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+        let _entered = span.enter();
+        let mut outgoing = Outgoing {
+            authorization: Some(MetadataValue::from_static("Bearer acme")),
+        };
+        let request = outgoing.call(Request::new(())).unwrap();
+        let traceparent = request
+            .metadata()
+            .get("traceparent")
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert!(
+            traceparent.contains("4bf92f3577b34da6a3ce929d0e0e4736"),
+            "{traceparent}"
+        );
+        assert_eq!(
+            request.metadata().get("authorization").unwrap(),
+            "Bearer acme"
+        );
+    }
+}

@@ -212,3 +212,36 @@ pub async fn shutdown_signal() {
     let _ = interrupt.await;
     tracing::info!("shutdown requested");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TraceContextExt as _;
+
+    #[test]
+    fn request_spans_join_the_callers_trace() {
+        crate::telemetry::init_for_tests();
+        let request = HttpRequest::builder()
+            .uri("/agilepm.task.v1.TaskService/GetTask")
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .body(())
+            .unwrap();
+        let span = request_span(&request);
+        let trace_id = span.context().span().span_context().trace_id();
+        assert_eq!(trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn requests_without_context_start_a_new_trace() {
+        crate::telemetry::init_for_tests();
+        let request = HttpRequest::builder().uri("/x/y").body(()).unwrap();
+        let span = request_span(&request);
+        assert_ne!(
+            span.context().span().span_context().trace_id(),
+            opentelemetry::trace::TraceId::INVALID
+        );
+    }
+}

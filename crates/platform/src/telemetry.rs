@@ -13,6 +13,8 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -53,13 +55,17 @@ pub fn init(service_name: &str) -> anyhow::Result<TelemetryGuard> {
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    let registry = tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer));
+    // The log filter applies to log output only: request spans stay enabled for
+    // OpenTelemetry whatever RUST_LOG says, so trace context always propagates.
+    let registry = tracing_subscriber::registry().with(
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(LevelFilter::INFO),
+    );
     if json {
-        registry.with(fmt.json()).try_init()?;
+        registry.with(fmt.json().with_filter(filter)).try_init()?;
     } else {
-        registry.with(fmt).try_init()?;
+        registry.with(fmt.with_filter(filter)).try_init()?;
     }
     if exporting {
         tracing::info!("exporting traces over OTLP");
@@ -78,9 +84,16 @@ pub fn init_for_tests() {
         opentelemetry::global::set_tracer_provider(provider);
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
         let _ = tracing_subscriber::registry()
-            .with(filter)
-            .with(tracing_opentelemetry::layer().with_tracer(tracer))
-            .with(tracing_subscriber::fmt::layer().with_test_writer())
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(LevelFilter::INFO),
+            )
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_test_writer()
+                    .with_filter(filter),
+            )
             .try_init();
     });
 }

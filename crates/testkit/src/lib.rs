@@ -166,12 +166,22 @@ pub fn channel(address: SocketAddr, token: &str) -> PeerChannel {
 /// Some of the real services, each on its own fresh database and ephemeral port.
 pub struct TestSystem {
     system: Option<RunningSystem>,
-    _databases: Vec<TestDb>,
+    services: Vec<ServiceName>,
+    databases: Vec<TestDb>,
 }
 
 impl TestSystem {
     /// Starts `services` on `engine` and waits until they answer health checks.
     pub async fn start(engine: Engine, services: &[ServiceName]) -> TestSystem {
+        TestSystem::start_with(engine, services, &[]).await
+    }
+
+    /// Like [`TestSystem::start`], with peers not started here found at `external`.
+    pub async fn start_with(
+        engine: Engine,
+        services: &[ServiceName],
+        external: &[(ServiceName, String)],
+    ) -> TestSystem {
         let mut databases = Vec::new();
         let mut urls = BTreeMap::new();
         for service in services {
@@ -185,6 +195,10 @@ impl TestSystem {
             ports: BTreeMap::new(),
             auth_secret: None,
             db_max_connections: 16,
+            external_endpoints: external
+                .iter()
+                .map(|(name, endpoint)| ((*name).into(), endpoint.clone()))
+                .collect(),
         };
         let mut system = RunningSystem::start(config).await.expect("start services");
         system
@@ -193,8 +207,22 @@ impl TestSystem {
             .expect("services ready");
         TestSystem {
             system: Some(system),
-            _databases: databases,
+            services: services.to_vec(),
+            databases,
         }
+    }
+
+    /// Opens `service`'s database directly (for checks against its tables).
+    pub async fn database(&self, service: ServiceName) -> sqlx::AnyPool {
+        let index = self
+            .services
+            .iter()
+            .position(|s| *s == service)
+            .expect("service is running");
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(self.databases[index].url())
+            .await
+            .expect("open the service database")
     }
 
     /// Where `service` listens.

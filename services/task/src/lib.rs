@@ -1,10 +1,12 @@
 //! The task service: owns the Task aggregate, its daily estimation log and the
 //! per-backlog-item hour totals the coordinator reconciles from.
 
+use agilepm_platform::client::connect_lazy;
 use agilepm_platform::config::{CommonConfig, ServiceName};
 use agilepm_platform::db::Migrations;
 use agilepm_platform::service::ServiceSpec;
-use agilepm_proto::task::v1::task_service_server::{TaskService, TaskServiceServer};
+use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
+use agilepm_proto::task::v1::task_service_server::TaskServiceServer;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -23,10 +25,12 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     serves_feed: true,
 };
 
-/// The gRPC adapter of the task service.
-pub struct TaskApi;
+pub mod api;
+pub mod burndown;
+pub mod domain;
+pub mod store;
 
-impl TaskService for TaskApi {}
+pub use api::TaskApi;
 
 /// Runs the task service on `listener` until `shutdown`.
 pub async fn run(
@@ -40,7 +44,12 @@ pub async fn run(
         listener,
         shutdown,
         |context, server| async move {
-            Ok(server.add_service(TaskServiceServer::with_interceptor(TaskApi, context.auth)))
+            let backlog_items = BacklogItemServiceClient::new(connect_lazy(
+                &context.config.peers.backlog_item,
+                Some(&context.internal_token),
+            )?);
+            let api = TaskApi::new(context.db.clone(), backlog_items);
+            Ok(server.add_service(TaskServiceServer::with_interceptor(api, context.auth)))
         },
     )
     .await

@@ -1,0 +1,366 @@
+//! Persistence of tasks, their estimation logs and the per-item totals. Every function
+//! that changes state takes the caller's [`UnitOfWork`], so the change, the totals and
+//! the outbox event commit together or not at all.
+
+use std::collections::HashMap;
+
+use agilepm_platform::db::{Db, UnitOfWork};
+use agilepm_proto::task::v1::{BacklogItemTaskTotals, EstimationLogEntry, TaskStatus};
+use chrono::NaiveDate;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+/// A task as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRow {
+    /// Task id (UUID).
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Backlog item it belongs to.
+    pub backlog_item_id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Volunteer, empty if none.
+    pub volunteer_id: String,
+    /// Status.
+    pub status: TaskStatus,
+    /// Current remaining hours.
+    pub hours: i32,
+    /// Date of the newest log entry.
+    pub latest_log_day: Option<NaiveDate>,
+    /// Optimistic concurrency version.
+    pub version: i64,
+    /// Created (µs).
+    pub create_time_us: i64,
+    /// Last changed (µs).
+    pub update_time_us: i64,
+    /// Removed (µs), if removed.
+    pub removed_time_us: Option<i64>,
+}
+
+macro_rules! select_tasks {
+    ($($rest:literal),*) => {
+        concat!(
+            "SELECT id, tenant_id, backlog_item_id, name, description, volunteer_id, status, \
+             hours_remaining, latest_log_day, version, create_time_us, update_time_us, \
+             removed_time_us FROM tasks ",
+            $($rest),*
+        )
+    };
+}
+
+fn task_from(row: &AnyRow) -> Result<TaskRow, sqlx::Error> {
+    let latest: Option<String> = row.try_get("latest_log_day")?;
+    Ok(TaskRow {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        backlog_item_id: row.try_get("backlog_item_id")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        volunteer_id: row.try_get("volunteer_id")?,
+        status: TaskStatus::try_from(row.try_get::<i64, _>("status")? as i32)
+            .unwrap_or(TaskStatus::Unspecified),
+        hours: row.try_get::<i64, _>("hours_remaining")? as i32,
+        latest_log_day: latest.and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()),
+        version: row.try_get("version")?,
+        create_time_us: row.try_get("create_time_us")?,
+        update_time_us: row.try_get("update_time_us")?,
+        removed_time_us: row.try_get("removed_time_us")?,
+    })
+}
+
+fn day_text(day: Option<NaiveDate>) -> Option<String> {
+    day.map(|d| d.format("%Y-%m-%d").to_string())
+}
+
+/// The live (not removed) task `id` of `tenant`.
+pub async fn get(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<TaskRow>, sqlx::Error> {
+    sqlx::query(select_tasks!(
+        "WHERE id = $1 AND tenant_id = $2 AND removed_time_us IS NULL"
+    ))
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(conn)
+    .await?
+    .map(|row| task_from(&row))
+    .transpose()
+}
+
+/// The task a create with `request_id` made, if any (removed or not).
+pub async fn by_request_id(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    request_id: &str,
+) -> Result<Option<TaskRow>, sqlx::Error> {
+    sqlx::query(select_tasks!("WHERE tenant_id = $1 AND request_id = $2"))
+        .bind(tenant)
+        .bind(request_id)
+        .fetch_optional(conn)
+        .await?
+        .map(|row| task_from(&row))
+        .transpose()
+}
+
+/// A page of a backlog item's live tasks in creation order, after `after` (a
+/// `(create_time_us, id)` key).
+pub async fn list(
+    db: &Db,
+    tenant: &str,
+    backlog_item_id: &str,
+    after: Option<(i64, String)>,
+    limit: u32,
+) -> Result<Vec<TaskRow>, sqlx::Error> {
+    let (after_time, after_id) = after.unwrap_or((i64::MIN, String::new()));
+    sqlx::query(select_tasks!(
+        "WHERE backlog_item_id = $1 AND tenant_id = $2 AND removed_time_us IS NULL ",
+        "AND (create_time_us > $3 OR (create_time_us = $3 AND id > $4)) ",
+        "ORDER BY create_time_us, id LIMIT $5"
+    ))
+    .bind(backlog_item_id)
+    .bind(tenant)
+    .bind(after_time)
+    .bind(after_id)
+    .bind(i64::from(limit))
+    .fetch_all(db.pool())
+    .await?
+    .iter()
+    .map(task_from)
+    .collect()
+}
+
+/// Inserts a new task.
+pub async fn insert(
+    uow: &mut UnitOfWork,
+    task: &TaskRow,
+    request_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tasks (id, tenant_id, backlog_item_id, request_id, name, description, \
+         volunteer_id, status, hours_remaining, latest_log_day, version, create_time_us, \
+         update_time_us, removed_time_us) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL)",
+    )
+    .bind(&task.id)
+    .bind(&task.tenant_id)
+    .bind(&task.backlog_item_id)
+    .bind(request_id)
+    .bind(&task.name)
+    .bind(&task.description)
+    .bind(&task.volunteer_id)
+    .bind(task.status as i64)
+    .bind(i64::from(task.hours))
+    .bind(day_text(task.latest_log_day))
+    .bind(task.version)
+    .bind(task.create_time_us)
+    .bind(task.update_time_us)
+    .execute(uow.conn())
+    .await?;
+    Ok(())
+}
+
+/// Writes `task` if the stored version is still `read_version` (compare-and-set).
+/// Returns false if another writer got there first.
+pub async fn update(
+    uow: &mut UnitOfWork,
+    task: &TaskRow,
+    read_version: i64,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE tasks SET name = $1, description = $2, volunteer_id = $3, status = $4, \
+         hours_remaining = $5, latest_log_day = $6, version = $7, update_time_us = $8, \
+         removed_time_us = $9 WHERE id = $10 AND version = $11",
+    )
+    .bind(&task.name)
+    .bind(&task.description)
+    .bind(&task.volunteer_id)
+    .bind(task.status as i64)
+    .bind(i64::from(task.hours))
+    .bind(day_text(task.latest_log_day))
+    .bind(task.version)
+    .bind(task.update_time_us)
+    .bind(task.removed_time_us)
+    .bind(&task.id)
+    .bind(read_version)
+    .execute(uow.conn())
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// The hours logged for `task_id` on `day`, if any.
+pub async fn logged_on(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    day: NaiveDate,
+) -> Result<Option<i32>, sqlx::Error> {
+    let hours: Option<i64> = sqlx::query_scalar(
+        "SELECT hours_remaining FROM estimation_log WHERE task_id = $1 AND day = $2",
+    )
+    .bind(task_id)
+    .bind(day.format("%Y-%m-%d").to_string())
+    .fetch_optional(conn)
+    .await?;
+    Ok(hours.map(|h| h as i32))
+}
+
+/// Records (or replaces) the estimate of `task` for `day`.
+pub async fn log_estimate(
+    uow: &mut UnitOfWork,
+    task: &TaskRow,
+    day: NaiveDate,
+    hours: i32,
+    now_us: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO estimation_log (task_id, day, backlog_item_id, hours_remaining, record_time_us) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (task_id, day) DO UPDATE SET \
+         hours_remaining = excluded.hours_remaining, record_time_us = excluded.record_time_us",
+    )
+    .bind(&task.id)
+    .bind(day.format("%Y-%m-%d").to_string())
+    .bind(&task.backlog_item_id)
+    .bind(i64::from(hours))
+    .bind(now_us)
+    .execute(uow.conn())
+    .await?;
+    Ok(())
+}
+
+/// The estimation logs of `task_ids`, oldest entry first.
+pub async fn logs(
+    db: &Db,
+    task_ids: &[&str],
+) -> Result<HashMap<String, Vec<EstimationLogEntry>>, sqlx::Error> {
+    let mut logs: HashMap<String, Vec<EstimationLogEntry>> = HashMap::new();
+    if task_ids.is_empty() {
+        return Ok(logs);
+    }
+    let placeholders: Vec<String> = (1..=task_ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT task_id, day, hours_remaining, record_time_us FROM estimation_log \
+         WHERE task_id IN ({}) ORDER BY task_id, day",
+        placeholders.join(", ")
+    );
+    // Only generated placeholders are interpolated; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in task_ids {
+        query = query.bind(*id);
+    }
+    for row in query.fetch_all(db.pool()).await? {
+        logs.entry(row.try_get("task_id")?)
+            .or_default()
+            .push(EstimationLogEntry {
+                date: row.try_get("day")?,
+                hours_remaining: row.try_get::<i64, _>("hours_remaining")? as i32,
+                record_time: Some(agilepm_platform::time::timestamp(
+                    row.try_get("record_time_us")?,
+                )),
+            });
+    }
+    Ok(logs)
+}
+
+/// Adds `hours` and `count` to the item's totals and bumps its revision; returns the new
+/// totals. One upsert on the item's row, which also serialises concurrent writers to the
+/// same item, so the sum is exact.
+pub async fn add_to_totals(
+    uow: &mut UnitOfWork,
+    tenant: &str,
+    backlog_item_id: &str,
+    hours: i64,
+    count: i64,
+) -> Result<BacklogItemTaskTotals, sqlx::Error> {
+    let row = sqlx::query(
+        "INSERT INTO item_totals (backlog_item_id, tenant_id, hours_remaining, task_count, revision) \
+         VALUES ($1, $2, $3, $4, 1) ON CONFLICT (backlog_item_id) DO UPDATE SET \
+         hours_remaining = item_totals.hours_remaining + excluded.hours_remaining, \
+         task_count = item_totals.task_count + excluded.task_count, \
+         revision = item_totals.revision + 1 \
+         RETURNING hours_remaining, task_count, revision",
+    )
+    .bind(backlog_item_id)
+    .bind(tenant)
+    .bind(hours)
+    .bind(count)
+    .fetch_one(uow.conn())
+    .await?;
+    totals_from(backlog_item_id, &row)
+}
+
+fn totals_from(backlog_item_id: &str, row: &AnyRow) -> Result<BacklogItemTaskTotals, sqlx::Error> {
+    Ok(BacklogItemTaskTotals {
+        backlog_item_id: backlog_item_id.to_owned(),
+        hours_remaining: row.try_get("hours_remaining")?,
+        task_count: row.try_get("task_count")?,
+        revision: row.try_get("revision")?,
+    })
+}
+
+/// The item's totals (zeros if it never had tasks, or belongs to another tenant).
+pub async fn totals(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    backlog_item_id: &str,
+) -> Result<BacklogItemTaskTotals, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT hours_remaining, task_count, revision FROM item_totals \
+         WHERE backlog_item_id = $1 AND tenant_id = $2",
+    )
+    .bind(backlog_item_id)
+    .bind(tenant)
+    .fetch_optional(conn)
+    .await?;
+    match row {
+        Some(row) => totals_from(backlog_item_id, &row),
+        None => Ok(BacklogItemTaskTotals {
+            backlog_item_id: backlog_item_id.to_owned(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Every log entry on or before `last_day` of the tenant's tasks of `item_ids`, ordered by
+/// task and day: `(task_id, day, hours)`.
+pub async fn burndown_entries(
+    db: &Db,
+    tenant: &str,
+    item_ids: &[String],
+    last_day: NaiveDate,
+) -> Result<Vec<(String, NaiveDate, i64)>, sqlx::Error> {
+    let placeholders: Vec<String> = (3..item_ids.len() + 3).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT l.task_id, l.day, l.hours_remaining FROM estimation_log l \
+         JOIN tasks t ON t.id = l.task_id \
+         WHERE t.tenant_id = $1 AND l.day <= $2 AND l.backlog_item_id IN ({}) \
+         ORDER BY l.task_id, l.day",
+        placeholders.join(", ")
+    );
+    // Only generated placeholders are interpolated; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(last_day.format("%Y-%m-%d").to_string());
+    for id in item_ids {
+        query = query.bind(id);
+    }
+    query
+        .fetch_all(db.pool())
+        .await?
+        .iter()
+        .map(|row| {
+            let day: String = row.try_get("day")?;
+            let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            Ok((
+                row.try_get("task_id")?,
+                day,
+                row.try_get("hours_remaining")?,
+            ))
+        })
+        .collect()
+}

@@ -1,0 +1,1008 @@
+//! The task service over real gRPC, on both engines. Until the backlog-item service lands,
+//! its gRPC interface is served by a minimal stand-in (`StandInBacklog`) that knows a
+//! fixed set of items.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agilepm_platform::auth::{Authenticator, caller};
+use agilepm_platform::client::PeerChannel;
+use agilepm_platform::config::ServiceName;
+use agilepm_platform::server::GrpcServer;
+use agilepm_proto::backlog::v1::backlog_item_service_server::{
+    BacklogItemService, BacklogItemServiceServer,
+};
+use agilepm_proto::backlog::v1::{
+    BacklogItem, BacklogItemStatus, GetBacklogItemRequest, GetBacklogItemResponse,
+};
+use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
+use agilepm_proto::events::v1::{SubscribeRequest, subscribe_response};
+use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
+use agilepm_proto::task::v1::*;
+use agilepm_testkit::{Engine, TestSystem, engine_tests};
+use futures::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::StatusExt as _;
+use uuid::Uuid;
+
+engine_tests!(
+    defining_a_task_logs_its_initial_estimate,
+    tasks_are_listed_in_pages,
+    a_second_estimate_the_same_day_replaces_the_first,
+    status_and_hours_never_contradict,
+    resending_the_same_estimate_changes_nothing,
+    bad_input_is_refused_naming_the_field,
+    other_tenants_tasks_do_not_exist,
+    a_stale_version_is_aborted_and_changes_nothing,
+    tasks_need_a_live_backlog_item_of_the_same_tenant,
+    a_retried_define_creates_one_task,
+    totals_stay_exact_under_32_concurrent_estimators,
+    events_carry_the_totals_and_revision,
+    removing_a_task_takes_it_out_of_the_totals,
+    the_burndown_sums_each_days_latest_estimates,
+    renaming_describing_and_volunteering,
+);
+
+/// A stand-in for the backlog-item service's `GetBacklogItem`: items by id with their
+/// tenant and status.
+#[derive(Clone, Default)]
+struct StandInBacklog {
+    items: Arc<Mutex<HashMap<String, (String, BacklogItemStatus)>>>,
+}
+
+#[tonic::async_trait]
+impl BacklogItemService for StandInBacklog {
+    async fn get_backlog_item(
+        &self,
+        request: Request<GetBacklogItemRequest>,
+    ) -> Result<Response<GetBacklogItemResponse>, Status> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let items = self.items.lock().unwrap();
+        match items.get(&request.get_ref().id) {
+            Some((owner, status)) if *owner == tenant => {
+                Ok(Response::new(GetBacklogItemResponse {
+                    backlog_item: Some(BacklogItem {
+                        id: request.get_ref().id.clone(),
+                        status: *status as i32,
+                        ..Default::default()
+                    }),
+                }))
+            }
+            _ => Err(Status::not_found("no such backlog item")),
+        }
+    }
+}
+
+struct Fixture {
+    system: TestSystem,
+    backlog: StandInBacklog,
+    _stand_in: CancellationToken,
+}
+
+impl Fixture {
+    async fn start(engine: Engine) -> Fixture {
+        let backlog = StandInBacklog::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = GrpcServer::new().add_service(BacklogItemServiceServer::with_interceptor(
+            backlog.clone(),
+            Authenticator::new(None),
+        ));
+        tokio::spawn(server.serve(listener, None, stop.clone()));
+        let system = TestSystem::start_with(
+            engine,
+            &[ServiceName::Task],
+            &[(ServiceName::BacklogItem, format!("http://{address}"))],
+        )
+        .await;
+        Fixture {
+            system,
+            backlog,
+            _stand_in: stop,
+        }
+    }
+
+    fn item(&self, tenant: &str, status: BacklogItemStatus) -> String {
+        let id = Uuid::now_v7().to_string();
+        self.backlog
+            .items
+            .lock()
+            .unwrap()
+            .insert(id.clone(), (tenant.to_owned(), status));
+        id
+    }
+
+    fn tasks(&self, tenant: &str) -> TaskServiceClient<PeerChannel> {
+        TaskServiceClient::new(self.system.channel(ServiceName::Task, tenant))
+    }
+
+    async fn define(&self, tenant: &str, item: &str, name: &str, hours: i32) -> Task {
+        self.tasks(tenant)
+            .define_task(DefineTaskRequest {
+                request_id: Uuid::new_v4().to_string(),
+                backlog_item_id: item.into(),
+                name: name.into(),
+                hours_remaining: hours,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap()
+    }
+}
+
+fn estimate(id: &str, hours: i32, date: &str) -> EstimateTaskHoursRemainingRequest {
+    EstimateTaskHoursRemainingRequest {
+        id: id.into(),
+        hours_remaining: hours,
+        date: date.into(),
+        expected_version: None,
+    }
+}
+
+fn today() -> String {
+    chrono::Utc::now()
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+async fn totals(tasks: &mut TaskServiceClient<PeerChannel>, item: &str) -> BacklogItemTaskTotals {
+    tasks
+        .get_backlog_item_task_totals(GetBacklogItemTaskTotalsRequest {
+            backlog_item_id: item.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .totals
+        .unwrap()
+}
+
+async fn defining_a_task_logs_its_initial_estimate(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.item("acme", BacklogItemStatus::Committed);
+    let task = f.define("acme", &item, "Write the parser", 12).await;
+    assert_eq!(task.status, TaskStatus::NotStarted as i32);
+    assert_eq!(task.hours_remaining, 12);
+    assert_eq!(task.version, 1);
+    assert_eq!(task.tenant_id, "acme");
+    let fetched = f
+        .tasks("acme")
+        .get_task(GetTaskRequest {
+            id: task.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(fetched.estimation_log.len(), 1);
+    assert_eq!(fetched.estimation_log[0].date, today());
+    assert_eq!(fetched.estimation_log[0].hours_remaining, 12);
+    let zero = f.define("acme", &item, "Already done", 0).await;
+    assert_eq!(zero.status, TaskStatus::Done as i32, "zero hours is DONE");
+    let t = totals(&mut f.tasks("acme"), &item).await;
+    assert_eq!((t.hours_remaining, t.task_count, t.revision), (12, 2, 2));
+    f.system.stop().await;
+}
+
+async fn tasks_are_listed_in_pages(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.item("acme", BacklogItemStatus::Committed);
+    let mut names = Vec::new();
+    for i in 0..5 {
+        names.push(
+            f.define("acme", &item, &format!("task {i}"), i + 1)
+                .await
+                .name,
+        );
+    }
+    let mut tasks = f.tasks("acme");
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = tasks
+            .list_tasks(ListTasksRequest {
+                backlog_item_id: item.clone(),
+                page_size: 2,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.tasks.len() <= 2);
+        assert!(page.tasks.iter().all(|t| t.estimation_log.len() == 1));
+        listed.extend(page.tasks.into_iter().map(|t| t.name));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(listed, names);
+    let error = tasks
+        .list_tasks(ListTasksRequest {
+            backlog_item_id: item,
+            page_size: 2,
+            page_token: "bogus".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    f.system.stop().await;
+}
+
+async fn a_second_estimate_the_same_day_replaces_the_first(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.item("acme", BacklogItemStatus::Committed);
+    let task = f.define("acme", &item, "t", 12).await;
+    let mut tasks = f.tasks("acme");
+    tasks
+        .estimate_task_hours_remaining(estimate(&task.id, 10, "2099-01-02"))
+        .await
+        .unwrap();
+    let response = tasks
+        .estimate_task_hours_remaining(estimate(&task.id, 8, "2099-01-02"))
+        .await
+        .unwrap()
+        .into_inner();
+    let log = response.task.unwrap().estimation_log;
+    let on_day: Vec<_> = log.iter().filter(|e| e.date == "2099-01-02").collect();
+    assert_eq!(on_day.len(), 1, "one entry per day");
+    assert_eq!(on_day[0].hours_remaining, 8);
+    let next = tasks
+        .estimate_task_hours_remaining(estimate(&task.id, 7, "2099-01-03"))
+        .await
+        .unwrap()
+        .into_inner();
+    let log = next.task.unwrap().estimation_log;
+    assert_eq!(
+        log.iter()
+            .map(|e| (e.date.as_str(), e.hours_remaining))
+            .collect::<Vec<_>>(),
+        vec![(today().as_str(), 12), ("2099-01-02", 8), ("2099-01-03", 7)]
+    );
+    assert_eq!(next.totals.unwrap().hours_remaining, 7);
+    f.system.stop().await;
+}
+
+async fn status_and_hours_never_contradict(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.item("acme", BacklogItemStatus::Committed);
+    let task = f.define("acme", &item, "t", 5).await;
+    let mut tasks = f.tasks("acme");
+    let status = |r: &Task| TaskStatus::try_from(r.status).unwrap();
+
+    let started = tasks
+        .estimate_task_hours_remaining(estimate(&task.id, 4, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(status(&started), TaskStatus::InProgress);
+    let done = tasks
+        .estimate_task_hours_remaining(estimate(&task.id, 0, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(status(&done), TaskStatus::Done);
+    let reopened = tasks
+        .estimate_task_hours_remaining(estimate(&task.id, 1, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(status(&reopened), TaskStatus::InProgress);
+
+    let impeded = tasks
+        .change_task_status(ChangeTaskStatusRequest {
+            id: task.id.clone(),
+            status: TaskStatus::Impeded as i32,
+            expected_version: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(status(&impeded), TaskStatus::Impeded);
+    let still = tasks
+        .estimate_task_hours_remaining(estimate(&task.id, 3, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(
+        status(&still),
+        TaskStatus::Impeded,
+        "IMPEDED stays until cleared"
+    );
+
+    let marked = tasks
+        .change_task_status(ChangeTaskStatusRequest {
+            id: task.id.clone(),
+            status: TaskStatus::Done as i32,
+            expected_version: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(
+        (status(&marked), marked.hours_remaining),
+        (TaskStatus::Done, 0)
+    );
+    let today_entry = marked
+        .estimation_log
+        .iter()
+        .find(|e| e.date == today())
+        .unwrap();
+    assert_eq!(
+        today_entry.hours_remaining, 0,
+        "marking DONE logs 0 for today"
+    );
+    assert_eq!(totals(&mut tasks, &item).await.hours_remaining, 0);
+
+    let refused = tasks
+        .change_task_status(ChangeTaskStatusRequest {
+            id: task.id.clone(),
+            status: TaskStatus::InProgress as i32,
+            expected_version: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    f.system.stop().await;
+}
+
+async fn resending_the_same_estimate_changes_nothing(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.item("acme", BacklogItemStatus::Committed);
+    let task = f.define("acme", &item, "t", 5).await;
+    let mut tasks = f.tasks("acme");
+    let first = tasks
+        .estimate_task_hours_remaining(estimate(&task.id, 3, "2099-05-01"))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = tasks
+        .estimate_task_hours_remaining(estimate(&task.id, 3, "2099-05-01"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first.task.as_ref().unwrap().version,
+        again.task.as_ref().unwrap().version
+    );
+    assert_eq!(
+        first.totals.unwrap().revision,
+        again.totals.unwrap().revision
+    );
+    let events = feed_events(&f, "acme", 3, Duration::from_millis(400)).await;
+    let estimates = events
+        .iter()
+        .filter(|e| e.event_type == "agilepm.task.v1.TaskHoursRemainingEstimated")
+        .count();
+    assert_eq!(estimates, 1, "the repeat emitted nothing");
+    f.system.stop().await;
+}
+
+async fn bad_input_is_refused_naming_the_field(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.item("acme", BacklogItemStatus::Committed);
+    let task = f.define("acme", &item, "t", 5).await;
+    let mut tasks = f.tasks("acme");
+    let define = |name: String, hours: i32, item: &str| DefineTaskRequest {
+        request_id: Uuid::new_v4().to_string(),
+        backlog_item_id: item.into(),
+        name,
+        hours_remaining: hours,
+        ..Default::default()
+    };
+    let cases: Vec<(&str, Result<_, Status>)> = vec![
+        (
+            "hours_remaining",
+            tasks
+                .define_task(define("x".into(), -1, &item))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "hours_remaining",
+            tasks
+                .define_task(define("x".into(), 1001, &item))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "name",
+            tasks
+                .define_task(define(String::new(), 1, &item))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "name",
+            tasks
+                .define_task(define("n".repeat(10_000), 1, &item))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "backlog_item_id",
+            tasks
+                .define_task(define("x".into(), 1, "not-a-uuid"))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "hours_remaining",
+            tasks
+                .estimate_task_hours_remaining(estimate(&task.id, -5, ""))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "hours_remaining",
+            tasks
+                .estimate_task_hours_remaining(estimate(&task.id, 1001, ""))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "date",
+            tasks
+                .estimate_task_hours_remaining(estimate(&task.id, 1, "2026-13-01"))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "id",
+            tasks
+                .estimate_task_hours_remaining(estimate("123", 1, ""))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "id",
+            tasks
+                .get_task(GetTaskRequest { id: "zz".into() })
+                .await
+                .map(|_| ()),
+        ),
+    ];
+    for (field, result) in cases {
+        let status = result.expect_err(field);
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        let details = status.get_error_details();
+        assert_eq!(
+            details.bad_request().unwrap().field_violations[0].field,
+            field,
+            "{status:?}"
+        );
+    }
+    let unchanged = tasks
+        .get_task(GetTaskRequest {
+            id: task.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(unchanged.version, 1, "bad input changed nothing");
+    assert_eq!(totals(&mut tasks, &item).await.task_count, 1);
+    f.system.stop().await;
+}
+
+async fn other_tenants_tasks_do_not_exist(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.item("acme", BacklogItemStatus::Committed);
+    let task = f.define("acme", &item, "secret", 5).await;
+    let mut globex = f.tasks("globex");
+    assert_eq!(
+        globex
+            .get_task(GetTaskRequest {
+                id: task.id.clone()
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        globex
+            .estimate_task_hours_remaining(estimate(&task.id, 1, ""))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        globex
+            .remove_task(RemoveTaskRequest {
+                id: task.id.clone(),
+                expected_version: None
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    let listed = globex
+        .list_tasks(ListTasksRequest {
+            backlog_item_id: item.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.tasks.is_empty());
+    assert_eq!(totals(&mut globex, &item).await.task_count, 0);
+    // Nor can globex define tasks on acme's item.
+    let error = globex
+        .define_task(DefineTaskRequest {
+            request_id: "r1".into(),
+            backlog_item_id: item.clone(),
+            name: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    f.system.stop().await;
+}
+
+async fn a_stale_version_is_aborted_and_changes_nothing(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.item("acme", BacklogItemStatus::Committed);
+    let task = f.define("acme", &item, "t", 5).await;
+    let mut tasks = f.tasks("acme");
+    let renamed = tasks
+        .rename_task(RenameTaskRequest {
+            id: task.id.clone(),
+            name: "first".into(),
+            expected_version: Some(1),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(renamed.version, 2);
+    let stale = tasks
+        .rename_task(RenameTaskRequest {
+            id: task.id.clone(),
+            name: "second".into(),
+            expected_version: Some(1),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted);
+    let stale_estimate = tasks
+        .estimate_task_hours_remaining(EstimateTaskHoursRemainingRequest {
+            expected_version: Some(1),
+            ..estimate(&task.id, 1, "")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale_estimate.code(), Code::Aborted);
+    let now = tasks
+        .get_task(GetTaskRequest {
+            id: task.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(
+        (now.name.as_str(), now.hours_remaining, now.version),
+        ("first", 5, 2)
+    );
+    f.system.stop().await;
+}
+
+async fn tasks_need_a_live_backlog_item_of_the_same_tenant(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let removed = f.item("acme", BacklogItemStatus::Removed);
+    let mut tasks = f.tasks("acme");
+    let request = |item: &str| DefineTaskRequest {
+        request_id: Uuid::new_v4().to_string(),
+        backlog_item_id: item.into(),
+        name: "x".into(),
+        hours_remaining: 1,
+        ..Default::default()
+    };
+    let error = tasks.define_task(request(&removed)).await.unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert!(error.message().contains("REMOVED"), "{error:?}");
+    let error = tasks
+        .define_task(request(&Uuid::now_v7().to_string()))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert!(error.message().contains("does not exist"), "{error:?}");
+    // With the backlog-item service down, the answer is UNAVAILABLE, not a guess.
+    let item = f.item("acme", BacklogItemStatus::Planned);
+    f._stand_in.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let error = tasks.define_task(request(&item)).await.unwrap_err();
+    assert_eq!(error.code(), Code::Unavailable, "{error:?}");
+    f.system.stop().await;
+}
+
+async fn a_retried_define_creates_one_task(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.item("acme", BacklogItemStatus::Committed);
+    let mut tasks = f.tasks("acme");
+    let request = DefineTaskRequest {
+        request_id: "define-once".into(),
+        backlog_item_id: item.clone(),
+        name: "x".into(),
+        hours_remaining: 3,
+        ..Default::default()
+    };
+    let calls = (0..8).map(|_| {
+        let mut tasks = tasks.clone();
+        let request = request.clone();
+        tokio::spawn(async move {
+            tasks
+                .define_task(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .task
+                .unwrap()
+                .id
+        })
+    });
+    let ids: std::collections::HashSet<String> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "every retry answered with the same task");
+    let t = totals(&mut tasks, &item).await;
+    assert_eq!((t.task_count, t.hours_remaining), (1, 3));
+    f.system.stop().await;
+}
+
+async fn totals_stay_exact_under_32_concurrent_estimators(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.item("acme", BacklogItemStatus::Committed);
+    let mut ids = Vec::new();
+    for i in 0..32 {
+        ids.push(f.define("acme", &item, &format!("t{i}"), 100).await.id);
+    }
+    // 32 clients, each estimating its own task down over 10 days, plus 32 more racing on
+    // the same tasks without versions: every write must land in the totals exactly once.
+    let mut workers = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let mut tasks = f.tasks("acme");
+        let id = id.clone();
+        workers.push(tokio::spawn(async move {
+            for day in 1..=10 {
+                let hours = 100 - day * 9 - (n as i32 % 3);
+                tasks
+                    .estimate_task_hours_remaining(estimate(
+                        &id,
+                        hours,
+                        &format!("2099-02-{day:02}"),
+                    ))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let t = totals(&mut f.tasks("acme"), &item).await;
+    let db = f.system.database(ServiceName::Task).await;
+    let (sum, count): (i64, i64) = sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(hours_remaining), 0) AS BIGINT), CAST(COUNT(*) AS BIGINT) FROM tasks \
+         WHERE backlog_item_id = $1 AND removed_time_us IS NULL",
+    )
+    .bind(&item)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (t.hours_remaining, t.task_count),
+        (sum, count),
+        "totals equal a recount"
+    );
+    let expected: i64 = (0..32).map(|n| i64::from(100 - 90 - (n % 3))).sum();
+    assert_eq!(sum, expected);
+    assert_eq!(t.revision, 32 + 32 * 10, "one revision per change");
+    db.close().await;
+    f.system.stop().await;
+}
+
+/// Events on the task feed for `tenant`: reads until `count` arrived, then `quiet` more.
+async fn feed_events(
+    f: &Fixture,
+    tenant: &str,
+    count: usize,
+    quiet: Duration,
+) -> Vec<agilepm_proto::events::v1::Event> {
+    let mut feed = EventFeedServiceClient::new(f.system.channel(ServiceName::Task, tenant));
+    let mut stream = feed
+        .subscribe(SubscribeRequest {
+            heartbeat_interval_ms: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let wait = if events.len() >= count {
+            tokio::time::Instant::now() + quiet
+        } else {
+            deadline
+        };
+        match tokio::time::timeout_at(wait.min(deadline), stream.next()).await {
+            Ok(Some(Ok(message))) => {
+                if let Some(subscribe_response::Kind::Event(event)) = message.kind {
+                    events.push(event);
+                }
+            }
+            _ => break,
+        }
+    }
+    events
+}
+
+async fn events_carry_the_totals_and_revision(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.item("acme", BacklogItemStatus::Committed);
+    let a = f.define("acme", &item, "a", 4).await;
+    let b = f.define("acme", &item, "b", 6).await;
+    let mut tasks = f.tasks("acme");
+    tasks
+        .estimate_task_hours_remaining(estimate(&a.id, 0, "2099-03-01"))
+        .await
+        .unwrap();
+    tasks
+        .remove_task(RemoveTaskRequest {
+            id: b.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    let events = feed_events(&f, "acme", 5, Duration::from_millis(300)).await;
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        vec![
+            "agilepm.task.v1.TaskDefined",
+            "agilepm.task.v1.TaskDefined",
+            "agilepm.task.v1.TaskHoursRemainingEstimated",
+            "agilepm.task.v1.TaskStatusChanged",
+            "agilepm.task.v1.TaskRemoved",
+        ]
+    );
+    let estimated: TaskHoursRemainingEstimated =
+        prost::Message::decode(events[2].payload.as_ref().unwrap().value.as_slice()).unwrap();
+    assert_eq!(
+        (estimated.hours_remaining, estimated.date.as_str()),
+        (0, "2099-03-01")
+    );
+    let t = estimated.totals.unwrap();
+    assert_eq!((t.hours_remaining, t.task_count, t.revision), (6, 2, 3));
+    let removed: TaskRemoved =
+        prost::Message::decode(events[4].payload.as_ref().unwrap().value.as_slice()).unwrap();
+    let t = removed.totals.unwrap();
+    assert_eq!((t.hours_remaining, t.task_count, t.revision), (0, 1, 4));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.aggregate_type == "Task" && e.tenant_id == "acme")
+    );
+    // Another tenant's subscriber sees none of it.
+    assert!(
+        feed_events(&f, "globex", 0, Duration::from_millis(300))
+            .await
+            .is_empty()
+    );
+    f.system.stop().await;
+}
+
+async fn removing_a_task_takes_it_out_of_the_totals(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.item("acme", BacklogItemStatus::Committed);
+    let a = f.define("acme", &item, "a", 4).await;
+    f.define("acme", &item, "b", 6).await;
+    let mut tasks = f.tasks("acme");
+    let removed = tasks
+        .remove_task(RemoveTaskRequest {
+            id: a.id.clone(),
+            expected_version: Some(1),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let t = removed.totals.unwrap();
+    assert_eq!((t.hours_remaining, t.task_count), (6, 1));
+    assert_eq!(
+        tasks
+            .get_task(GetTaskRequest { id: a.id.clone() })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        tasks
+            .remove_task(RemoveTaskRequest {
+                id: a.id,
+                expected_version: None
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    f.system.stop().await;
+}
+
+async fn the_burndown_sums_each_days_latest_estimates(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.item("acme", BacklogItemStatus::Committed);
+    let other = f.item("acme", BacklogItemStatus::Committed);
+    let mut tasks = f.tasks("acme");
+    let a = f.define("acme", &item, "a", 10).await;
+    let b = f.define("acme", &item, "b", 8).await;
+    let c = f.define("acme", &other, "c", 5).await;
+    // Day 1: a=10 b=8; day 2: a=7; day 3: b=5, a=7; day 4: a=0; day 5: nothing new.
+    for (id, hours, day) in [
+        (&a.id, 10, "2099-04-01"),
+        (&b.id, 8, "2099-04-01"),
+        (&c.id, 5, "2099-04-01"),
+        (&a.id, 9, "2099-04-02"),
+        (&a.id, 7, "2099-04-02"),
+        (&b.id, 5, "2099-04-03"),
+        (&a.id, 0, "2099-04-04"),
+        (&c.id, 1, "2099-04-04"),
+    ] {
+        tasks
+            .estimate_task_hours_remaining(estimate(id, hours, day))
+            .await
+            .unwrap();
+    }
+    let days = tasks
+        .get_burndown(GetBurndownRequest {
+            backlog_item_ids: vec![item.clone()],
+            start_date: "2099-04-01".into(),
+            end_date: "2099-04-05".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .days;
+    let got: Vec<(&str, i64)> = days
+        .iter()
+        .map(|d| (d.date.as_str(), d.hours_remaining))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("2099-04-01", 18),
+            ("2099-04-02", 15),
+            ("2099-04-03", 12),
+            ("2099-04-04", 5),
+            ("2099-04-05", 5)
+        ]
+    );
+    let both = tasks
+        .get_burndown(GetBurndownRequest {
+            backlog_item_ids: vec![item, other],
+            start_date: "2099-04-03".into(),
+            end_date: "2099-04-04".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .days;
+    assert_eq!(
+        both.iter().map(|d| d.hours_remaining).collect::<Vec<_>>(),
+        vec![17, 6]
+    );
+    let error = tasks
+        .get_burndown(GetBurndownRequest {
+            backlog_item_ids: vec![a.id],
+            start_date: "2099-04-05".into(),
+            end_date: "2099-04-01".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    f.system.stop().await;
+}
+
+async fn renaming_describing_and_volunteering(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.item("acme", BacklogItemStatus::Committed);
+    let task = f.define("acme", &item, "t", 5).await;
+    let mut tasks = f.tasks("acme");
+    tasks
+        .rename_task(RenameTaskRequest {
+            id: task.id.clone(),
+            name: "renamed".into(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    tasks
+        .describe_task(DescribeTaskRequest {
+            id: task.id.clone(),
+            description: "why".into(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    let assigned = tasks
+        .assign_task_volunteer(AssignTaskVolunteerRequest {
+            id: task.id.clone(),
+            volunteer_id: "ada".into(),
+            expected_version: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(
+        (
+            assigned.name.as_str(),
+            assigned.description.as_str(),
+            assigned.volunteer_id.as_str(),
+            assigned.version
+        ),
+        ("renamed", "why", "ada", 4)
+    );
+    let unassigned = tasks
+        .unassign_task_volunteer(UnassignTaskVolunteerRequest {
+            id: task.id.clone(),
+            expected_version: Some(4),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(
+        (unassigned.volunteer_id.as_str(), unassigned.version),
+        ("", 5)
+    );
+    let events = feed_events(&f, "acme", 5, Duration::from_millis(300)).await;
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e.event_type.rsplit('.').next().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            "TaskDefined",
+            "TaskRenamed",
+            "TaskDescribed",
+            "TaskVolunteerAssigned",
+            "TaskVolunteerAssigned"
+        ]
+    );
+    f.system.stop().await;
+}
