@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod backlog;
 mod feed;
 mod foundation;
 mod task;

@@ -13,6 +13,7 @@
 //! | [`server`] | gRPC server with health, reflection, tracing, graceful shutdown |
 //! | [`service`] | the life of a service process: database, auth, feed, serve |
 //! | [`client`] | channels to peer services with credentials, trace context, deadlines |
+//! | [`optimistic`] | compare-and-set writes with retries of lost races |
 //! | [`outbox`] | appending events in the caller's transaction |
 //! | [`feed`] | serving the outbox as a gap-free, resumable event feed |
 //! | [`follower`] | following a peer's feed from a durable checkpoint |
@@ -24,6 +25,7 @@ pub mod db;
 pub mod error;
 pub mod feed;
 pub mod follower;
+pub mod optimistic;
 pub mod outbox;
 pub mod paging;
 pub mod server;

@@ -4,9 +4,7 @@
 use agilepm_platform::config::{CommonConfig, ServiceName};
 use agilepm_platform::db::Migrations;
 use agilepm_platform::service::ServiceSpec;
-use agilepm_proto::backlog::v1::backlog_item_service_server::{
-    BacklogItemService, BacklogItemServiceServer,
-};
+use agilepm_proto::backlog::v1::backlog_item_service_server::BacklogItemServiceServer;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,10 +23,12 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     serves_feed: true,
 };
 
-/// The gRPC adapter of the backlog-item service.
-pub struct BacklogItemApi;
+pub mod api;
+pub mod domain;
+pub mod rank;
+pub mod store;
 
-impl BacklogItemService for BacklogItemApi {}
+pub use api::BacklogItemApi;
 
 /// Runs the backlog-item service on `listener` until `shutdown`.
 pub async fn run(
@@ -44,7 +44,7 @@ pub async fn run(
         |context, server| async move {
             Ok(
                 server.add_service(BacklogItemServiceServer::with_interceptor(
-                    BacklogItemApi,
+                    BacklogItemApi::new(context.db.clone()),
                     context.auth,
                 )),
             )

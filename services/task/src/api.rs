@@ -5,6 +5,7 @@ use agilepm_platform::auth::{act_for, caller};
 use agilepm_platform::client::PeerChannel;
 use agilepm_platform::db::{Db, UnitOfWork};
 use agilepm_platform::error::{AppError, AppResult, from_peer};
+use agilepm_platform::optimistic::{Attempt, check_version, retry_lost_races};
 use agilepm_platform::outbox::{self, Subject};
 use agilepm_platform::time::{now_micros, timestamp, today_utc};
 use agilepm_platform::{paging, validate};
@@ -18,9 +19,6 @@ use uuid::Uuid;
 
 use crate::domain::{self, Progress};
 use crate::store::{self, TaskRow};
-
-/// How many times a write without `expected_version` is retried after losing a race.
-const MAX_ATTEMPTS: usize = 16;
 
 /// The task service's gRPC adapter.
 #[derive(Clone)]
@@ -98,20 +96,13 @@ impl TaskApi {
         log_day: Option<NaiveDate>,
         decide: impl Fn(&TaskRow, Option<i32>) -> AppResult<Plan>,
     ) -> AppResult<(TaskRow, BacklogItemTaskTotals)> {
-        for _ in 0..MAX_ATTEMPTS {
+        let what = format!("task {id}");
+        retry_lost_races(&what, expected_version, || async {
             let mut uow = self.db.begin().await?;
             let before = store::get(uow.conn(), tenant, id)
                 .await?
-                .ok_or_else(|| AppError::not_found(format!("task {id}")))?;
-            if let Some(expected) = expected_version
-                && expected != before.version
-            {
-                return Err(AppError::stale_version(
-                    &format!("task {id}"),
-                    expected,
-                    before.version,
-                ));
-            }
+                .ok_or_else(|| AppError::not_found(&what))?;
+            check_version(&what, expected_version, before.version)?;
             let logged = match log_day {
                 Some(day) => store::logged_on(uow.conn(), id, day).await?,
                 None => None,
@@ -119,18 +110,13 @@ impl TaskApi {
             let mut plan = decide(&before, logged)?;
             if plan.after == before && plan.log.is_none() {
                 let totals = store::totals(uow.conn(), tenant, &before.backlog_item_id).await?;
-                return Ok((before, totals));
+                return Ok(Attempt::Done((before, totals)));
             }
             let now = now_micros();
             plan.after.version = before.version + 1;
             plan.after.update_time_us = now;
             if !store::update(&mut uow, &plan.after, before.version).await? {
-                if expected_version.is_some() {
-                    return Err(AppError::Aborted(format!(
-                        "task {id} changed concurrently; re-read and retry"
-                    )));
-                }
-                continue;
+                return Ok(Attempt::LostRace);
             }
             if let Some((day, hours)) = plan.log {
                 store::log_estimate(&mut uow, &plan.after, day, hours, now).await?;
@@ -152,11 +138,9 @@ impl TaskApi {
                 emit(&mut uow, &before, &plan.after, event, &totals).await?;
             }
             uow.commit().await?;
-            return Ok((plan.after, totals));
-        }
-        Err(AppError::Aborted(format!(
-            "task {id} is being changed by many writers at once; retry"
-        )))
+            Ok(Attempt::Done((plan.after, totals)))
+        })
+        .await
     }
 }
 

@@ -1,0 +1,386 @@
+//! The BacklogItem status machine and derived values, free of I/O.
+//!
+//! ```text
+//! PLANNED --schedule--> SCHEDULED --commit--> COMMITTED --all task hours 0--> DONE
+//!    ^------unschedule------'   ^-----uncommit-----'   ^----hours > 0 again----'
+//! PLANNED | SCHEDULED | COMMITTED --remove--> REMOVED
+//! ```
+
+use agilepm_platform::error::{AppError, AppResult};
+use agilepm_proto::backlog::v1::{BacklogItemStatus as Status, BusinessPriority, ReconcileOutcome};
+use agilepm_proto::common::v1::StatusTransitionMode;
+
+/// The fields the status machine reads and writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Status.
+    pub status: Status,
+    /// Release, empty if none.
+    pub release_id: String,
+    /// Sprint, empty if none.
+    pub sprint_id: String,
+    /// MANUAL mode: all tasks done, nobody accepted yet.
+    pub awaiting_acceptance: bool,
+}
+
+fn name(status: Status) -> &'static str {
+    status
+        .as_str_name()
+        .trim_start_matches("BACKLOG_ITEM_STATUS_")
+}
+
+fn refuse(rule: &str, status: Status) -> AppError {
+    AppError::precondition(format!("{rule} (the item is {})", name(status)))
+}
+
+/// Schedules for `release_id` (or moves to another release while not committed).
+pub fn schedule(p: &Placement, release_id: &str) -> AppResult<Placement> {
+    match p.status {
+        Status::Planned | Status::Scheduled => Ok(Placement {
+            status: Status::Scheduled,
+            release_id: release_id.to_owned(),
+            ..p.clone()
+        }),
+        Status::Committed => Err(refuse(
+            "uncommit the item from its sprint before rescheduling it",
+            p.status,
+        )),
+        _ => Err(refuse(
+            "only PLANNED or SCHEDULED items can be scheduled for a release",
+            p.status,
+        )),
+    }
+}
+
+/// Unschedules from the release.
+pub fn unschedule(p: &Placement) -> AppResult<Placement> {
+    match p.status {
+        Status::Scheduled => Ok(Placement {
+            status: Status::Planned,
+            release_id: String::new(),
+            ..p.clone()
+        }),
+        Status::Committed => Err(refuse(
+            "uncommit the item from its sprint before unscheduling it",
+            p.status,
+        )),
+        _ => Err(refuse("only SCHEDULED items can be unscheduled", p.status)),
+    }
+}
+
+/// Commits to `sprint_id`; a committed item moves to the new sprint.
+pub fn commit(p: &Placement, sprint_id: &str) -> AppResult<Placement> {
+    match p.status {
+        Status::Scheduled | Status::Committed => Ok(Placement {
+            status: Status::Committed,
+            sprint_id: sprint_id.to_owned(),
+            ..p.clone()
+        }),
+        Status::Planned => Err(refuse(
+            "committing to a sprint requires being scheduled for a release first",
+            p.status,
+        )),
+        _ => Err(refuse(
+            "only SCHEDULED or COMMITTED items can be committed to a sprint",
+            p.status,
+        )),
+    }
+}
+
+/// Uncommits from the sprint.
+pub fn uncommit(p: &Placement) -> AppResult<Placement> {
+    match p.status {
+        Status::Committed => Ok(Placement {
+            status: Status::Scheduled,
+            sprint_id: String::new(),
+            awaiting_acceptance: false,
+            ..p.clone()
+        }),
+        _ => Err(refuse("only COMMITTED items can be uncommitted", p.status)),
+    }
+}
+
+/// Removes from the backlog.
+pub fn remove(p: &Placement) -> AppResult<Placement> {
+    match p.status {
+        Status::Planned | Status::Scheduled | Status::Committed => Ok(Placement {
+            status: Status::Removed,
+            awaiting_acceptance: false,
+            ..p.clone()
+        }),
+        _ => Err(refuse("DONE and REMOVED items cannot be removed", p.status)),
+    }
+}
+
+/// Accepts by hand (MANUAL mode, or a product owner closing an item early).
+pub fn mark_done(p: &Placement) -> AppResult<Placement> {
+    match p.status {
+        Status::Committed => Ok(Placement {
+            status: Status::Done,
+            awaiting_acceptance: false,
+            ..p.clone()
+        }),
+        _ => Err(refuse("only COMMITTED items can be marked done", p.status)),
+    }
+}
+
+/// The task service's view of an item's tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskBasis {
+    /// Summed remaining hours.
+    pub hours: i64,
+    /// Number of tasks.
+    pub count: i64,
+    /// The task service's revision of this basis.
+    pub revision: i64,
+}
+
+/// Applies a task-hours basis. Returns the outcome and the new placement.
+///
+/// * A basis not newer than `last_revision` is stale or a duplicate: ignored.
+/// * COMMITTED with at least one task and zero hours: DONE (AUTOMATIC) or awaiting
+///   acceptance (MANUAL).
+/// * DONE with hours above zero: back to COMMITTED, or SCHEDULED / PLANNED if it no longer
+///   has a sprint / release (discovered work, in either mode).
+pub fn reconcile(
+    p: &Placement,
+    last_revision: i64,
+    basis: TaskBasis,
+    mode: StatusTransitionMode,
+) -> (ReconcileOutcome, Placement) {
+    if basis.revision <= last_revision {
+        return (ReconcileOutcome::IgnoredStale, p.clone());
+    }
+    let finished = basis.count > 0 && basis.hours == 0;
+    let manual = mode == StatusTransitionMode::Manual;
+    let after = match p.status {
+        Status::Committed if finished && !manual => Placement {
+            status: Status::Done,
+            awaiting_acceptance: false,
+            ..p.clone()
+        },
+        Status::Committed => Placement {
+            awaiting_acceptance: finished && manual,
+            ..p.clone()
+        },
+        Status::Done if basis.hours > 0 => {
+            let status = if !p.sprint_id.is_empty() {
+                Status::Committed
+            } else if !p.release_id.is_empty() {
+                Status::Scheduled
+            } else {
+                Status::Planned
+            };
+            Placement {
+                status,
+                awaiting_acceptance: false,
+                ..p.clone()
+            }
+        }
+        _ => p.clone(),
+    };
+    let outcome = if after == *p {
+        ReconcileOutcome::Unchanged
+    } else {
+        ReconcileOutcome::Changed
+    };
+    (outcome, after)
+}
+
+/// Parses business priority ratings: each 1-9, all four or none.
+pub fn business_priority(
+    field: &str,
+    value: Option<&BusinessPriority>,
+) -> AppResult<Option<BusinessPriority>> {
+    let Some(value) = value else { return Ok(None) };
+    for (name, rating) in [
+        ("benefit", value.benefit),
+        ("penalty", value.penalty),
+        ("cost", value.cost),
+        ("risk", value.risk),
+    ] {
+        if !(1..=9).contains(&rating) {
+            return Err(AppError::invalid(
+                format!("{field}.{name}"),
+                format!("must be 1 to 9, got {rating}"),
+            ));
+        }
+    }
+    Ok(Some(*value))
+}
+
+/// The derived priority: value (benefit + penalty) over cost + risk. A per-item ratio, so
+/// it does not change when other items are rated; 0 when unrated. Higher goes first.
+pub fn priority_score(priority: Option<&BusinessPriority>) -> f64 {
+    match priority {
+        Some(p) => f64::from(p.benefit + p.penalty) / f64::from(p.cost + p.risk),
+        None => 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(status: Status, release: &str, sprint: &str) -> Placement {
+        Placement {
+            status,
+            release_id: release.into(),
+            sprint_id: sprint.into(),
+            awaiting_acceptance: false,
+        }
+    }
+
+    fn basis(hours: i64, count: i64, revision: i64) -> TaskBasis {
+        TaskBasis {
+            hours,
+            count,
+            revision,
+        }
+    }
+
+    #[test]
+    fn the_happy_path_through_the_machine() {
+        let planned = at(Status::Planned, "", "");
+        let scheduled = schedule(&planned, "r1").unwrap();
+        assert_eq!(
+            (scheduled.status, scheduled.release_id.as_str()),
+            (Status::Scheduled, "r1")
+        );
+        let committed = commit(&scheduled, "s1").unwrap();
+        assert_eq!(
+            (committed.status, committed.sprint_id.as_str()),
+            (Status::Committed, "s1")
+        );
+        let moved = commit(&committed, "s2").unwrap();
+        assert_eq!(moved.sprint_id, "s2");
+        assert_eq!(uncommit(&moved).unwrap().status, Status::Scheduled);
+        assert_eq!(unschedule(&scheduled).unwrap(), planned);
+    }
+
+    #[test]
+    fn illegal_transitions_name_the_rule() {
+        let planned = at(Status::Planned, "", "");
+        let err = commit(&planned, "s").unwrap_err();
+        assert!(err.to_string().contains("scheduled for a release"), "{err}");
+        let done = at(Status::Done, "r", "s");
+        assert!(
+            remove(&done)
+                .unwrap_err()
+                .to_string()
+                .contains("DONE and REMOVED")
+        );
+        assert!(remove(&at(Status::Removed, "", "")).is_err());
+        assert!(unschedule(&at(Status::Committed, "r", "s")).is_err());
+        assert!(schedule(&at(Status::Committed, "r", "s"), "r2").is_err());
+        assert!(uncommit(&at(Status::Scheduled, "r", "")).is_err());
+        assert!(mark_done(&at(Status::Scheduled, "r", "")).is_err());
+        for status in [Status::Planned, Status::Scheduled, Status::Committed] {
+            assert_eq!(
+                remove(&at(status, "r", "s")).unwrap().status,
+                Status::Removed
+            );
+        }
+    }
+
+    #[test]
+    fn done_only_from_committed_with_tasks_and_zero_hours() {
+        let committed = at(Status::Committed, "r", "s");
+        let auto = StatusTransitionMode::Automatic;
+        assert_eq!(
+            reconcile(&committed, 0, basis(0, 3, 1), auto).1.status,
+            Status::Done
+        );
+        assert_eq!(
+            reconcile(&committed, 0, basis(0, 0, 1), auto).0,
+            ReconcileOutcome::Unchanged,
+            "no tasks"
+        );
+        assert_eq!(
+            reconcile(&committed, 0, basis(2, 3, 1), auto).0,
+            ReconcileOutcome::Unchanged
+        );
+        let scheduled = at(Status::Scheduled, "r", "");
+        assert_eq!(
+            reconcile(&scheduled, 0, basis(0, 3, 1), auto).1.status,
+            Status::Scheduled
+        );
+    }
+
+    #[test]
+    fn stale_and_duplicate_bases_are_ignored() {
+        let committed = at(Status::Committed, "r", "s");
+        let auto = StatusTransitionMode::Automatic;
+        assert_eq!(
+            reconcile(&committed, 5, basis(0, 3, 5), auto).0,
+            ReconcileOutcome::IgnoredStale
+        );
+        assert_eq!(
+            reconcile(&committed, 5, basis(0, 3, 4), auto).0,
+            ReconcileOutcome::IgnoredStale
+        );
+    }
+
+    #[test]
+    fn hours_coming_back_reopen_a_done_item() {
+        let auto = StatusTransitionMode::Automatic;
+        assert_eq!(
+            reconcile(&at(Status::Done, "r", "s"), 1, basis(1, 3, 2), auto)
+                .1
+                .status,
+            Status::Committed
+        );
+        assert_eq!(
+            reconcile(&at(Status::Done, "r", ""), 1, basis(1, 3, 2), auto)
+                .1
+                .status,
+            Status::Scheduled
+        );
+        assert_eq!(
+            reconcile(&at(Status::Done, "", ""), 1, basis(1, 3, 2), auto)
+                .1
+                .status,
+            Status::Planned
+        );
+    }
+
+    #[test]
+    fn manual_mode_flags_instead_of_finishing() {
+        let manual = StatusTransitionMode::Manual;
+        let (outcome, after) =
+            reconcile(&at(Status::Committed, "r", "s"), 0, basis(0, 2, 1), manual);
+        assert_eq!(
+            (outcome, after.status, after.awaiting_acceptance),
+            (ReconcileOutcome::Changed, Status::Committed, true)
+        );
+        let (_, reopened) = reconcile(&after, 1, basis(3, 2, 2), manual);
+        assert!(!reopened.awaiting_acceptance);
+        assert_eq!(mark_done(&after).unwrap().status, Status::Done);
+    }
+
+    #[test]
+    fn priority_is_a_per_item_ratio() {
+        let p = BusinessPriority {
+            benefit: 8,
+            penalty: 4,
+            cost: 2,
+            risk: 1,
+        };
+        assert!((priority_score(Some(&p)) - 4.0).abs() < 1e-9);
+        assert_eq!(priority_score(None), 0.0);
+        assert!(
+            business_priority(
+                "business_priority",
+                Some(&BusinessPriority { benefit: 0, ..p })
+            )
+            .is_err()
+        );
+        assert!(
+            business_priority(
+                "business_priority",
+                Some(&BusinessPriority { risk: 10, ..p })
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,357 @@
+//! Persistence of backlog items. The in-memory form is the protobuf `BacklogItem` itself;
+//! writes take the caller's [`UnitOfWork`] so the change and its events commit together.
+
+use agilepm_platform::db::{Db, UnitOfWork};
+use agilepm_platform::time::timestamp;
+use agilepm_proto::backlog::v1::{BacklogItem, BusinessPriority};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+macro_rules! select_items {
+    ($($rest:literal),*) => {
+        concat!(
+            "SELECT id, tenant_id, product_id, summary, story, category, type, story_points, \
+             benefit, penalty, cost, risk, priority_score, use_case_id, release_id, sprint_id, \
+             status, rank, derived_from_ids, awaiting_acceptance, reconciled_task_revision, \
+             version, create_time_us, update_time_us FROM backlog_items ",
+            $($rest),*
+        )
+    };
+}
+
+fn item_from(row: &AnyRow) -> Result<BacklogItem, sqlx::Error> {
+    let int = |name: &str| row.try_get::<i64, _>(name).map(|v| v as i32);
+    let benefit = int("benefit")?;
+    let derived: String = row.try_get("derived_from_ids")?;
+    Ok(BacklogItem {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        product_id: row.try_get("product_id")?,
+        summary: row.try_get("summary")?,
+        story: row.try_get("story")?,
+        category: row.try_get("category")?,
+        r#type: int("type")?,
+        story_points: int("story_points")?,
+        business_priority: (benefit > 0)
+            .then(|| -> Result<_, sqlx::Error> {
+                Ok(BusinessPriority {
+                    benefit,
+                    penalty: int("penalty")?,
+                    cost: int("cost")?,
+                    risk: int("risk")?,
+                })
+            })
+            .transpose()?,
+        priority_score: row.try_get("priority_score")?,
+        use_case_id: row.try_get("use_case_id")?,
+        release_id: row.try_get("release_id")?,
+        sprint_id: row.try_get("sprint_id")?,
+        status: int("status")?,
+        rank: row.try_get("rank")?,
+        derived_from_ids: derived
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        awaiting_acceptance: row.try_get::<i64, _>("awaiting_acceptance")? != 0,
+        version: row.try_get("version")?,
+        create_time: Some(timestamp(row.try_get("create_time_us")?)),
+        update_time: Some(timestamp(row.try_get("update_time_us")?)),
+        reconciled_task_revision: row.try_get("reconciled_task_revision")?,
+    })
+}
+
+/// The item `id` of `tenant`.
+pub async fn get(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<BacklogItem>, sqlx::Error> {
+    sqlx::query(select_items!("WHERE id = $1 AND tenant_id = $2"))
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(conn)
+        .await?
+        .map(|row| item_from(&row))
+        .transpose()
+}
+
+/// The item a plan request with `request_id` created.
+pub async fn by_request_id(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    request_id: &str,
+) -> Result<Option<BacklogItem>, sqlx::Error> {
+    sqlx::query(select_items!("WHERE tenant_id = $1 AND request_id = $2"))
+        .bind(tenant)
+        .bind(request_id)
+        .fetch_optional(conn)
+        .await?
+        .map(|row| item_from(&row))
+        .transpose()
+}
+
+/// The highest rank in the product's backlog.
+pub async fn last_rank(
+    conn: &mut AnyConnection,
+    product_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT rank FROM backlog_items WHERE product_id = $1 ORDER BY rank DESC LIMIT 1",
+    )
+    .bind(product_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The rank of the item just before `rank` (excluding `except`).
+pub async fn rank_before(
+    conn: &mut AnyConnection,
+    product_id: &str,
+    rank: &str,
+    except: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT rank FROM backlog_items WHERE product_id = $1 AND rank < $2 AND id <> $3 ORDER BY rank DESC LIMIT 1",
+    )
+    .bind(product_id)
+    .bind(rank)
+    .bind(except)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The rank of the item just after `rank` (excluding `except`).
+pub async fn rank_after(
+    conn: &mut AnyConnection,
+    product_id: &str,
+    rank: &str,
+    except: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT rank FROM backlog_items WHERE product_id = $1 AND rank > $2 AND id <> $3 ORDER BY rank LIMIT 1",
+    )
+    .bind(product_id)
+    .bind(rank)
+    .bind(except)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Rewrites every rank of the product with evenly spaced keys, keeping the order of
+/// `ordered_ids`. Runs in two passes (first to temporary keys that sort after every
+/// real key) so the unique index never sees a collision midway.
+pub async fn rebalance(
+    uow: &mut UnitOfWork,
+    product_id: &str,
+    ordered_ids: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE backlog_items SET rank = '~' || id WHERE product_id = $1")
+        .bind(product_id)
+        .execute(uow.conn())
+        .await?;
+    for (id, rank) in ordered_ids
+        .iter()
+        .zip(crate::rank::spread(ordered_ids.len()))
+    {
+        sqlx::query("UPDATE backlog_items SET rank = $1 WHERE id = $2")
+            .bind(rank)
+            .bind(id)
+            .execute(uow.conn())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Every item id of the product in rank order.
+pub async fn ids_in_rank_order(
+    conn: &mut AnyConnection,
+    product_id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM backlog_items WHERE product_id = $1 ORDER BY rank")
+        .bind(product_id)
+        .fetch_all(conn)
+        .await
+}
+
+/// Inserts a new item.
+pub async fn insert(
+    uow: &mut UnitOfWork,
+    item: &BacklogItem,
+    request_id: &str,
+    now_us: i64,
+) -> Result<(), sqlx::Error> {
+    let priority = item.business_priority.unwrap_or_default();
+    sqlx::query(
+        "INSERT INTO backlog_items (id, tenant_id, product_id, request_id, summary, story, category, \
+         type, story_points, benefit, penalty, cost, risk, priority_score, use_case_id, release_id, \
+         sprint_id, status, rank, derived_from_ids, awaiting_acceptance, reconciled_task_revision, \
+         version, create_time_us, update_time_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, 0, 0, 1, $21, $21)",
+    )
+    .bind(&item.id)
+    .bind(&item.tenant_id)
+    .bind(&item.product_id)
+    .bind(request_id)
+    .bind(&item.summary)
+    .bind(&item.story)
+    .bind(&item.category)
+    .bind(i64::from(item.r#type))
+    .bind(i64::from(item.story_points))
+    .bind(i64::from(priority.benefit))
+    .bind(i64::from(priority.penalty))
+    .bind(i64::from(priority.cost))
+    .bind(i64::from(priority.risk))
+    .bind(item.priority_score)
+    .bind(&item.use_case_id)
+    .bind(&item.release_id)
+    .bind(&item.sprint_id)
+    .bind(i64::from(item.status))
+    .bind(&item.rank)
+    .bind(item.derived_from_ids.join(","))
+    .bind(now_us)
+    .execute(uow.conn())
+    .await?;
+    Ok(())
+}
+
+/// Writes `item`'s mutable columns if its stored version is still `read_version` and its
+/// reconciled revision is below `item.reconciled_task_revision` or unchanged (so a stale
+/// reconcile can never overwrite a newer one). Returns false if another writer won.
+pub async fn update(
+    uow: &mut UnitOfWork,
+    item: &BacklogItem,
+    read_version: i64,
+    now_us: i64,
+) -> Result<bool, sqlx::Error> {
+    let priority = item.business_priority.unwrap_or_default();
+    let result = sqlx::query(
+        "UPDATE backlog_items SET summary = $1, story = $2, category = $3, type = $4, \
+         story_points = $5, benefit = $6, penalty = $7, cost = $8, risk = $9, priority_score = $10, \
+         use_case_id = $11, release_id = $12, sprint_id = $13, status = $14, rank = $15, \
+         awaiting_acceptance = $16, reconciled_task_revision = $17, version = $18, \
+         update_time_us = $19 WHERE id = $20 AND version = $21 AND reconciled_task_revision <= $17",
+    )
+    .bind(&item.summary)
+    .bind(&item.story)
+    .bind(&item.category)
+    .bind(i64::from(item.r#type))
+    .bind(i64::from(item.story_points))
+    .bind(i64::from(priority.benefit))
+    .bind(i64::from(priority.penalty))
+    .bind(i64::from(priority.cost))
+    .bind(i64::from(priority.risk))
+    .bind(item.priority_score)
+    .bind(&item.use_case_id)
+    .bind(&item.release_id)
+    .bind(&item.sprint_id)
+    .bind(i64::from(item.status))
+    .bind(&item.rank)
+    .bind(i64::from(item.awaiting_acceptance))
+    .bind(item.reconciled_task_revision)
+    .bind(item.version)
+    .bind(now_us)
+    .bind(&item.id)
+    .bind(read_version)
+    .execute(uow.conn())
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Records a task-hours basis that changed nothing: only moves the revision guard forward.
+/// Returns false if a newer basis was applied meanwhile.
+pub async fn advance_revision(
+    uow: &mut UnitOfWork,
+    id: &str,
+    revision: i64,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query("UPDATE backlog_items SET reconciled_task_revision = $1 WHERE id = $2 AND reconciled_task_revision < $1")
+        .bind(revision)
+        .bind(id)
+        .execute(uow.conn())
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Filters and order of a backlog listing.
+#[derive(Debug, Default)]
+pub struct ListQuery {
+    /// Tenant.
+    pub tenant: String,
+    /// Product.
+    pub product_id: String,
+    /// Statuses (empty: all).
+    pub statuses: Vec<i32>,
+    /// Release filter (empty: any).
+    pub release_id: String,
+    /// Sprint filter (empty: any).
+    pub sprint_id: String,
+    /// Use case filter (empty: any).
+    pub use_case_id: String,
+    /// Type filter (0: any).
+    pub item_type: i32,
+    /// Order by priority score (descending) instead of rank.
+    pub by_priority: bool,
+    /// Keyset: the last row of the previous page as (priority score, rank).
+    pub after: Option<(f64, String)>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// One page of a product backlog.
+pub async fn list(db: &Db, query: &ListQuery) -> Result<Vec<BacklogItem>, sqlx::Error> {
+    // Filters are fixed SQL with "empty means any" parameters, so the statement text never
+    // depends on input.
+    let sql = if query.by_priority {
+        select_items!(
+            "WHERE tenant_id = $1 AND product_id = $2 AND ($3 = '' OR release_id = $3) ",
+            "AND ($4 = '' OR sprint_id = $4) AND ($5 = '' OR use_case_id = $5) AND ($6 = 0 OR type = $6) ",
+            "AND ($7 = 0 OR priority_score < $8 OR (priority_score = $8 AND rank > $9)) ",
+            "ORDER BY priority_score DESC, rank LIMIT $10"
+        )
+    } else {
+        select_items!(
+            "WHERE tenant_id = $1 AND product_id = $2 AND ($3 = '' OR release_id = $3) ",
+            "AND ($4 = '' OR sprint_id = $4) AND ($5 = '' OR use_case_id = $5) AND ($6 = 0 OR type = $6) ",
+            "AND ($7 = 0 OR rank > $9) AND $8 = $8 ",
+            "ORDER BY rank LIMIT $10"
+        )
+    };
+    let (has_after, after_score, after_rank) = match &query.after {
+        Some((score, rank)) => (1i64, *score, rank.clone()),
+        None => (0i64, 0.0, String::new()),
+    };
+    // Status filtering happens here: at most six statuses, and the page is over-fetched
+    // by the caller's loop only when filtering drops rows.
+    let mut items = Vec::new();
+    let mut cursor = (has_after, after_score, after_rank);
+    loop {
+        let rows = sqlx::query(sql)
+            .bind(&query.tenant)
+            .bind(&query.product_id)
+            .bind(&query.release_id)
+            .bind(&query.sprint_id)
+            .bind(&query.use_case_id)
+            .bind(i64::from(query.item_type))
+            .bind(cursor.0)
+            .bind(cursor.1)
+            .bind(&cursor.2)
+            .bind(i64::from(query.limit))
+            .fetch_all(db.pool())
+            .await?;
+        let fetched = rows.len();
+        for row in &rows {
+            let item = item_from(row)?;
+            cursor = (1, item.priority_score, item.rank.clone());
+            if query.statuses.is_empty() || query.statuses.contains(&item.status) {
+                items.push(item);
+                if items.len() == query.limit as usize {
+                    return Ok(items);
+                }
+            }
+        }
+        if fetched < query.limit as usize {
+            return Ok(items);
+        }
+    }
+}

@@ -1,0 +1,954 @@
+//! The backlog-item service over real gRPC, on both engines: the status machine, ranking,
+//! priority, the reconcile guard, manual mode, tenants, versions and bad input.
+
+use std::time::Duration;
+
+use agilepm_platform::client::PeerChannel;
+use agilepm_platform::config::ServiceName;
+use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
+use agilepm_proto::backlog::v1::*;
+use agilepm_proto::common::v1::StatusTransitionMode;
+use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
+use agilepm_proto::events::v1::{Event, SubscribeRequest, subscribe_response};
+use agilepm_testkit::{Engine, TestSystem, engine_tests};
+use futures::StreamExt as _;
+use tonic::Code;
+use tonic_types::StatusExt as _;
+use uuid::Uuid;
+
+engine_tests!(
+    items_walk_the_status_machine,
+    illegal_transitions_are_refused_naming_the_rule,
+    planning_is_idempotent_on_request_id,
+    the_backlog_lists_in_rank_order_and_moves_write_one_row,
+    many_moves_into_one_spot_rebalance_and_keep_the_order,
+    priority_ordering_and_filters,
+    reconcile_ignores_stale_and_duplicate_revisions,
+    manual_mode_flags_and_accepts_by_hand,
+    story_fields_update_with_a_mask,
+    tenants_and_versions_and_bad_input,
+);
+
+struct Fixture {
+    system: TestSystem,
+}
+
+impl Fixture {
+    async fn start(engine: Engine) -> Fixture {
+        Fixture {
+            system: TestSystem::start(engine, &[ServiceName::BacklogItem]).await,
+        }
+    }
+
+    fn client(&self, tenant: &str) -> BacklogItemServiceClient<PeerChannel> {
+        BacklogItemServiceClient::new(self.system.channel(ServiceName::BacklogItem, tenant))
+    }
+
+    async fn plan(&self, tenant: &str, product: &str, summary: &str) -> BacklogItem {
+        self.client(tenant)
+            .plan_backlog_item(PlanBacklogItemRequest {
+                request_id: Uuid::new_v4().to_string(),
+                product_id: product.into(),
+                summary: summary.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .backlog_item
+            .unwrap()
+    }
+
+    /// Events on the backlog-item feed, waiting until `count` arrived plus a quiet spell.
+    async fn events(&self, count: usize) -> Vec<Event> {
+        let mut feed =
+            EventFeedServiceClient::new(self.system.channel(ServiceName::BacklogItem, "*"));
+        let mut stream = feed
+            .subscribe(SubscribeRequest {
+                heartbeat_interval_ms: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut events = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let until = if events.len() >= count {
+                tokio::time::Instant::now() + Duration::from_millis(300)
+            } else {
+                deadline
+            };
+            match tokio::time::timeout_at(until.min(deadline), stream.next()).await {
+                Ok(Some(Ok(message))) => {
+                    if let Some(subscribe_response::Kind::Event(event)) = message.kind {
+                        events.push(event);
+                    }
+                }
+                _ => return events,
+            }
+        }
+    }
+}
+
+fn product() -> String {
+    Uuid::now_v7().to_string()
+}
+
+fn status(item: &BacklogItem) -> BacklogItemStatus {
+    BacklogItemStatus::try_from(item.status).unwrap()
+}
+
+async fn items_walk_the_status_machine(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let p = product();
+    let item = f.plan("acme", &p, "Story").await;
+    assert_eq!(
+        (status(&item), item.version),
+        (BacklogItemStatus::Planned, 1)
+    );
+    let mut c = f.client("acme");
+    let (release, sprint, sprint2) = (product(), product(), product());
+    let scheduled = c
+        .schedule_backlog_item(ScheduleBacklogItemRequest {
+            id: item.id.clone(),
+            release_id: release.clone(),
+            expected_version: Some(1),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    assert_eq!(
+        (status(&scheduled), scheduled.release_id.as_str()),
+        (BacklogItemStatus::Scheduled, release.as_str())
+    );
+    let committed = c
+        .commit_backlog_item(CommitBacklogItemRequest {
+            id: item.id.clone(),
+            sprint_id: sprint.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    assert_eq!(status(&committed), BacklogItemStatus::Committed);
+    let moved = c
+        .commit_backlog_item(CommitBacklogItemRequest {
+            id: item.id.clone(),
+            sprint_id: sprint2.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    assert_eq!(moved.sprint_id, sprint2);
+    let uncommitted = c
+        .uncommit_backlog_item(UncommitBacklogItemRequest {
+            id: item.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    assert_eq!(
+        (status(&uncommitted), uncommitted.sprint_id.as_str()),
+        (BacklogItemStatus::Scheduled, "")
+    );
+    let unscheduled = c
+        .unschedule_backlog_item(UnscheduleBacklogItemRequest {
+            id: item.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    assert_eq!(status(&unscheduled), BacklogItemStatus::Planned);
+    let removed = c
+        .remove_backlog_item(RemoveBacklogItemRequest {
+            id: item.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    assert_eq!(status(&removed), BacklogItemStatus::Removed);
+
+    let events = f.events(12).await;
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e.event_type.rsplit('.').next().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "BacklogItemPlanned",
+            "BacklogItemScheduled",
+            "BacklogItemStatusChanged",
+            "BacklogItemCommitted",
+            "BacklogItemStatusChanged",
+            "BacklogItemUncommitted",
+            "BacklogItemCommitted",
+            "BacklogItemUncommitted",
+            "BacklogItemStatusChanged",
+            "BacklogItemUnscheduled",
+            "BacklogItemStatusChanged",
+            "BacklogItemMarkedAsRemoved",
+            "BacklogItemStatusChanged",
+        ]
+    );
+    f.system.stop().await;
+}
+
+async fn illegal_transitions_are_refused_naming_the_rule(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.plan("acme", &product(), "Story").await;
+    let mut c = f.client("acme");
+    let error = c
+        .commit_backlog_item(CommitBacklogItemRequest {
+            id: item.id.clone(),
+            sprint_id: product(),
+            expected_version: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert!(
+        error.message().contains("scheduled for a release"),
+        "{error:?}"
+    );
+    let error = c
+        .mark_backlog_item_done(MarkBacklogItemDoneRequest {
+            id: item.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    c.remove_backlog_item(RemoveBacklogItemRequest {
+        id: item.id.clone(),
+        expected_version: None,
+    })
+    .await
+    .unwrap();
+    let error = c
+        .remove_backlog_item(RemoveBacklogItemRequest {
+            id: item.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(error.message().contains("DONE and REMOVED"), "{error:?}");
+    let after = c
+        .get_backlog_item(GetBacklogItemRequest {
+            id: item.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    assert_eq!(after.version, 2, "refusals changed nothing");
+    f.system.stop().await;
+}
+
+async fn planning_is_idempotent_on_request_id(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let p = product();
+    let request = PlanBacklogItemRequest {
+        request_id: "plan-once".into(),
+        product_id: p.clone(),
+        summary: "S".into(),
+        ..Default::default()
+    };
+    let calls = (0..6).map(|_| {
+        let mut c = f.client("acme");
+        let request = request.clone();
+        tokio::spawn(async move {
+            c.plan_backlog_item(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .backlog_item
+                .unwrap()
+                .id
+        })
+    });
+    let ids: std::collections::HashSet<String> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1);
+    let listed = f
+        .client("acme")
+        .list_backlog_items(ListBacklogItemsRequest {
+            product_id: p,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.backlog_items.len(), 1);
+    f.system.stop().await;
+}
+
+async fn list_summaries(
+    c: &mut BacklogItemServiceClient<PeerChannel>,
+    product: &str,
+    page_size: i32,
+) -> Vec<String> {
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .list_backlog_items(ListBacklogItemsRequest {
+                product_id: product.into(),
+                page_size,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        all.extend(page.backlog_items.into_iter().map(|i| i.summary));
+        token = page.next_page_token;
+        if token.is_empty() {
+            return all;
+        }
+    }
+}
+
+async fn the_backlog_lists_in_rank_order_and_moves_write_one_row(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let p = product();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(f.plan("acme", &p, &format!("s{i}")).await.id);
+    }
+    let mut c = f.client("acme");
+    assert_eq!(
+        list_summaries(&mut c, &p, 4).await,
+        vec!["s0", "s1", "s2", "s3", "s4", "s5"]
+    );
+    let before_versions: Vec<i64> = futures::future::join_all(ids.iter().map(|id| {
+        let mut c = c.clone();
+        let id = id.clone();
+        async move {
+            c.get_backlog_item(GetBacklogItemRequest { id })
+                .await
+                .unwrap()
+                .into_inner()
+                .backlog_item
+                .unwrap()
+                .version
+        }
+    }))
+    .await;
+    c.move_backlog_item(MoveBacklogItemRequest {
+        id: ids[5].clone(),
+        anchor: Some(move_backlog_item_request::Anchor::BeforeId(ids[0].clone())),
+        expected_version: None,
+    })
+    .await
+    .unwrap();
+    c.move_backlog_item(MoveBacklogItemRequest {
+        id: ids[0].clone(),
+        anchor: Some(move_backlog_item_request::Anchor::AfterId(ids[3].clone())),
+        expected_version: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        list_summaries(&mut c, &p, 4).await,
+        vec!["s5", "s1", "s2", "s3", "s0", "s4"]
+    );
+    // Only the moved items changed.
+    for (i, id) in ids.iter().enumerate() {
+        let v = c
+            .get_backlog_item(GetBacklogItemRequest { id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .backlog_item
+            .unwrap()
+            .version;
+        let moved = i == 0 || i == 5;
+        assert_eq!(v, before_versions[i] + i64::from(moved), "item {i}");
+    }
+    let other = f.plan("acme", &product(), "elsewhere").await;
+    let error = c
+        .move_backlog_item(MoveBacklogItemRequest {
+            id: ids[1].clone(),
+            anchor: Some(move_backlog_item_request::Anchor::BeforeId(other.id)),
+            expected_version: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    f.system.stop().await;
+}
+
+async fn many_moves_into_one_spot_rebalance_and_keep_the_order(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let p = product();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(f.plan("acme", &p, &format!("{i:02}")).await.id);
+    }
+    let mut c = f.client("acme");
+    // Repeatedly move the last item to just after the first: the gap between the first
+    // two keys is halved each time until a rebalance respaces the backlog.
+    let mut expected: Vec<String> = (0..30).map(|i| format!("{i:02}")).collect();
+    for round in 0..400 {
+        let last = expected.last().unwrap().clone();
+        let last_id = ids[last.parse::<usize>().unwrap()].clone();
+        c.move_backlog_item(MoveBacklogItemRequest {
+            id: last_id,
+            anchor: Some(move_backlog_item_request::Anchor::AfterId(ids[0].clone())),
+            expected_version: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+        let moved = expected.pop().unwrap();
+        expected.insert(1, moved);
+    }
+    assert_eq!(list_summaries(&mut c, &p, 7).await, expected);
+    let first = c
+        .list_backlog_items(ListBacklogItemsRequest {
+            product_id: p,
+            page_size: 30,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        first.backlog_items.iter().all(|i| i.rank.len() <= 48),
+        "rebalancing bounds the key length"
+    );
+    f.system.stop().await;
+}
+
+async fn priority_ordering_and_filters(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let p = product();
+    let mut c = f.client("acme");
+    let rated = |benefit, cost| BusinessPriority {
+        benefit,
+        penalty: 1,
+        cost,
+        risk: 1,
+    };
+    let plan = |summary: &str, priority: Option<BusinessPriority>, item_type: BacklogItemType| {
+        let mut c = c.clone();
+        let request = PlanBacklogItemRequest {
+            request_id: Uuid::new_v4().to_string(),
+            product_id: p.clone(),
+            summary: summary.into(),
+            business_priority: priority,
+            r#type: item_type as i32,
+            ..Default::default()
+        };
+        async move {
+            c.plan_backlog_item(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .backlog_item
+                .unwrap()
+        }
+    };
+    let low = plan("low", Some(rated(1, 9)), BacklogItemType::Feature).await;
+    let high = plan("high", Some(rated(9, 1)), BacklogItemType::Defect).await;
+    plan("unrated", None, BacklogItemType::Feature).await;
+    plan("mid", Some(rated(5, 5)), BacklogItemType::Feature).await;
+    assert!(
+        (high.priority_score - 5.0).abs() < 1e-9,
+        "(9 + 1) / (1 + 1)"
+    );
+    assert!(low.priority_score < high.priority_score);
+    let by_priority = c
+        .list_backlog_items(ListBacklogItemsRequest {
+            product_id: p.clone(),
+            order_by: "priority_score desc".into(),
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        by_priority
+            .backlog_items
+            .iter()
+            .map(|i| i.summary.as_str())
+            .collect::<Vec<_>>(),
+        vec!["high", "mid"]
+    );
+    let rest = c
+        .list_backlog_items(ListBacklogItemsRequest {
+            product_id: p.clone(),
+            order_by: "priority_score desc".into(),
+            page_size: 2,
+            page_token: by_priority.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rest.backlog_items
+            .iter()
+            .map(|i| i.summary.as_str())
+            .collect::<Vec<_>>(),
+        vec!["low", "unrated"]
+    );
+    let defects = c
+        .list_backlog_items(ListBacklogItemsRequest {
+            product_id: p.clone(),
+            r#type: BacklogItemType::Defect as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(defects.backlog_items.len(), 1);
+    let release = product();
+    c.schedule_backlog_item(ScheduleBacklogItemRequest {
+        id: low.id.clone(),
+        release_id: release.clone(),
+        expected_version: None,
+    })
+    .await
+    .unwrap();
+    let in_release = c
+        .list_backlog_items(ListBacklogItemsRequest {
+            product_id: p.clone(),
+            release_id: release,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        in_release
+            .backlog_items
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect::<Vec<_>>(),
+        vec![low.id.as_str()]
+    );
+    let scheduled = c
+        .list_backlog_items(ListBacklogItemsRequest {
+            product_id: p,
+            statuses: vec![BacklogItemStatus::Scheduled as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(scheduled.backlog_items.len(), 1);
+    f.system.stop().await;
+}
+
+async fn committed_item(f: &Fixture, tenant: &str) -> BacklogItem {
+    let item = f.plan(tenant, &product(), "Story").await;
+    let mut c = f.client(tenant);
+    c.schedule_backlog_item(ScheduleBacklogItemRequest {
+        id: item.id.clone(),
+        release_id: product(),
+        expected_version: None,
+    })
+    .await
+    .unwrap();
+    c.commit_backlog_item(CommitBacklogItemRequest {
+        id: item.id.clone(),
+        sprint_id: product(),
+        expected_version: None,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .backlog_item
+    .unwrap()
+}
+
+fn basis(
+    id: &str,
+    hours: i64,
+    count: i64,
+    revision: i64,
+    mode: StatusTransitionMode,
+) -> ReconcileBacklogItemStatusRequest {
+    ReconcileBacklogItemStatusRequest {
+        id: id.into(),
+        task_hours_remaining: hours,
+        task_count: count,
+        task_revision: revision,
+        transition_mode: mode as i32,
+    }
+}
+
+async fn reconcile_ignores_stale_and_duplicate_revisions(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = committed_item(&f, "acme").await;
+    let mut c = f.client("acme");
+    let auto = StatusTransitionMode::Automatic;
+    let outcome =
+        |r: &ReconcileBacklogItemStatusResponse| ReconcileOutcome::try_from(r.outcome).unwrap();
+    let r = c
+        .reconcile_backlog_item_status(basis(&item.id, 5, 2, 3, auto))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&r), ReconcileOutcome::Unchanged);
+    let r = c
+        .reconcile_backlog_item_status(basis(&item.id, 0, 2, 5, auto))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (outcome(&r), status(r.backlog_item.as_ref().unwrap())),
+        (ReconcileOutcome::Changed, BacklogItemStatus::Done)
+    );
+    // A late, older basis (hours still 5 at revision 4) must not reopen the item.
+    let r = c
+        .reconcile_backlog_item_status(basis(&item.id, 5, 2, 4, auto))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (outcome(&r), status(r.backlog_item.as_ref().unwrap())),
+        (ReconcileOutcome::IgnoredStale, BacklogItemStatus::Done)
+    );
+    // A duplicate of the applied one is ignored too.
+    let r = c
+        .reconcile_backlog_item_status(basis(&item.id, 0, 2, 5, auto))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&r), ReconcileOutcome::IgnoredStale);
+    // Concurrent deliveries of the same newer basis: exactly one applies the change.
+    let calls = (0..8).map(|_| {
+        let mut c = c.clone();
+        let request = basis(&item.id, 1, 2, 6, auto);
+        tokio::spawn(async move {
+            ReconcileOutcome::try_from(
+                c.reconcile_backlog_item_status(request)
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .outcome,
+            )
+            .unwrap()
+        })
+    });
+    let outcomes: Vec<_> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == ReconcileOutcome::Changed)
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    let now = c
+        .get_backlog_item(GetBacklogItemRequest {
+            id: item.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    assert_eq!(
+        (status(&now), now.reconciled_task_revision),
+        (BacklogItemStatus::Committed, 6)
+    );
+    let changes: Vec<BacklogItemStatusChanged> = f
+        .events(9)
+        .await
+        .iter()
+        .filter(|e| e.event_type.ends_with("StatusChanged"))
+        .map(|e| prost::Message::decode(e.payload.as_ref().unwrap().value.as_slice()).unwrap())
+        .filter(|e: &BacklogItemStatusChanged| e.cause == StatusChangeCause::TaskHours as i32)
+        .collect();
+    assert_eq!(
+        changes.len(),
+        2,
+        "one StatusChanged per real change: DONE, then back"
+    );
+    assert_eq!(changes[0].new_status, BacklogItemStatus::Done as i32);
+    assert_eq!(changes[0].task_revision, 5);
+    let error = c
+        .reconcile_backlog_item_status(basis(&item.id, -1, 2, 9, auto))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    f.system.stop().await;
+}
+
+async fn manual_mode_flags_and_accepts_by_hand(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = committed_item(&f, "acme").await;
+    let mut c = f.client("acme");
+    let manual = StatusTransitionMode::Manual;
+    let r = c
+        .reconcile_backlog_item_status(basis(&item.id, 0, 3, 1, manual))
+        .await
+        .unwrap()
+        .into_inner();
+    let flagged = r.backlog_item.unwrap();
+    assert_eq!(
+        (status(&flagged), flagged.awaiting_acceptance),
+        (BacklogItemStatus::Committed, true)
+    );
+    let done = c
+        .mark_backlog_item_done(MarkBacklogItemDoneRequest {
+            id: item.id.clone(),
+            expected_version: Some(flagged.version),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    assert_eq!(
+        (status(&done), done.awaiting_acceptance),
+        (BacklogItemStatus::Done, false)
+    );
+    // Discovered work reopens it in either mode.
+    let r = c
+        .reconcile_backlog_item_status(basis(&item.id, 4, 4, 2, manual))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status(r.backlog_item.as_ref().unwrap()),
+        BacklogItemStatus::Committed
+    );
+    f.system.stop().await;
+}
+
+async fn story_fields_update_with_a_mask(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.plan("acme", &product(), "Old").await;
+    let mut c = f.client("acme");
+    let update = BacklogItem {
+        id: item.id.clone(),
+        summary: "New".into(),
+        story: "As a user...".into(),
+        story_points: StoryPoints::Unestimable as i32,
+        business_priority: Some(BusinessPriority {
+            benefit: 4,
+            penalty: 4,
+            cost: 2,
+            risk: 2,
+        }),
+        category: "ignored: not in the mask".into(),
+        ..Default::default()
+    };
+    let mask = prost_types::FieldMask {
+        paths: vec![
+            "summary".into(),
+            "story".into(),
+            "story_points".into(),
+            "business_priority".into(),
+        ],
+    };
+    let updated = c
+        .update_backlog_item(UpdateBacklogItemRequest {
+            backlog_item: Some(update.clone()),
+            update_mask: Some(mask),
+            expected_version: Some(1),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    assert_eq!(
+        (
+            updated.summary.as_str(),
+            updated.category.as_str(),
+            updated.version
+        ),
+        ("New", "", 2)
+    );
+    assert_eq!(updated.story_points, StoryPoints::Unestimable as i32);
+    assert!((updated.priority_score - 2.0).abs() < 1e-9);
+    let bad = c
+        .update_backlog_item(UpdateBacklogItemRequest {
+            backlog_item: Some(update.clone()),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["status".into()],
+            }),
+            expected_version: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let kinds: Vec<String> = f
+        .events(5)
+        .await
+        .iter()
+        .map(|e| e.event_type.rsplit('.').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "BacklogItemPlanned",
+            "BacklogItemSummarized",
+            "BacklogItemStoryTold",
+            "BacklogItemStoryPointsAssigned",
+            "BacklogItemBusinessPriorityAssigned"
+        ]
+    );
+    f.system.stop().await;
+}
+
+async fn tenants_and_versions_and_bad_input(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.plan("acme", &product(), "Secret").await;
+    let mut globex = f.client("globex");
+    assert_eq!(
+        globex
+            .get_backlog_item(GetBacklogItemRequest {
+                id: item.id.clone()
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        globex
+            .remove_backlog_item(RemoveBacklogItemRequest {
+                id: item.id.clone(),
+                expected_version: None
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    let listed = globex
+        .list_backlog_items(ListBacklogItemsRequest {
+            product_id: item.product_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.backlog_items.is_empty());
+
+    let mut c = f.client("acme");
+    let stale = c
+        .schedule_backlog_item(ScheduleBacklogItemRequest {
+            id: item.id.clone(),
+            release_id: product(),
+            expected_version: Some(7),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted);
+
+    let cases = vec![
+        (
+            "product_id",
+            PlanBacklogItemRequest {
+                request_id: "a".into(),
+                product_id: "nope".into(),
+                summary: "s".into(),
+                ..Default::default()
+            },
+        ),
+        (
+            "summary",
+            PlanBacklogItemRequest {
+                request_id: "b".into(),
+                product_id: product(),
+                summary: String::new(),
+                ..Default::default()
+            },
+        ),
+        (
+            "summary",
+            PlanBacklogItemRequest {
+                request_id: "c".into(),
+                product_id: product(),
+                summary: "x".repeat(10_000),
+                ..Default::default()
+            },
+        ),
+        (
+            "request_id",
+            PlanBacklogItemRequest {
+                request_id: String::new(),
+                product_id: product(),
+                summary: "s".into(),
+                ..Default::default()
+            },
+        ),
+        (
+            "business_priority.cost",
+            PlanBacklogItemRequest {
+                request_id: "d".into(),
+                product_id: product(),
+                summary: "s".into(),
+                business_priority: Some(BusinessPriority {
+                    benefit: 1,
+                    penalty: 1,
+                    cost: 10,
+                    risk: 1,
+                }),
+                ..Default::default()
+            },
+        ),
+        (
+            "story_points",
+            PlanBacklogItemRequest {
+                request_id: "e".into(),
+                product_id: product(),
+                summary: "s".into(),
+                story_points: 99,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (field, request) in cases {
+        let error = c.plan_backlog_item(request).await.unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument, "{field}");
+        assert_eq!(
+            error
+                .get_error_details()
+                .bad_request()
+                .unwrap()
+                .field_violations[0]
+                .field,
+            field
+        );
+    }
+    let error = c
+        .get_backlog_item(GetBacklogItemRequest { id: "x".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    f.system.stop().await;
+}
