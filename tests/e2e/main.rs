@@ -7,4 +7,5 @@
 mod backlog;
 mod feed;
 mod foundation;
+mod planning;
 mod task;

@@ -1,20 +1,14 @@
-//! The task service over real gRPC, on both engines. Until the backlog-item service lands,
-//! its gRPC interface is served by a minimal stand-in (`StandInBacklog`) that knows a
-//! fixed set of items.
+//! The task service over real gRPC, on both engines, beside a real backlog-item service
+//! (tasks are defined only for live items of the caller's tenant).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agilepm_platform::auth::{Authenticator, caller};
 use agilepm_platform::client::PeerChannel;
 use agilepm_platform::config::ServiceName;
-use agilepm_platform::server::GrpcServer;
-use agilepm_proto::backlog::v1::backlog_item_service_server::{
-    BacklogItemService, BacklogItemServiceServer,
-};
+use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{
-    BacklogItem, BacklogItemStatus, GetBacklogItemRequest, GetBacklogItemResponse,
+    BacklogItemStatus, CommitBacklogItemRequest, PlanBacklogItemRequest, RemoveBacklogItemRequest,
+    ScheduleBacklogItemRequest,
 };
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use agilepm_proto::events::v1::{SubscribeRequest, subscribe_response};
@@ -22,8 +16,7 @@ use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_proto::task::v1::*;
 use agilepm_testkit::{Engine, TestSystem, engine_tests};
 use futures::StreamExt as _;
-use tokio_util::sync::CancellationToken;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 use uuid::Uuid;
 
@@ -45,73 +38,80 @@ engine_tests!(
     renaming_describing_and_volunteering,
 );
 
-/// A stand-in for the backlog-item service's `GetBacklogItem`: items by id with their
-/// tenant and status.
-#[derive(Clone, Default)]
-struct StandInBacklog {
-    items: Arc<Mutex<HashMap<String, (String, BacklogItemStatus)>>>,
-}
-
-#[tonic::async_trait]
-impl BacklogItemService for StandInBacklog {
-    async fn get_backlog_item(
-        &self,
-        request: Request<GetBacklogItemRequest>,
-    ) -> Result<Response<GetBacklogItemResponse>, Status> {
-        let tenant = caller(&request)?.tenant()?.to_owned();
-        let items = self.items.lock().unwrap();
-        match items.get(&request.get_ref().id) {
-            Some((owner, status)) if *owner == tenant => {
-                Ok(Response::new(GetBacklogItemResponse {
-                    backlog_item: Some(BacklogItem {
-                        id: request.get_ref().id.clone(),
-                        status: *status as i32,
-                        ..Default::default()
-                    }),
-                }))
-            }
-            _ => Err(Status::not_found("no such backlog item")),
-        }
-    }
-}
-
 struct Fixture {
     system: TestSystem,
-    backlog: StandInBacklog,
-    _stand_in: CancellationToken,
+    backlog: Option<TestSystem>,
 }
 
 impl Fixture {
+    /// The task service with a real backlog-item service beside it.
     async fn start(engine: Engine) -> Fixture {
-        let backlog = StandInBacklog::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let server = GrpcServer::new().add_service(BacklogItemServiceServer::with_interceptor(
-            backlog.clone(),
-            Authenticator::new(None),
-        ));
-        tokio::spawn(server.serve(listener, None, stop.clone()));
+        let backlog = TestSystem::start(engine, &[ServiceName::BacklogItem]).await;
+        let endpoint = format!("http://{}", backlog.address(ServiceName::BacklogItem));
         let system = TestSystem::start_with(
             engine,
             &[ServiceName::Task],
-            &[(ServiceName::BacklogItem, format!("http://{address}"))],
+            &[(ServiceName::BacklogItem, endpoint)],
         )
         .await;
         Fixture {
             system,
-            backlog,
-            _stand_in: stop,
+            backlog: Some(backlog),
         }
     }
 
-    fn item(&self, tenant: &str, status: BacklogItemStatus) -> String {
-        let id = Uuid::now_v7().to_string();
-        self.backlog
-            .items
-            .lock()
+    /// A real backlog item of `tenant`, driven to `status`.
+    async fn item(&self, tenant: &str, status: BacklogItemStatus) -> String {
+        let backlog = self.backlog.as_ref().expect("backlog-item service running");
+        let mut items =
+            BacklogItemServiceClient::new(backlog.channel(ServiceName::BacklogItem, tenant));
+        let id = items
+            .plan_backlog_item(PlanBacklogItemRequest {
+                request_id: Uuid::new_v4().to_string(),
+                product_id: Uuid::now_v7().to_string(),
+                summary: "story".into(),
+                ..Default::default()
+            })
+            .await
             .unwrap()
-            .insert(id.clone(), (tenant.to_owned(), status));
+            .into_inner()
+            .backlog_item
+            .unwrap()
+            .id;
+        if matches!(
+            status,
+            BacklogItemStatus::Scheduled | BacklogItemStatus::Committed
+        ) {
+            let release_id = Uuid::now_v7().to_string();
+            items
+                .schedule_backlog_item(ScheduleBacklogItemRequest {
+                    id: id.clone(),
+                    release_id,
+                    expected_version: None,
+                })
+                .await
+                .unwrap();
+        }
+        if status == BacklogItemStatus::Committed {
+            let sprint_id = Uuid::now_v7().to_string();
+            items
+                .commit_backlog_item(CommitBacklogItemRequest {
+                    id: id.clone(),
+                    sprint_id,
+                    expected_version: None,
+                })
+                .await
+                .unwrap();
+        }
+        if status == BacklogItemStatus::Removed {
+            items
+                .remove_backlog_item(RemoveBacklogItemRequest {
+                    id: id.clone(),
+                    expected_version: None,
+                })
+                .await
+                .unwrap();
+        }
         id
     }
 
@@ -133,6 +133,13 @@ impl Fixture {
             .into_inner()
             .task
             .unwrap()
+    }
+
+    async fn stop(mut self) {
+        self.system.stop().await;
+        if let Some(backlog) = self.backlog.take() {
+            backlog.stop().await;
+        }
     }
 }
 
@@ -166,7 +173,7 @@ async fn totals(tasks: &mut TaskServiceClient<PeerChannel>, item: &str) -> Backl
 
 async fn defining_a_task_logs_its_initial_estimate(engine: Engine) {
     let f = Fixture::start(engine).await;
-    let item = f.item("acme", BacklogItemStatus::Committed);
+    let item = f.item("acme", BacklogItemStatus::Committed).await;
     let task = f.define("acme", &item, "Write the parser", 12).await;
     assert_eq!(task.status, TaskStatus::NotStarted as i32);
     assert_eq!(task.hours_remaining, 12);
@@ -189,12 +196,12 @@ async fn defining_a_task_logs_its_initial_estimate(engine: Engine) {
     assert_eq!(zero.status, TaskStatus::Done as i32, "zero hours is DONE");
     let t = totals(&mut f.tasks("acme"), &item).await;
     assert_eq!((t.hours_remaining, t.task_count, t.revision), (12, 2, 2));
-    f.system.stop().await;
+    f.stop().await;
 }
 
 async fn tasks_are_listed_in_pages(engine: Engine) {
     let f = Fixture::start(engine).await;
-    let item = f.item("acme", BacklogItemStatus::Committed);
+    let item = f.item("acme", BacklogItemStatus::Committed).await;
     let mut names = Vec::new();
     for i in 0..5 {
         names.push(
@@ -234,12 +241,12 @@ async fn tasks_are_listed_in_pages(engine: Engine) {
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
-    f.system.stop().await;
+    f.stop().await;
 }
 
 async fn a_second_estimate_the_same_day_replaces_the_first(engine: Engine) {
     let f = Fixture::start(engine).await;
-    let item = f.item("acme", BacklogItemStatus::Committed);
+    let item = f.item("acme", BacklogItemStatus::Committed).await;
     let task = f.define("acme", &item, "t", 12).await;
     let mut tasks = f.tasks("acme");
     tasks
@@ -268,12 +275,12 @@ async fn a_second_estimate_the_same_day_replaces_the_first(engine: Engine) {
         vec![(today().as_str(), 12), ("2099-01-02", 8), ("2099-01-03", 7)]
     );
     assert_eq!(next.totals.unwrap().hours_remaining, 7);
-    f.system.stop().await;
+    f.stop().await;
 }
 
 async fn status_and_hours_never_contradict(engine: Engine) {
     let f = Fixture::start(engine).await;
-    let item = f.item("acme", BacklogItemStatus::Committed);
+    let item = f.item("acme", BacklogItemStatus::Committed).await;
     let task = f.define("acme", &item, "t", 5).await;
     let mut tasks = f.tasks("acme");
     let status = |r: &Task| TaskStatus::try_from(r.status).unwrap();
@@ -363,12 +370,12 @@ async fn status_and_hours_never_contradict(engine: Engine) {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition);
-    f.system.stop().await;
+    f.stop().await;
 }
 
 async fn resending_the_same_estimate_changes_nothing(engine: Engine) {
     let f = Fixture::start(engine).await;
-    let item = f.item("acme", BacklogItemStatus::Committed);
+    let item = f.item("acme", BacklogItemStatus::Committed).await;
     let task = f.define("acme", &item, "t", 5).await;
     let mut tasks = f.tasks("acme");
     let first = tasks
@@ -395,12 +402,12 @@ async fn resending_the_same_estimate_changes_nothing(engine: Engine) {
         .filter(|e| e.event_type == "agilepm.task.v1.TaskHoursRemainingEstimated")
         .count();
     assert_eq!(estimates, 1, "the repeat emitted nothing");
-    f.system.stop().await;
+    f.stop().await;
 }
 
 async fn bad_input_is_refused_naming_the_field(engine: Engine) {
     let f = Fixture::start(engine).await;
-    let item = f.item("acme", BacklogItemStatus::Committed);
+    let item = f.item("acme", BacklogItemStatus::Committed).await;
     let task = f.define("acme", &item, "t", 5).await;
     let mut tasks = f.tasks("acme");
     let define = |name: String, hours: i32, item: &str| DefineTaskRequest {
@@ -503,12 +510,12 @@ async fn bad_input_is_refused_naming_the_field(engine: Engine) {
         .unwrap();
     assert_eq!(unchanged.version, 1, "bad input changed nothing");
     assert_eq!(totals(&mut tasks, &item).await.task_count, 1);
-    f.system.stop().await;
+    f.stop().await;
 }
 
 async fn other_tenants_tasks_do_not_exist(engine: Engine) {
     let f = Fixture::start(engine).await;
-    let item = f.item("acme", BacklogItemStatus::Committed);
+    let item = f.item("acme", BacklogItemStatus::Committed).await;
     let task = f.define("acme", &item, "secret", 5).await;
     let mut globex = f.tasks("globex");
     assert_eq!(
@@ -561,12 +568,12 @@ async fn other_tenants_tasks_do_not_exist(engine: Engine) {
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition);
-    f.system.stop().await;
+    f.stop().await;
 }
 
 async fn a_stale_version_is_aborted_and_changes_nothing(engine: Engine) {
     let f = Fixture::start(engine).await;
-    let item = f.item("acme", BacklogItemStatus::Committed);
+    let item = f.item("acme", BacklogItemStatus::Committed).await;
     let task = f.define("acme", &item, "t", 5).await;
     let mut tasks = f.tasks("acme");
     let renamed = tasks
@@ -611,12 +618,12 @@ async fn a_stale_version_is_aborted_and_changes_nothing(engine: Engine) {
         (now.name.as_str(), now.hours_remaining, now.version),
         ("first", 5, 2)
     );
-    f.system.stop().await;
+    f.stop().await;
 }
 
 async fn tasks_need_a_live_backlog_item_of_the_same_tenant(engine: Engine) {
-    let f = Fixture::start(engine).await;
-    let removed = f.item("acme", BacklogItemStatus::Removed);
+    let mut f = Fixture::start(engine).await;
+    let removed = f.item("acme", BacklogItemStatus::Removed).await;
     let mut tasks = f.tasks("acme");
     let request = |item: &str| DefineTaskRequest {
         request_id: Uuid::new_v4().to_string(),
@@ -635,17 +642,16 @@ async fn tasks_need_a_live_backlog_item_of_the_same_tenant(engine: Engine) {
     assert_eq!(error.code(), Code::FailedPrecondition);
     assert!(error.message().contains("does not exist"), "{error:?}");
     // With the backlog-item service down, the answer is UNAVAILABLE, not a guess.
-    let item = f.item("acme", BacklogItemStatus::Planned);
-    f._stand_in.cancel();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let item = f.item("acme", BacklogItemStatus::Planned).await;
+    f.backlog.take().unwrap().stop().await;
     let error = tasks.define_task(request(&item)).await.unwrap_err();
     assert_eq!(error.code(), Code::Unavailable, "{error:?}");
-    f.system.stop().await;
+    f.stop().await;
 }
 
 async fn a_retried_define_creates_one_task(engine: Engine) {
     let f = Fixture::start(engine).await;
-    let item = f.item("acme", BacklogItemStatus::Committed);
+    let item = f.item("acme", BacklogItemStatus::Committed).await;
     let mut tasks = f.tasks("acme");
     let request = DefineTaskRequest {
         request_id: "define-once".into(),
@@ -676,12 +682,12 @@ async fn a_retried_define_creates_one_task(engine: Engine) {
     assert_eq!(ids.len(), 1, "every retry answered with the same task");
     let t = totals(&mut tasks, &item).await;
     assert_eq!((t.task_count, t.hours_remaining), (1, 3));
-    f.system.stop().await;
+    f.stop().await;
 }
 
 async fn totals_stay_exact_under_32_concurrent_estimators(engine: Engine) {
     let f = Fixture::start(engine).await;
-    let item = f.item("acme", BacklogItemStatus::Committed);
+    let item = f.item("acme", BacklogItemStatus::Committed).await;
     let mut ids = Vec::new();
     for i in 0..32 {
         ids.push(f.define("acme", &item, &format!("t{i}"), 100).await.id);
@@ -728,7 +734,7 @@ async fn totals_stay_exact_under_32_concurrent_estimators(engine: Engine) {
     assert_eq!(sum, expected);
     assert_eq!(t.revision, 32 + 32 * 10, "one revision per change");
     db.close().await;
-    f.system.stop().await;
+    f.stop().await;
 }
 
 /// Events on the task feed for `tenant`: reads until `count` arrived, then `quiet` more.
@@ -769,7 +775,7 @@ async fn feed_events(
 
 async fn events_carry_the_totals_and_revision(engine: Engine) {
     let f = Fixture::start(engine).await;
-    let item = f.item("acme", BacklogItemStatus::Committed);
+    let item = f.item("acme", BacklogItemStatus::Committed).await;
     let a = f.define("acme", &item, "a", 4).await;
     let b = f.define("acme", &item, "b", 6).await;
     let mut tasks = f.tasks("acme");
@@ -819,12 +825,12 @@ async fn events_carry_the_totals_and_revision(engine: Engine) {
             .await
             .is_empty()
     );
-    f.system.stop().await;
+    f.stop().await;
 }
 
 async fn removing_a_task_takes_it_out_of_the_totals(engine: Engine) {
     let f = Fixture::start(engine).await;
-    let item = f.item("acme", BacklogItemStatus::Committed);
+    let item = f.item("acme", BacklogItemStatus::Committed).await;
     let a = f.define("acme", &item, "a", 4).await;
     f.define("acme", &item, "b", 6).await;
     let mut tasks = f.tasks("acme");
@@ -857,13 +863,13 @@ async fn removing_a_task_takes_it_out_of_the_totals(engine: Engine) {
             .code(),
         Code::NotFound
     );
-    f.system.stop().await;
+    f.stop().await;
 }
 
 async fn the_burndown_sums_each_days_latest_estimates(engine: Engine) {
     let f = Fixture::start(engine).await;
-    let item = f.item("acme", BacklogItemStatus::Committed);
-    let other = f.item("acme", BacklogItemStatus::Committed);
+    let item = f.item("acme", BacklogItemStatus::Committed).await;
+    let other = f.item("acme", BacklogItemStatus::Committed).await;
     let mut tasks = f.tasks("acme");
     let a = f.define("acme", &item, "a", 10).await;
     let b = f.define("acme", &item, "b", 8).await;
@@ -931,12 +937,12 @@ async fn the_burndown_sums_each_days_latest_estimates(engine: Engine) {
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
-    f.system.stop().await;
+    f.stop().await;
 }
 
 async fn renaming_describing_and_volunteering(engine: Engine) {
     let f = Fixture::start(engine).await;
-    let item = f.item("acme", BacklogItemStatus::Committed);
+    let item = f.item("acme", BacklogItemStatus::Committed).await;
     let task = f.define("acme", &item, "t", 5).await;
     let mut tasks = f.tasks("acme");
     tasks
@@ -1004,5 +1010,5 @@ async fn renaming_describing_and_volunteering(engine: Engine) {
             "TaskVolunteerAssigned"
         ]
     );
-    f.system.stop().await;
+    f.stop().await;
 }

@@ -8,6 +8,7 @@
 //! | [`auth`] | bearer tokens, tenants, the server interceptor |
 //! | [`validate`] | parsing request fields, naming the field on failure |
 //! | [`paging`] | opaque page tokens |
+//! | [`rank`] | lexicographic rank keys for ordered lists (backlogs, use cases) |
 //! | [`time`] | stored times and protobuf timestamps |
 //! | [`telemetry`] | logs, traces, W3C propagation, OTLP export |
 //! | [`server`] | gRPC server with health, reflection, tracing, graceful shutdown |
@@ -28,6 +29,7 @@ pub mod follower;
 pub mod optimistic;
 pub mod outbox;
 pub mod paging;
+pub mod rank;
 pub mod server;
 pub mod service;
 pub mod telemetry;

@@ -16,8 +16,8 @@ use tonic::{Request, Response, Status as GrpcStatus};
 use uuid::Uuid;
 
 use crate::domain::{self, Placement, TaskBasis};
-use crate::rank;
 use crate::store::{self, ListQuery};
+use agilepm_platform::rank;
 
 type Reply<T> = Result<Response<T>, GrpcStatus>;
 

@@ -25,7 +25,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
 
 pub mod api;
 pub mod domain;
-pub mod rank;
+
 pub mod store;
 
 pub use api::BacklogItemApi;

@@ -152,7 +152,7 @@ pub async fn rebalance(
         .await?;
     for (id, rank) in ordered_ids
         .iter()
-        .zip(crate::rank::spread(ordered_ids.len()))
+        .zip(agilepm_platform::rank::spread(ordered_ids.len()))
     {
         sqlx::query("UPDATE backlog_items SET rank = $1 WHERE id = $2")
             .bind(rank)

@@ -1,17 +1,18 @@
 //! The planning service: owns Product, UseCase, Release and Sprint, runs the planning
 //! game across aggregates, and produces the burndown and velocity reports.
 
+use agilepm_platform::client::connect_lazy;
 use agilepm_platform::config::{CommonConfig, ServiceName};
-use agilepm_platform::db::Migrations;
+use agilepm_platform::db::{Db, Migrations};
 use agilepm_platform::service::ServiceSpec;
-use agilepm_proto::planning::v1::planning_game_service_server::{
-    PlanningGameService, PlanningGameServiceServer,
-};
-use agilepm_proto::planning::v1::product_service_server::{ProductService, ProductServiceServer};
-use agilepm_proto::planning::v1::release_service_server::{ReleaseService, ReleaseServiceServer};
-use agilepm_proto::planning::v1::report_service_server::{ReportService, ReportServiceServer};
-use agilepm_proto::planning::v1::sprint_service_server::{SprintService, SprintServiceServer};
-use agilepm_proto::planning::v1::use_case_service_server::{UseCaseService, UseCaseServiceServer};
+use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
+use agilepm_proto::planning::v1::planning_game_service_server::PlanningGameServiceServer;
+use agilepm_proto::planning::v1::product_service_server::ProductServiceServer;
+use agilepm_proto::planning::v1::release_service_server::ReleaseServiceServer;
+use agilepm_proto::planning::v1::report_service_server::ReportServiceServer;
+use agilepm_proto::planning::v1::sprint_service_server::SprintServiceServer;
+use agilepm_proto::planning::v1::use_case_service_server::UseCaseServiceServer;
+use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -30,16 +31,20 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     serves_feed: true,
 };
 
-/// The gRPC adapter of the planning service (one value serves all its gRPC services).
-#[derive(Clone)]
-pub struct PlanningApi;
+pub mod game;
+pub mod peers;
+pub mod products;
+pub mod releases;
+pub mod reports;
+pub mod sprints;
+pub mod use_cases;
 
-impl ProductService for PlanningApi {}
-impl UseCaseService for PlanningApi {}
-impl ReleaseService for PlanningApi {}
-impl SprintService for PlanningApi {}
-impl PlanningGameService for PlanningApi {}
-impl ReportService for PlanningApi {}
+/// The planning service's gRPC adapter: one value serves all its gRPC services.
+#[derive(Clone)]
+pub struct PlanningApi {
+    db: Db,
+    peers: peers::Peers,
+}
 
 /// Runs the planning service on `listener` until `shutdown`.
 pub async fn run(
@@ -53,29 +58,40 @@ pub async fn run(
         listener,
         shutdown,
         |context, server| async move {
+            let token = Some(context.internal_token.as_str());
+            let api = PlanningApi {
+                db: context.db.clone(),
+                peers: peers::Peers {
+                    backlog_items: BacklogItemServiceClient::new(connect_lazy(
+                        &context.config.peers.backlog_item,
+                        token,
+                    )?),
+                    tasks: TaskServiceClient::new(connect_lazy(&context.config.peers.task, token)?),
+                },
+            };
             let auth = context.auth;
             Ok(server
                 .add_service(ProductServiceServer::with_interceptor(
-                    PlanningApi,
+                    api.clone(),
                     auth.clone(),
                 ))
                 .add_service(UseCaseServiceServer::with_interceptor(
-                    PlanningApi,
+                    api.clone(),
                     auth.clone(),
                 ))
                 .add_service(ReleaseServiceServer::with_interceptor(
-                    PlanningApi,
+                    api.clone(),
                     auth.clone(),
                 ))
                 .add_service(SprintServiceServer::with_interceptor(
-                    PlanningApi,
+                    api.clone(),
                     auth.clone(),
                 ))
                 .add_service(PlanningGameServiceServer::with_interceptor(
-                    PlanningApi,
+                    api.clone(),
                     auth.clone(),
                 ))
-                .add_service(ReportServiceServer::with_interceptor(PlanningApi, auth)))
+                .add_service(ReportServiceServer::with_interceptor(api.clone(), auth)))
         },
     )
     .await

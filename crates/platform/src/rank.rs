@@ -1,4 +1,5 @@
-//! Backlog rank keys: strings whose byte order is the backlog order, so moving one item
+//! Rank keys: strings whose byte order is a list's order (a product backlog, a
+//! product's use cases), so moving one item
 //! rewrites one row (its key becomes a key strictly between its new neighbours').
 //!
 //! Keys use the digits `0-9A-Za-z` (ASCII order) and never end in `0`, which guarantees
@@ -6,7 +7,7 @@
 //! (the first [`INTEGER_WIDTH`] digits plus one, followed by a middle digit), so a
 //! backlog built by appends keeps 7-character keys; moves between neighbours add about
 //! one digit per six moves into the same gap. When a key grows past [`MAX_KEY_LEN`] the
-//! product's backlog is rebalanced ([`spread`]), an O(n) rewrite that repeated moves into
+//! list is rebalanced ([`spread`]), an O(n) rewrite that repeated moves into
 //! one spot make rare.
 
 /// The digits, in ascending byte order.

@@ -1,0 +1,76 @@
+//! The planning service's view of its peers: backlog items (backlog-item service) and
+//! task hours (task service), reached over gRPC on behalf of the caller's tenant.
+
+use agilepm_platform::auth::act_for;
+use agilepm_platform::client::PeerChannel;
+use agilepm_platform::error::{AppError, AppResult, from_peer};
+use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
+use agilepm_proto::backlog::v1::{BacklogItem, GetBacklogItemRequest, ListBacklogItemsRequest};
+use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
+use uuid::Uuid;
+
+/// Clients of the services the planning service coordinates.
+#[derive(Clone)]
+pub struct Peers {
+    /// The backlog-item service.
+    pub backlog_items: BacklogItemServiceClient<PeerChannel>,
+    /// The task service.
+    pub tasks: TaskServiceClient<PeerChannel>,
+}
+
+/// Maps a peer failure for our caller: the peer's NOT_FOUND stays NOT_FOUND.
+pub fn backlog_error(status: tonic::Status) -> AppError {
+    from_peer("backlog-item service", status)
+}
+
+impl Peers {
+    /// The backlog item `id` of `tenant`.
+    pub async fn backlog_item(&self, tenant: &str, id: &str) -> AppResult<BacklogItem> {
+        let response = self
+            .backlog_items
+            .clone()
+            .get_backlog_item(act_for(tenant, GetBacklogItemRequest { id: id.to_owned() }))
+            .await
+            .map_err(backlog_error)?;
+        response
+            .into_inner()
+            .backlog_item
+            .ok_or_else(|| AppError::Internal("empty GetBacklogItem response".into()))
+    }
+
+    /// Every backlog item of `product_id` matching `filter` (all pages).
+    pub async fn all_backlog_items(
+        &self,
+        tenant: &str,
+        filter: ListBacklogItemsRequest,
+    ) -> AppResult<Vec<BacklogItem>> {
+        let mut items = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = ListBacklogItemsRequest {
+                page_size: 1000,
+                page_token,
+                ..filter.clone()
+            };
+            let page = self
+                .backlog_items
+                .clone()
+                .list_backlog_items(act_for(tenant, request))
+                .await
+                .map_err(backlog_error)?
+                .into_inner();
+            items.extend(page.backlog_items);
+            if page.next_page_token.is_empty() {
+                return Ok(items);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+}
+
+/// The request id of step `step` of the multi-step command `request_id`: the same on
+/// every retry, so downstream creates are idempotent.
+pub fn step_request_id(tenant: &str, request_id: &str, step: &str) -> String {
+    let name = format!("{tenant}/{request_id}/{step}");
+    Uuid::new_v5(&Uuid::NAMESPACE_OID, name.as_bytes()).to_string()
+}

@@ -1,0 +1,936 @@
+//! The planning service with the real backlog-item and task services beside it, on both
+//! engines: products, use cases, releases, sprints, the planning game, reports.
+
+use agilepm_platform::client::PeerChannel;
+use agilepm_platform::config::ServiceName;
+use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
+use agilepm_proto::backlog::v1::{
+    BacklogItem, BacklogItemStatus, BacklogItemType, GetBacklogItemRequest,
+    ListBacklogItemsRequest, PlanBacklogItemRequest, ReconcileBacklogItemStatusRequest,
+    StoryPoints,
+};
+use agilepm_proto::common::v1::StatusTransitionMode;
+use agilepm_proto::planning::v1::planning_game_service_client::PlanningGameServiceClient;
+use agilepm_proto::planning::v1::product_service_client::ProductServiceClient;
+use agilepm_proto::planning::v1::release_service_client::ReleaseServiceClient;
+use agilepm_proto::planning::v1::report_service_client::ReportServiceClient;
+use agilepm_proto::planning::v1::sprint_service_client::SprintServiceClient;
+use agilepm_proto::planning::v1::use_case_service_client::UseCaseServiceClient;
+use agilepm_proto::planning::v1::*;
+use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
+use agilepm_proto::task::v1::{DefineTaskRequest, EstimateTaskHoursRemainingRequest};
+use agilepm_testkit::{Engine, TestSystem, engine_tests};
+use tonic::Code;
+use uuid::Uuid;
+
+engine_tests!(
+    products_are_created_once_listed_and_updated,
+    use_cases_are_ranked_updated_and_retired,
+    releases_and_sprints_hold_items_of_their_own_product,
+    the_sprint_lifecycle_allows_one_active_sprint,
+    split_group_and_spike_are_safe_to_retry,
+    prioritizing_orders_the_top_and_removes,
+    the_burndown_and_velocity_have_exact_numbers,
+);
+
+struct Fixture {
+    system: TestSystem,
+}
+
+fn rid() -> String {
+    Uuid::new_v4().to_string()
+}
+
+impl Fixture {
+    async fn start(engine: Engine) -> Fixture {
+        Fixture {
+            system: TestSystem::start(
+                engine,
+                &[
+                    ServiceName::BacklogItem,
+                    ServiceName::Task,
+                    ServiceName::Planning,
+                ],
+            )
+            .await,
+        }
+    }
+    fn planning(&self, tenant: &str) -> PeerChannel {
+        self.system.channel(ServiceName::Planning, tenant)
+    }
+    fn products(&self, tenant: &str) -> ProductServiceClient<PeerChannel> {
+        ProductServiceClient::new(self.planning(tenant))
+    }
+    fn sprints(&self) -> SprintServiceClient<PeerChannel> {
+        SprintServiceClient::new(self.planning("acme"))
+    }
+    fn releases(&self) -> ReleaseServiceClient<PeerChannel> {
+        ReleaseServiceClient::new(self.planning("acme"))
+    }
+    fn game(&self) -> PlanningGameServiceClient<PeerChannel> {
+        PlanningGameServiceClient::new(self.planning("acme"))
+    }
+    fn items(&self) -> BacklogItemServiceClient<PeerChannel> {
+        BacklogItemServiceClient::new(self.system.channel(ServiceName::BacklogItem, "acme"))
+    }
+
+    async fn product(&self, name: &str, mode: StatusTransitionMode) -> Product {
+        let product = Product {
+            name: name.into(),
+            status_transition_mode: mode as i32,
+            ..Default::default()
+        };
+        self.products("acme")
+            .create_product(CreateProductRequest {
+                request_id: rid(),
+                product: Some(product),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .product
+            .unwrap()
+    }
+
+    async fn item(&self, product: &str, summary: &str, points: StoryPoints) -> BacklogItem {
+        let request = PlanBacklogItemRequest {
+            request_id: rid(),
+            product_id: product.into(),
+            summary: summary.into(),
+            story_points: points as i32,
+            ..Default::default()
+        };
+        self.items()
+            .plan_backlog_item(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .backlog_item
+            .unwrap()
+    }
+
+    async fn release(&self, product: &str) -> Release {
+        let release = Release {
+            product_id: product.into(),
+            name: "R1".into(),
+            begin_date: "2099-01-01".into(),
+            end_date: "2099-06-30".into(),
+            ..Default::default()
+        };
+        self.releases()
+            .schedule_release(ScheduleReleaseRequest {
+                request_id: rid(),
+                release: Some(release),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .release
+            .unwrap()
+    }
+
+    async fn sprint(&self, product: &str, begin: &str, end: &str) -> Sprint {
+        let sprint = Sprint {
+            product_id: product.into(),
+            name: format!("Sprint {begin}"),
+            begin_date: begin.into(),
+            end_date: end.into(),
+            ..Default::default()
+        };
+        self.sprints()
+            .schedule_sprint(ScheduleSprintRequest {
+                request_id: rid(),
+                sprint: Some(sprint),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .sprint
+            .unwrap()
+    }
+
+    async fn commit(&self, release: &Release, sprint: &Sprint, item: &BacklogItem) {
+        self.releases()
+            .schedule_backlog_item_for_release(ScheduleBacklogItemForReleaseRequest {
+                release_id: release.id.clone(),
+                backlog_item_id: item.id.clone(),
+                expected_version: None,
+            })
+            .await
+            .unwrap();
+        self.sprints()
+            .commit_backlog_item_to_sprint(CommitBacklogItemToSprintRequest {
+                sprint_id: sprint.id.clone(),
+                backlog_item_id: item.id.clone(),
+                expected_version: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn get_item(&self, id: &str) -> BacklogItem {
+        self.items()
+            .get_backlog_item(GetBacklogItemRequest { id: id.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .backlog_item
+            .unwrap()
+    }
+}
+
+async fn products_are_created_once_listed_and_updated(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let mut products = f.products("acme");
+    let request = CreateProductRequest {
+        request_id: "p-1".into(),
+        product: Some(Product {
+            name: "Zeta".into(),
+            ..Default::default()
+        }),
+    };
+    let first = products
+        .create_product(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .product
+        .unwrap();
+    let again = products
+        .create_product(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .product
+        .unwrap();
+    assert_eq!(first.id, again.id, "idempotent on request_id");
+    assert_eq!(
+        first.status_transition_mode,
+        StatusTransitionMode::Automatic as i32,
+        "the default mode"
+    );
+    let duplicate = products
+        .create_product(CreateProductRequest {
+            request_id: "p-2".into(),
+            product: Some(Product {
+                name: "Zeta".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(duplicate.code(), Code::AlreadyExists);
+    for name in ["Alpha", "Beta", "Gamma"] {
+        f.product(name, StatusTransitionMode::Unspecified).await;
+    }
+    let page = products
+        .list_products(ListProductsRequest {
+            page_size: 3,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        page.products
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["Alpha", "Beta", "Gamma"]
+    );
+    let rest = products
+        .list_products(ListProductsRequest {
+            page_size: 3,
+            page_token: page.next_page_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rest.products
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["Zeta"]
+    );
+    assert!(rest.next_page_token.is_empty());
+
+    let update = Product {
+        id: first.id.clone(),
+        status_transition_mode: StatusTransitionMode::Manual as i32,
+        description: "d".into(),
+        ..Default::default()
+    };
+    let mask = prost_types::FieldMask {
+        paths: vec!["status_transition_mode".into(), "description".into()],
+    };
+    let updated = products
+        .update_product(UpdateProductRequest {
+            product: Some(update.clone()),
+            update_mask: Some(mask.clone()),
+            expected_version: Some(1),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .product
+        .unwrap();
+    assert_eq!(
+        (
+            updated.status_transition_mode,
+            updated.version,
+            updated.name.as_str()
+        ),
+        (StatusTransitionMode::Manual as i32, 2, "Zeta")
+    );
+    let stale = products
+        .update_product(UpdateProductRequest {
+            product: Some(update),
+            update_mask: Some(mask),
+            expected_version: Some(1),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted);
+    let hidden = f
+        .products("globex")
+        .get_product(GetProductRequest {
+            id: first.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound);
+    let bad = products
+        .create_product(CreateProductRequest {
+            request_id: "p-3".into(),
+            product: Some(Product::default()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().starts_with("product.name"), "{bad:?}");
+    f.system.stop().await;
+}
+
+async fn use_cases_are_ranked_updated_and_retired(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let product = f.product("P", StatusTransitionMode::Automatic).await;
+    let mut cases = UseCaseServiceClient::new(f.planning("acme"));
+    let mut ids = Vec::new();
+    for title in ["Sign up", "Pay", "Report"] {
+        let use_case = UseCase {
+            product_id: product.id.clone(),
+            title: title.into(),
+            value_statement: "because".into(),
+            ..Default::default()
+        };
+        ids.push(
+            cases
+                .create_use_case(CreateUseCaseRequest {
+                    request_id: rid(),
+                    use_case: Some(use_case),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .use_case
+                .unwrap()
+                .id,
+        );
+    }
+    cases
+        .rank_use_case(RankUseCaseRequest {
+            id: ids[2].clone(),
+            anchor: Some(rank_use_case_request::Anchor::BeforeId(ids[0].clone())),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    let titles = |list: ListUseCasesResponse| {
+        list.use_cases
+            .into_iter()
+            .map(|u| u.title)
+            .collect::<Vec<_>>()
+    };
+    let listed = cases
+        .list_use_cases(ListUseCasesRequest {
+            product_id: product.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(titles(listed), vec!["Report", "Sign up", "Pay"]);
+    let update = UseCase {
+        id: ids[1].clone(),
+        title: "Pay by card".into(),
+        ..Default::default()
+    };
+    let updated = cases
+        .update_use_case(UpdateUseCaseRequest {
+            use_case: Some(update),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["title".into()],
+            }),
+            expected_version: Some(1),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .use_case
+        .unwrap();
+    assert_eq!(
+        (updated.title.as_str(), updated.value_statement.as_str()),
+        ("Pay by card", "because")
+    );
+    cases
+        .retire_use_case(RetireUseCaseRequest {
+            id: ids[0].clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    let active = cases
+        .list_use_cases(ListUseCasesRequest {
+            product_id: product.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(titles(active), vec!["Report", "Pay by card"]);
+    let all = cases
+        .list_use_cases(ListUseCasesRequest {
+            product_id: product.id.clone(),
+            show_retired: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.use_cases.len(), 3);
+    let orphan = UseCase {
+        product_id: Uuid::now_v7().to_string(),
+        title: "x".into(),
+        ..Default::default()
+    };
+    let error = cases
+        .create_use_case(CreateUseCaseRequest {
+            request_id: rid(),
+            use_case: Some(orphan),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    f.system.stop().await;
+}
+
+async fn releases_and_sprints_hold_items_of_their_own_product(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let product = f.product("P", StatusTransitionMode::Automatic).await;
+    let other = f.product("Other", StatusTransitionMode::Automatic).await;
+    let release = f.release(&product.id).await;
+    let sprint = f.sprint(&product.id, "2099-01-05", "2099-01-16").await;
+    let item = f.item(&product.id, "story", StoryPoints::Three).await;
+    let foreign = f.item(&other.id, "elsewhere", StoryPoints::Three).await;
+    f.commit(&release, &sprint, &item).await;
+    let committed = f.get_item(&item.id).await;
+    assert_eq!(
+        (
+            committed.status,
+            committed.release_id.as_str(),
+            committed.sprint_id.as_str()
+        ),
+        (
+            BacklogItemStatus::Committed as i32,
+            release.id.as_str(),
+            sprint.id.as_str()
+        )
+    );
+    let error = f
+        .releases()
+        .schedule_backlog_item_for_release(ScheduleBacklogItemForReleaseRequest {
+            release_id: release.id.clone(),
+            backlog_item_id: foreign.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    let error = f
+        .sprints()
+        .commit_backlog_item_to_sprint(CommitBacklogItemToSprintRequest {
+            sprint_id: sprint.id.clone(),
+            backlog_item_id: foreign.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    let bad = Release {
+        product_id: product.id.clone(),
+        name: "R".into(),
+        begin_date: "2099-02-01".into(),
+        end_date: "2099-02-01".into(),
+        ..Default::default()
+    };
+    let error = f
+        .releases()
+        .schedule_release(ScheduleReleaseRequest {
+            request_id: rid(),
+            release: Some(bad),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(error.message().starts_with("release.end_date"));
+    f.sprints()
+        .uncommit_backlog_item_from_sprint(UncommitBacklogItemFromSprintRequest {
+            backlog_item_id: item.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    f.releases()
+        .unschedule_backlog_item_from_release(UnscheduleBacklogItemFromReleaseRequest {
+            backlog_item_id: item.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        f.get_item(&item.id).await.status,
+        BacklogItemStatus::Planned as i32
+    );
+    f.system.stop().await;
+}
+
+async fn the_sprint_lifecycle_allows_one_active_sprint(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let product = f.product("P", StatusTransitionMode::Automatic).await;
+    let release = f.release(&product.id).await;
+    let first = f.sprint(&product.id, "2099-01-05", "2099-01-16").await;
+    let second = f.sprint(&product.id, "2099-01-19", "2099-01-30").await;
+    let done = f.item(&product.id, "done", StoryPoints::Five).await;
+    let open = f.item(&product.id, "open", StoryPoints::Eight).await;
+    f.commit(&release, &first, &done).await;
+    f.commit(&release, &first, &open).await;
+    mark_done(&f, &done.id, 1).await;
+    let mut sprints = f.sprints();
+    let started = sprints
+        .start_sprint(StartSprintRequest {
+            id: first.id.clone(),
+            expected_version: Some(1),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sprint
+        .unwrap();
+    assert_eq!(started.state, SprintState::Active as i32);
+    let error = sprints
+        .start_sprint(StartSprintRequest {
+            id: second.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition, "{error:?}");
+    let completed = sprints
+        .complete_sprint(CompleteSprintRequest {
+            id: first.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sprint
+        .unwrap();
+    let summary = completed.summary.unwrap();
+    assert_eq!(summary.done_backlog_item_ids, vec![done.id.clone()]);
+    assert_eq!(summary.unfinished_backlog_item_ids, vec![open.id.clone()]);
+    assert_eq!(summary.story_points_done, 5);
+    let error = sprints
+        .complete_sprint(CompleteSprintRequest {
+            id: first.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    sprints
+        .start_sprint(StartSprintRequest {
+            id: second.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    let error = sprints
+        .commit_backlog_item_to_sprint(CommitBacklogItemToSprintRequest {
+            sprint_id: first.id.clone(),
+            backlog_item_id: open.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.code(),
+        Code::FailedPrecondition,
+        "a COMPLETED sprint takes no more items"
+    );
+    let retro = Sprint {
+        id: first.id.clone(),
+        retrospective: "went well".into(),
+        ..Default::default()
+    };
+    let updated = sprints
+        .update_sprint(UpdateSprintRequest {
+            sprint: Some(retro),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["retrospective".into()],
+            }),
+            expected_version: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sprint
+        .unwrap();
+    assert_eq!(updated.retrospective, "went well");
+    f.system.stop().await;
+}
+
+/// Makes a committed item DONE the way the coordinator does: a reconcile with all task
+/// hours at zero.
+async fn mark_done(f: &Fixture, id: &str, revision: i64) {
+    let request = ReconcileBacklogItemStatusRequest {
+        id: id.into(),
+        task_hours_remaining: 0,
+        task_count: 1,
+        task_revision: revision,
+        transition_mode: 0,
+    };
+    let item = f
+        .items()
+        .reconcile_backlog_item_status(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    assert_eq!(item.status, BacklogItemStatus::Done as i32);
+}
+
+fn draft(summary: &str) -> StoryDraft {
+    StoryDraft {
+        summary: summary.into(),
+        ..Default::default()
+    }
+}
+
+async fn split_group_and_spike_are_safe_to_retry(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let product = f.product("P", StatusTransitionMode::Automatic).await;
+    let mut cases = UseCaseServiceClient::new(f.planning("acme"));
+    let use_case = cases
+        .create_use_case(CreateUseCaseRequest {
+            request_id: rid(),
+            use_case: Some(UseCase {
+                product_id: product.id.clone(),
+                title: "Checkout".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .use_case
+        .unwrap();
+    let mut game = f.game();
+    let broken = game
+        .break_down_use_case(BreakDownUseCaseRequest {
+            request_id: "bd".into(),
+            use_case_id: use_case.id.clone(),
+            stories: vec![draft("big"), draft("a"), draft("b"), draft("fuzzy")],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_items;
+    assert!(broken.iter().all(|i| i.use_case_id == use_case.id));
+    let split = SplitBacklogItemRequest {
+        request_id: "split-1".into(),
+        backlog_item_id: broken[0].id.clone(),
+        stories: vec![draft("big 1"), draft("big 2")],
+    };
+    let first = game
+        .split_backlog_item(split.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let retried = game.split_backlog_item(split).await.unwrap().into_inner();
+    let ids = |r: &SplitBacklogItemResponse| {
+        r.backlog_items
+            .iter()
+            .map(|i| i.id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(&first),
+        ids(&retried),
+        "a retried split creates nothing new"
+    );
+    assert_eq!(
+        first.removed_backlog_item.unwrap().status,
+        BacklogItemStatus::Removed as i32
+    );
+    assert!(
+        first
+            .backlog_items
+            .iter()
+            .all(|i| i.derived_from_ids == vec![broken[0].id.clone()]
+                && i.use_case_id == use_case.id)
+    );
+
+    let grouped = game
+        .group_backlog_items(GroupBacklogItemsRequest {
+            request_id: "g".into(),
+            backlog_item_ids: vec![broken[1].id.clone(), broken[2].id.clone()],
+            story: Some(draft("a+b")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(grouped.backlog_item.unwrap().derived_from_ids.len(), 2);
+    assert!(
+        grouped
+            .removed_backlog_items
+            .iter()
+            .all(|i| i.status == BacklogItemStatus::Removed as i32)
+    );
+
+    let spike = game
+        .plan_spike(PlanSpikeRequest {
+            request_id: "s".into(),
+            backlog_item_id: broken[3].id.clone(),
+            summary: String::new(),
+            story: "find out".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        spike.backlog_item.unwrap().story_points,
+        StoryPoints::Unestimable as i32
+    );
+    let spike = spike.spike.unwrap();
+    assert_eq!(
+        (spike.r#type, spike.summary.as_str()),
+        (BacklogItemType::Spike as i32, "Spike: fuzzy")
+    );
+
+    let live = f
+        .items()
+        .list_backlog_items(ListBacklogItemsRequest {
+            product_id: product.id.clone(),
+            statuses: vec![BacklogItemStatus::Planned as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_items;
+    let summaries: Vec<&str> = live.iter().map(|i| i.summary.as_str()).collect();
+    assert_eq!(
+        summaries,
+        vec!["fuzzy", "big 1", "big 2", "a+b", "Spike: fuzzy"]
+    );
+    let error = game
+        .split_backlog_item(SplitBacklogItemRequest {
+            request_id: "x".into(),
+            backlog_item_id: spike.id.clone(),
+            stories: vec![draft("only one")],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    f.system.stop().await;
+}
+
+async fn prioritizing_orders_the_top_and_removes(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let product = f.product("P", StatusTransitionMode::Automatic).await;
+    let mut items = Vec::new();
+    for s in ["a", "b", "c", "d", "e"] {
+        items.push(f.item(&product.id, s, StoryPoints::One).await);
+    }
+    let request = PrioritizeBacklogRequest {
+        request_id: rid(),
+        product_id: product.id.clone(),
+        ordered_backlog_item_ids: vec![items[3].id.clone(), items[1].id.clone()],
+        removed_backlog_item_ids: vec![items[4].id.clone()],
+    };
+    f.game().prioritize_backlog(request.clone()).await.unwrap();
+    f.game().prioritize_backlog(request).await.unwrap();
+    let listed = f
+        .items()
+        .list_backlog_items(ListBacklogItemsRequest {
+            product_id: product.id.clone(),
+            statuses: vec![BacklogItemStatus::Planned as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_items;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|i| i.summary.as_str())
+            .collect::<Vec<_>>(),
+        vec!["d", "b", "a", "c"]
+    );
+    f.system.stop().await;
+}
+
+async fn the_burndown_and_velocity_have_exact_numbers(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let product = f.product("P", StatusTransitionMode::Automatic).await;
+    let release = f.release(&product.id).await;
+    let sprint = f.sprint(&product.id, "2099-03-02", "2099-03-06").await;
+    let a = f.item(&product.id, "a", StoryPoints::Three).await;
+    let b = f.item(&product.id, "b", StoryPoints::Eight).await;
+    let outside = f
+        .item(&product.id, "not in the sprint", StoryPoints::One)
+        .await;
+    f.commit(&release, &sprint, &a).await;
+    f.commit(&release, &sprint, &b).await;
+    let mut tasks = TaskServiceClient::new(f.system.channel(ServiceName::Task, "acme"));
+    let mut define = async |item: &str| {
+        let request = DefineTaskRequest {
+            request_id: rid(),
+            backlog_item_id: item.into(),
+            name: "t".into(),
+            hours_remaining: 1,
+            ..Default::default()
+        };
+        tasks
+            .define_task(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap()
+            .id
+    };
+    let (t1, t2, t3) = (
+        define(&a.id).await,
+        define(&b.id).await,
+        define(&outside.id).await,
+    );
+    let mut tasks = TaskServiceClient::new(f.system.channel(ServiceName::Task, "acme"));
+    for (task, hours, day) in [
+        (&t1, 8, "2099-03-02"),
+        (&t2, 12, "2099-03-02"),
+        (&t3, 50, "2099-03-02"),
+        (&t1, 5, "2099-03-03"),
+        (&t2, 10, "2099-03-04"),
+        (&t1, 0, "2099-03-05"),
+        (&t2, 4, "2099-03-05"),
+    ] {
+        let request = EstimateTaskHoursRemainingRequest {
+            id: task.clone(),
+            hours_remaining: hours,
+            date: day.into(),
+            expected_version: None,
+        };
+        tasks.estimate_task_hours_remaining(request).await.unwrap();
+    }
+    let mut reports = ReportServiceClient::new(f.planning("acme"));
+    let days = reports
+        .get_sprint_burndown(GetSprintBurndownRequest {
+            sprint_id: sprint.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .days;
+    let got: Vec<(&str, i64, f64)> = days
+        .iter()
+        .map(|d| (d.date.as_str(), d.hours_remaining, d.ideal_hours_remaining))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("2099-03-02", 20, 20.0),
+            ("2099-03-03", 17, 15.0),
+            ("2099-03-04", 15, 10.0),
+            ("2099-03-05", 4, 5.0),
+            ("2099-03-06", 4, 0.0),
+        ]
+    );
+
+    // Velocity: two completed sprints with 3 and 8 + 3 points done.
+    let mut sprints = f.sprints();
+    mark_done(&f, &a.id, 100).await;
+    sprints
+        .start_sprint(StartSprintRequest {
+            id: sprint.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    sprints
+        .complete_sprint(CompleteSprintRequest {
+            id: sprint.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    let next = f.sprint(&product.id, "2099-03-09", "2099-03-13").await;
+    let c = f.item(&product.id, "c", StoryPoints::Three).await;
+    f.sprints()
+        .commit_backlog_item_to_sprint(CommitBacklogItemToSprintRequest {
+            sprint_id: next.id.clone(),
+            backlog_item_id: b.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    f.commit(&release, &next, &c).await;
+    mark_done(&f, &b.id, 100).await;
+    mark_done(&f, &c.id, 100).await;
+    sprints
+        .start_sprint(StartSprintRequest {
+            id: next.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    sprints
+        .complete_sprint(CompleteSprintRequest {
+            id: next.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    let velocity = reports
+        .get_velocity(GetVelocityRequest {
+            product_id: product.id.clone(),
+            sprint_count: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        velocity
+            .sprints
+            .iter()
+            .map(|s| s.story_points_done)
+            .collect::<Vec<_>>(),
+        vec![11, 3],
+        "newest first"
+    );
+    assert!((velocity.average_story_points - 7.0).abs() < 1e-9);
+    f.system.stop().await;
+}
