@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod backlog;
+mod coordinator;
+mod crash;
 mod feed;
 mod foundation;
 mod planning;

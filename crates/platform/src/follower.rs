@@ -25,7 +25,8 @@ pub trait BatchHandler: Send + Sync {
     /// re-deliver the batch from the last checkpoint.
     fn handle(&self, batch: &[Event]) -> impl Future<Output = anyhow::Result<()>> + Send;
 
-    /// Called for every heartbeat (e.g. to record the head for lag reporting).
+    /// Called for every heartbeat, after every event before it was handled (e.g. to
+    /// record the head for lag reporting).
     fn on_heartbeat(&self, _heartbeat: &Heartbeat) {}
 
     /// Called when following fails and will be retried (e.g. to report unhealthy).
@@ -158,15 +159,17 @@ async fn follow_once<H: BatchHandler, C: CheckpointStore>(
     request.set_timeout(Duration::from_secs(365 * 24 * 3600));
     let mut stream = client.subscribe(request).await?.into_inner();
     let mut batch = Vec::with_capacity(options.max_batch);
+    let mut saved = String::new();
     loop {
         let Some(first) = stream.next().await else {
             anyhow::bail!("the feed closed the stream");
         };
-        push(first?, &mut batch, handler);
-        // Drain what has already arrived, without waiting, into the same batch.
-        while batch.len() < options.max_batch {
+        // A heartbeat ends a batch: every event before it must be handled before the
+        // heartbeat's scanned position may be saved.
+        let mut heartbeat = push(first?, &mut batch);
+        while heartbeat.is_none() && batch.len() < options.max_batch {
             match stream.next().now_or_never() {
-                Some(Some(message)) => push(message?, &mut batch, handler),
+                Some(Some(message)) => heartbeat = push(message?, &mut batch),
                 Some(None) | None => break,
             }
         }
@@ -174,21 +177,33 @@ async fn follow_once<H: BatchHandler, C: CheckpointStore>(
             let position = last.position.clone();
             handler.handle(&batch).await?;
             checkpoint.save(&position).await?;
+            saved = position;
             batch.clear();
             *failures = 0;
+        }
+        if let Some(heartbeat) = heartbeat {
+            // Filtered-out events need not be scanned again after a restart.
+            if !heartbeat.scanned_position.is_empty() && heartbeat.scanned_position != saved {
+                checkpoint.save(&heartbeat.scanned_position).await?;
+                saved = heartbeat.scanned_position.clone();
+            }
+            handler.on_heartbeat(&heartbeat);
         }
     }
 }
 
-fn push<H: BatchHandler>(
+/// Adds an event to the batch, or returns the heartbeat.
+fn push(
     message: agilepm_proto::events::v1::SubscribeResponse,
     batch: &mut Vec<Event>,
-    handler: &H,
-) {
+) -> Option<Heartbeat> {
     match message.kind {
-        Some(subscribe_response::Kind::Event(event)) => batch.push(event),
-        Some(subscribe_response::Kind::Heartbeat(heartbeat)) => handler.on_heartbeat(&heartbeat),
-        None => {}
+        Some(subscribe_response::Kind::Event(event)) => {
+            batch.push(event);
+            None
+        }
+        Some(subscribe_response::Kind::Heartbeat(heartbeat)) => Some(heartbeat),
+        None => None,
     }
 }
 

@@ -176,6 +176,7 @@ impl EventFeedService for EventFeed {
                             head_position,
                             head_occur_time,
                             server_time: Some(timestamp(now_micros())),
+                            scanned_position: if cursor == Position::START { String::new() } else { cursor.encode(&feed_id) },
                         })),
                     };
                     next_heartbeat = Instant::now() + heartbeat_every;

@@ -1,0 +1,97 @@
+//! The coordinator's operator interface: status, poison events, skipping one.
+
+use std::sync::Arc;
+
+use agilepm_platform::auth::caller;
+use agilepm_platform::db::Db;
+use agilepm_platform::error::AppError;
+use agilepm_platform::{paging, validate};
+use agilepm_proto::coordinator::v1::coordinator_service_server::CoordinatorService;
+use agilepm_proto::coordinator::v1::*;
+use tonic::{Request, Response, Status};
+
+use crate::poison;
+use crate::progress::Progress;
+
+/// How long following may fail before the coordinator reports itself unhealthy.
+pub const UNHEALTHY_AFTER_US: i64 = 10_000_000;
+
+/// The coordinator's gRPC adapter.
+pub struct CoordinatorApi {
+    db: Db,
+    progress: Arc<Progress>,
+}
+
+impl CoordinatorApi {
+    /// An adapter reporting `progress` and the poison events in `db`.
+    pub fn new(db: Db, progress: Arc<Progress>) -> CoordinatorApi {
+        CoordinatorApi { db, progress }
+    }
+}
+
+fn operator<T>(request: &Request<T>) -> Result<(), AppError> {
+    if caller(request)?.is_all_tenants() {
+        Ok(())
+    } else {
+        Err(AppError::PermissionDenied(
+            "poison events span tenants: use an operator (all-tenants) token".into(),
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl CoordinatorService for CoordinatorApi {
+    async fn get_coordinator_status(
+        &self,
+        request: Request<GetCoordinatorStatusRequest>,
+    ) -> Result<Response<GetCoordinatorStatusResponse>, Status> {
+        caller(&request)?;
+        let poison_events = poison::count(&self.db).await.map_err(AppError::from)?;
+        Ok(Response::new(
+            self.progress.report(UNHEALTHY_AFTER_US, poison_events),
+        ))
+    }
+
+    async fn list_poison_events(
+        &self,
+        request: Request<ListPoisonEventsRequest>,
+    ) -> Result<Response<ListPoisonEventsResponse>, Status> {
+        operator(&request)?;
+        let r = request.into_inner();
+        let size = validate::page_size("page_size", r.page_size, 100, 1000)?;
+        let after = paging::decode_token("page_token", &r.page_token)?.unwrap_or_default();
+        let mut poison_events = poison::list(&self.db, &after, size + 1)
+            .await
+            .map_err(AppError::from)?;
+        let next_page_token = if poison_events.len() > size as usize {
+            poison_events.truncate(size as usize);
+            poison_events
+                .last()
+                .map(|p| paging::encode_token(&p.event_id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListPoisonEventsResponse {
+            poison_events,
+            next_page_token,
+        }))
+    }
+
+    async fn skip_poison_event(
+        &self,
+        request: Request<SkipPoisonEventRequest>,
+    ) -> Result<Response<SkipPoisonEventResponse>, Status> {
+        operator(&request)?;
+        let event_id = validate::uuid("event_id", &request.get_ref().event_id)?.to_string();
+        let skipped = poison::skip(&self.db, &event_id)
+            .await
+            .map_err(AppError::from)?;
+        let poison_event =
+            skipped.ok_or_else(|| AppError::not_found(format!("poison event {event_id}")))?;
+        tracing::warn!(event_id = %event_id, backlog_item_id = %poison_event.backlog_item_id, "operator skipped a poison event");
+        Ok(Response::new(SkipPoisonEventResponse {
+            poison_event: Some(poison_event),
+        }))
+    }
+}

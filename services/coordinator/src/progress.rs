@@ -1,0 +1,165 @@
+//! What the coordinator has done and how far behind it is, for the status RPC and health.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use agilepm_platform::time::{micros, now_micros, timestamp};
+use agilepm_proto::coordinator::v1::GetCoordinatorStatusResponse;
+
+/// Counters and the latest positions, shared by the follower and the status RPC.
+#[derive(Default)]
+pub struct Progress {
+    /// Task events handled.
+    pub events_processed: AtomicI64,
+    /// Reconciles applied (changed or not).
+    pub reconciles_applied: AtomicI64,
+    /// Reconciles ignored as stale or duplicate.
+    pub reconciles_ignored_stale: AtomicI64,
+    /// Status changes caused.
+    pub status_changes: AtomicI64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    position: String,
+    position_time_us: i64,
+    head: String,
+    head_time_us: i64,
+    last_error: String,
+    last_error_time_us: i64,
+    failing_since_us: Option<i64>,
+}
+
+/// The `(txid, seq)` of a feed position (`<feed>.<txid>.<seq>`): its place in feed order.
+/// The coordinator is a platform consumer, so it may read the token it is opaque to
+/// others.
+fn key(position: &str) -> (i64, i64) {
+    let mut parts = position.rsplit('.');
+    let seq = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let txid = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (txid, seq)
+}
+
+/// Events between two positions (sequence numbers are shared by all writers, so this
+/// counts every event in between, whatever its transaction).
+fn seq(position: &str) -> i64 {
+    key(position).1
+}
+
+impl Progress {
+    /// A batch up to `position` (an event that occurred at `occur_time_us`) is done.
+    pub fn advanced(&self, position: &str, occur_time_us: i64, events: usize) {
+        self.events_processed
+            .fetch_add(events as i64, Ordering::Relaxed);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.position = position.to_owned();
+        state.position_time_us = occur_time_us;
+        state.failing_since_us = None;
+        state.last_error.clear();
+    }
+
+    /// The feed's head (from a heartbeat or `GetFeedHead`).
+    pub fn head(&self, head: &str, head_time: Option<&prost_types::Timestamp>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if key(head) >= key(&state.head) {
+            state.head = head.to_owned();
+            state.head_time_us = head_time.map_or(0, micros);
+        }
+    }
+
+    /// A heartbeat: the feed's head, and how far this subscription has scanned (every
+    /// followed event before it is handled by the time this is called).
+    pub fn heartbeat(&self, head: &str, head_time: Option<&prost_types::Timestamp>, scanned: &str) {
+        self.head(head, head_time);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !scanned.is_empty() && key(scanned) >= key(&state.position) {
+            state.position = scanned.to_owned();
+            if scanned == head {
+                state.position_time_us = state.head_time_us;
+            }
+        }
+        // Caught up with the head: whatever failed before has healed.
+        if state.position == state.head {
+            state.failing_since_us = None;
+        }
+    }
+
+    /// Something failed; progress is paused until the next success.
+    pub fn failed(&self, error: &str) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now_micros();
+        state.last_error = error.to_owned();
+        state.last_error_time_us = now;
+        state.failing_since_us.get_or_insert(now);
+    }
+
+    /// Whether the coordinator is making progress: not failing for longer than
+    /// `grace_us` microseconds.
+    pub fn healthy(&self, grace_us: i64) -> bool {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .failing_since_us
+            .is_none_or(|since| now_micros() - since < grace_us)
+    }
+
+    /// The status report.
+    pub fn report(&self, grace_us: i64, poison_events: i64) -> GetCoordinatorStatusResponse {
+        let healthy = self.healthy(grace_us) && poison_events == 0;
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let caught_up = state.head.is_empty() || state.head == state.position;
+        GetCoordinatorStatusResponse {
+            feed_position: state.position.clone(),
+            head_position: state.head.clone(),
+            lag_events: if caught_up {
+                0
+            } else {
+                (seq(&state.head) - seq(&state.position)).max(0)
+            },
+            lag_seconds: if caught_up {
+                0.0
+            } else {
+                (state.head_time_us - state.position_time_us).max(0) as f64 / 1e6
+            },
+            events_processed: self.events_processed.load(Ordering::Relaxed),
+            reconciles_applied: self.reconciles_applied.load(Ordering::Relaxed),
+            reconciles_ignored_stale: self.reconciles_ignored_stale.load(Ordering::Relaxed),
+            status_changes: self.status_changes.load(Ordering::Relaxed),
+            last_error: state.last_error.clone(),
+            last_error_time: (state.last_error_time_us > 0)
+                .then(|| timestamp(state.last_error_time_us)),
+            healthy,
+            poison_events,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_measured_against_the_head() {
+        let progress = Progress::default();
+        progress.advanced("f.0.10", 1_000_000, 10);
+        progress.heartbeat("f.0.25", Some(&timestamp(4_000_000)), "f.0.10");
+        let report = progress.report(1_000_000, 0);
+        assert_eq!((report.lag_events, report.lag_seconds), (15, 3.0));
+        progress.heartbeat("f.0.25", Some(&timestamp(4_000_000)), "f.0.25");
+        assert_eq!(progress.report(1_000_000, 0).lag_events, 0);
+    }
+
+    #[test]
+    fn failures_turn_unhealthy_after_the_grace_period() {
+        let progress = Progress::default();
+        progress.failed("backlog-item service unavailable");
+        assert!(progress.healthy(60_000_000));
+        assert!(!progress.healthy(0));
+        progress.advanced("f.0.1", 0, 1);
+        assert!(progress.healthy(0));
+        assert!(
+            !progress.report(0, 1).healthy,
+            "a poison event blocks progress"
+        );
+    }
+}

@@ -1,0 +1,611 @@
+//! The whole system over real gRPC, on both engines: backlog item status follows task
+//! hours through the coordinator, exactly once in effect (DESIGN.md §3 and §6).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use agilepm_platform::client::PeerChannel;
+use agilepm_platform::config::ServiceName;
+use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
+use agilepm_proto::backlog::v1::{
+    BacklogItem, BacklogItemStatus, BacklogItemStatusChanged, GetBacklogItemRequest,
+    MarkBacklogItemDoneRequest, PlanBacklogItemRequest, StatusChangeCause,
+};
+use agilepm_proto::common::v1::StatusTransitionMode;
+use agilepm_proto::coordinator::v1::coordinator_service_client::CoordinatorServiceClient;
+use agilepm_proto::coordinator::v1::{
+    GetCoordinatorStatusRequest, ListPoisonEventsRequest, SkipPoisonEventRequest,
+};
+use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
+use agilepm_proto::events::v1::{SubscribeRequest, subscribe_response};
+use agilepm_proto::planning::v1::product_service_client::ProductServiceClient;
+use agilepm_proto::planning::v1::release_service_client::ReleaseServiceClient;
+use agilepm_proto::planning::v1::sprint_service_client::SprintServiceClient;
+use agilepm_proto::planning::v1::*;
+use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
+use agilepm_proto::task::v1::{
+    DefineTaskRequest, EstimateTaskHoursRemainingRequest, RemoveTaskRequest,
+};
+use agilepm_testkit::{Engine, TestSystem, engine_tests};
+use futures::StreamExt as _;
+use rand::seq::SliceRandom as _;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use uuid::Uuid;
+
+engine_tests!(
+    the_yardstick_sprint_finishes_exactly_once,
+    twenty_four_tasks_of_six_hours_and_story_point_style,
+    reopening_a_finished_task_reopens_the_item,
+    two_last_tasks_finished_at_once_still_end_done,
+    manual_mode_flags_and_waits_for_a_person,
+    removing_and_discovering_work_moves_status,
+    a_poison_event_blocks_until_an_operator_skips_it,
+);
+
+/// The whole system, and a product with a release and a sprint to commit items to.
+pub struct Sprinting {
+    pub system: TestSystem,
+    pub product: Product,
+    release: Release,
+    sprint: Sprint,
+}
+
+fn rid() -> String {
+    Uuid::new_v4().to_string()
+}
+
+impl Sprinting {
+    pub async fn start(engine: Engine, mode: StatusTransitionMode) -> Sprinting {
+        let system = TestSystem::start(engine, &ServiceName::ALL).await;
+        Sprinting::prepare(system, mode).await
+    }
+
+    pub async fn prepare(system: TestSystem, mode: StatusTransitionMode) -> Sprinting {
+        let planning = system.channel(ServiceName::Planning, "acme");
+        let product = Product {
+            name: format!("P {}", rid()),
+            status_transition_mode: mode as i32,
+            ..Default::default()
+        };
+        let product = ProductServiceClient::new(planning.clone())
+            .create_product(CreateProductRequest {
+                request_id: rid(),
+                product: Some(product),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .product
+            .unwrap();
+        let release = Release {
+            product_id: product.id.clone(),
+            name: "R".into(),
+            begin_date: "2099-01-01".into(),
+            end_date: "2099-12-31".into(),
+            ..Default::default()
+        };
+        let release = ReleaseServiceClient::new(planning.clone())
+            .schedule_release(ScheduleReleaseRequest {
+                request_id: rid(),
+                release: Some(release),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .release
+            .unwrap();
+        let sprint = Sprint {
+            product_id: product.id.clone(),
+            name: "S".into(),
+            begin_date: "2099-02-01".into(),
+            end_date: "2099-02-12".into(),
+            ..Default::default()
+        };
+        let sprint = SprintServiceClient::new(planning)
+            .schedule_sprint(ScheduleSprintRequest {
+                request_id: rid(),
+                sprint: Some(sprint),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .sprint
+            .unwrap();
+        Sprinting {
+            system,
+            product,
+            release,
+            sprint,
+        }
+    }
+
+    pub fn items(&self) -> BacklogItemServiceClient<PeerChannel> {
+        BacklogItemServiceClient::new(self.system.channel(ServiceName::BacklogItem, "acme"))
+    }
+
+    pub fn tasks(&self) -> TaskServiceClient<PeerChannel> {
+        TaskServiceClient::new(self.system.channel(ServiceName::Task, "acme"))
+    }
+
+    /// A backlog item committed to the sprint, with `tasks` tasks of `hours` each.
+    pub async fn committed_item(&self, tasks: usize, hours: i32) -> (String, Vec<String>) {
+        let item = self
+            .items()
+            .plan_backlog_item(PlanBacklogItemRequest {
+                request_id: rid(),
+                product_id: self.product.id.clone(),
+                summary: "story".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .backlog_item
+            .unwrap();
+        let planning = self.system.channel(ServiceName::Planning, "acme");
+        ReleaseServiceClient::new(planning.clone())
+            .schedule_backlog_item_for_release(ScheduleBacklogItemForReleaseRequest {
+                release_id: self.release.id.clone(),
+                backlog_item_id: item.id.clone(),
+                expected_version: None,
+            })
+            .await
+            .unwrap();
+        SprintServiceClient::new(planning)
+            .commit_backlog_item_to_sprint(CommitBacklogItemToSprintRequest {
+                sprint_id: self.sprint.id.clone(),
+                backlog_item_id: item.id.clone(),
+                expected_version: None,
+            })
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for n in 0..tasks {
+            let request = DefineTaskRequest {
+                request_id: rid(),
+                backlog_item_id: item.id.clone(),
+                name: format!("task {n}"),
+                hours_remaining: hours,
+                ..Default::default()
+            };
+            ids.push(
+                self.tasks()
+                    .define_task(request)
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .task
+                    .unwrap()
+                    .id,
+            );
+        }
+        (item.id, ids)
+    }
+
+    pub async fn item(&self, id: &str) -> BacklogItem {
+        self.items()
+            .get_backlog_item(GetBacklogItemRequest { id: id.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .backlog_item
+            .unwrap()
+    }
+
+    /// Waits until the item reaches `status` (and `awaiting`), failing after 20 s.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        status: BacklogItemStatus,
+        awaiting: bool,
+    ) -> BacklogItem {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let item = self.item(id).await;
+            if item.status == status as i32 && item.awaiting_acceptance == awaiting {
+                return item;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "item {id} is {:?}, awaiting {}, not {status:?}",
+                item.status,
+                item.awaiting_acceptance
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every status change the coordinator caused (cause TASK_HOURS) on the backlog-item
+    /// feed, per item: read until `complete` holds, then on to the head as it is then, so
+    /// any extra (duplicate) change would be seen too.
+    pub async fn status_changes(
+        &self,
+        complete: impl Fn(&HashMap<String, Vec<BacklogItemStatusChanged>>) -> bool,
+    ) -> HashMap<String, Vec<BacklogItemStatusChanged>> {
+        let mut feed =
+            EventFeedServiceClient::new(self.system.channel(ServiceName::BacklogItem, "acme"));
+        let request = SubscribeRequest {
+            event_types: vec!["agilepm.backlog.v1.BacklogItemStatusChanged".into()],
+            heartbeat_interval_ms: 100,
+            ..Default::default()
+        };
+        let mut stream = feed.subscribe(request).await.unwrap().into_inner();
+        let mut changes: HashMap<String, Vec<BacklogItemStatusChanged>> = HashMap::new();
+        let mut head: Option<String> = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let message = tokio::time::timeout_at(deadline, stream.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("the expected status changes never arrived: {changes:?}")
+                })
+                .unwrap()
+                .unwrap();
+            match message.kind {
+                Some(subscribe_response::Kind::Event(event)) => {
+                    let change: BacklogItemStatusChanged =
+                        prost::Message::decode(event.payload.unwrap().value.as_slice()).unwrap();
+                    if change.cause == StatusChangeCause::TaskHours as i32 {
+                        changes
+                            .entry(change.backlog_item_id.clone())
+                            .or_default()
+                            .push(change);
+                    }
+                }
+                Some(subscribe_response::Kind::Heartbeat(beat)) => {
+                    if head.is_none() && complete(&changes) {
+                        let now = feed
+                            .get_feed_head(agilepm_proto::events::v1::GetFeedHeadRequest {})
+                            .await
+                            .unwrap();
+                        head = Some(now.into_inner().head_position);
+                    }
+                    if head.as_deref() == Some(beat.scanned_position.as_str()) {
+                        return changes;
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+fn estimate(id: &str, hours: i32, day: u32) -> EstimateTaskHoursRemainingRequest {
+    EstimateTaskHoursRemainingRequest {
+        id: id.into(),
+        hours_remaining: hours,
+        date: format!("2099-02-{day:02}"),
+        expected_version: None,
+    }
+}
+
+/// Every task estimated down one hour a day, in an order shuffled across tasks but
+/// monotone per task; returns the number of estimates sent.
+pub async fn burn_down(
+    s: &Sprinting,
+    item: &str,
+    tasks: &[String],
+    hours: i32,
+    check_not_done: bool,
+) -> usize {
+    let mut plan: Vec<(String, i32)> = tasks
+        .iter()
+        .flat_map(|t| (0..hours).rev().map(move |h| (t.clone(), h)))
+        .collect();
+    // Shuffle, then restore each task's own order (descending hours) in the slots it got.
+    plan.shuffle(&mut rand::rng());
+    let mut per_task: HashMap<String, Vec<i32>> = HashMap::new();
+    for (task, hour) in &plan {
+        per_task.entry(task.clone()).or_default().push(*hour);
+    }
+    for hours in per_task.values_mut() {
+        hours.sort_unstable_by(|a, b| b.cmp(a));
+        hours.reverse();
+    }
+    let mut client = s.tasks();
+    let total = plan.len();
+    for (n, (task, _)) in plan.iter().enumerate() {
+        let hour = per_task.get_mut(task).unwrap().pop().unwrap();
+        let day = (hours - hour) as u32;
+        client
+            .estimate_task_hours_remaining(estimate(task, hour, day))
+            .await
+            .unwrap();
+        if check_not_done && n + 1 < total && n % 12 == 0 {
+            assert_ne!(
+                s.item(item).await.status,
+                BacklogItemStatus::Done as i32,
+                "DONE before the last estimate ({n})"
+            );
+        }
+    }
+    total
+}
+
+async fn yardstick(engine: Engine, tasks: usize, hours: i32) {
+    let s = Sprinting::start(engine, StatusTransitionMode::Automatic).await;
+    let (item, task_ids) = s.committed_item(tasks, hours).await;
+    let sent = burn_down(&s, &item, &task_ids, hours, true).await;
+    assert_eq!(sent, tasks * hours as usize);
+    s.wait_for(&item, BacklogItemStatus::Done, false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let changes = s
+        .status_changes(|c| c.contains_key(&item))
+        .await
+        .remove(&item)
+        .unwrap_or_default();
+    assert_eq!(changes.len(), 1, "exactly one transition: {changes:?}");
+    assert_eq!(changes[0].new_status, BacklogItemStatus::Done as i32);
+    // The basis of the transition is the state after the last estimate: every define and
+    // every estimate bumped the revision once.
+    assert_eq!(
+        changes[0].task_revision,
+        (tasks + tasks * hours as usize) as i64
+    );
+    assert_eq!(changes[0].task_hours_remaining, 0);
+    s.system.stop().await;
+}
+
+async fn the_yardstick_sprint_finishes_exactly_once(engine: Engine) {
+    yardstick(engine, 12, 12).await;
+}
+
+async fn twenty_four_tasks_of_six_hours_and_story_point_style(engine: Engine) {
+    yardstick(engine, 24, 6).await;
+    yardstick(engine, 1, 1).await;
+}
+
+async fn reopening_a_finished_task_reopens_the_item(engine: Engine) {
+    let s = Sprinting::start(engine, StatusTransitionMode::Automatic).await;
+    let (item, tasks) = s.committed_item(2, 1).await;
+    let mut client = s.tasks();
+    for task in &tasks {
+        client
+            .estimate_task_hours_remaining(estimate(task, 0, 1))
+            .await
+            .unwrap();
+    }
+    s.wait_for(&item, BacklogItemStatus::Done, false).await;
+    client
+        .estimate_task_hours_remaining(estimate(&tasks[0], 1, 2))
+        .await
+        .unwrap();
+    s.wait_for(&item, BacklogItemStatus::Committed, false).await;
+    client
+        .estimate_task_hours_remaining(estimate(&tasks[0], 0, 3))
+        .await
+        .unwrap();
+    s.wait_for(&item, BacklogItemStatus::Done, false).await;
+    let changes = s
+        .status_changes(|c| c.get(&item).is_some_and(|v| v.len() >= 3))
+        .await
+        .remove(&item)
+        .unwrap();
+    let statuses: Vec<i32> = changes.iter().map(|c| c.new_status).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            BacklogItemStatus::Done as i32,
+            BacklogItemStatus::Committed as i32,
+            BacklogItemStatus::Done as i32
+        ]
+    );
+    s.system.stop().await;
+}
+
+async fn two_last_tasks_finished_at_once_still_end_done(engine: Engine) {
+    let s = Sprinting::start(engine, StatusTransitionMode::Automatic).await;
+    let mut items = Vec::new();
+    for _ in 0..50 {
+        items.push(s.committed_item(2, 1).await);
+    }
+    for (_, tasks) in &items {
+        let (mut a, mut b) = (s.tasks(), s.tasks());
+        let (ta, tb) = (tasks[0].clone(), tasks[1].clone());
+        let (ra, rb) = tokio::join!(
+            a.estimate_task_hours_remaining(estimate(&ta, 0, 1)),
+            b.estimate_task_hours_remaining(estimate(&tb, 0, 1))
+        );
+        ra.unwrap();
+        rb.unwrap();
+    }
+    for (item, _) in &items {
+        s.wait_for(item, BacklogItemStatus::Done, false).await;
+    }
+    let changes = s
+        .status_changes(|c| items.iter().all(|(item, _)| c.contains_key(item)))
+        .await;
+    for (item, _) in &items {
+        assert_eq!(
+            changes[item].len(),
+            1,
+            "item {item} transitioned {} times",
+            changes[item].len()
+        );
+    }
+    s.system.stop().await;
+}
+
+async fn manual_mode_flags_and_waits_for_a_person(engine: Engine) {
+    let s = Sprinting::start(engine, StatusTransitionMode::Manual).await;
+    let (item, tasks) = s.committed_item(3, 2).await;
+    burn_down(&s, &item, &tasks, 2, false).await;
+    let flagged = s.wait_for(&item, BacklogItemStatus::Committed, true).await;
+    let done = s
+        .items()
+        .mark_backlog_item_done(MarkBacklogItemDoneRequest {
+            id: item.clone(),
+            expected_version: Some(flagged.version),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    assert_eq!(
+        (done.status, done.awaiting_acceptance),
+        (BacklogItemStatus::Done as i32, false)
+    );
+    s.system.stop().await;
+}
+
+async fn removing_and_discovering_work_moves_status(engine: Engine) {
+    let s = Sprinting::start(engine, StatusTransitionMode::Automatic).await;
+    let (item, tasks) = s.committed_item(2, 3).await;
+    let mut client = s.tasks();
+    client
+        .estimate_task_hours_remaining(estimate(&tasks[0], 0, 1))
+        .await
+        .unwrap();
+    // Removing the last task with hours left finishes the item.
+    client
+        .remove_task(RemoveTaskRequest {
+            id: tasks[1].clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    s.wait_for(&item, BacklogItemStatus::Done, false).await;
+    // Discovered work on a DONE item brings it back.
+    let request = DefineTaskRequest {
+        request_id: rid(),
+        backlog_item_id: item.clone(),
+        name: "found more".into(),
+        hours_remaining: 4,
+        ..Default::default()
+    };
+    client.define_task(request).await.unwrap();
+    s.wait_for(&item, BacklogItemStatus::Committed, false).await;
+    s.system.stop().await;
+}
+
+async fn a_poison_event_blocks_until_an_operator_skips_it(engine: Engine) {
+    let s = Sprinting::start(engine, StatusTransitionMode::Automatic).await;
+    // A task event about an item the backlog-item service has never heard of, written
+    // straight into the task service's outbox: reconciling it fails permanently.
+    let ghost = Uuid::now_v7().to_string();
+    let db = s.system.database(ServiceName::Task).await;
+    sqlx::query("INSERT INTO item_totals (backlog_item_id, tenant_id, hours_remaining, task_count, revision) VALUES ($1, 'acme', 0, 1, 1)")
+        .bind(&ghost)
+        .execute(&db)
+        .await
+        .unwrap();
+    let event = agilepm_proto::task::v1::TaskRemoved {
+        task_id: rid(),
+        tenant_id: "acme".into(),
+        backlog_item_id: ghost.clone(),
+        totals: None,
+    };
+    let poison_id = Uuid::now_v7().to_string();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, tenant_id, occur_time_us, payload) \
+         VALUES ($1, 'agilepm.task.v1.TaskRemoved', 'Task', $2, 'acme', 0, $3)",
+    )
+    .bind(&poison_id)
+    .bind(&event.task_id)
+    .bind(prost::Message::encode_to_vec(&event))
+    .execute(&db)
+    .await
+    .unwrap();
+    db.close().await;
+    let mut operator =
+        CoordinatorServiceClient::new(s.system.channel(ServiceName::Coordinator, "*"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let poison = loop {
+        let listed = operator
+            .list_poison_events(ListPoisonEventsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(poison) = listed.poison_events.into_iter().next() {
+            break poison;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the poison event was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (poison.event_id.as_str(), poison.backlog_item_id.as_str()),
+        (poison_id.as_str(), ghost.as_str())
+    );
+    assert!(poison.error.contains("NotFound"), "{}", poison.error);
+    // The feed position stays before it: nothing after it is checkpointed.
+    let (item, tasks) = s.committed_item(1, 1).await;
+    s.tasks()
+        .estimate_task_hours_remaining(estimate(&tasks[0], 0, 1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = operator
+        .get_coordinator_status(GetCoordinatorStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !status.healthy && status.poison_events == 1 && !status.last_error.is_empty(),
+        "{status:?}"
+    );
+    assert!(
+        status.lag_events > 0 && status.feed_position != status.head_position,
+        "{status:?}"
+    );
+    let mut health = HealthClient::new(s.system.channel(ServiceName::Coordinator, "*"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        != ServingStatus::NotServing as i32
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health never turned NOT_SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A tenant's token may not skip; an operator's may.
+    let tenant = CoordinatorServiceClient::new(s.system.channel(ServiceName::Coordinator, "acme"))
+        .skip_poison_event(SkipPoisonEventRequest {
+            event_id: poison_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(tenant.code(), tonic::Code::PermissionDenied);
+    operator
+        .skip_poison_event(SkipPoisonEventRequest {
+            event_id: poison_id,
+        })
+        .await
+        .unwrap();
+    s.wait_for(&item, BacklogItemStatus::Done, false).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = operator
+            .get_coordinator_status(GetCoordinatorStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if status.lag_events == 0 && status.healthy {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the coordinator did not catch up: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.poison_events, 0);
+    assert!(
+        status.events_processed > 0 && status.status_changes >= 1,
+        "{status:?}"
+    );
+    s.system.stop().await;
+}

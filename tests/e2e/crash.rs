@@ -1,0 +1,202 @@
+//! Fault tests with real processes: the coordinator killed with SIGKILL mid-run and
+//! restarted, and two coordinator replicas on one database.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use agilepm::system::{RunningSystem, SystemConfig};
+use agilepm_platform::config::ServiceName;
+use agilepm_proto::backlog::v1::BacklogItemStatus;
+use agilepm_proto::common::v1::StatusTransitionMode;
+use agilepm_proto::coordinator::v1::GetCoordinatorStatusRequest;
+use agilepm_proto::coordinator::v1::coordinator_service_client::CoordinatorServiceClient;
+use agilepm_proto::task::v1::EstimateTaskHoursRemainingRequest;
+use agilepm_testkit::{Engine, TestDb, TestSystem, engine_tests};
+use tokio::process::{Child, Command};
+
+use crate::coordinator::Sprinting;
+
+engine_tests!(
+    a_killed_coordinator_resumes_without_double_transitions,
+    two_replicas_share_the_work_correctly
+);
+
+const ITEMS: usize = 100;
+const TASKS: usize = 12;
+const HOURS: i32 = 12;
+
+fn spawn_coordinator(system: &TestSystem, database_url: &str) -> Child {
+    let endpoint = |service| format!("http://{}", system.address(service));
+    Command::new(env!("CARGO_BIN_EXE_coordinator-under-test"))
+        .env("AGILEPM_LISTEN", "127.0.0.1:0")
+        .env("AGILEPM_DATABASE_URL", database_url)
+        .env(
+            "AGILEPM_BACKLOG_ITEM_ENDPOINT",
+            endpoint(ServiceName::BacklogItem),
+        )
+        .env("AGILEPM_TASK_ENDPOINT", endpoint(ServiceName::Task))
+        .env("AGILEPM_PLANNING_ENDPOINT", endpoint(ServiceName::Planning))
+        .env("RUST_LOG", "error")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the coordinator process")
+}
+
+async fn a_killed_coordinator_resumes_without_double_transitions(engine: Engine) {
+    let system = TestSystem::start(
+        engine,
+        &[
+            ServiceName::BacklogItem,
+            ServiceName::Task,
+            ServiceName::Planning,
+        ],
+    )
+    .await;
+    let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
+    let coordinator_db = TestDb::create(engine).await;
+    let mut coordinator = spawn_coordinator(&s.system, coordinator_db.url());
+
+    let mut items = Vec::new();
+    for _ in 0..ITEMS {
+        items.push(s.committed_item(TASKS, HOURS).await);
+    }
+    // 16 clients estimate the items down, interleaved day by day; the coordinator is
+    // killed a third of the way through and restarted a little later.
+    let total = ITEMS * TASKS * HOURS as usize;
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for worker in 0..16 {
+        let mut client = s.tasks();
+        let mine: Vec<String> = items
+            .iter()
+            .skip(worker)
+            .step_by(16)
+            .flat_map(|(_, tasks)| tasks.clone())
+            .collect();
+        let sent = sent.clone();
+        workers.push(tokio::spawn(async move {
+            for day in 1..=HOURS {
+                for task in &mine {
+                    let request = EstimateTaskHoursRemainingRequest {
+                        id: task.clone(),
+                        hours_remaining: HOURS - day,
+                        date: format!("2099-02-{day:02}"),
+                        expected_version: None,
+                    };
+                    client.estimate_task_hours_remaining(request).await.unwrap();
+                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    while sent.load(std::sync::atomic::Ordering::Relaxed) < total / 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    coordinator.start_kill().expect("SIGKILL the coordinator");
+    let status = coordinator.wait().await.unwrap();
+    assert!(!status.success(), "killed, not exited: {status:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut restarted = spawn_coordinator(&s.system, coordinator_db.url());
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    for (item, _) in &items {
+        s.wait_for(item, BacklogItemStatus::Done, false).await;
+    }
+    let changes = s
+        .status_changes(|c| items.iter().all(|(item, _)| c.contains_key(item)))
+        .await;
+    for (item, _) in &items {
+        let done: Vec<_> = changes[item]
+            .iter()
+            .filter(|c| c.new_status == BacklogItemStatus::Done as i32)
+            .collect();
+        assert_eq!(
+            (changes[item].len(), done.len()),
+            (1, 1),
+            "item {item}: {:?}",
+            changes[item]
+        );
+    }
+    restarted.start_kill().unwrap();
+    let _ = restarted.wait().await;
+    s.system.stop().await;
+}
+
+async fn two_replicas_share_the_work_correctly(engine: Engine) {
+    let system = TestSystem::start(
+        engine,
+        &[
+            ServiceName::BacklogItem,
+            ServiceName::Task,
+            ServiceName::Planning,
+        ],
+    )
+    .await;
+    let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
+    let coordinator_db = TestDb::create(engine).await;
+    let external = [
+        ServiceName::BacklogItem,
+        ServiceName::Task,
+        ServiceName::Planning,
+    ]
+    .map(|service| {
+        (
+            service.into(),
+            format!("http://{}", s.system.address(service)),
+        )
+    });
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let config = SystemConfig {
+            databases: BTreeMap::from([(
+                ServiceName::Coordinator.into(),
+                coordinator_db.url().to_owned(),
+            )]),
+            host: [127, 0, 0, 1].into(),
+            ports: BTreeMap::new(),
+            auth_secret: None,
+            db_max_connections: 4,
+            external_endpoints: external.iter().cloned().collect(),
+        };
+        let mut replica = RunningSystem::start(config).await.unwrap();
+        replica.wait_ready(Duration::from_secs(30)).await.unwrap();
+        replicas.push(replica);
+    }
+    let mut items = Vec::new();
+    for _ in 0..5 {
+        let (item, tasks) = s.committed_item(3, 2).await;
+        crate::coordinator::burn_down(&s, &item, &tasks, 2, false).await;
+        items.push(item);
+    }
+    for item in &items {
+        s.wait_for(item, BacklogItemStatus::Done, false).await;
+    }
+    let changes = s
+        .status_changes(|c| items.iter().all(|item| c.contains_key(item)))
+        .await;
+    for item in &items {
+        assert_eq!(changes[item].len(), 1, "item {item}");
+    }
+    // The lease keeps the standby idle: only one replica did the work.
+    let mut processed = Vec::new();
+    for replica in &replicas {
+        let address = replica.address(ServiceName::Coordinator).unwrap();
+        let mut client = CoordinatorServiceClient::new(agilepm_testkit::channel(address, "*"));
+        processed.push(
+            client
+                .get_coordinator_status(GetCoordinatorStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .events_processed,
+        );
+    }
+    processed.sort_unstable();
+    assert_eq!(processed[0], 0, "the standby stayed idle: {processed:?}");
+    assert!(processed[1] > 0, "{processed:?}");
+    for replica in replicas {
+        replica.stop().await.unwrap();
+    }
+    s.system.stop().await;
+}
