@@ -1,7 +1,7 @@
 //! Task service benchmark: `EstimateTaskHoursRemaining` throughput and latency at 1, 8
 //! and 32 concurrent clients, with 1k and with 1M existing tasks, on SQLite and
-//! PostgreSQL. Existing tasks are generated inside the database (12 per backlog item,
-//! each with totals and a log entry); estimates hit tasks chosen uniformly at random
+//! PostgreSQL. Existing tasks are generated inside the database
+//! (`agilepm_task::preload`); estimates hit tasks chosen uniformly at random
 //! across all of them, over real gRPC on loopback.
 //!
 //! ```sh
@@ -25,32 +25,6 @@ use rand::Rng as _;
 
 const CLIENTS: [usize; 3] = [1, 8, 32];
 const DURATION: Duration = Duration::from_secs(5);
-
-const PRELOAD_SQLITE: [&str; 3] = [
-    "WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n < $1 - 1) \
-     INSERT INTO tasks (id, tenant_id, backlog_item_id, request_id, name, description, volunteer_id, \
-       status, hours_remaining, latest_log_day, version, create_time_us, update_time_us, removed_time_us) \
-     SELECT printf('00000000-0000-4000-8000-%012d', n), 'bench', printf('10000000-0000-4000-8000-%012d', n / 12), \
-       'r' || n, 'task ' || n, '', '', 1, 12, '2099-01-01', 1, n, n, NULL FROM s",
-    "WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n < $1 - 1) \
-     INSERT INTO estimation_log (task_id, day, backlog_item_id, hours_remaining, record_time_us) \
-     SELECT printf('00000000-0000-4000-8000-%012d', n), '2099-01-01', printf('10000000-0000-4000-8000-%012d', n / 12), 12, n FROM s",
-    "WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n < ($1 + 11) / 12 - 1) \
-     INSERT INTO item_totals (backlog_item_id, tenant_id, hours_remaining, task_count, revision) \
-     SELECT printf('10000000-0000-4000-8000-%012d', n), 'bench', 144, 12, 12 FROM s",
-];
-
-const PRELOAD_POSTGRES: [&str; 3] = [
-    "INSERT INTO tasks (id, tenant_id, backlog_item_id, request_id, name, description, volunteer_id, \
-       status, hours_remaining, latest_log_day, version, create_time_us, update_time_us, removed_time_us) \
-     SELECT '00000000-0000-4000-8000-' || lpad(n::text, 12, '0'), 'bench', '10000000-0000-4000-8000-' || lpad((n / 12)::text, 12, '0'), \
-       'r' || n, 'task ' || n, '', '', 1, 12, '2099-01-01', 1, n, n, NULL FROM generate_series(0, $1 - 1) n",
-    "INSERT INTO estimation_log (task_id, day, backlog_item_id, hours_remaining, record_time_us) \
-     SELECT '00000000-0000-4000-8000-' || lpad(n::text, 12, '0'), '2099-01-01', '10000000-0000-4000-8000-' || lpad((n / 12)::text, 12, '0'), 12, n \
-     FROM generate_series(0, $1 - 1) n",
-    "INSERT INTO item_totals (backlog_item_id, tenant_id, hours_remaining, task_count, revision) \
-     SELECT '10000000-0000-4000-8000-' || lpad(n::text, 12, '0'), 'bench', 144, 12, 12 FROM generate_series(0, ($1 + 11) / 12 - 1) n",
-];
 
 #[tokio::main]
 async fn main() {
@@ -84,21 +58,7 @@ async fn run(name: &str, engine: Engine, existing: i64) {
     .await
     .unwrap();
     let started = Instant::now();
-    let statements = if engine == Engine::Sqlite {
-        PRELOAD_SQLITE
-    } else {
-        PRELOAD_POSTGRES
-    };
-    for sql in statements {
-        sqlx::query(sql)
-            .bind(existing)
-            .execute(db.pool())
-            .await
-            .unwrap();
-    }
-    if engine == Engine::Postgres {
-        sqlx::query("ANALYZE").execute(db.pool()).await.unwrap();
-    }
+    agilepm_task::preload::preload(&db, existing).await.unwrap();
     eprintln!(
         "{name}: preloaded {existing} tasks in {:.1?}",
         started.elapsed()
@@ -130,7 +90,7 @@ async fn run(name: &str, engine: Engine, existing: i64) {
                             (rng.random_range(0..existing), rng.random_range(1..=1000))
                         };
                         let request = EstimateTaskHoursRemainingRequest {
-                            id: format!("00000000-0000-4000-8000-{n:012}"),
+                            id: agilepm_task::preload::task_id(n),
                             hours_remaining: hours,
                             date: "2099-01-02".into(),
                             expected_version: None,

@@ -2,5 +2,6 @@
 //! test kit all start services through [`system`], so each service keeps its own port and
 //! database and they still talk to each other over real gRPC on loopback.
 
+pub mod bench;
 pub mod postgres;
 pub mod system;

@@ -24,6 +24,18 @@ struct Cli {
 enum Command {
     /// Run all four services in this process, each on its own port and database.
     Dev(DevArgs),
+    /// Benchmark the yardstick sprint at scale against the machine's own limits.
+    Bench(agilepm::bench::BenchArgs),
+    /// Exit 0 if the gRPC server at ADDRESS answers health SERVING (container health checks).
+    Health {
+        /// `host:port` of the server.
+        #[arg(
+            long,
+            env = "AGILEPM_HEALTH_ADDRESS",
+            default_value = "127.0.0.1:50051"
+        )]
+        address: std::net::SocketAddr,
+    },
     /// Print a signed bearer token for a tenant (or `*` for internal services).
     Token {
         /// The tenant the token grants.
@@ -68,6 +80,15 @@ struct DevArgs {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Dev(args) => dev(args).await,
+        Command::Bench(args) => agilepm::bench::run(args).await,
+        Command::Health { address } => {
+            if agilepm::system::is_serving(address).await {
+                println!("SERVING");
+                Ok(())
+            } else {
+                anyhow::bail!("{address} is not SERVING")
+            }
+        }
         Command::Token { tenant, secret } => {
             println!("{}", agilepm_platform::auth::sign_token(&secret, &tenant));
             Ok(())

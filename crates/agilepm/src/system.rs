@@ -206,7 +206,8 @@ impl RunningSystem {
     }
 }
 
-async fn is_serving(address: SocketAddr) -> bool {
+/// Whether the server at `address` answers health `SERVING`.
+pub async fn is_serving(address: SocketAddr) -> bool {
     let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{address}")) else {
         return false;
     };

@@ -8,7 +8,6 @@
 
 use std::borrow::Cow;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -60,9 +59,8 @@ pub struct Db {
     engine: Engine,
     url: String,
     notifier: crate::feed::CommitNotifier,
-    /// SQLite admits one writer at a time. Queueing writers here, in tokio, is fairer and
-    /// much faster than letting them spin in SQLite's busy handler.
-    sqlite_writer: Arc<tokio::sync::Mutex<()>>,
+    /// SQLite only: the one connection write transactions use.
+    writer: Option<AnyPool>,
 }
 
 impl Db {
@@ -83,29 +81,17 @@ impl Db {
         };
         let options = AnyConnectOptions::from_str(&url)
             .with_context(|| format!("invalid database URL {url:?}"))?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .idle_timeout(Duration::from_secs(300))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if engine == Engine::Sqlite {
-                        // WAL lets readers run beside the single writer; busy_timeout makes a
-                        // second writer wait instead of failing; NORMAL sync is durable in
-                        // WAL mode against process crashes.
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-                             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+        let pool = open_pool(&options, engine, max_connections)
             .await
             .with_context(|| format!("cannot open the {service} database"))?;
+        // SQLite admits one writer at a time. A dedicated one-connection pool for writes
+        // queues writers fairly in tokio (instead of in SQLite's sleeping busy handler)
+        // and keeps the writer's page cache warm: only another connection's commit
+        // invalidates a connection's cache, and no other connection commits.
+        let writer = match engine {
+            Engine::Sqlite => Some(open_pool(&options, engine, 1).await?),
+            Engine::Postgres => None,
+        };
 
         let service_migrator = match engine {
             Engine::Sqlite => migrations.sqlite,
@@ -122,7 +108,7 @@ impl Db {
             .collect();
         all.sort_by_key(|m| m.version);
         Migrator::with_migrations(all)
-            .run(&pool)
+            .run(writer.as_ref().unwrap_or(&pool))
             .await
             .with_context(|| format!("migrating the {service} database"))?;
         tracing::info!(%service, engine = ?engine, "database ready");
@@ -131,7 +117,7 @@ impl Db {
             engine,
             url,
             notifier: crate::feed::CommitNotifier::new(),
-            sqlite_writer: Arc::new(tokio::sync::Mutex::new(())),
+            writer,
         })
     }
 
@@ -158,18 +144,14 @@ impl Db {
     /// Starts a write transaction. On SQLite it is `BEGIN IMMEDIATE`, taking the write
     /// lock up front so that two read-then-write transactions cannot deadlock on upgrade.
     pub async fn begin(&self) -> Result<UnitOfWork, sqlx::Error> {
-        let (tx, writer_guard) = match self.engine {
-            Engine::Sqlite => {
-                let guard = self.sqlite_writer.clone().lock_owned().await;
-                (self.pool.begin_with("BEGIN IMMEDIATE").await?, Some(guard))
-            }
-            Engine::Postgres => (self.pool.begin().await?, None),
+        let tx = match &self.writer {
+            Some(writer) => writer.begin_with("BEGIN IMMEDIATE").await?,
+            None => self.pool.begin().await?,
         };
         Ok(UnitOfWork {
             tx,
             db: self.clone(),
             wrote_events: false,
-            _writer_guard: writer_guard,
         })
     }
 
@@ -178,8 +160,11 @@ impl Db {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
 
-    /// Closes the pool.
+    /// Closes the pools.
     pub async fn close(&self) {
+        if let Some(writer) = &self.writer {
+            writer.close().await;
+        }
         self.pool.close().await;
     }
 }
@@ -190,8 +175,6 @@ pub struct UnitOfWork {
     tx: Transaction<'static, Any>,
     db: Db,
     pub(crate) wrote_events: bool,
-    /// Held until commit or rollback (drop) on SQLite.
-    _writer_guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl UnitOfWork {
@@ -211,15 +194,42 @@ impl UnitOfWork {
             tx,
             db,
             wrote_events,
-            _writer_guard,
         } = self;
         tx.commit().await?;
-        drop(_writer_guard);
         if wrote_events {
             db.notifier.notify();
         }
         Ok(())
     }
+}
+
+async fn open_pool(
+    options: &AnyConnectOptions,
+    engine: Engine,
+    max_connections: u32,
+) -> Result<AnyPool, sqlx::Error> {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(Duration::from_secs(300))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if engine == Engine::Sqlite {
+                    // WAL lets readers run beside the single writer; busy_timeout makes a
+                    // writer outside the write pool (checkpoints, leases) wait instead of
+                    // failing; NORMAL sync is durable in WAL mode against process crashes.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options.clone())
+        .await
 }
 
 fn sqlite_url(url: &str) -> anyhow::Result<String> {

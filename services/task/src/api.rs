@@ -99,14 +99,14 @@ impl TaskApi {
         let what = format!("task {id}");
         retry_lost_races(&what, expected_version, || async {
             let mut uow = self.db.begin().await?;
-            let before = store::get(uow.conn(), tenant, id)
-                .await?
-                .ok_or_else(|| AppError::not_found(&what))?;
-            check_version(&what, expected_version, before.version)?;
-            let logged = match log_day {
-                Some(day) => store::logged_on(uow.conn(), id, day).await?,
-                None => None,
+            let found = match log_day {
+                Some(day) => store::get_with_log(uow.conn(), tenant, id, day).await?,
+                None => store::get(uow.conn(), tenant, id)
+                    .await?
+                    .map(|task| (task, None)),
             };
+            let (before, logged) = found.ok_or_else(|| AppError::not_found(&what))?;
+            check_version(&what, expected_version, before.version)?;
             let mut plan = decide(&before, logged)?;
             if plan.after == before && plan.log.is_none() {
                 let totals = store::totals(uow.conn(), tenant, &before.backlog_item_id).await?;

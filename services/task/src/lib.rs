@@ -28,6 +28,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
 pub mod api;
 pub mod burndown;
 pub mod domain;
+pub mod preload;
 pub mod store;
 
 pub use api::TaskApi;

@@ -93,6 +93,33 @@ pub async fn get(
     .transpose()
 }
 
+/// The live task `id` of `tenant` with the hours logged for it on `day` (one query: an
+/// estimate needs both, inside its write transaction).
+pub async fn get_with_log(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    id: &str,
+    day: NaiveDate,
+) -> Result<Option<(TaskRow, Option<i32>)>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT t.id, t.tenant_id, t.backlog_item_id, t.name, t.description, t.volunteer_id, t.status, \
+         t.hours_remaining, t.latest_log_day, t.version, t.create_time_us, t.update_time_us, \
+         t.removed_time_us, l.hours_remaining AS logged_hours FROM tasks t \
+         LEFT JOIN estimation_log l ON l.task_id = t.id AND l.day = $3 \
+         WHERE t.id = $1 AND t.tenant_id = $2 AND t.removed_time_us IS NULL",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(day.format("%Y-%m-%d").to_string())
+    .fetch_optional(conn)
+    .await?;
+    row.map(|row| {
+        let logged: Option<i64> = row.try_get("logged_hours")?;
+        Ok((task_from(&row)?, logged.map(|h| h as i32)))
+    })
+    .transpose()
+}
+
 /// The task a create with `request_id` made, if any (removed or not).
 pub async fn by_request_id(
     conn: &mut AnyConnection,
@@ -191,22 +218,6 @@ pub async fn update(
     .execute(uow.conn())
     .await?;
     Ok(result.rows_affected() == 1)
-}
-
-/// The hours logged for `task_id` on `day`, if any.
-pub async fn logged_on(
-    conn: &mut AnyConnection,
-    task_id: &str,
-    day: NaiveDate,
-) -> Result<Option<i32>, sqlx::Error> {
-    let hours: Option<i64> = sqlx::query_scalar(
-        "SELECT hours_remaining FROM estimation_log WHERE task_id = $1 AND day = $2",
-    )
-    .bind(task_id)
-    .bind(day.format("%Y-%m-%d").to_string())
-    .fetch_optional(conn)
-    .await?;
-    Ok(hours.map(|h| h as i32))
 }
 
 /// Records (or replaces) the estimate of `task` for `day`.

@@ -1,0 +1,156 @@
+//! `agilepm bench`: the yardstick sprint at scale against the four services running as
+//! separate processes, side by side with what the machine does without agilepm
+//! (`pgbench -N` and an empty gRPC call) in the same run.
+
+pub mod baseline;
+pub mod processes;
+pub mod report;
+pub mod workload;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use agilepm_platform::config::ServiceName;
+use agilepm_platform::db::Db;
+use clap::{Args, ValueEnum};
+
+use crate::postgres::{drop_database, ensure_database, with_database};
+
+/// Which engine the services store their data in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchEngine {
+    /// One SQLite file per service in a temporary directory.
+    Sqlite,
+    /// One database per service on `--database-url`'s server.
+    Postgres,
+}
+
+/// Flags of `agilepm bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Storage engine.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub engine: BenchEngine,
+    /// PostgreSQL server to create the services' databases (and pgbench's) in.
+    #[arg(
+        long,
+        env = "AGILEPM_BENCH_DATABASE_URL",
+        default_value = "postgres://root@127.0.0.1:5432/postgres"
+    )]
+    pub database_url: String,
+    /// Backlog items (each 12 tasks x 12 daily estimates).
+    #[arg(long, default_value_t = 100)]
+    pub items: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Pre-load 1M tasks into the task service before measuring.
+    #[arg(long)]
+    pub scale: bool,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// First of four consecutive ports for the services.
+    #[arg(long, default_value_t = 52051)]
+    pub base_port: u16,
+    /// Seconds for each baseline (pgbench, empty RPC).
+    #[arg(long, default_value_t = 10)]
+    pub baseline_seconds: u64,
+}
+
+/// Runs the benchmark and prints the report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let mut databases = Vec::new();
+    let mut created = Vec::new();
+    for service in ServiceName::ALL {
+        let url = match args.engine {
+            BenchEngine::Sqlite => format!(
+                "sqlite://{}/{}.db",
+                scratch.path().display(),
+                service.as_str()
+            ),
+            BenchEngine::Postgres => {
+                let name = format!(
+                    "agilepm_bench_{}_{suffix}",
+                    service.as_str().replace('-', "_")
+                );
+                ensure_database(&args.database_url, &name).await?;
+                created.push(name.clone());
+                with_database(&args.database_url, &name)?
+            }
+        };
+        databases.push(url);
+    }
+    let outcome = measure(&args, &databases).await;
+    for name in created {
+        drop_database(&args.database_url, &name).await?;
+    }
+    let results = outcome?;
+    report::print(&results);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+async fn measure(args: &BenchArgs, databases: &[String]) -> anyhow::Result<report::Results> {
+    let task_url = &databases[1];
+    let preloaded = if args.scale {
+        let db = Db::connect(
+            task_url,
+            ServiceName::Task,
+            4,
+            agilepm_task::SPEC.migrations,
+        )
+        .await?;
+        let started = Instant::now();
+        agilepm_task::preload::preload(&db, 1_000_000).await?;
+        eprintln!("pre-loaded 1,000,000 tasks in {:.1?}", started.elapsed());
+        db.close().await;
+        1_000_000
+    } else {
+        0
+    };
+    let services = processes::start_all(args.base_port, databases).await?;
+    let ports = workload::Ports {
+        backlog_item: services[0].port,
+        task: services[1].port,
+        planning: services[2].port,
+    };
+    eprintln!(
+        "preparing {} items x {} tasks ...",
+        args.items,
+        workload::TASKS
+    );
+    let prepared = workload::prepare(&ports, args.items).await?;
+    eprintln!("estimating with {} clients ...", args.clients);
+    let outcome = workload::run(&ports, &prepared, args.clients).await?;
+    let rss_mib = services
+        .iter()
+        .map(|s| (s.name.as_str().to_owned(), s.peak_rss_mib().unwrap_or(0.0)))
+        .collect();
+    // Dependants first, so nobody logs its peer's disappearance.
+    for service in services.into_iter().rev() {
+        service.stop().await;
+    }
+    eprintln!("baselines ...");
+    let pgbench_tps = match args.engine {
+        BenchEngine::Postgres => Some(
+            baseline::pgbench_tps(&args.database_url, args.clients, args.baseline_seconds).await?,
+        ),
+        BenchEngine::Sqlite => None,
+    };
+    let empty_rpc_per_sec =
+        baseline::empty_rpc_per_sec(args.clients, args.baseline_seconds).await?;
+    Ok(report::Results::new(
+        args,
+        preloaded,
+        &outcome,
+        rss_mib,
+        pgbench_tps,
+        empty_rpc_per_sec,
+    ))
+}

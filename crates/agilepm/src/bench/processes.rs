@@ -1,0 +1,97 @@
+//! The services as separate processes (so each one's memory can be measured), started
+//! from the binaries next to the running `agilepm` executable.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agilepm_platform::config::ServiceName;
+use anyhow::Context as _;
+use tokio::process::{Child, Command};
+
+/// A running service process.
+pub struct ServiceProcess {
+    /// Which service.
+    pub name: ServiceName,
+    /// Where it listens.
+    pub port: u16,
+    child: Child,
+}
+
+impl ServiceProcess {
+    /// Peak resident memory so far, in MiB (Linux `VmHWM`).
+    pub fn peak_rss_mib(&self) -> Option<f64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+
+    /// Stops it (SIGKILL is fine: every acknowledged write is committed).
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+fn binary(name: ServiceName) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("executable directory")?;
+    let path = dir.join(format!("agilepm-{}", name.as_str()));
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found: build every binary first (cargo build --release), then run target/release/agilepm bench",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// Starts the four services on `base_port`.. with `databases` (one URL per service, in
+/// [`ServiceName::ALL`] order) and waits until each answers health checks.
+pub async fn start_all(
+    base_port: u16,
+    databases: &[String],
+) -> anyhow::Result<Vec<ServiceProcess>> {
+    let port = |i: usize| base_port + i as u16;
+    let endpoint = |name: ServiceName| {
+        let i = ServiceName::ALL
+            .iter()
+            .position(|n| *n == name)
+            .unwrap_or(0);
+        format!("http://127.0.0.1:{}", port(i))
+    };
+    let mut processes = Vec::new();
+    for (i, name) in ServiceName::ALL.into_iter().enumerate() {
+        let child = Command::new(binary(name)?)
+            .env("AGILEPM_LISTEN", format!("127.0.0.1:{}", port(i)))
+            .env("AGILEPM_DATABASE_URL", &databases[i])
+            .env(
+                "AGILEPM_BACKLOG_ITEM_ENDPOINT",
+                endpoint(ServiceName::BacklogItem),
+            )
+            .env("AGILEPM_TASK_ENDPOINT", endpoint(ServiceName::Task))
+            .env("AGILEPM_PLANNING_ENDPOINT", endpoint(ServiceName::Planning))
+            .env("AGILEPM_DB_MAX_CONNECTIONS", "32")
+            .env("RUST_LOG", "error")
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        processes.push(ServiceProcess {
+            name,
+            port: port(i),
+            child,
+        });
+    }
+    for process in &processes {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !crate::system::is_serving(([127, 0, 0, 1], process.port).into()).await {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not become healthy",
+                process.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(processes)
+}

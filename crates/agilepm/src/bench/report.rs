@@ -1,0 +1,156 @@
+//! The benchmark's results: a table for people, JSON for machines.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::BenchArgs;
+use super::workload::Outcome;
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Worst.
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn of(samples: &[Duration]) -> Percentiles {
+        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        ms.sort_by(f64::total_cmp);
+        let at = |p: f64| {
+            ms.get(((ms.len() as f64 * p) as usize).min(ms.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        Percentiles {
+            p50: at(0.5),
+            p99: at(0.99),
+            max: ms.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+/// Everything one run measured.
+#[derive(Debug, Serialize)]
+pub struct Results {
+    /// `sqlite` or `postgres`.
+    pub engine: String,
+    /// Backlog items.
+    pub items: usize,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Tasks pre-loaded before measuring.
+    pub preloaded_tasks: u64,
+    /// Estimates sent.
+    pub estimates: usize,
+    /// Sustained estimate throughput.
+    pub estimates_per_sec: f64,
+    /// `EstimateTaskHoursRemaining` round trips.
+    pub estimate_latency_ms: Percentiles,
+    /// Final estimate acknowledged -> DONE visible on the backlog-item feed.
+    pub reconcile_lag_ms: Percentiles,
+    /// Items DONE at the end.
+    pub items_done: usize,
+    /// DONE transitions on the feed (one per item is correct).
+    pub done_transitions: usize,
+    /// Failed calls.
+    pub errors: usize,
+    /// Peak resident memory per service process, MiB.
+    pub rss_mib: BTreeMap<String, f64>,
+    /// `pgbench -N` at the same client count on the same server (PostgreSQL only).
+    pub pgbench_tps: Option<f64>,
+    /// Empty unary gRPC calls per second at the same concurrency.
+    pub empty_rpc_per_sec: f64,
+    /// estimates/s over pgbench TPS.
+    pub ratio_to_pgbench: Option<f64>,
+    /// estimates/s over empty RPC/s.
+    pub ratio_to_empty_rpc: f64,
+}
+
+impl Results {
+    /// Assembles the results.
+    pub fn new(
+        args: &BenchArgs,
+        preloaded: u64,
+        outcome: &Outcome,
+        rss_mib: BTreeMap<String, f64>,
+        pgbench_tps: Option<f64>,
+        empty_rpc_per_sec: f64,
+    ) -> Results {
+        let estimates_per_sec =
+            outcome.latencies.len() as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
+        Results {
+            engine: format!("{:?}", args.engine).to_lowercase(),
+            items: args.items,
+            clients: args.clients,
+            preloaded_tasks: preloaded,
+            estimates: outcome.latencies.len(),
+            estimates_per_sec,
+            estimate_latency_ms: Percentiles::of(&outcome.latencies),
+            reconcile_lag_ms: Percentiles::of(&outcome.lags),
+            items_done: outcome.items_done,
+            done_transitions: outcome.done_transitions,
+            errors: outcome.errors,
+            rss_mib,
+            pgbench_tps,
+            empty_rpc_per_sec,
+            ratio_to_pgbench: pgbench_tps.map(|tps| estimates_per_sec / tps),
+            ratio_to_empty_rpc: estimates_per_sec / empty_rpc_per_sec.max(1e-9),
+        }
+    }
+}
+
+/// Prints the table.
+pub fn print(r: &Results) {
+    println!(
+        "agilepm bench: {} items x 12 tasks x 12 estimates on {}, {} clients{}",
+        r.items,
+        r.engine,
+        r.clients,
+        if r.preloaded_tasks > 0 {
+            format!(", {} tasks pre-loaded", r.preloaded_tasks)
+        } else {
+            String::new()
+        }
+    );
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| estimates/s | {:.0} ({} estimates) |",
+        r.estimates_per_sec, r.estimates
+    );
+    let l = &r.estimate_latency_ms;
+    println!(
+        "| estimate latency p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
+        l.p50, l.p99, l.max
+    );
+    let g = &r.reconcile_lag_ms;
+    println!(
+        "| reconcile lag p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
+        g.p50, g.p99, g.max
+    );
+    println!(
+        "| items DONE / DONE transitions / errors | {} / {} / {} |",
+        r.items_done, r.done_transitions, r.errors
+    );
+    for (service, mib) in &r.rss_mib {
+        println!("| peak RSS {service} | {mib:.1} MiB |");
+    }
+    match (r.pgbench_tps, r.ratio_to_pgbench) {
+        (Some(tps), Some(ratio)) => println!(
+            "| pgbench -N TPS (same server, {} clients) | {tps:.0} (ratio {ratio:.2}) |",
+            r.clients
+        ),
+        _ => println!("| pgbench -N TPS | n/a on SQLite |"),
+    }
+    println!(
+        "| empty gRPC calls/s ({} clients) | {:.0} (ratio {:.3}) |",
+        r.clients, r.empty_rpc_per_sec, r.ratio_to_empty_rpc
+    );
+}

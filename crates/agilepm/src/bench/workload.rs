@@ -1,0 +1,315 @@
+//! The yardstick sprint at scale: N committed backlog items with 12 tasks of 12 hours,
+//! each task estimated down one hour a day for 12 days by C concurrent clients,
+//! interleaved across items. Measures estimate latency, throughput, and reconciliation
+//! lag (final estimate acknowledged -> the item's DONE visible on the backlog-item feed).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agilepm_platform::client::{PeerChannel, connect_lazy};
+use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
+use agilepm_proto::backlog::v1::{
+    BacklogItemStatus, BacklogItemStatusChanged, PlanBacklogItemRequest, StatusChangeCause,
+};
+use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
+use agilepm_proto::events::v1::{SubscribeRequest, subscribe_response};
+use agilepm_proto::planning::v1::product_service_client::ProductServiceClient;
+use agilepm_proto::planning::v1::release_service_client::ReleaseServiceClient;
+use agilepm_proto::planning::v1::sprint_service_client::SprintServiceClient;
+use agilepm_proto::planning::v1::*;
+use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
+use agilepm_proto::task::v1::{DefineTaskRequest, EstimateTaskHoursRemainingRequest};
+use futures::StreamExt as _;
+use rand::seq::SliceRandom as _;
+
+/// Tasks per item and hours per task (the yardstick).
+pub const TASKS: usize = 12;
+/// Hours per task, estimated down one a day.
+pub const HOURS: i32 = 12;
+const TENANT: &str = "bench";
+
+/// What the run measured.
+pub struct Outcome {
+    /// Estimate round trips.
+    pub latencies: Vec<Duration>,
+    /// Wall time of the estimate phase.
+    pub elapsed: Duration,
+    /// Final estimate acknowledged -> DONE on the feed, per item.
+    pub lags: Vec<Duration>,
+    /// Items that ended DONE.
+    pub items_done: usize,
+    /// DONE transitions seen on the feed (should equal the item count).
+    pub done_transitions: usize,
+    /// Failed calls.
+    pub errors: usize,
+}
+
+fn channel(port: u16) -> anyhow::Result<PeerChannel> {
+    connect_lazy(&format!("http://127.0.0.1:{port}"), Some(TENANT))
+}
+
+/// Ports of the four services, in start-up order.
+pub struct Ports {
+    /// backlog-item.
+    pub backlog_item: u16,
+    /// task.
+    pub task: u16,
+    /// planning.
+    pub planning: u16,
+}
+
+/// Creates the product, release, sprint and `items` committed items with their tasks;
+/// returns the tasks per item.
+pub async fn prepare(ports: &Ports, items: usize) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    let rid = || uuid::Uuid::new_v4().to_string();
+    let planning = channel(ports.planning)?;
+    let product = ProductServiceClient::new(planning.clone())
+        .create_product(CreateProductRequest {
+            request_id: rid(),
+            product: Some(Product {
+                name: format!("bench {}", rid()),
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .product
+        .unwrap_or_default();
+    let release = Release {
+        product_id: product.id.clone(),
+        name: "R".into(),
+        begin_date: "2099-01-01".into(),
+        end_date: "2099-12-31".into(),
+        ..Default::default()
+    };
+    let release = ReleaseServiceClient::new(planning.clone())
+        .schedule_release(ScheduleReleaseRequest {
+            request_id: rid(),
+            release: Some(release),
+        })
+        .await?
+        .into_inner()
+        .release
+        .unwrap_or_default();
+    let sprint = Sprint {
+        product_id: product.id.clone(),
+        name: "S".into(),
+        begin_date: "2099-02-01".into(),
+        end_date: "2099-02-12".into(),
+        ..Default::default()
+    };
+    let sprint = SprintServiceClient::new(planning.clone())
+        .schedule_sprint(ScheduleSprintRequest {
+            request_id: rid(),
+            sprint: Some(sprint),
+        })
+        .await?
+        .into_inner()
+        .sprint
+        .unwrap_or_default();
+    let mut backlog = BacklogItemServiceClient::new(channel(ports.backlog_item)?);
+    let mut tasks = TaskServiceClient::new(channel(ports.task)?);
+    let mut prepared = Vec::new();
+    for n in 0..items {
+        let request = PlanBacklogItemRequest {
+            request_id: rid(),
+            product_id: product.id.clone(),
+            summary: format!("story {n}"),
+            ..Default::default()
+        };
+        let item = backlog
+            .plan_backlog_item(request)
+            .await?
+            .into_inner()
+            .backlog_item
+            .unwrap_or_default();
+        ReleaseServiceClient::new(planning.clone())
+            .schedule_backlog_item_for_release(ScheduleBacklogItemForReleaseRequest {
+                release_id: release.id.clone(),
+                backlog_item_id: item.id.clone(),
+                expected_version: None,
+            })
+            .await?;
+        SprintServiceClient::new(planning.clone())
+            .commit_backlog_item_to_sprint(CommitBacklogItemToSprintRequest {
+                sprint_id: sprint.id.clone(),
+                backlog_item_id: item.id.clone(),
+                expected_version: None,
+            })
+            .await?;
+        let mut ids = Vec::new();
+        for t in 0..TASKS {
+            let request = DefineTaskRequest {
+                request_id: rid(),
+                backlog_item_id: item.id.clone(),
+                name: format!("task {t}"),
+                hours_remaining: HOURS,
+                ..Default::default()
+            };
+            ids.push(
+                tasks
+                    .define_task(request)
+                    .await?
+                    .into_inner()
+                    .task
+                    .unwrap_or_default()
+                    .id,
+            );
+        }
+        prepared.push((item.id, ids));
+    }
+    Ok(prepared)
+}
+
+/// Runs the estimates with `clients` clients and measures.
+pub async fn run(
+    ports: &Ports,
+    prepared: &[(String, Vec<String>)],
+    clients: usize,
+) -> anyhow::Result<Outcome> {
+    // The work, day by day; within a day the tasks of all items are shuffled so clients
+    // interleave across items. A task's estimates are a whole day's work apart, so they
+    // reach the service in order.
+    let mut work = Vec::new();
+    let mut item_of = HashMap::new();
+    for (item, tasks) in prepared {
+        for task in tasks {
+            item_of.insert(task.clone(), item.clone());
+        }
+    }
+    for day in 1..=HOURS {
+        let mut today: Vec<(String, i32, String)> = item_of
+            .keys()
+            .map(|task| (task.clone(), HOURS - day, format!("2099-02-{day:02}")))
+            .collect();
+        today.shuffle(&mut rand::rng());
+        work.extend(today);
+    }
+    let work = Arc::new(work);
+    let item_of = Arc::new(item_of);
+    let acked: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let done: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
+
+    // The reader: DONE transitions on the backlog-item feed, from now on.
+    let mut feed = EventFeedServiceClient::new(channel(ports.backlog_item)?);
+    let head = feed
+        .get_feed_head(agilepm_proto::events::v1::GetFeedHeadRequest {})
+        .await?
+        .into_inner()
+        .head_position;
+    let request = SubscribeRequest {
+        after_position: head,
+        event_types: vec!["agilepm.backlog.v1.BacklogItemStatusChanged".into()],
+        heartbeat_interval_ms: 200,
+        ..Default::default()
+    };
+    let mut stream = feed.subscribe(request).await?.into_inner();
+    let reader = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = stream.next().await {
+                if let Some(subscribe_response::Kind::Event(event)) = message.kind {
+                    let at = Instant::now();
+                    let Some(payload) = event.payload else {
+                        continue;
+                    };
+                    let Ok(change) = <BacklogItemStatusChanged as prost::Message>::decode(
+                        payload.value.as_slice(),
+                    ) else {
+                        continue;
+                    };
+                    if change.cause == StatusChangeCause::TaskHours as i32
+                        && change.new_status == BacklogItemStatus::Done as i32
+                    {
+                        done.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(change.backlog_item_id)
+                            .or_default()
+                            .push(at);
+                    }
+                }
+            }
+        })
+    };
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..clients {
+        let mut tasks = TaskServiceClient::new(channel(ports.task)?);
+        let (work, next, acked, item_of) =
+            (work.clone(), next.clone(), acked.clone(), item_of.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((task, hours, date)) = work.get(i) else {
+                    break;
+                };
+                let request = EstimateTaskHoursRemainingRequest {
+                    id: task.clone(),
+                    hours_remaining: *hours,
+                    date: date.clone(),
+                    expected_version: None,
+                };
+                let sent = Instant::now();
+                match tasks.estimate_task_hours_remaining(request).await {
+                    Ok(response) => {
+                        let at = Instant::now();
+                        latencies.push(at - sent);
+                        let totals = response.into_inner().totals.unwrap_or_default();
+                        if totals.hours_remaining == 0 && totals.task_count > 0 {
+                            acked
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(item_of[task].clone(), at);
+                        }
+                    }
+                    Err(status) => {
+                        errors += 1;
+                        tracing::error!(%status, "estimate failed");
+                    }
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for worker in workers {
+        let (mine, failed) = worker.await?;
+        latencies.extend(mine);
+        errors += failed;
+    }
+    let elapsed = started.elapsed();
+
+    // Wait for every item's DONE (or give up after 60 s), then a little longer to catch
+    // any second transition.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.lock().unwrap_or_else(|e| e.into_inner()).len() < prepared.len()
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    reader.abort();
+    let done = done.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let lags = done
+        .iter()
+        .filter_map(|(item, times)| {
+            Some(times.first()?.saturating_duration_since(*acked.get(item)?))
+        })
+        .collect();
+    Ok(Outcome {
+        latencies,
+        elapsed,
+        lags,
+        items_done: done.len(),
+        done_transitions: done.values().map(Vec::len).sum(),
+        errors,
+    })
+}
