@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// First of four consecutive ports for the services.
     #[arg(long, default_value_t = 52051)]
     pub base_port: u16,
+    /// Pace the estimates to this many per second in total (0: as fast as possible).
+    /// Reconcile lag targets are stated at half the maximum sustained rate.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u32,
     /// Seconds for each baseline (pgbench, empty RPC).
     #[arg(long, default_value_t = 10)]
     pub baseline_seconds: u64,
@@ -127,7 +131,7 @@ async fn measure(args: &BenchArgs, databases: &[String]) -> anyhow::Result<repor
     );
     let prepared = workload::prepare(&ports, args.items).await?;
     eprintln!("estimating with {} clients ...", args.clients);
-    let outcome = workload::run(&ports, &prepared, args.clients).await?;
+    let outcome = workload::run(&ports, &prepared, args.clients, args.rate).await?;
     let rss_mib = services
         .iter()
         .map(|s| (s.name.as_str().to_owned(), s.peak_rss_mib().unwrap_or(0.0)))

@@ -45,6 +45,8 @@ pub struct Results {
     pub items: usize,
     /// Concurrent clients.
     pub clients: usize,
+    /// Target rate (0: as fast as possible).
+    pub target_rate: u32,
     /// Tasks pre-loaded before measuring.
     pub preloaded_tasks: u64,
     /// Estimates sent.
@@ -89,6 +91,7 @@ impl Results {
             engine: format!("{:?}", args.engine).to_lowercase(),
             items: args.items,
             clients: args.clients,
+            target_rate: args.rate,
             preloaded_tasks: preloaded,
             estimates: outcome.latencies.len(),
             estimates_per_sec,

@@ -168,6 +168,7 @@ pub async fn run(
     ports: &Ports,
     prepared: &[(String, Vec<String>)],
     clients: usize,
+    rate: u32,
 ) -> anyhow::Result<Outcome> {
     // The work, day by day; within a day the tasks of all items are shuffled so clients
     // interleave across items. A task's estimates are a whole day's work apart, so they
@@ -244,7 +245,18 @@ pub async fn run(
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0;
+            // Each client sends its share of the target rate on a fixed schedule.
+            let mut pace = (rate > 0).then(|| {
+                let mut interval = tokio::time::interval(Duration::from_secs_f64(
+                    clients as f64 / f64::from(rate),
+                ));
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                interval
+            });
             loop {
+                if let Some(pace) = pace.as_mut() {
+                    pace.tick().await;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((task, hours, date)) = work.get(i) else {
                     break;
