@@ -22,6 +22,37 @@ pub fn decode_token(field: &str, token: &str) -> AppResult<Option<String>> {
         .ok_or_else(|| AppError::invalid(field, "malformed page token"))
 }
 
+/// Decodes a token whose key is two parts `a|b` (e.g. a sort value and an id).
+pub fn decode_pair(field: &str, token: &str) -> AppResult<Option<(String, String)>> {
+    match decode_token(field, token)? {
+        None => Ok(None),
+        Some(key) => key
+            .split_once('|')
+            .map(|(a, b)| Some((a.to_owned(), b.to_owned())))
+            .ok_or_else(|| AppError::invalid(field, "malformed page token")),
+    }
+}
+
+/// Cuts an over-fetched page (`page_size + 1` rows were asked for) to `page_size` and
+/// returns it with the `next_page_token` (`key` of its last row), or an empty token when
+/// this is the last page.
+pub fn finish_page<T>(
+    mut rows: Vec<T>,
+    page_size: u32,
+    key: impl Fn(&T) -> String,
+) -> (Vec<T>, String) {
+    if rows.len() > page_size as usize {
+        rows.truncate(page_size as usize);
+        let token = rows
+            .last()
+            .map(|last| encode_token(&key(last)))
+            .unwrap_or_default();
+        (rows, token)
+    } else {
+        (rows, String::new())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,5 +68,17 @@ mod tests {
         assert_eq!(decode_token("page_token", "").unwrap(), None);
         assert!(decode_token("page_token", "zz").is_err());
         assert!(decode_token("page_token", &hex::encode("other")).is_err());
+    }
+
+    #[test]
+    fn pages_are_cut_and_pairs_decoded() {
+        let (page, token) = finish_page(vec![1, 2, 3], 2, |n| format!("{n}|x"));
+        assert_eq!(page, vec![1, 2]);
+        assert_eq!(
+            decode_pair("page_token", &token).unwrap(),
+            Some(("2".into(), "x".into()))
+        );
+        assert_eq!(finish_page(vec![1, 2], 2, |n: &i32| n.to_string()).1, "");
+        assert!(decode_pair("page_token", &encode_token("no-separator")).is_err());
     }
 }

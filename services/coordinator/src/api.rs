@@ -60,18 +60,11 @@ impl CoordinatorService for CoordinatorApi {
         let r = request.into_inner();
         let size = validate::page_size("page_size", r.page_size, 100, 1000)?;
         let after = paging::decode_token("page_token", &r.page_token)?.unwrap_or_default();
-        let mut poison_events = poison::list(&self.db, &after, size + 1)
+        let poison_events = poison::list(&self.db, &after, size + 1)
             .await
             .map_err(AppError::from)?;
-        let next_page_token = if poison_events.len() > size as usize {
-            poison_events.truncate(size as usize);
-            poison_events
-                .last()
-                .map(|p| paging::encode_token(&p.event_id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (poison_events, next_page_token) =
+            paging::finish_page(poison_events, size, |p| p.event_id.clone());
         Ok(Response::new(ListPoisonEventsResponse {
             poison_events,
             next_page_token,

@@ -279,11 +279,8 @@ impl ProductService for PlanningApi {
         let tenant = caller(&request)?.tenant()?.to_owned();
         let r = request.into_inner();
         let size = validate::page_size("page_size", r.page_size, 100, 1000)?;
-        let after = paging::decode_token("page_token", &r.page_token)?.unwrap_or_default();
-        let (after_name, after_id) = after
-            .split_once('|')
-            .map(|(n, i)| (n.to_owned(), i.to_owned()))
-            .unwrap_or_default();
+        let (after_name, after_id) =
+            paging::decode_pair("page_token", &r.page_token)?.unwrap_or_default();
         let rows = sqlx::query(
             "SELECT id, tenant_id, name, description, product_owner_id, status_transition_mode, version, \
              create_time_us, update_time_us FROM products WHERE tenant_id = $1 AND (name > $2 OR (name = $2 AND id > $3)) \
@@ -296,20 +293,13 @@ impl ProductService for PlanningApi {
         .fetch_all(self.db.pool())
         .await
         .map_err(AppError::from)?;
-        let mut products = rows
+        let products = rows
             .iter()
             .map(product_from)
             .collect::<Result<Vec<_>, _>>()
             .map_err(AppError::from)?;
-        let next_page_token = if products.len() > size as usize {
-            products.truncate(size as usize);
-            products
-                .last()
-                .map(|p| paging::encode_token(&format!("{}|{}", p.name, p.id)))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (products, next_page_token) =
+            paging::finish_page(products, size, |p| format!("{}|{}", p.name, p.id));
         Ok(Response::new(ListProductsResponse {
             products,
             next_page_token,

@@ -166,11 +166,8 @@ impl ReleaseService for PlanningApi {
         let r = request.into_inner();
         let product_id = validate::uuid("product_id", &r.product_id)?.to_string();
         let size = validate::page_size("page_size", r.page_size, 100, 1000)?;
-        let after = paging::decode_token("page_token", &r.page_token)?.unwrap_or_default();
-        let (after_date, after_id) = after
-            .split_once('|')
-            .map(|(d, i)| (d.to_owned(), i.to_owned()))
-            .unwrap_or_default();
+        let (after_date, after_id) =
+            paging::decode_pair("page_token", &r.page_token)?.unwrap_or_default();
         let rows = sqlx::query(select_releases!(
             "WHERE tenant_id = $1 AND product_id = $2 AND (begin_date > $3 OR (begin_date = $3 AND id > $4)) ORDER BY begin_date, id LIMIT $5"
         ))
@@ -182,20 +179,13 @@ impl ReleaseService for PlanningApi {
         .fetch_all(self.db.pool())
         .await
         .map_err(AppError::from)?;
-        let mut releases = rows
+        let releases = rows
             .iter()
             .map(release_from)
             .collect::<Result<Vec<_>, _>>()
             .map_err(AppError::from)?;
-        let next_page_token = if releases.len() > size as usize {
-            releases.truncate(size as usize);
-            releases
-                .last()
-                .map(|r| paging::encode_token(&format!("{}|{}", r.begin_date, r.id)))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (releases, next_page_token) =
+            paging::finish_page(releases, size, |r| format!("{}|{}", r.begin_date, r.id));
         Ok(Response::new(ListReleasesResponse {
             releases,
             next_page_token,

@@ -295,11 +295,8 @@ impl SprintService for PlanningApi {
         let r = request.into_inner();
         let product_id = validate::uuid("product_id", &r.product_id)?.to_string();
         let size = validate::page_size("page_size", r.page_size, 100, 1000)?;
-        let after = paging::decode_token("page_token", &r.page_token)?.unwrap_or_default();
-        let (after_date, after_id) = after
-            .split_once('|')
-            .map(|(d, i)| (d.to_owned(), i.to_owned()))
-            .unwrap_or_default();
+        let (after_date, after_id) =
+            paging::decode_pair("page_token", &r.page_token)?.unwrap_or_default();
         let rows = sqlx::query(select_sprints!(
             "WHERE tenant_id = $1 AND product_id = $2 AND (begin_date > $3 OR (begin_date = $3 AND id > $4)) ORDER BY begin_date, id LIMIT $5"
         ))
@@ -311,20 +308,13 @@ impl SprintService for PlanningApi {
         .fetch_all(self.db.pool())
         .await
         .map_err(AppError::from)?;
-        let mut sprints = rows
+        let sprints = rows
             .iter()
             .map(sprint_from)
             .collect::<Result<Vec<_>, _>>()
             .map_err(AppError::from)?;
-        let next_page_token = if sprints.len() > size as usize {
-            sprints.truncate(size as usize);
-            sprints
-                .last()
-                .map(|s| paging::encode_token(&format!("{}|{}", s.begin_date, s.id)))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (sprints, next_page_token) =
+            paging::finish_page(sprints, size, |s| format!("{}|{}", s.begin_date, s.id));
         Ok(Response::new(ListSprintsResponse {
             sprints,
             next_page_token,

@@ -309,20 +309,12 @@ impl UseCaseService for PlanningApi {
         .fetch_all(self.db.pool())
         .await
         .map_err(AppError::from)?;
-        let mut use_cases = rows
+        let use_cases = rows
             .iter()
             .map(use_case_from)
             .collect::<Result<Vec<_>, _>>()
             .map_err(AppError::from)?;
-        let next_page_token = if use_cases.len() > size as usize {
-            use_cases.truncate(size as usize);
-            use_cases
-                .last()
-                .map(|u| paging::encode_token(&u.rank))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (use_cases, next_page_token) = paging::finish_page(use_cases, size, |u| u.rank.clone());
         Ok(Response::new(ListUseCasesResponse {
             use_cases,
             next_page_token,

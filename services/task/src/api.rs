@@ -414,17 +414,13 @@ impl TaskService for TaskApi {
         let item = validate::uuid("backlog_item_id", &r.backlog_item_id)?.to_string();
         let size = validate::page_size("page_size", r.page_size, 100, 1000)?;
         let after = page_key(&r.page_token)?;
-        let mut rows = store::list(&self.db, &tenant, &item, after, size + 1)
-            .await
-            .map_err(AppError::from)?;
-        let next_page_token = if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            rows.last()
-                .map(|last| paging::encode_token(&format!("{}|{}", last.create_time_us, last.id)))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (rows, next_page_token) = paging::finish_page(
+            store::list(&self.db, &tenant, &item, after, size + 1)
+                .await
+                .map_err(AppError::from)?,
+            size,
+            |last| format!("{}|{}", last.create_time_us, last.id),
+        );
         let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
         let mut logs = store::logs(&self.db, &ids).await.map_err(AppError::from)?;
         let tasks = rows
