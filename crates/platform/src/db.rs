@@ -126,6 +126,13 @@ impl Db {
         &self.pool
     }
 
+    /// The pool for a single-statement write outside a [`UnitOfWork`] (SQLite's one
+    /// write connection, or the pool on PostgreSQL). Such a statement must not append
+    /// events: only a unit of work wakes feed subscribers.
+    pub fn write_pool(&self) -> &AnyPool {
+        self.writer.as_ref().unwrap_or(&self.pool)
+    }
+
     /// Which engine this is.
     pub fn engine(&self) -> Engine {
         self.engine

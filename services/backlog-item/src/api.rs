@@ -373,6 +373,18 @@ impl BacklogItemApi {
             count: request.task_count,
             revision: request.task_revision,
         };
+        // Most bases arrive mid-sprint with hours left: one statement settles those.
+        if let Some(item) = store::advance_revision_if_nothing_changes(
+            &self.db,
+            tenant,
+            &id,
+            basis.hours,
+            basis.revision,
+        )
+        .await?
+        {
+            return Ok((item, ReconcileOutcome::Unchanged));
+        }
         let what = format!("backlog item {id}");
         retry_lost_races(&what, None, || async {
             let mut uow = self.db.begin().await?;

@@ -258,6 +258,39 @@ pub async fn update(
     Ok(result.rows_affected() == 1)
 }
 
+/// The fast path of reconciliation, in one autocommitted statement: a newer basis with
+/// hours remaining cannot change an item that is not DONE and not awaiting acceptance
+/// (see `domain::reconcile`), so it only moves the revision guard. Returns the item, or
+/// `None` when the fast path does not apply (DONE, awaiting, stale, missing): the caller
+/// then takes the full transactional path.
+pub async fn advance_revision_if_nothing_changes(
+    db: &Db,
+    tenant: &str,
+    id: &str,
+    hours: i64,
+    revision: i64,
+) -> Result<Option<BacklogItem>, sqlx::Error> {
+    if hours <= 0 {
+        return Ok(None);
+    }
+    sqlx::query(concat!(
+        "UPDATE backlog_items SET reconciled_task_revision = $1 \
+         WHERE id = $2 AND tenant_id = $3 AND reconciled_task_revision < $1 \
+         AND status <> 4 AND awaiting_acceptance = 0 \
+         RETURNING id, tenant_id, product_id, summary, story, category, type, story_points, \
+         benefit, penalty, cost, risk, priority_score, use_case_id, release_id, sprint_id, \
+         status, rank, derived_from_ids, awaiting_acceptance, reconciled_task_revision, \
+         version, create_time_us, update_time_us"
+    ))
+    .bind(revision)
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(db.write_pool())
+    .await?
+    .map(|row| item_from(&row))
+    .transpose()
+}
+
 /// Records a task-hours basis that changed nothing: only moves the revision guard forward.
 /// Returns false if a newer basis was applied meanwhile.
 pub async fn advance_revision(
