@@ -273,15 +273,15 @@ pub async fn advance_revision_if_nothing_changes(
     if hours <= 0 {
         return Ok(None);
     }
-    sqlx::query(concat!(
+    sqlx::query(
         "UPDATE backlog_items SET reconciled_task_revision = $1 \
          WHERE id = $2 AND tenant_id = $3 AND reconciled_task_revision < $1 \
          AND status <> 4 AND awaiting_acceptance = 0 \
          RETURNING id, tenant_id, product_id, summary, story, category, type, story_points, \
          benefit, penalty, cost, risk, priority_score, use_case_id, release_id, sprint_id, \
          status, rank, derived_from_ids, awaiting_acceptance, reconciled_task_revision, \
-         version, create_time_us, update_time_us"
-    ))
+         version, create_time_us, update_time_us",
+    )
     .bind(revision)
     .bind(id)
     .bind(tenant)
