@@ -9,6 +9,7 @@
 //! | [`validate`] | parsing request fields, naming the field on failure |
 //! | [`paging`] | opaque page tokens |
 //! | [`rank`] | lexicographic rank keys for ordered lists (backlogs, use cases) |
+//! | [`ranked`] | a table-backed list ordered by rank keys: append, place next to, respace |
 //! | [`time`] | stored times and protobuf timestamps |
 //! | [`telemetry`] | logs, traces, W3C propagation, OTLP export |
 //! | [`server`] | gRPC server with health, reflection, tracing, graceful shutdown |
@@ -30,6 +31,7 @@ pub mod optimistic;
 pub mod outbox;
 pub mod paging;
 pub mod rank;
+pub mod ranked;
 pub mod server;
 pub mod service;
 pub mod telemetry;

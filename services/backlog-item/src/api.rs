@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::domain::{self, Placement, TaskBasis};
 use crate::store::{self, ListQuery};
-use agilepm_platform::rank;
+use agilepm_platform::ranked::Anchor;
 
 type Reply<T> = Result<Response<T>, GrpcStatus>;
 
@@ -232,7 +232,7 @@ impl BacklogItemApi {
             if let Some(existing) = store::by_request_id(uow.conn(), tenant, &request_id).await? {
                 return Ok(existing);
             }
-            let last = store::last_rank(uow.conn(), &product_id).await?;
+            let rank = store::BACKLOG.key_at_end(uow.conn(), &product_id).await?;
             let now = now_micros();
             let item = BacklogItem {
                 id: Uuid::now_v7().to_string(),
@@ -249,7 +249,7 @@ impl BacklogItemApi {
                 release_id: String::new(),
                 sprint_id: String::new(),
                 status: BacklogItemStatus::Planned as i32,
-                rank: rank::between(last.as_deref(), None),
+                rank,
                 derived_from_ids: derived_from_ids.clone(),
                 awaiting_acceptance: false,
                 version: 1,
@@ -313,34 +313,42 @@ impl BacklogItemApi {
         let what = format!("backlog item {id}");
         retry_lost_races(&what, expected_version, || async {
             let mut uow = self.db.begin().await?;
-            let before = store::get(uow.conn(), tenant, &id).await?.ok_or_else(|| AppError::not_found(&what))?;
+            let before = store::get(uow.conn(), tenant, &id)
+                .await?
+                .ok_or_else(|| AppError::not_found(&what))?;
             check_version(&what, expected_version, before.version)?;
-            let anchor_item = store::get(uow.conn(), tenant, &anchor).await?.ok_or_else(|| AppError::not_found(format!("backlog item {anchor}")))?;
+            let anchor_item = store::get(uow.conn(), tenant, &anchor)
+                .await?
+                .ok_or_else(|| AppError::not_found(format!("backlog item {anchor}")))?;
             if anchor_item.product_id != before.product_id {
-                return Err(AppError::precondition("items can only be moved within their own product backlog"));
+                return Err(AppError::precondition(
+                    "items can only be moved within their own product backlog",
+                ));
             }
-            let (low, high) = if before_anchor {
-                (store::rank_before(uow.conn(), &before.product_id, &anchor_item.rank, &id).await?, Some(anchor_item.rank.clone()))
-            } else {
-                (Some(anchor_item.rank.clone()), store::rank_after(uow.conn(), &before.product_id, &anchor_item.rank, &id).await?)
+            let place = Anchor {
+                id: &anchor,
+                rank: &anchor_item.rank,
+                before: before_anchor,
             };
-            let mut new_rank = rank::between(low.as_deref(), high.as_deref());
-            if new_rank.len() > rank::MAX_KEY_LEN {
-                // Too many moves into one gap: respace the whole backlog, then move.
-                let mut order = store::ids_in_rank_order(uow.conn(), &before.product_id).await?;
-                order.retain(|other| *other != id);
-                let at = order.iter().position(|other| *other == anchor).unwrap_or(order.len());
-                order.insert(if before_anchor { at } else { at + 1 }, id.clone());
-                store::rebalance(&mut uow, &before.product_id, &order).await?;
-                new_rank = store::get(uow.conn(), tenant, &id).await?.map(|i| i.rank).unwrap_or_default();
-                tracing::info!(product_id = %before.product_id, items = order.len(), "rebalanced backlog ranks");
-            }
+            let new_rank = store::BACKLOG
+                .key_next_to(uow.conn(), &before.product_id, &id, place)
+                .await?;
             let now = now_micros();
-            let after = BacklogItem { rank: new_rank, version: before.version + 1, update_time: Some(timestamp(now)), ..before.clone() };
+            let after = BacklogItem {
+                rank: new_rank,
+                version: before.version + 1,
+                update_time: Some(timestamp(now)),
+                ..before.clone()
+            };
             if !store::update(&mut uow, &after, before.version, now).await? {
                 return Ok(Attempt::LostRace);
             }
-            let event = BacklogItemRanked { backlog_item_id: id.clone(), tenant_id: tenant.to_owned(), product_id: after.product_id.clone(), rank: after.rank.clone() };
+            let event = BacklogItemRanked {
+                backlog_item_id: id.clone(),
+                tenant_id: tenant.to_owned(),
+                product_id: after.product_id.clone(),
+                rank: after.rank.clone(),
+            };
             append(&mut uow, &after, &event).await?;
             uow.commit().await?;
             Ok(Attempt::Done(after))

@@ -345,6 +345,33 @@ mod tests {
     }
 
     #[test]
+    fn hours_left_never_change_an_item_that_is_not_done_or_awaiting() {
+        // store::advance_revision_if_nothing_changes settles these in one statement.
+        for status in [
+            Status::Planned,
+            Status::Scheduled,
+            Status::Committed,
+            Status::Removed,
+        ] {
+            for mode in [
+                StatusTransitionMode::Unspecified,
+                StatusTransitionMode::Automatic,
+                StatusTransitionMode::Manual,
+            ] {
+                for count in [0, 1, 12] {
+                    let (outcome, _) =
+                        reconcile(&at(status, "r", "s"), 0, basis(1, count, 1), mode);
+                    assert_eq!(
+                        outcome,
+                        ReconcileOutcome::Unchanged,
+                        "{status:?} {mode:?} {count}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn manual_mode_flags_instead_of_finishing() {
         let manual = StatusTransitionMode::Manual;
         let (outcome, after) =

@@ -91,88 +91,9 @@ pub async fn by_request_id(
         .transpose()
 }
 
-/// The highest rank in the product's backlog.
-pub async fn last_rank(
-    conn: &mut AnyConnection,
-    product_id: &str,
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT rank FROM backlog_items WHERE product_id = $1 ORDER BY rank DESC LIMIT 1",
-    )
-    .bind(product_id)
-    .fetch_optional(conn)
-    .await
-}
-
-/// The rank of the item just before `rank` (excluding `except`).
-pub async fn rank_before(
-    conn: &mut AnyConnection,
-    product_id: &str,
-    rank: &str,
-    except: &str,
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT rank FROM backlog_items WHERE product_id = $1 AND rank < $2 AND id <> $3 ORDER BY rank DESC LIMIT 1",
-    )
-    .bind(product_id)
-    .bind(rank)
-    .bind(except)
-    .fetch_optional(conn)
-    .await
-}
-
-/// The rank of the item just after `rank` (excluding `except`).
-pub async fn rank_after(
-    conn: &mut AnyConnection,
-    product_id: &str,
-    rank: &str,
-    except: &str,
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT rank FROM backlog_items WHERE product_id = $1 AND rank > $2 AND id <> $3 ORDER BY rank LIMIT 1",
-    )
-    .bind(product_id)
-    .bind(rank)
-    .bind(except)
-    .fetch_optional(conn)
-    .await
-}
-
-/// Rewrites every rank of the product with evenly spaced keys, keeping the order of
-/// `ordered_ids`. Runs in two passes (first to temporary keys that sort after every
-/// real key) so the unique index never sees a collision midway.
-pub async fn rebalance(
-    uow: &mut UnitOfWork,
-    product_id: &str,
-    ordered_ids: &[String],
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE backlog_items SET rank = '~' || id WHERE product_id = $1")
-        .bind(product_id)
-        .execute(uow.conn())
-        .await?;
-    for (id, rank) in ordered_ids
-        .iter()
-        .zip(agilepm_platform::rank::spread(ordered_ids.len()))
-    {
-        sqlx::query("UPDATE backlog_items SET rank = $1 WHERE id = $2")
-            .bind(rank)
-            .bind(id)
-            .execute(uow.conn())
-            .await?;
-    }
-    Ok(())
-}
-
-/// Every item id of the product in rank order.
-pub async fn ids_in_rank_order(
-    conn: &mut AnyConnection,
-    product_id: &str,
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM backlog_items WHERE product_id = $1 ORDER BY rank")
-        .bind(product_id)
-        .fetch_all(conn)
-        .await
-}
+/// The product backlog as a ranked list.
+pub static BACKLOG: agilepm_platform::ranked::RankedList =
+    agilepm_platform::ranked_list!("backlog_items");
 
 /// Inserts a new item.
 pub async fn insert(
@@ -260,7 +181,8 @@ pub async fn update(
 
 /// The fast path of reconciliation, in one autocommitted statement: a newer basis with
 /// hours remaining cannot change an item that is not DONE and not awaiting acceptance
-/// (see `domain::reconcile`), so it only moves the revision guard. Returns the item, or
+/// (`domain::reconcile`; its test `hours_left_never_change_an_item_that_is_not_done_or_awaiting`
+/// pins that), so it only moves the revision guard. Returns the item, or
 /// `None` when the fast path does not apply (DONE, awaiting, stale, missing): the caller
 /// then takes the full transactional path.
 pub async fn advance_revision_if_nothing_changes(

@@ -4,8 +4,9 @@ use agilepm_platform::auth::caller;
 use agilepm_platform::error::{AppError, AppResult};
 use agilepm_platform::optimistic::{Attempt, check_version, retry_lost_races};
 use agilepm_platform::outbox::{self, Subject};
+use agilepm_platform::ranked::{Anchor, RankedList};
 use agilepm_platform::time::{now_micros, timestamp};
-use agilepm_platform::{paging, rank, validate};
+use agilepm_platform::{paging, validate};
 use agilepm_proto::planning::v1::use_case_service_server::UseCaseService;
 use agilepm_proto::planning::v1::*;
 use sqlx::any::AnyRow;
@@ -14,6 +15,9 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::PlanningApi;
+
+/// A product's use cases as a ranked list.
+static USE_CASES: RankedList = agilepm_platform::ranked_list!("use_cases");
 
 macro_rules! select_use_cases {
     ($rest:literal) => {
@@ -99,21 +103,14 @@ async fn apply(
                     "use cases can only be ranked within their own product",
                 ));
             }
-            let neighbour: Option<String> = if *before_anchor {
-                sqlx::query_scalar("SELECT rank FROM use_cases WHERE product_id = $1 AND rank < $2 AND id <> $3 ORDER BY rank DESC LIMIT 1")
-            } else {
-                sqlx::query_scalar("SELECT rank FROM use_cases WHERE product_id = $1 AND rank > $2 AND id <> $3 ORDER BY rank LIMIT 1")
-            }
-            .bind(&before.product_id)
-            .bind(&anchor_case.rank)
-            .bind(&before.id)
-            .fetch_optional(conn)
-            .await?;
-            let new_rank = if *before_anchor {
-                rank::between(neighbour.as_deref(), Some(&anchor_case.rank))
-            } else {
-                rank::between(Some(&anchor_case.rank), neighbour.as_deref())
+            let place = Anchor {
+                id: anchor,
+                rank: &anchor_case.rank,
+                before: *before_anchor,
             };
+            let new_rank = USE_CASES
+                .key_next_to(conn, &before.product_id, &before.id, place)
+                .await?;
             Ok(UseCase {
                 rank: new_rank,
                 ..before.clone()
@@ -150,12 +147,7 @@ impl PlanningApi {
             }
             crate::products::require(uow.conn(), tenant, "use_case.product_id", &product_id)
                 .await?;
-            let last: Option<String> = sqlx::query_scalar(
-                "SELECT rank FROM use_cases WHERE product_id = $1 ORDER BY rank DESC LIMIT 1",
-            )
-            .bind(&product_id)
-            .fetch_optional(uow.conn())
-            .await?;
+            let rank = USE_CASES.key_at_end(uow.conn(), &product_id).await?;
             let now = now_micros();
             let use_case = UseCase {
                 id: Uuid::now_v7().to_string(),
@@ -163,7 +155,7 @@ impl PlanningApi {
                 product_id: product_id.clone(),
                 title: title.clone(),
                 value_statement: value_statement.clone(),
-                rank: rank::between(last.as_deref(), None),
+                rank,
                 state: UseCaseState::Active as i32,
                 version: 1,
                 create_time: Some(timestamp(now)),
