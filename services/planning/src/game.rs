@@ -326,12 +326,9 @@ impl PlanningGameService for PlanningApi {
             .map(|id| validate::uuid("removed_backlog_item_ids", id).map(|u| u.to_string()))
             .collect::<AppResult<Vec<_>>>()?;
         for id in ordered.iter().chain(&removals) {
-            if self.peers.backlog_item(&tenant, id).await?.product_id != product_id {
-                return Err(AppError::precondition(format!(
-                    "backlog item {id} belongs to another product"
-                ))
-                .into());
-            }
+            self.peers
+                .backlog_item_of(&tenant, id, &product_id, &format!("backlog {product_id}"))
+                .await?;
         }
         let mut removed = Vec::new();
         for id in &removals {

@@ -36,6 +36,7 @@ pub mod peers;
 pub mod products;
 pub mod releases;
 pub mod reports;
+pub mod schedule;
 pub mod sprints;
 pub mod use_cases;
 

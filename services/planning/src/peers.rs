@@ -38,6 +38,25 @@ impl Peers {
             .ok_or_else(|| AppError::Internal("empty GetBacklogItem response".into()))
     }
 
+    /// The backlog item `id`, which must belong to `product_id` (the product of the
+    /// release, sprint or backlog named by `holder`): FAILED_PRECONDITION otherwise.
+    pub async fn backlog_item_of(
+        &self,
+        tenant: &str,
+        id: &str,
+        product_id: &str,
+        holder: &str,
+    ) -> AppResult<BacklogItem> {
+        let item = self.backlog_item(tenant, id).await?;
+        if item.product_id == product_id {
+            Ok(item)
+        } else {
+            Err(AppError::precondition(format!(
+                "backlog item {id} belongs to another product than {holder}"
+            )))
+        }
+    }
+
     /// Every backlog item of `product_id` matching `filter` (all pages).
     pub async fn all_backlog_items(
         &self,

@@ -16,8 +16,15 @@ use uuid::Uuid;
 
 use crate::PlanningApi;
 
-const SELECT: &str = "SELECT id, tenant_id, name, description, product_owner_id, status_transition_mode, \
-     version, create_time_us, update_time_us FROM products ";
+macro_rules! select_products {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, tenant_id, name, description, product_owner_id, status_transition_mode, \
+             version, create_time_us, update_time_us FROM products ",
+            $rest
+        )
+    };
+}
 
 fn product_from(row: &AnyRow) -> Result<Product, sqlx::Error> {
     Ok(Product {
@@ -35,15 +42,15 @@ fn product_from(row: &AnyRow) -> Result<Product, sqlx::Error> {
 
 /// The product `id` of `tenant`.
 pub async fn get(conn: &mut AnyConnection, tenant: &str, id: &str) -> AppResult<Option<Product>> {
-    let sql = "SELECT id, tenant_id, name, description, product_owner_id, status_transition_mode, \
-               version, create_time_us, update_time_us FROM products WHERE id = $1 AND tenant_id = $2";
-    Ok(sqlx::query(sql)
-        .bind(id)
-        .bind(tenant)
-        .fetch_optional(conn)
-        .await?
-        .map(|r| product_from(&r))
-        .transpose()?)
+    Ok(
+        sqlx::query(select_products!("WHERE id = $1 AND tenant_id = $2"))
+            .bind(id)
+            .bind(tenant)
+            .fetch_optional(conn)
+            .await?
+            .map(|r| product_from(&r))
+            .transpose()?,
+    )
 }
 
 /// The product `id` of `tenant`, or FAILED_PRECONDITION naming `field` (for children
@@ -97,13 +104,12 @@ impl PlanningApi {
             update_time: Some(timestamp(now)),
         };
         let mut uow = self.db.begin().await?;
-        if let Some(existing) = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{SELECT} WHERE tenant_id = $1 AND request_id = $2"
-        )))
-        .bind(tenant)
-        .bind(&request_id)
-        .fetch_optional(uow.conn())
-        .await?
+        if let Some(existing) =
+            sqlx::query(select_products!("WHERE tenant_id = $1 AND request_id = $2"))
+                .bind(tenant)
+                .bind(&request_id)
+                .fetch_optional(uow.conn())
+                .await?
         {
             return Ok(product_from(&existing)?);
         }
@@ -281,11 +287,9 @@ impl ProductService for PlanningApi {
         let size = validate::page_size("page_size", r.page_size, 100, 1000)?;
         let (after_name, after_id) =
             paging::decode_pair("page_token", &r.page_token)?.unwrap_or_default();
-        let rows = sqlx::query(
-            "SELECT id, tenant_id, name, description, product_owner_id, status_transition_mode, version, \
-             create_time_us, update_time_us FROM products WHERE tenant_id = $1 AND (name > $2 OR (name = $2 AND id > $3)) \
-             ORDER BY name, id LIMIT $4",
-        )
+        let rows = sqlx::query(select_products!(
+            "WHERE tenant_id = $1 AND (name > $2 OR (name = $2 AND id > $3)) ORDER BY name, id LIMIT $4"
+        ))
         .bind(&tenant)
         .bind(&after_name)
         .bind(&after_id)

@@ -4,7 +4,7 @@ use agilepm_platform::auth::{act_for, caller};
 use agilepm_platform::error::{AppError, AppResult};
 use agilepm_platform::outbox::{self, Subject};
 use agilepm_platform::time::{now_micros, timestamp};
-use agilepm_platform::{paging, validate};
+use agilepm_platform::validate;
 use agilepm_proto::backlog::v1::{ScheduleBacklogItemRequest, UnscheduleBacklogItemRequest};
 use agilepm_proto::planning::v1::release_service_server::ReleaseService;
 use agilepm_proto::planning::v1::*;
@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::PlanningApi;
 use crate::peers::backlog_error;
+use crate::schedule::{PeriodPage, list_by_begin_date};
 
 macro_rules! select_releases {
     ($rest:literal) => {
@@ -164,28 +165,20 @@ impl ReleaseService for PlanningApi {
     ) -> Result<Response<ListReleasesResponse>, Status> {
         let tenant = caller(&request)?.tenant()?.to_owned();
         let r = request.into_inner();
-        let product_id = validate::uuid("product_id", &r.product_id)?.to_string();
-        let size = validate::page_size("page_size", r.page_size, 100, 1000)?;
-        let (after_date, after_id) =
-            paging::decode_pair("page_token", &r.page_token)?.unwrap_or_default();
-        let rows = sqlx::query(select_releases!(
+        let page = PeriodPage {
+            tenant: &tenant,
+            product_id: &r.product_id,
+            page_size: r.page_size,
+            page_token: &r.page_token,
+        };
+        let sql = select_releases!(
             "WHERE tenant_id = $1 AND product_id = $2 AND (begin_date > $3 OR (begin_date = $3 AND id > $4)) ORDER BY begin_date, id LIMIT $5"
-        ))
-        .bind(&tenant)
-        .bind(&product_id)
-        .bind(&after_date)
-        .bind(&after_id)
-        .bind(i64::from(size) + 1)
-        .fetch_all(self.db.pool())
-        .await
-        .map_err(AppError::from)?;
-        let releases = rows
-            .iter()
-            .map(release_from)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(AppError::from)?;
+        );
         let (releases, next_page_token) =
-            paging::finish_page(releases, size, |r| format!("{}|{}", r.begin_date, r.id));
+            list_by_begin_date(&self.db, sql, page, release_from, |x| {
+                (x.begin_date.as_str(), x.id.as_str())
+            })
+            .await?;
         Ok(Response::new(ListReleasesResponse {
             releases,
             next_page_token,
@@ -206,13 +199,14 @@ impl ReleaseService for PlanningApi {
             .await?
             .ok_or_else(|| AppError::not_found(format!("release {release_id}")))?;
         drop(conn);
-        let item = self.peers.backlog_item(&tenant, &item_id).await?;
-        if item.product_id != release.product_id {
-            return Err(AppError::precondition(format!(
-                "backlog item {item_id} belongs to another product than release {release_id}"
-            ))
-            .into());
-        }
+        self.peers
+            .backlog_item_of(
+                &tenant,
+                &item_id,
+                &release.product_id,
+                &format!("release {release_id}"),
+            )
+            .await?;
         let request = ScheduleBacklogItemRequest {
             id: item_id,
             release_id,

@@ -6,7 +6,7 @@ use agilepm_platform::error::{AppError, AppResult};
 use agilepm_platform::optimistic::{Attempt, check_version, retry_lost_races};
 use agilepm_platform::outbox::{self, Subject};
 use agilepm_platform::time::{now_micros, timestamp};
-use agilepm_platform::{paging, validate};
+use agilepm_platform::validate;
 use agilepm_proto::backlog::v1::{
     BacklogItemStatus, CommitBacklogItemRequest, ListBacklogItemsRequest,
     UncommitBacklogItemRequest,
@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::PlanningApi;
 use crate::peers::backlog_error;
+use crate::schedule::{PeriodPage, list_by_begin_date};
 
 macro_rules! select_sprints {
     ($rest:literal) => {
@@ -293,28 +294,20 @@ impl SprintService for PlanningApi {
     ) -> Result<Response<ListSprintsResponse>, Status> {
         let tenant = caller(&request)?.tenant()?.to_owned();
         let r = request.into_inner();
-        let product_id = validate::uuid("product_id", &r.product_id)?.to_string();
-        let size = validate::page_size("page_size", r.page_size, 100, 1000)?;
-        let (after_date, after_id) =
-            paging::decode_pair("page_token", &r.page_token)?.unwrap_or_default();
-        let rows = sqlx::query(select_sprints!(
+        let page = PeriodPage {
+            tenant: &tenant,
+            product_id: &r.product_id,
+            page_size: r.page_size,
+            page_token: &r.page_token,
+        };
+        let sql = select_sprints!(
             "WHERE tenant_id = $1 AND product_id = $2 AND (begin_date > $3 OR (begin_date = $3 AND id > $4)) ORDER BY begin_date, id LIMIT $5"
-        ))
-        .bind(&tenant)
-        .bind(&product_id)
-        .bind(&after_date)
-        .bind(&after_id)
-        .bind(i64::from(size) + 1)
-        .fetch_all(self.db.pool())
-        .await
-        .map_err(AppError::from)?;
-        let sprints = rows
-            .iter()
-            .map(sprint_from)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(AppError::from)?;
+        );
         let (sprints, next_page_token) =
-            paging::finish_page(sprints, size, |s| format!("{}|{}", s.begin_date, s.id));
+            list_by_begin_date(&self.db, sql, page, sprint_from, |x| {
+                (x.begin_date.as_str(), x.id.as_str())
+            })
+            .await?;
         Ok(Response::new(ListSprintsResponse {
             sprints,
             next_page_token,
@@ -512,13 +505,14 @@ impl SprintService for PlanningApi {
         let item_id = validate::uuid("backlog_item_id", &r.backlog_item_id)?.to_string();
         let expected_version = validate::expected_version("expected_version", r.expected_version)?;
         let sprint = self.open_sprint(&tenant, &sprint_id).await?;
-        let item = self.peers.backlog_item(&tenant, &item_id).await?;
-        if item.product_id != sprint.product_id {
-            return Err(AppError::precondition(format!(
-                "backlog item {item_id} belongs to another product than sprint {sprint_id}"
-            ))
-            .into());
-        }
+        self.peers
+            .backlog_item_of(
+                &tenant,
+                &item_id,
+                &sprint.product_id,
+                &format!("sprint {sprint_id}"),
+            )
+            .await?;
         let request = CommitBacklogItemRequest {
             id: item_id,
             sprint_id,
