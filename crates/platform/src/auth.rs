@@ -35,14 +35,6 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// A caller limited to one tenant.
-    pub fn tenant_only(tenant: impl Into<String>) -> Caller {
-        Caller {
-            tenant: Some(tenant.into()),
-            all_tenants: false,
-        }
-    }
-
     /// The tenant this request acts for. Tenant-scoped operations call this; an internal
     /// caller that named no tenant gets `INVALID_ARGUMENT`.
     pub fn tenant(&self) -> AppResult<&str> {

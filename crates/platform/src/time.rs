@@ -1,7 +1,7 @@
 //! Time as stored (microseconds since the Unix epoch, an `i64` both engines index well)
 //! and as sent (`google.protobuf.Timestamp`).
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{NaiveDate, Utc};
 
 /// Now, in microseconds since the epoch.
 pub fn now_micros() -> i64 {
@@ -24,11 +24,6 @@ pub fn timestamp(micros: i64) -> prost_types::Timestamp {
 /// A protobuf timestamp to microseconds (for comparisons in tests and lag measurement).
 pub fn micros(timestamp: &prost_types::Timestamp) -> i64 {
     timestamp.seconds * 1_000_000 + i64::from(timestamp.nanos) / 1000
-}
-
-/// Microseconds to a `DateTime`, for display.
-pub fn datetime(micros: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
 
 #[cfg(test)]

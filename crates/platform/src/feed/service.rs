@@ -74,11 +74,6 @@ impl EventFeed {
         })
     }
 
-    /// The underlying reader.
-    pub fn reader(&self) -> &OutboxReader {
-        &self.reader
-    }
-
     async fn head(&self) -> AppResult<(String, Option<prost_types::Timestamp>)> {
         Ok(match self.reader.head().await? {
             Some((position, time)) => (
