@@ -8,10 +8,8 @@ use agilepm_platform::config::ServiceName;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::*;
 use agilepm_proto::common::v1::StatusTransitionMode;
-use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
-use agilepm_proto::events::v1::{Event, SubscribeRequest, subscribe_response};
+use agilepm_proto::events::v1::Event;
 use agilepm_testkit::{Engine, TestSystem, engine_tests};
-use futures::StreamExt as _;
 use tonic::Code;
 use tonic_types::StatusExt as _;
 use uuid::Uuid;
@@ -61,33 +59,8 @@ impl Fixture {
 
     /// Events on the backlog-item feed, waiting until `count` arrived plus a quiet spell.
     async fn events(&self, count: usize) -> Vec<Event> {
-        let mut feed =
-            EventFeedServiceClient::new(self.system.channel(ServiceName::BacklogItem, "*"));
-        let mut stream = feed
-            .subscribe(SubscribeRequest {
-                heartbeat_interval_ms: 100,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let mut events = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let until = if events.len() >= count {
-                tokio::time::Instant::now() + Duration::from_millis(300)
-            } else {
-                deadline
-            };
-            match tokio::time::timeout_at(until.min(deadline), stream.next()).await {
-                Ok(Some(Ok(message))) => {
-                    if let Some(subscribe_response::Kind::Event(event)) = message.kind {
-                        events.push(event);
-                    }
-                }
-                _ => return events,
-            }
-        }
+        let channel = self.system.channel(ServiceName::BacklogItem, "*");
+        agilepm_testkit::feed_events(channel, count, Duration::from_millis(300)).await
     }
 }
 

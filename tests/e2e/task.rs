@@ -10,12 +10,9 @@ use agilepm_proto::backlog::v1::{
     BacklogItemStatus, CommitBacklogItemRequest, PlanBacklogItemRequest, RemoveBacklogItemRequest,
     ScheduleBacklogItemRequest,
 };
-use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
-use agilepm_proto::events::v1::{SubscribeRequest, subscribe_response};
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_proto::task::v1::*;
 use agilepm_testkit::{Engine, TestSystem, engine_tests};
-use futures::StreamExt as _;
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 use uuid::Uuid;
@@ -744,33 +741,7 @@ async fn feed_events(
     count: usize,
     quiet: Duration,
 ) -> Vec<agilepm_proto::events::v1::Event> {
-    let mut feed = EventFeedServiceClient::new(f.system.channel(ServiceName::Task, tenant));
-    let mut stream = feed
-        .subscribe(SubscribeRequest {
-            heartbeat_interval_ms: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let wait = if events.len() >= count {
-            tokio::time::Instant::now() + quiet
-        } else {
-            deadline
-        };
-        match tokio::time::timeout_at(wait.min(deadline), stream.next()).await {
-            Ok(Some(Ok(message))) => {
-                if let Some(subscribe_response::Kind::Event(event)) = message.kind {
-                    events.push(event);
-                }
-            }
-            _ => break,
-        }
-    }
-    events
+    agilepm_testkit::feed_events(f.system.channel(ServiceName::Task, tenant), count, quiet).await
 }
 
 async fn events_carry_the_totals_and_revision(engine: Engine) {

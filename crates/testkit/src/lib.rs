@@ -17,6 +17,9 @@ pub use agilepm_platform::db::Engine;
 use agilepm_platform::db::{Db, Migrations, NO_MIGRATIONS};
 use agilepm_platform::feed::{EventFeed, FeedOptions};
 use agilepm_platform::server::GrpcServer;
+use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
+use agilepm_proto::events::v1::{Event, SubscribeRequest, subscribe_response};
+use futures::StreamExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -69,7 +72,6 @@ pub fn postgres_admin_url() -> Option<String> {
 /// A fresh, empty database that disappears with the value.
 pub struct TestDb {
     url: String,
-    engine: Engine,
     cleanup: Cleanup,
 }
 
@@ -87,7 +89,6 @@ impl TestDb {
                 let url = format!("sqlite://{}/test.db", dir.path().display());
                 TestDb {
                     url,
-                    engine,
                     cleanup: Cleanup::Directory(dir),
                 }
             }
@@ -101,7 +102,6 @@ impl TestDb {
                 let url = agilepm::postgres::with_database(&admin_url, &database).expect("URL");
                 TestDb {
                     url,
-                    engine,
                     cleanup: Cleanup::Postgres {
                         admin_url,
                         database,
@@ -114,11 +114,6 @@ impl TestDb {
     /// Its URL.
     pub fn url(&self) -> &str {
         &self.url
-    }
-
-    /// Its engine.
-    pub fn engine(&self) -> Engine {
-        self.engine
     }
 
     /// Opens it with the platform's migrations only (outbox, checkpoints).
@@ -281,5 +276,38 @@ impl FeedServer {
 impl Drop for FeedServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// The events of the feed behind `channel`, from its beginning: waits until `count` have
+/// arrived (10 s at most), then until `quiet` passes with no further event, so a test
+/// also sees events it did not expect.
+pub async fn feed_events(channel: PeerChannel, count: usize, quiet: Duration) -> Vec<Event> {
+    let mut feed = EventFeedServiceClient::new(channel);
+    let request = SubscribeRequest {
+        heartbeat_interval_ms: 100,
+        ..Default::default()
+    };
+    let mut stream = feed
+        .subscribe(request)
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let wait = if events.len() >= count {
+            tokio::time::Instant::now() + quiet
+        } else {
+            deadline
+        };
+        match tokio::time::timeout_at(wait.min(deadline), stream.next()).await {
+            Ok(Some(Ok(message))) => {
+                if let Some(subscribe_response::Kind::Event(event)) = message.kind {
+                    events.push(event);
+                }
+            }
+            _ => return events,
+        }
     }
 }
