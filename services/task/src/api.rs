@@ -36,6 +36,7 @@ struct Plan {
 }
 
 /// Events a plan emits; materialised once the new totals are known.
+#[derive(Clone, Copy)]
 enum Planned {
     Renamed,
     Described,
@@ -76,6 +77,36 @@ impl TaskApi {
             )),
             Err(status) => Err(from_peer("backlog-item service", status)),
         }
+    }
+
+    /// Changes descriptive fields only (no hours, no totals) with `set`, emitting `event`
+    /// if anything changed, and returns the task as the response carries it.
+    async fn change_fields(
+        &self,
+        tenant: &str,
+        id: &str,
+        expected_version: Option<i64>,
+        event: Planned,
+        set: impl Fn(&mut TaskRow),
+    ) -> AppResult<Task> {
+        let (row, _) = self
+            .mutate(tenant, id, expected_version, None, |before, _| {
+                let mut after = before.clone();
+                set(&mut after);
+                let events = if after == *before {
+                    Vec::new()
+                } else {
+                    vec![event]
+                };
+                Ok(Plan {
+                    after,
+                    log: None,
+                    totals_delta: None,
+                    events,
+                })
+            })
+            .await?;
+        self.to_proto(row).await
     }
 
     async fn to_proto(&self, row: TaskRow) -> AppResult<Task> {
@@ -257,21 +288,6 @@ async fn emit(
     Ok(())
 }
 
-/// A plan that changes the task's fields only (no hours, no totals).
-fn field_plan(before: &TaskRow, after: TaskRow, event: Planned) -> Plan {
-    let events = if after == *before {
-        Vec::new()
-    } else {
-        vec![event]
-    };
-    Plan {
-        after,
-        log: None,
-        totals_delta: None,
-        events,
-    }
-}
-
 fn page_key(token: &str) -> AppResult<Option<(i64, String)>> {
     let Some(key) = paging::decode_token("page_token", token)? else {
         return Ok(None);
@@ -445,21 +461,12 @@ impl TaskService for TaskApi {
         let id = validate::uuid("id", &r.id)?.to_string();
         let name = validate::name("name", &r.name)?;
         let expected = validate::expected_version("expected_version", r.expected_version)?;
-        let (row, _) = self
-            .mutate(&tenant, &id, expected, None, |before, _| {
-                Ok(field_plan(
-                    before,
-                    TaskRow {
-                        name: name.clone(),
-                        ..before.clone()
-                    },
-                    Planned::Renamed,
-                ))
+        let task = self
+            .change_fields(&tenant, &id, expected, Planned::Renamed, |task| {
+                task.name = name.clone()
             })
             .await?;
-        Ok(Response::new(RenameTaskResponse {
-            task: Some(self.to_proto(row).await?),
-        }))
+        Ok(Response::new(RenameTaskResponse { task: Some(task) }))
     }
 
     async fn describe_task(
@@ -471,21 +478,12 @@ impl TaskService for TaskApi {
         let id = validate::uuid("id", &r.id)?.to_string();
         let description = validate::description("description", &r.description)?;
         let expected = validate::expected_version("expected_version", r.expected_version)?;
-        let (row, _) = self
-            .mutate(&tenant, &id, expected, None, |before, _| {
-                Ok(field_plan(
-                    before,
-                    TaskRow {
-                        description: description.clone(),
-                        ..before.clone()
-                    },
-                    Planned::Described,
-                ))
+        let task = self
+            .change_fields(&tenant, &id, expected, Planned::Described, |task| {
+                task.description = description.clone()
             })
             .await?;
-        Ok(Response::new(DescribeTaskResponse {
-            task: Some(self.to_proto(row).await?),
-        }))
+        Ok(Response::new(DescribeTaskResponse { task: Some(task) }))
     }
 
     async fn assign_task_volunteer(
@@ -498,20 +496,13 @@ impl TaskService for TaskApi {
         let volunteer = validate::member_id("volunteer_id", &r.volunteer_id)?
             .ok_or_else(|| AppError::invalid("volunteer_id", "required"))?;
         let expected = validate::expected_version("expected_version", r.expected_version)?;
-        let (row, _) = self
-            .mutate(&tenant, &id, expected, None, |before, _| {
-                Ok(field_plan(
-                    before,
-                    TaskRow {
-                        volunteer_id: volunteer.clone(),
-                        ..before.clone()
-                    },
-                    Planned::Volunteer,
-                ))
+        let task = self
+            .change_fields(&tenant, &id, expected, Planned::Volunteer, |task| {
+                task.volunteer_id = volunteer.clone()
             })
             .await?;
         Ok(Response::new(AssignTaskVolunteerResponse {
-            task: Some(self.to_proto(row).await?),
+            task: Some(task),
         }))
     }
 
@@ -523,20 +514,13 @@ impl TaskService for TaskApi {
         let r = request.into_inner();
         let id = validate::uuid("id", &r.id)?.to_string();
         let expected = validate::expected_version("expected_version", r.expected_version)?;
-        let (row, _) = self
-            .mutate(&tenant, &id, expected, None, |before, _| {
-                Ok(field_plan(
-                    before,
-                    TaskRow {
-                        volunteer_id: String::new(),
-                        ..before.clone()
-                    },
-                    Planned::Volunteer,
-                ))
+        let task = self
+            .change_fields(&tenant, &id, expected, Planned::Volunteer, |task| {
+                task.volunteer_id = String::new()
             })
             .await?;
         Ok(Response::new(UnassignTaskVolunteerResponse {
-            task: Some(self.to_proto(row).await?),
+            task: Some(task),
         }))
     }
 
