@@ -256,57 +256,49 @@ pub struct ListQuery {
 /// One page of a product backlog.
 pub async fn list(db: &Db, query: &ListQuery) -> Result<Vec<BacklogItem>, sqlx::Error> {
     // Filters are fixed SQL with "empty means any" parameters, so the statement text never
-    // depends on input.
-    let sql = if query.by_priority {
-        select_items!(
-            "WHERE tenant_id = $1 AND product_id = $2 AND ($3 = '' OR release_id = $3) ",
-            "AND ($4 = '' OR sprint_id = $4) AND ($5 = '' OR use_case_id = $5) AND ($6 = 0 OR type = $6) ",
-            "AND ($7 = 0 OR priority_score < $8 OR (priority_score = $8 AND rank > $9)) ",
-            "ORDER BY priority_score DESC, rank LIMIT $10"
-        )
-    } else {
-        select_items!(
-            "WHERE tenant_id = $1 AND product_id = $2 AND ($3 = '' OR release_id = $3) ",
-            "AND ($4 = '' OR sprint_id = $4) AND ($5 = '' OR use_case_id = $5) AND ($6 = 0 OR type = $6) ",
-            "AND ($7 = 0 OR rank > $9) AND $8 = $8 ",
-            "ORDER BY rank LIMIT $10"
-        )
-    };
+    // depends on input; the wanted statuses travel as a bit mask ($7).
+    let status_mask = query
+        .statuses
+        .iter()
+        .fold(0i64, |mask, status| mask | (1i64 << status));
     let (has_after, after_score, after_rank) = match &query.after {
         Some((score, rank)) => (1i64, *score, rank.clone()),
         None => (0i64, 0.0, String::new()),
     };
-    // Status filtering happens here: at most six statuses, and the page is over-fetched
-    // by the caller's loop only when filtering drops rows.
-    let mut items = Vec::new();
-    let mut cursor = (has_after, after_score, after_rank);
-    loop {
-        let rows = sqlx::query(sql)
+    let filtered = |sql| {
+        sqlx::query(sql)
             .bind(&query.tenant)
             .bind(&query.product_id)
             .bind(&query.release_id)
             .bind(&query.sprint_id)
             .bind(&query.use_case_id)
             .bind(i64::from(query.item_type))
-            .bind(cursor.0)
-            .bind(cursor.1)
-            .bind(&cursor.2)
+            .bind(status_mask)
+            .bind(has_after)
+            .bind(after_rank.clone())
             .bind(i64::from(query.limit))
-            .fetch_all(db.pool())
-            .await?;
-        let fetched = rows.len();
-        for row in &rows {
-            let item = item_from(row)?;
-            cursor = (1, item.priority_score, item.rank.clone());
-            if query.statuses.is_empty() || query.statuses.contains(&item.status) {
-                items.push(item);
-                if items.len() == query.limit as usize {
-                    return Ok(items);
-                }
-            }
-        }
-        if fetched < query.limit as usize {
-            return Ok(items);
-        }
-    }
+    };
+    let rows = if query.by_priority {
+        filtered(select_items!(
+            "WHERE tenant_id = $1 AND product_id = $2 AND ($3 = '' OR release_id = $3) ",
+            "AND ($4 = '' OR sprint_id = $4) AND ($5 = '' OR use_case_id = $5) AND ($6 = 0 OR type = $6) ",
+            "AND ($7 = 0 OR ((CAST(1 AS BIGINT) << CAST(status AS INTEGER)) & $7) <> 0) ",
+            "AND ($8 = 0 OR priority_score < $11 OR (priority_score = $11 AND rank > $9)) ",
+            "ORDER BY priority_score DESC, rank LIMIT $10"
+        ))
+        .bind(after_score)
+        .fetch_all(db.pool())
+        .await?
+    } else {
+        filtered(select_items!(
+            "WHERE tenant_id = $1 AND product_id = $2 AND ($3 = '' OR release_id = $3) ",
+            "AND ($4 = '' OR sprint_id = $4) AND ($5 = '' OR use_case_id = $5) AND ($6 = 0 OR type = $6) ",
+            "AND ($7 = 0 OR ((CAST(1 AS BIGINT) << CAST(status AS INTEGER)) & $7) <> 0) ",
+            "AND ($8 = 0 OR rank > $9) ",
+            "ORDER BY rank LIMIT $10"
+        ))
+        .fetch_all(db.pool())
+        .await?
+    };
+    rows.iter().map(item_from).collect()
 }
