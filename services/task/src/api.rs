@@ -109,6 +109,14 @@ impl TaskApi {
         self.to_proto(row).await
     }
 
+    /// The task an earlier DefineTask with `request_id` created. Releases its connection
+    /// before returning: a caller that then loads the log (another connection) must not
+    /// hold one while waiting for the next, or a busy pool deadlocks.
+    async fn defined_by(&self, tenant: &str, request_id: &str) -> AppResult<Option<TaskRow>> {
+        let mut conn = self.db.pool().acquire().await?;
+        Ok(store::by_request_id(&mut conn, tenant, request_id).await?)
+    }
+
     async fn to_proto(&self, row: TaskRow) -> AppResult<Task> {
         let mut logs = store::logs(&self.db, &[row.id.as_str()]).await?;
         let log = logs.remove(&row.id).unwrap_or_default();
@@ -317,14 +325,7 @@ impl TaskService for TaskApi {
             validate::member_id("volunteer_id", &r.volunteer_id)?.unwrap_or_default();
         let hours = domain::hours("hours_remaining", r.hours_remaining)?;
 
-        if let Some(existing) = store::by_request_id(
-            &mut *self.db.pool().acquire().await.map_err(AppError::from)?,
-            &tenant,
-            &request_id,
-        )
-        .await
-        .map_err(AppError::from)?
-        {
+        if let Some(existing) = self.defined_by(&tenant, &request_id).await? {
             return Ok(Response::new(DefineTaskResponse {
                 task: Some(self.to_proto(existing).await?),
             }));
@@ -358,10 +359,9 @@ impl TaskService for TaskApi {
             Err(AppError::AlreadyExists(_)) => {
                 // A concurrent retry of the same request won the race: answer as it did.
                 drop(uow);
-                let mut conn = self.db.pool().acquire().await.map_err(AppError::from)?;
-                let existing = store::by_request_id(&mut conn, &tenant, &request_id)
-                    .await
-                    .map_err(AppError::from)?
+                let existing = self
+                    .defined_by(&tenant, &request_id)
+                    .await?
                     .ok_or_else(|| {
                         AppError::Internal("request id collided but no task found".into())
                     })?;
