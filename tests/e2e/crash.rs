@@ -37,6 +37,7 @@ fn spawn_coordinator(system: &TestSystem, database_url: &str) -> Child {
         .env("AGILEPM_TASK_ENDPOINT", endpoint(ServiceName::Task))
         .env("AGILEPM_PLANNING_ENDPOINT", endpoint(ServiceName::Planning))
         .env("RUST_LOG", "error")
+        .env("AGILEPM_DB_MAX_CONNECTIONS", "4")
         .kill_on_drop(true)
         .spawn()
         .expect("start the coordinator process")

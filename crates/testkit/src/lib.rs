@@ -23,6 +23,12 @@ use futures::StreamExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// Connections per pool in tests. Eight tests run at once, each with up to four
+/// services, against one PostgreSQL server (`max_connections` 100 here): pools of 32
+/// or 16 could exhaust it. Four still gives every concurrency test overlapping
+/// transactions.
+const TEST_POOL_SIZE: u32 = 4;
+
 /// Runs an `async fn name(engine: Engine)` test on SQLite and on PostgreSQL, as
 /// `name::sqlite` and `name::postgres`.
 #[macro_export]
@@ -123,7 +129,7 @@ impl TestDb {
 
     /// Opens it with `migrations`.
     pub async fn connect(&self, migrations: &Migrations) -> Db {
-        Db::connect(&self.url, ServiceName::Task, 32, migrations)
+        Db::connect(&self.url, ServiceName::Task, TEST_POOL_SIZE, migrations)
             .await
             .expect("open the test database")
     }
@@ -189,7 +195,7 @@ impl TestSystem {
             host: [127, 0, 0, 1].into(),
             ports: BTreeMap::new(),
             auth_secret: None,
-            db_max_connections: 16,
+            db_max_connections: TEST_POOL_SIZE,
             external_endpoints: external
                 .iter()
                 .map(|(name, endpoint)| ((*name).into(), endpoint.clone()))
