@@ -4,13 +4,18 @@
 # this machine's PostgreSQL, and checks each healthy with the image's own HEALTHCHECK
 # command (`agilepm health`). Used by .ci/run; exits non-zero on any failure.
 #
-#   deploy/check-started-as-in-image.sh [BIN_DIR] [POSTGRES_SERVER_URL]
+#   deploy/check-started-as-in-image.sh [BIN_DIR] [POSTGRES_SERVER_URL] [BASE_PORT]
+#
+# BASE_PORT (default 50051, as in the image) moves the four ports together. CI passes a
+# port below Linux's ephemeral range (32768-60999): there, a peer's outgoing database
+# connection can hold 50054 as its local port just as the coordinator binds it.
 set -euo pipefail
 
 bin_dir=${1:-target/debug}
 server=${2:-postgres://root@127.0.0.1:5432}
+base=${3:-50051}
 services=(backlog-item task planning coordinator)
-ports=(50051 50052 50053 50054)
+ports=($base $((base + 1)) $((base + 2)) $((base + 3)))
 pids=()
 
 cleanup() {
@@ -31,9 +36,9 @@ for i in "${!services[@]}"; do
     AGILEPM_HEALTH_ADDRESS=127.0.0.1:${ports[$i]} \
     AGILEPM_DATABASE_URL=$server/$db \
     AGILEPM_AUTH_SECRET=image-check-secret \
-    AGILEPM_BACKLOG_ITEM_ENDPOINT=http://127.0.0.1:50051 \
-    AGILEPM_TASK_ENDPOINT=http://127.0.0.1:50052 \
-    AGILEPM_PLANNING_ENDPOINT=http://127.0.0.1:50053 \
+    AGILEPM_BACKLOG_ITEM_ENDPOINT=http://127.0.0.1:${ports[0]} \
+    AGILEPM_TASK_ENDPOINT=http://127.0.0.1:${ports[1]} \
+    AGILEPM_PLANNING_ENDPOINT=http://127.0.0.1:${ports[2]} \
     AGILEPM_LOG_FORMAT=json \
     RUST_LOG=warn \
         "$bin_dir/agilepm-$svc" &

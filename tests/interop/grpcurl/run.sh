@@ -9,6 +9,7 @@ repo=$(cd "$(dirname "$0")/../../.." && pwd)
 agilepm=${1:-$repo/target/debug/agilepm}
 grpcurl=${2:-grpcurl}
 data=$(mktemp -d)
+# Ports 28051-28054: below Linux's ephemeral range, so no outgoing connection holds them.
 out=$(mktemp)
 passed=0
 failed=0
@@ -26,8 +27,8 @@ check() { # check NAME COMMAND... : the command must succeed
     fi
 }
 
-"$agilepm" dev --data-dir "$data" --backlog-item-port 58051 --task-port 58052 \
-    --planning-port 58053 --coordinator-port 58054 >"$data/dev.out" 2>"$data/dev.err" &
+"$agilepm" dev --data-dir "$data" --backlog-item-port 28051 --task-port 28052 \
+    --planning-port 28053 --coordinator-port 28054 >"$data/dev.out" 2>"$data/dev.err" &
 dev=$!
 trap 'kill $dev 2>/dev/null; wait $dev 2>/dev/null; rm -rf "$data" "$out"' EXIT
 for _ in $(seq 1 120); do
@@ -37,12 +38,12 @@ done
 grep -q "four services up" "$data/dev.out" || { echo "FAIL: agilepm dev did not start"; cat "$data/dev.err"; exit 1; }
 
 declare -A own=(
-    [58051]=agilepm.backlog.v1.BacklogItemService
-    [58052]=agilepm.task.v1.TaskService
-    [58053]=agilepm.planning.v1.ProductService
-    [58054]=agilepm.coordinator.v1.CoordinatorService
+    [28051]=agilepm.backlog.v1.BacklogItemService
+    [28052]=agilepm.task.v1.TaskService
+    [28053]=agilepm.planning.v1.ProductService
+    [28054]=agilepm.coordinator.v1.CoordinatorService
 )
-for port in 58051 58052 58053 58054; do
+for port in 28051 28052 28053 28054; do
     address=127.0.0.1:$port
     check "list on $port shows ${own[$port]}, health and reflection" bash -c \
         "$grpcurl -plaintext $address list | tee /dev/stderr | grep -qx ${own[$port]} &&
@@ -61,19 +62,19 @@ auth=(-H 'authorization: Bearer grpcurl')
 key="grpcurl-$RANDOM$RANDOM"
 name="grpcurl product $key"
 created=$("$grpcurl" -plaintext "${auth[@]}" -d "{\"request_id\": \"$key\", \"product\": {\"name\": \"$name\", \"status_transition_mode\": \"STATUS_TRANSITION_MODE_MANUAL\"}}" \
-    127.0.0.1:58053 agilepm.planning.v1.ProductService/CreateProduct)
+    127.0.0.1:28053 agilepm.planning.v1.ProductService/CreateProduct)
 id=$(sed -n 's/.*"id": "\([0-9a-f-]*\)".*/\1/p' <<<"$created" | head -1)
 check "create a product with a JSON body" test -n "$id"
 check "get it back with the same values" bash -c \
-    "$grpcurl -plaintext -H 'authorization: Bearer grpcurl' -d '{\"id\": \"$id\"}' 127.0.0.1:58053 agilepm.planning.v1.ProductService/GetProduct |
+    "$grpcurl -plaintext -H 'authorization: Bearer grpcurl' -d '{\"id\": \"$id\"}' 127.0.0.1:28053 agilepm.planning.v1.ProductService/GetProduct |
      grep -q '\"name\": \"$name\"' &&
-     $grpcurl -plaintext -H 'authorization: Bearer grpcurl' -d '{\"id\": \"$id\"}' 127.0.0.1:58053 agilepm.planning.v1.ProductService/GetProduct |
+     $grpcurl -plaintext -H 'authorization: Bearer grpcurl' -d '{\"id\": \"$id\"}' 127.0.0.1:28053 agilepm.planning.v1.ProductService/GetProduct |
      grep -q STATUS_TRANSITION_MODE_MANUAL"
 check "another tenant gets NotFound" bash -c \
-    "$grpcurl -plaintext -H 'authorization: Bearer other' -d '{\"id\": \"$id\"}' 127.0.0.1:58053 agilepm.planning.v1.ProductService/GetProduct 2>&1 | grep -q 'Code: NotFound'"
+    "$grpcurl -plaintext -H 'authorization: Bearer other' -d '{\"id\": \"$id\"}' 127.0.0.1:28053 agilepm.planning.v1.ProductService/GetProduct 2>&1 | grep -q 'Code: NotFound'"
 check "bad input gets InvalidArgument naming the field" bash -c \
-    "$grpcurl -plaintext -H 'authorization: Bearer grpcurl' -d '{\"id\": \"nope\"}' 127.0.0.1:58053 agilepm.planning.v1.ProductService/GetProduct 2>&1 | grep -q 'Code: InvalidArgument' &&
-     $grpcurl -plaintext -H 'authorization: Bearer grpcurl' -d '{\"id\": \"nope\"}' 127.0.0.1:58053 agilepm.planning.v1.ProductService/GetProduct 2>&1 | grep -q 'Message: id:'"
+    "$grpcurl -plaintext -H 'authorization: Bearer grpcurl' -d '{\"id\": \"nope\"}' 127.0.0.1:28053 agilepm.planning.v1.ProductService/GetProduct 2>&1 | grep -q 'Code: InvalidArgument' &&
+     $grpcurl -plaintext -H 'authorization: Bearer grpcurl' -d '{\"id\": \"nope\"}' 127.0.0.1:28053 agilepm.planning.v1.ProductService/GetProduct 2>&1 | grep -q 'Message: id:'"
 
 echo "grpcurl: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -13,7 +13,8 @@ import protoLoader from "@grpc/proto-loader";
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 const protoRoot = join(repo, "proto");
-const ports = { "backlog-item": 57051, task: 57052, planning: 57053, coordinator: 57054 };
+// Below Linux's ephemeral port range (32768-60999), so no outgoing connection holds them.
+const ports = { "backlog-item": 27051, task: 27052, planning: 27053, coordinator: 27054 };
 const metadata = new grpc.Metadata();
 metadata.set("authorization", "Bearer interop-node");
 

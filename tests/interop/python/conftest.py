@@ -18,7 +18,8 @@ from grpc_tools import protoc
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 PROTO = REPO / "proto"
-PORTS = {"backlog-item": 56051, "task": 56052, "planning": 56053, "coordinator": 56054}
+# Below Linux's ephemeral port range (32768-60999), so no outgoing connection holds them.
+PORTS = {"backlog-item": 26051, "task": 26052, "planning": 26053, "coordinator": 26054}
 
 
 def _generate(out: pathlib.Path) -> None:
