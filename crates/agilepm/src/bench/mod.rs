@@ -7,6 +7,7 @@ pub mod processes;
 pub mod report;
 pub mod workload;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -132,7 +133,17 @@ async fn measure(args: &BenchArgs, databases: &[String]) -> anyhow::Result<repor
     );
     let prepared = workload::prepare(&ports, args.items).await?;
     eprintln!("estimating with {} clients ...", args.clients);
+    let server = args.engine == BenchEngine::Postgres;
+    let cpu_before = cpu_by_process(&services, server);
     let outcome = workload::run(&ports, &prepared, args.clients, args.rate).await?;
+    let cpu_after = cpu_by_process(&services, server);
+    let cpu_seconds = cpu_after
+        .into_iter()
+        .map(|(name, after)| {
+            let before = cpu_before.get(&name).copied().unwrap_or(0.0);
+            (name, after - before)
+        })
+        .collect();
     let rss_mib = services
         .iter()
         .map(|s| (s.name.as_str().to_owned(), s.peak_rss_mib().unwrap_or(0.0)))
@@ -155,7 +166,31 @@ async fn measure(args: &BenchArgs, databases: &[String]) -> anyhow::Result<repor
         preloaded,
         &outcome,
         rss_mib,
+        cpu_seconds,
         pgbench_tps,
         empty_rpc_per_sec,
     ))
+}
+
+/// CPU seconds used so far by each service, by this load generator and, with
+/// `postgres_server`, by all of the local PostgreSQL server's processes together.
+fn cpu_by_process(
+    services: &[processes::ServiceProcess],
+    postgres_server: bool,
+) -> BTreeMap<String, f64> {
+    let mut cpu: BTreeMap<String, f64> = services
+        .iter()
+        .map(|s| (s.name.as_str().to_owned(), s.cpu_seconds().unwrap_or(0.0)))
+        .collect();
+    cpu.insert(
+        "load generator".to_owned(),
+        processes::cpu_seconds_of(std::process::id()).unwrap_or(0.0),
+    );
+    if postgres_server {
+        cpu.insert(
+            "postgres server".to_owned(),
+            processes::cpu_seconds_of_all("postgres"),
+        );
+    }
+    cpu
 }

@@ -27,6 +27,11 @@ impl ServiceProcess {
         Some(kib / 1024.0)
     }
 
+    /// CPU time (user + system) used so far, in seconds (Linux `/proc/PID/stat`).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds_of(self.child.id()?)
+    }
+
     /// Stops it (SIGKILL is fine: every acknowledged write is committed).
     pub async fn stop(mut self) {
         let _ = self.child.start_kill();
@@ -94,4 +99,34 @@ pub async fn start_all(
         }
     }
     Ok(processes)
+}
+
+/// CPU time (user + system) of process `pid` so far, in seconds.
+pub fn cpu_seconds_of(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are fixed.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // Linux reports in USER_HZ, 100 on every architecture Rust targets here.
+    Some(ticks / 100.0)
+}
+
+/// CPU time of every process whose command name is `name` (e.g. all of a local
+/// PostgreSQL server's backends), in seconds. Processes that ended in between are not
+/// counted, so it is a lower bound.
+pub fn cpu_seconds_of_all(name: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == name)
+        })
+        .filter_map(cpu_seconds_of)
+        .sum()
 }

@@ -65,6 +65,10 @@ pub struct Results {
     pub errors: usize,
     /// Peak resident memory per service process, MiB.
     pub rss_mib: BTreeMap<String, f64>,
+    /// CPU seconds each process (services and the load generator) used while estimating.
+    pub cpu_seconds: BTreeMap<String, f64>,
+    /// CPU microseconds per estimate, all processes together (what the machine pays).
+    pub cpu_us_per_estimate: f64,
     /// `pgbench -N` at the same client count on the same server (PostgreSQL only).
     pub pgbench_tps: Option<f64>,
     /// Empty unary gRPC calls per second at the same concurrency.
@@ -82,6 +86,7 @@ impl Results {
         preloaded: u64,
         outcome: &Outcome,
         rss_mib: BTreeMap<String, f64>,
+        cpu_seconds: BTreeMap<String, f64>,
         pgbench_tps: Option<f64>,
         empty_rpc_per_sec: f64,
     ) -> Results {
@@ -101,6 +106,9 @@ impl Results {
             done_transitions: outcome.done_transitions,
             errors: outcome.errors,
             rss_mib,
+            cpu_us_per_estimate: cpu_seconds.values().sum::<f64>() * 1e6
+                / outcome.latencies.len().max(1) as f64,
+            cpu_seconds,
             pgbench_tps,
             empty_rpc_per_sec,
             ratio_to_pgbench: pgbench_tps.map(|tps| estimates_per_sec / tps),
@@ -145,6 +153,13 @@ pub fn print(r: &Results) {
     for (service, mib) in &r.rss_mib {
         println!("| peak RSS {service} | {mib:.1} MiB |");
     }
+    for (process, seconds) in &r.cpu_seconds {
+        println!("| CPU while estimating, {process} | {seconds:.2} s |");
+    }
+    println!(
+        "| CPU per estimate, all processes | {:.0} µs |",
+        r.cpu_us_per_estimate
+    );
     match (r.pgbench_tps, r.ratio_to_pgbench) {
         (Some(tps), Some(ratio)) => println!(
             "| pgbench -N TPS (same server, {} clients) | {tps:.0} (ratio {ratio:.2}) |",

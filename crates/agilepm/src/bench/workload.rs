@@ -238,18 +238,21 @@ pub async fn run(
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..clients {
+    for client in 0..clients {
         let mut tasks = TaskServiceClient::new(channel(ports.task)?);
         let (work, next, acked, item_of) =
             (work.clone(), next.clone(), acked.clone(), item_of.clone());
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0;
-            // Each client sends its share of the target rate on a fixed schedule.
+            // Each client sends its share of the target rate on a fixed schedule, the
+            // clients' schedules staggered evenly across the period: a steady stream, not
+            // bursts of every client at once.
             let mut pace = (rate > 0).then(|| {
-                let mut interval = tokio::time::interval(Duration::from_secs_f64(
-                    clients as f64 / f64::from(rate),
-                ));
+                let period = Duration::from_secs_f64(clients as f64 / f64::from(rate));
+                let offset = period.mul_f64(client as f64 / clients as f64);
+                let mut interval =
+                    tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
                 interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 interval
             });
