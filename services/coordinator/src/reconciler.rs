@@ -2,8 +2,9 @@
 //! status out, exactly once in effect.
 //!
 //! For each batch from the task feed the reconciler collapses the events per backlog
-//! item (twelve estimates of one item become one reconcile), reads the item's current
-//! `(sum, count, revision)` from the task service, and hands that basis to the
+//! item (twelve estimates of one item become one reconcile), takes the newest
+//! `(sum, count, revision)` the events carry (each task event carries the item's totals
+//! as committed with it, so no read of the task service is needed), and hands that basis to the
 //! backlog-item service, which applies it only if its revision is newer than the last one
 //! applied. Replays, duplicates and reordering are therefore harmless, and the feed
 //! position is saved (by the follower) only after every item of the batch succeeded.
@@ -26,7 +27,8 @@ use agilepm_proto::coordinator::v1::PoisonEvent;
 use agilepm_proto::events::v1::{Event, Heartbeat};
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_proto::task::v1::{
-    GetBacklogItemTaskTotalsRequest, TaskDefined, TaskHoursRemainingEstimated, TaskRemoved,
+    BacklogItemTaskTotals, GetBacklogItemTaskTotalsRequest, TaskDefined,
+    TaskHoursRemainingEstimated, TaskRemoved,
 };
 use futures::StreamExt as _;
 use prost::Message as _;
@@ -68,7 +70,7 @@ impl Default for ReconcilerOptions {
                 max_backoff: Duration::from_secs(1),
                 ..FollowOptions::default()
             },
-            concurrency: 16,
+            concurrency: 64,
         }
     }
 }
@@ -78,6 +80,13 @@ struct ItemWork {
     tenant: String,
     backlog_item_id: String,
     events: Vec<(String, String)>,
+    /// The newest totals the events carry (highest revision). Any committed totals are a
+    /// valid basis, and the newest of the batch is what a fresh read would return unless
+    /// a later change is already on its way down the feed; the revision guard makes
+    /// either order safe.
+    totals: Option<BacklogItemTaskTotals>,
+    /// Some event came without totals: read them from the task service instead.
+    read_totals: bool,
 }
 
 /// Why an item could not be reconciled.
@@ -96,20 +105,23 @@ pub struct Reconciler {
     options: ReconcilerOptions,
 }
 
-/// The backlog item a task event is about.
-fn backlog_item_of(event: &Event) -> Option<String> {
+/// The backlog item a task event is about, and the item's totals the event carries (the
+/// totals right after the change, as committed with it).
+fn backlog_item_of(event: &Event) -> Option<(String, Option<BacklogItemTaskTotals>)> {
     let bytes = event.payload.as_ref()?.value.as_slice();
     match event.event_type.as_str() {
-        t if t == TaskDefined::EVENT_TYPE => TaskDefined::decode(bytes)
-            .ok()?
-            .task
-            .map(|t| t.backlog_item_id),
-        t if t == TaskHoursRemainingEstimated::EVENT_TYPE => Some(
-            TaskHoursRemainingEstimated::decode(bytes)
-                .ok()?
-                .backlog_item_id,
-        ),
-        t if t == TaskRemoved::EVENT_TYPE => Some(TaskRemoved::decode(bytes).ok()?.backlog_item_id),
+        t if t == TaskDefined::EVENT_TYPE => {
+            let defined = TaskDefined::decode(bytes).ok()?;
+            Some((defined.task?.backlog_item_id, defined.totals))
+        }
+        t if t == TaskHoursRemainingEstimated::EVENT_TYPE => {
+            let estimated = TaskHoursRemainingEstimated::decode(bytes).ok()?;
+            Some((estimated.backlog_item_id, estimated.totals))
+        }
+        t if t == TaskRemoved::EVENT_TYPE => {
+            let removed = TaskRemoved::decode(bytes).ok()?;
+            Some((removed.backlog_item_id, removed.totals))
+        }
         _ => None,
     }
 }
@@ -134,8 +146,8 @@ impl Reconciler {
         }
     }
 
-    /// One attempt at one item.
-    async fn try_reconcile(&self, work: &ItemWork) -> Result<ReconcileOutcome, Status> {
+    /// The item's totals, read from the task service (for events without totals).
+    async fn read_totals(&self, work: &ItemWork) -> Result<BacklogItemTaskTotals, Status> {
         let mut request = act_for(
             &work.tenant,
             GetBacklogItemTaskTotalsRequest {
@@ -143,14 +155,22 @@ impl Reconciler {
             },
         );
         request.set_timeout(CALL_DEADLINE);
-        let totals = self
+        Ok(self
             .tasks
             .clone()
             .get_backlog_item_task_totals(request)
             .await?
             .into_inner()
             .totals
-            .unwrap_or_default();
+            .unwrap_or_default())
+    }
+
+    /// One attempt at one item.
+    async fn try_reconcile(&self, work: &ItemWork) -> Result<ReconcileOutcome, Status> {
+        let totals = match &work.totals {
+            Some(totals) if !work.read_totals => totals.clone(),
+            _ => self.read_totals(work).await?,
+        };
         if totals.revision == 0 {
             return Ok(ReconcileOutcome::Unchanged);
         }
@@ -242,7 +262,7 @@ impl BatchHandler for Reconciler {
                 tracing::warn!(event_id = %event.event_id, "skipping an event an operator skipped");
                 continue;
             }
-            let Some(backlog_item_id) = backlog_item_of(event) else {
+            let Some((backlog_item_id, totals)) = backlog_item_of(event) else {
                 tracing::error!(event_id = %event.event_id, event_type = %event.event_type, "undecodable task event; ignored");
                 continue;
             };
@@ -253,10 +273,24 @@ impl BatchHandler for Reconciler {
                     tenant: event.tenant_id.clone(),
                     backlog_item_id,
                     events: Vec::new(),
+                    totals: None,
+                    read_totals: false,
                 }
             });
             work.events
                 .push((event.event_id.clone(), event.position.clone()));
+            match totals {
+                Some(totals)
+                    if work
+                        .totals
+                        .as_ref()
+                        .is_none_or(|t| t.revision < totals.revision) =>
+                {
+                    work.totals = Some(totals)
+                }
+                Some(_) => {}
+                None => work.read_totals = true,
+            }
         }
         let works: Vec<ItemWork> = order
             .into_iter()
