@@ -272,6 +272,21 @@ fn postgres_url(url: &str, service: ServiceName) -> String {
     }
 }
 
+/// `rows` parenthesised rows of `columns` numbered placeholders each, for a multi-row
+/// `VALUES` list: `value_rows(2, 3)` is `($1, $2, $3), ($4, $5, $6)`. Both engines
+/// accept this form, and name the columns of such a list `column1`, `column2`, ...
+pub fn value_rows(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let cells: Vec<String> = (1..=columns)
+                .map(|column| format!("${}", row * columns + column))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// No service migrations (for tests of the platform alone).
 pub static NO_MIGRATIONS: Migrations = Migrations {
     sqlite: &EMPTY,
@@ -294,6 +309,13 @@ mod tests {
             "sqlite://x.db?mode=ro"
         );
         assert!(sqlite_url("sqlite::memory:").is_err());
+    }
+
+    #[test]
+    fn value_rows_number_placeholders_row_by_row() {
+        assert_eq!(value_rows(1, 1), "($1)");
+        assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(value_rows(0, 3), "");
     }
 
     #[test]

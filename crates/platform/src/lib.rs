@@ -16,6 +16,7 @@
 //! | [`service`] | the life of a service process: database, auth, feed, serve |
 //! | [`client`] | channels to peer services with credentials, trace context, deadlines |
 //! | [`optimistic`] | compare-and-set writes with retries of lost races |
+//! | [`group_commit`] | one writer applying concurrent requests in shared transactions |
 //! | [`outbox`] | appending events in the caller's transaction |
 //! | [`feed`] | serving the outbox as a gap-free, resumable event feed |
 //! | [`follower`] | following a peer's feed from a durable checkpoint |
@@ -27,6 +28,7 @@ pub mod db;
 pub mod error;
 pub mod feed;
 pub mod follower;
+pub mod group_commit;
 pub mod optimistic;
 pub mod outbox;
 pub mod paging;

@@ -5,7 +5,7 @@
 use agilepm_proto::EventType;
 use uuid::Uuid;
 
-use crate::db::{Engine, UnitOfWork};
+use crate::db::{Engine, UnitOfWork, value_rows};
 use crate::time::now_micros;
 
 /// The PostgreSQL notification channel commits are announced on.
@@ -22,31 +22,77 @@ pub struct Subject<'a> {
     pub tenant_id: &'a str,
 }
 
+/// An event ready to append: its subject, type and encoded payload.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    /// What it is about.
+    pub subject: Subject<'a>,
+    /// Its type name (`EventType::EVENT_TYPE`).
+    pub event_type: &'static str,
+    /// The encoded event message.
+    pub payload: Vec<u8>,
+}
+
+impl<'a> NewEvent<'a> {
+    /// `event` about `subject`.
+    pub fn of<E: EventType>(subject: Subject<'a>, event: &E) -> NewEvent<'a> {
+        NewEvent {
+            subject,
+            event_type: E::EVENT_TYPE,
+            payload: event.encode_to_vec(),
+        }
+    }
+}
+
 /// Appends `event` to the outbox inside `uow` and returns its new, stable event id.
-///
-/// On PostgreSQL the first append of a transaction also queues a `NOTIFY`, which
-/// PostgreSQL delivers only if and when the transaction commits, waking subscribers in
-/// other processes; in-process subscribers are woken by [`UnitOfWork::commit`].
 pub async fn append<E: EventType>(
     uow: &mut UnitOfWork,
     subject: Subject<'_>,
     event: &E,
 ) -> Result<Uuid, sqlx::Error> {
-    let event_id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, tenant_id, \
-         occur_time_us, payload) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(event_id.to_string())
-    .bind(E::EVENT_TYPE)
-    .bind(subject.aggregate_type)
-    .bind(subject.aggregate_id)
-    .bind(subject.tenant_id)
-    .bind(now_micros())
-    .bind(event.encode_to_vec())
-    .execute(uow.conn())
-    .await?;
-    if !uow.wrote_events {
+    let ids = append_all(uow, &[NewEvent::of(subject, event)]).await?;
+    Ok(ids[0])
+}
+
+/// Rows per INSERT: 7 values each stays far below either engine's bound-parameter limit.
+const ROWS_PER_INSERT: usize = 500;
+
+/// Appends `events`, in order, to the outbox inside `uow` with one statement per 500
+/// events, and returns their new, stable event ids.
+///
+/// On PostgreSQL the first append of a transaction also queues a `NOTIFY`, which
+/// PostgreSQL delivers only if and when the transaction commits, waking subscribers in
+/// other processes; in-process subscribers are woken by [`UnitOfWork::commit`].
+pub async fn append_all(
+    uow: &mut UnitOfWork,
+    events: &[NewEvent<'_>],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
+    let now = now_micros();
+    for (chunk, chunk_ids) in events
+        .chunks(ROWS_PER_INSERT)
+        .zip(ids.chunks(ROWS_PER_INSERT))
+    {
+        let sql = format!(
+            "INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, tenant_id, \
+             occur_time_us, payload) VALUES {}",
+            value_rows(chunk.len(), 7)
+        );
+        // Only generated placeholders are interpolated; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (event, id) in chunk.iter().zip(chunk_ids) {
+            query = query
+                .bind(id.to_string())
+                .bind(event.event_type)
+                .bind(event.subject.aggregate_type)
+                .bind(event.subject.aggregate_id.to_owned())
+                .bind(event.subject.tenant_id.to_owned())
+                .bind(now)
+                .bind(event.payload.clone());
+        }
+        query.execute(uow.conn()).await?;
+    }
+    if !events.is_empty() && !uow.wrote_events {
         if uow.engine() == Engine::Postgres {
             sqlx::query("SELECT pg_notify('agilepm_outbox', '')")
                 .execute(uow.conn())
@@ -54,5 +100,5 @@ pub async fn append<E: EventType>(
         }
         uow.wrote_events = true;
     }
-    Ok(event_id)
+    Ok(ids)
 }
