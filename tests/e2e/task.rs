@@ -29,6 +29,7 @@ engine_tests!(
     tasks_need_a_live_backlog_item_of_the_same_tenant,
     a_retried_define_creates_one_task,
     totals_stay_exact_under_32_concurrent_estimators,
+    estimates_sent_at_once_each_get_their_own_outcome,
     events_carry_the_totals_and_revision,
     removing_a_task_takes_it_out_of_the_totals,
     the_burndown_sums_each_days_latest_estimates,
@@ -731,6 +732,106 @@ async fn totals_stay_exact_under_32_concurrent_estimators(engine: Engine) {
     assert_eq!(sum, expected);
     assert_eq!(t.revision, 32 + 32 * 10, "one revision per change");
     db.close().await;
+    f.stop().await;
+}
+
+/// Estimates that arrive together are applied in shared transactions (group commit);
+/// each must still fail or succeed on its own, and each event must carry the totals right
+/// after its own estimate, exactly as if they had committed one by one in feed order.
+async fn estimates_sent_at_once_each_get_their_own_outcome(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.item("acme", BacklogItemStatus::Committed).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(f.define("acme", &item, &format!("t{i}"), 12).await.id);
+    }
+    // Every task's twelve days in one burst (so batches hold several estimates of one
+    // task, some back-dated behind a newer one), with stale versions and unknown tasks
+    // mixed in.
+    let mut calls = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        for day in 1..=12 {
+            let mut request = estimate(id, 12 - day, &format!("2099-04-{day:02}"));
+            let expect = if day == 6 && n == 0 {
+                request.expected_version = Some(1_000);
+                Some(Code::Aborted)
+            } else {
+                None
+            };
+            calls.push((request, expect));
+        }
+        calls.push((
+            estimate(&Uuid::new_v4().to_string(), 1, "2099-04-01"),
+            Some(Code::NotFound),
+        ));
+    }
+    let mut running = Vec::new();
+    for (request, expect) in calls {
+        let mut tasks = f.tasks("acme");
+        running.push(tokio::spawn(async move {
+            let outcome = tasks.estimate_task_hours_remaining(request).await;
+            (outcome.map(|r| r.into_inner()), expect)
+        }));
+    }
+    let mut succeeded = 0;
+    for call in running {
+        let (outcome, expect) = call.await.unwrap();
+        match expect {
+            None => {
+                let response = outcome.expect("a valid estimate succeeds");
+                let task = response.task.unwrap();
+                assert!(
+                    task.estimation_log
+                        .windows(2)
+                        .all(|w| w[0].date < w[1].date),
+                    "the response's log is in day order, one entry per day"
+                );
+                succeeded += 1;
+            }
+            Some(code) => assert_eq!(outcome.unwrap_err().code(), code),
+        }
+    }
+    assert_eq!(succeeded, 4 * 12 - 1);
+
+    // Replay the feed: every estimate event's totals are those right after it.
+    let events = feed_events(&f, "acme", 4 + 47, Duration::from_millis(300)).await;
+    let mut hours: std::collections::HashMap<String, (String, i64)> = ids
+        .iter()
+        .map(|id| (id.clone(), (String::new(), 12)))
+        .collect();
+    let mut revision = 4;
+    let mut estimates = 0;
+    for event in &events {
+        if event.event_type != "agilepm.task.v1.TaskHoursRemainingEstimated" {
+            continue;
+        }
+        estimates += 1;
+        let e: TaskHoursRemainingEstimated =
+            prost::Message::decode(event.payload.as_ref().unwrap().value.as_slice()).unwrap();
+        let (latest, current) = hours.get_mut(&e.task_id).unwrap();
+        if e.date >= *latest {
+            *latest = e.date.clone();
+            if i64::from(e.hours_remaining) != *current {
+                *current = i64::from(e.hours_remaining);
+                revision += 1;
+            }
+        }
+        let sum: i64 = hours.values().map(|(_, h)| h).sum();
+        let t = e.totals.unwrap();
+        assert_eq!(
+            (t.hours_remaining, t.task_count, t.revision),
+            (sum, 4, revision),
+            "event {} carries the totals right after it",
+            event.event_id
+        );
+    }
+    assert_eq!(
+        estimates, 47,
+        "one event per estimate that changed something"
+    );
+    let t = totals(&mut f.tasks("acme"), &item).await;
+    let sum: i64 = hours.values().map(|(_, h)| h).sum();
+    assert_eq!((t.hours_remaining, t.revision), (sum, revision));
     f.stop().await;
 }
 

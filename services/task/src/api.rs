@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::domain::{self, Progress};
+use crate::estimates::{Estimate, EstimateWriter};
 use crate::store::{self, TaskRow};
 
 /// The task service's gRPC adapter.
@@ -25,6 +26,7 @@ use crate::store::{self, TaskRow};
 pub struct TaskApi {
     db: Db,
     backlog_items: BacklogItemServiceClient<PeerChannel>,
+    estimates: EstimateWriter,
 }
 
 /// What a command does to a task, decided from its current state.
@@ -47,9 +49,15 @@ enum Planned {
 }
 
 impl TaskApi {
-    /// An adapter over `db`, checking backlog items through `backlog_items`.
+    /// An adapter over `db`, checking backlog items through `backlog_items`. Starts the
+    /// estimate writer, so it must be called inside the tokio runtime.
     pub fn new(db: Db, backlog_items: BacklogItemServiceClient<PeerChannel>) -> TaskApi {
-        TaskApi { db, backlog_items }
+        let estimates = crate::estimates::start_writer(db.clone());
+        TaskApi {
+            db,
+            backlog_items,
+            estimates,
+        }
     }
 
     /// Tasks may only be defined for an existing, not removed item of the same tenant.
@@ -183,7 +191,7 @@ impl TaskApi {
     }
 }
 
-fn task_message(row: TaskRow, estimation_log: Vec<EstimationLogEntry>) -> Task {
+pub(crate) fn task_message(row: TaskRow, estimation_log: Vec<EstimationLogEntry>) -> Task {
     Task {
         id: row.id,
         tenant_id: row.tenant_id,
@@ -586,36 +594,20 @@ impl TaskService for TaskApi {
         } else {
             validate::date("date", &r.date)?
         };
-        let expected = validate::expected_version("expected_version", r.expected_version)?;
-        let (row, totals) = self
-            .mutate(&tenant, &id, expected, Some(day), |before, logged| {
-                let effect = domain::estimate(progress(before), hours, day, logged);
-                let after = with_progress(before, effect.after);
-                if !effect.writes_log && after == *before {
-                    return Ok(Plan {
-                        after,
-                        log: None,
-                        totals_delta: None,
-                        events: Vec::new(),
-                    });
-                }
-                let mut events = vec![Planned::HoursEstimated(day, hours)];
-                if after.status != before.status {
-                    events.push(Planned::StatusChanged(after.status));
-                }
-                let totals_delta = (after.hours != before.hours)
-                    .then(|| (i64::from(after.hours - before.hours), 0));
-                Ok(Plan {
-                    after,
-                    log: effect.writes_log.then_some((day, hours)),
-                    totals_delta,
-                    events,
-                })
+        let expected_version = validate::expected_version("expected_version", r.expected_version)?;
+        let estimated = self
+            .estimates
+            .submit(Estimate {
+                tenant,
+                task_id: id,
+                day,
+                hours,
+                expected_version,
             })
             .await?;
         Ok(Response::new(EstimateTaskHoursRemainingResponse {
-            task: Some(self.to_proto(row).await?),
-            totals: Some(totals),
+            task: Some(estimated.task),
+            totals: Some(estimated.totals),
         }))
     }
 

@@ -28,6 +28,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
 pub mod api;
 pub mod burndown;
 pub mod domain;
+pub mod estimates;
 pub mod preload;
 pub mod store;
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use agilepm_platform::db::{Db, UnitOfWork};
+use agilepm_platform::db::{Db, Engine, UnitOfWork, value_rows};
 use agilepm_proto::task::v1::{BacklogItemTaskTotals, EstimationLogEntry, TaskStatus};
 use chrono::NaiveDate;
 use sqlx::any::AnyRow;
@@ -228,19 +228,14 @@ pub async fn log_estimate(
     hours: i32,
     now_us: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO estimation_log (task_id, day, backlog_item_id, hours_remaining, record_time_us) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (task_id, day) DO UPDATE SET \
-         hours_remaining = excluded.hours_remaining, record_time_us = excluded.record_time_us",
-    )
-    .bind(&task.id)
-    .bind(day.format("%Y-%m-%d").to_string())
-    .bind(&task.backlog_item_id)
-    .bind(i64::from(hours))
-    .bind(now_us)
-    .execute(uow.conn())
-    .await?;
-    Ok(())
+    let write = LogWrite {
+        task_id: &task.id,
+        backlog_item_id: &task.backlog_item_id,
+        day,
+        hours,
+        record_time_us: now_us,
+    };
+    log_estimates(uow, &[write]).await
 }
 
 /// The estimation logs of `task_ids`, oldest entry first.
@@ -287,21 +282,17 @@ pub async fn add_to_totals(
     hours: i64,
     count: i64,
 ) -> Result<BacklogItemTaskTotals, sqlx::Error> {
-    let row = sqlx::query(
-        "INSERT INTO item_totals (backlog_item_id, tenant_id, hours_remaining, task_count, revision) \
-         VALUES ($1, $2, $3, $4, 1) ON CONFLICT (backlog_item_id) DO UPDATE SET \
-         hours_remaining = item_totals.hours_remaining + excluded.hours_remaining, \
-         task_count = item_totals.task_count + excluded.task_count, \
-         revision = item_totals.revision + 1 \
-         RETURNING hours_remaining, task_count, revision",
-    )
-    .bind(backlog_item_id)
-    .bind(tenant)
-    .bind(hours)
-    .bind(count)
-    .fetch_one(uow.conn())
-    .await?;
-    totals_from(backlog_item_id, &row)
+    let change = TotalsChange {
+        tenant,
+        backlog_item_id,
+        hours,
+        count,
+        changes: 1,
+    };
+    add_to_totals_all(uow, &[change])
+        .await?
+        .remove(backlog_item_id)
+        .ok_or(sqlx::Error::RowNotFound)
 }
 
 fn totals_from(backlog_item_id: &str, row: &AnyRow) -> Result<BacklogItemTaskTotals, sqlx::Error> {
@@ -374,4 +365,182 @@ pub async fn burndown_entries(
             ))
         })
         .collect()
+}
+
+/// A day's entry of a task's estimation log, as held in memory: `(day, hours,
+/// record_time_us)`.
+pub type LogEntry = (NaiveDate, i32, i64);
+
+/// The live tasks among `ids` (any tenant: callers check) with their whole estimation
+/// logs, oldest day first, locked against other writers until the transaction ends (on
+/// SQLite the write transaction already excludes them; PostgreSQL locks the task rows, in
+/// id order so that two such transactions cannot deadlock).
+pub async fn lock_with_logs(
+    uow: &mut UnitOfWork,
+    ids: &[&str],
+) -> Result<HashMap<String, (TaskRow, Vec<LogEntry>)>, sqlx::Error> {
+    let mut found: HashMap<String, (TaskRow, Vec<LogEntry>)> = HashMap::new();
+    if ids.is_empty() {
+        return Ok(found);
+    }
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let lock = match uow.engine() {
+        Engine::Postgres => " FOR UPDATE OF t",
+        Engine::Sqlite => "",
+    };
+    let sql = format!(
+        "SELECT t.id, t.tenant_id, t.backlog_item_id, t.name, t.description, t.volunteer_id, \
+         t.status, t.hours_remaining, t.latest_log_day, t.version, t.create_time_us, \
+         t.update_time_us, t.removed_time_us, l.day AS log_day, l.hours_remaining AS log_hours, \
+         l.record_time_us AS log_record_time_us FROM tasks t \
+         LEFT JOIN estimation_log l ON l.task_id = t.id \
+         WHERE t.id IN ({}) AND t.removed_time_us IS NULL ORDER BY t.id, l.day{lock}",
+        placeholders.join(", ")
+    );
+    // Only generated placeholders are interpolated; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(*id);
+    }
+    for row in query.fetch_all(uow.conn()).await? {
+        let id: String = row.try_get("id")?;
+        let entry = match found.get_mut(&id) {
+            Some(entry) => entry,
+            None => found.entry(id).or_insert((task_from(&row)?, Vec::new())),
+        };
+        let day: Option<String> = row.try_get("log_day")?;
+        if let Some(day) = day {
+            let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            let hours: i64 = row.try_get("log_hours")?;
+            entry
+                .1
+                .push((day, hours as i32, row.try_get("log_record_time_us")?));
+        }
+    }
+    Ok(found)
+}
+
+/// Writes each task whose stored version is still its read version (compare-and-set), in
+/// one statement; returns how many were written.
+pub async fn update_progress_all(
+    uow: &mut UnitOfWork,
+    tasks: &[(&TaskRow, i64)],
+) -> Result<u64, sqlx::Error> {
+    if tasks.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "UPDATE tasks SET status = v.column3, hours_remaining = v.column4, \
+         latest_log_day = v.column5, version = v.column6, update_time_us = v.column7 \
+         FROM (VALUES {}) AS v WHERE tasks.id = v.column1 AND tasks.version = v.column2",
+        value_rows(tasks.len(), 7)
+    );
+    // Only generated placeholders are interpolated; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (task, read_version) in tasks {
+        query = query
+            .bind(task.id.clone())
+            .bind(*read_version)
+            .bind(task.status as i64)
+            .bind(i64::from(task.hours))
+            .bind(day_text(task.latest_log_day))
+            .bind(task.version)
+            .bind(task.update_time_us);
+    }
+    Ok(query.execute(uow.conn()).await?.rows_affected())
+}
+
+/// One day's estimate of one task, to record.
+pub struct LogWrite<'a> {
+    /// The task.
+    pub task_id: &'a str,
+    /// Its backlog item.
+    pub backlog_item_id: &'a str,
+    /// The day.
+    pub day: NaiveDate,
+    /// Hours remaining that day.
+    pub hours: i32,
+    /// When it was recorded (µs).
+    pub record_time_us: i64,
+}
+
+/// Records (or replaces) the estimates in `writes`, in one statement. At most one write
+/// per `(task, day)`: one statement may not change a row twice.
+pub async fn log_estimates(
+    uow: &mut UnitOfWork,
+    writes: &[LogWrite<'_>],
+) -> Result<(), sqlx::Error> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO estimation_log (task_id, day, backlog_item_id, hours_remaining, record_time_us) \
+         VALUES {} ON CONFLICT (task_id, day) DO UPDATE SET \
+         hours_remaining = excluded.hours_remaining, record_time_us = excluded.record_time_us",
+        value_rows(writes.len(), 5)
+    );
+    // Only generated placeholders are interpolated; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for write in writes {
+        query = query
+            .bind(write.task_id.to_owned())
+            .bind(write.day.format("%Y-%m-%d").to_string())
+            .bind(write.backlog_item_id.to_owned())
+            .bind(i64::from(write.hours))
+            .bind(write.record_time_us);
+    }
+    query.execute(uow.conn()).await?;
+    Ok(())
+}
+
+/// Changes to one item's totals: `hours` and `count` added, `revision` bumped by
+/// `changes`.
+pub struct TotalsChange<'a> {
+    /// The item's tenant.
+    pub tenant: &'a str,
+    /// The item.
+    pub backlog_item_id: &'a str,
+    /// Hours added (negative: removed).
+    pub hours: i64,
+    /// Tasks added.
+    pub count: i64,
+    /// Changes made (the revision moves by this much).
+    pub changes: i64,
+}
+
+/// Applies `changes` (one per item) in one upsert and returns the new totals per item.
+pub async fn add_to_totals_all(
+    uow: &mut UnitOfWork,
+    changes: &[TotalsChange<'_>],
+) -> Result<HashMap<String, BacklogItemTaskTotals>, sqlx::Error> {
+    let mut totals = HashMap::new();
+    if changes.is_empty() {
+        return Ok(totals);
+    }
+    let sql = format!(
+        "INSERT INTO item_totals (backlog_item_id, tenant_id, hours_remaining, task_count, revision) \
+         VALUES {} ON CONFLICT (backlog_item_id) DO UPDATE SET \
+         hours_remaining = item_totals.hours_remaining + excluded.hours_remaining, \
+         task_count = item_totals.task_count + excluded.task_count, \
+         revision = item_totals.revision + excluded.revision \
+         RETURNING backlog_item_id, hours_remaining, task_count, revision",
+        value_rows(changes.len(), 5)
+    );
+    // Only generated placeholders are interpolated; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for change in changes {
+        query = query
+            .bind(change.backlog_item_id.to_owned())
+            .bind(change.tenant.to_owned())
+            .bind(change.hours)
+            .bind(change.count)
+            .bind(change.changes);
+    }
+    for row in query.fetch_all(uow.conn()).await? {
+        let item: String = row.try_get("backlog_item_id")?;
+        let item_totals = totals_from(&item, &row)?;
+        totals.insert(item, item_totals);
+    }
+    Ok(totals)
 }
