@@ -1,6 +1,7 @@
 //! The backlog-item service's gRPC adapter: parse, apply the status machine or ranking in
 //! one transaction with the outbox events, map errors.
 
+use crate::fast_reconcile::FastReconciler;
 use agilepm_platform::auth::caller;
 use agilepm_platform::db::{Db, UnitOfWork};
 use agilepm_platform::error::{AppError, AppResult};
@@ -25,6 +26,7 @@ type Reply<T> = Result<Response<T>, GrpcStatus>;
 #[derive(Clone)]
 pub struct BacklogItemApi {
     db: Db,
+    fast_reconciles: FastReconciler,
 }
 
 fn subject(item: &BacklogItem) -> Subject<'_> {
@@ -146,8 +148,14 @@ fn status_changed(
 
 impl BacklogItemApi {
     /// An adapter over `db`.
+    /// Starts the reconcile fast path's writer, so it must be called inside the tokio
+    /// runtime.
     pub fn new(db: Db) -> BacklogItemApi {
-        BacklogItemApi { db }
+        let fast_reconciles = crate::fast_reconcile::start(db.clone());
+        BacklogItemApi {
+            db,
+            fast_reconciles,
+        }
     }
 
     /// Applies `change` to item `id` with compare-and-set on its version, then the events
@@ -382,14 +390,16 @@ impl BacklogItemApi {
             revision: request.task_revision,
         };
         // Most bases arrive mid-sprint with hours left: one statement settles those.
-        if let Some(item) = store::advance_revision_if_nothing_changes(
-            &self.db,
-            tenant,
-            &id,
-            basis.hours,
-            basis.revision,
-        )
-        .await?
+        if basis.hours > 0
+            && let Some(item) = self
+                .fast_reconciles
+                .submit(store::Basis {
+                    tenant: tenant.to_owned(),
+                    id: id.clone(),
+                    hours: basis.hours,
+                    revision: basis.revision,
+                })
+                .await?
         {
             return Ok((item, ReconcileOutcome::Unchanged));
         }

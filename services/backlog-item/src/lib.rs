@@ -25,6 +25,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
 
 pub mod api;
 pub mod domain;
+pub mod fast_reconcile;
 
 pub mod store;
 

@@ -1,7 +1,9 @@
 //! Persistence of backlog items. The in-memory form is the protobuf `BacklogItem` itself;
 //! writes take the caller's [`UnitOfWork`] so the change and its events commit together.
 
-use agilepm_platform::db::{Db, UnitOfWork};
+use std::collections::HashMap;
+
+use agilepm_platform::db::{Db, UnitOfWork, value_rows};
 use agilepm_platform::time::timestamp;
 use agilepm_proto::backlog::v1::{BacklogItem, BusinessPriority};
 use sqlx::any::AnyRow;
@@ -179,38 +181,64 @@ pub async fn update(
     Ok(result.rows_affected() == 1)
 }
 
-/// The fast path of reconciliation, in one autocommitted statement: a newer basis with
-/// hours remaining cannot change an item that is not DONE and not awaiting acceptance
-/// (`domain::reconcile`; its test `hours_left_never_change_an_item_that_is_not_done_or_awaiting`
-/// pins that), so it only moves the revision guard. Returns the item, or
-/// `None` when the fast path does not apply (DONE, awaiting, stale, missing): the caller
-/// then takes the full transactional path.
-pub async fn advance_revision_if_nothing_changes(
+/// A task-hours basis for one item, as the reconcile fast path takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Basis {
+    /// The caller's tenant.
+    pub tenant: String,
+    /// The item.
+    pub id: String,
+    /// Summed task hours remaining.
+    pub hours: i64,
+    /// The task service's revision of that sum.
+    pub revision: i64,
+}
+
+/// The fast path of reconciliation, for many items in one autocommitted statement: a
+/// newer basis with hours remaining cannot change an item that is not DONE and not
+/// awaiting acceptance (`domain::reconcile`; its test
+/// `hours_left_never_change_an_item_that_is_not_done_or_awaiting` pins that), so it only
+/// moves the revision guard. `bases` name each item at most once, with hours left.
+/// Returns the items it moved, by id; the others (DONE, awaiting, stale, missing, other
+/// tenant) need the full transactional path.
+pub async fn advance_revisions_if_nothing_changes(
     db: &Db,
-    tenant: &str,
-    id: &str,
-    hours: i64,
-    revision: i64,
-) -> Result<Option<BacklogItem>, sqlx::Error> {
-    if hours <= 0 {
-        return Ok(None);
+    bases: &[&Basis],
+) -> Result<HashMap<String, BacklogItem>, sqlx::Error> {
+    if bases.is_empty() {
+        return Ok(HashMap::new());
     }
-    sqlx::query(
-        "UPDATE backlog_items SET reconciled_task_revision = $1 \
-         WHERE id = $2 AND tenant_id = $3 AND reconciled_task_revision < $1 \
-         AND status <> 4 AND awaiting_acceptance = 0 \
-         RETURNING id, tenant_id, product_id, summary, story, category, type, story_points, \
-         benefit, penalty, cost, risk, priority_score, use_case_id, release_id, sprint_id, \
-         status, rank, derived_from_ids, awaiting_acceptance, reconciled_task_revision, \
-         version, create_time_us, update_time_us",
-    )
-    .bind(revision)
-    .bind(id)
-    .bind(tenant)
-    .fetch_optional(db.write_pool())
-    .await?
-    .map(|row| item_from(&row))
-    .transpose()
+    let sql = format!(
+        "UPDATE backlog_items SET reconciled_task_revision = v.column3 \
+         FROM (VALUES {}) AS v \
+         WHERE backlog_items.id = v.column1 AND backlog_items.tenant_id = v.column2 \
+         AND backlog_items.reconciled_task_revision < v.column3 \
+         AND backlog_items.status <> 4 AND backlog_items.awaiting_acceptance = 0 \
+         RETURNING backlog_items.id, backlog_items.tenant_id, backlog_items.product_id, \
+         backlog_items.summary, backlog_items.story, backlog_items.category, \
+         backlog_items.type, backlog_items.story_points, backlog_items.benefit, \
+         backlog_items.penalty, backlog_items.cost, backlog_items.risk, \
+         backlog_items.priority_score, backlog_items.use_case_id, backlog_items.release_id, \
+         backlog_items.sprint_id, backlog_items.status, backlog_items.rank, \
+         backlog_items.derived_from_ids, backlog_items.awaiting_acceptance, \
+         backlog_items.reconciled_task_revision, backlog_items.version, \
+         backlog_items.create_time_us, backlog_items.update_time_us",
+        value_rows(bases.len(), 3)
+    );
+    // Only generated placeholders are interpolated; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for basis in bases {
+        query = query
+            .bind(basis.id.clone())
+            .bind(basis.tenant.clone())
+            .bind(basis.revision);
+    }
+    query
+        .fetch_all(db.write_pool())
+        .await?
+        .iter()
+        .map(|row| item_from(row).map(|item| (item.id.clone(), item)))
+        .collect()
 }
 
 /// Records a task-hours basis that changed nothing: only moves the revision guard forward.
