@@ -5,10 +5,11 @@
 use agilepm_proto::EventType;
 use uuid::Uuid;
 
-use crate::db::{Engine, UnitOfWork, value_rows};
+use crate::db::{UnitOfWork, value_rows};
 use crate::time::now_micros;
 
-/// The PostgreSQL notification channel commits are announced on.
+/// The PostgreSQL notification channel commits are announced on (by the trigger of
+/// migration 0002, which names it too).
 pub(crate) const NOTIFY_CHANNEL: &str = "agilepm_outbox";
 
 /// What an event is about: the aggregate's kind, id and tenant.
@@ -60,7 +61,7 @@ const ROWS_PER_INSERT: usize = 500;
 /// Appends `events`, in order, to the outbox inside `uow` with one statement per 500
 /// events, and returns their new, stable event ids.
 ///
-/// On PostgreSQL the first append of a transaction also queues a `NOTIFY`, which
+/// On PostgreSQL a trigger on the outbox queues a `NOTIFY` (migration 0002), which
 /// PostgreSQL delivers only if and when the transaction commits, waking subscribers in
 /// other processes; in-process subscribers are woken by [`UnitOfWork::commit`].
 pub async fn append_all(
@@ -92,12 +93,7 @@ pub async fn append_all(
         }
         query.execute(uow.conn()).await?;
     }
-    if !events.is_empty() && !uow.wrote_events {
-        if uow.engine() == Engine::Postgres {
-            sqlx::query("SELECT pg_notify('agilepm_outbox', '')")
-                .execute(uow.conn())
-                .await?;
-        }
+    if !events.is_empty() {
         uow.wrote_events = true;
     }
     Ok(ids)
