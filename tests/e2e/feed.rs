@@ -25,6 +25,7 @@ engine_tests!(
     replay_then_tail_delivers_every_event_once_in_order,
     resuming_from_any_position_delivers_exactly_what_follows,
     an_open_transaction_never_lets_a_later_commit_overtake_it,
+    an_event_held_back_by_another_database_follows_promptly,
     concurrent_writers_and_a_resuming_subscriber_lose_nothing,
     foreign_and_malformed_positions_are_refused,
     subscribers_see_only_their_tenant_unless_granted_all,
@@ -219,6 +220,65 @@ async fn an_open_transaction_never_lets_a_later_commit_overtake_it(engine: Engin
         let events = take(&mut stream, 2).await;
         assert_eq!(ids(&events), vec![a_id, b_id]);
     }
+}
+
+/// On PostgreSQL an event waits for every older transaction of the *cluster*, including
+/// ones in other databases whose commits this feed is never told about. The feed must
+/// notice on its own, soon after, not at its next fallback poll (set to 60 s here, as is
+/// the heartbeat, so only that can deliver in time). On SQLite the commit wakes it.
+async fn an_event_held_back_by_another_database_follows_promptly(engine: Engine) {
+    let database = TestDb::create(engine).await;
+    let options = FeedOptions {
+        fallback_poll: Duration::from_secs(60),
+        ..FeedOptions::default()
+    };
+    let server = FeedServer::start(database.connect_platform().await, options).await;
+    let mut feed = client(&server, "acme");
+    let request = SubscribeRequest {
+        heartbeat_interval_ms: 60_000,
+        ..Default::default()
+    };
+    let mut stream = open(&mut feed, request).await;
+    take_heartbeat(&mut stream).await;
+
+    let other = TestDb::create(engine).await;
+    let other_db = other.connect_platform().await;
+    let mut older = other_db.begin().await.unwrap();
+    if engine == Engine::Postgres {
+        // Takes a transaction id now, older than the event's.
+        sqlx::query("SELECT pg_current_xact_id()::text")
+            .execute(older.conn())
+            .await
+            .unwrap();
+        let id = append_one(&server.db, "acme", "task-b", "b").await;
+        expect_quiet(&mut stream, Duration::from_millis(300)).await;
+        older.commit().await.unwrap();
+        let arrived = tokio::time::timeout(Duration::from_secs(10), take(&mut stream, 1))
+            .await
+            .expect("delivered within seconds of the older transaction's end, not at the poll");
+        assert_eq!(ids(&arrived), vec![id]);
+    } else {
+        older.commit().await.unwrap();
+        let id = append_one(&server.db, "acme", "task-b", "b").await;
+        let arrived = tokio::time::timeout(Duration::from_secs(10), take(&mut stream, 1))
+            .await
+            .expect("the commit wakes the feed");
+        assert_eq!(ids(&arrived), vec![id]);
+    }
+    other_db.close().await;
+}
+
+/// Waits for the first heartbeat (sent when a subscription starts).
+async fn take_heartbeat(stream: &mut Streaming<agilepm_proto::events::v1::SubscribeResponse>) {
+    let message = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("a first heartbeat")
+        .expect("stream open")
+        .expect("no stream error");
+    assert!(matches!(
+        message.kind,
+        Some(subscribe_response::Kind::Heartbeat(_))
+    ));
 }
 
 /// PostgreSQL only: shows what `WHERE seq > cursor` would do in the same situation. With

@@ -14,5 +14,5 @@ pub mod service;
 
 pub use notify::CommitNotifier;
 pub use position::Position;
-pub use reader::{OutboxReader, StoredEvent};
+pub use reader::{OutboxReader, Read, StoredEvent};
 pub use service::{EventFeed, FeedOptions};

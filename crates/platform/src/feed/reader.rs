@@ -17,7 +17,11 @@
 //! started, has an id at or above xmin. So once we deliver `(txid, seq)` with
 //! `txid < xmin`, no row that becomes visible later can sort before it. The price: an
 //! event becomes readable only when every older writing transaction on the cluster has
-//! finished — a long-running writer delays the feed (never reorders or loses it).
+//! finished — a long-running writer delays the feed (never reorders or loses it). That
+//! transaction may belong to another database, whose commit nobody announces here, so a
+//! read that finds committed but unsettled rows says so ([`Read::unsettled`]) and the
+//! feed reads again within milliseconds instead of waiting for this database's next
+//! commit.
 
 use crate::db::{Db, Engine};
 use crate::feed::Position;
@@ -44,6 +48,19 @@ pub struct StoredEvent {
     pub payload: Vec<u8>,
 }
 
+/// What one read of the outbox found.
+#[derive(Debug, Default)]
+pub struct Read {
+    /// Events safe to deliver, in feed order.
+    pub events: Vec<StoredEvent>,
+    /// The read hit its limit: more may follow at once.
+    pub full: bool,
+    /// PostgreSQL: committed events follow that are not safe to deliver yet (an older
+    /// transaction is still running). Read again soon: that transaction's end may be
+    /// announced to nobody.
+    pub unsettled: bool,
+}
+
 /// Reads one database's outbox.
 #[derive(Clone, Debug)]
 pub struct OutboxReader {
@@ -55,11 +72,15 @@ const READ_SQLITE: &str = "SELECT 0 AS txid, position AS seq, event_id, event_ty
      aggregate_id, tenant_id, occur_time_us, payload FROM outbox \
      WHERE position > $1 ORDER BY position LIMIT $2";
 
+/// Reads on past the xmin horizon and marks each row: delivery stops at the first row
+/// that is not `settled` (the settled rows are a prefix, ordered by `txid` first), and
+/// seeing such a row tells the caller that committed events are waiting for an older
+/// transaction to end, possibly in another database of the cluster, which no commit of
+/// this database will announce.
 const READ_POSTGRES: &str = "SELECT txid, seq, event_id, event_type, aggregate_type, aggregate_id, \
-     tenant_id, occur_time_us, payload FROM outbox \
-     WHERE (txid, seq) > ($1, $2) \
-       AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
-     ORDER BY txid, seq LIMIT $3";
+     tenant_id, occur_time_us, payload, \
+     txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS settled FROM outbox \
+     WHERE (txid, seq) > ($1, $2) ORDER BY txid, seq LIMIT $3";
 
 const HEAD_SQLITE: &str =
     "SELECT 0 AS txid, position AS seq, occur_time_us FROM outbox ORDER BY position DESC LIMIT 1";
@@ -90,11 +111,7 @@ impl OutboxReader {
 
     /// Up to `limit` events after `after`, in feed order. Borrows a pooled connection for
     /// the one query only, so an idle subscriber holds none.
-    pub async fn read_after(
-        &self,
-        after: Position,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    pub async fn read_after(&self, after: Position, limit: u32) -> Result<Read, sqlx::Error> {
         let query = match self.db.engine() {
             Engine::Sqlite => sqlx::query(READ_SQLITE).bind(after.seq),
             Engine::Postgres => sqlx::query(READ_POSTGRES).bind(after.txid).bind(after.seq),
@@ -103,23 +120,31 @@ impl OutboxReader {
             .bind(i64::from(limit))
             .fetch_all(self.db.pool())
             .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(StoredEvent {
-                    position: Position {
-                        txid: row.try_get("txid")?,
-                        seq: row.try_get("seq")?,
-                    },
-                    event_id: row.try_get("event_id")?,
-                    event_type: row.try_get("event_type")?,
-                    aggregate_type: row.try_get("aggregate_type")?,
-                    aggregate_id: row.try_get("aggregate_id")?,
-                    tenant_id: row.try_get("tenant_id")?,
-                    occur_time_us: row.try_get("occur_time_us")?,
-                    payload: row.try_get("payload")?,
-                })
-            })
-            .collect()
+        let mut read = Read {
+            full: rows.len() as u64 == u64::from(limit),
+            ..Read::default()
+        };
+        for row in rows {
+            if self.db.engine() == Engine::Postgres && !row.try_get::<bool, _>("settled")? {
+                read.unsettled = true;
+                read.full = false;
+                break;
+            }
+            read.events.push(StoredEvent {
+                position: Position {
+                    txid: row.try_get("txid")?,
+                    seq: row.try_get("seq")?,
+                },
+                event_id: row.try_get("event_id")?,
+                event_type: row.try_get("event_type")?,
+                aggregate_type: row.try_get("aggregate_type")?,
+                aggregate_id: row.try_get("aggregate_id")?,
+                tenant_id: row.try_get("tenant_id")?,
+                occur_time_us: row.try_get("occur_time_us")?,
+                payload: row.try_get("payload")?,
+            });
+        }
+        Ok(read)
     }
 
     /// The newest readable event's position and time, or `None` for an empty feed.

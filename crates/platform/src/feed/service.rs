@@ -120,6 +120,12 @@ fn to_message(event: StoredEvent, feed_id: &str) -> SubscribeResponse {
 
 type SubscribeStream = tonic::codegen::BoxStream<SubscribeResponse>;
 
+/// First and longest wait before reading again while committed events wait for an older
+/// transaction to end (PostgreSQL): doubling from 1 ms, so a short transaction costs about
+/// its own length and a long one a read per 50 ms.
+const SETTLE_RETRY_MIN: Duration = Duration::from_millis(1);
+const SETTLE_RETRY_MAX: Duration = Duration::from_millis(50);
+
 #[tonic::async_trait]
 impl EventFeedService for EventFeed {
     async fn subscribe(
@@ -151,14 +157,20 @@ impl EventFeedService for EventFeed {
 
         let stream = async_stream::try_stream! {
             let mut next_heartbeat = Instant::now();
+            let mut settle_retry = Duration::ZERO;
             loop {
                 // Mark the notifier seen *before* reading, so a commit that lands between
                 // the read and the wait still wakes us.
                 wake.borrow_and_update();
-                let batch = feed.reader.read_after(cursor, feed.options.batch_size).await
+                let read = feed.reader.read_after(cursor, feed.options.batch_size).await
                     .map_err(|e| Status::from(AppError::from(e)))?;
-                let full = batch.len() as u32 == feed.options.batch_size;
-                for event in batch {
+                let full = read.full;
+                settle_retry = if read.unsettled {
+                    (settle_retry * 2).clamp(SETTLE_RETRY_MIN, SETTLE_RETRY_MAX)
+                } else {
+                    Duration::ZERO
+                };
+                for event in read.events {
                     cursor = event.position;
                     if filter.admits(&event) {
                         yield to_message(event, &feed_id);
@@ -179,7 +191,8 @@ impl EventFeedService for EventFeed {
                 if full {
                     continue;
                 }
-                let poll_at = (Instant::now() + feed.options.fallback_poll).min(next_heartbeat);
+                let poll_in = if settle_retry.is_zero() { feed.options.fallback_poll } else { settle_retry };
+                let poll_at = (Instant::now() + poll_in).min(next_heartbeat);
                 tokio::select! {
                     changed = wake.changed() => {
                         if changed.is_err() { break; }
