@@ -492,9 +492,11 @@ async fn the_follower_saves_its_checkpoint_only_after_the_handler_succeeds(engin
         seen: Mutex::new(Vec::new()),
         failures_left: Mutex::new(2),
     };
+    // Saving after every batch here, so each save lands right after its batch.
     let options = FollowOptions {
         max_batch: 8,
         min_backoff: Duration::from_millis(10),
+        checkpoint_every: Duration::ZERO,
         ..FollowOptions::default()
     };
     let shutdown = CancellationToken::new();
@@ -526,21 +528,34 @@ async fn the_follower_saves_its_checkpoint_only_after_the_handler_succeeds(engin
     let all = take(&mut open(&mut client(&server, "*"), after("")).await, 30).await;
     assert_eq!(saved, all[29].position);
 
-    // A restarted follower resumes after the checkpoint: only new events arrive.
+    // A restarted follower resumes after the checkpoint: only new events arrive. This
+    // one saves at most every 200 ms while busy, and as soon as the stream goes quiet.
     let newer = append_one(&server.db, "acme", "t", "late").await;
+    let newer_position = take(&mut open(&mut client(&server, "*"), after(&saved)).await, 1).await
+        [0]
+    .position
+    .clone();
     let again = Recorder {
         seen: Mutex::new(Vec::new()),
         failures_left: Mutex::new(0),
     };
+    let throttled = FollowOptions {
+        checkpoint_every: Duration::from_millis(200),
+        ..options.clone()
+    };
     let shutdown = CancellationToken::new();
-    let run = follow(feed, &checkpoint, &again, &options, shutdown.clone());
+    let run = follow(feed, &checkpoint, &again, &throttled, shutdown.clone());
     let wait = async {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while again.seen.lock().unwrap().is_empty() {
-            assert!(tokio::time::Instant::now() < deadline);
+        while again.seen.lock().unwrap().is_empty()
+            || checkpoint.load().await.unwrap() != newer_position
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the handled position was never saved once the stream went quiet"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
         shutdown.cancel();
     };
     tokio::join!(run, wait);

@@ -7,7 +7,7 @@
 //! streams and handler errors are retried with exponential backoff and jitter.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use agilepm_proto::events::v1::{Event, Heartbeat, SubscribeRequest, subscribe_response};
@@ -96,6 +96,11 @@ pub struct FollowOptions {
     pub max_backoff: Duration,
     /// Heartbeat interval asked of the server, in milliseconds.
     pub heartbeat_interval_ms: i32,
+    /// While events keep coming, the checkpoint is saved at most this often (and always
+    /// as soon as the stream goes quiet). A crash replays at most this much, which the
+    /// handler must tolerate anyway (it is at-least-once); saving after every batch
+    /// would put a commit between every two batches.
+    pub checkpoint_every: Duration,
 }
 
 impl Default for FollowOptions {
@@ -106,6 +111,7 @@ impl Default for FollowOptions {
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
             heartbeat_interval_ms: 1000,
+            checkpoint_every: Duration::from_millis(100),
         }
     }
 }
@@ -160,8 +166,29 @@ async fn follow_once<H: BatchHandler, C: CheckpointStore>(
     let mut stream = client.subscribe(request).await?.into_inner();
     let mut batch = Vec::with_capacity(options.max_batch);
     let mut saved = String::new();
+    // Handled but not yet saved, and when the last save happened.
+    let mut unsaved: Option<String> = None;
+    let mut last_save = Instant::now();
     loop {
-        let Some(first) = stream.next().await else {
+        let first = match &unsaved {
+            // Wait no longer than the save is due; if the stream stays quiet that long,
+            // save now rather than leave the position to a later batch.
+            Some(position) => {
+                let due = options.checkpoint_every.saturating_sub(last_save.elapsed());
+                match tokio::time::timeout(due, stream.next()).await {
+                    Ok(message) => message,
+                    Err(_) => {
+                        checkpoint.save(position).await?;
+                        saved = position.clone();
+                        unsaved = None;
+                        last_save = Instant::now();
+                        continue;
+                    }
+                }
+            }
+            None => stream.next().await,
+        };
+        let Some(first) = first else {
             anyhow::bail!("the feed closed the stream");
         };
         // A heartbeat ends a batch: every event before it must be handled before the
@@ -176,18 +203,24 @@ async fn follow_once<H: BatchHandler, C: CheckpointStore>(
         if let Some(last) = batch.last() {
             let position = last.position.clone();
             handler.handle(&batch).await?;
-            checkpoint.save(&position).await?;
-            saved = position;
+            unsaved = Some(position);
             batch.clear();
             *failures = 0;
         }
         if let Some(heartbeat) = heartbeat {
             // Filtered-out events need not be scanned again after a restart.
             if !heartbeat.scanned_position.is_empty() && heartbeat.scanned_position != saved {
-                checkpoint.save(&heartbeat.scanned_position).await?;
-                saved = heartbeat.scanned_position.clone();
+                unsaved = Some(heartbeat.scanned_position.clone());
             }
             handler.on_heartbeat(&heartbeat);
+        }
+        if let Some(position) = &unsaved
+            && last_save.elapsed() >= options.checkpoint_every
+        {
+            checkpoint.save(position).await?;
+            saved = position.clone();
+            unsaved = None;
+            last_save = Instant::now();
         }
     }
 }

@@ -120,10 +120,11 @@ fn to_message(event: StoredEvent, feed_id: &str) -> SubscribeResponse {
 
 type SubscribeStream = tonic::codegen::BoxStream<SubscribeResponse>;
 
-/// First and longest wait before reading again while committed events wait for an older
-/// transaction to end (PostgreSQL): doubling from 1 ms, so a short transaction costs about
-/// its own length and a long one a read per 50 ms.
-const SETTLE_RETRY_MIN: Duration = Duration::from_millis(1);
+/// Waits before reading again while committed events wait for an older transaction to
+/// end (PostgreSQL): 1 ms, 2 ms, 3 ms, ... up to 50 ms. Most such transactions last a few
+/// milliseconds, so the event follows their end closely; a long one costs a read per
+/// 50 ms. (Doubling overshot: a 3 ms wait became 7.)
+const SETTLE_RETRY_STEP: Duration = Duration::from_millis(1);
 const SETTLE_RETRY_MAX: Duration = Duration::from_millis(50);
 
 #[tonic::async_trait]
@@ -166,7 +167,7 @@ impl EventFeedService for EventFeed {
                     .map_err(|e| Status::from(AppError::from(e)))?;
                 let full = read.full;
                 settle_retry = if read.unsettled {
-                    (settle_retry * 2).clamp(SETTLE_RETRY_MIN, SETTLE_RETRY_MAX)
+                    (settle_retry + SETTLE_RETRY_STEP).min(SETTLE_RETRY_MAX)
                 } else {
                     Duration::ZERO
                 };
