@@ -272,17 +272,21 @@ fn postgres_url(url: &str, service: ServiceName) -> String {
     }
 }
 
+/// `count` numbered placeholders from `$first`, comma-separated, for an `IN (...)` list:
+/// `placeholders(3, 2)` is `$3, $4`.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `rows` parenthesised rows of `columns` numbered placeholders each, for a multi-row
 /// `VALUES` list: `value_rows(2, 3)` is `($1, $2, $3), ($4, $5, $6)`. Both engines
 /// accept this form, and name the columns of such a list `column1`, `column2`, ...
 pub fn value_rows(rows: usize, columns: usize) -> String {
     (0..rows)
-        .map(|row| {
-            let cells: Vec<String> = (1..=columns)
-                .map(|column| format!("${}", row * columns + column))
-                .collect();
-            format!("({})", cells.join(", "))
-        })
+        .map(|row| format!("({})", placeholders(row * columns + 1, columns)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -309,6 +313,13 @@ mod tests {
             "sqlite://x.db?mode=ro"
         );
         assert!(sqlite_url("sqlite::memory:").is_err());
+    }
+
+    #[test]
+    fn placeholders_count_from_the_first() {
+        assert_eq!(placeholders(1, 3), "$1, $2, $3");
+        assert_eq!(placeholders(3, 2), "$3, $4");
+        assert_eq!(placeholders(1, 0), "");
     }
 
     #[test]

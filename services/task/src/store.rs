@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use agilepm_platform::db::{Db, Engine, UnitOfWork, value_rows};
+use agilepm_platform::db::{Db, Engine, UnitOfWork, placeholders, value_rows};
 use agilepm_proto::task::v1::{BacklogItemTaskTotals, EstimationLogEntry, TaskStatus};
 use chrono::NaiveDate;
 use sqlx::any::AnyRow;
@@ -247,11 +247,10 @@ pub async fn logs(
     if task_ids.is_empty() {
         return Ok(logs);
     }
-    let placeholders: Vec<String> = (1..=task_ids.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "SELECT task_id, day, hours_remaining, record_time_us FROM estimation_log \
          WHERE task_id IN ({}) ORDER BY task_id, day",
-        placeholders.join(", ")
+        placeholders(1, task_ids.len())
     );
     // Only generated placeholders are interpolated; every value is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -335,13 +334,12 @@ pub async fn burndown_entries(
     item_ids: &[String],
     last_day: NaiveDate,
 ) -> Result<Vec<(String, NaiveDate, i64)>, sqlx::Error> {
-    let placeholders: Vec<String> = (3..item_ids.len() + 3).map(|i| format!("${i}")).collect();
     let sql = format!(
         "SELECT l.task_id, l.day, l.hours_remaining FROM estimation_log l \
          JOIN tasks t ON t.id = l.task_id \
          WHERE t.tenant_id = $1 AND l.day <= $2 AND l.backlog_item_id IN ({}) \
          ORDER BY l.task_id, l.day",
-        placeholders.join(", ")
+        placeholders(3, item_ids.len())
     );
     // Only generated placeholders are interpolated; every value is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -383,7 +381,6 @@ pub async fn lock_with_logs(
     if ids.is_empty() {
         return Ok(found);
     }
-    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
     let lock = match uow.engine() {
         Engine::Postgres => " FOR UPDATE OF t",
         Engine::Sqlite => "",
@@ -395,7 +392,7 @@ pub async fn lock_with_logs(
          l.record_time_us AS log_record_time_us FROM tasks t \
          LEFT JOIN estimation_log l ON l.task_id = t.id \
          WHERE t.id IN ({}) AND t.removed_time_us IS NULL ORDER BY t.id, l.day{lock}",
-        placeholders.join(", ")
+        placeholders(1, ids.len())
     );
     // Only generated placeholders are interpolated; every value is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
