@@ -9,15 +9,19 @@ use agilepm_proto::backlog::v1::{BacklogItem, BusinessPriority};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+/// The columns [`item_from`] reads.
+macro_rules! item_columns {
+    () => {
+        "id, tenant_id, product_id, summary, story, category, type, story_points, \
+         benefit, penalty, cost, risk, priority_score, use_case_id, release_id, sprint_id, \
+         status, rank, derived_from_ids, awaiting_acceptance, reconciled_task_revision, \
+         version, create_time_us, update_time_us"
+    };
+}
+
 macro_rules! select_items {
     ($($rest:literal),*) => {
-        concat!(
-            "SELECT id, tenant_id, product_id, summary, story, category, type, story_points, \
-             benefit, penalty, cost, risk, priority_score, use_case_id, release_id, sprint_id, \
-             status, rank, derived_from_ids, awaiting_acceptance, reconciled_task_revision, \
-             version, create_time_us, update_time_us FROM backlog_items ",
-            $($rest),*
-        )
+        concat!("SELECT ", item_columns!(), " FROM backlog_items ", $($rest),*)
     };
 }
 
@@ -208,21 +212,18 @@ pub async fn advance_revisions_if_nothing_changes(
     if bases.is_empty() {
         return Ok(HashMap::new());
     }
+    // The VALUES list's columns are named column1..3, so the item's own column names
+    // are unambiguous in RETURNING.
     let sql = format!(
-        "UPDATE backlog_items SET reconciled_task_revision = v.column3 \
-         FROM (VALUES {}) AS v \
-         WHERE backlog_items.id = v.column1 AND backlog_items.tenant_id = v.column2 \
-         AND backlog_items.reconciled_task_revision < v.column3 \
-         AND backlog_items.status <> 4 AND backlog_items.awaiting_acceptance = 0 \
-         RETURNING backlog_items.id, backlog_items.tenant_id, backlog_items.product_id, \
-         backlog_items.summary, backlog_items.story, backlog_items.category, \
-         backlog_items.type, backlog_items.story_points, backlog_items.benefit, \
-         backlog_items.penalty, backlog_items.cost, backlog_items.risk, \
-         backlog_items.priority_score, backlog_items.use_case_id, backlog_items.release_id, \
-         backlog_items.sprint_id, backlog_items.status, backlog_items.rank, \
-         backlog_items.derived_from_ids, backlog_items.awaiting_acceptance, \
-         backlog_items.reconciled_task_revision, backlog_items.version, \
-         backlog_items.create_time_us, backlog_items.update_time_us",
+        concat!(
+            "UPDATE backlog_items SET reconciled_task_revision = v.column3 \
+             FROM (VALUES {}) AS v \
+             WHERE backlog_items.id = v.column1 AND backlog_items.tenant_id = v.column2 \
+             AND backlog_items.reconciled_task_revision < v.column3 \
+             AND backlog_items.status <> 4 AND backlog_items.awaiting_acceptance = 0 \
+             RETURNING ",
+            item_columns!()
+        ),
         value_rows(bases.len(), 3)
     );
     // Only generated placeholders are interpolated; every value is bound.

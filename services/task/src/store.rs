@@ -41,14 +41,43 @@ pub struct TaskRow {
     pub removed_time_us: Option<i64>,
 }
 
+/// The columns [`task_from`] reads, each behind `$table` (`""`, or `"t."` in a join).
+macro_rules! task_columns {
+    ($table:literal) => {
+        concat!(
+            $table,
+            "id, ",
+            $table,
+            "tenant_id, ",
+            $table,
+            "backlog_item_id, ",
+            $table,
+            "name, ",
+            $table,
+            "description, ",
+            $table,
+            "volunteer_id, ",
+            $table,
+            "status, ",
+            $table,
+            "hours_remaining, ",
+            $table,
+            "latest_log_day, ",
+            $table,
+            "version, ",
+            $table,
+            "create_time_us, ",
+            $table,
+            "update_time_us, ",
+            $table,
+            "removed_time_us"
+        )
+    };
+}
+
 macro_rules! select_tasks {
     ($($rest:literal),*) => {
-        concat!(
-            "SELECT id, tenant_id, backlog_item_id, name, description, volunteer_id, status, \
-             hours_remaining, latest_log_day, version, create_time_us, update_time_us, \
-             removed_time_us FROM tasks ",
-            $($rest),*
-        )
+        concat!("SELECT ", task_columns!(""), " FROM tasks ", $($rest),*)
     };
 }
 
@@ -101,13 +130,13 @@ pub async fn get_with_log(
     id: &str,
     day: NaiveDate,
 ) -> Result<Option<(TaskRow, Option<i32>)>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT t.id, t.tenant_id, t.backlog_item_id, t.name, t.description, t.volunteer_id, t.status, \
-         t.hours_remaining, t.latest_log_day, t.version, t.create_time_us, t.update_time_us, \
-         t.removed_time_us, l.hours_remaining AS logged_hours FROM tasks t \
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        task_columns!("t."),
+        ", l.hours_remaining AS logged_hours FROM tasks t \
          LEFT JOIN estimation_log l ON l.task_id = t.id AND l.day = $3 \
          WHERE t.id = $1 AND t.tenant_id = $2 AND t.removed_time_us IS NULL",
-    )
+    ))
     .bind(id)
     .bind(tenant)
     .bind(day.format("%Y-%m-%d").to_string())
@@ -386,13 +415,16 @@ pub async fn lock_with_logs(
         Engine::Sqlite => "",
     };
     let sql = format!(
-        "SELECT t.id, t.tenant_id, t.backlog_item_id, t.name, t.description, t.volunteer_id, \
-         t.status, t.hours_remaining, t.latest_log_day, t.version, t.create_time_us, \
-         t.update_time_us, t.removed_time_us, l.day AS log_day, l.hours_remaining AS log_hours, \
-         l.record_time_us AS log_record_time_us FROM tasks t \
-         LEFT JOIN estimation_log l ON l.task_id = t.id \
-         WHERE t.id IN ({}) AND t.removed_time_us IS NULL ORDER BY t.id, l.day{lock}",
-        placeholders(1, ids.len())
+        concat!(
+            "SELECT ",
+            task_columns!("t."),
+            ", l.day AS log_day, l.hours_remaining AS log_hours, \
+             l.record_time_us AS log_record_time_us FROM tasks t \
+             LEFT JOIN estimation_log l ON l.task_id = t.id \
+             WHERE t.id IN ({}) AND t.removed_time_us IS NULL ORDER BY t.id, l.day{}"
+        ),
+        placeholders(1, ids.len()),
+        lock
     );
     // Only generated placeholders are interpolated; every value is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
