@@ -17,7 +17,7 @@ use chrono::NaiveDate;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::domain::{self, Progress};
+use crate::domain;
 use crate::estimates::{Estimate, EstimateWriter};
 use crate::store::{self, TaskRow};
 
@@ -205,23 +205,6 @@ pub(crate) fn task_message(row: TaskRow, estimation_log: Vec<EstimationLogEntry>
         version: row.version,
         create_time: Some(timestamp(row.create_time_us)),
         update_time: Some(timestamp(row.update_time_us)),
-    }
-}
-
-fn progress(task: &TaskRow) -> Progress {
-    Progress {
-        status: task.status,
-        hours: task.hours,
-        latest_log_date: task.latest_log_day,
-    }
-}
-
-fn with_progress(task: &TaskRow, progress: Progress) -> TaskRow {
-    TaskRow {
-        status: progress.status,
-        hours: progress.hours,
-        latest_log_day: progress.latest_log_date,
-        ..task.clone()
     }
 }
 
@@ -550,8 +533,8 @@ impl TaskService for TaskApi {
                 expected,
                 Some(today),
                 |before, logged_today| {
-                    let effect = domain::change_status(progress(before), status, today)?;
-                    let after = with_progress(before, effect.after);
+                    let effect = domain::change_status(before.progress(), status, today)?;
+                    let after = before.with_progress(effect.after);
                     let mut events = Vec::new();
                     if after.status != before.status {
                         events.push(Planned::StatusChanged(after.status));

@@ -26,7 +26,7 @@ use agilepm_proto::task::v1::{
 };
 use chrono::NaiveDate;
 
-use crate::domain::{self, Progress};
+use crate::domain;
 use crate::store::{self, LogEntry, LogWrite, TaskRow, TotalsChange};
 
 /// Most estimates applied in one transaction. Bounds a batch's statement sizes and the
@@ -138,22 +138,8 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
                 .iter()
                 .find(|(day, _, _)| *day == estimate.day)
                 .map(|(_, hours, _)| *hours);
-            let effect = domain::estimate(
-                Progress {
-                    status: before.status,
-                    hours: before.hours,
-                    latest_log_date: before.latest_log_day,
-                },
-                estimate.hours,
-                estimate.day,
-                logged,
-            );
-            let mut after = TaskRow {
-                status: effect.after.status,
-                hours: effect.after.hours,
-                latest_log_day: effect.after.latest_log_date,
-                ..before.clone()
-            };
+            let effect = domain::estimate(before.progress(), estimate.hours, estimate.day, logged);
+            let mut after = before.with_progress(effect.after);
             let wrote = effect.writes_log || after != before;
             if wrote {
                 after.version = before.version + 1;

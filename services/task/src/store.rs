@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use agilepm_platform::db::{Db, Engine, UnitOfWork, placeholders, value_rows};
 use agilepm_proto::task::v1::{BacklogItemTaskTotals, EstimationLogEntry, TaskStatus};
 use chrono::NaiveDate;
+
+use crate::domain::Progress;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
@@ -39,6 +41,27 @@ pub struct TaskRow {
     pub update_time_us: i64,
     /// Removed (µs), if removed.
     pub removed_time_us: Option<i64>,
+}
+
+impl TaskRow {
+    /// The part of the task the domain rules decide on.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            status: self.status,
+            hours: self.hours,
+            latest_log_date: self.latest_log_day,
+        }
+    }
+
+    /// This task with `progress` applied.
+    pub fn with_progress(&self, progress: Progress) -> TaskRow {
+        TaskRow {
+            status: progress.status,
+            hours: progress.hours,
+            latest_log_day: progress.latest_log_date,
+            ..self.clone()
+        }
+    }
 }
 
 /// The columns [`task_from`] reads, each behind `$table` (`""`, or `"t."` in a join).
