@@ -266,7 +266,7 @@ fn log_message(log: &[LogEntry]) -> Vec<EstimationLogEntry> {
 }
 
 /// The totals after the batch of every item it touched: one upsert for the items whose
-/// hours moved, a read for the others.
+/// hours moved, one read for the others.
 async fn item_totals(
     uow: &mut agilepm_platform::db::UnitOfWork,
     estimates: &[Estimate],
@@ -300,12 +300,12 @@ async fn item_totals(
         })
         .collect();
     let mut totals = store::add_to_totals_all(uow, &changes).await?;
-    for (item, tenant) in untouched {
-        if !totals.contains_key(item) {
-            let read = store::totals(uow.conn(), tenant, item).await?;
-            totals.insert(item.to_owned(), read);
-        }
-    }
+    let unread: Vec<(&str, &str)> = untouched
+        .into_iter()
+        .filter(|(item, _)| !totals.contains_key(*item))
+        .map(|(item, tenant)| (tenant, item))
+        .collect();
+    totals.extend(store::totals_all(uow.conn(), &unread).await?);
     Ok(totals)
 }
 

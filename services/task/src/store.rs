@@ -361,21 +361,48 @@ pub async fn totals(
     tenant: &str,
     backlog_item_id: &str,
 ) -> Result<BacklogItemTaskTotals, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT hours_remaining, task_count, revision FROM item_totals \
-         WHERE backlog_item_id = $1 AND tenant_id = $2",
-    )
-    .bind(backlog_item_id)
-    .bind(tenant)
-    .fetch_optional(conn)
-    .await?;
-    match row {
-        Some(row) => totals_from(backlog_item_id, &row),
-        None => Ok(BacklogItemTaskTotals {
-            backlog_item_id: backlog_item_id.to_owned(),
-            ..Default::default()
-        }),
+    let mut totals = totals_all(conn, &[(tenant, backlog_item_id)]).await?;
+    Ok(totals.remove(backlog_item_id).unwrap_or_default())
+}
+
+/// The totals of each `(tenant, item)`, by item, in one query (zeros for an item that
+/// never had tasks, or belongs to another tenant).
+pub async fn totals_all(
+    conn: &mut AnyConnection,
+    items: &[(&str, &str)],
+) -> Result<HashMap<String, BacklogItemTaskTotals>, sqlx::Error> {
+    let mut totals: HashMap<String, BacklogItemTaskTotals> = items
+        .iter()
+        .map(|(_, item)| {
+            let zeros = BacklogItemTaskTotals {
+                backlog_item_id: (*item).to_owned(),
+                ..Default::default()
+            };
+            ((*item).to_owned(), zeros)
+        })
+        .collect();
+    if items.is_empty() {
+        return Ok(totals);
     }
+    let sql = format!(
+        "SELECT backlog_item_id, tenant_id, hours_remaining, task_count, revision \
+         FROM item_totals WHERE backlog_item_id IN ({})",
+        placeholders(1, items.len())
+    );
+    // Only generated placeholders are interpolated; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (_, item) in items {
+        query = query.bind(*item);
+    }
+    for row in query.fetch_all(conn).await? {
+        let item: String = row.try_get("backlog_item_id")?;
+        let tenant: String = row.try_get("tenant_id")?;
+        if items.iter().any(|(t, i)| *i == item && *t == tenant) {
+            let found = totals_from(&item, &row)?;
+            totals.insert(item, found);
+        }
+    }
+    Ok(totals)
 }
 
 /// Every log entry on or before `last_day` of the tenant's tasks of `item_ids`, ordered by
