@@ -1,7 +1,6 @@
 //! The backlog-item service's gRPC adapter: parse, apply the status machine or ranking in
 //! one transaction with the outbox events, map errors.
 
-use crate::fast_reconcile::FastReconciler;
 use agilepm_platform::auth::caller;
 use agilepm_platform::db::{Db, UnitOfWork};
 use agilepm_platform::error::{AppError, AppResult};
@@ -17,6 +16,7 @@ use tonic::{Request, Response, Status as GrpcStatus};
 use uuid::Uuid;
 
 use crate::domain::{self, Placement, TaskBasis};
+use crate::reconciles::{Reconcile, Reconciler};
 use crate::store::{self, ListQuery};
 use agilepm_platform::ranked::Anchor;
 
@@ -26,10 +26,10 @@ type Reply<T> = Result<Response<T>, GrpcStatus>;
 #[derive(Clone)]
 pub struct BacklogItemApi {
     db: Db,
-    fast_reconciles: FastReconciler,
+    reconciles: Reconciler,
 }
 
-fn subject(item: &BacklogItem) -> Subject<'_> {
+pub(crate) fn subject(item: &BacklogItem) -> Subject<'_> {
     Subject {
         aggregate_type: "BacklogItem",
         aggregate_id: &item.id,
@@ -37,7 +37,7 @@ fn subject(item: &BacklogItem) -> Subject<'_> {
     }
 }
 
-fn placement(item: &BacklogItem) -> Placement {
+pub(crate) fn placement(item: &BacklogItem) -> Placement {
     Placement {
         status: BacklogItemStatus::try_from(item.status).unwrap_or(BacklogItemStatus::Unspecified),
         release_id: item.release_id.clone(),
@@ -46,7 +46,7 @@ fn placement(item: &BacklogItem) -> Placement {
     }
 }
 
-fn place(item: &BacklogItem, placement: &Placement) -> BacklogItem {
+pub(crate) fn place(item: &BacklogItem, placement: &Placement) -> BacklogItem {
     BacklogItem {
         status: placement.status as i32,
         release_id: placement.release_id.clone(),
@@ -127,7 +127,7 @@ async fn emit_placement_events(
     Ok(())
 }
 
-fn status_changed(
+pub(crate) fn status_changed(
     before: &BacklogItem,
     after: &BacklogItem,
     cause: StatusChangeCause,
@@ -148,14 +148,10 @@ fn status_changed(
 
 impl BacklogItemApi {
     /// An adapter over `db`.
-    /// Starts the reconcile fast path's writer, so it must be called inside the tokio
-    /// runtime.
+    /// Starts the reconcile writer, so it must be called inside the tokio runtime.
     pub fn new(db: Db) -> BacklogItemApi {
-        let fast_reconciles = crate::fast_reconcile::start(db.clone());
-        BacklogItemApi {
-            db,
-            fast_reconciles,
-        }
+        let reconciles = crate::reconciles::start(db.clone());
+        BacklogItemApi { db, reconciles }
     }
 
     /// Applies `change` to item `id` with compare-and-set on its version, then the events
@@ -389,69 +385,14 @@ impl BacklogItemApi {
             count: request.task_count,
             revision: request.task_revision,
         };
-        // Most bases arrive mid-sprint with hours left: one statement settles those.
-        if basis.hours > 0
-            && let Some(item) = self
-                .fast_reconciles
-                .submit(store::Basis {
-                    tenant: tenant.to_owned(),
-                    id: id.clone(),
-                    hours: basis.hours,
-                    revision: basis.revision,
-                })
-                .await?
-        {
-            return Ok((item, ReconcileOutcome::Unchanged));
-        }
-        let what = format!("backlog item {id}");
-        retry_lost_races(&what, None, || async {
-            let mut uow = self.db.begin().await?;
-            let before = store::get(uow.conn(), tenant, &id)
-                .await?
-                .ok_or_else(|| AppError::not_found(&what))?;
-            let (outcome, placed) = domain::reconcile(
-                &placement(&before),
-                before.reconciled_task_revision,
+        self.reconciles
+            .submit(Reconcile {
+                tenant: tenant.to_owned(),
+                id,
                 basis,
                 mode,
-            );
-            match outcome {
-                ReconcileOutcome::IgnoredStale => return Ok(Attempt::Done((before, outcome))),
-                ReconcileOutcome::Unchanged => {
-                    if !store::advance_revision(&mut uow, &id, basis.revision).await? {
-                        return Ok(Attempt::LostRace);
-                    }
-                    uow.commit().await?;
-                    return Ok(Attempt::Done((
-                        BacklogItem {
-                            reconciled_task_revision: basis.revision,
-                            ..before
-                        },
-                        outcome,
-                    )));
-                }
-                _ => {}
-            }
-            let now = now_micros();
-            let after = BacklogItem {
-                reconciled_task_revision: basis.revision,
-                version: before.version + 1,
-                update_time: Some(timestamp(now)),
-                ..place(&before, &placed)
-            };
-            if !store::update(&mut uow, &after, before.version, now).await? {
-                return Ok(Attempt::LostRace);
-            }
-            append(
-                &mut uow,
-                &after,
-                &status_changed(&before, &after, StatusChangeCause::TaskHours, Some(basis)),
-            )
-            .await?;
-            uow.commit().await?;
-            Ok(Attempt::Done((after, outcome)))
-        })
-        .await
+            })
+            .await
     }
 }
 

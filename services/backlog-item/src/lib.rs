@@ -25,8 +25,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
 
 pub mod api;
 pub mod domain;
-pub mod fast_reconcile;
-
+pub mod reconciles;
 pub mod store;
 
 pub use api::BacklogItemApi;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use agilepm_platform::db::{Db, UnitOfWork, value_rows};
+use agilepm_platform::db::{Db, Engine, UnitOfWork, placeholders, value_rows};
 use agilepm_platform::time::timestamp;
 use agilepm_proto::backlog::v1::{BacklogItem, BusinessPriority};
 use sqlx::any::AnyRow;
@@ -185,31 +185,29 @@ pub async fn update(
     Ok(result.rows_affected() == 1)
 }
 
-/// A task-hours basis for one item, as the reconcile fast path takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Basis {
+/// A newer task-hours revision for one item, for the reconcile fast statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevisionMove<'a> {
     /// The caller's tenant.
-    pub tenant: String,
+    pub tenant: &'a str,
     /// The item.
-    pub id: String,
-    /// Summed task hours remaining.
-    pub hours: i64,
-    /// The task service's revision of that sum.
+    pub id: &'a str,
+    /// The task service's revision of the item's hours.
     pub revision: i64,
 }
 
-/// The fast path of reconciliation, for many items in one autocommitted statement: a
-/// newer basis with hours remaining cannot change an item that is not DONE and not
-/// awaiting acceptance (`domain::reconcile`; its test
+/// The fast path of reconciliation, for many items in one statement: a newer basis with
+/// hours remaining cannot change an item that is not DONE and not awaiting acceptance
+/// (`domain::reconcile`; its test
 /// `hours_left_never_change_an_item_that_is_not_done_or_awaiting` pins that), so it only
-/// moves the revision guard. `bases` name each item at most once, with hours left.
+/// moves the revision guard. `moves` name each item at most once, all with hours left.
 /// Returns the items it moved, by id; the others (DONE, awaiting, stale, missing, other
-/// tenant) need the full transactional path.
+/// tenant) need the full path.
 pub async fn advance_revisions_if_nothing_changes(
-    db: &Db,
-    bases: &[&Basis],
+    conn: &mut AnyConnection,
+    moves: &[RevisionMove<'_>],
 ) -> Result<HashMap<String, BacklogItem>, sqlx::Error> {
-    if bases.is_empty() {
+    if moves.is_empty() {
         return Ok(HashMap::new());
     }
     // The VALUES list's columns are named column1..3, so the item's own column names
@@ -224,37 +222,48 @@ pub async fn advance_revisions_if_nothing_changes(
              RETURNING ",
             item_columns!()
         ),
-        value_rows(bases.len(), 3)
+        value_rows(moves.len(), 3)
     );
     // Only generated placeholders are interpolated; every value is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for basis in bases {
-        query = query
-            .bind(basis.id.clone())
-            .bind(basis.tenant.clone())
-            .bind(basis.revision);
+    for m in moves {
+        query = query.bind(m.id).bind(m.tenant).bind(m.revision);
     }
     query
-        .fetch_all(db.write_pool())
+        .fetch_all(conn)
         .await?
         .iter()
         .map(|row| item_from(row).map(|item| (item.id.clone(), item)))
         .collect()
 }
 
-/// Records a task-hours basis that changed nothing: only moves the revision guard forward.
-/// Returns false if a newer basis was applied meanwhile.
-pub async fn advance_revision(
-    uow: &mut UnitOfWork,
-    id: &str,
-    revision: i64,
-) -> Result<bool, sqlx::Error> {
-    let result = sqlx::query("UPDATE backlog_items SET reconciled_task_revision = $1 WHERE id = $2 AND reconciled_task_revision < $1")
-        .bind(revision)
-        .bind(id)
-        .execute(uow.conn())
-        .await?;
-    Ok(result.rows_affected() == 1)
+/// The items `ids` (any tenant), locked until the transaction ends on PostgreSQL (SQLite's
+/// writer is alone anyway). Locks are taken in id order, so two such reads cannot
+/// deadlock each other.
+pub async fn lock_all(uow: &mut UnitOfWork, ids: &[&str]) -> Result<Vec<BacklogItem>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lock = match uow.engine() {
+        Engine::Postgres => " FOR UPDATE",
+        Engine::Sqlite => "",
+    };
+    let sql = format!(
+        select_items!("WHERE id IN ({}) ORDER BY id{}"),
+        placeholders(1, ids.len()),
+        lock
+    );
+    // Only generated placeholders are interpolated; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(*id);
+    }
+    query
+        .fetch_all(uow.conn())
+        .await?
+        .iter()
+        .map(item_from)
+        .collect()
 }
 
 /// Filters and order of a backlog listing.
