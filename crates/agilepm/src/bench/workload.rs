@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agilepm_platform::client::{PeerChannel, connect_lazy};
+use agilepm_platform::time::{micros, now_micros};
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{
     BacklogItemStatus, BacklogItemStatusChanged, PlanBacklogItemRequest, StatusChangeCause,
@@ -38,6 +39,9 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Final estimate acknowledged -> DONE on the feed, per item.
     pub lags: Vec<Duration>,
+    /// The first part of each lag: final estimate acknowledged -> the DONE event's
+    /// occur time in backlog-item (wall clock; same machine). The rest is feed delivery.
+    pub lags_to_event: Vec<Duration>,
     /// Items that ended DONE.
     pub items_done: usize,
     /// DONE transitions seen on the feed (should equal the item count).
@@ -45,6 +49,10 @@ pub struct Outcome {
     /// Failed calls.
     pub errors: usize,
 }
+
+/// A point in time as measured here (monotonic) and as a wall-clock microsecond, which
+/// is comparable with the services' event times on the same machine.
+type Moment = (Instant, i64);
 
 fn channel(port: u16) -> anyhow::Result<PeerChannel> {
     connect_lazy(&format!("http://127.0.0.1:{port}"), Some(TENANT))
@@ -190,8 +198,9 @@ pub async fn run(
     }
     let work = Arc::new(work);
     let item_of = Arc::new(item_of);
-    let acked: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let done: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
+    // Per item: when the final estimate was acknowledged, and when each DONE arrived.
+    let acked: Arc<Mutex<HashMap<String, Moment>>> = Arc::default();
+    let done: Arc<Mutex<HashMap<String, Vec<Moment>>>> = Arc::default();
 
     // The reader: DONE transitions on the backlog-item feed, from now on.
     let mut feed = EventFeedServiceClient::new(channel(ports.backlog_item)?);
@@ -224,11 +233,12 @@ pub async fn run(
                     if change.cause == StatusChangeCause::TaskHours as i32
                         && change.new_status == BacklogItemStatus::Done as i32
                     {
+                        let occurred = event.occur_time.as_ref().map_or(0, micros);
                         done.lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .entry(change.backlog_item_id)
                             .or_default()
-                            .push(at);
+                            .push((at, occurred));
                     }
                 }
             }
@@ -280,7 +290,7 @@ pub async fn run(
                             acked
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
-                                .insert(item_of[task].clone(), at);
+                                .insert(item_of[task].clone(), (at, now_micros()));
                         }
                     }
                     Err(status) => {
@@ -313,16 +323,20 @@ pub async fn run(
     reader.abort();
     let done = done.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let lags = done
+    let (lags, lags_to_event) = done
         .iter()
         .filter_map(|(item, times)| {
-            Some(times.first()?.saturating_duration_since(*acked.get(item)?))
+            let (seen, occurred) = times.first()?;
+            let (ack, ack_wall) = acked.get(item)?;
+            let to_event = Duration::from_micros(occurred.saturating_sub(*ack_wall).max(0) as u64);
+            Some((seen.saturating_duration_since(*ack), to_event))
         })
-        .collect();
+        .unzip();
     Ok(Outcome {
         latencies,
         elapsed,
         lags,
+        lags_to_event,
         items_done: done.len(),
         done_transitions: done.values().map(Vec::len).sum(),
         errors,
