@@ -32,6 +32,7 @@ engine_tests!(
     event_type_and_aggregate_filters_apply,
     heartbeats_carry_the_head_position,
     the_follower_saves_its_checkpoint_only_after_the_handler_succeeds,
+    batches_handled_at_once_are_saved_in_feed_order,
 );
 
 /// Appends one event in its own transaction; returns its event id.
@@ -560,4 +561,100 @@ async fn the_follower_saves_its_checkpoint_only_after_the_handler_succeeds(engin
     };
     tokio::join!(run, wait);
     assert_eq!(*again.seen.lock().unwrap(), vec![newer]);
+}
+
+/// Holds its first batch back; records which batches finished and what the follower
+/// reported handled.
+struct FirstBatchSlow {
+    batches: Mutex<u32>,
+    finished: Mutex<Vec<String>>,
+    handled: Mutex<Vec<String>>,
+}
+
+impl BatchHandler for FirstBatchSlow {
+    async fn handle(&self, batch: &[Event]) -> anyhow::Result<()> {
+        let first = {
+            let mut batches = self.batches.lock().unwrap();
+            *batches += 1;
+            *batches == 1
+        };
+        if first {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let last = batch.last().map(|e| e.event_id.clone()).unwrap_or_default();
+        self.finished.lock().unwrap().push(last);
+        Ok(())
+    }
+
+    fn on_handled(&self, last: &Event, _events: usize) {
+        self.handled.lock().unwrap().push(last.event_id.clone());
+    }
+}
+
+async fn batches_handled_at_once_are_saved_in_feed_order(engine: Engine) {
+    let (_database, server) = feed_server(engine).await;
+    let consumer_db = TestDb::create(engine).await;
+    let consumer = consumer_db.connect_platform().await;
+    let mut expected = Vec::new();
+    for i in 0..12 {
+        expected.push(append_one(&server.db, "acme", "t", &i.to_string()).await);
+    }
+    let checkpoint = DbCheckpoint::new(consumer.clone(), "pipelined");
+    let handler = FirstBatchSlow {
+        batches: Mutex::new(0),
+        finished: Mutex::new(Vec::new()),
+        handled: Mutex::new(Vec::new()),
+    };
+    let options = FollowOptions {
+        max_batch: 3,
+        in_flight: 4,
+        checkpoint_every: Duration::ZERO,
+        ..FollowOptions::default()
+    };
+    let shutdown = CancellationToken::new();
+    let run = follow(
+        client(&server, "*"),
+        &checkpoint,
+        &handler,
+        &options,
+        shutdown.clone(),
+    );
+    let check = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        // Later batches finish while the first is held back...
+        while handler.finished.lock().unwrap().len() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no batch ran beside the first"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // ...but nothing counts as handled, and nothing is saved, before the first.
+        assert!(handler.handled.lock().unwrap().is_empty());
+        assert_eq!(checkpoint.load().await.unwrap(), "");
+        while handler.handled.lock().unwrap().last() != expected.last() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "follower did not catch up"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shutdown.cancel();
+    };
+    tokio::join!(run, check);
+    let handled = handler.handled.lock().unwrap().clone();
+    let finished = handler.finished.lock().unwrap().clone();
+    // Reported in feed order, though finished out of it.
+    let order = |id: &String| expected.iter().position(|e| e == id).unwrap();
+    assert!(
+        handled.windows(2).all(|w| order(&w[0]) < order(&w[1])),
+        "{handled:?}"
+    );
+    assert_ne!(
+        finished, handled,
+        "the held-back batch should have finished last"
+    );
+    let all = take(&mut open(&mut client(&server, "*"), after("")).await, 12).await;
+    assert_eq!(checkpoint.load().await.unwrap(), all[11].position);
 }

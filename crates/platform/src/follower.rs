@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use agilepm_proto::events::v1::{Event, Heartbeat, SubscribeRequest, subscribe_response};
+use futures::stream::FuturesOrdered;
 use futures::{FutureExt as _, StreamExt as _};
 use rand::Rng as _;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +25,10 @@ pub trait BatchHandler: Send + Sync {
     /// Applies a batch (in feed order). Returning an error makes the follower back off and
     /// re-deliver the batch from the last checkpoint.
     fn handle(&self, batch: &[Event]) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Called, in feed order, once a batch and every batch before it were handled, with
+    /// the batch's last event and its size (e.g. to report progress).
+    fn on_handled(&self, _last: &Event, _events: usize) {}
 
     /// Called for every heartbeat, after every event before it was handled (e.g. to
     /// record the head for lag reporting).
@@ -101,6 +106,10 @@ pub struct FollowOptions {
     /// handler must tolerate anyway (it is at-least-once); saving after every batch
     /// would put a commit between every two batches.
     pub checkpoint_every: Duration,
+    /// Batches handled at once. Above one, a batch may finish before an earlier one, so
+    /// only for handlers whose effects do not depend on order (the coordinator's, under
+    /// its revision guard); positions are still saved in feed order.
+    pub in_flight: usize,
 }
 
 impl Default for FollowOptions {
@@ -112,6 +121,7 @@ impl Default for FollowOptions {
             max_backoff: Duration::from_secs(5),
             heartbeat_interval_ms: 1000,
             checkpoint_every: Duration::from_millis(100),
+            in_flight: 1,
         }
     }
 }
@@ -146,6 +156,30 @@ pub async fn follow<H, C>(
     }
 }
 
+/// A batch (or a lone heartbeat) handed to the handler, once handled.
+struct Handled {
+    /// The batch's last event and its size, if it had events.
+    last: Option<(Event, usize)>,
+    /// The heartbeat that ended the batch, if one did.
+    heartbeat: Option<Heartbeat>,
+}
+
+/// Handles one batch; a batch without events (a lone heartbeat) is handled at once.
+async fn handle_batch<H: BatchHandler>(
+    handler: &H,
+    mut batch: Vec<Event>,
+    heartbeat: Option<Heartbeat>,
+) -> anyhow::Result<Handled> {
+    if !batch.is_empty() {
+        handler.handle(&batch).await?;
+    }
+    let size = batch.len();
+    Ok(Handled {
+        last: batch.pop().map(|event| (event, size)),
+        heartbeat,
+    })
+}
+
 /// One subscription: runs until the stream breaks or a batch fails.
 async fn follow_once<H: BatchHandler, C: CheckpointStore>(
     mut client: EventFeedServiceClient<PeerChannel>,
@@ -164,63 +198,65 @@ async fn follow_once<H: BatchHandler, C: CheckpointStore>(
     // A subscription lives as long as it is healthy; no overall deadline.
     request.set_timeout(Duration::from_secs(365 * 24 * 3600));
     let mut stream = client.subscribe(request).await?.into_inner();
-    let mut batch = Vec::with_capacity(options.max_batch);
+    // Batches being handled, completed in feed order: a position is saved only once
+    // every batch before it has been handled too.
+    let mut in_flight = FuturesOrdered::new();
+    let max_in_flight = options.in_flight.max(1);
     let mut saved = String::new();
     // Handled but not yet saved, and when the last save happened.
     let mut unsaved: Option<String> = None;
     let mut last_save = Instant::now();
     loop {
-        let first = match &unsaved {
-            // Wait no longer than the save is due; if the stream stays quiet that long,
-            // save now rather than leave the position to a later batch.
-            Some(position) => {
-                let due = options.checkpoint_every.saturating_sub(last_save.elapsed());
-                match tokio::time::timeout(due, stream.next()).await {
-                    Ok(message) => message,
-                    Err(_) => {
-                        checkpoint.save(position).await?;
-                        saved = position.clone();
-                        unsaved = None;
-                        last_save = Instant::now();
-                        continue;
+        // If the stream stays quiet until the save is due, save then rather than leave
+        // the position to a later batch.
+        let save_due = options.checkpoint_every.saturating_sub(last_save.elapsed());
+        tokio::select! {
+            Some(handled) = in_flight.next(), if !in_flight.is_empty() => {
+                let handled: Handled = handled?;
+                if let Some((last, events)) = &handled.last {
+                    handler.on_handled(last, *events);
+                    unsaved = Some(last.position.clone());
+                    *failures = 0;
+                }
+                if let Some(heartbeat) = &handled.heartbeat {
+                    // Filtered-out events need not be scanned again after a restart.
+                    if !heartbeat.scanned_position.is_empty() && heartbeat.scanned_position != saved {
+                        unsaved = Some(heartbeat.scanned_position.clone());
                     }
+                    handler.on_heartbeat(heartbeat);
+                }
+                if let Some(position) = &unsaved
+                    && last_save.elapsed() >= options.checkpoint_every
+                {
+                    checkpoint.save(position).await?;
+                    saved = position.clone();
+                    unsaved = None;
+                    last_save = Instant::now();
                 }
             }
-            None => stream.next().await,
-        };
-        let Some(first) = first else {
-            anyhow::bail!("the feed closed the stream");
-        };
-        // A heartbeat ends a batch: every event before it must be handled before the
-        // heartbeat's scanned position may be saved.
-        let mut heartbeat = push(first?, &mut batch);
-        while heartbeat.is_none() && batch.len() < options.max_batch {
-            match stream.next().now_or_never() {
-                Some(Some(message)) => heartbeat = push(message?, &mut batch),
-                Some(None) | None => break,
+            message = stream.next(), if in_flight.len() < max_in_flight => {
+                let Some(first) = message else {
+                    anyhow::bail!("the feed closed the stream");
+                };
+                // A heartbeat ends a batch: every event before it must be handled before
+                // the heartbeat's scanned position may be saved.
+                let mut batch = Vec::with_capacity(options.max_batch);
+                let mut heartbeat = push(first?, &mut batch);
+                while heartbeat.is_none() && batch.len() < options.max_batch {
+                    match stream.next().now_or_never() {
+                        Some(Some(message)) => heartbeat = push(message?, &mut batch),
+                        Some(None) | None => break,
+                    }
+                }
+                in_flight.push_back(handle_batch(handler, batch, heartbeat));
             }
-        }
-        if let Some(last) = batch.last() {
-            let position = last.position.clone();
-            handler.handle(&batch).await?;
-            unsaved = Some(position);
-            batch.clear();
-            *failures = 0;
-        }
-        if let Some(heartbeat) = heartbeat {
-            // Filtered-out events need not be scanned again after a restart.
-            if !heartbeat.scanned_position.is_empty() && heartbeat.scanned_position != saved {
-                unsaved = Some(heartbeat.scanned_position.clone());
+            () = tokio::time::sleep(save_due), if unsaved.is_some() => {
+                if let Some(position) = unsaved.take() {
+                    checkpoint.save(&position).await?;
+                    saved = position;
+                    last_save = Instant::now();
+                }
             }
-            handler.on_heartbeat(&heartbeat);
-        }
-        if let Some(position) = &unsaved
-            && last_save.elapsed() >= options.checkpoint_every
-        {
-            checkpoint.save(position).await?;
-            saved = position.clone();
-            unsaved = None;
-            last_save = Instant::now();
         }
     }
 }

@@ -347,14 +347,15 @@ impl BatchHandler for Reconciler {
             .map(|e| e.event_id.clone())
             .collect();
         poison::clear(&self.db, &healed).await?;
-        if let Some(last) = batch.last() {
-            self.progress.advanced(
-                &last.position,
-                last.occur_time.as_ref().map_or(0, micros),
-                batch.len(),
-            );
-        }
         Ok(())
+    }
+
+    fn on_handled(&self, last: &Event, events: usize) {
+        self.progress.advanced(
+            &last.position,
+            last.occur_time.as_ref().map_or(0, micros),
+            events,
+        );
     }
 
     fn on_heartbeat(&self, heartbeat: &Heartbeat) {
