@@ -136,6 +136,7 @@ async fn follow_while_leased(
         match lease::acquire(&db, lease::TASK_FEED_LEASE, &holder).await {
             Ok(true) => {
                 tracing::info!(%holder, "holding the task-feed lease; following");
+                reconciler.begin_lease_term();
                 let lost = CancellationToken::new();
                 let following = follow(
                     feed.clone(),

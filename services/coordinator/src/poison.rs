@@ -3,6 +3,7 @@
 //! skipping silently would leave an item's status wrong.
 
 use std::collections::HashSet;
+use std::sync::Mutex;
 
 use agilepm_platform::db::Db;
 use agilepm_platform::time::{now_micros, timestamp};
@@ -50,6 +51,46 @@ pub async fn ids(db: &Db) -> Result<(HashSet<String>, HashSet<String>), sqlx::Er
         skipped.into_iter().map(|r| r.0).collect(),
         blocking.into_iter().map(|r| r.0).collect(),
     ))
+}
+
+/// What this replica knows of the poison table, so that a batch need not read it: only
+/// the leaseholder records poison events, so once a read finds none, none appear until
+/// this replica records one or a new lease term begins (another replica may have recorded
+/// some meanwhile); both call [`KnownEmpty::forget`]. Each `forget` bumps a generation,
+/// and a read marks the table empty only if no `forget` happened since it began, so a
+/// batch running beside one that records an event cannot hide it.
+#[derive(Debug, Default)]
+pub struct KnownEmpty {
+    /// (generation, known empty)
+    state: Mutex<(u64, bool)>,
+}
+
+impl KnownEmpty {
+    /// Drops what is known: the next batch reads the table. Call *after* recording.
+    pub fn forget(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 += 1;
+        state.1 = false;
+    }
+
+    /// [`ids`], or two empty sets without a read while the table is known empty.
+    pub async fn ids(&self, db: &Db) -> Result<(HashSet<String>, HashSet<String>), sqlx::Error> {
+        let generation = {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.1 {
+                return Ok((HashSet::new(), HashSet::new()));
+            }
+            state.0
+        };
+        let ids = ids(db).await?;
+        if ids.0.is_empty() && ids.1.is_empty() {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.0 == generation {
+                state.1 = true;
+            }
+        }
+        Ok(ids)
+    }
 }
 
 /// Forgets `event_ids` after they were applied successfully on a retry.

@@ -103,6 +103,7 @@ pub struct Reconciler {
     modes: Modes,
     progress: Arc<Progress>,
     options: ReconcilerOptions,
+    poison: poison::KnownEmpty,
 }
 
 /// The backlog item a task event is about, and the item's totals the event carries (the
@@ -143,7 +144,14 @@ impl Reconciler {
             modes,
             progress,
             options,
+            poison: poison::KnownEmpty::default(),
         }
+    }
+
+    /// This replica (again) holds the task-feed lease: another replica may have recorded
+    /// poison events meanwhile.
+    pub fn begin_lease_term(&self) {
+        self.poison.forget();
     }
 
     /// The item's totals, read from the task service (for events without totals).
@@ -252,8 +260,8 @@ impl Reconciler {
 
 impl BatchHandler for Reconciler {
     async fn handle(&self, batch: &[Event]) -> anyhow::Result<()> {
-        // The poison table is tiny (empty in the steady state): read it once per batch.
-        let (skipped, blocking) = poison::ids(&self.db).await?;
+        // The poison table is tiny and empty in the steady state, where it is not read.
+        let (skipped, blocking) = self.poison.ids(&self.db).await?;
         // Collapse per item, keeping first-seen order.
         let mut order = Vec::new();
         let mut items: HashMap<(String, String), ItemWork> = HashMap::new();
@@ -328,6 +336,7 @@ impl BatchHandler for Reconciler {
                                 record_time: None,
                             };
                             poison::record(&self.db, &poison).await?;
+                            self.poison.forget();
                         }
                     }
                     first_error
