@@ -18,7 +18,8 @@ use crate::coordinator::Sprinting;
 
 engine_tests!(
     a_killed_coordinator_resumes_without_double_transitions,
-    two_replicas_share_the_work_correctly
+    two_replicas_share_the_work_correctly,
+    a_stopped_coordinator_hands_its_lease_over_at_once
 );
 
 const ITEMS: usize = 100;
@@ -200,4 +201,56 @@ async fn two_replicas_share_the_work_correctly(engine: Engine) {
         replica.stop().await.unwrap();
     }
     s.system.stop().await;
+}
+
+async fn a_stopped_coordinator_hands_its_lease_over_at_once(engine: Engine) {
+    let peers = [
+        ServiceName::BacklogItem,
+        ServiceName::Task,
+        ServiceName::Planning,
+    ];
+    let system = TestSystem::start(engine, &peers).await;
+    let coordinator_db = TestDb::create(engine).await;
+    let config = SystemConfig {
+        databases: BTreeMap::from([(
+            ServiceName::Coordinator.into(),
+            coordinator_db.url().to_owned(),
+        )]),
+        host: [127, 0, 0, 1].into(),
+        ports: BTreeMap::new(),
+        auth_secret: None,
+        db_max_connections: 4,
+        external_endpoints: peers
+            .iter()
+            .map(|service| {
+                (
+                    (*service).into(),
+                    format!("http://{}", system.address(*service)),
+                )
+            })
+            .collect(),
+    };
+    let mut coordinator = RunningSystem::start(config).await.unwrap();
+    coordinator
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .unwrap();
+    sqlx::any::install_default_drivers();
+    let leases = sqlx::AnyPool::connect(coordinator_db.url()).await.unwrap();
+    let holders =
+        || sqlx::query_scalar::<_, String>("SELECT holder FROM leases").fetch_all(&leases);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while holders().await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the coordinator never took the lease"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    coordinator.stop().await.unwrap();
+    // Released before the database closed, so a standby takes over at its next attempt
+    // instead of waiting out the lease.
+    assert!(holders().await.unwrap().is_empty());
+    leases.close().await;
+    system.stop().await;
 }

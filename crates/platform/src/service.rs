@@ -3,11 +3,13 @@
 //! shutdown.
 
 use std::future::Future;
+use std::time::Duration;
 
 use agilepm_proto::events::v1::event_feed_service_server::EventFeedServiceServer;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, internal_token};
 use crate::config::{CommonArgs, CommonConfig, ServiceName};
@@ -28,7 +30,14 @@ pub struct ServiceContext {
     pub internal_token: String,
     /// Cancelled when the process shuts down.
     pub shutdown: CancellationToken,
+    /// Background work that ends on `shutdown` but still needs the database to finish
+    /// (e.g. releasing a lease): the database closes only after it has.
+    pub tasks: TaskTracker,
 }
+
+/// How long background work may take to finish after shutdown before the database is
+/// closed under it.
+const BACKGROUND_GRACE: Duration = Duration::from_secs(5);
 
 /// What distinguishes one service's start-up from another's.
 pub struct ServiceSpec {
@@ -74,7 +83,9 @@ where
         db: db.clone(),
         auth: auth.clone(),
         shutdown: shutdown.clone(),
+        tasks: TaskTracker::new(),
     };
+    let tasks = context.tasks.clone();
     let mut server = GrpcServer::new();
     if spec.serves_feed {
         let feed = EventFeed::new(db.clone(), FeedOptions::default(), shutdown.clone()).await?;
@@ -82,6 +93,16 @@ where
     }
     let server = add_services(context, server).await?;
     let result = server.serve(listener, Some(db.clone()), shutdown).await;
+    tasks.close();
+    if tokio::time::timeout(BACKGROUND_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            service = %spec.name,
+            "background work did not finish within {BACKGROUND_GRACE:?} of shutdown; closing the database under it"
+        );
+    }
     db.close().await;
     result
 }

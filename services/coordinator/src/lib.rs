@@ -90,14 +90,14 @@ pub async fn run(
                 progress.clone(),
                 ReconcilerOptions::default(),
             );
-            tokio::spawn(report_health(
+            context.tasks.spawn(report_health(
                 context.db.clone(),
                 feed.clone(),
                 progress.clone(),
                 server.health_reporter(),
                 context.shutdown.clone(),
             ));
-            tokio::spawn(follow_while_leased(
+            context.tasks.spawn(follow_while_leased(
                 context.db.clone(),
                 feed,
                 reconciler,
