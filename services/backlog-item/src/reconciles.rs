@@ -110,31 +110,26 @@ impl BatchWrite for ReconcileBatch {
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        if ids.is_empty() {
-            // Every basis settled (at most one per item, or the rest would be stale).
-            return Ok(requests
-                .iter()
-                .map(|request| {
-                    let item = moved.remove(&request.id).ok_or_else(|| {
-                        AppError::Internal("a settled basis lost its item".into())
-                    })?;
-                    Ok((item, ReconcileOutcome::Unchanged))
+        // A transaction only if some basis needs the full path; in the common batch the
+        // statement above settled every one.
+        let mut uow = None;
+        let mut items: HashMap<String, Working> = HashMap::new();
+        if !ids.is_empty() {
+            let mut tx = self.db.begin().await?;
+            items = store::lock_all(&mut tx, &ids)
+                .await?
+                .into_iter()
+                .map(|item| {
+                    let working = Working {
+                        read_version: item.version,
+                        item,
+                        touched: false,
+                    };
+                    (working.item.id.clone(), working)
                 })
-                .collect());
+                .collect();
+            uow = Some(tx);
         }
-        let mut uow = self.db.begin().await?;
-        let mut items: HashMap<String, Working> = store::lock_all(&mut uow, &ids)
-            .await?
-            .into_iter()
-            .map(|item| {
-                let working = Working {
-                    read_version: item.version,
-                    item,
-                    touched: false,
-                };
-                (working.item.id.clone(), working)
-            })
-            .collect();
         let now = now_micros();
         let mut events = Vec::new();
         let mut outcomes = Vec::with_capacity(requests.len());
@@ -146,11 +141,11 @@ impl BatchWrite for ReconcileBatch {
                     continue;
                 }
             }
-            let what = format!("backlog item {}", request.id);
             let Some(working) = items
                 .get_mut(&request.id)
                 .filter(|w| w.item.tenant_id == request.tenant)
             else {
+                let what = format!("backlog item {}", request.id);
                 outcomes.push(Err(AppError::not_found(&what)));
                 continue;
             };
@@ -185,31 +180,33 @@ impl BatchWrite for ReconcileBatch {
             outcomes.push(Ok((after, outcome)));
         }
 
-        for working in items.values().filter(|w| w.touched) {
-            let update_time_us = working.item.update_time.as_ref().map_or(now, micros);
-            if !store::update(
-                &mut uow,
-                &working.item,
-                working.read_version,
-                update_time_us,
-            )
-            .await?
-            {
-                // The rows are locked (PostgreSQL) or the writer is alone (SQLite), so
-                // this is a broken invariant, not a race: fail the batch rather than
-                // write half of it.
-                return Err(AppError::Internal(format!(
-                    "reconcile batch could not write backlog item {}",
-                    working.item.id
-                )));
+        if let Some(mut uow) = uow {
+            for working in items.values().filter(|w| w.touched) {
+                let update_time_us = working.item.update_time.as_ref().map_or(now, micros);
+                if !store::update(
+                    &mut uow,
+                    &working.item,
+                    working.read_version,
+                    update_time_us,
+                )
+                .await?
+                {
+                    // The rows are locked (PostgreSQL) or the writer is alone (SQLite), so
+                    // this is a broken invariant, not a race: fail the batch rather than
+                    // write half of it.
+                    return Err(AppError::Internal(format!(
+                        "reconcile batch could not write backlog item {}",
+                        working.item.id
+                    )));
+                }
             }
+            let events: Vec<NewEvent<'_>> = events
+                .iter()
+                .map(|(item, event)| NewEvent::of(subject(item), event))
+                .collect();
+            outbox::append_all(&mut uow, &events).await?;
+            uow.commit().await?;
         }
-        let events: Vec<NewEvent<'_>> = events
-            .iter()
-            .map(|(item, event)| NewEvent::of(subject(item), event))
-            .collect();
-        outbox::append_all(&mut uow, &events).await?;
-        uow.commit().await?;
         Ok(outcomes)
     }
 }
