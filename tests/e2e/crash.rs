@@ -26,6 +26,33 @@ const ITEMS: usize = 100;
 const TASKS: usize = 12;
 const HOURS: i32 = 12;
 
+/// The services a coordinator talks to.
+const PEERS: [ServiceName; 3] = [
+    ServiceName::BacklogItem,
+    ServiceName::Task,
+    ServiceName::Planning,
+];
+
+/// An in-process coordinator on `database_url`, with its peers in `system`.
+fn coordinator_config(system: &TestSystem, database_url: &str) -> SystemConfig {
+    SystemConfig {
+        databases: BTreeMap::from([(ServiceName::Coordinator.into(), database_url.to_owned())]),
+        host: [127, 0, 0, 1].into(),
+        ports: BTreeMap::new(),
+        auth_secret: None,
+        db_max_connections: 4,
+        external_endpoints: PEERS
+            .iter()
+            .map(|service| {
+                (
+                    (*service).into(),
+                    format!("http://{}", system.address(*service)),
+                )
+            })
+            .collect(),
+    }
+}
+
 fn spawn_coordinator(system: &TestSystem, database_url: &str) -> Child {
     let endpoint = |service| format!("http://{}", system.address(service));
     Command::new(env!("CARGO_BIN_EXE_coordinator-under-test"))
@@ -45,15 +72,7 @@ fn spawn_coordinator(system: &TestSystem, database_url: &str) -> Child {
 }
 
 async fn a_killed_coordinator_resumes_without_double_transitions(engine: Engine) {
-    let system = TestSystem::start(
-        engine,
-        &[
-            ServiceName::BacklogItem,
-            ServiceName::Task,
-            ServiceName::Planning,
-        ],
-    )
-    .await;
+    let system = TestSystem::start(engine, &PEERS).await;
     let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
     let coordinator_db = TestDb::create(engine).await;
     let mut coordinator = spawn_coordinator(&s.system, coordinator_db.url());
@@ -126,41 +145,12 @@ async fn a_killed_coordinator_resumes_without_double_transitions(engine: Engine)
 }
 
 async fn two_replicas_share_the_work_correctly(engine: Engine) {
-    let system = TestSystem::start(
-        engine,
-        &[
-            ServiceName::BacklogItem,
-            ServiceName::Task,
-            ServiceName::Planning,
-        ],
-    )
-    .await;
+    let system = TestSystem::start(engine, &PEERS).await;
     let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
     let coordinator_db = TestDb::create(engine).await;
-    let external = [
-        ServiceName::BacklogItem,
-        ServiceName::Task,
-        ServiceName::Planning,
-    ]
-    .map(|service| {
-        (
-            service.into(),
-            format!("http://{}", s.system.address(service)),
-        )
-    });
     let mut replicas = Vec::new();
     for _ in 0..2 {
-        let config = SystemConfig {
-            databases: BTreeMap::from([(
-                ServiceName::Coordinator.into(),
-                coordinator_db.url().to_owned(),
-            )]),
-            host: [127, 0, 0, 1].into(),
-            ports: BTreeMap::new(),
-            auth_secret: None,
-            db_max_connections: 4,
-            external_endpoints: external.iter().cloned().collect(),
-        };
+        let config = coordinator_config(&s.system, coordinator_db.url());
         let mut replica = RunningSystem::start(config).await.unwrap();
         replica.wait_ready(Duration::from_secs(30)).await.unwrap();
         replicas.push(replica);
@@ -204,32 +194,9 @@ async fn two_replicas_share_the_work_correctly(engine: Engine) {
 }
 
 async fn a_stopped_coordinator_hands_its_lease_over_at_once(engine: Engine) {
-    let peers = [
-        ServiceName::BacklogItem,
-        ServiceName::Task,
-        ServiceName::Planning,
-    ];
-    let system = TestSystem::start(engine, &peers).await;
+    let system = TestSystem::start(engine, &PEERS).await;
     let coordinator_db = TestDb::create(engine).await;
-    let config = SystemConfig {
-        databases: BTreeMap::from([(
-            ServiceName::Coordinator.into(),
-            coordinator_db.url().to_owned(),
-        )]),
-        host: [127, 0, 0, 1].into(),
-        ports: BTreeMap::new(),
-        auth_secret: None,
-        db_max_connections: 4,
-        external_endpoints: peers
-            .iter()
-            .map(|service| {
-                (
-                    (*service).into(),
-                    format!("http://{}", system.address(*service)),
-                )
-            })
-            .collect(),
-    };
+    let config = coordinator_config(&system, coordinator_db.url());
     let mut coordinator = RunningSystem::start(config).await.unwrap();
     coordinator
         .wait_ready(Duration::from_secs(30))

@@ -457,6 +457,14 @@ async fn heartbeats_carry_the_head_position(engine: Engine) {
     assert_eq!(head.get_ref().head_position, events[2].position);
 }
 
+/// Polls `done` every 10 ms until it holds, failing the test with `what` at `deadline`.
+async fn wait_until(deadline: tokio::time::Instant, what: &str, mut done: impl FnMut() -> bool) {
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Records what it was given; fails the first `fail_times` batches.
 struct Recorder {
     seen: Mutex<Vec<String>>,
@@ -511,13 +519,10 @@ async fn the_follower_saves_its_checkpoint_only_after_the_handler_succeeds(engin
     );
     let wait = async {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while handler.seen.lock().unwrap().len() < 30 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "follower did not catch up"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until(deadline, "follower did not catch up", || {
+            handler.seen.lock().unwrap().len() >= 30
+        })
+        .await;
         // Let the last checkpoint write land, then stop.
         tokio::time::sleep(Duration::from_millis(100)).await;
         shutdown.cancel();
@@ -622,23 +627,17 @@ async fn batches_handled_at_once_are_saved_in_feed_order(engine: Engine) {
     let check = async {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         // Later batches finish while the first is held back...
-        while handler.finished.lock().unwrap().len() < 2 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no batch ran beside the first"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until(deadline, "no batch ran beside the first", || {
+            handler.finished.lock().unwrap().len() >= 2
+        })
+        .await;
         // ...but nothing counts as handled, and nothing is saved, before the first.
         assert!(handler.handled.lock().unwrap().is_empty());
         assert_eq!(checkpoint.load().await.unwrap(), "");
-        while handler.handled.lock().unwrap().last() != expected.last() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "follower did not catch up"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until(deadline, "follower did not catch up", || {
+            handler.handled.lock().unwrap().last() == expected.last()
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         shutdown.cancel();
     };
