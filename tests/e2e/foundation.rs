@@ -2,6 +2,11 @@
 //! reflection, and refuses malformed requests with INVALID_ARGUMENT.
 
 use agilepm_platform::config::ServiceName;
+use agilepm_platform::db::Db;
+use agilepm_platform::error::AppError;
+use agilepm_platform::guarded_writes::{self, GuardedWrite};
+use agilepm_platform::outbox::{NewEvent, Subject};
+use agilepm_platform::statement::Statement;
 use agilepm_proto::events::v1::SubscribeRequest;
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use agilepm_testkit::{Engine, TestDb, TestSystem, engine_tests};
@@ -18,6 +23,7 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 engine_tests!(
     every_service_serves_health_and_reflection,
     migrations_create_the_platform_tables,
+    a_guarded_write_that_falls_short_writes_nothing,
     malformed_requests_are_invalid_argument
 );
 
@@ -107,6 +113,105 @@ async fn migrations_create_the_platform_tables(engine: Engine) {
         .unwrap();
     assert_eq!(outbox_rows, 0);
     again.close().await;
+}
+
+/// A checkpoint row written with a guard on its current position (or, with `None`,
+/// inserted), as a batch writer would write a row it read.
+fn checkpoint_write<'a>(
+    consumer: &'a str,
+    read: Option<&'a str>,
+    position: &'a str,
+) -> GuardedWrite<'a> {
+    GuardedWrite {
+        build: Box::new(move |statement: &mut Statement| match read {
+            Some(read) => {
+                statement.sql("UPDATE feed_checkpoints SET position = ");
+                statement.placeholder().bind(position.to_owned());
+                statement.sql(" WHERE consumer = ");
+                statement.placeholder().bind(consumer.to_owned());
+                statement.sql(" AND position = ");
+                statement.placeholder().bind(read.to_owned());
+            }
+            None => {
+                statement
+                    .sql(
+                        "INSERT INTO feed_checkpoints (consumer, position, update_time_us) VALUES ",
+                    )
+                    .value_rows(1, 3)
+                    .bind(consumer.to_owned())
+                    .bind(position.to_owned())
+                    .bind(0i64);
+            }
+        }),
+        rows: Some(1),
+    }
+}
+
+async fn a_guarded_write_that_falls_short_writes_nothing(engine: Engine) {
+    let database = TestDb::create(engine).await;
+    let db = database.connect_platform().await;
+    let subject = Subject {
+        aggregate_type: "Checkpoint",
+        aggregate_id: "a",
+        tenant_id: "t",
+    };
+    let event = |n: i64| NewEvent {
+        subject,
+        event_type: "test.Written",
+        payload: n.to_be_bytes().to_vec(),
+    };
+    let state = |db: Db| async move {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT consumer, position FROM feed_checkpoints ORDER BY consumer")
+                .fetch_all(db.pool())
+                .await
+                .unwrap();
+        let events: i64 = sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM outbox")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        (rows, events)
+    };
+
+    guarded_writes::apply(&db, &[checkpoint_write("a", None, "p1")], &[event(1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        state(db.clone()).await,
+        (vec![("a".into(), "p1".into())], 1)
+    );
+
+    // "a" is no longer at "p0": the whole write, its insert of "b" and its event stay out.
+    let stale = [
+        checkpoint_write("b", None, "p1"),
+        checkpoint_write("a", Some("p0"), "p2"),
+    ];
+    let outcome = guarded_writes::apply(&db, &stale, &[event(2), event(3)]).await;
+    assert!(
+        matches!(outcome, Err(AppError::Aborted(_))),
+        "a failed guard is ABORTED: {outcome:?}"
+    );
+    assert_eq!(
+        state(db.clone()).await,
+        (vec![("a".into(), "p1".into())], 1)
+    );
+
+    // The same write from what is stored now stands, all of it.
+    let fresh = [
+        checkpoint_write("b", None, "p1"),
+        checkpoint_write("a", Some("p1"), "p2"),
+    ];
+    guarded_writes::apply(&db, &fresh, &[event(2), event(3)])
+        .await
+        .unwrap();
+    assert_eq!(
+        state(db.clone()).await,
+        (
+            vec![("a".into(), "p2".into()), ("b".into(), "p1".into())],
+            3
+        )
+    );
+    db.close().await;
 }
 
 async fn malformed_requests_are_invalid_argument(engine: Engine) {

@@ -299,8 +299,13 @@ pub fn placeholders(first: usize, count: usize) -> String {
 /// `VALUES` list: `value_rows(2, 3)` is `($1, $2, $3), ($4, $5, $6)`. Both engines
 /// accept this form, and name the columns of such a list `column1`, `column2`, ...
 pub fn value_rows(rows: usize, columns: usize) -> String {
+    value_rows_from(1, rows, columns)
+}
+
+/// [`value_rows`] numbered from `$first`: `value_rows_from(3, 1, 2)` is `($3, $4)`.
+pub fn value_rows_from(first: usize, rows: usize, columns: usize) -> String {
     (0..rows)
-        .map(|row| format!("({})", placeholders(row * columns + 1, columns)))
+        .map(|row| format!("({})", placeholders(first + row * columns, columns)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -341,6 +346,7 @@ mod tests {
         assert_eq!(value_rows(1, 1), "($1)");
         assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
         assert_eq!(value_rows(0, 3), "");
+        assert_eq!(value_rows_from(3, 2, 2), "($3, $4), ($5, $6)");
     }
 
     #[test]

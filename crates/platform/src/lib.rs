@@ -17,6 +17,8 @@
 //! | [`client`] | channels to peer services with credentials, trace context, deadlines |
 //! | [`optimistic`] | compare-and-set writes with retries of lost races |
 //! | [`group_commit`] | one writer applying concurrent requests in shared transactions |
+//! | [`statement`] | SQL statements assembled in parts, placeholders numbered across them |
+//! | [`guarded_writes`] | many-row compare-and-set writes, all or nothing, one round trip on PostgreSQL |
 //! | [`outbox`] | appending events in the caller's transaction |
 //! | [`feed`] | serving the outbox as a gap-free, resumable event feed |
 //! | [`follower`] | following a peer's feed from a durable checkpoint |
@@ -29,6 +31,7 @@ pub mod error;
 pub mod feed;
 pub mod follower;
 pub mod group_commit;
+pub mod guarded_writes;
 pub mod optimistic;
 pub mod outbox;
 pub mod paging;
@@ -36,6 +39,7 @@ pub mod rank;
 pub mod ranked;
 pub mod server;
 pub mod service;
+pub mod statement;
 pub mod telemetry;
 pub mod time;
 pub mod validate;

@@ -5,7 +5,9 @@
 use agilepm_proto::EventType;
 use uuid::Uuid;
 
-use crate::db::{UnitOfWork, value_rows};
+use crate::db::UnitOfWork;
+use crate::error::AppError;
+use crate::statement::Statement;
 use crate::time::now_micros;
 
 /// The PostgreSQL notification channel commits are announced on (by the trigger of
@@ -50,7 +52,7 @@ pub async fn append<E: EventType>(
     uow: &mut UnitOfWork,
     subject: Subject<'_>,
     event: &E,
-) -> Result<Uuid, sqlx::Error> {
+) -> Result<Uuid, AppError> {
     let ids = append_all(uow, &[NewEvent::of(subject, event)]).await?;
     Ok(ids[0])
 }
@@ -67,34 +69,40 @@ const ROWS_PER_INSERT: usize = 500;
 pub async fn append_all(
     uow: &mut UnitOfWork,
     events: &[NewEvent<'_>],
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
-    let now = now_micros();
-    for (chunk, chunk_ids) in events
-        .chunks(ROWS_PER_INSERT)
-        .zip(ids.chunks(ROWS_PER_INSERT))
-    {
-        let sql = format!(
-            "INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, tenant_id, \
-             occur_time_us, payload) VALUES {}",
-            value_rows(chunk.len(), 7)
-        );
-        // Only generated placeholders are interpolated; every value is bound.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (event, id) in chunk.iter().zip(chunk_ids) {
-            query = query
-                .bind(id.to_string())
-                .bind(event.event_type)
-                .bind(event.subject.aggregate_type)
-                .bind(event.subject.aggregate_id.to_owned())
-                .bind(event.subject.tenant_id.to_owned())
-                .bind(now)
-                .bind(event.payload.clone());
-        }
-        query.execute(uow.conn()).await?;
+) -> Result<Vec<Uuid>, AppError> {
+    let mut ids = Vec::with_capacity(events.len());
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let mut statement = Statement::default();
+        ids.extend(insert_events(&mut statement, chunk));
+        statement.query()?.execute(uow.conn()).await?;
     }
     if !events.is_empty() {
         uow.wrote_events = true;
     }
     Ok(ids)
+}
+
+/// Appends to `statement` an `INSERT` of `events` into the outbox (at least one), for a
+/// caller that writes them as part of a larger statement, and returns their new, stable
+/// event ids. The caller must wake in-process subscribers once it has committed.
+pub fn insert_events(statement: &mut Statement, events: &[NewEvent<'_>]) -> Vec<Uuid> {
+    let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
+    let now = now_micros();
+    statement
+        .sql(
+            "INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, tenant_id, \
+             occur_time_us, payload) VALUES ",
+        )
+        .value_rows(events.len(), 7);
+    for (event, id) in events.iter().zip(&ids) {
+        statement
+            .bind(id.to_string())
+            .bind(event.event_type)
+            .bind(event.subject.aggregate_type)
+            .bind(event.subject.aggregate_id.to_owned())
+            .bind(event.subject.tenant_id.to_owned())
+            .bind(now)
+            .bind(event.payload.clone());
+    }
+    ids
 }

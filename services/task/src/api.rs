@@ -362,9 +362,7 @@ impl TaskService for TaskApi {
             }
             Err(error) => return Err(error.into()),
         }
-        store::log_estimate(&mut uow, &task, today, hours, now)
-            .await
-            .map_err(AppError::from)?;
+        store::log_estimate(&mut uow, &task, today, hours, now).await?;
         let totals = store::add_to_totals(&mut uow, &tenant, &backlog_item_id, i64::from(hours), 1)
             .await
             .map_err(AppError::from)?;
@@ -387,8 +385,7 @@ impl TaskService for TaskApi {
             },
             &event,
         )
-        .await
-        .map_err(AppError::from)?;
+        .await?;
         uow.commit().await.map_err(AppError::from)?;
         Ok(Response::new(DefineTaskResponse {
             task: Some(message),

@@ -2,10 +2,13 @@
 //! estimate changes a task, its log, its item's totals and appends an event).
 //!
 //! Estimates go through a [`GroupCommit`]: whatever estimates are waiting (up to
-//! [`MAX_BATCH`]) are applied in one transaction with one statement per table. The tasks
-//! and their logs are read (and on PostgreSQL locked) at once, the domain rules run in
-//! memory in arrival order, then the tasks, the log entries, the totals and the events
-//! are written and committed together.
+//! [`MAX_BATCH`]) are applied together. The tasks, their logs and their items' totals
+//! are read in one query, the domain rules run in memory in arrival order, and the
+//! tasks, the log entries, the totals and the events are written all or nothing with
+//! guards: every task must still be at the version read and every totals row at the
+//! revision read, or nothing is written and the batch starts over from a fresh read
+//! (`guarded_writes`). On PostgreSQL the write is one statement, so a batch costs two
+//! round trips whatever its size; no lock is held between them.
 //!
 //! Every estimate still gets exactly the outcome it would get alone: its own validation
 //! errors (not found, stale `expected_version`), its own events, and the totals right
@@ -18,8 +21,9 @@ use std::collections::{BTreeMap, HashMap};
 use agilepm_platform::db::Db;
 use agilepm_platform::error::{AppError, AppResult};
 use agilepm_platform::group_commit::{BatchWrite, GroupCommit};
+use agilepm_platform::guarded_writes;
 use agilepm_platform::optimistic::check_version;
-use agilepm_platform::outbox::{self, NewEvent, Subject};
+use agilepm_platform::outbox::{NewEvent, Subject};
 use agilepm_platform::time::{now_micros, timestamp};
 use agilepm_proto::task::v1::{
     BacklogItemTaskTotals, EstimationLogEntry, Task, TaskHoursRemainingEstimated, TaskStatusChanged,
@@ -27,7 +31,7 @@ use agilepm_proto::task::v1::{
 use chrono::NaiveDate;
 
 use crate::domain;
-use crate::store::{self, LogEntry, LogWrite, TaskRow, TotalsChange};
+use crate::store::{self, LogEntry, LogWrite, TaskRow, TotalsWrite};
 
 /// Most estimates applied in one transaction. Bounds a batch's statement sizes and the
 /// time a caller waits behind others.
@@ -99,14 +103,16 @@ struct Applied {
     wrote: bool,
 }
 
-/// One batch in one transaction. `Err` only for failures of the whole batch.
+/// One batch: read, decide in memory, write with guards. `Err` only for failures of the
+/// whole batch; a guard that failed (a task or totals row changed since the read) is
+/// `Aborted`, which the group commit retries with a fresh read.
 async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estimated>>> {
-    let mut uow = db.begin().await?;
     let mut ids: Vec<&str> = estimates.iter().map(|e| e.task_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut tasks: HashMap<String, Working> = store::lock_with_logs(&mut uow, &ids)
-        .await?
+    let read = store::read_for_estimates(db, &ids).await?;
+    let mut tasks: HashMap<String, Working> = read
+        .tasks
         .into_iter()
         .map(|(id, (row, log))| {
             let read_version = row.version;
@@ -166,34 +172,15 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
         })
         .collect();
 
-    let changed: Vec<(&TaskRow, i64)> = tasks
-        .values()
-        .filter(|t| t.changed)
-        .map(|t| (&t.row, t.read_version))
-        .collect();
-    let written = store::update_progress_all(&mut uow, &changed).await?;
-    if written != changed.len() as u64 {
-        // The rows are locked (PostgreSQL) or the writer is alone (SQLite), so this is a
-        // broken invariant, not a race: fail the batch rather than write half of it.
-        return Err(AppError::Internal(format!(
-            "estimate batch wrote {written} of {} tasks",
-            changed.len()
-        )));
-    }
-    let writes: Vec<LogWrite<'_>> = log_writes
+    // Each estimate gets its item's totals right after it, as if it had committed alone;
+    // an item without a totals row starts from zeros, like the upsert that creates one.
+    let read_revisions: HashMap<String, i64> = read
+        .totals
         .iter()
-        .map(|((task_id, day), (backlog_item_id, hours))| LogWrite {
-            task_id,
-            backlog_item_id,
-            day: *day,
-            hours: *hours,
-            record_time_us: now,
-        })
+        .map(|(item, totals)| (item.clone(), totals.revision))
         .collect();
-    store::log_estimates(&mut uow, &writes).await?;
-
-    let totals = item_totals(&mut uow, estimates, &applied).await?;
-    let mut running = totals_before_batch(&totals, &applied);
+    let mut running = read.totals;
+    let mut moved: BTreeMap<String, &str> = BTreeMap::new();
     let mut events = Vec::new();
     let mut outcomes = Vec::with_capacity(applied.len());
     for (estimate, applied) in estimates.iter().zip(applied) {
@@ -205,11 +192,15 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
             }
         };
         let item_totals = running
-            .get_mut(&applied.backlog_item_id)
-            .ok_or_else(|| AppError::Internal("totals of a batch item missing".into()))?;
+            .entry(applied.backlog_item_id.clone())
+            .or_insert_with(|| BacklogItemTaskTotals {
+                backlog_item_id: applied.backlog_item_id.clone(),
+                ..Default::default()
+            });
         if let Some(delta) = applied.hours_delta {
             item_totals.hours_remaining += delta;
             item_totals.revision += 1;
+            moved.insert(applied.backlog_item_id.clone(), &estimate.tenant);
         }
         if applied.wrote {
             let subject = Subject {
@@ -242,8 +233,42 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
             totals: item_totals.clone(),
         }));
     }
-    outbox::append_all(&mut uow, &events).await?;
-    uow.commit().await?;
+
+    let changed: Vec<(&TaskRow, i64)> = tasks
+        .values()
+        .filter(|t| t.changed)
+        .map(|t| (&t.row, t.read_version))
+        .collect();
+    let log: Vec<LogWrite<'_>> = log_writes
+        .iter()
+        .map(|((task_id, day), (backlog_item_id, hours))| LogWrite {
+            task_id,
+            backlog_item_id,
+            day: *day,
+            hours: *hours,
+            record_time_us: now,
+        })
+        .collect();
+    let totals: Vec<TotalsWrite<'_>> = moved
+        .iter()
+        .filter_map(|(item, tenant)| {
+            let after = running.get(item)?.clone();
+            Some(TotalsWrite {
+                tenant,
+                totals: after,
+                read_revision: read_revisions.get(item).copied(),
+            })
+        })
+        .collect();
+    let mut writes = Vec::new();
+    if !changed.is_empty() {
+        writes.push(store::progress_write(&changed));
+    }
+    if !log.is_empty() {
+        writes.push(store::log_write(&log));
+    }
+    writes.extend(store::totals_writes(&totals));
+    guarded_writes::apply(db, &writes, &events).await?;
     Ok(outcomes)
 }
 
@@ -263,67 +288,4 @@ fn log_message(log: &[LogEntry]) -> Vec<EstimationLogEntry> {
             record_time: Some(timestamp(*recorded)),
         })
         .collect()
-}
-
-/// The totals after the batch of every item it touched: one upsert for the items whose
-/// hours moved, one read for the others.
-async fn item_totals(
-    uow: &mut agilepm_platform::db::UnitOfWork,
-    estimates: &[Estimate],
-    applied: &[AppResult<Applied>],
-) -> AppResult<HashMap<String, BacklogItemTaskTotals>> {
-    // item -> (tenant, hours moved, changes); sorted, so rows are locked in one order.
-    let mut moved: BTreeMap<&str, (&str, i64, i64)> = BTreeMap::new();
-    let mut untouched: BTreeMap<&str, &str> = BTreeMap::new();
-    for (estimate, applied) in estimates.iter().zip(applied) {
-        let Ok(applied) = applied else { continue };
-        let item = applied.backlog_item_id.as_str();
-        match applied.hours_delta {
-            Some(delta) => {
-                let entry = moved.entry(item).or_insert((&estimate.tenant, 0, 0));
-                entry.1 += delta;
-                entry.2 += 1;
-            }
-            None => {
-                untouched.insert(item, &estimate.tenant);
-            }
-        }
-    }
-    let changes: Vec<TotalsChange<'_>> = moved
-        .iter()
-        .map(|(item, (tenant, hours, changes))| TotalsChange {
-            tenant,
-            backlog_item_id: item,
-            hours: *hours,
-            count: 0,
-            changes: *changes,
-        })
-        .collect();
-    let mut totals = store::add_to_totals_all(uow, &changes).await?;
-    let unread: Vec<(&str, &str)> = untouched
-        .into_iter()
-        .filter(|(item, _)| !totals.contains_key(*item))
-        .map(|(item, tenant)| (tenant, item))
-        .collect();
-    totals.extend(store::totals_all(uow.conn(), &unread).await?);
-    Ok(totals)
-}
-
-/// Each item's totals as they were before the batch, derived from the totals after it by
-/// undoing the batch's changes, so each estimate can be given the totals right after it.
-fn totals_before_batch(
-    after: &HashMap<String, BacklogItemTaskTotals>,
-    applied: &[AppResult<Applied>],
-) -> HashMap<String, BacklogItemTaskTotals> {
-    let mut before = after.clone();
-    for applied in applied.iter().flatten() {
-        if let (Some(delta), Some(totals)) = (
-            applied.hours_delta,
-            before.get_mut(&applied.backlog_item_id),
-        ) {
-            totals.hours_remaining -= delta;
-            totals.revision -= 1;
-        }
-    }
-    before
 }

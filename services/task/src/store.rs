@@ -4,7 +4,10 @@
 
 use std::collections::HashMap;
 
-use agilepm_platform::db::{Db, Engine, UnitOfWork, placeholders, value_rows};
+use agilepm_platform::db::{Db, UnitOfWork, placeholders, value_rows};
+use agilepm_platform::error::AppResult;
+use agilepm_platform::guarded_writes::GuardedWrite;
+use agilepm_platform::statement::Statement;
 use agilepm_proto::task::v1::{BacklogItemTaskTotals, EstimationLogEntry, TaskStatus};
 use chrono::NaiveDate;
 
@@ -279,7 +282,7 @@ pub async fn log_estimate(
     day: NaiveDate,
     hours: i32,
     now_us: i64,
-) -> Result<(), sqlx::Error> {
+) -> AppResult<()> {
     let write = LogWrite {
         task_id: &task.id,
         backlog_item_id: &task.backlog_item_id,
@@ -287,7 +290,10 @@ pub async fn log_estimate(
         hours,
         record_time_us: now_us,
     };
-    log_estimates(uow, &[write]).await
+    let mut statement = Statement::default();
+    (log_write(&[write]).build)(&mut statement);
+    statement.query()?.execute(uow.conn()).await?;
+    Ok(())
 }
 
 /// The estimation logs of `task_ids`, oldest entry first.
@@ -448,44 +454,61 @@ pub async fn burndown_entries(
 /// record_time_us)`.
 pub type LogEntry = (NaiveDate, i32, i64);
 
-/// The live tasks among `ids` (any tenant: callers check) with their whole estimation
-/// logs, oldest day first, locked against other writers until the transaction ends (on
-/// SQLite the write transaction already excludes them; PostgreSQL locks the task rows, in
-/// id order so that two such transactions cannot deadlock).
-pub async fn lock_with_logs(
-    uow: &mut UnitOfWork,
-    ids: &[&str],
-) -> Result<HashMap<String, (TaskRow, Vec<LogEntry>)>, sqlx::Error> {
-    let mut found: HashMap<String, (TaskRow, Vec<LogEntry>)> = HashMap::new();
+/// What an estimate batch reads: the live tasks among `ids` (any tenant: callers check)
+/// with their whole estimation logs, oldest day first, and their items' totals.
+#[derive(Debug, Default)]
+pub struct EstimateRead {
+    /// Each task with its log, by task id.
+    pub tasks: HashMap<String, (TaskRow, Vec<LogEntry>)>,
+    /// The stored totals of the tasks' items, by item (an item without a totals row is
+    /// missing).
+    pub totals: HashMap<String, BacklogItemTaskTotals>,
+}
+
+/// Reads what an estimate batch decides on, in one query and without locking: the batch
+/// writes with guards ([`progress_write`], [`totals_writes`]) that fail if any of it
+/// changes before the write.
+pub async fn read_for_estimates(db: &Db, ids: &[&str]) -> Result<EstimateRead, sqlx::Error> {
+    let mut read = EstimateRead::default();
     if ids.is_empty() {
-        return Ok(found);
+        return Ok(read);
     }
-    let lock = match uow.engine() {
-        Engine::Postgres => " FOR UPDATE OF t",
-        Engine::Sqlite => "",
-    };
     let sql = format!(
         concat!(
             "SELECT ",
             task_columns!("t."),
             ", l.day AS log_day, l.hours_remaining AS log_hours, \
-             l.record_time_us AS log_record_time_us FROM tasks t \
+             l.record_time_us AS log_record_time_us, tot.hours_remaining AS total_hours, \
+             tot.task_count AS total_count, tot.revision AS total_revision FROM tasks t \
              LEFT JOIN estimation_log l ON l.task_id = t.id \
-             WHERE t.id IN ({}) AND t.removed_time_us IS NULL ORDER BY t.id, l.day{}"
+             LEFT JOIN item_totals tot ON tot.backlog_item_id = t.backlog_item_id \
+             WHERE t.id IN ({}) AND t.removed_time_us IS NULL ORDER BY t.id, l.day"
         ),
         placeholders(1, ids.len()),
-        lock
     );
     // Only generated placeholders are interpolated; every value is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for id in ids {
         query = query.bind(*id);
     }
-    for row in query.fetch_all(uow.conn()).await? {
+    for row in query.fetch_all(db.pool()).await? {
         let id: String = row.try_get("id")?;
-        let entry = match found.get_mut(&id) {
+        let entry = match read.tasks.get_mut(&id) {
             Some(entry) => entry,
-            None => found.entry(id).or_insert((task_from(&row)?, Vec::new())),
+            None => {
+                let task = task_from(&row)?;
+                let revision: Option<i64> = row.try_get("total_revision")?;
+                if let Some(revision) = revision {
+                    let totals = BacklogItemTaskTotals {
+                        backlog_item_id: task.backlog_item_id.clone(),
+                        hours_remaining: row.try_get("total_hours")?,
+                        task_count: row.try_get("total_count")?,
+                        revision,
+                    };
+                    read.totals.insert(task.backlog_item_id.clone(), totals);
+                }
+                read.tasks.entry(id).or_insert((task, Vec::new()))
+            }
         };
         let day: Option<String> = row.try_get("log_day")?;
         if let Some(day) = day {
@@ -497,37 +520,38 @@ pub async fn lock_with_logs(
                 .push((day, hours as i32, row.try_get("log_record_time_us")?));
         }
     }
-    Ok(found)
+    Ok(read)
 }
 
-/// Writes each task whose stored version is still its read version (compare-and-set), in
-/// one statement; returns how many were written.
-pub async fn update_progress_all(
-    uow: &mut UnitOfWork,
-    tasks: &[(&TaskRow, i64)],
-) -> Result<u64, sqlx::Error> {
-    if tasks.is_empty() {
-        return Ok(0);
+/// Writes each task's new progress, guarded: every task must still be live at the
+/// version it was read at (`(task, read version)` pairs).
+pub fn progress_write<'a>(tasks: &'a [(&'a TaskRow, i64)]) -> GuardedWrite<'a> {
+    GuardedWrite {
+        build: Box::new(move |statement: &mut Statement| {
+            statement
+                .sql(
+                    "UPDATE tasks SET status = v.column3, hours_remaining = v.column4, \
+                     latest_log_day = v.column5, version = v.column6, \
+                     update_time_us = v.column7 FROM (VALUES ",
+                )
+                .value_rows(tasks.len(), 7)
+                .sql(
+                    ") AS v WHERE tasks.id = v.column1 AND tasks.version = v.column2 \
+                     AND tasks.removed_time_us IS NULL",
+                );
+            for (task, read_version) in tasks {
+                statement
+                    .bind(task.id.clone())
+                    .bind(*read_version)
+                    .bind(task.status as i64)
+                    .bind(i64::from(task.hours))
+                    .bind(day_text(task.latest_log_day))
+                    .bind(task.version)
+                    .bind(task.update_time_us);
+            }
+        }),
+        rows: Some(tasks.len() as u64),
     }
-    let sql = format!(
-        "UPDATE tasks SET status = v.column3, hours_remaining = v.column4, \
-         latest_log_day = v.column5, version = v.column6, update_time_us = v.column7 \
-         FROM (VALUES {}) AS v WHERE tasks.id = v.column1 AND tasks.version = v.column2",
-        value_rows(tasks.len(), 7)
-    );
-    // Only generated placeholders are interpolated; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (task, read_version) in tasks {
-        query = query
-            .bind(task.id.clone())
-            .bind(*read_version)
-            .bind(task.status as i64)
-            .bind(i64::from(task.hours))
-            .bind(day_text(task.latest_log_day))
-            .bind(task.version)
-            .bind(task.update_time_us);
-    }
-    Ok(query.execute(uow.conn()).await?.rows_affected())
 }
 
 /// One day's estimate of one task, to record.
@@ -544,33 +568,101 @@ pub struct LogWrite<'a> {
     pub record_time_us: i64,
 }
 
-/// Records (or replaces) the estimates in `writes`, in one statement. At most one write
-/// per `(task, day)`: one statement may not change a row twice.
-pub async fn log_estimates(
-    uow: &mut UnitOfWork,
-    writes: &[LogWrite<'_>],
-) -> Result<(), sqlx::Error> {
-    if writes.is_empty() {
-        return Ok(());
+/// Records (or replaces) the estimates in `writes`. At most one write per `(task, day)`:
+/// one statement may not change a row twice.
+pub fn log_write<'a>(writes: &'a [LogWrite<'a>]) -> GuardedWrite<'a> {
+    GuardedWrite {
+        build: Box::new(move |statement: &mut Statement| {
+            statement
+                .sql(
+                    "INSERT INTO estimation_log (task_id, day, backlog_item_id, \
+                     hours_remaining, record_time_us) VALUES ",
+                )
+                .value_rows(writes.len(), 5)
+                .sql(
+                    " ON CONFLICT (task_id, day) DO UPDATE SET \
+                     hours_remaining = excluded.hours_remaining, \
+                     record_time_us = excluded.record_time_us",
+                );
+            for write in writes {
+                statement
+                    .bind(write.task_id.to_owned())
+                    .bind(write.day.format("%Y-%m-%d").to_string())
+                    .bind(write.backlog_item_id.to_owned())
+                    .bind(i64::from(write.hours))
+                    .bind(write.record_time_us);
+            }
+        }),
+        rows: None,
     }
-    let sql = format!(
-        "INSERT INTO estimation_log (task_id, day, backlog_item_id, hours_remaining, record_time_us) \
-         VALUES {} ON CONFLICT (task_id, day) DO UPDATE SET \
-         hours_remaining = excluded.hours_remaining, record_time_us = excluded.record_time_us",
-        value_rows(writes.len(), 5)
-    );
-    // Only generated placeholders are interpolated; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for write in writes {
-        query = query
-            .bind(write.task_id.to_owned())
-            .bind(write.day.format("%Y-%m-%d").to_string())
-            .bind(write.backlog_item_id.to_owned())
-            .bind(i64::from(write.hours))
-            .bind(write.record_time_us);
+}
+
+/// An item's totals after a batch, to write over the ones it read.
+pub struct TotalsWrite<'a> {
+    /// The item's tenant.
+    pub tenant: &'a str,
+    /// The totals to store.
+    pub totals: BacklogItemTaskTotals,
+    /// The revision read (`None`: the item had no totals row).
+    pub read_revision: Option<i64>,
+}
+
+/// Writes `writes`, guarded: each stored row must still be at the revision read, and a
+/// row that was missing must still be missing.
+pub fn totals_writes<'a>(writes: &'a [TotalsWrite<'a>]) -> Vec<GuardedWrite<'a>> {
+    let (stored, missing): (Vec<&TotalsWrite<'_>>, Vec<&TotalsWrite<'_>>) =
+        writes.iter().partition(|w| w.read_revision.is_some());
+    let mut guarded = Vec::new();
+    if !stored.is_empty() {
+        let rows = stored.len() as u64;
+        guarded.push(GuardedWrite {
+            build: Box::new(move |statement: &mut Statement| {
+                statement
+                    .sql(
+                        "UPDATE item_totals SET hours_remaining = v.column3, \
+                         task_count = v.column4, revision = v.column5 FROM (VALUES ",
+                    )
+                    .value_rows(stored.len(), 5)
+                    .sql(
+                        ") AS v WHERE item_totals.backlog_item_id = v.column1 \
+                         AND item_totals.revision = v.column2",
+                    );
+                for write in &stored {
+                    statement
+                        .bind(write.totals.backlog_item_id.clone())
+                        .bind(write.read_revision.unwrap_or_default())
+                        .bind(write.totals.hours_remaining)
+                        .bind(write.totals.task_count)
+                        .bind(write.totals.revision);
+                }
+            }),
+            rows: Some(rows),
+        });
     }
-    query.execute(uow.conn()).await?;
-    Ok(())
+    if !missing.is_empty() {
+        let rows = missing.len() as u64;
+        guarded.push(GuardedWrite {
+            build: Box::new(move |statement: &mut Statement| {
+                statement
+                    .sql(
+                        "INSERT INTO item_totals (backlog_item_id, tenant_id, hours_remaining, \
+                         task_count, revision) VALUES ",
+                    )
+                    .value_rows(missing.len(), 5)
+                    .sql(" ON CONFLICT (backlog_item_id) DO NOTHING");
+                for write in &missing {
+                    statement
+                        .bind(write.totals.backlog_item_id.clone())
+                        .bind(write.tenant.to_owned())
+                        .bind(write.totals.hours_remaining)
+                        .bind(write.totals.task_count)
+                        .bind(write.totals.revision);
+                }
+            }),
+            rows: Some(rows),
+        });
+    }
+    guarded
 }
 
 /// Changes to one item's totals: `hours` and `count` added, `revision` bumped by
