@@ -52,7 +52,7 @@ async fn apply_as_one_statement(
     writes: &[GuardedWrite<'_>],
     events: &[NewEvent<'_>],
 ) -> AppResult<()> {
-    let mut statement = Statement::default();
+    let mut statement = Statement::new(db.engine());
     for (i, write) in writes.iter().enumerate() {
         statement.sql(if i == 0 { "WITH " } else { ", " });
         statement.sql(&format!("w{i} AS ("));
@@ -87,7 +87,7 @@ async fn apply_in_transaction(
 ) -> AppResult<()> {
     let mut uow = db.begin().await?;
     for write in writes {
-        let mut statement = Statement::default();
+        let mut statement = Statement::new(db.engine());
         (write.build)(&mut statement);
         let touched = statement
             .query()?

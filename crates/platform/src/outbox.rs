@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::db::UnitOfWork;
 use crate::error::AppError;
-use crate::statement::Statement;
+use crate::statement::{Column, RowSet, Statement};
 use crate::time::now_micros;
 
 /// The PostgreSQL notification channel commits are announced on (by the trigger of
@@ -72,7 +72,7 @@ pub async fn append_all(
 ) -> Result<Vec<Uuid>, AppError> {
     let mut ids = Vec::with_capacity(events.len());
     for chunk in events.chunks(ROWS_PER_INSERT) {
-        let mut statement = Statement::default();
+        let mut statement = Statement::new(uow.engine());
         ids.extend(insert_events(&mut statement, chunk));
         statement.query()?.execute(uow.conn()).await?;
     }
@@ -88,21 +88,21 @@ pub async fn append_all(
 pub fn insert_events(statement: &mut Statement, events: &[NewEvent<'_>]) -> Vec<Uuid> {
     let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
     let now = now_micros();
+    let rows = RowSet(vec![
+        Column::text(ids.iter().map(Uuid::to_string)),
+        Column::text(events.iter().map(|e| e.event_type)),
+        Column::text(events.iter().map(|e| e.subject.aggregate_type)),
+        Column::text(events.iter().map(|e| e.subject.aggregate_id)),
+        Column::text(events.iter().map(|e| e.subject.tenant_id)),
+        Column::BigInt(vec![now; events.len()]),
+        Column::Bytes(events.iter().map(|e| e.payload.clone()).collect()),
+    ]);
     statement
         .sql(
             "INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, tenant_id, \
-             occur_time_us, payload) VALUES ",
+             occur_time_us, payload) SELECT * FROM ",
         )
-        .value_rows(events.len(), 7);
-    for (event, id) in events.iter().zip(&ids) {
-        statement
-            .bind(id.to_string())
-            .bind(event.event_type)
-            .bind(event.subject.aggregate_type)
-            .bind(event.subject.aggregate_id.to_owned())
-            .bind(event.subject.tenant_id.to_owned())
-            .bind(now)
-            .bind(event.payload.clone());
-    }
+        .rows(rows)
+        .sql(" WHERE true");
     ids
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use agilepm_platform::db::{Db, UnitOfWork, placeholders, value_rows};
 use agilepm_platform::error::AppResult;
 use agilepm_platform::guarded_writes::GuardedWrite;
-use agilepm_platform::statement::Statement;
+use agilepm_platform::statement::{Column, RowSet, Statement};
 use agilepm_proto::task::v1::{BacklogItemTaskTotals, EstimationLogEntry, TaskStatus};
 use chrono::NaiveDate;
 
@@ -290,7 +290,7 @@ pub async fn log_estimate(
         hours,
         record_time_us: now_us,
     };
-    let mut statement = Statement::default();
+    let mut statement = Statement::new(uow.engine());
     (log_write(&[write]).build)(&mut statement);
     statement.query()?.execute(uow.conn()).await?;
     Ok(())
@@ -468,30 +468,25 @@ pub struct EstimateRead {
 /// Reads what an estimate batch decides on, in one query and without locking: the batch
 /// writes with guards ([`progress_write`], [`totals_writes`]) that fail if any of it
 /// changes before the write.
-pub async fn read_for_estimates(db: &Db, ids: &[&str]) -> Result<EstimateRead, sqlx::Error> {
+pub async fn read_for_estimates(db: &Db, ids: &[&str]) -> AppResult<EstimateRead> {
     let mut read = EstimateRead::default();
     if ids.is_empty() {
         return Ok(read);
     }
-    let sql = format!(
-        concat!(
+    let mut statement = Statement::new(db.engine());
+    statement
+        .sql(concat!(
             "SELECT ",
             task_columns!("t."),
             ", l.day AS log_day, l.hours_remaining AS log_hours, \
              l.record_time_us AS log_record_time_us, tot.hours_remaining AS total_hours, \
              tot.task_count AS total_count, tot.revision AS total_revision FROM tasks t \
              LEFT JOIN estimation_log l ON l.task_id = t.id \
-             LEFT JOIN item_totals tot ON tot.backlog_item_id = t.backlog_item_id \
-             WHERE t.id IN ({}) AND t.removed_time_us IS NULL ORDER BY t.id, l.day"
-        ),
-        placeholders(1, ids.len()),
-    );
-    // Only generated placeholders are interpolated; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in ids {
-        query = query.bind(*id);
-    }
-    for row in query.fetch_all(db.pool()).await? {
+             LEFT JOIN item_totals tot ON tot.backlog_item_id = t.backlog_item_id WHERE "
+        ))
+        .any_of("t.id", ids)
+        .sql(" AND t.removed_time_us IS NULL ORDER BY t.id, l.day");
+    for row in statement.query()?.fetch_all(db.pool()).await? {
         let id: String = row.try_get("id")?;
         let entry = match read.tasks.get_mut(&id) {
             Some(entry) => entry,
@@ -528,27 +523,31 @@ pub async fn read_for_estimates(db: &Db, ids: &[&str]) -> Result<EstimateRead, s
 pub fn progress_write<'a>(tasks: &'a [(&'a TaskRow, i64)]) -> GuardedWrite<'a> {
     GuardedWrite {
         build: Box::new(move |statement: &mut Statement| {
+            let rows = RowSet(vec![
+                Column::text(tasks.iter().map(|(t, _)| t.id.as_str())),
+                Column::BigInt(tasks.iter().map(|(_, read)| *read).collect()),
+                Column::BigInt(tasks.iter().map(|(t, _)| t.status as i64).collect()),
+                Column::BigInt(tasks.iter().map(|(t, _)| i64::from(t.hours)).collect()),
+                Column::Text(
+                    tasks
+                        .iter()
+                        .map(|(t, _)| day_text(t.latest_log_day))
+                        .collect(),
+                ),
+                Column::BigInt(tasks.iter().map(|(t, _)| t.version).collect()),
+                Column::BigInt(tasks.iter().map(|(t, _)| t.update_time_us).collect()),
+            ]);
             statement
                 .sql(
                     "UPDATE tasks SET status = v.column3, hours_remaining = v.column4, \
                      latest_log_day = v.column5, version = v.column6, \
-                     update_time_us = v.column7 FROM (VALUES ",
+                     update_time_us = v.column7 FROM ",
                 )
-                .value_rows(tasks.len(), 7)
+                .rows(rows)
                 .sql(
-                    ") AS v WHERE tasks.id = v.column1 AND tasks.version = v.column2 \
+                    " WHERE tasks.id = v.column1 AND tasks.version = v.column2 \
                      AND tasks.removed_time_us IS NULL",
                 );
-            for (task, read_version) in tasks {
-                statement
-                    .bind(task.id.clone())
-                    .bind(*read_version)
-                    .bind(task.status as i64)
-                    .bind(i64::from(task.hours))
-                    .bind(day_text(task.latest_log_day))
-                    .bind(task.version)
-                    .bind(task.update_time_us);
-            }
         }),
         rows: Some(tasks.len() as u64),
     }
@@ -573,25 +572,24 @@ pub struct LogWrite<'a> {
 pub fn log_write<'a>(writes: &'a [LogWrite<'a>]) -> GuardedWrite<'a> {
     GuardedWrite {
         build: Box::new(move |statement: &mut Statement| {
+            let rows = RowSet(vec![
+                Column::text(writes.iter().map(|w| w.task_id)),
+                Column::text(writes.iter().map(|w| w.day.format("%Y-%m-%d").to_string())),
+                Column::text(writes.iter().map(|w| w.backlog_item_id)),
+                Column::BigInt(writes.iter().map(|w| i64::from(w.hours)).collect()),
+                Column::BigInt(writes.iter().map(|w| w.record_time_us).collect()),
+            ]);
             statement
                 .sql(
                     "INSERT INTO estimation_log (task_id, day, backlog_item_id, \
-                     hours_remaining, record_time_us) VALUES ",
+                     hours_remaining, record_time_us) SELECT * FROM ",
                 )
-                .value_rows(writes.len(), 5)
+                .rows(rows)
                 .sql(
-                    " ON CONFLICT (task_id, day) DO UPDATE SET \
+                    " WHERE true ON CONFLICT (task_id, day) DO UPDATE SET \
                      hours_remaining = excluded.hours_remaining, \
                      record_time_us = excluded.record_time_us",
                 );
-            for write in writes {
-                statement
-                    .bind(write.task_id.to_owned())
-                    .bind(write.day.format("%Y-%m-%d").to_string())
-                    .bind(write.backlog_item_id.to_owned())
-                    .bind(i64::from(write.hours))
-                    .bind(write.record_time_us);
-            }
         }),
         rows: None,
     }
@@ -617,24 +615,28 @@ pub fn totals_writes<'a>(writes: &'a [TotalsWrite<'a>]) -> Vec<GuardedWrite<'a>>
         let rows = stored.len() as u64;
         guarded.push(GuardedWrite {
             build: Box::new(move |statement: &mut Statement| {
+                let rows = RowSet(vec![
+                    Column::text(stored.iter().map(|w| w.totals.backlog_item_id.as_str())),
+                    Column::BigInt(
+                        stored
+                            .iter()
+                            .map(|w| w.read_revision.unwrap_or_default())
+                            .collect(),
+                    ),
+                    Column::BigInt(stored.iter().map(|w| w.totals.hours_remaining).collect()),
+                    Column::BigInt(stored.iter().map(|w| w.totals.task_count).collect()),
+                    Column::BigInt(stored.iter().map(|w| w.totals.revision).collect()),
+                ]);
                 statement
                     .sql(
                         "UPDATE item_totals SET hours_remaining = v.column3, \
-                         task_count = v.column4, revision = v.column5 FROM (VALUES ",
+                         task_count = v.column4, revision = v.column5 FROM ",
                     )
-                    .value_rows(stored.len(), 5)
+                    .rows(rows)
                     .sql(
-                        ") AS v WHERE item_totals.backlog_item_id = v.column1 \
+                        " WHERE item_totals.backlog_item_id = v.column1 \
                          AND item_totals.revision = v.column2",
                     );
-                for write in &stored {
-                    statement
-                        .bind(write.totals.backlog_item_id.clone())
-                        .bind(write.read_revision.unwrap_or_default())
-                        .bind(write.totals.hours_remaining)
-                        .bind(write.totals.task_count)
-                        .bind(write.totals.revision);
-                }
             }),
             rows: Some(rows),
         });
@@ -643,21 +645,20 @@ pub fn totals_writes<'a>(writes: &'a [TotalsWrite<'a>]) -> Vec<GuardedWrite<'a>>
         let rows = missing.len() as u64;
         guarded.push(GuardedWrite {
             build: Box::new(move |statement: &mut Statement| {
+                let rows = RowSet(vec![
+                    Column::text(missing.iter().map(|w| w.totals.backlog_item_id.as_str())),
+                    Column::text(missing.iter().map(|w| w.tenant)),
+                    Column::BigInt(missing.iter().map(|w| w.totals.hours_remaining).collect()),
+                    Column::BigInt(missing.iter().map(|w| w.totals.task_count).collect()),
+                    Column::BigInt(missing.iter().map(|w| w.totals.revision).collect()),
+                ]);
                 statement
                     .sql(
                         "INSERT INTO item_totals (backlog_item_id, tenant_id, hours_remaining, \
-                         task_count, revision) VALUES ",
+                         task_count, revision) SELECT * FROM ",
                     )
-                    .value_rows(missing.len(), 5)
-                    .sql(" ON CONFLICT (backlog_item_id) DO NOTHING");
-                for write in &missing {
-                    statement
-                        .bind(write.totals.backlog_item_id.clone())
-                        .bind(write.tenant.to_owned())
-                        .bind(write.totals.hours_remaining)
-                        .bind(write.totals.task_count)
-                        .bind(write.totals.revision);
-                }
+                    .rows(rows)
+                    .sql(" WHERE true ON CONFLICT (backlog_item_id) DO NOTHING");
             }),
             rows: Some(rows),
         });
