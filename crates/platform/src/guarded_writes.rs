@@ -14,7 +14,7 @@
 //! cannot hold an `UPDATE`, so there the parts run in one transaction on the single write
 //! connection and are counted before the commit.
 
-use crate::db::{Db, Engine};
+use crate::db::{Db, Engine, UnitOfWork};
 use crate::error::{AppError, AppResult};
 use crate::outbox::{self, NewEvent};
 use crate::statement::Statement;
@@ -26,6 +26,20 @@ pub struct GuardedWrite<'a> {
     pub build: Box<dyn Fn(&mut Statement) + Send + Sync + 'a>,
     /// Rows it must touch for the whole to stand.
     pub rows: Option<u64>,
+}
+
+impl GuardedWrite<'_> {
+    /// Runs this write alone inside `uow` and returns the rows it touched, for a caller
+    /// that writes it as one statement of its own transaction.
+    pub async fn execute(&self, uow: &mut UnitOfWork) -> AppResult<u64> {
+        let mut statement = Statement::new(uow.engine());
+        (self.build)(&mut statement);
+        Ok(statement
+            .query()?
+            .execute(uow.conn())
+            .await?
+            .rows_affected())
+    }
 }
 
 /// Applies `writes` and appends `events` to the outbox, all or nothing. `Aborted` when a
@@ -87,13 +101,7 @@ async fn apply_in_transaction(
 ) -> AppResult<()> {
     let mut uow = db.begin().await?;
     for write in writes {
-        let mut statement = Statement::new(db.engine());
-        (write.build)(&mut statement);
-        let touched = statement
-            .query()?
-            .execute(uow.conn())
-            .await?
-            .rows_affected();
+        let touched = write.execute(&mut uow).await?;
         if let Some(rows) = write.rows
             && touched != rows
         {

@@ -149,14 +149,11 @@ impl Statement {
                 self.sql.push_str(&format!(" AS {cast}))"));
             }
             Engine::Sqlite => {
-                self.sql.push_str(" IN (");
-                for (i, value) in values.iter().enumerate() {
-                    if i > 0 {
-                        self.sql.push_str(", ");
-                    }
-                    self.placeholder().bind((*value).to_owned());
+                self.sql.push_str(" IN ");
+                self.value_rows(1, values.len());
+                for value in values {
+                    self.bind((*value).to_owned());
                 }
-                self.sql.push(')');
             }
         }
         self

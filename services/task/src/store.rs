@@ -290,9 +290,7 @@ pub async fn log_estimate(
         hours,
         record_time_us: now_us,
     };
-    let mut statement = Statement::new(uow.engine());
-    (log_write(&[write]).build)(&mut statement);
-    statement.query()?.execute(uow.conn()).await?;
+    log_write(&[write]).execute(uow).await?;
     Ok(())
 }
 
