@@ -11,17 +11,24 @@
 //! commit time, so transaction A may take seq 10, transaction B seq 11, and B commit
 //! first. A reader using `seq > cursor` would deliver 11, move its cursor past 10, and
 //! never see A's event. We instead record each row's writing transaction id (`txid`) and
-//! read in `(txid, seq)` order **only below the xmin of the reading statement's
-//! snapshot**. Every transaction with an id below xmin has finished, so all its rows are
-//! visible now and none can appear later; every transaction still running, or not yet
-//! started, has an id at or above xmin. So once we deliver `(txid, seq)` with
-//! `txid < xmin`, no row that becomes visible later can sort before it. The price: an
-//! event becomes readable only when every older writing transaction on the cluster has
-//! finished — a long-running writer delays the feed (never reorders or loses it). That
-//! transaction may belong to another database, whose commit nobody announces here, so a
-//! read that finds committed but unsettled rows says so ([`Read::unsettled`]) and the
-//! feed reads again within milliseconds instead of waiting for this database's next
-//! commit.
+//! read in `(txid, seq)` order **only below a horizon** computed from the reading
+//! statement's snapshot: the lowest transaction still running at the snapshot that may
+//! belong to this database, or the snapshot's xmax when none does (`horizon!`). Every
+//! transaction of this database below the horizon has finished, so all its rows are
+//! visible now and none can appear later; every one still running, or not yet started,
+//! has an id at or above it. So once we deliver
+//! `(txid, seq)` with `txid` below the horizon, no row that becomes visible later can
+//! sort before it. The price: an event becomes readable only when every older writing
+//! transaction that may be this database's has finished — a long-running writer delays
+//! the feed (never reorders or loses it).
+//!
+//! The plain snapshot xmin would do too, but it is cluster-wide: under load some
+//! transaction of another service's database is nearly always running, and every event
+//! would wait for it. The horizon leaves out transactions that `pg_stat_activity` shows
+//! on a backend of another database. What it cannot place holds it back — including a
+//! transaction that has just ended and whose end nobody announces here — so a read that
+//! finds committed but unsettled rows says so ([`Read::unsettled`]) and the feed reads
+//! again within milliseconds instead of waiting for this database's next commit.
 
 use crate::db::{Db, Engine};
 use crate::feed::Position;
@@ -72,22 +79,54 @@ const READ_SQLITE: &str = "SELECT 0 AS txid, position AS seq, event_id, event_ty
      aggregate_id, tenant_id, occur_time_us, payload FROM outbox \
      WHERE position > $1 ORDER BY position LIMIT $2";
 
-/// Reads on past the xmin horizon and marks each row: delivery stops at the first row
-/// that is not `settled` (the settled rows are a prefix, ordered by `txid` first), and
-/// seeing such a row tells the caller that committed events are waiting for an older
-/// transaction to end, possibly in another database of the cluster, which no commit of
-/// this database will announce.
-const READ_POSTGRES: &str = "SELECT txid, seq, event_id, event_type, aggregate_type, aggregate_id, \
-     tenant_id, occur_time_us, payload, \
-     txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS settled FROM outbox \
-     WHERE (txid, seq) > ($1, $2) ORDER BY txid, seq LIMIT $3";
+/// The settle horizon as a PostgreSQL expression: every outbox row written by a
+/// transaction below it is visible to the statement's snapshot, and no row can appear
+/// below it later.
+///
+/// The lowest transaction still running at the snapshot (its `xip` list) that is not
+/// proven to belong to another database, or the snapshot's `xmax` when there is none:
+/// every transaction below `xmax` that is not running has finished, and every later one
+/// gets an id at or above `xmax`. The proof is `pg_stat_activity` showing the running
+/// transaction id on a backend connected to another database — conclusive, since a
+/// transaction id is never reused while running and a backend never changes database.
+/// Anything unproven holds the horizon back: a transaction that ended since the snapshot
+/// (the next read passes it), a prepared transaction, a backend the role may not see.
+///
+/// Written out in each statement, not as a SQL function: PostgreSQL plans a function's
+/// body anew on every call (measured 0.5 ms), while a prepared statement keeps its plan.
+/// It reads `pg_stat_activity` only when some transaction is running.
+macro_rules! horizon {
+    () => {
+        "coalesce(\
+           (SELECT min(running::text::bigint) \
+              FROM pg_snapshot_xip(pg_current_snapshot()) AS running \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity AS backend \
+                                WHERE backend.backend_xid = xid(running) \
+                                  AND backend.datname <> current_database())), \
+           pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
+    };
+}
+
+/// Reads on past the horizon and marks each row: delivery stops at the first row that
+/// is not `settled` (the settled rows are a prefix, ordered by `txid` first), and seeing
+/// such a row tells the caller that committed events are waiting for an older
+/// transaction to end, which no commit of this database may announce. The scalar
+/// subquery evaluates the horizon once per read, not once per row.
+const READ_POSTGRES: &str = concat!(
+    "SELECT txid, seq, event_id, event_type, aggregate_type, aggregate_id, tenant_id, \
+     occur_time_us, payload, txid < (SELECT ",
+    horizon!(),
+    ") AS settled FROM outbox WHERE (txid, seq) > ($1, $2) ORDER BY txid, seq LIMIT $3"
+);
 
 const HEAD_SQLITE: &str =
     "SELECT 0 AS txid, position AS seq, occur_time_us FROM outbox ORDER BY position DESC LIMIT 1";
 
-const HEAD_POSTGRES: &str = "SELECT txid, seq, occur_time_us FROM outbox \
-     WHERE txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
-     ORDER BY txid DESC, seq DESC LIMIT 1";
+const HEAD_POSTGRES: &str = concat!(
+    "SELECT txid, seq, occur_time_us FROM outbox WHERE txid < (SELECT ",
+    horizon!(),
+    ") ORDER BY txid DESC, seq DESC LIMIT 1"
+);
 
 impl OutboxReader {
     /// A reader for `db`'s outbox; loads the database's feed id.
