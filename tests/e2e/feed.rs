@@ -26,6 +26,7 @@ engine_tests!(
     resuming_from_any_position_delivers_exactly_what_follows,
     an_open_transaction_never_lets_a_later_commit_overtake_it,
     an_event_waits_only_for_older_transactions_of_its_own_database,
+    a_commit_wakes_the_subscribers_of_another_replica,
     concurrent_writers_and_a_resuming_subscriber_lose_nothing,
     foreign_and_malformed_positions_are_refused,
     subscribers_see_only_their_tenant_unless_granted_all,
@@ -281,6 +282,39 @@ async fn an_event_waits_only_for_older_transactions_of_its_own_database(engine: 
     elsewhere.commit().await.unwrap();
     same_db.close().await;
     other_db.close().await;
+}
+
+/// Two replicas of a service share one database: a commit through one must wake the
+/// other's subscribers. On PostgreSQL the writer announces it (`NOTIFY`) and the other
+/// relays it, so it arrives long before the other's fallback poll (60 s here). A SQLite
+/// file belongs to one process; a second one finds commits by its poll (300 ms here).
+async fn a_commit_wakes_the_subscribers_of_another_replica(engine: Engine) {
+    let database = TestDb::create(engine).await;
+    let writer = FeedServer::start(database.connect_platform().await, FeedOptions::default()).await;
+    let fallback_poll = match engine {
+        Engine::Postgres => Duration::from_secs(60),
+        Engine::Sqlite => Duration::from_millis(300),
+    };
+    let options = FeedOptions {
+        fallback_poll,
+        ..FeedOptions::default()
+    };
+    let reader = FeedServer::start(database.connect_platform().await, options).await;
+    let mut feed = client(&reader, "acme");
+    let request = SubscribeRequest {
+        heartbeat_interval_ms: 60_000,
+        ..Default::default()
+    };
+    let mut stream = open(&mut feed, request).await;
+    take_heartbeat(&mut stream).await;
+
+    for name in ["a", "b", "c"] {
+        let id = append_one(&writer.db, "acme", "task-a", name).await;
+        let arrived = tokio::time::timeout(Duration::from_secs(10), take(&mut stream, 1))
+            .await
+            .expect("the other replica's commit reached this one's subscriber");
+        assert_eq!(ids(&arrived), vec![id]);
+    }
 }
 
 /// Makes `uow`'s transaction take its transaction id now, as its first write would.

@@ -10,8 +10,8 @@ use crate::error::AppError;
 use crate::statement::{Column, RowSet, Statement};
 use crate::time::now_micros;
 
-/// The PostgreSQL notification channel commits are announced on (by the trigger of
-/// migration 0002, which names it too).
+/// The PostgreSQL notification channel commits are announced on
+/// (`feed::notify::announce_postgres`).
 pub(crate) const NOTIFY_CHANNEL: &str = "agilepm_outbox";
 
 /// What an event is about: the aggregate's kind, id and tenant.
@@ -63,9 +63,8 @@ const ROWS_PER_INSERT: usize = 500;
 /// Appends `events`, in order, to the outbox inside `uow` with one statement per 500
 /// events, and returns their new, stable event ids.
 ///
-/// On PostgreSQL a trigger on the outbox queues a `NOTIFY` (migration 0002), which
-/// PostgreSQL delivers only if and when the transaction commits, waking subscribers in
-/// other processes; in-process subscribers are woken by [`UnitOfWork::commit`].
+/// [`UnitOfWork::commit`] wakes the feed's subscribers, in this process and (through
+/// `feed::notify`) in others.
 pub async fn append_all(
     uow: &mut UnitOfWork,
     events: &[NewEvent<'_>],

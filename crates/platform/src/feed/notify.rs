@@ -1,22 +1,36 @@
 //! Waking feed subscribers when events commit.
 //!
-//! In-process, [`CommitNotifier`] is bumped by `UnitOfWork::commit`. Across processes (a
-//! service with several replicas on one PostgreSQL database), the outbox append queues a
-//! `NOTIFY` that PostgreSQL delivers on commit, and [`listen_postgres`] turns it into the
-//! same bump. Subscribers also poll on a timer, so a lost notification costs latency,
-//! never events.
+//! In-process, [`CommitNotifier`] is bumped by `UnitOfWork::commit` (and by a guarded
+//! write's commit). Across processes (a service with several replicas on one PostgreSQL
+//! database), [`announce_postgres`] sends a `NOTIFY` after each burst of local commits
+//! and [`listen_postgres`] turns the others' into the same wake-up. Subscribers also poll
+//! on a timer, so a lost notification costs latency, never events.
+//!
+//! Why not `NOTIFY` inside the writing transaction (a trigger on the outbox, as migration
+//! 0002 once did): a transaction that notifies takes a cluster-wide lock at commit and
+//! holds it through its WAL flush, so every notifying commit of every database on the
+//! server queued behind the one before, and the services' commits stopped sharing WAL
+//! flushes. An announcement is a transaction of its own with nothing to flush, sent after
+//! the commit, off the writer's path; a burst of commits shares one.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::AnyPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// A counter bumped on every commit that wrote events; subscribers wait for it to change.
+/// Wakes this process's feed subscribers on every commit that wrote events, and tells
+/// the announcer which commits were local.
 #[derive(Clone, Debug)]
 pub struct CommitNotifier {
-    sender: Arc<watch::Sender<u64>>,
+    /// Bumped for every commit, local or announced by another process.
+    subscribers: Arc<watch::Sender<u64>>,
+    /// Bumped for local commits only: what [`announce_postgres`] announces.
+    local: Arc<watch::Sender<u64>>,
+    /// Sent as the payload of our announcements, so our own listener skips them.
+    token: Arc<str>,
 }
 
 impl Default for CommitNotifier {
@@ -29,34 +43,83 @@ impl CommitNotifier {
     /// A notifier nobody waits on yet.
     pub fn new() -> CommitNotifier {
         CommitNotifier {
-            sender: Arc::new(watch::Sender::new(0)),
+            subscribers: Arc::new(watch::Sender::new(0)),
+            local: Arc::new(watch::Sender::new(0)),
+            token: uuid::Uuid::new_v4().to_string().into(),
         }
     }
 
-    /// Wakes every waiting subscriber.
+    /// A local commit wrote events: wakes every waiting subscriber, and other processes
+    /// through the announcer.
     pub fn notify(&self) {
-        self.sender
+        self.local
+            .send_modify(|count| *count = count.wrapping_add(1));
+        self.wake_subscribers();
+    }
+
+    /// Another process committed events: wakes every waiting subscriber.
+    fn wake_subscribers(&self) {
+        self.subscribers
             .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     /// A receiver whose `changed()` resolves after the next notification.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.sender.subscribe()
+        self.subscribers.subscribe()
     }
 }
 
-/// Relays PostgreSQL `NOTIFY agilepm_outbox` to `notifier` until `shutdown`. Reconnects
-/// with a pause after errors; subscribers keep polling meanwhile.
+/// Announces this process's commits on `NOTIFY agilepm_outbox` until `shutdown`: one
+/// notification per burst (commits during an announcement share the next one).
+pub async fn announce_postgres(
+    pool: AnyPool,
+    notifier: CommitNotifier,
+    shutdown: CancellationToken,
+) {
+    let mut commits = notifier.local.subscribe();
+    let token = notifier.token.to_string();
+    // Only the receiver is kept: once every handle on the notifier is gone, `changed`
+    // fails and the task ends.
+    drop(notifier);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = commits.changed() => if changed.is_err() { return },
+        }
+        commits.borrow_and_update();
+        let announced = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(crate::outbox::NOTIFY_CHANNEL)
+            .bind(&token)
+            .execute(&pool)
+            .await;
+        if let Err(error) = announced {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::error!(%error, "announcing commits failed; other replicas fall back to polling");
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
+/// Relays other processes' `NOTIFY agilepm_outbox` to `notifier` until `shutdown`.
+/// Reconnects with a pause after errors; subscribers keep polling meanwhile.
 pub async fn listen_postgres(url: String, notifier: CommitNotifier, shutdown: CancellationToken) {
     loop {
         let listener = async {
             let mut listener = PgListener::connect(&url).await?;
             listener.listen(crate::outbox::NOTIFY_CHANNEL).await?;
             // Whatever committed while we were not listening is found by this first wake.
-            notifier.notify();
+            notifier.wake_subscribers();
             loop {
-                listener.recv().await?;
-                notifier.notify();
+                let notification = listener.recv().await?;
+                // Our own commits woke our subscribers already.
+                if notification.payload() != &*notifier.token {
+                    notifier.wake_subscribers();
+                }
             }
             #[allow(unreachable_code)]
             Ok::<(), sqlx::Error>(())

@@ -54,14 +54,20 @@ pub struct EventFeed {
 }
 
 impl EventFeed {
-    /// Serves `db`'s outbox. On PostgreSQL also starts relaying `NOTIFY`s from other
-    /// processes until `shutdown`.
+    /// Serves `db`'s outbox. On PostgreSQL also starts, until `shutdown`, announcing this
+    /// process's commits to other processes and relaying theirs (every process that
+    /// appends events serves its feed, so this is where both belong).
     pub async fn new(
         db: Db,
         options: FeedOptions,
         shutdown: CancellationToken,
     ) -> Result<EventFeed, sqlx::Error> {
         if db.engine() == Engine::Postgres {
+            tokio::spawn(crate::feed::notify::announce_postgres(
+                db.pool().clone(),
+                db.notifier().clone(),
+                shutdown.clone(),
+            ));
             tokio::spawn(crate::feed::notify::listen_postgres(
                 db.url().to_owned(),
                 db.notifier().clone(),
