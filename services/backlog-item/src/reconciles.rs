@@ -1,27 +1,32 @@
 //! Reconciliation under group commit. The coordinator sends many bases at once; those
-//! that arrive together are applied in one transaction, so one commit (on PostgreSQL one
-//! WAL flush) serves them all, including the ones that change an item's status.
+//! that arrive together are applied together, so one commit (on PostgreSQL one WAL
+//! flush) serves them all, including the ones that change an item's status.
 //!
 //! Within a batch, most bases (mid-sprint, hours left) only move an item's revision
 //! guard and are settled by one multi-row statement
 //! ([`store::advance_revisions_if_nothing_changes`]). The rest (an item reaching zero
 //! hours, a DONE item getting hours back, stale or duplicate bases, unknown items) are
-//! read in one query, locked on PostgreSQL, and run through [`domain::reconcile`] in
-//! arrival order, exactly as they would be one transaction at a time.
+//! read in one query without a lock, run through [`domain::reconcile`] in arrival order,
+//! exactly as they would be one transaction at a time, and written with their events as
+//! one guarded write (`platform::guarded_writes`: on PostgreSQL one statement), each item
+//! guarded by the version it was read at. The status change is on the reconcile lag's
+//! path, so its round trips count: read and write, where a locking transaction took
+//! `BEGIN`, the locking read, one `UPDATE` per item, the outbox insert and `COMMIT`.
 
 use std::collections::HashMap;
 
 use agilepm_platform::db::Db;
 use agilepm_platform::error::{AppError, AppResult};
 use agilepm_platform::group_commit::{BatchWrite, GroupCommit};
-use agilepm_platform::outbox::{self, NewEvent};
+use agilepm_platform::guarded_writes::{self, GuardedWrite};
+use agilepm_platform::outbox::NewEvent;
 use agilepm_platform::time::{micros, now_micros, timestamp};
 use agilepm_proto::backlog::v1::{BacklogItem, ReconcileOutcome, StatusChangeCause};
 use agilepm_proto::common::v1::StatusTransitionMode;
 
 use crate::api::{place, placement, status_changed, subject};
 use crate::domain::{self, TaskBasis};
-use crate::store::{self, RevisionMove};
+use crate::store::{self, PlacementWrite, RevisionMove};
 
 /// Most bases in one transaction.
 const MAX_BATCH: usize = 256;
@@ -110,26 +115,20 @@ impl BatchWrite for ReconcileBatch {
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        // A transaction only if some basis needs the full path; in the common batch the
+        // A read only if some basis needs the full path; in the common batch the
         // statement above settled every one.
-        let mut uow = None;
-        let mut items: HashMap<String, Working> = HashMap::new();
-        if !ids.is_empty() {
-            let mut tx = self.db.begin().await?;
-            items = store::lock_all(&mut tx, &ids)
-                .await?
-                .into_iter()
-                .map(|item| {
-                    let working = Working {
-                        read_version: item.version,
-                        item,
-                        touched: false,
-                    };
-                    (working.item.id.clone(), working)
-                })
-                .collect();
-            uow = Some(tx);
-        }
+        let mut items: HashMap<String, Working> = store::read_all(&self.db, &ids)
+            .await?
+            .into_iter()
+            .map(|item| {
+                let working = Working {
+                    read_version: item.version,
+                    item,
+                    touched: false,
+                };
+                (working.item.id.clone(), working)
+            })
+            .collect();
         let now = now_micros();
         let mut events = Vec::new();
         let mut outcomes = Vec::with_capacity(requests.len());
@@ -180,33 +179,28 @@ impl BatchWrite for ReconcileBatch {
             outcomes.push(Ok((after, outcome)));
         }
 
-        if let Some(mut uow) = uow {
-            for working in items.values().filter(|w| w.touched) {
-                let update_time_us = working.item.update_time.as_ref().map_or(now, micros);
-                if !store::update(
-                    &mut uow,
-                    &working.item,
-                    working.read_version,
-                    update_time_us,
-                )
-                .await?
-                {
-                    // The rows are locked (PostgreSQL) or the writer is alone (SQLite), so
-                    // this is a broken invariant, not a race: fail the batch rather than
-                    // write half of it.
-                    return Err(AppError::Internal(format!(
-                        "reconcile batch could not write backlog item {}",
-                        working.item.id
-                    )));
-                }
-            }
-            let events: Vec<NewEvent<'_>> = events
-                .iter()
-                .map(|(item, event)| NewEvent::of(subject(item), event))
-                .collect();
-            outbox::append_all(&mut uow, &events).await?;
-            uow.commit().await?;
-        }
+        // Every touched item and every event in one guarded write: an item some other
+        // writer changed since the read fails it as a whole, and the group commit runs the
+        // batch again from a fresh read.
+        let placements: Vec<PlacementWrite<'_>> = items
+            .values()
+            .filter(|w| w.touched)
+            .map(|w| PlacementWrite {
+                item: &w.item,
+                read_version: w.read_version,
+                update_time_us: w.item.update_time.as_ref().map_or(now, micros),
+            })
+            .collect();
+        let writes: Vec<GuardedWrite<'_>> = if placements.is_empty() {
+            Vec::new()
+        } else {
+            vec![store::placements_write(&placements)]
+        };
+        let events: Vec<NewEvent<'_>> = events
+            .iter()
+            .map(|(item, event)| NewEvent::of(subject(item), event))
+            .collect();
+        guarded_writes::apply(&self.db, &writes, &events).await?;
         Ok(outcomes)
     }
 }

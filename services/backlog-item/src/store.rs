@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use agilepm_platform::db::{Db, Engine, UnitOfWork, placeholders, value_rows};
+use agilepm_platform::db::{Db, UnitOfWork, value_rows};
+use agilepm_platform::error::AppResult;
+use agilepm_platform::guarded_writes::GuardedWrite;
+use agilepm_platform::statement::{Column, RowSet, Statement};
 use agilepm_platform::time::timestamp;
 use agilepm_proto::backlog::v1::{BacklogItem, BusinessPriority};
 use sqlx::any::AnyRow;
@@ -185,6 +188,56 @@ pub async fn update(
     Ok(result.rows_affected() == 1)
 }
 
+/// An item's placement as reconciliation leaves it, to write over the row it was read
+/// from.
+pub struct PlacementWrite<'a> {
+    /// The item after reconciliation.
+    pub item: &'a BacklogItem,
+    /// Its version when read: the write's guard.
+    pub read_version: i64,
+    /// When it changed (µs).
+    pub update_time_us: i64,
+}
+
+/// Writes the columns reconciliation changes (status, release, sprint, acceptance flag,
+/// reconciled revision, version, update time) of every item in `writes`, guarded: each
+/// must still be at its read version (so no other column changed since either) and its
+/// reconciled revision at or below the new one. One statement whatever the count (rows
+/// bound as arrays on PostgreSQL, so it is planned once per connection).
+pub fn placements_write<'a>(writes: &'a [PlacementWrite<'a>]) -> GuardedWrite<'a> {
+    GuardedWrite {
+        build: Box::new(move |statement: &mut Statement| {
+            let int = |value: fn(&PlacementWrite<'_>) -> i64| {
+                Column::BigInt(writes.iter().map(value).collect())
+            };
+            let rows = RowSet(vec![
+                Column::text(writes.iter().map(|w| w.item.id.as_str())),
+                int(|w| w.read_version),
+                int(|w| i64::from(w.item.status)),
+                Column::text(writes.iter().map(|w| w.item.release_id.as_str())),
+                Column::text(writes.iter().map(|w| w.item.sprint_id.as_str())),
+                int(|w| i64::from(w.item.awaiting_acceptance)),
+                int(|w| w.item.reconciled_task_revision),
+                int(|w| w.item.version),
+                int(|w| w.update_time_us),
+            ]);
+            statement
+                .sql(
+                    "UPDATE backlog_items SET status = v.column3, release_id = v.column4, \
+                     sprint_id = v.column5, awaiting_acceptance = v.column6, \
+                     reconciled_task_revision = v.column7, version = v.column8, \
+                     update_time_us = v.column9 FROM ",
+                )
+                .rows(rows)
+                .sql(
+                    " WHERE backlog_items.id = v.column1 AND backlog_items.version = v.column2 \
+                     AND backlog_items.reconciled_task_revision <= v.column7",
+                );
+        }),
+        rows: Some(writes.len() as u64),
+    }
+}
+
 /// A newer task-hours revision for one item, for the reconcile fast statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RevisionMove<'a> {
@@ -237,33 +290,21 @@ pub async fn advance_revisions_if_nothing_changes(
         .collect()
 }
 
-/// The items `ids` (any tenant), locked until the transaction ends on PostgreSQL (SQLite's
-/// writer is alone anyway). Locks are taken in id order, so two such reads cannot
-/// deadlock each other.
-pub async fn lock_all(uow: &mut UnitOfWork, ids: &[&str]) -> Result<Vec<BacklogItem>, sqlx::Error> {
+/// The items `ids` (any tenant), read without a lock: a writer that decides on them
+/// writes with [`placements_write`]'s version guard.
+pub async fn read_all(db: &Db, ids: &[&str]) -> AppResult<Vec<BacklogItem>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let lock = match uow.engine() {
-        Engine::Postgres => " FOR UPDATE",
-        Engine::Sqlite => "",
-    };
-    let sql = format!(
-        select_items!("WHERE id IN ({}) ORDER BY id{}"),
-        placeholders(1, ids.len()),
-        lock
-    );
-    // Only generated placeholders are interpolated; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in ids {
-        query = query.bind(*id);
-    }
-    query
-        .fetch_all(uow.conn())
+    let mut statement = Statement::new(db.engine());
+    statement.sql(select_items!("WHERE ")).any_of("id", ids);
+    Ok(statement
+        .query()?
+        .fetch_all(db.pool())
         .await?
         .iter()
         .map(item_from)
-        .collect()
+        .collect::<Result<_, _>>()?)
 }
 
 /// Filters and order of a backlog listing.
