@@ -237,13 +237,7 @@ async fn an_event_waits_only_for_older_transactions_of_its_own_database(engine: 
         ..FeedOptions::default()
     };
     let server = FeedServer::start(database.connect_platform().await, options).await;
-    let mut feed = client(&server, "acme");
-    let request = SubscribeRequest {
-        heartbeat_interval_ms: 60_000,
-        ..Default::default()
-    };
-    let mut stream = open(&mut feed, request).await;
-    take_heartbeat(&mut stream).await;
+    let mut stream = quiet_subscription(&server).await;
 
     // An older transaction of another database, open throughout.
     let other = TestDb::create(engine).await;
@@ -300,13 +294,7 @@ async fn a_commit_wakes_the_subscribers_of_another_replica(engine: Engine) {
         ..FeedOptions::default()
     };
     let reader = FeedServer::start(database.connect_platform().await, options).await;
-    let mut feed = client(&reader, "acme");
-    let request = SubscribeRequest {
-        heartbeat_interval_ms: 60_000,
-        ..Default::default()
-    };
-    let mut stream = open(&mut feed, request).await;
-    take_heartbeat(&mut stream).await;
+    let mut stream = quiet_subscription(&reader).await;
 
     for name in ["a", "b", "c"] {
         let id = append_one(&writer.db, "acme", "task-a", name).await;
@@ -315,6 +303,21 @@ async fn a_commit_wakes_the_subscribers_of_another_replica(engine: Engine) {
             .expect("the other replica's commit reached this one's subscriber");
         assert_eq!(ids(&arrived), vec![id]);
     }
+}
+
+/// A subscription from the start of `server`'s feed whose heartbeats (every 60 s) cannot
+/// stand in for a wake-up, past its first heartbeat.
+async fn quiet_subscription(
+    server: &FeedServer,
+) -> Streaming<agilepm_proto::events::v1::SubscribeResponse> {
+    let mut feed = client(server, "acme");
+    let request = SubscribeRequest {
+        heartbeat_interval_ms: 60_000,
+        ..Default::default()
+    };
+    let mut stream = open(&mut feed, request).await;
+    take_heartbeat(&mut stream).await;
+    stream
 }
 
 /// Makes `uow`'s transaction take its transaction id now, as its first write would.
