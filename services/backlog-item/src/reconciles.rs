@@ -1,19 +1,23 @@
-//! Reconciliation under group commit. The coordinator sends many bases at once; those
-//! that arrive together are applied together, so one commit (on PostgreSQL one WAL
-//! flush) serves them all, including the ones that change an item's status.
+//! Reconciliation under group commit. The coordinator sends many bases at once (one
+//! `ReconcileBacklogItemStatuses` call per batch of the task feed); those that arrive
+//! together are applied together, so a few statements serve them all.
 //!
 //! Within a batch, most bases (mid-sprint, hours left) only move an item's revision
 //! guard and are settled by one multi-row statement
-//! ([`store::advance_revisions_if_nothing_changes`]). The rest (an item reaching zero
-//! hours, a DONE item getting hours back, stale or duplicate bases, unknown items) are
-//! read in one query without a lock, run through [`domain::reconcile`] in arrival order,
-//! exactly as they would be one transaction at a time, and written with their events as
-//! one guarded write (`platform::guarded_writes`: on PostgreSQL one statement), each item
-//! guarded by the version it was read at. The status change is on the reconcile lag's
-//! path, so its round trips count: read and write, where a locking transaction took
-//! `BEGIN`, the locking read, one `UPDATE` per item, the outbox insert and `COMMIT`.
+//! ([`store::advance_revisions_if_nothing_changes`]). An item with a basis at zero hours
+//! may change status: its bases go straight to the full path, at the same time as the
+//! fast statement (the two touch different items). The full path reads its items in one
+//! query without a lock, runs the bases through [`domain::reconcile`] in arrival order,
+//! exactly as they would be one transaction at a time, and writes them with their events
+//! as one guarded write (`platform::guarded_writes`: on PostgreSQL one statement), each
+//! item guarded by the version it was read at. Bases the fast statement did not settle
+//! (a DONE item getting hours back, stale or duplicate bases, unknown items) take the
+//! full path after it. The status change is on the reconcile lag's path, so its round
+//! trips count: read and write, not waiting behind the fast statement, where a locking
+//! transaction took `BEGIN`, the locking read, one `UPDATE` per item, the outbox insert
+//! and `COMMIT`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use agilepm_platform::db::Db;
 use agilepm_platform::error::{AppError, AppResult};
@@ -65,58 +69,66 @@ struct Working {
     touched: bool,
 }
 
-impl BatchWrite for ReconcileBatch {
-    type Request = Reconcile;
-    type Response = (BacklogItem, ReconcileOutcome);
+/// A basis and its place in the batch (outcomes are returned in request order).
+type Indexed<'a> = (usize, &'a Reconcile);
 
-    async fn apply(
+/// Outcomes of some of a batch's bases, by their place in the batch.
+type Outcomes = Vec<(usize, AppResult<(BacklogItem, ReconcileOutcome)>)>;
+
+impl ReconcileBatch {
+    /// The fast statement: moves the revision guard of every item whose bases all have
+    /// hours left (its newest basis; one statement may change a row only once, so any
+    /// other basis of that item is stale). Returns the outcomes it settled and the bases
+    /// it did not (DONE or awaiting items, stale or duplicate bases, unknown items).
+    async fn fast_path<'a>(
         &self,
-        requests: &[Reconcile],
-    ) -> AppResult<Vec<AppResult<(BacklogItem, ReconcileOutcome)>>> {
-        // The fast statement: the newest basis with hours left of each item. One
-        // statement may change a row only once; any other basis of that item is left to
-        // the full path below, where it is stale.
-        let mut fast: Vec<RevisionMove<'_>> = Vec::new();
-        for request in requests.iter().filter(|r| r.basis.hours > 0) {
-            match fast.iter_mut().find(|m| m.id == request.id) {
+        bases: &[Indexed<'a>],
+    ) -> AppResult<(Outcomes, Vec<Indexed<'a>>)> {
+        let mut moves: Vec<RevisionMove<'_>> = Vec::new();
+        for (_, request) in bases {
+            match moves.iter_mut().find(|m| m.id == request.id) {
                 Some(m) if m.revision < request.basis.revision => {
                     m.revision = request.basis.revision;
                 }
                 Some(_) => {}
-                None => fast.push(RevisionMove {
+                None => moves.push(RevisionMove {
                     tenant: &request.tenant,
                     id: &request.id,
                     revision: request.basis.revision,
                 }),
             }
         }
-        // It commits on its own: in the common batch it settles every basis, and one
-        // autocommitted statement is a third of the round trips of a transaction.
-        let mut moved = {
-            let mut conn = self.db.write_pool().acquire().await?;
-            store::advance_revisions_if_nothing_changes(&mut conn, &fast).await?
-        };
-        let settled: Vec<bool> = requests
-            .iter()
-            .map(|request| {
-                moved.get(&request.id).is_some_and(|item| {
-                    item.tenant_id == request.tenant
-                        && item.reconciled_task_revision == request.basis.revision
-                })
-            })
-            .collect();
+        // One autocommitted statement: a third of the round trips of a transaction.
+        let mut moved = store::advance_revisions_if_nothing_changes(&self.db, &moves).await?;
+        let mut settled = Vec::new();
+        let mut rest = Vec::new();
+        for &(i, request) in bases {
+            let applied = moved.get(&request.id).is_some_and(|item| {
+                item.tenant_id == request.tenant
+                    && item.reconciled_task_revision == request.basis.revision
+            });
+            // Only one basis of an item can be the one the statement applied.
+            match moved.remove(&request.id).filter(|_| applied) {
+                Some(item) => settled.push((i, Ok((item, ReconcileOutcome::Unchanged)))),
+                None => rest.push((i, request)),
+            }
+        }
+        Ok((settled, rest))
+    }
 
-        // The full path, for every basis the statement did not settle.
-        let mut ids: Vec<&str> = requests
-            .iter()
-            .zip(&settled)
-            .filter(|(_, settled)| !**settled)
-            .map(|(r, _)| r.id.as_str())
-            .collect();
+    /// The full path: reads the bases' items without a lock, runs the bases through
+    /// [`domain::reconcile`] in arrival order, exactly as one transaction at a time
+    /// would, and writes every touched item with its events as one guarded write, each
+    /// item guarded by the version it was read at. An item some other writer changed
+    /// since the read fails the write as a whole (`Aborted`), and the group commit runs
+    /// the batch again from a fresh read.
+    async fn full_path(&self, bases: &[Indexed<'_>]) -> AppResult<Outcomes> {
+        if bases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ids: Vec<&str> = bases.iter().map(|(_, r)| r.id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        // A read only if some basis needs the full path; in the common batch the
-        // statement above settled every one.
         let mut items: HashMap<String, Working> = store::read_all(&self.db, &ids)
             .await?
             .into_iter()
@@ -131,21 +143,14 @@ impl BatchWrite for ReconcileBatch {
             .collect();
         let now = now_micros();
         let mut events = Vec::new();
-        let mut outcomes = Vec::with_capacity(requests.len());
-        for (request, settled) in requests.iter().zip(settled) {
-            if settled {
-                // Only one basis of an item can be the one the statement applied.
-                if let Some(item) = moved.remove(&request.id) {
-                    outcomes.push(Ok((item, ReconcileOutcome::Unchanged)));
-                    continue;
-                }
-            }
+        let mut outcomes = Vec::with_capacity(bases.len());
+        for &(i, request) in bases {
             let Some(working) = items
                 .get_mut(&request.id)
                 .filter(|w| w.item.tenant_id == request.tenant)
             else {
                 let what = format!("backlog item {}", request.id);
-                outcomes.push(Err(AppError::not_found(&what)));
+                outcomes.push((i, Err(AppError::not_found(&what))));
                 continue;
             };
             let before = &working.item;
@@ -176,12 +181,9 @@ impl BatchWrite for ReconcileBatch {
             };
             working.touched |= outcome != ReconcileOutcome::IgnoredStale;
             working.item = after.clone();
-            outcomes.push(Ok((after, outcome)));
+            outcomes.push((i, Ok((after, outcome))));
         }
 
-        // Every touched item and every event in one guarded write: an item some other
-        // writer changed since the read fails it as a whole, and the group commit runs the
-        // batch again from a fresh read.
         let placements: Vec<PlacementWrite<'_>> = items
             .values()
             .filter(|w| w.touched)
@@ -202,5 +204,36 @@ impl BatchWrite for ReconcileBatch {
             .collect();
         guarded_writes::apply(&self.db, &writes, &events).await?;
         Ok(outcomes)
+    }
+}
+
+impl BatchWrite for ReconcileBatch {
+    type Request = Reconcile;
+    type Response = (BacklogItem, ReconcileOutcome);
+
+    async fn apply(
+        &self,
+        requests: &[Reconcile],
+    ) -> AppResult<Vec<AppResult<(BacklogItem, ReconcileOutcome)>>> {
+        // An item with a basis at zero hours may change status: all its bases take the
+        // full path at once, beside the fast statement for the others (disjoint items,
+        // so neither waits for the other; on PostgreSQL their commits can share a WAL
+        // flush). The status change is what the reconcile lag waits for.
+        let zero: HashSet<&str> = requests
+            .iter()
+            .filter(|r| r.basis.hours <= 0)
+            .map(|r| r.id.as_str())
+            .collect();
+        let (changing, steady): (Vec<Indexed<'_>>, Vec<Indexed<'_>>) = requests
+            .iter()
+            .enumerate()
+            .partition(|(_, r)| zero.contains(r.id.as_str()));
+        let (fast, full) = tokio::join!(self.fast_path(&steady), self.full_path(&changing));
+        let (mut outcomes, rest) = fast?;
+        outcomes.extend(full?);
+        // What the fast statement did not settle (rare mid-sprint): the full path too.
+        outcomes.extend(self.full_path(&rest).await?);
+        outcomes.sort_unstable_by_key(|(i, _)| *i);
+        Ok(outcomes.into_iter().map(|(_, outcome)| outcome).collect())
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use agilepm_platform::db::{Db, UnitOfWork, value_rows};
+use agilepm_platform::db::{Db, UnitOfWork};
 use agilepm_platform::error::AppResult;
 use agilepm_platform::guarded_writes::GuardedWrite;
 use agilepm_platform::statement::{Column, RowSet, Statement};
@@ -257,37 +257,38 @@ pub struct RevisionMove<'a> {
 /// Returns the items it moved, by id; the others (DONE, awaiting, stale, missing, other
 /// tenant) need the full path.
 pub async fn advance_revisions_if_nothing_changes(
-    conn: &mut AnyConnection,
+    db: &Db,
     moves: &[RevisionMove<'_>],
-) -> Result<HashMap<String, BacklogItem>, sqlx::Error> {
+) -> AppResult<HashMap<String, BacklogItem>> {
     if moves.is_empty() {
         return Ok(HashMap::new());
     }
-    // The VALUES list's columns are named column1..3, so the item's own column names
-    // are unambiguous in RETURNING.
-    let sql = format!(
-        concat!(
-            "UPDATE backlog_items SET reconciled_task_revision = v.column3 \
-             FROM (VALUES {}) AS v \
-             WHERE backlog_items.id = v.column1 AND backlog_items.tenant_id = v.column2 \
+    // The row set's columns are named column1..3, so the item's own column names are
+    // unambiguous in RETURNING; on PostgreSQL they are bound as arrays, so the text is
+    // the same whatever the batch size and is planned once per connection.
+    let rows = RowSet(vec![
+        Column::text(moves.iter().map(|m| m.id)),
+        Column::text(moves.iter().map(|m| m.tenant)),
+        Column::BigInt(moves.iter().map(|m| m.revision).collect()),
+    ]);
+    let mut statement = Statement::new(db.engine());
+    statement
+        .sql("UPDATE backlog_items SET reconciled_task_revision = v.column3 FROM ")
+        .rows(rows)
+        .sql(concat!(
+            " WHERE backlog_items.id = v.column1 AND backlog_items.tenant_id = v.column2 \
              AND backlog_items.reconciled_task_revision < v.column3 \
              AND backlog_items.status <> 4 AND backlog_items.awaiting_acceptance = 0 \
              RETURNING ",
             item_columns!()
-        ),
-        value_rows(moves.len(), 3)
-    );
-    // Only generated placeholders are interpolated; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for m in moves {
-        query = query.bind(m.id).bind(m.tenant).bind(m.revision);
-    }
-    query
-        .fetch_all(conn)
+        ));
+    Ok(statement
+        .query()?
+        .fetch_all(db.write_pool())
         .await?
         .iter()
         .map(|row| item_from(row).map(|item| (item.id.clone(), item)))
-        .collect()
+        .collect::<Result<_, _>>()?)
 }
 
 /// The items `ids` (any tenant), read without a lock: a writer that decides on them
