@@ -22,6 +22,7 @@ engine_tests!(
     many_moves_into_one_spot_rebalance_and_keep_the_order,
     priority_ordering_and_filters,
     reconcile_ignores_stale_and_duplicate_revisions,
+    a_reconcile_batch_answers_each_basis_and_refuses_malformed_calls_whole,
     manual_mode_flags_and_accepts_by_hand,
     story_fields_update_with_a_mask,
     tenants_and_versions_and_bad_input,
@@ -674,6 +675,115 @@ async fn reconcile_ignores_stale_and_duplicate_revisions(engine: Engine) {
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
+    f.system.stop().await;
+}
+
+async fn a_reconcile_batch_answers_each_basis_and_refuses_malformed_calls_whole(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let a = committed_item(&f, "acme").await;
+    let b = committed_item(&f, "acme").await;
+    let unknown = Uuid::now_v7().to_string();
+    let mut c = f.client("acme");
+    let auto = StatusTransitionMode::Automatic;
+    let batch = |reconciles| ReconcileBacklogItemStatusesRequest { reconciles };
+    // What each result says: the outcome and the item's status, or the error's code.
+    let summary = |results: Vec<ReconcileResult>| -> Vec<Result<_, Code>> {
+        results
+            .into_iter()
+            .map(|r| match r.result.unwrap() {
+                reconcile_result::Result::Reconciled(r) => Ok((
+                    ReconcileOutcome::try_from(r.outcome).unwrap(),
+                    status(r.backlog_item.as_ref().unwrap()),
+                )),
+                reconcile_result::Result::Error(e) => Err(Code::from_i32(e.code)),
+            })
+            .collect()
+    };
+
+    // Several bases of one item apply in request order; an unknown item fails alone.
+    let results = c
+        .reconcile_backlog_item_statuses(batch(vec![
+            basis(&a.id, 5, 2, 3, auto),
+            basis(&b.id, 0, 2, 4, auto),
+            basis(&unknown, 0, 1, 1, auto),
+            basis(&a.id, 0, 2, 5, auto),
+            basis(&a.id, 5, 2, 4, auto),
+        ]))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    use BacklogItemStatus::{Committed, Done};
+    use ReconcileOutcome::{Changed, IgnoredStale, Unchanged};
+    assert_eq!(
+        summary(results),
+        vec![
+            Ok((Unchanged, Committed)),
+            Ok((Changed, Done)),
+            Err(Code::NotFound),
+            Ok((Changed, Done)),
+            Ok((IgnoredStale, Done)),
+        ]
+    );
+    // Another tenant does not reach acme's items.
+    let results = f
+        .client("globex")
+        .reconcile_backlog_item_statuses(batch(vec![basis(&b.id, 3, 2, 9, auto)]))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(summary(results), vec![Err(Code::NotFound)]);
+
+    // A malformed basis refuses the whole call, naming its place; the valid basis
+    // beside it (which would reopen b) changes nothing.
+    let error = c
+        .reconcile_backlog_item_statuses(batch(vec![
+            basis(&b.id, 3, 2, 9, auto),
+            basis(&a.id, -1, 2, 9, auto),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(
+        error
+            .message()
+            .contains("reconciles[1].task_hours_remaining"),
+        "{}",
+        error.message()
+    );
+    for (empty_or_too_many, count) in [("empty", 0), ("too many", 1001)] {
+        let error = c
+            .reconcile_backlog_item_statuses(batch(vec![basis(&b.id, 3, 2, 9, auto); count]))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument, "{empty_or_too_many}");
+        assert!(
+            error.message().contains("reconciles"),
+            "{}",
+            error.message()
+        );
+    }
+    let b_now = c
+        .get_backlog_item(GetBacklogItemRequest { id: b.id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    assert_eq!((status(&b_now), b_now.reconciled_task_revision), (Done, 4));
+    // One StatusChanged per real change: a and b reaching DONE.
+    let done: Vec<String> = f
+        .events(8)
+        .await
+        .iter()
+        .filter(|e| e.event_type.ends_with("StatusChanged"))
+        .map(|e| prost::Message::decode(e.payload.as_ref().unwrap().value.as_slice()).unwrap())
+        .filter(|e: &BacklogItemStatusChanged| e.cause == StatusChangeCause::TaskHours as i32)
+        .map(|e| e.backlog_item_id)
+        .collect();
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert!(done.contains(&a.id) && done.contains(&b.id), "{done:?}");
     f.system.stop().await;
 }
 

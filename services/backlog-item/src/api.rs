@@ -360,40 +360,78 @@ impl BacklogItemApi {
         .await
     }
 
+    /// Applies one basis through the reconcile group commit.
     async fn reconcile(
         &self,
         tenant: &str,
         request: ReconcileBacklogItemStatusRequest,
     ) -> AppResult<(BacklogItem, ReconcileOutcome)> {
-        let id = validate::uuid("id", &request.id)?.to_string();
-        if request.task_hours_remaining < 0 {
-            return Err(AppError::invalid(
-                "task_hours_remaining",
-                "must not be negative",
-            ));
-        }
-        if request.task_count < 0 {
-            return Err(AppError::invalid("task_count", "must not be negative"));
-        }
-        if request.task_revision < 1 {
-            return Err(AppError::invalid("task_revision", "must be at least 1"));
-        }
-        let mode = StatusTransitionMode::try_from(request.transition_mode)
-            .map_err(|_| AppError::invalid("transition_mode", "unknown mode"))?;
-        let basis = TaskBasis {
+        let reconcile = parse_reconcile(tenant, request)?;
+        self.reconciles.submit(reconcile).await
+    }
+}
+
+/// Most bases in one `ReconcileBacklogItemStatuses` call.
+pub const MAX_RECONCILES_PER_CALL: usize = 1000;
+
+/// Checks a reconcile request and turns it into a basis for the group commit.
+fn parse_reconcile(
+    tenant: &str,
+    request: ReconcileBacklogItemStatusRequest,
+) -> AppResult<Reconcile> {
+    let id = validate::uuid("id", &request.id)?.to_string();
+    if request.task_hours_remaining < 0 {
+        return Err(AppError::invalid(
+            "task_hours_remaining",
+            "must not be negative",
+        ));
+    }
+    if request.task_count < 0 {
+        return Err(AppError::invalid("task_count", "must not be negative"));
+    }
+    if request.task_revision < 1 {
+        return Err(AppError::invalid("task_revision", "must be at least 1"));
+    }
+    let mode = StatusTransitionMode::try_from(request.transition_mode)
+        .map_err(|_| AppError::invalid("transition_mode", "unknown mode"))?;
+    Ok(Reconcile {
+        tenant: tenant.to_owned(),
+        id,
+        basis: TaskBasis {
             hours: request.task_hours_remaining,
             count: request.task_count,
             revision: request.task_revision,
-        };
-        self.reconciles
-            .submit(Reconcile {
-                tenant: tenant.to_owned(),
-                id,
-                basis,
-                mode,
-            })
-            .await
+        },
+        mode,
+    })
+}
+
+/// Checks every basis of a batch call, naming the first malformed one by its place.
+fn parse_reconciles(
+    tenant: &str,
+    requests: Vec<ReconcileBacklogItemStatusRequest>,
+) -> AppResult<Vec<Reconcile>> {
+    if requests.is_empty() || requests.len() > MAX_RECONCILES_PER_CALL {
+        return Err(AppError::invalid(
+            "reconciles",
+            format!(
+                "must hold 1 to {MAX_RECONCILES_PER_CALL} bases, not {}",
+                requests.len()
+            ),
+        ));
     }
+    requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, request)| {
+            parse_reconcile(tenant, request).map_err(|error| match error {
+                AppError::InvalidArgument { field, reason } => {
+                    AppError::invalid(format!("reconciles[{i}].{field}"), reason)
+                }
+                other => other,
+            })
+        })
+        .collect()
 }
 
 fn parse_type(field: &str, value: i32) -> AppResult<BacklogItemType> {
@@ -804,6 +842,42 @@ impl BacklogItemService for BacklogItemApi {
         Ok(Response::new(ReconcileBacklogItemStatusResponse {
             backlog_item: Some(item),
             outcome: outcome as i32,
+        }))
+    }
+
+    async fn reconcile_backlog_item_statuses(
+        &self,
+        request: Request<ReconcileBacklogItemStatusesRequest>,
+    ) -> Reply<ReconcileBacklogItemStatusesResponse> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let reconciles = parse_reconciles(&tenant, request.into_inner().reconciles)?;
+        // Submitted together, the bases land in the same group-commit batches: one
+        // write (and on PostgreSQL one WAL flush) serves the whole call.
+        let outcomes =
+            futures::future::join_all(reconciles.into_iter().map(|r| self.reconciles.submit(r)))
+                .await;
+        let results = outcomes
+            .into_iter()
+            .map(|outcome| ReconcileResult {
+                result: Some(match outcome {
+                    Ok((item, outcome)) => {
+                        reconcile_result::Result::Reconciled(ReconcileBacklogItemStatusResponse {
+                            backlog_item: Some(item),
+                            outcome: outcome as i32,
+                        })
+                    }
+                    Err(error) => {
+                        let status = GrpcStatus::from(error);
+                        reconcile_result::Result::Error(ReconcileError {
+                            code: status.code() as i32,
+                            message: status.message().to_owned(),
+                        })
+                    }
+                }),
+            })
+            .collect();
+        Ok(Response::new(ReconcileBacklogItemStatusesResponse {
+            results,
         }))
     }
 }
