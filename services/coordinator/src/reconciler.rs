@@ -323,8 +323,11 @@ impl Reconciler {
                         results[i] = Some(Ok(()));
                     }
                     Err(status) => {
-                        let transient =
-                            is_transient(&status) || status.code() == tonic::Code::Cancelled;
+                        // UNIMPLEMENTED means a backlog-item older than this coordinator
+                        // (mid-upgrade), not a bad event: hold the feed until it is
+                        // upgraded rather than record poison.
+                        let transient = is_transient(&status)
+                            || matches!(status.code(), Code::Cancelled | Code::Unimplemented);
                         let event_ids: Vec<&str> =
                             work.events.iter().map(|(id, _)| id.as_str()).collect();
                         tracing::error!(
