@@ -576,21 +576,26 @@ async fn the_follower_saves_its_checkpoint_only_after_the_handler_succeeds(engin
         &options,
         shutdown.clone(),
     );
+    let all = take(&mut open(&mut client(&server, "*"), after("")).await, 30).await;
     let wait = async {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         wait_until(deadline, "follower did not catch up", || {
             handler.seen.lock().unwrap().len() >= 30
         })
         .await;
-        // Let the last checkpoint write land, then stop.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Stop once the last batch's checkpoint has landed (a fixed pause here raced a
+        // busy CI machine), or at the deadline; the assertion below tells which.
+        while checkpoint.load().await.unwrap() != all[29].position
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         shutdown.cancel();
     };
     tokio::join!(run, wait);
     // Failed batches were re-delivered from the checkpoint: nothing skipped, nothing twice.
     assert_eq!(*handler.seen.lock().unwrap(), expected);
     let saved = checkpoint.load().await.unwrap();
-    let all = take(&mut open(&mut client(&server, "*"), after("")).await, 30).await;
     assert_eq!(saved, all[29].position);
 
     // A restarted follower resumes after the checkpoint: only new events arrive. This
