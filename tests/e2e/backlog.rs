@@ -725,6 +725,25 @@ async fn a_reconcile_batch_answers_each_basis_and_refuses_malformed_calls_whole(
             Ok((IgnoredStale, Done)),
         ]
     );
+    // Two bases of an item with hours left, the newer second: the fast statement
+    // applies the newer one and reports it applied, whether or not the two share a
+    // group-commit batch (the older one is stale if they do).
+    let c_item = committed_item(&f, "acme").await;
+    let results = c
+        .reconcile_backlog_item_statuses(batch(vec![
+            basis(&c_item.id, 4, 2, 4, auto),
+            basis(&c_item.id, 3, 2, 6, auto),
+        ]))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let results = summary(results);
+    assert!(
+        matches!(results[0], Ok((IgnoredStale | Unchanged, Committed))),
+        "{results:?}"
+    );
+    assert_eq!(results[1], Ok((Unchanged, Committed)), "{results:?}");
     // Another tenant does not reach acme's items.
     let results = f
         .client("globex")
@@ -774,7 +793,7 @@ async fn a_reconcile_batch_answers_each_basis_and_refuses_malformed_calls_whole(
     assert_eq!((status(&b_now), b_now.reconciled_task_revision), (Done, 4));
     // One StatusChanged per real change: a and b reaching DONE.
     let done: Vec<String> = f
-        .events(8)
+        .events(11)
         .await
         .iter()
         .filter(|e| e.event_type.ends_with("StatusChanged"))

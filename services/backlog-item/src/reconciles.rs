@@ -107,8 +107,9 @@ impl ReconcileBatch {
                 item.tenant_id == request.tenant
                     && item.reconciled_task_revision == request.basis.revision
             });
-            // Only one basis of an item can be the one the statement applied.
-            match moved.remove(&request.id).filter(|_| applied) {
+            // Only one basis of an item can be the one the statement applied; the item
+            // stays in `moved` until that basis comes, whatever order the bases are in.
+            match applied.then(|| moved.remove(&request.id)).flatten() {
                 Some(item) => settled.push((i, Ok((item, ReconcileOutcome::Unchanged)))),
                 None => rest.push((i, request)),
             }
