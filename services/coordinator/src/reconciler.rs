@@ -278,20 +278,15 @@ impl Reconciler {
                 Err(status) => results[i] = Some(Err(status)),
             }
         }
-        let calls = by_tenant.into_iter().flat_map(|(tenant, mut bases)| {
-            let mut chunks = Vec::new();
-            while !bases.is_empty() {
-                let rest = bases.split_off(bases.len().min(BASES_PER_CALL));
-                chunks.push((tenant, std::mem::replace(&mut bases, rest)));
+        let mut calls = Vec::new();
+        for (tenant, bases) in by_tenant {
+            let mut bases = bases.into_iter().peekable();
+            while bases.peek().is_some() {
+                let (places, chunk): (Vec<usize>, Vec<_>) =
+                    bases.by_ref().take(BASES_PER_CALL).unzip();
+                calls.push(async move { (places, self.send_bases(tenant, chunk).await) });
             }
-            chunks
-        });
-        let calls: Vec<_> = calls
-            .map(|(tenant, chunk)| async move {
-                let (places, bases): (Vec<usize>, Vec<_>) = chunk.into_iter().unzip();
-                (places, self.send_bases(tenant, bases).await)
-            })
-            .collect();
+        }
         let answered = futures::future::join_all(calls).await;
         for (places, outcomes) in answered {
             for (i, outcome) in places.into_iter().zip(outcomes) {
