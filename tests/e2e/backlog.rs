@@ -23,6 +23,7 @@ engine_tests!(
     priority_ordering_and_filters,
     reconcile_ignores_stale_and_duplicate_revisions,
     a_reconcile_batch_answers_each_basis_and_refuses_malformed_calls_whole,
+    the_reconcile_fast_statement_finds_items_by_id_before_there_are_statistics,
     manual_mode_flags_and_accepts_by_hand,
     story_fields_update_with_a_mask,
     tenants_and_versions_and_bad_input,
@@ -1053,4 +1054,84 @@ async fn tenants_and_versions_and_bad_input(engine: Engine) {
         .unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
     f.system.stop().await;
+}
+
+/// The statement that settles most reconcile bases finds each item by its id, even when
+/// it is planned before the table has statistics (a new deployment; a connection keeps
+/// its plan). With the tenant compared by `=`, PostgreSQL's plan entered through the
+/// `(tenant_id, request_id)` index and read every item of the tenant for each basis.
+async fn the_reconcile_fast_statement_finds_items_by_id_before_there_are_statistics(
+    engine: Engine,
+) {
+    use agilepm_backlog_item::store::{RevisionMove, advance_revisions_statement};
+    use sqlx::{Executor as _, Row as _};
+
+    let fixture = Fixture::start(engine).await;
+    let p = product();
+    let mut ids = Vec::new();
+    for n in 0..100 {
+        ids.push(fixture.plan("acme", &p, &format!("item {n}")).await.id);
+    }
+    let moves: Vec<RevisionMove<'_>> = ids[..2]
+        .iter()
+        .map(|id| RevisionMove {
+            tenant: "acme",
+            id,
+            revision: 1,
+        })
+        .collect();
+    let statement = advance_revisions_statement(engine, &moves);
+    let pool = fixture.system.database(ServiceName::BacklogItem).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let plan: Vec<String> = match engine {
+        Engine::Postgres => {
+            // Planned as the services plan (`platform::db`): once, generically.
+            conn.execute("SET random_page_cost = 1.1; SET plan_cache_mode = force_generic_plan")
+                .await
+                .unwrap();
+            conn.execute(sqlx::AssertSqlSafe(format!(
+                "PREPARE fast AS {}",
+                statement.text()
+            )))
+            .await
+            .unwrap();
+            let explain = format!(
+                "EXPLAIN EXECUTE fast('{{{},{}}}', '{{acme,acme}}', '{{1,1}}')",
+                ids[0], ids[1]
+            );
+            sqlx::query(sqlx::AssertSqlSafe(explain))
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<String, _>(0))
+                .collect()
+        }
+        Engine::Sqlite => {
+            let mut explain = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN QUERY PLAN {}",
+                statement.text()
+            )));
+            for m in &moves {
+                explain = explain.bind(m.id.to_owned()).bind("acme").bind(1_i64);
+            }
+            explain
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<String, _>("detail"))
+                .collect()
+        }
+    };
+    let plan = plan.join("\n");
+    let by_id = match engine {
+        Engine::Postgres => "backlog_items_pkey",
+        Engine::Sqlite => "sqlite_autoindex_backlog_items_1 (id=?)",
+    };
+    assert!(plan.contains(by_id), "the item is found by its id:\n{plan}");
+    assert!(
+        !plan.contains("request_id"),
+        "not through the tenant's index:\n{plan}"
+    );
 }

@@ -196,6 +196,11 @@ impl Statement {
         self
     }
 
+    /// The SQL text so far (to `EXPLAIN` it in a test, say).
+    pub fn text(&self) -> &str {
+        &self.sql
+    }
+
     /// The query, once every placeholder has its value.
     pub fn query(self) -> AppResult<sqlx::query::Query<'static, Any, AnyArguments>> {
         if let Some(error) = self.bind_error {

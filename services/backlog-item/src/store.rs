@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use agilepm_platform::db::{Db, UnitOfWork};
+use agilepm_platform::db::{Db, Engine, UnitOfWork};
 use agilepm_platform::error::AppResult;
 use agilepm_platform::guarded_writes::GuardedWrite;
 use agilepm_platform::statement::{Column, RowSet, Statement};
@@ -263,32 +263,46 @@ pub async fn advance_revisions_if_nothing_changes(
     if moves.is_empty() {
         return Ok(HashMap::new());
     }
-    // The row set's columns are named column1..3, so the item's own column names are
-    // unambiguous in RETURNING; on PostgreSQL they are bound as arrays, so the text is
-    // the same whatever the batch size and is planned once per connection.
-    let rows = RowSet(vec![
-        Column::text(moves.iter().map(|m| m.id)),
-        Column::text(moves.iter().map(|m| m.tenant)),
-        Column::BigInt(moves.iter().map(|m| m.revision).collect()),
-    ]);
-    let mut statement = Statement::new(db.engine());
-    statement
-        .sql("UPDATE backlog_items SET reconciled_task_revision = v.column3 FROM ")
-        .rows(rows)
-        .sql(concat!(
-            " WHERE backlog_items.id = v.column1 AND backlog_items.tenant_id = v.column2 \
-             AND backlog_items.reconciled_task_revision < v.column3 \
-             AND backlog_items.status <> 4 AND backlog_items.awaiting_acceptance = 0 \
-             RETURNING ",
-            item_columns!()
-        ));
-    Ok(statement
+    Ok(advance_revisions_statement(db.engine(), moves)
         .query()?
         .fetch_all(db.write_pool())
         .await?
         .iter()
         .map(|row| item_from(row).map(|item| (item.id.clone(), item)))
         .collect::<Result<_, _>>()?)
+}
+
+/// The statement of [`advance_revisions_if_nothing_changes`] for `moves` (at least one).
+pub fn advance_revisions_statement(engine: Engine, moves: &[RevisionMove<'_>]) -> Statement {
+    // The row set's columns are named column1..3, so the item's own column names are
+    // unambiguous in RETURNING; on PostgreSQL they are bound as arrays, so the text is
+    // the same whatever the batch size and is planned once per connection.
+    //
+    // The item is found by its id alone; the tenant is a check on the row found, written
+    // with `IS NOT DISTINCT FROM` (the same as `=` here: neither side is ever NULL) so
+    // that no index on `tenant_id` can serve it. With `=`, a connection that planned the
+    // statement before the table had statistics (every new deployment, every benchmark)
+    // kept a plan that entered through the `(tenant_id, request_id)` index and read every
+    // item of the tenant for each basis: 50 rows per basis with 100 items, and growing
+    // with the backlog, for as long as the connection lived.
+    let rows = RowSet(vec![
+        Column::text(moves.iter().map(|m| m.id)),
+        Column::text(moves.iter().map(|m| m.tenant)),
+        Column::BigInt(moves.iter().map(|m| m.revision).collect()),
+    ]);
+    let mut statement = Statement::new(engine);
+    statement
+        .sql("UPDATE backlog_items SET reconciled_task_revision = v.column3 FROM ")
+        .rows(rows)
+        .sql(concat!(
+            " WHERE backlog_items.id = v.column1 \
+             AND backlog_items.tenant_id IS NOT DISTINCT FROM v.column2 \
+             AND backlog_items.reconciled_task_revision < v.column3 \
+             AND backlog_items.status <> 4 AND backlog_items.awaiting_acceptance = 0 \
+             RETURNING ",
+            item_columns!()
+        ));
+    statement
 }
 
 /// The items `ids` (any tenant), read without a lock: a writer that decides on them
