@@ -23,7 +23,7 @@ engine_tests!(
     priority_ordering_and_filters,
     reconcile_ignores_stale_and_duplicate_revisions,
     a_reconcile_batch_answers_each_basis_and_refuses_malformed_calls_whole,
-    the_reconcile_fast_statement_finds_items_by_id_before_there_are_statistics,
+    lookups_by_id_take_the_primary_key_before_there_are_statistics,
     manual_mode_flags_and_accepts_by_hand,
     story_fields_update_with_a_mask,
     tenants_and_versions_and_bad_input,
@@ -1056,13 +1056,12 @@ async fn tenants_and_versions_and_bad_input(engine: Engine) {
     f.system.stop().await;
 }
 
-/// The statement that settles most reconcile bases finds each item by its id, even when
-/// it is planned before the table has statistics (a new deployment; a connection keeps
-/// its plan). With the tenant compared by `=`, PostgreSQL's plan entered through the
-/// `(tenant_id, request_id)` index and read every item of the tenant for each basis.
-async fn the_reconcile_fast_statement_finds_items_by_id_before_there_are_statistics(
-    engine: Engine,
-) {
+/// Lookups of an item by id and tenant (the statement that settles most reconcile bases,
+/// and the plain read by id) take the primary key, even when planned before the table has
+/// statistics (a new deployment; a connection keeps its plans). While the request-id index
+/// led with tenant_id, PostgreSQL's plans entered through it and read every item of the
+/// tenant per lookup (migration 0101_request_id_first).
+async fn lookups_by_id_take_the_primary_key_before_there_are_statistics(engine: Engine) {
     use agilepm_backlog_item::store::{RevisionMove, advance_revisions_statement};
     use sqlx::{Executor as _, Row as _};
 
@@ -1095,17 +1094,33 @@ async fn the_reconcile_fast_statement_finds_items_by_id_before_there_are_statist
             )))
             .await
             .unwrap();
-            let explain = format!(
-                "EXPLAIN EXECUTE fast('{{{},{}}}', '{{acme,acme}}', '{{1,1}}')",
-                ids[0], ids[1]
-            );
-            sqlx::query(sqlx::AssertSqlSafe(explain))
-                .fetch_all(&mut *conn)
-                .await
-                .unwrap()
-                .iter()
-                .map(|row| row.get::<String, _>(0))
-                .collect()
+            conn.execute(
+                "PREPARE by_id AS SELECT id FROM backlog_items WHERE id = $1 AND tenant_id = $2",
+            )
+            .await
+            .unwrap();
+            let mut plans = Vec::new();
+            for explain in [
+                format!(
+                    "EXPLAIN EXECUTE fast('{{{},{}}}', '{{acme,acme}}', '{{1,1}}')",
+                    ids[0], ids[1]
+                ),
+                format!("EXPLAIN EXECUTE by_id('{}', 'acme')", ids[0]),
+            ] {
+                let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(explain))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|row| row.get::<String, _>(0))
+                    .collect();
+                assert!(
+                    plan.join("\n").contains("backlog_items_pkey"),
+                    "each plan finds the item by its id:\n{plan:#?}"
+                );
+                plans.extend(plan);
+            }
+            plans
         }
         Engine::Sqlite => {
             let mut explain = sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -278,13 +278,9 @@ pub fn advance_revisions_statement(engine: Engine, moves: &[RevisionMove<'_>]) -
     // unambiguous in RETURNING; on PostgreSQL they are bound as arrays, so the text is
     // the same whatever the batch size and is planned once per connection.
     //
-    // The item is found by its id alone; the tenant is a check on the row found, written
-    // with `IS NOT DISTINCT FROM` (the same as `=` here: neither side is ever NULL) so
-    // that no index on `tenant_id` can serve it. With `=`, a connection that planned the
-    // statement before the table had statistics (every new deployment, every benchmark)
-    // kept a plan that entered through the `(tenant_id, request_id)` index and read every
-    // item of the tenant for each basis: 50 rows per basis with 100 items, and growing
-    // with the backlog, for as long as the connection lived.
+    // Each item is reached through the primary key: no index of backlog_items leads with
+    // tenant_id, which a plan made before the table had statistics would otherwise take
+    // for `tenant_id = v.column2` (migration 0101_request_id_first).
     let rows = RowSet(vec![
         Column::text(moves.iter().map(|m| m.id)),
         Column::text(moves.iter().map(|m| m.tenant)),
@@ -295,8 +291,7 @@ pub fn advance_revisions_statement(engine: Engine, moves: &[RevisionMove<'_>]) -
         .sql("UPDATE backlog_items SET reconciled_task_revision = v.column3 FROM ")
         .rows(rows)
         .sql(concat!(
-            " WHERE backlog_items.id = v.column1 \
-             AND backlog_items.tenant_id IS NOT DISTINCT FROM v.column2 \
+            " WHERE backlog_items.id = v.column1 AND backlog_items.tenant_id = v.column2 \
              AND backlog_items.reconciled_task_revision < v.column3 \
              AND backlog_items.status <> 4 AND backlog_items.awaiting_acceptance = 0 \
              RETURNING ",
