@@ -10,8 +10,13 @@
 //! 0002 once did): a transaction that notifies takes a cluster-wide lock at commit and
 //! holds it through its WAL flush, so every notifying commit of every database on the
 //! server queued behind the one before, and the services' commits stopped sharing WAL
-//! flushes. An announcement is a transaction of its own with nothing to flush, sent after
-//! the commit, off the writer's path; a burst of commits shares one.
+//! flushes. An announcement is a transaction of its own, sent after the commit, off the
+//! writer's path; a burst of commits shares one. It is not free: `NOTIFY` takes a
+//! transaction id, so the announcement writes and flushes a commit record of its own (and
+//! queues behind other databases' announcements for that lock), and while it runs it is
+//! one of this database's transactions to the feed's settle horizon. Measured against no
+//! announcements at all (2026-11-23, 1600 estimates/s): no difference in reconcile lag or
+//! CPU per estimate.
 
 use std::sync::Arc;
 use std::time::Duration;
