@@ -301,9 +301,11 @@ pub async fn feed_events(channel: PeerChannel, count: usize, quiet: Duration) ->
         .into_inner();
     let mut events = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // Only events end the quiet spell: heartbeats (every 100 ms) do not.
+    let mut last_event = tokio::time::Instant::now();
     loop {
         let wait = if events.len() >= count {
-            tokio::time::Instant::now() + quiet
+            last_event + quiet
         } else {
             deadline
         };
@@ -311,6 +313,7 @@ pub async fn feed_events(channel: PeerChannel, count: usize, quiet: Duration) ->
             Ok(Some(Ok(message))) => {
                 if let Some(subscribe_response::Kind::Event(event)) = message.kind {
                     events.push(event);
+                    last_event = tokio::time::Instant::now();
                 }
             }
             _ => return events,
