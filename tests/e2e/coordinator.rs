@@ -539,12 +539,20 @@ async fn a_poison_event_blocks_until_an_operator_skips_it(engine: Engine) {
         .estimate_task_hours_remaining(estimate(&tasks[0], 0, 1))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let status = operator
-        .get_coordinator_status(GetCoordinatorStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    // The coordinator learns the feed's head once a second: wait until it has seen the
+    // new event (on a busy machine that can take longer than a fixed sleep allowed).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = operator
+            .get_coordinator_status(GetCoordinatorStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if status.lag_events > 0 || tokio::time::Instant::now() >= deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(
         !status.healthy && status.poison_events == 1 && !status.last_error.is_empty(),
         "{status:?}"
