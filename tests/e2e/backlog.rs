@@ -23,6 +23,7 @@ engine_tests!(
     priority_ordering_and_filters,
     reconcile_ignores_stale_and_duplicate_revisions,
     a_reconcile_batch_answers_each_basis_and_refuses_malformed_calls_whole,
+    racing_reconciles_settle_on_the_newest_basis,
     lookups_by_id_take_the_primary_key_before_there_are_statistics,
     manual_mode_flags_and_accepts_by_hand,
     story_fields_update_with_a_mask,
@@ -1149,4 +1150,125 @@ async fn lookups_by_id_take_the_primary_key_before_there_are_statistics(engine: 
         !plan.contains("request_id"),
         "not through the tenant's index:\n{plan}"
     );
+}
+
+/// Bases of the same items arriving at once and out of order, as single calls and as
+/// batch calls (hours left and zero hours mixed: the fast statement and the full path
+/// both at work), settle on each item's newest basis, and each item's status events form
+/// one unbroken chain, in revision order, ending in its final status.
+async fn racing_reconciles_settle_on_the_newest_basis(engine: Engine) {
+    const REVISIONS: i64 = 24;
+    let f = Fixture::start(engine).await;
+    let auto = StatusTransitionMode::Automatic;
+    let mut items = Vec::new();
+    for _ in 0..6 {
+        items.push(committed_item(&f, "acme").await);
+    }
+    // Every third basis is at zero hours; the newest is at zero for even items only.
+    let hours = |item: usize, revision: i64| match revision {
+        REVISIONS if item.is_multiple_of(2) => 0,
+        REVISIONS => 3,
+        r if r % 3 == 0 => 0,
+        r => r,
+    };
+    // Single calls in a scrambled order, and pairs (one basis with hours left, the next
+    // at zero) as batch calls, all at once; ABORTED (a lost race, retried three times
+    // inside) is retried as the coordinator would.
+    let mut singles = Vec::new();
+    let mut pairs = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        for revision in 1..=REVISIONS {
+            let request = basis(&item.id, hours(i, revision), 2, revision, auto);
+            if revision % 6 == 2 {
+                let next = basis(&item.id, hours(i, revision + 1), 2, revision + 1, auto);
+                pairs.push(vec![request, next]);
+            } else if revision % 6 != 3 {
+                singles.push(request);
+            }
+        }
+    }
+    singles.sort_by_key(|r| (r.task_revision * 7) % REVISIONS);
+    let single_calls = singles.into_iter().map(|request| {
+        let mut c = f.client("acme");
+        tokio::spawn(async move {
+            loop {
+                match c.reconcile_backlog_item_status(request.clone()).await {
+                    Err(status) if status.code() == Code::Aborted => continue,
+                    other => return other.map(|_| ()).map_err(|s| s.code()),
+                }
+            }
+        })
+    });
+    let pair_calls = pairs.into_iter().map(|reconciles| {
+        let mut c = f.client("acme");
+        tokio::spawn(async move {
+            loop {
+                let request = ReconcileBacklogItemStatusesRequest {
+                    reconciles: reconciles.clone(),
+                };
+                let results = c.reconcile_backlog_item_statuses(request).await;
+                let results = results.map_err(|s| s.code())?.into_inner().results;
+                let aborted = results.iter().any(|r| {
+                    matches!(&r.result, Some(reconcile_result::Result::Error(e)) if e.code == Code::Aborted as i32)
+                });
+                if !aborted {
+                    return Ok(());
+                }
+            }
+        })
+    });
+    let (singles, pairs) = tokio::join!(
+        futures::future::join_all(single_calls),
+        futures::future::join_all(pair_calls)
+    );
+    for outcome in singles.into_iter().chain(pairs) {
+        assert_eq!(outcome.unwrap(), Ok(()));
+    }
+
+    let events = f.events(0).await;
+    let mut c = f.client("acme");
+    for (i, item) in items.iter().enumerate() {
+        let now = c
+            .get_backlog_item(GetBacklogItemRequest {
+                id: item.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .backlog_item
+            .unwrap();
+        let expected = if i.is_multiple_of(2) {
+            BacklogItemStatus::Done
+        } else {
+            BacklogItemStatus::Committed
+        };
+        assert_eq!(
+            (status(&now), now.reconciled_task_revision),
+            (expected, REVISIONS),
+            "item {i} settled on its newest basis"
+        );
+        let changes: Vec<BacklogItemStatusChanged> = events
+            .iter()
+            .filter(|e| e.aggregate_id == item.id && e.event_type.ends_with("StatusChanged"))
+            .map(|e| prost::Message::decode(e.payload.as_ref().unwrap().value.as_slice()).unwrap())
+            .filter(|e: &BacklogItemStatusChanged| e.cause == StatusChangeCause::TaskHours as i32)
+            .collect();
+        let mut at = (BacklogItemStatus::Committed as i32, 0);
+        for change in &changes {
+            assert_eq!(
+                change.old_status, at.0,
+                "item {i}: each change starts where the last ended"
+            );
+            assert!(
+                change.task_revision > at.1,
+                "item {i}: changes in revision order"
+            );
+            at = (change.new_status, change.task_revision);
+        }
+        assert_eq!(
+            at.0, expected as i32,
+            "item {i}: the last change is its final status"
+        );
+    }
+    f.system.stop().await;
 }
