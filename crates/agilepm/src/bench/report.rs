@@ -80,6 +80,9 @@ pub struct Results {
     pub ratio_to_pgbench: Option<f64>,
     /// estimates/s over empty RPC/s.
     pub ratio_to_empty_rpc: f64,
+    /// With `--half-of-max`: the unpaced run whose rate this run was paced at half of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_rate: Option<Box<Results>>,
 }
 
 impl Results {
@@ -117,6 +120,7 @@ impl Results {
             empty_rpc_per_sec,
             ratio_to_pgbench: pgbench_tps.map(|tps| estimates_per_sec / tps),
             ratio_to_empty_rpc: estimates_per_sec / empty_rpc_per_sec.max(1e-9),
+            full_rate: None,
         }
     }
 }
