@@ -45,6 +45,20 @@ impl Fixture {
         BacklogItemServiceClient::new(self.system.channel(ServiceName::BacklogItem, tenant))
     }
 
+    /// Plans one item per summary in `product`, in order; their ids.
+    async fn plan_all(
+        &self,
+        tenant: &str,
+        product: &str,
+        summaries: impl IntoIterator<Item = String>,
+    ) -> Vec<String> {
+        let mut ids = Vec::new();
+        for summary in summaries {
+            ids.push(self.plan(tenant, product, &summary).await.id);
+        }
+        ids
+    }
+
     async fn plan(&self, tenant: &str, product: &str, summary: &str) -> BacklogItem {
         self.client(tenant)
             .plan_backlog_item(PlanBacklogItemRequest {
@@ -73,6 +87,16 @@ fn product() -> String {
 
 fn status(item: &BacklogItem) -> BacklogItemStatus {
     BacklogItemStatus::try_from(item.status).unwrap()
+}
+
+/// The status changes among `events` that task hours caused, in feed order.
+fn task_hours_changes(events: &[Event]) -> Vec<BacklogItemStatusChanged> {
+    events
+        .iter()
+        .filter(|e| e.event_type.ends_with("StatusChanged"))
+        .map(|e| prost::Message::decode(e.payload.as_ref().unwrap().value.as_slice()).unwrap())
+        .filter(|e: &BacklogItemStatusChanged| e.cause == StatusChangeCause::TaskHours as i32)
+        .collect()
 }
 
 async fn items_walk_the_status_machine(engine: Engine) {
@@ -309,10 +333,9 @@ async fn list_summaries(
 async fn the_backlog_lists_in_rank_order_and_moves_write_one_row(engine: Engine) {
     let f = Fixture::start(engine).await;
     let p = product();
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        ids.push(f.plan("acme", &p, &format!("s{i}")).await.id);
-    }
+    let ids = f
+        .plan_all("acme", &p, (0..6).map(|i| format!("s{i}")))
+        .await;
     let mut c = f.client("acme");
     assert_eq!(
         list_summaries(&mut c, &p, 4).await,
@@ -379,10 +402,9 @@ async fn the_backlog_lists_in_rank_order_and_moves_write_one_row(engine: Engine)
 async fn many_moves_into_one_spot_rebalance_and_keep_the_order(engine: Engine) {
     let f = Fixture::start(engine).await;
     let p = product();
-    let mut ids = Vec::new();
-    for i in 0..30 {
-        ids.push(f.plan("acme", &p, &format!("{i:02}")).await.id);
-    }
+    let ids = f
+        .plan_all("acme", &p, (0..30).map(|i| format!("{i:02}")))
+        .await;
     let mut c = f.client("acme");
     // Repeatedly move the last item to just after the first: the gap between the first
     // two keys is halved each time until a rebalance respaces the backlog.
@@ -657,14 +679,7 @@ async fn reconcile_ignores_stale_and_duplicate_revisions(engine: Engine) {
         (status(&now), now.reconciled_task_revision),
         (BacklogItemStatus::Committed, 6)
     );
-    let changes: Vec<BacklogItemStatusChanged> = f
-        .events(9)
-        .await
-        .iter()
-        .filter(|e| e.event_type.ends_with("StatusChanged"))
-        .map(|e| prost::Message::decode(e.payload.as_ref().unwrap().value.as_slice()).unwrap())
-        .filter(|e: &BacklogItemStatusChanged| e.cause == StatusChangeCause::TaskHours as i32)
-        .collect();
+    let changes = task_hours_changes(&f.events(9).await);
     assert_eq!(
         changes.len(),
         2,
@@ -794,13 +809,8 @@ async fn a_reconcile_batch_answers_each_basis_and_refuses_malformed_calls_whole(
         .unwrap();
     assert_eq!((status(&b_now), b_now.reconciled_task_revision), (Done, 4));
     // One StatusChanged per real change: a and b reaching DONE.
-    let done: Vec<String> = f
-        .events(11)
-        .await
-        .iter()
-        .filter(|e| e.event_type.ends_with("StatusChanged"))
-        .map(|e| prost::Message::decode(e.payload.as_ref().unwrap().value.as_slice()).unwrap())
-        .filter(|e: &BacklogItemStatusChanged| e.cause == StatusChangeCause::TaskHours as i32)
+    let done: Vec<String> = task_hours_changes(&f.events(11).await)
+        .into_iter()
         .map(|e| e.backlog_item_id)
         .collect();
     assert_eq!(done.len(), 2, "{done:?}");
@@ -1068,10 +1078,9 @@ async fn lookups_by_id_take_the_primary_key_before_there_are_statistics(engine: 
 
     let fixture = Fixture::start(engine).await;
     let p = product();
-    let mut ids = Vec::new();
-    for n in 0..100 {
-        ids.push(fixture.plan("acme", &p, &format!("item {n}")).await.id);
-    }
+    let ids = fixture
+        .plan_all("acme", &p, (0..100).map(|n| format!("item {n}")))
+        .await;
     let moves: Vec<RevisionMove<'_>> = ids[..2]
         .iter()
         .map(|id| RevisionMove {
@@ -1247,11 +1256,9 @@ async fn racing_reconciles_settle_on_the_newest_basis(engine: Engine) {
             (expected, REVISIONS),
             "item {i} settled on its newest basis"
         );
-        let changes: Vec<BacklogItemStatusChanged> = events
-            .iter()
-            .filter(|e| e.aggregate_id == item.id && e.event_type.ends_with("StatusChanged"))
-            .map(|e| prost::Message::decode(e.payload.as_ref().unwrap().value.as_slice()).unwrap())
-            .filter(|e: &BacklogItemStatusChanged| e.cause == StatusChangeCause::TaskHours as i32)
+        let changes: Vec<BacklogItemStatusChanged> = task_hours_changes(&events)
+            .into_iter()
+            .filter(|change| change.backlog_item_id == item.id)
             .collect();
         let mut at = (BacklogItemStatus::Committed as i32, 0);
         for change in &changes {
