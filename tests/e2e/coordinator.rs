@@ -14,7 +14,8 @@ use agilepm_proto::backlog::v1::{
 use agilepm_proto::common::v1::StatusTransitionMode;
 use agilepm_proto::coordinator::v1::coordinator_service_client::CoordinatorServiceClient;
 use agilepm_proto::coordinator::v1::{
-    GetCoordinatorStatusRequest, ListPoisonEventsRequest, SkipPoisonEventRequest,
+    GetCoordinatorStatusRequest, GetCoordinatorStatusResponse, ListPoisonEventsRequest,
+    SkipPoisonEventRequest,
 };
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use agilepm_proto::events::v1::{SubscribeRequest, subscribe_response};
@@ -481,6 +482,26 @@ async fn removing_and_discovering_work_moves_status(engine: Engine) {
     s.system.stop().await;
 }
 
+/// The coordinator's status as soon as `ready` holds for it, or after 20 s the last one
+/// seen, for the caller's assertions to describe.
+async fn coordinator_status_once(
+    operator: &mut CoordinatorServiceClient<PeerChannel>,
+    ready: impl Fn(&GetCoordinatorStatusResponse) -> bool,
+) -> GetCoordinatorStatusResponse {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = operator
+            .get_coordinator_status(GetCoordinatorStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if ready(&status) || tokio::time::Instant::now() >= deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn a_poison_event_blocks_until_an_operator_skips_it(engine: Engine) {
     let s = Sprinting::start(engine, StatusTransitionMode::Automatic).await;
     // A task event about an item the backlog-item service has never heard of, written
@@ -541,18 +562,7 @@ async fn a_poison_event_blocks_until_an_operator_skips_it(engine: Engine) {
         .unwrap();
     // The coordinator learns the feed's head once a second: wait until it has seen the
     // new event (on a busy machine that can take longer than a fixed sleep allowed).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        let status = operator
-            .get_coordinator_status(GetCoordinatorStatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        if status.lag_events > 0 || tokio::time::Instant::now() >= deadline {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = coordinator_status_once(&mut operator, |s| s.lag_events > 0).await;
     assert!(
         !status.healthy && status.poison_events == 1 && !status.last_error.is_empty(),
         "{status:?}"
@@ -594,22 +604,11 @@ async fn a_poison_event_blocks_until_an_operator_skips_it(engine: Engine) {
         .await
         .unwrap();
     s.wait_for(&item, BacklogItemStatus::Done, false).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        let status = operator
-            .get_coordinator_status(GetCoordinatorStatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        if status.lag_events == 0 && status.healthy {
-            break status;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the coordinator did not catch up: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = coordinator_status_once(&mut operator, |s| s.lag_events == 0 && s.healthy).await;
+    assert!(
+        status.lag_events == 0 && status.healthy,
+        "the coordinator did not catch up: {status:?}"
+    );
     assert_eq!(status.poison_events, 0);
     assert!(
         status.events_processed > 0 && status.status_changes >= 1,
