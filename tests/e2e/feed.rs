@@ -34,6 +34,7 @@ engine_tests!(
     heartbeats_carry_the_head_position,
     the_follower_saves_its_checkpoint_only_after_the_handler_succeeds,
     batches_handled_at_once_are_saved_in_feed_order,
+    a_slow_checkpoint_save_holds_no_batch_back,
 );
 
 /// Appends one event in its own transaction; returns its event id.
@@ -720,4 +721,101 @@ async fn batches_handled_at_once_are_saved_in_feed_order(engine: Engine) {
     );
     let all = take(&mut open(&mut client(&server, "*"), after("")).await, 12).await;
     assert_eq!(checkpoint.load().await.unwrap(), all[11].position);
+}
+
+/// A checkpoint row whose first save waits at a gate until the test opens it (a slow
+/// commit); records every position it saved, in order.
+struct GatedCheckpoint {
+    inner: DbCheckpoint,
+    gate: tokio::sync::Semaphore,
+    saved: Mutex<Vec<String>>,
+}
+
+impl CheckpointStore for GatedCheckpoint {
+    async fn load(&self) -> anyhow::Result<String> {
+        self.inner.load().await
+    }
+
+    async fn save(&self, position: &str) -> anyhow::Result<()> {
+        // The first save takes the gate's only permit once the test adds it; later saves
+        // find the gate closed for good and pass.
+        if self.saved.lock().unwrap().is_empty() {
+            self.gate.acquire().await?.forget();
+        }
+        self.inner.save(position).await?;
+        self.saved.lock().unwrap().push(position.to_owned());
+        Ok(())
+    }
+}
+
+async fn a_slow_checkpoint_save_holds_no_batch_back(engine: Engine) {
+    let (_database, server) = feed_server(engine).await;
+    let consumer_db = TestDb::create(engine).await;
+    let consumer = consumer_db.connect_platform().await;
+    let first = append_one(&server.db, "acme", "t", "first").await;
+    let checkpoint = GatedCheckpoint {
+        inner: DbCheckpoint::new(consumer.clone(), "gated"),
+        gate: tokio::sync::Semaphore::new(0),
+        saved: Mutex::new(Vec::new()),
+    };
+    let handler = Recorder {
+        seen: Mutex::new(Vec::new()),
+        failures_left: Mutex::new(0),
+    };
+    let options = FollowOptions {
+        max_batch: 4,
+        checkpoint_every: Duration::ZERO,
+        ..FollowOptions::default()
+    };
+    let shutdown = CancellationToken::new();
+    let run = follow(
+        client(&server, "*"),
+        &checkpoint,
+        &handler,
+        &options,
+        shutdown.clone(),
+    );
+    let mut later = Vec::new();
+    let check = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        wait_until(deadline, "the first event was not handled", || {
+            handler.seen.lock().unwrap().len() == 1
+        })
+        .await;
+        // The first event's save is now stuck at the gate. Events committed meanwhile
+        // are still handled.
+        for i in 0..10 {
+            later.push(append_one(&server.db, "acme", "t", &i.to_string()).await);
+        }
+        wait_until(deadline, "events waited for the checkpoint save", || {
+            handler.seen.lock().unwrap().len() == 11
+        })
+        .await;
+        assert!(checkpoint.saved.lock().unwrap().is_empty());
+        assert_eq!(checkpoint.load().await.unwrap(), "");
+        // Once the save finishes, the newest handled position follows it.
+        checkpoint.gate.add_permits(1);
+        let all = take(&mut open(&mut client(&server, "*"), after("")).await, 11).await;
+        while checkpoint.load().await.unwrap() != all[10].position {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the newest position was never saved"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        all
+    };
+    let ((), all) = tokio::join!(run, check);
+    let mut expected = vec![first];
+    expected.extend(later);
+    assert_eq!(*handler.seen.lock().unwrap(), expected);
+    // One save at a time, in feed order, starting with the first event's.
+    let saved = checkpoint.saved.lock().unwrap().clone();
+    assert_eq!(saved[0], all[0].position);
+    let order = |p: &String| all.iter().position(|e| &e.position == p).unwrap();
+    assert!(
+        saved.windows(2).all(|w| order(&w[0]) < order(&w[1])),
+        "{saved:?}"
+    );
 }

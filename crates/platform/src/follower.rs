@@ -7,6 +7,7 @@
 //! streams and handler errors are retried with exponential backoff and jitter.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
@@ -104,7 +105,7 @@ pub struct FollowOptions {
     /// While events keep coming, the checkpoint is saved at most this often (and always
     /// as soon as the stream goes quiet). A crash replays at most this much, which the
     /// handler must tolerate anyway (it is at-least-once); saving after every batch
-    /// would put a commit between every two batches.
+    /// would cost a commit per batch. Saves run beside the batches, one at a time.
     pub checkpoint_every: Duration,
     /// Batches handled at once. Above one, a batch may finish before an earlier one, so
     /// only for handlers whose effects do not depend on order (the coordinator's, under
@@ -203,14 +204,36 @@ async fn follow_once<H: BatchHandler, C: CheckpointStore>(
     let mut in_flight = FuturesOrdered::new();
     let max_in_flight = options.in_flight.max(1);
     let mut saved = String::new();
-    // Handled but not yet saved, and when the last save happened.
+    // Handled but not yet saved, and when the last save started.
     let mut unsaved: Option<String> = None;
     let mut last_save = Instant::now();
+    // The save under way, if any, resolving to the position it saved. It runs beside the
+    // batches instead of in front of them: awaited inline, each save (a commit, on
+    // PostgreSQL a WAL flush) stopped the follower taking and finishing batches, so an
+    // event arriving meanwhile waited for it. One at a time, so positions are saved in
+    // the order they were handled.
+    let mut saving: Option<Pin<Box<dyn Future<Output = anyhow::Result<String>> + Send + '_>>> =
+        None;
     loop {
+        // Start a save that is due and may start.
+        if saving.is_none()
+            && last_save.elapsed() >= options.checkpoint_every
+            && let Some(position) = unsaved.take()
+        {
+            last_save = Instant::now();
+            saving = Some(Box::pin(async move {
+                checkpoint.save(&position).await?;
+                Ok(position)
+            }));
+        }
         // If the stream stays quiet until the save is due, save then rather than leave
         // the position to a later batch.
         let save_due = options.checkpoint_every.saturating_sub(last_save.elapsed());
         tokio::select! {
+            Some(position) = async { Some(saving.as_mut()?.await) }, if saving.is_some() => {
+                saving = None;
+                saved = position?;
+            }
             Some(handled) = in_flight.next(), if !in_flight.is_empty() => {
                 let handled: Handled = handled?;
                 if let Some((last, events)) = &handled.last {
@@ -224,14 +247,6 @@ async fn follow_once<H: BatchHandler, C: CheckpointStore>(
                         unsaved = Some(heartbeat.scanned_position.clone());
                     }
                     handler.on_heartbeat(heartbeat);
-                }
-                if let Some(position) = &unsaved
-                    && last_save.elapsed() >= options.checkpoint_every
-                {
-                    checkpoint.save(position).await?;
-                    saved = position.clone();
-                    unsaved = None;
-                    last_save = Instant::now();
                 }
             }
             message = stream.next(), if in_flight.len() < max_in_flight => {
@@ -250,13 +265,7 @@ async fn follow_once<H: BatchHandler, C: CheckpointStore>(
                 }
                 in_flight.push_back(handle_batch(handler, batch, heartbeat));
             }
-            () = tokio::time::sleep(save_due), if unsaved.is_some() => {
-                if let Some(position) = unsaved.take() {
-                    checkpoint.save(&position).await?;
-                    saved = position;
-                    last_save = Instant::now();
-                }
-            }
+            () = tokio::time::sleep(save_due), if unsaved.is_some() && saving.is_none() => {}
         }
     }
 }
