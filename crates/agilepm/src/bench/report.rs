@@ -20,17 +20,20 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
+    /// Nearest-rank percentiles: the p-th percentile is the smallest sample with at
+    /// least p of all samples at or below it. (Indexing at `len * p` instead reported
+    /// the maximum as the p99 of 100 samples, and the upper median as the p50.)
     fn of(samples: &[Duration]) -> Percentiles {
         let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
         ms.sort_by(f64::total_cmp);
-        let at = |p: f64| {
-            ms.get(((ms.len() as f64 * p) as usize).min(ms.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(0.0)
+        // In whole percent, so the rank is exact (ceil(len * percent / 100)).
+        let at = |percent: usize| {
+            let rank = (ms.len() * percent).div_ceil(100);
+            ms.get(rank.saturating_sub(1)).copied().unwrap_or(0.0)
         };
         Percentiles {
-            p50: at(0.5),
-            p99: at(0.99),
+            p50: at(50),
+            p99: at(99),
             max: ms.last().copied().unwrap_or(0.0),
         }
     }
@@ -184,4 +187,39 @@ pub fn print(r: &Results) {
         "| empty gRPC calls/s ({} clients) | {:.0} (ratio {:.3}) |",
         r.clients, r.empty_rpc_per_sec, r.ratio_to_empty_rpc
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn millis(values: impl IntoIterator<Item = u64>) -> Vec<Duration> {
+        values.into_iter().map(Duration::from_millis).collect()
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        // 1..=100 ms, shuffled: the p50 is the 50th sample, the p99 the 99th.
+        let mut samples = millis(1..=100);
+        samples.reverse();
+        samples.swap(3, 70);
+        let p = Percentiles::of(&samples);
+        assert_eq!((p.p50, p.p99, p.max), (50.0, 99.0, 100.0));
+
+        // 1000 samples: the 990th is the p99.
+        let p = Percentiles::of(&millis(1..=1000));
+        assert_eq!((p.p50, p.p99, p.max), (500.0, 990.0, 1000.0));
+
+        // Few samples: the p99 is the maximum, the p50 the lower middle one.
+        let p = Percentiles::of(&millis([4, 1, 3, 2]));
+        assert_eq!((p.p50, p.p99, p.max), (2.0, 4.0, 4.0));
+        let p = Percentiles::of(&millis([7]));
+        assert_eq!((p.p50, p.p99, p.max), (7.0, 7.0, 7.0));
+    }
+
+    #[test]
+    fn no_samples_give_zeros() {
+        let p = Percentiles::of(&[]);
+        assert_eq!((p.p50, p.p99, p.max), (0.0, 0.0, 0.0));
+    }
 }
