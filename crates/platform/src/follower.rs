@@ -7,11 +7,11 @@
 //! streams and handler errors are retried with exponential backoff and jitter.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use agilepm_proto::events::v1::{Event, Heartbeat, SubscribeRequest, subscribe_response};
+use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt as _, StreamExt as _};
 use rand::Rng as _;
@@ -212,8 +212,7 @@ async fn follow_once<H: BatchHandler, C: CheckpointStore>(
     // PostgreSQL a WAL flush) stopped the follower taking and finishing batches, so an
     // event arriving meanwhile waited for it. One at a time, so positions are saved in
     // the order they were handled.
-    let mut saving: Option<Pin<Box<dyn Future<Output = anyhow::Result<String>> + Send + '_>>> =
-        None;
+    let mut saving: Option<BoxFuture<'_, anyhow::Result<String>>> = None;
     loop {
         // Start a save that is due and may start.
         if saving.is_none()
@@ -221,10 +220,13 @@ async fn follow_once<H: BatchHandler, C: CheckpointStore>(
             && let Some(position) = unsaved.take()
         {
             last_save = Instant::now();
-            saving = Some(Box::pin(async move {
-                checkpoint.save(&position).await?;
-                Ok(position)
-            }));
+            saving = Some(
+                async move {
+                    checkpoint.save(&position).await?;
+                    Ok(position)
+                }
+                .boxed(),
+            );
         }
         // If the stream stays quiet until the save is due, save then rather than leave
         // the position to a later batch.
