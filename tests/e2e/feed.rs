@@ -531,6 +531,16 @@ struct Recorder {
     failures_left: Mutex<u32>,
 }
 
+impl Recorder {
+    /// A recorder that fails its first `failures` batches.
+    fn failing_first(failures: u32) -> Recorder {
+        Recorder {
+            seen: Mutex::new(Vec::new()),
+            failures_left: Mutex::new(failures),
+        }
+    }
+}
+
 impl BatchHandler for Recorder {
     async fn handle(&self, batch: &[Event]) -> anyhow::Result<()> {
         {
@@ -557,10 +567,7 @@ async fn the_follower_saves_its_checkpoint_only_after_the_handler_succeeds(engin
         expected.push(append_one(&server.db, "acme", "t", &i.to_string()).await);
     }
     let checkpoint = DbCheckpoint::new(consumer.clone(), "test-consumer");
-    let handler = Recorder {
-        seen: Mutex::new(Vec::new()),
-        failures_left: Mutex::new(2),
-    };
+    let handler = Recorder::failing_first(2);
     // Saving after every batch here, so each save lands right after its batch.
     let options = FollowOptions {
         max_batch: 8,
@@ -606,10 +613,7 @@ async fn the_follower_saves_its_checkpoint_only_after_the_handler_succeeds(engin
         [0]
     .position
     .clone();
-    let again = Recorder {
-        seen: Mutex::new(Vec::new()),
-        failures_left: Mutex::new(0),
-    };
+    let again = Recorder::failing_first(0);
     let throttled = FollowOptions {
         checkpoint_every: Duration::from_millis(200),
         ..options.clone()
@@ -758,10 +762,7 @@ async fn a_slow_checkpoint_save_holds_no_batch_back(engine: Engine) {
         gate: tokio::sync::Semaphore::new(0),
         saved: Mutex::new(Vec::new()),
     };
-    let handler = Recorder {
-        seen: Mutex::new(Vec::new()),
-        failures_left: Mutex::new(0),
-    };
+    let handler = Recorder::failing_first(0);
     let options = FollowOptions {
         max_batch: 4,
         checkpoint_every: Duration::ZERO,
