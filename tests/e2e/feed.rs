@@ -673,6 +673,7 @@ async fn batches_handled_at_once_are_saved_in_feed_order(engine: Engine) {
     for i in 0..12 {
         expected.push(append_one(&server.db, "acme", "t", &i.to_string()).await);
     }
+    let all = take(&mut open(&mut client(&server, "*"), after("")).await, 12).await;
     let checkpoint = DbCheckpoint::new(consumer.clone(), "pipelined");
     let handler = FirstBatchSlow {
         batches: Mutex::new(0),
@@ -707,7 +708,14 @@ async fn batches_handled_at_once_are_saved_in_feed_order(engine: Engine) {
             handler.handled.lock().unwrap().last() == expected.last()
         })
         .await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Stop once the last batch's position has been saved (saves run beside the
+        // batches, so one may still be under way), or at the deadline; the assertion
+        // below tells which.
+        while checkpoint.load().await.unwrap() != all[11].position
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         shutdown.cancel();
     };
     tokio::join!(run, check);
@@ -723,7 +731,6 @@ async fn batches_handled_at_once_are_saved_in_feed_order(engine: Engine) {
         finished, handled,
         "the held-back batch should have finished last"
     );
-    let all = take(&mut open(&mut client(&server, "*"), after("")).await, 12).await;
     assert_eq!(checkpoint.load().await.unwrap(), all[11].position);
 }
 
