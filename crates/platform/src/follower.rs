@@ -237,7 +237,17 @@ async fn follow_once<H: BatchHandler, C: CheckpointStore>(
                 saved = position?;
             }
             Some(handled) = in_flight.next(), if !in_flight.is_empty() => {
-                let handled: Handled = handled?;
+                let handled: Handled = match handled {
+                    Ok(handled) => handled,
+                    Err(error) => {
+                        // The batches after it are already under way and their effects
+                        // happen whether or not we wait: let them finish (and the
+                        // handler see their outcomes) instead of dropping them mid-call.
+                        // Nothing of theirs is saved; the whole run is replayed.
+                        while in_flight.next().await.is_some() {}
+                        return Err(error);
+                    }
+                };
                 if let Some((last, events)) = &handled.last {
                     handler.on_handled(last, *events);
                     unsaved = Some(last.position.clone());
