@@ -27,7 +27,12 @@ pub async fn ensure_database(admin_url: &str, database: &str) -> anyhow::Result<
     );
     let mut conn = sqlx::postgres::PgConnection::connect(admin_url)
         .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {admin_url}"))?;
+        .with_context(|| {
+            format!(
+                "cannot connect to PostgreSQL at {}",
+                agilepm_platform::db::redacted_url(admin_url)
+            )
+        })?;
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
         .bind(database)
         .fetch_optional(&mut conn)

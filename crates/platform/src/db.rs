@@ -39,7 +39,10 @@ impl Engine {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Ok(Engine::Postgres)
         } else {
-            anyhow::bail!("database URL must start with sqlite:// or postgres://, got {url:?}")
+            anyhow::bail!(
+                "database URL must start with sqlite:// or postgres://, got {}",
+                redacted_url(url)
+            )
         }
     }
 }
@@ -80,7 +83,7 @@ impl Db {
             Engine::Postgres => postgres_url(url, service),
         };
         let options = AnyConnectOptions::from_str(&url)
-            .with_context(|| format!("invalid database URL {url:?}"))?;
+            .with_context(|| format!("invalid database URL {}", redacted_url(&url)))?;
         let pool = open_pool(&options, engine, max_connections)
             .await
             .with_context(|| format!("cannot open the {service} database"))?;
@@ -368,5 +371,70 @@ mod tests {
         );
         assert_eq!(Engine::of_url("sqlite://a.db").unwrap(), Engine::Sqlite);
         assert!(Engine::of_url("mysql://x").is_err());
+    }
+}
+
+/// `url` fit for a log line or an error message: the password (in the authority, or a
+/// `password=` parameter) replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) => match userinfo.split_once(':') {
+                    Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+                    None => base.to_owned(),
+                },
+                None => base.to_owned(),
+            }
+        }
+        // Not a URL we can take apart: show none of it rather than risk a password.
+        None => return "(a malformed URL, not shown)".to_owned(),
+    };
+    match query {
+        None => base,
+        Some(query) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|param| match param.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                    _ => param.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redacted_url;
+
+    #[test]
+    fn passwords_never_reach_a_message() {
+        assert_eq!(
+            redacted_url("postgres://app:hunter2@db:5432/x?sslmode=require"),
+            "postgres://app:***@db:5432/x?sslmode=require"
+        );
+        assert_eq!(
+            redacted_url("postgres://db/x?user=app&password=hunter2"),
+            "postgres://db/x?user=app&password=***"
+        );
+        assert_eq!(
+            redacted_url("postgres://root@127.0.0.1/test"),
+            "postgres://root@127.0.0.1/test"
+        );
+        assert_eq!(
+            redacted_url("sqlite://data/task.db"),
+            "sqlite://data/task.db"
+        );
+        assert_eq!(
+            redacted_url("post:gres:hunter2@x"),
+            "(a malformed URL, not shown)"
+        );
     }
 }

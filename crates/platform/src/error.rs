@@ -91,13 +91,51 @@ impl AppError {
     }
 }
 
+/// How many characters of a client's value an error message echoes.
+pub const ECHO_CHARS: usize = 64;
+/// Longest field name an error names.
+const MAX_FIELD_CHARS: usize = 128;
+/// Longest message (or reason) an error carries, so that a status always fits in the
+/// 8 KiB of trailers every gRPC client accepts, and a log line stays short.
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// A client-supplied value as an error message shows it: quoted, at most [`ECHO_CHARS`]
+/// characters, with its full length when cut. Messages and logs never carry more of it.
+pub fn shown(value: &str) -> String {
+    let mut chars = value.char_indices();
+    match chars.nth(ECHO_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
+/// `text` cut to `max` characters, marked when cut.
+fn bounded(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((cut, _)) => {
+            std::borrow::Cow::Owned(format!("{}… (cut at {max} characters)", &text[..cut]))
+        }
+    }
+}
+
 impl From<AppError> for Status {
     fn from(error: AppError) -> Status {
         // Every failure is logged once, here, inside the request's span, so the log line
-        // carries the trace id of the call that failed.
-        tracing::error!(code = ?error.code(), error = %error, "request failed");
+        // carries the trace id of the call that failed. Server faults are errors; a
+        // client's mistake is not, and is logged at debug level only.
+        match error.code() {
+            Code::Internal | Code::Unavailable => {
+                tracing::error!(code = ?error.code(), error = %bounded(&error.to_string(), MAX_MESSAGE_CHARS), "request failed");
+            }
+            code => {
+                tracing::debug!(?code, error = %bounded(&error.to_string(), MAX_MESSAGE_CHARS), "request refused");
+            }
+        }
         match error {
             AppError::InvalidArgument { field, reason } => {
+                let field = bounded(&field, MAX_FIELD_CHARS).into_owned();
+                let reason = bounded(&reason, MAX_MESSAGE_CHARS).into_owned();
                 let message = format!("{field}: {reason}");
                 Status::with_error_details(
                     Code::InvalidArgument,
@@ -106,7 +144,10 @@ impl From<AppError> for Status {
                 )
             }
             AppError::Internal(_) => Status::internal("internal error; see the server log"),
-            other => Status::new(other.code(), other.to_string()),
+            other => Status::new(
+                other.code(),
+                bounded(&other.to_string(), MAX_MESSAGE_CHARS).into_owned(),
+            ),
         }
     }
 }
@@ -184,6 +225,25 @@ mod tests {
             .expect("bad request details")
             .field_violations[0];
         assert_eq!(violation.field, "hours_remaining");
+    }
+
+    #[test]
+    fn echoed_values_and_messages_are_bounded() {
+        assert_eq!(shown("abc"), "\"abc\"");
+        let long = "x".repeat(10_000);
+        let echoed = shown(&long);
+        assert!(echoed.len() < 100, "{echoed}");
+        assert!(echoed.ends_with("(10000 bytes)"), "{echoed}");
+        let multibyte = "é".repeat(100);
+        assert!(shown(&multibyte).contains("(200 bytes)"));
+
+        let status: Status = AppError::invalid(long.clone(), long.clone()).into();
+        assert!(status.message().len() < 2 * 1024 + 200);
+        let detail = status.get_error_details();
+        let violation = &detail.bad_request().expect("details").field_violations[0];
+        assert!(violation.field.len() < 200 && violation.description.len() < 1200);
+        let status: Status = AppError::NotFound(long).into();
+        assert!(status.message().len() < 1200);
     }
 
     #[test]

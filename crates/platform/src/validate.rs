@@ -6,14 +6,15 @@
 use chrono::NaiveDate;
 use uuid::Uuid;
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, shown};
 
 /// A required UUID field.
 pub fn uuid(field: &str, value: &str) -> AppResult<Uuid> {
     if value.is_empty() {
         return Err(AppError::invalid(field, "required"));
     }
-    Uuid::parse_str(value).map_err(|_| AppError::invalid(field, format!("not a UUID: {value:?}")))
+    Uuid::parse_str(value)
+        .map_err(|_| AppError::invalid(field, format!("not a UUID: {}", shown(value))))
 }
 
 /// An optional UUID field: empty means `None`.
@@ -104,7 +105,7 @@ pub fn member_id(field: &str, value: &str) -> AppResult<Option<String>> {
 /// A calendar date `YYYY-MM-DD`.
 pub fn date(field: &str, value: &str) -> AppResult<NaiveDate> {
     NaiveDate::parse_from_str(value, "%Y-%m-%d")
-        .map_err(|_| AppError::invalid(field, format!("not a YYYY-MM-DD date: {value:?}")))
+        .map_err(|_| AppError::invalid(field, format!("not a YYYY-MM-DD date: {}", shown(value))))
 }
 
 /// A page size: 0 means `default`; otherwise 1..=`max`.

@@ -640,7 +640,10 @@ impl BacklogItemService for BacklogItemApi {
             other => {
                 return Err(AppError::invalid(
                     "order_by",
-                    format!("{other:?}: use \"rank\" or \"priority_score desc\""),
+                    format!(
+                        "{}: use \"rank\" or \"priority_score desc\"",
+                        agilepm_platform::error::shown(other)
+                    ),
                 )
                 .into());
             }

@@ -187,7 +187,10 @@ impl PlanningApi {
                 other => {
                     return Err(AppError::invalid(
                         "update_mask",
-                        format!("{other:?} cannot be updated"),
+                        format!(
+                            "{} cannot be updated",
+                            agilepm_platform::error::shown(other)
+                        ),
                     ));
                 }
             }

@@ -340,7 +340,10 @@ impl SprintService for PlanningApi {
                 other => {
                     return Err(AppError::invalid(
                         "update_mask",
-                        format!("{other:?} cannot be updated"),
+                        format!(
+                            "{} cannot be updated",
+                            agilepm_platform::error::shown(other)
+                        ),
                     )
                     .into());
                 }

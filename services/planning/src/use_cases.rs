@@ -341,7 +341,10 @@ impl UseCaseService for PlanningApi {
                 other => {
                     return Err(AppError::invalid(
                         "update_mask",
-                        format!("{other:?} cannot be updated"),
+                        format!(
+                            "{} cannot be updated",
+                            agilepm_platform::error::shown(other)
+                        ),
                     )
                     .into());
                 }

@@ -5,7 +5,7 @@
 //! silently misread. `txid` is the writing transaction's id on PostgreSQL and always 0 on
 //! SQLite; events are ordered by `(txid, seq)`.
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, shown};
 
 /// A place in one feed: the event at `(txid, seq)`, or the beginning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -36,18 +36,21 @@ impl Position {
         else {
             return Err(AppError::invalid(
                 field,
-                format!("malformed feed position {token:?}"),
+                format!("malformed feed position {}", shown(token)),
             ));
         };
         if id != feed_id {
             return Err(AppError::invalid(
                 field,
-                format!("position {token:?} was issued by another feed (this feed is {feed_id})"),
+                format!(
+                    "position {} was issued by another feed (this feed is {feed_id})",
+                    shown(token)
+                ),
             ));
         }
         let number = |text: &str| {
             text.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                AppError::invalid(field, format!("malformed feed position {token:?}"))
+                AppError::invalid(field, format!("malformed feed position {}", shown(token)))
             })
         };
         Ok(Position {
