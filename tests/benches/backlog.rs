@@ -102,7 +102,7 @@ async fn run(name: &str, engine: Engine, items: i64) {
         databases: BTreeMap::from([(ServiceName::BacklogItem.into(), database.url().to_owned())]),
         host: [127, 0, 0, 1].into(),
         ports: BTreeMap::new(),
-        auth_secret: None,
+        auth: agilepm_testkit::test_auth().clone(),
         db_max_connections: 8,
         external_endpoints: BTreeMap::new(),
     };

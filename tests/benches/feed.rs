@@ -78,7 +78,8 @@ async fn run(name: &str, engine: Engine) {
         started.elapsed()
     );
 
-    let mut client = EventFeedServiceClient::new(channel(server.address, "*"));
+    let mut client =
+        EventFeedServiceClient::new(channel(server.address, &agilepm_testkit::operator_token()));
     let started = Instant::now();
     let mut stream = client
         .subscribe(SubscribeRequest::default())

@@ -69,7 +69,7 @@ async fn run(name: &str, engine: Engine, existing: i64) {
         databases: BTreeMap::from([(ServiceName::Task.into(), database.url().to_owned())]),
         host: [127, 0, 0, 1].into(),
         ports: BTreeMap::new(),
-        auth_secret: None,
+        auth: agilepm_testkit::test_auth().clone(),
         db_max_connections: 32,
         external_endpoints: BTreeMap::new(),
     };

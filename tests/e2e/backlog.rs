@@ -45,6 +45,25 @@ impl Fixture {
         BacklogItemServiceClient::new(self.system.channel(ServiceName::BacklogItem, tenant))
     }
 
+    /// A client playing the planning service, the only caller of the commands that name
+    /// a sprint or release.
+    fn as_planning(&self, tenant: &str) -> BacklogItemServiceClient<PeerChannel> {
+        BacklogItemServiceClient::new(self.system.channel_as_service(
+            ServiceName::BacklogItem,
+            ServiceName::Planning,
+            tenant,
+        ))
+    }
+
+    /// A client playing the coordinator, the only caller of the reconcile RPCs.
+    fn as_coordinator(&self, tenant: &str) -> BacklogItemServiceClient<PeerChannel> {
+        BacklogItemServiceClient::new(self.system.channel_as_service(
+            ServiceName::BacklogItem,
+            ServiceName::Coordinator,
+            tenant,
+        ))
+    }
+
     /// Plans one item per summary in `product`, in order; their ids.
     async fn plan_all(
         &self,
@@ -76,7 +95,9 @@ impl Fixture {
 
     /// Events on the backlog-item feed, waiting until `count` arrived plus a quiet spell.
     async fn events(&self, count: usize) -> Vec<Event> {
-        let channel = self.system.channel(ServiceName::BacklogItem, "*");
+        let channel = self
+            .system
+            .channel(ServiceName::BacklogItem, &agilepm_testkit::operator_token());
         agilepm_testkit::feed_events(channel, count, Duration::from_millis(300)).await
     }
 }
@@ -107,7 +128,7 @@ async fn items_walk_the_status_machine(engine: Engine) {
         (status(&item), item.version),
         (BacklogItemStatus::Planned, 1)
     );
-    let mut c = f.client("acme");
+    let mut c = f.as_planning("acme");
     let (release, sprint, sprint2) = (product(), product(), product());
     let scheduled = c
         .schedule_backlog_item(ScheduleBacklogItemRequest {
@@ -214,7 +235,7 @@ async fn items_walk_the_status_machine(engine: Engine) {
 async fn illegal_transitions_are_refused_naming_the_rule(engine: Engine) {
     let f = Fixture::start(engine).await;
     let item = f.plan("acme", &product(), "Story").await;
-    let mut c = f.client("acme");
+    let mut c = f.as_planning("acme");
     let error = c
         .commit_backlog_item(CommitBacklogItemRequest {
             id: item.id.clone(),
@@ -228,7 +249,8 @@ async fn illegal_transitions_are_refused_naming_the_rule(engine: Engine) {
         error.message().contains("scheduled for a release"),
         "{error:?}"
     );
-    let error = c
+    let error = f
+        .client("acme")
         .mark_backlog_item_done(MarkBacklogItemDoneRequest {
             id: item.id.clone(),
             expected_version: None,
@@ -442,7 +464,7 @@ async fn many_moves_into_one_spot_rebalance_and_keep_the_order(engine: Engine) {
 async fn priority_ordering_and_filters(engine: Engine) {
     let f = Fixture::start(engine).await;
     let p = product();
-    let mut c = f.client("acme");
+    let mut c = f.as_planning("acme");
     let rated = |benefit, cost| BusinessPriority {
         benefit,
         penalty: 1,
@@ -563,7 +585,7 @@ async fn priority_ordering_and_filters(engine: Engine) {
 
 async fn committed_item(f: &Fixture, tenant: &str) -> BacklogItem {
     let item = f.plan(tenant, &product(), "Story").await;
-    let mut c = f.client(tenant);
+    let mut c = f.as_planning(tenant);
     c.schedule_backlog_item(ScheduleBacklogItemRequest {
         id: item.id.clone(),
         release_id: product(),
@@ -602,7 +624,7 @@ fn basis(
 async fn reconcile_ignores_stale_and_duplicate_revisions(engine: Engine) {
     let f = Fixture::start(engine).await;
     let item = committed_item(&f, "acme").await;
-    let mut c = f.client("acme");
+    let mut c = f.as_coordinator("acme");
     let auto = StatusTransitionMode::Automatic;
     let outcome =
         |r: &ReconcileBacklogItemStatusResponse| ReconcileOutcome::try_from(r.outcome).unwrap();
@@ -700,7 +722,7 @@ async fn a_reconcile_batch_answers_each_basis_and_refuses_malformed_calls_whole(
     let a = committed_item(&f, "acme").await;
     let b = committed_item(&f, "acme").await;
     let unknown = Uuid::now_v7().to_string();
-    let mut c = f.client("acme");
+    let mut c = f.as_coordinator("acme");
     let auto = StatusTransitionMode::Automatic;
     let batch = |reconciles| ReconcileBacklogItemStatusesRequest { reconciles };
     // What each result says: the outcome and the item's status, or the error's code.
@@ -761,9 +783,9 @@ async fn a_reconcile_batch_answers_each_basis_and_refuses_malformed_calls_whole(
         "{results:?}"
     );
     assert_eq!(results[1], Ok((Unchanged, Committed)), "{results:?}");
-    // Another tenant does not reach acme's items.
+    // A call acting for another tenant does not reach acme's items.
     let results = f
-        .client("globex")
+        .as_coordinator("globex")
         .reconcile_backlog_item_statuses(batch(vec![basis(&b.id, 3, 2, 9, auto)]))
         .await
         .unwrap()
@@ -821,7 +843,7 @@ async fn a_reconcile_batch_answers_each_basis_and_refuses_malformed_calls_whole(
 async fn manual_mode_flags_and_accepts_by_hand(engine: Engine) {
     let f = Fixture::start(engine).await;
     let item = committed_item(&f, "acme").await;
-    let mut c = f.client("acme");
+    let mut c = f.as_coordinator("acme");
     let manual = StatusTransitionMode::Manual;
     let r = c
         .reconcile_backlog_item_status(basis(&item.id, 0, 3, 1, manual))
@@ -833,7 +855,8 @@ async fn manual_mode_flags_and_accepts_by_hand(engine: Engine) {
         (status(&flagged), flagged.awaiting_acceptance),
         (BacklogItemStatus::Committed, true)
     );
-    let done = c
+    let done = f
+        .client("acme")
         .mark_backlog_item_done(MarkBacklogItemDoneRequest {
             id: item.id.clone(),
             expected_version: Some(flagged.version),
@@ -972,7 +995,7 @@ async fn tenants_and_versions_and_bad_input(engine: Engine) {
         .into_inner();
     assert!(listed.backlog_items.is_empty());
 
-    let mut c = f.client("acme");
+    let mut c = f.as_planning("acme");
     let stale = c
         .schedule_backlog_item(ScheduleBacklogItemRequest {
             id: item.id.clone(),
@@ -1198,7 +1221,7 @@ async fn racing_reconciles_settle_on_the_newest_basis(engine: Engine) {
     }
     singles.sort_by_key(|r| (r.task_revision * 7) % REVISIONS);
     let single_calls = singles.into_iter().map(|request| {
-        let mut c = f.client("acme");
+        let mut c = f.as_coordinator("acme");
         tokio::spawn(async move {
             loop {
                 match c.reconcile_backlog_item_status(request.clone()).await {
@@ -1209,7 +1232,7 @@ async fn racing_reconciles_settle_on_the_newest_basis(engine: Engine) {
         })
     });
     let pair_calls = pairs.into_iter().map(|reconciles| {
-        let mut c = f.client("acme");
+        let mut c = f.as_coordinator("acme");
         tokio::spawn(async move {
             loop {
                 let request = ReconcileBacklogItemStatusesRequest {

@@ -531,8 +531,10 @@ async fn a_poison_event_blocks_until_an_operator_skips_it(engine: Engine) {
     .await
     .unwrap();
     db.close().await;
-    let mut operator =
-        CoordinatorServiceClient::new(s.system.channel(ServiceName::Coordinator, "*"));
+    let mut operator = CoordinatorServiceClient::new(
+        s.system
+            .channel(ServiceName::Coordinator, &agilepm_testkit::operator_token()),
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let poison = loop {
         let listed = operator
@@ -571,7 +573,10 @@ async fn a_poison_event_blocks_until_an_operator_skips_it(engine: Engine) {
         status.lag_events > 0 && status.feed_position != status.head_position,
         "{status:?}"
     );
-    let mut health = HealthClient::new(s.system.channel(ServiceName::Coordinator, "*"));
+    let mut health = HealthClient::new(
+        s.system
+            .channel(ServiceName::Coordinator, &agilepm_testkit::operator_token()),
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while health
         .check(HealthCheckRequest {

@@ -39,7 +39,7 @@ fn coordinator_config(system: &TestSystem, database_url: &str) -> SystemConfig {
         databases: BTreeMap::from([(ServiceName::Coordinator.into(), database_url.to_owned())]),
         host: [127, 0, 0, 1].into(),
         ports: BTreeMap::new(),
-        auth_secret: None,
+        auth: agilepm_testkit::test_auth().clone(),
         db_max_connections: 4,
         external_endpoints: PEERS
             .iter()
@@ -66,6 +66,16 @@ fn spawn_coordinator(system: &TestSystem, database_url: &str) -> Child {
         .env("AGILEPM_PLANNING_ENDPOINT", endpoint(ServiceName::Planning))
         .env("RUST_LOG", "error")
         .env("AGILEPM_DB_MAX_CONNECTIONS", "4")
+        // The system's own secret, so the coordinator's identity is verified by its peers.
+        .env(
+            "AGILEPM_AUTH_SECRET",
+            secrecy::ExposeSecret::expose_secret(
+                agilepm_testkit::test_auth()
+                    .secret
+                    .as_ref()
+                    .expect("test secret"),
+            ),
+        )
         .kill_on_drop(true)
         .spawn()
         .expect("start the coordinator process")
@@ -174,7 +184,10 @@ async fn two_replicas_share_the_work_correctly(engine: Engine) {
     let mut processed = Vec::new();
     for replica in &replicas {
         let address = replica.address(ServiceName::Coordinator).unwrap();
-        let mut client = CoordinatorServiceClient::new(agilepm_testkit::channel(address, "*"));
+        let mut client = CoordinatorServiceClient::new(agilepm_testkit::channel(
+            address,
+            &agilepm_testkit::operator_token(),
+        ));
         processed.push(
             client
                 .get_coordinator_status(GetCoordinatorStatusRequest {})

@@ -463,7 +463,15 @@ async fn subscribers_see_only_their_tenant_unless_granted_all(engine: Engine) {
     let globex = take(&mut globex_stream, 5).await;
     assert!(globex.iter().all(|e| e.tenant_id == "globex"));
     expect_quiet(&mut globex_stream, Duration::from_millis(200)).await;
-    let everyone = take(&mut open(&mut client(&server, "*"), after("")).await, 10).await;
+    let everyone = take(
+        &mut open(
+            &mut client(&server, &agilepm_testkit::operator_token()),
+            after(""),
+        )
+        .await,
+        10,
+    )
+    .await;
     assert_eq!(everyone.len(), 10);
 }
 
@@ -576,7 +584,7 @@ async fn the_follower_saves_its_checkpoint_only_after_the_handler_succeeds(engin
         ..FollowOptions::default()
     };
     let shutdown = CancellationToken::new();
-    let feed = client(&server, "*");
+    let feed = client(&server, &agilepm_testkit::operator_token());
     let run = follow(
         feed.clone(),
         &checkpoint,
@@ -584,7 +592,15 @@ async fn the_follower_saves_its_checkpoint_only_after_the_handler_succeeds(engin
         &options,
         shutdown.clone(),
     );
-    let all = take(&mut open(&mut client(&server, "*"), after("")).await, 30).await;
+    let all = take(
+        &mut open(
+            &mut client(&server, &agilepm_testkit::operator_token()),
+            after(""),
+        )
+        .await,
+        30,
+    )
+    .await;
     let wait = async {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         wait_until(deadline, "follower did not catch up", || {
@@ -609,10 +625,17 @@ async fn the_follower_saves_its_checkpoint_only_after_the_handler_succeeds(engin
     // A restarted follower resumes after the checkpoint: only new events arrive. This
     // one saves at most every 200 ms while busy, and as soon as the stream goes quiet.
     let newer = append_one(&server.db, "acme", "t", "late").await;
-    let newer_position = take(&mut open(&mut client(&server, "*"), after(&saved)).await, 1).await
-        [0]
-    .position
-    .clone();
+    let newer_position = take(
+        &mut open(
+            &mut client(&server, &agilepm_testkit::operator_token()),
+            after(&saved),
+        )
+        .await,
+        1,
+    )
+    .await[0]
+        .position
+        .clone();
     let again = Recorder::failing_first(0);
     let throttled = FollowOptions {
         checkpoint_every: Duration::from_millis(200),
@@ -673,7 +696,15 @@ async fn batches_handled_at_once_are_saved_in_feed_order(engine: Engine) {
     for i in 0..12 {
         expected.push(append_one(&server.db, "acme", "t", &i.to_string()).await);
     }
-    let all = take(&mut open(&mut client(&server, "*"), after("")).await, 12).await;
+    let all = take(
+        &mut open(
+            &mut client(&server, &agilepm_testkit::operator_token()),
+            after(""),
+        )
+        .await,
+        12,
+    )
+    .await;
     let checkpoint = DbCheckpoint::new(consumer.clone(), "pipelined");
     let handler = FirstBatchSlow {
         batches: Mutex::new(0),
@@ -688,7 +719,7 @@ async fn batches_handled_at_once_are_saved_in_feed_order(engine: Engine) {
     };
     let shutdown = CancellationToken::new();
     let run = follow(
-        client(&server, "*"),
+        client(&server, &agilepm_testkit::operator_token()),
         &checkpoint,
         &handler,
         &options,
@@ -777,7 +808,7 @@ async fn a_slow_checkpoint_save_holds_no_batch_back(engine: Engine) {
     };
     let shutdown = CancellationToken::new();
     let run = follow(
-        client(&server, "*"),
+        client(&server, &agilepm_testkit::operator_token()),
         &checkpoint,
         &handler,
         &options,
@@ -803,7 +834,15 @@ async fn a_slow_checkpoint_save_holds_no_batch_back(engine: Engine) {
         assert_eq!(checkpoint.load().await.unwrap(), "");
         // Once the save finishes, the newest handled position follows it.
         checkpoint.gate.add_permits(1);
-        let all = take(&mut open(&mut client(&server, "*"), after("")).await, 11).await;
+        let all = take(
+            &mut open(
+                &mut client(&server, &agilepm_testkit::operator_token()),
+                after(""),
+            )
+            .await,
+            11,
+        )
+        .await;
         while checkpoint.load().await.unwrap() != all[10].position {
             assert!(
                 tokio::time::Instant::now() < deadline,

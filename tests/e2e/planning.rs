@@ -610,14 +610,17 @@ async fn mark_done(f: &Fixture, id: &str, revision: i64) {
         task_revision: revision,
         transition_mode: 0,
     };
-    let item = f
-        .items()
-        .reconcile_backlog_item_status(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .backlog_item
-        .unwrap();
+    let item = BacklogItemServiceClient::new(f.system.channel_as_service(
+        ServiceName::BacklogItem,
+        ServiceName::Coordinator,
+        "acme",
+    ))
+    .reconcile_backlog_item_status(request)
+    .await
+    .unwrap()
+    .into_inner()
+    .backlog_item
+    .unwrap();
     assert_eq!(item.status, BacklogItemStatus::Done as i32);
 }
 

@@ -61,8 +61,11 @@ impl Fixture {
     /// A real backlog item of `tenant`, driven to `status`.
     async fn item(&self, tenant: &str, status: BacklogItemStatus) -> String {
         let backlog = self.backlog.as_ref().expect("backlog-item service running");
-        let mut items =
-            BacklogItemServiceClient::new(backlog.channel(ServiceName::BacklogItem, tenant));
+        let mut items = BacklogItemServiceClient::new(backlog.channel_as_service(
+            ServiceName::BacklogItem,
+            ServiceName::Planning,
+            tenant,
+        ));
         let id = items
             .plan_backlog_item(PlanBacklogItemRequest {
                 request_id: Uuid::new_v4().to_string(),

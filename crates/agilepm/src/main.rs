@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use agilepm::postgres::{ensure_database, with_database};
 use agilepm::system::{RunningSystem, SystemConfig};
-use agilepm_platform::config::ServiceName;
+use agilepm_platform::auth::identity::{parse_subject, parse_tenant};
+use agilepm_platform::auth::{Role, TokenSpec};
+use agilepm_platform::config::{AuthArgs, ServiceName};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -36,15 +38,27 @@ enum Command {
         )]
         address: std::net::SocketAddr,
     },
-    /// Print a signed bearer token for a tenant (or `*` for internal services).
-    Token {
-        /// The tenant the token grants.
-        #[arg(long)]
-        tenant: String,
-        /// The signing secret the services are started with.
-        #[arg(long, env = "AGILEPM_AUTH_SECRET", hide_env_values = true)]
-        secret: String,
-    },
+    /// Print a signed bearer token (a JWT) for a person of a tenant, or a system operator.
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The tenant the person belongs to; omit only for a system operator.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// A role: product_owner, team_member, viewer, operator (repeat for several).
+    #[arg(long = "role", required = true)]
+    roles: Vec<String>,
+    /// Who the token speaks for (shown as the actor of what they do).
+    #[arg(long, default_value = "dev-user")]
+    subject: String,
+    /// How long the token is valid: `90s`, `15m`, `12h`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    ttl: Duration,
+    /// The keys the services verify with (a shared secret, or a signing key and kid).
+    #[command(flatten)]
+    auth: AuthArgs,
 }
 
 #[derive(Args)]
@@ -71,9 +85,9 @@ struct DevArgs {
     /// Port of the coordinator.
     #[arg(long, default_value_t = ServiceName::Coordinator.default_port())]
     coordinator_port: u16,
-    /// Token-signing secret; unset runs open (development mode).
-    #[arg(long, env = "AGILEPM_AUTH_SECRET", hide_env_values = true)]
-    auth_secret: Option<String>,
+    /// How callers are authenticated; no key runs open (development mode).
+    #[command(flatten)]
+    auth: AuthArgs,
 }
 
 #[tokio::main]
@@ -89,15 +103,74 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("{address} is not SERVING")
             }
         }
-        Command::Token { tenant, secret } => {
-            println!("{}", agilepm_platform::auth::sign_token(&secret, &tenant));
+        Command::Token(args) => {
+            println!("{}", mint(&args)?);
             Ok(())
         }
     }
 }
 
+fn mint(args: &TokenArgs) -> anyhow::Result<String> {
+    let auth = args.auth.resolve()?;
+    anyhow::ensure!(
+        !auth.development,
+        "no key configured: set AGILEPM_AUTH_SECRET (or --auth-signing-key and --auth-signing-kid) \
+         to the key the services verify with"
+    );
+    let roles = args
+        .roles
+        .iter()
+        .map(|name| {
+            Role::parse(name)
+                .filter(|role| *role != Role::Service)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--role {name:?}: one of product_owner, team_member, viewer, operator"
+                    )
+                })
+        })
+        .collect::<anyhow::Result<Vec<Role>>>()?;
+    let tenant = match &args.tenant {
+        Some(tenant) => Some(parse_tenant(tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?),
+        None if roles == [Role::Operator] => None,
+        None => anyhow::bail!(
+            "--tenant is required (only a token with the one role operator spans tenants)"
+        ),
+    };
+    parse_subject(&args.subject).map_err(|e| anyhow::anyhow!("--subject: {e}"))?;
+    let spec = TokenSpec {
+        subject: args.subject.clone(),
+        tenant,
+        roles,
+    };
+    auth.signer()?.mint(&spec, args.ttl)
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected e.g. 15m, 12h, 7d"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit is s, m, h or d")),
+    };
+    let ttl = number.saturating_mul(seconds);
+    if ttl == 0 || ttl > 366 * 86_400 {
+        return Err(format!("{text:?}: between 1s and 366d"));
+    }
+    Ok(Duration::from_secs(ttl))
+}
+
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let _telemetry = agilepm_platform::telemetry::init("agilepm-dev")?;
+    let auth = args.auth.resolve()?;
     let mut databases = BTreeMap::new();
     for service in ServiceName::ALL {
         let url = match &args.postgres_url {
@@ -124,7 +197,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         databases,
         host: args.host,
         ports,
-        auth_secret: args.auth_secret.clone(),
+        auth: auth.clone(),
         db_max_connections: 16,
         external_endpoints: BTreeMap::new(),
     };
@@ -132,15 +205,23 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     system.wait_ready(Duration::from_secs(30)).await?;
 
     let storage = match &args.postgres_url {
-        Some(url) => format!("PostgreSQL at {url}"),
+        Some(url) => format!("PostgreSQL at {}", agilepm_platform::db::redacted_url(url)),
         None => format!("SQLite under {}", args.data_dir.display()),
     };
     println!("agilepm dev: four services up, storage: {storage}");
     for (service, address) in system.services() {
         println!("  {:<13} {address}", service.as_str());
     }
-    if args.auth_secret.is_none() {
-        println!("authentication is OFF (development mode): the bearer token is the tenant id");
+    if auth.development {
+        let operator = auth.signer()?.mint(
+            &TokenSpec::system_operator("dev-operator"),
+            Duration::from_secs(12 * 3600),
+        )?;
+        println!(
+            "authentication is OPEN (development mode): a bearer token that is not a JWT is \
+             taken, unverified, as a tenant id with the tenant roles"
+        );
+        println!("operator token for this run (12 h): {operator}");
     }
     let planning = system
         .address(ServiceName::Planning)

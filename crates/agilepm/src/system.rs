@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use agilepm_platform::auth::AuthConfig;
 use agilepm_platform::config::{CommonConfig, Peers, ServiceName};
 use anyhow::Context as _;
 use futures::future::BoxFuture;
@@ -37,8 +38,9 @@ pub struct SystemConfig {
     pub host: std::net::IpAddr,
     /// Port per service; 0 (or absent) binds an ephemeral port.
     pub ports: BTreeMap<ServiceNameKey, u16>,
-    /// Token-signing secret; `None` is development mode.
-    pub auth_secret: Option<String>,
+    /// How every service started here authenticates (one configuration, so that in
+    /// development mode they share the random secret they prove their identities with).
+    pub auth: AuthConfig,
     /// Connection pool ceiling per service.
     pub db_max_connections: u32,
     /// Endpoints of services not started here (e.g. a stand-in in a test).
@@ -115,7 +117,7 @@ impl RunningSystem {
                 service: name,
                 listen: addresses[&key],
                 database_url: config.databases[&key].clone(),
-                auth_secret: config.auth_secret.clone(),
+                auth: config.auth.clone(),
                 db_max_connections: config.db_max_connections,
                 peers: peers.clone(),
             };

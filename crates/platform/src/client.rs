@@ -11,6 +11,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use crate::auth::Credentials;
 use crate::telemetry::MetadataInjector;
 
 /// A channel to a peer with [`Outgoing`] applied to every call.
@@ -19,15 +20,22 @@ pub type PeerChannel = InterceptedService<Channel, Outgoing>;
 /// Adds credentials and trace context to outgoing requests.
 #[derive(Clone)]
 pub struct Outgoing {
-    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+    credentials: Option<Credentials>,
+    /// For callers spanning tenants that act for one tenant on every call of the channel.
+    acting_for: Option<MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl Interceptor for Outgoing {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.authorization {
+        if let Some(credentials) = &self.credentials {
             request
                 .metadata_mut()
-                .insert("authorization", value.clone());
+                .insert("authorization", credentials.authorization());
+        }
+        if let Some(tenant) = &self.acting_for {
+            request
+                .metadata_mut()
+                .insert(crate::auth::TENANT_HEADER, tenant.clone());
         }
         let context = tracing::Span::current().context();
         opentelemetry_sdk::propagation::TraceContextPropagator::new()
@@ -39,10 +47,39 @@ impl Interceptor for Outgoing {
 /// How long a peer call may take unless the caller sets its own deadline.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
 
-/// A lazily connecting channel to `endpoint` (`http://host:port`) that sends `token`.
-/// Connection failures surface per call as `UNAVAILABLE`, so a service can start before
-/// its peers.
-pub fn connect_lazy(endpoint: &str, token: Option<&str>) -> anyhow::Result<PeerChannel> {
+/// A lazily connecting channel to `endpoint` (`http://host:port`) that presents
+/// `credentials`. Connection failures surface per call as `UNAVAILABLE`, so a service can
+/// start before its peers.
+pub fn connect_lazy(
+    endpoint: &str,
+    credentials: Option<Credentials>,
+) -> anyhow::Result<PeerChannel> {
+    connect(
+        endpoint,
+        Outgoing {
+            credentials,
+            acting_for: None,
+        },
+    )
+}
+
+/// Like [`connect_lazy`], every call acting for `tenant`: for a caller spanning tenants
+/// (a service identity, a system operator) that works for one tenant throughout.
+pub fn connect_lazy_acting_for(
+    endpoint: &str,
+    credentials: Credentials,
+    tenant: &str,
+) -> anyhow::Result<PeerChannel> {
+    connect(
+        endpoint,
+        Outgoing {
+            credentials: Some(credentials),
+            acting_for: Some(MetadataValue::try_from(tenant)?),
+        },
+    )
+}
+
+fn connect(endpoint: &str, outgoing: Outgoing) -> anyhow::Result<PeerChannel> {
     let channel = Endpoint::from_shared(endpoint.to_owned())?
         .connect_timeout(Duration::from_secs(2))
         .timeout(DEFAULT_DEADLINE)
@@ -50,11 +87,7 @@ pub fn connect_lazy(endpoint: &str, token: Option<&str>) -> anyhow::Result<PeerC
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true)
         .connect_lazy();
-    let authorization = match token {
-        Some(token) => Some(MetadataValue::try_from(format!("Bearer {token}"))?),
-        None => None,
-    };
-    Ok(InterceptedService::new(channel, Outgoing { authorization }))
+    Ok(InterceptedService::new(channel, outgoing))
 }
 
 #[cfg(test)]
@@ -79,7 +112,10 @@ mod tests {
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
         let _entered = span.enter();
         let mut outgoing = Outgoing {
-            authorization: Some(MetadataValue::from_static("Bearer acme")),
+            credentials: Some(Credentials::Fixed(MetadataValue::from_static(
+                "Bearer acme",
+            ))),
+            acting_for: None,
         };
         let request = outgoing.call(Request::new(())).unwrap();
         let traceparent = request

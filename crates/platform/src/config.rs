@@ -2,8 +2,12 @@
 //! and defaults that work on a developer machine with nothing installed.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::Args;
+use secrecy::SecretString;
+
+use crate::auth::AuthConfig;
 
 /// Settings every service accepts. Each service flattens this into its own `clap` parser
 /// and adds its peers' addresses.
@@ -17,10 +21,8 @@ pub struct CommonArgs {
     #[arg(long, env = "AGILEPM_DATABASE_URL")]
     pub database_url: Option<String>,
 
-    /// Secret that signs bearer tokens (see `auth`). Unset means development mode: the
-    /// bearer token is taken as the tenant id, unverified, and the server says so loudly.
-    #[arg(long, env = "AGILEPM_AUTH_SECRET", hide_env_values = true)]
-    pub auth_secret: Option<String>,
+    #[command(flatten)]
+    pub auth: AuthArgs,
 
     /// Largest number of database connections this service opens.
     #[arg(long, env = "AGILEPM_DB_MAX_CONNECTIONS", default_value_t = 16)]
@@ -41,8 +43,8 @@ pub struct CommonArgs {
 
 impl CommonArgs {
     /// Resolves the settings, filling in the service's defaults.
-    pub fn resolve(&self, service: ServiceName) -> CommonConfig {
-        CommonConfig {
+    pub fn resolve(&self, service: ServiceName) -> anyhow::Result<CommonConfig> {
+        Ok(CommonConfig {
             service,
             listen: self
                 .listen
@@ -51,7 +53,7 @@ impl CommonArgs {
                 .database_url
                 .clone()
                 .unwrap_or_else(|| format!("sqlite://data/{}.db", service.as_str())),
-            auth_secret: self.auth_secret.clone(),
+            auth: self.auth.resolve()?,
             db_max_connections: self.db_max_connections.max(1),
             peers: Peers {
                 backlog_item: self
@@ -67,8 +69,53 @@ impl CommonArgs {
                     .clone()
                     .unwrap_or_else(|| ServiceName::Planning.default_endpoint()),
             },
-        }
+        })
     }
+}
+
+/// How callers are authenticated (see `auth`). With no key configured the service runs in
+/// development mode: unverified tenant tokens, tenant roles only, and a loud warning.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// Shared HS256 secret (at least 32 random bytes) that verifies tokens without `kid`
+    /// and signs the services' own tokens.
+    #[arg(long, env = "AGILEPM_AUTH_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub auth_secret: Option<SecretString>,
+    /// JSON Web Key Set file whose keys verify tokens by `kid`; re-read when it changes.
+    #[arg(long, env = "AGILEPM_AUTH_JWKS")]
+    pub auth_jwks: Option<PathBuf>,
+    /// This service's own private key (PEM: Ed25519, P-256 or RSA) for the tokens it
+    /// presents to its peers; its public half is in the key set under the signing kid.
+    #[arg(long, env = "AGILEPM_AUTH_SIGNING_KEY", requires = "auth_signing_kid")]
+    pub auth_signing_key: Option<PathBuf>,
+    /// The `kid` of the signing key: `service.<name>` (e.g. `service.task.2026-12`).
+    #[arg(long, env = "AGILEPM_AUTH_SIGNING_KID")]
+    pub auth_signing_kid: Option<String>,
+    /// Required `iss` claim.
+    #[arg(long, env = "AGILEPM_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "AGILEPM_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+}
+
+impl AuthArgs {
+    /// The configuration these flags describe; refuses weak keys.
+    pub fn resolve(&self) -> anyhow::Result<AuthConfig> {
+        AuthConfig::from_settings(
+            self.auth_secret.clone(),
+            self.auth_jwks.clone(),
+            self.auth_signing_key
+                .clone()
+                .zip(self.auth_signing_kid.clone()),
+            self.auth_issuer.clone(),
+            self.auth_audience.clone(),
+        )
+    }
+}
+
+fn parse_secret(value: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(value.to_owned()))
 }
 
 /// Resolved settings common to every service.
@@ -80,8 +127,8 @@ pub struct CommonConfig {
     pub listen: SocketAddr,
     /// Where the service's own database lives.
     pub database_url: String,
-    /// Token-signing secret; `None` is development mode.
-    pub auth_secret: Option<String>,
+    /// How callers are authenticated and how this service proves who it is.
+    pub auth: AuthConfig,
     /// Connection pool ceiling.
     pub db_max_connections: u32,
     /// Where the other services are.

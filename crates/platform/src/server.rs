@@ -16,6 +16,8 @@ use tower::Service;
 use tower_http::trace::TraceLayer;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use crate::auth::Authenticator;
+use crate::auth::layer::AuthLayer;
 use crate::db::Db;
 use crate::telemetry::HeaderExtractor;
 
@@ -24,17 +26,13 @@ pub struct GrpcServer {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
     health: HealthReporter,
-}
-
-impl Default for GrpcServer {
-    fn default() -> Self {
-        GrpcServer::new()
-    }
+    authenticator: Authenticator,
 }
 
 impl GrpcServer {
-    /// An empty server with health and reflection ready to be filled.
-    pub fn new() -> GrpcServer {
+    /// An empty server with health and reflection ready to be filled, whose every agilepm
+    /// method is authenticated by `authenticator` and checked against the role table.
+    pub fn new(authenticator: Authenticator) -> GrpcServer {
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut routes = RoutesBuilder::default();
         routes.add_service(health_service);
@@ -42,6 +40,7 @@ impl GrpcServer {
             routes,
             names: Vec::new(),
             health,
+            authenticator,
         }
     }
 
@@ -80,6 +79,7 @@ impl GrpcServer {
             mut routes,
             names,
             health,
+            authenticator,
         } = self;
         for name in &names {
             health
@@ -128,6 +128,7 @@ impl GrpcServer {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .layer(TraceLayer::new_for_grpc().make_span_with(request_span))
+            .layer(AuthLayer::new(authenticator))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
             .await?;
@@ -147,6 +148,7 @@ fn request_span<B>(request: &HttpRequest<B>) -> tracing::Span {
         "grpc",
         method = %request.uri().path(),
         trace_id = tracing::field::Empty,
+        subject = tracing::field::Empty,
     );
     let _ = span.set_parent(parent);
     let trace_id = {

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Authenticator, internal_token};
+use crate::auth::Credentials;
 use crate::config::{CommonArgs, CommonConfig, ServiceName};
 use crate::db::{Db, Migrations};
 use crate::feed::{EventFeed, FeedOptions};
@@ -24,10 +24,8 @@ pub struct ServiceContext {
     pub config: CommonConfig,
     /// The service's own database.
     pub db: Db,
-    /// The interceptor every domain service is wrapped in.
-    pub auth: Authenticator,
-    /// The token this service presents to its peers (all tenants).
-    pub internal_token: String,
+    /// What this service presents to its peers: its own identity, renewed as it expires.
+    pub credentials: Credentials,
     /// Cancelled when the process shuts down.
     pub shutdown: CancellationToken,
     /// Background work that ends on `shutdown` but still needs the database to finish
@@ -69,27 +67,27 @@ where
         spec.migrations,
     )
     .await?;
-    let auth = Authenticator::new(config.auth_secret.as_deref());
-    if auth.is_development_mode() {
+    let authenticator = config.auth.authenticator(&shutdown)?;
+    if authenticator.is_development_mode() {
         tracing::warn!(
             service = %spec.name,
-            "AUTHENTICATION IS OFF (development mode): bearer tokens are taken as tenant ids \
-             unverified. Set AGILEPM_AUTH_SECRET in production."
+            "AUTHENTICATION IS OPEN (development mode): a bearer token that is not a JWT is \
+             taken, unverified, as a tenant id with the tenant roles. Set AGILEPM_AUTH_SECRET \
+             or AGILEPM_AUTH_JWKS in production."
         );
     }
     let context = ServiceContext {
-        internal_token: internal_token(config.auth_secret.as_deref()),
+        credentials: config.auth.service_credentials(spec.name)?,
         config,
         db: db.clone(),
-        auth: auth.clone(),
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
     };
     let tasks = context.tasks.clone();
-    let mut server = GrpcServer::new();
+    let mut server = GrpcServer::new(authenticator);
     if spec.serves_feed {
         let feed = EventFeed::new(db.clone(), FeedOptions::default(), shutdown.clone()).await?;
-        server = server.add_service(EventFeedServiceServer::with_interceptor(feed, auth));
+        server = server.add_service(EventFeedServiceServer::new(feed));
     }
     let server = add_services(context, server).await?;
     let result = server.serve(listener, Some(db.clone()), shutdown).await;
@@ -120,7 +118,7 @@ where
     }
     let cli = Cli::parse();
     let _telemetry = crate::telemetry::init(&format!("agilepm-{name}"))?;
-    let config = cli.common.resolve(name);
+    let config = cli.common.resolve(name)?;
     let listener = TcpListener::bind(config.listen).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn({

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use agilepm::system::{RunningSystem, SystemConfig};
+use agilepm_platform::auth::{AuthConfig, Credentials, Role, TokenSpec};
 use agilepm_platform::client::{PeerChannel, connect_lazy};
 use agilepm_platform::config::ServiceName;
 pub use agilepm_platform::db::Engine;
@@ -159,9 +160,46 @@ impl Drop for TestDb {
     }
 }
 
-/// A client channel to `address` presenting `token` (in development mode, the tenant).
+/// The authentication every test system of this process runs with: development mode
+/// (a plain tenant id is a token with the tenant roles) and one random secret, with which
+/// [`token`] mints the identities development mode does not grant (operators, services,
+/// persons holding fewer roles).
+pub fn test_auth() -> &'static AuthConfig {
+    static AUTH: std::sync::OnceLock<AuthConfig> = std::sync::OnceLock::new();
+    AUTH.get_or_init(AuthConfig::development)
+}
+
+/// A token for `spec`, valid for an hour, verified by every test system of this process.
+pub fn token(spec: &TokenSpec) -> String {
+    test_auth()
+        .signer()
+        .and_then(|signer| signer.mint(spec, Duration::from_secs(3600)))
+        .expect("mint a test token")
+}
+
+/// A system operator's token (every tenant, operator role only).
+pub fn operator_token() -> String {
+    token(&TokenSpec::system_operator("test-operator"))
+}
+
+/// `service`'s own identity token, as its peers see it.
+pub fn service_token(service: ServiceName) -> String {
+    token(&TokenSpec::service(service))
+}
+
+/// A token for person `subject` of `tenant` holding only `roles`.
+pub fn person_token(subject: &str, tenant: &str, roles: &[Role]) -> String {
+    token(&TokenSpec::person(subject, tenant, roles))
+}
+
+/// A client channel to `address` presenting `token` (a JWT, or in development mode a
+/// plain tenant id).
 pub fn channel(address: SocketAddr, token: &str) -> PeerChannel {
-    connect_lazy(&format!("http://{address}"), Some(token)).expect("valid endpoint")
+    connect_lazy(
+        &format!("http://{address}"),
+        Some(Credentials::fixed(token).expect("ASCII token")),
+    )
+    .expect("valid endpoint")
 }
 
 /// Some of the real services, each on its own fresh database and ephemeral port.
@@ -183,6 +221,16 @@ impl TestSystem {
         services: &[ServiceName],
         external: &[(ServiceName, String)],
     ) -> TestSystem {
+        TestSystem::start_with_auth(engine, services, external, test_auth().clone()).await
+    }
+
+    /// Like [`TestSystem::start_with`], authenticating with `auth`.
+    pub async fn start_with_auth(
+        engine: Engine,
+        services: &[ServiceName],
+        external: &[(ServiceName, String)],
+        auth: AuthConfig,
+    ) -> TestSystem {
         let mut databases = Vec::new();
         let mut urls = BTreeMap::new();
         for service in services {
@@ -194,7 +242,7 @@ impl TestSystem {
             databases: urls,
             host: [127, 0, 0, 1].into(),
             ports: BTreeMap::new(),
-            auth_secret: None,
+            auth,
             db_max_connections: TEST_POOL_SIZE,
             external_endpoints: external
                 .iter()
@@ -239,6 +287,22 @@ impl TestSystem {
         channel(self.address(service), tenant)
     }
 
+    /// A channel to `service` as our service `identity`, acting for `tenant`: how a test
+    /// plays a peer calling an internal RPC.
+    pub fn channel_as_service(
+        &self,
+        service: ServiceName,
+        identity: ServiceName,
+        tenant: &str,
+    ) -> PeerChannel {
+        agilepm_platform::client::connect_lazy_acting_for(
+            &format!("http://{}", self.address(service)),
+            Credentials::fixed(&service_token(identity)).expect("ASCII token"),
+            tenant,
+        )
+        .expect("valid endpoint")
+    }
+
     /// Stops the services gracefully, failing the test if one of them failed.
     pub async fn stop(mut self) {
         if let Some(system) = self.system.take() {
@@ -265,11 +329,12 @@ impl FeedServer {
         let feed = EventFeed::new(db.clone(), options, shutdown.clone())
             .await
             .expect("feed");
-        let auth = agilepm_platform::auth::Authenticator::new(None);
+        let authenticator = test_auth()
+            .authenticator(&shutdown)
+            .expect("test authenticator");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        let server =
-            GrpcServer::new().add_service(EventFeedServiceServer::with_interceptor(feed, auth));
+        let server = GrpcServer::new(authenticator).add_service(EventFeedServiceServer::new(feed));
         tokio::spawn(server.serve(listener, None, shutdown.clone()));
         FeedServer {
             db,

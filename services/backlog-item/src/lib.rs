@@ -43,10 +43,9 @@ pub async fn run(
         shutdown,
         |context, server| async move {
             Ok(
-                server.add_service(BacklogItemServiceServer::with_interceptor(
-                    BacklogItemApi::new(context.db.clone()),
-                    context.auth,
-                )),
+                server.add_service(BacklogItemServiceServer::new(BacklogItemApi::new(
+                    context.db.clone(),
+                ))),
             )
         },
     )

@@ -29,12 +29,14 @@ impl CoordinatorApi {
     }
 }
 
-fn operator<T>(request: &Request<T>) -> Result<(), AppError> {
+/// The role table lets operators in; what the coordinator reports spans tenants, so an
+/// operator of one tenant is refused too: only a system operator (no tenant) sees it.
+fn system_operator<T>(request: &Request<T>) -> Result<(), AppError> {
     if caller(request)?.is_all_tenants() {
         Ok(())
     } else {
         Err(AppError::PermissionDenied(
-            "poison events span tenants: use an operator (all-tenants) token".into(),
+            "the coordinator's state spans tenants: it needs a system operator's token (role operator, no tenant)".into(),
         ))
     }
 }
@@ -45,7 +47,7 @@ impl CoordinatorService for CoordinatorApi {
         &self,
         request: Request<GetCoordinatorStatusRequest>,
     ) -> Result<Response<GetCoordinatorStatusResponse>, Status> {
-        caller(&request)?;
+        system_operator(&request)?;
         let poison_events = poison::count(&self.db).await.map_err(AppError::from)?;
         Ok(Response::new(
             self.progress.report(UNHEALTHY_AFTER_US, poison_events),
@@ -56,7 +58,7 @@ impl CoordinatorService for CoordinatorApi {
         &self,
         request: Request<ListPoisonEventsRequest>,
     ) -> Result<Response<ListPoisonEventsResponse>, Status> {
-        operator(&request)?;
+        system_operator(&request)?;
         let r = request.into_inner();
         let size = validate::page_size("page_size", r.page_size, 100, 1000)?;
         let after = paging::decode_token("page_token", &r.page_token)?.unwrap_or_default();
@@ -75,7 +77,7 @@ impl CoordinatorService for CoordinatorApi {
         &self,
         request: Request<SkipPoisonEventRequest>,
     ) -> Result<Response<SkipPoisonEventResponse>, Status> {
-        operator(&request)?;
+        system_operator(&request)?;
         let event_id = validate::uuid("event_id", &request.get_ref().event_id)?.to_string();
         let skipped = poison::skip(&self.db, &event_id)
             .await

@@ -73,13 +73,13 @@ pub async fn run(
         listener,
         shutdown,
         |context, server| async move {
-            let token = Some(context.internal_token.as_str());
+            let token = Some(context.credentials.clone());
             let peers = &context.config.peers;
             let backlog_items =
-                BacklogItemServiceClient::new(connect_lazy(&peers.backlog_item, token)?);
-            let tasks = TaskServiceClient::new(connect_lazy(&peers.task, token)?);
-            let products = ProductServiceClient::new(connect_lazy(&peers.planning, token)?);
-            let feed = EventFeedServiceClient::new(connect_lazy(&peers.task, token)?);
+                BacklogItemServiceClient::new(connect_lazy(&peers.backlog_item, token.clone())?);
+            let tasks = TaskServiceClient::new(connect_lazy(&peers.task, token.clone())?);
+            let products = ProductServiceClient::new(connect_lazy(&peers.planning, token.clone())?);
+            let feed = EventFeedServiceClient::new(connect_lazy(&peers.task, token.clone())?);
             let progress = Arc::new(Progress::default());
             let modes = modes::Modes::new(backlog_items.clone(), products);
             let reconciler = Reconciler::new(
@@ -104,12 +104,7 @@ pub async fn run(
                 context.shutdown.clone(),
             ));
             let api = api::CoordinatorApi::new(context.db.clone(), progress);
-            Ok(
-                server.add_service(CoordinatorServiceServer::with_interceptor(
-                    api,
-                    context.auth,
-                )),
-            )
+            Ok(server.add_service(CoordinatorServiceServer::new(api)))
         },
     )
     .await

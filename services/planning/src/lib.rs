@@ -59,40 +59,27 @@ pub async fn run(
         listener,
         shutdown,
         |context, server| async move {
-            let token = Some(context.internal_token.as_str());
+            let token = Some(context.credentials.clone());
             let api = PlanningApi {
                 db: context.db.clone(),
                 peers: peers::Peers {
                     backlog_items: BacklogItemServiceClient::new(connect_lazy(
                         &context.config.peers.backlog_item,
-                        token,
+                        token.clone(),
                     )?),
-                    tasks: TaskServiceClient::new(connect_lazy(&context.config.peers.task, token)?),
+                    tasks: TaskServiceClient::new(connect_lazy(
+                        &context.config.peers.task,
+                        token.clone(),
+                    )?),
                 },
             };
-            let auth = context.auth;
             Ok(server
-                .add_service(ProductServiceServer::with_interceptor(
-                    api.clone(),
-                    auth.clone(),
-                ))
-                .add_service(UseCaseServiceServer::with_interceptor(
-                    api.clone(),
-                    auth.clone(),
-                ))
-                .add_service(ReleaseServiceServer::with_interceptor(
-                    api.clone(),
-                    auth.clone(),
-                ))
-                .add_service(SprintServiceServer::with_interceptor(
-                    api.clone(),
-                    auth.clone(),
-                ))
-                .add_service(PlanningGameServiceServer::with_interceptor(
-                    api.clone(),
-                    auth.clone(),
-                ))
-                .add_service(ReportServiceServer::with_interceptor(api.clone(), auth)))
+                .add_service(ProductServiceServer::new(api.clone()))
+                .add_service(UseCaseServiceServer::new(api.clone()))
+                .add_service(ReleaseServiceServer::new(api.clone()))
+                .add_service(SprintServiceServer::new(api.clone()))
+                .add_service(PlanningGameServiceServer::new(api.clone()))
+                .add_service(ReportServiceServer::new(api.clone())))
         },
     )
     .await

@@ -48,10 +48,10 @@ pub async fn run(
         |context, server| async move {
             let backlog_items = BacklogItemServiceClient::new(connect_lazy(
                 &context.config.peers.backlog_item,
-                Some(&context.internal_token),
+                Some(context.credentials.clone()),
             )?);
             let api = TaskApi::new(context.db.clone(), backlog_items);
-            Ok(server.add_service(TaskServiceServer::with_interceptor(api, context.auth)))
+            Ok(server.add_service(TaskServiceServer::new(api)))
         },
     )
     .await

@@ -68,7 +68,10 @@ pub async fn empty_rpc_per_sec(clients: usize, seconds: u64) -> anyhow::Result<f
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let stop = CancellationToken::new();
-    let server = tokio::spawn(GrpcServer::new().serve(listener, None, stop.clone()));
+    let server = tokio::spawn(
+        GrpcServer::new(agilepm_platform::auth::AuthConfig::development().authenticator(&stop)?)
+            .serve(listener, None, stop.clone()),
+    );
     let calls = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let workers: Vec<_> = (0..clients)

@@ -39,6 +39,24 @@ impl ServiceProcess {
     }
 }
 
+/// The services run with real token verification (a random secret per bench run), so the
+/// figures include it; the bench's clients present tokens minted with the same secret.
+pub fn bench_auth() -> &'static agilepm_platform::auth::AuthConfig {
+    static AUTH: std::sync::OnceLock<agilepm_platform::auth::AuthConfig> =
+        std::sync::OnceLock::new();
+    AUTH.get_or_init(|| {
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        let secret = secrecy::SecretString::from(format!("bench-{}", hex_encode(&bytes)));
+        agilepm_platform::auth::AuthConfig::from_settings(Some(secret), None, None, None, None)
+            .unwrap_or_else(|_| agilepm_platform::auth::AuthConfig::development())
+    })
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn binary(name: ServiceName) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("executable directory")?;
@@ -77,6 +95,12 @@ pub async fn start_all(
             .env("AGILEPM_TASK_ENDPOINT", endpoint(ServiceName::Task))
             .env("AGILEPM_PLANNING_ENDPOINT", endpoint(ServiceName::Planning))
             .env("AGILEPM_DB_MAX_CONNECTIONS", "32")
+            .env(
+                "AGILEPM_AUTH_SECRET",
+                secrecy::ExposeSecret::expose_secret(
+                    &bench_auth().secret.clone().context("bench secret")?,
+                ),
+            )
             .env("RUST_LOG", "error")
             .kill_on_drop(true)
             .spawn()

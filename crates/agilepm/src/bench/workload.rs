@@ -55,7 +55,15 @@ pub struct Outcome {
 type Moment = (Instant, i64);
 
 fn channel(port: u16) -> anyhow::Result<PeerChannel> {
-    connect_lazy(&format!("http://127.0.0.1:{port}"), Some(TENANT))
+    use agilepm_platform::auth::{Credentials, Role, TokenSpec};
+    let token = super::processes::bench_auth().signer()?.mint(
+        &TokenSpec::person("bench", TENANT, &[Role::ProductOwner, Role::TeamMember]),
+        Duration::from_secs(24 * 3600),
+    )?;
+    connect_lazy(
+        &format!("http://127.0.0.1:{port}"),
+        Some(Credentials::fixed(&token)?),
+    )
 }
 
 /// Ports of the four services, in start-up order.

@@ -128,6 +128,15 @@ const HEAD_POSTGRES: &str = concat!(
     ") ORDER BY txid DESC, seq DESC LIMIT 1"
 );
 
+const TENANT_HEAD_SQLITE: &str = "SELECT 0 AS txid, position AS seq, occur_time_us FROM outbox \
+     WHERE tenant_id = $1 ORDER BY position DESC LIMIT 1";
+
+const TENANT_HEAD_POSTGRES: &str = concat!(
+    "SELECT txid, seq, occur_time_us FROM outbox WHERE tenant_id = $1 AND txid < (SELECT ",
+    horizon!(),
+    ") ORDER BY txid DESC, seq DESC LIMIT 1"
+);
+
 impl OutboxReader {
     /// A reader for `db`'s outbox; loads the database's feed id.
     pub async fn new(db: Db) -> Result<OutboxReader, sqlx::Error> {
@@ -186,13 +195,20 @@ impl OutboxReader {
         Ok(read)
     }
 
-    /// The newest readable event's position and time, or `None` for an empty feed.
-    pub async fn head(&self) -> Result<Option<(Position, i64)>, sqlx::Error> {
-        let sql = match self.db.engine() {
-            Engine::Sqlite => HEAD_SQLITE,
-            Engine::Postgres => HEAD_POSTGRES,
+    /// The newest readable event's position and time, or `None` for an empty feed; of
+    /// `tenant`'s events only, when given.
+    pub async fn head(&self, tenant: Option<&str>) -> Result<Option<(Position, i64)>, sqlx::Error> {
+        let query = match (self.db.engine(), tenant) {
+            (Engine::Sqlite, None) => sqlx::query(HEAD_SQLITE),
+            (Engine::Postgres, None) => sqlx::query(HEAD_POSTGRES),
+            (Engine::Sqlite, Some(tenant)) => {
+                sqlx::query(TENANT_HEAD_SQLITE).bind(tenant.to_owned())
+            }
+            (Engine::Postgres, Some(tenant)) => {
+                sqlx::query(TENANT_HEAD_POSTGRES).bind(tenant.to_owned())
+            }
         };
-        let row = sqlx::query(sql).fetch_optional(self.db.pool()).await?;
+        let row = query.fetch_optional(self.db.pool()).await?;
         row.map(|row| {
             Ok((
                 Position {

@@ -80,8 +80,15 @@ impl EventFeed {
         })
     }
 
-    async fn head(&self) -> AppResult<(String, Option<prost_types::Timestamp>)> {
-        Ok(match self.reader.head().await? {
+    /// The head `caller` may see: the whole feed's for callers spanning tenants, the
+    /// newest event of its own tenant for everyone else.
+    async fn head(&self, caller: &Caller) -> AppResult<(String, Option<prost_types::Timestamp>)> {
+        let tenant = if caller.is_all_tenants() {
+            None
+        } else {
+            Some(caller.tenant()?)
+        };
+        Ok(match self.reader.head(tenant).await? {
             Some((position, time)) => (
                 position.encode(self.reader.feed_id()),
                 Some(timestamp(time)),
@@ -163,6 +170,9 @@ impl EventFeedService for EventFeed {
         let mut wake = feed.reader.db().notifier().subscribe();
 
         let stream = async_stream::try_stream! {
+            // What heartbeats report as scanned: the cursor for callers spanning tenants,
+            // the position of the last event delivered for a tenant.
+            let mut shown_cursor = cursor;
             let mut next_heartbeat = Instant::now();
             let mut settle_retry = Duration::ZERO;
             loop {
@@ -180,17 +190,23 @@ impl EventFeedService for EventFeed {
                 for event in read.events {
                     cursor = event.position;
                     if filter.admits(&event) {
+                        shown_cursor = cursor;
                         yield to_message(event, &feed_id);
                     }
                 }
+                if filter.caller.is_all_tenants() {
+                    shown_cursor = cursor;
+                }
                 if Instant::now() >= next_heartbeat {
-                    let (head_position, head_occur_time) = feed.head().await?;
+                    let (head_position, head_occur_time) = feed.head(&filter.caller).await?;
                     yield SubscribeResponse {
                         kind: Some(subscribe_response::Kind::Heartbeat(Heartbeat {
                             head_position,
                             head_occur_time,
                             server_time: Some(timestamp(now_micros())),
-                            scanned_position: if cursor == Position::START { String::new() } else { cursor.encode(&feed_id) },
+                            // A tenant is shown positions of its own events only: the
+                            // position scanned past reveals other tenants' writes.
+                            scanned_position: if shown_cursor == Position::START { String::new() } else { shown_cursor.encode(&feed_id) },
                         })),
                     };
                     next_heartbeat = Instant::now() + heartbeat_every;
@@ -215,8 +231,8 @@ impl EventFeedService for EventFeed {
         &self,
         request: Request<GetFeedHeadRequest>,
     ) -> Result<Response<GetFeedHeadResponse>, Status> {
-        caller(&request)?;
-        let (head_position, head_occur_time) = self.head().await?;
+        let caller = caller(&request)?;
+        let (head_position, head_occur_time) = self.head(&caller).await?;
         Ok(Response::new(GetFeedHeadResponse {
             head_position,
             head_occur_time,
