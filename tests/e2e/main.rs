@@ -10,4 +10,5 @@ mod crash;
 mod feed;
 mod foundation;
 mod planning;
+mod security;
 mod task;

@@ -430,6 +430,60 @@ mod tests {
     }
 
     #[test]
+    fn a_service_key_signs_only_its_own_service() {
+        let dir = std::env::temp_dir().join(format!("agilepm-kid-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("jwks.json");
+        // base64url of a 40-byte key.
+        let k = "c2VydmljZS1rZXktb2YtZm9ydHktYnl0ZXMtZm9yLXRoZS10ZXN0IQ";
+        std::fs::write(
+            &path,
+            format!(r#"{{"keys":[{{"kty":"oct","kid":"service.task","k":"{k}"}}]}}"#),
+        )
+        .unwrap();
+        let auth = Authenticator::new(KeySet::load(None, Some(&path)).unwrap(), false, None, None);
+        let key =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, k).unwrap();
+        let sign = |sub: &str, roles: &[&str], tenant: Option<&str>| {
+            let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+            header.kid = Some("service.task".into());
+            let claims = Claims {
+                sub: sub.into(),
+                tenant: tenant.map(str::to_owned),
+                roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                exp: jsonwebtoken::get_current_timestamp() + 60,
+                nbf: None,
+                iat: None,
+                iss: None,
+                aud: None,
+            };
+            let token = jsonwebtoken::encode(
+                &header,
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(&key).unwrap(),
+            )
+            .unwrap();
+            auth.authenticate(&headers(&[("authorization", &bearer(&token))]))
+        };
+        let own = sign("service:task", &["service"], None).unwrap();
+        assert_eq!(own.service_name(), Some(ServiceName::Task));
+        let impersonation = sign("service:coordinator", &["service"], None).unwrap_err();
+        assert!(
+            impersonation
+                .to_string()
+                .contains("must be signed by its own key"),
+            "{impersonation}"
+        );
+        let person = sign("ann", &["product_owner"], Some("acme")).unwrap_err();
+        assert!(
+            person
+                .to_string()
+                .contains("signs only that service's identity"),
+            "{person}"
+        );
+    }
+
+    #[test]
     fn a_person_cannot_act_for_another_tenant() {
         let token = Signer::shared(&secret())
             .unwrap()

@@ -1,0 +1,481 @@
+//! The trust boundary, tried as an attacker would, against real services: forged internal
+//! calls, expired and foreign tokens, rotated keys, and the role table enforced on every
+//! RPC of every service.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agilepm_platform::auth::access::{self, Guard};
+use agilepm_platform::auth::{AuthConfig, Caller, Role, Signer, TokenSpec};
+use agilepm_platform::client::PeerChannel;
+use agilepm_platform::config::ServiceName;
+use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
+use agilepm_proto::backlog::v1::{
+    BacklogItem, BacklogItemStatus, CommitBacklogItemRequest, GetBacklogItemRequest,
+    PlanBacklogItemRequest, ReconcileBacklogItemStatusRequest, ReconcileBacklogItemStatusesRequest,
+    ScheduleBacklogItemRequest,
+};
+use agilepm_proto::events::v1::GetFeedHeadRequest;
+use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
+use agilepm_proto::planning::v1::product_service_client::ProductServiceClient;
+use agilepm_proto::planning::v1::{CreateProductRequest, ListProductsRequest, Product};
+use agilepm_proto::task::v1::DefineTaskRequest;
+use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
+use agilepm_testkit::{Engine, TestSystem, channel, engine_tests};
+use base64::Engine as _;
+use secrecy::SecretString;
+use tonic::Code;
+use uuid::Uuid;
+
+engine_tests!(
+    a_tenant_cannot_forge_a_reconcile,
+    tokens_expire_name_their_audience_and_rotate_by_kid,
+    a_tenant_sees_only_its_own_feed_head,
+);
+
+/// A backlog item of `tenant` committed to a sprint, as planning would leave it.
+async fn committed_item(system: &TestSystem, tenant: &str) -> BacklogItem {
+    let mut planning = BacklogItemServiceClient::new(system.channel_as_service(
+        ServiceName::BacklogItem,
+        ServiceName::Planning,
+        tenant,
+    ));
+    let item = planning
+        .plan_backlog_item(PlanBacklogItemRequest {
+            request_id: Uuid::new_v4().to_string(),
+            product_id: Uuid::now_v7().to_string(),
+            summary: "Story with work left".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    planning
+        .schedule_backlog_item(ScheduleBacklogItemRequest {
+            id: item.id.clone(),
+            release_id: Uuid::now_v7().to_string(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    planning
+        .commit_backlog_item(CommitBacklogItemRequest {
+            id: item.id.clone(),
+            sprint_id: Uuid::now_v7().to_string(),
+            expected_version: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_item
+        .unwrap()
+}
+
+/// The attack from the issue: a tenant's own token, every tenant role, a reconcile that
+/// claims zero hours at revision 2^60. Refused; the item is untouched.
+async fn a_tenant_cannot_forge_a_reconcile(engine: Engine) {
+    let system = TestSystem::start(engine, &[ServiceName::BacklogItem]).await;
+    let item = committed_item(&system, "acme").await;
+    let forged = ReconcileBacklogItemStatusRequest {
+        id: item.id.clone(),
+        task_hours_remaining: 0,
+        task_count: 1,
+        task_revision: 1 << 60,
+        transition_mode: 0,
+    };
+    let address = system.address(ServiceName::BacklogItem);
+    let every_person_role = [
+        Role::ProductOwner,
+        Role::TeamMember,
+        Role::Viewer,
+        Role::Operator,
+    ];
+    let signed_tenant = agilepm_testkit::person_token("mallory", "acme", &every_person_role);
+    // Claiming the service role does not make a person a service.
+    let claims_service = agilepm_testkit::person_token("mallory", "acme", &[Role::Service]);
+    let refused = BacklogItemServiceClient::new(channel(address, &claims_service))
+        .reconcile_backlog_item_status(forged.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    let task_service = agilepm_testkit::service_token(ServiceName::Task);
+    for token in ["acme", signed_tenant.as_str(), task_service.as_str()] {
+        let mut client = BacklogItemServiceClient::new(channel(address, token));
+        let refused = client
+            .reconcile_backlog_item_status(forged.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+        assert!(
+            refused
+                .message()
+                .contains("only the coordinator service may call it"),
+            "{refused:?}"
+        );
+        let refused = client
+            .reconcile_backlog_item_statuses(ReconcileBacklogItemStatusesRequest {
+                reconciles: vec![forged.clone()],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        // Committing directly would skip planning's check of the sprint: refused too.
+        let refused = client
+            .commit_backlog_item(CommitBacklogItemRequest {
+                id: item.id.clone(),
+                sprint_id: Uuid::now_v7().to_string(),
+                expected_version: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied);
+    }
+    let after = BacklogItemServiceClient::new(system.channel(ServiceName::BacklogItem, "acme"))
+        .get_backlog_item(GetBacklogItemRequest {
+            id: item.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    assert_eq!(
+        (after.status, after.version),
+        (BacklogItemStatus::Committed as i32, item.version)
+    );
+    system.stop().await;
+}
+
+/// An Ed25519 key pair: the private key as a PEM file, the public half as a JWK.
+struct PersonKey {
+    kid: String,
+    pem: PathBuf,
+    jwk: serde_json::Value,
+}
+
+impl PersonKey {
+    fn generate(dir: &Path, kid: &str) -> PersonKey {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let pem = dir.join(format!("{kid}.pem"));
+        std::fs::write(&pem, pair.serialize_pem()).unwrap();
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key_raw());
+        PersonKey {
+            kid: kid.to_owned(),
+            pem,
+            jwk: serde_json::json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": x}),
+        }
+    }
+
+    fn signer(&self, audience: &str) -> Signer {
+        Signer::from_pem_file(&self.pem, &self.kid)
+            .unwrap()
+            .with_issuer_and_audience(None, Some(audience.into()))
+    }
+}
+
+fn write_key_set(path: &Path, keys: &[&PersonKey]) {
+    let set = serde_json::json!({ "keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() });
+    // Written beside and renamed, as a key distributor would, so no reader sees half a file.
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, serde_json::to_vec(&set).unwrap()).unwrap();
+    std::fs::rename(&temporary, path).unwrap();
+}
+
+fn product_client(system: &TestSystem, token: &str) -> ProductServiceClient<PeerChannel> {
+    ProductServiceClient::new(channel(system.address(ServiceName::Planning), token))
+}
+
+async fn list_products(system: &TestSystem, token: &str) -> Result<(), tonic::Status> {
+    product_client(system, token)
+        .list_products(ListProductsRequest::default())
+        .await
+        .map(|_| ())
+}
+
+/// Waits (10 s at most) until listing products with `token` answers `wanted`.
+async fn until_answer(system: &TestSystem, token: &str, wanted: Option<Code>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let code = list_products(system, token).await.err().map(|s| s.code());
+        if code == wanted {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {code:?}, waited for {wanted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn tokens_expire_name_their_audience_and_rotate_by_kid(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let first = PersonKey::generate(dir.path(), "people-1");
+    let second = PersonKey::generate(dir.path(), "people-2");
+    let jwks = dir.path().join("jwks.json");
+    write_key_set(&jwks, &[&first]);
+    let secret = SecretString::from(format!(
+        "{}{}",
+        Uuid::new_v4().simple(),
+        Uuid::new_v4().simple()
+    ));
+    let auth = AuthConfig::from_settings(
+        Some(secret),
+        Some(jwks.clone()),
+        None,
+        None,
+        Some("agilepm".into()),
+    )
+    .unwrap();
+    let system = TestSystem::start_with_auth(
+        engine,
+        &[
+            ServiceName::BacklogItem,
+            ServiceName::Task,
+            ServiceName::Planning,
+        ],
+        &[],
+        auth,
+    )
+    .await;
+    let ann = TokenSpec::person("ann", "acme", &[Role::ProductOwner, Role::TeamMember]);
+    let valid = first
+        .signer("agilepm")
+        .mint(&ann, Duration::from_secs(300))
+        .unwrap();
+
+    // The services' own identities are verified too: planning calls backlog-item, task
+    // calls backlog-item, all in strict mode.
+    let product = product_client(&system, &valid)
+        .create_product(CreateProductRequest {
+            request_id: Uuid::new_v4().to_string(),
+            product: Some(Product {
+                name: "Secured".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .product
+        .unwrap();
+    let item =
+        BacklogItemServiceClient::new(channel(system.address(ServiceName::BacklogItem), &valid))
+            .plan_backlog_item(PlanBacklogItemRequest {
+                request_id: Uuid::new_v4().to_string(),
+                product_id: product.id.clone(),
+                summary: "Story".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .backlog_item
+            .unwrap();
+    TaskServiceClient::new(channel(system.address(ServiceName::Task), &valid))
+        .define_task(DefineTaskRequest {
+            request_id: Uuid::new_v4().to_string(),
+            backlog_item_id: item.id.clone(),
+            name: "Task".into(),
+            hours_remaining: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let unauthenticated = |result: Result<(), tonic::Status>, says: &str| {
+        let status = result.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert!(
+            status.message().contains(says),
+            "{status:?} should say {says}"
+        );
+    };
+    // Expired, beyond the leeway.
+    let now = jsonwebtoken::get_current_timestamp();
+    let expired = jsonwebtoken::encode(
+        &{
+            let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+            header.kid = Some(first.kid.clone());
+            header
+        },
+        &serde_json::json!({"sub": "ann", "tenant": "acme", "roles": ["viewer"], "aud": "agilepm", "exp": now - 120}),
+        &jsonwebtoken::EncodingKey::from_ed_pem(&std::fs::read(&first.pem).unwrap()).unwrap(),
+    )
+    .unwrap();
+    unauthenticated(list_products(&system, &expired).await, "token expired");
+    // For another audience.
+    let foreign = first
+        .signer("another-system")
+        .mint(&ann, Duration::from_secs(300))
+        .unwrap();
+    unauthenticated(
+        list_products(&system, &foreign).await,
+        "token is for another audience",
+    );
+    // Signed by a key the set does not hold (yet).
+    let rotated = second
+        .signer("agilepm")
+        .mint(&ann, Duration::from_secs(300))
+        .unwrap();
+    unauthenticated(
+        list_products(&system, &rotated).await,
+        "unknown signing key \"people-2\"",
+    );
+    // A plain tenant id is development mode's token only.
+    unauthenticated(list_products(&system, "acme").await, "not a JWT");
+
+    // Rotation without a restart: publish the new key beside the old, then retire the old.
+    write_key_set(&jwks, &[&first, &second]);
+    until_answer(&system, &rotated, None).await;
+    list_products(&system, &valid).await.unwrap();
+    write_key_set(&jwks, &[&second]);
+    until_answer(&system, &valid, Some(Code::Unauthenticated)).await;
+    list_products(&system, &rotated).await.unwrap();
+    system.stop().await;
+}
+
+async fn a_tenant_sees_only_its_own_feed_head(engine: Engine) {
+    let system = TestSystem::start(engine, &[ServiceName::BacklogItem]).await;
+    let feed = |token: &str| {
+        EventFeedServiceClient::new(channel(system.address(ServiceName::BacklogItem), token))
+    };
+    committed_item(&system, "acme").await;
+    let head = |token: String| {
+        let mut client = feed(&token);
+        async move {
+            client
+                .get_feed_head(GetFeedHeadRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .head_position
+        }
+    };
+    let acme_before = head("acme".into()).await;
+    assert!(!acme_before.is_empty());
+    committed_item(&system, "globex").await;
+    let acme_after = head("acme".into()).await;
+    let globex = head("globex".into()).await;
+    let everyone = head(agilepm_testkit::operator_token()).await;
+    assert_eq!(acme_after, acme_before, "globex's writes moved acme's head");
+    assert_ne!(globex, acme_after);
+    assert_eq!(everyone, globex, "globex wrote last");
+    system.stop().await;
+}
+
+/// Every method of every agilepm service, called over real gRPC by every kind of caller,
+/// is admitted exactly when the role table admits it. The methods come from the
+/// descriptor set the servers are generated from, so a new RPC without a row fails here.
+///
+/// SQLite only: what is checked is the authentication layer in front of the handlers,
+/// which is the same code on either engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_rpc_admits_exactly_the_roles_in_the_table() {
+    agilepm_testkit::init();
+    let system = TestSystem::start(Engine::Sqlite, &ServiceName::ALL).await;
+    let server_of = |package: &str| match package {
+        "agilepm.backlog.v1" => Some(ServiceName::BacklogItem),
+        "agilepm.task.v1" => Some(ServiceName::Task),
+        "agilepm.planning.v1" => Some(ServiceName::Planning),
+        "agilepm.coordinator.v1" => Some(ServiceName::Coordinator),
+        // Every service serves a feed; the task service's is the one the coordinator reads.
+        "agilepm.events.v1" => Some(ServiceName::Task),
+        _ => None,
+    };
+    let mut callers: Vec<(String, String, Caller)> = Vec::new();
+    for role in [Role::ProductOwner, Role::TeamMember, Role::Viewer] {
+        callers.push((
+            role.to_string(),
+            agilepm_testkit::person_token("ann", "acme", &[role]),
+            Caller::person("ann".into(), "acme".into(), vec![role]),
+        ));
+    }
+    callers.push((
+        "system operator".into(),
+        agilepm_testkit::operator_token(),
+        Caller::system_operator("op".into(), None),
+    ));
+    for service in ServiceName::ALL {
+        callers.push((
+            format!("{service} service"),
+            agilepm_testkit::service_token(service),
+            Caller::service(service, None),
+        ));
+    }
+
+    let descriptors = <prost_types::FileDescriptorSet as prost::Message>::decode(
+        agilepm_proto::FILE_DESCRIPTOR_SET,
+    )
+    .unwrap();
+    let mut methods = 0;
+    for file in &descriptors.file {
+        let Some(server) = server_of(file.package()) else {
+            continue;
+        };
+        for service in &file.service {
+            for method in &service.method {
+                methods += 1;
+                let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                let Guard::Ruled(rule) = access::guard(&path) else {
+                    panic!("{path} has no row in the role table");
+                };
+                let mut admitted_anyone = false;
+                for (name, token, caller) in &callers {
+                    let admitted = access::authorize(caller, method.name(), &rule).is_ok();
+                    admitted_anyone |= admitted;
+                    let code = call(
+                        channel(system.address(server), token),
+                        &path,
+                        method.server_streaming(),
+                    )
+                    .await;
+                    if admitted {
+                        assert!(
+                            !matches!(code, Some(Code::PermissionDenied | Code::Unauthenticated)),
+                            "{path} as {name}: admitted by the table, refused with {code:?}"
+                        );
+                    } else {
+                        assert_eq!(
+                            code,
+                            Some(Code::PermissionDenied),
+                            "{path} as {name}: refused by the table"
+                        );
+                    }
+                }
+                assert!(admitted_anyone, "{path}: nobody may call it");
+            }
+        }
+    }
+    assert_eq!(
+        methods,
+        access::TABLE.len(),
+        "every row is a method and vice versa"
+    );
+    system.stop().await;
+}
+
+/// Calls `path` with an empty request (a valid encoding of every request message) and
+/// returns the status code, or `None` for success. Responses are decoded as `()`, which
+/// skips every field.
+async fn call(channel: PeerChannel, path: &str, streaming: bool) -> Option<Code> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path: http::uri::PathAndQuery = path.parse().unwrap();
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    let mut request = tonic::Request::new(());
+    request.set_timeout(Duration::from_secs(5));
+    if streaming {
+        grpc.server_streaming(request, path, codec)
+            .await
+            .err()
+            .map(|s| s.code())
+    } else {
+        grpc.unary(request, path, codec)
+            .await
+            .err()
+            .map(|s| s.code())
+    }
+}
