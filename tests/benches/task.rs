@@ -70,6 +70,7 @@ async fn run(name: &str, engine: Engine, existing: i64) {
         host: [127, 0, 0, 1].into(),
         ports: BTreeMap::new(),
         auth: agilepm_testkit::test_auth().clone(),
+        tls: Default::default(),
         db_max_connections: 32,
         external_endpoints: BTreeMap::new(),
     };

@@ -40,6 +40,7 @@ fn coordinator_config(system: &TestSystem, database_url: &str) -> SystemConfig {
         host: [127, 0, 0, 1].into(),
         ports: BTreeMap::new(),
         auth: agilepm_testkit::test_auth().clone(),
+        tls: Default::default(),
         db_max_connections: 4,
         external_endpoints: PEERS
             .iter()

@@ -12,3 +12,4 @@ mod foundation;
 mod planning;
 mod security;
 mod task;
+mod tls;

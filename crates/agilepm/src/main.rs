@@ -9,7 +9,7 @@ use agilepm::postgres::{ensure_database, with_database};
 use agilepm::system::{RunningSystem, SystemConfig};
 use agilepm_platform::auth::identity::{parse_subject, parse_tenant};
 use agilepm_platform::auth::{Role, TokenSpec};
-use agilepm_platform::config::{AuthArgs, ServiceName};
+use agilepm_platform::config::{AuthArgs, ServiceName, TlsArgs};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -88,6 +88,10 @@ struct DevArgs {
     /// How callers are authenticated; no key runs open (development mode).
     #[command(flatten)]
     auth: AuthArgs,
+    /// TLS for the four servers and the calls between them; plaintext without a
+    /// certificate.
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[tokio::main]
@@ -198,6 +202,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         host: args.host,
         ports,
         auth: auth.clone(),
+        tls: args.tls.resolve()?,
         db_max_connections: 16,
         external_endpoints: BTreeMap::new(),
     };

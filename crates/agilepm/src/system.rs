@@ -5,12 +5,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use agilepm_platform::auth::AuthConfig;
-use agilepm_platform::config::{CommonConfig, Peers, ServiceName};
+use agilepm_platform::config::{CommonConfig, Peers, ServiceName, TlsConfig};
 use anyhow::Context as _;
 use futures::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::ClientTlsConfig;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -41,6 +42,8 @@ pub struct SystemConfig {
     /// How every service started here authenticates (one configuration, so that in
     /// development mode they share the random secret they prove their identities with).
     pub auth: AuthConfig,
+    /// TLS for every service started here (plaintext when it has no server certificate).
+    pub tls: TlsConfig,
     /// Connection pool ceiling per service.
     pub db_max_connections: u32,
     /// Endpoints of services not started here (e.g. a stand-in in a test).
@@ -72,6 +75,10 @@ impl ServiceNameKey {
 /// Services running in this process.
 pub struct RunningSystem {
     addresses: BTreeMap<ServiceNameKey, SocketAddr>,
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// How this process's own health checks reach TLS servers.
+    client_tls: Option<ClientTlsConfig>,
     shutdown: CancellationToken,
     tasks: Vec<(ServiceName, JoinHandle<anyhow::Result<()>>)>,
 }
@@ -94,12 +101,17 @@ impl RunningSystem {
         for (key, listener) in &listeners {
             addresses.insert(*key, listener.local_addr()?);
         }
+        let scheme = if config.tls.server.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let endpoint = |name: ServiceName| -> String {
             match (
                 addresses.get(&name.into()),
                 config.external_endpoints.get(&name.into()),
             ) {
-                (Some(address), _) => format!("http://{address}"),
+                (Some(address), _) => format!("{scheme}://{address}"),
                 (None, Some(endpoint)) => endpoint.clone(),
                 (None, None) => name.default_endpoint(),
             }
@@ -118,14 +130,22 @@ impl RunningSystem {
                 listen: addresses[&key],
                 database_url: config.databases[&key].clone(),
                 auth: config.auth.clone(),
+                tls: config.tls.clone(),
                 db_max_connections: config.db_max_connections,
                 peers: peers.clone(),
             };
             let task = tokio::spawn(run_service(config, listener, shutdown.child_token()));
             tasks.push((name, task));
         }
+        let client_tls = if config.tls.client.is_empty() {
+            None
+        } else {
+            Some(config.tls.client.config()?)
+        };
         Ok(RunningSystem {
             addresses,
+            scheme,
+            client_tls,
             shutdown,
             tasks,
         })
@@ -136,10 +156,10 @@ impl RunningSystem {
         self.addresses.get(&service.into()).copied()
     }
 
-    /// `http://ADDRESS` of `service`.
+    /// `http://ADDRESS` (or `https://`) of `service`.
     pub fn endpoint(&self, service: ServiceName) -> String {
         self.address(service)
-            .map(|a| format!("http://{a}"))
+            .map(|a| format!("{}://{a}", self.scheme))
             .unwrap_or_else(|| service.default_endpoint())
     }
 
@@ -155,6 +175,7 @@ impl RunningSystem {
     pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         for (name, address) in self.services().collect::<Vec<_>>() {
+            let endpoint = self.endpoint(name);
             loop {
                 if let Some((_, task)) = self.tasks.iter_mut().find(|(n, _)| *n == name)
                     && task.is_finished()
@@ -162,7 +183,7 @@ impl RunningSystem {
                     let outcome = task.await;
                     anyhow::bail!("{name} stopped during start-up: {outcome:?}");
                 }
-                if is_serving(address).await {
+                if is_serving_at(&endpoint, self.client_tls.as_ref()).await {
                     break;
                 }
                 if tokio::time::Instant::now() > deadline {
@@ -208,11 +229,22 @@ impl RunningSystem {
     }
 }
 
-/// Whether the server at `address` answers health `SERVING`.
+/// Whether the plaintext server at `address` answers health `SERVING`.
 pub async fn is_serving(address: SocketAddr) -> bool {
-    let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{address}")) else {
+    is_serving_at(&format!("http://{address}"), None).await
+}
+
+/// Whether the server at `endpoint` (`http://` or `https://`) answers health `SERVING`.
+pub async fn is_serving_at(endpoint: &str, tls: Option<&ClientTlsConfig>) -> bool {
+    let Ok(mut channel) = tonic::transport::Endpoint::from_shared(endpoint.to_owned()) else {
         return false;
     };
+    if endpoint.starts_with("https://") {
+        let Ok(with_tls) = channel.tls_config(tls.cloned().unwrap_or_default()) else {
+            return false;
+        };
+        channel = with_tls;
+    }
     let Ok(channel) = channel
         .connect_timeout(Duration::from_millis(200))
         .connect()

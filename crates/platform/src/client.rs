@@ -7,7 +7,7 @@ use opentelemetry::propagation::TextMapPropagator as _;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -54,12 +54,23 @@ pub fn connect_lazy(
     endpoint: &str,
     credentials: Option<Credentials>,
 ) -> anyhow::Result<PeerChannel> {
+    connect_lazy_tls(endpoint, credentials, None)
+}
+
+/// Like [`connect_lazy`], with TLS for an `https://` endpoint: the CA that verifies the
+/// peer and the certificate presented to it come from `tls`.
+pub fn connect_lazy_tls(
+    endpoint: &str,
+    credentials: Option<Credentials>,
+    tls: Option<&ClientTlsConfig>,
+) -> anyhow::Result<PeerChannel> {
     connect(
         endpoint,
         Outgoing {
             credentials,
             acting_for: None,
         },
+        tls,
     )
 }
 
@@ -76,11 +87,20 @@ pub fn connect_lazy_acting_for(
             credentials: Some(credentials),
             acting_for: Some(MetadataValue::try_from(tenant)?),
         },
+        None,
     )
 }
 
-fn connect(endpoint: &str, outgoing: Outgoing) -> anyhow::Result<PeerChannel> {
-    let channel = Endpoint::from_shared(endpoint.to_owned())?
+fn connect(
+    endpoint: &str,
+    outgoing: Outgoing,
+    tls: Option<&ClientTlsConfig>,
+) -> anyhow::Result<PeerChannel> {
+    let mut builder = Endpoint::from_shared(endpoint.to_owned())?;
+    if endpoint.starts_with("https://") {
+        builder = builder.tls_config(tls.cloned().unwrap_or_default())?;
+    }
+    let channel = builder
         .connect_timeout(Duration::from_secs(2))
         .timeout(DEFAULT_DEADLINE)
         .tcp_nodelay(true)

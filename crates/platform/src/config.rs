@@ -8,6 +8,7 @@ use clap::Args;
 use secrecy::SecretString;
 
 use crate::auth::AuthConfig;
+use crate::tls::{ClientTlsFiles, ServerTlsFiles};
 
 /// Settings every service accepts. Each service flattens this into its own `clap` parser
 /// and adds its peers' addresses.
@@ -23,6 +24,9 @@ pub struct CommonArgs {
 
     #[command(flatten)]
     pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Largest number of database connections this service opens.
     #[arg(long, env = "AGILEPM_DB_MAX_CONNECTIONS", default_value_t = 16)]
@@ -54,6 +58,7 @@ impl CommonArgs {
                 .clone()
                 .unwrap_or_else(|| format!("sqlite://data/{}.db", service.as_str())),
             auth: self.auth.resolve()?,
+            tls: self.tls.resolve()?,
             db_max_connections: self.db_max_connections.max(1),
             peers: Peers {
                 backlog_item: self
@@ -129,6 +134,8 @@ pub struct CommonConfig {
     pub database_url: String,
     /// How callers are authenticated and how this service proves who it is.
     pub auth: AuthConfig,
+    /// TLS for this server and for calls to peers.
+    pub tls: TlsConfig,
     /// Connection pool ceiling.
     pub db_max_connections: u32,
     /// Where the other services are.
@@ -197,5 +204,69 @@ impl ServiceName {
 impl std::fmt::Display for ServiceName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// TLS settings. A server speaks TLS when given a certificate and key; a client uses TLS
+/// for peers whose endpoint is `https://`.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// This server's certificate chain (PEM); re-read when it changes or on SIGHUP.
+    #[arg(long, env = "AGILEPM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// This server's private key (PEM).
+    #[arg(long, env = "AGILEPM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "AGILEPM_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// The CA (PEM) that signed the peers' server certificates.
+    #[arg(long, env = "AGILEPM_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// The certificate (PEM) this service presents to peers that require one; defaults to
+    /// the server certificate.
+    #[arg(long, env = "AGILEPM_TLS_CLIENT_CERT", requires = "tls_client_key")]
+    pub tls_client_cert: Option<PathBuf>,
+    /// Its private key (PEM); defaults to the server key.
+    #[arg(long, env = "AGILEPM_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    pub tls_client_key: Option<PathBuf>,
+}
+
+/// Resolved TLS settings.
+#[derive(Debug, Clone, Default)]
+pub struct TlsConfig {
+    /// The server side, when it speaks TLS.
+    pub server: Option<ServerTlsFiles>,
+    /// The client side, for calls to `https://` peers.
+    pub client: ClientTlsFiles,
+}
+
+impl TlsArgs {
+    /// The settings these flags describe.
+    pub fn resolve(&self) -> anyhow::Result<TlsConfig> {
+        let server = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(ServerTlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        // A service presents its server certificate to peers unless told otherwise, as
+        // service meshes do (the certificate then carries both server and client use).
+        let (cert, key) = match (&self.tls_client_cert, &self.tls_client_key, &server) {
+            (Some(cert), Some(key), _) => (Some(cert.clone()), Some(key.clone())),
+            (None, None, Some(server)) => (Some(server.cert.clone()), Some(server.key.clone())),
+            _ => (None, None),
+        };
+        Ok(TlsConfig {
+            server,
+            client: ClientTlsFiles {
+                ca: self.tls_ca.clone(),
+                cert,
+                key,
+            },
+        })
     }
 }

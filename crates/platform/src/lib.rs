@@ -11,6 +11,7 @@
 //! | [`rank`] | lexicographic rank keys for ordered lists (backlogs, use cases) |
 //! | [`ranked`] | a table-backed list ordered by rank keys: append, place next to, respace |
 //! | [`time`] | stored times and protobuf timestamps |
+//! | [`tls`] | rustls for servers (reloading certificates, mTLS) and clients |
 //! | [`telemetry`] | logs, traces, W3C propagation, OTLP export |
 //! | [`server`] | gRPC server with health, reflection, tracing, graceful shutdown |
 //! | [`service`] | the life of a service process: database, auth, feed, serve |
@@ -42,6 +43,7 @@ pub mod service;
 pub mod statement;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod validate;
 
 pub use error::{AppError, AppResult};

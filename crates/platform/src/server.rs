@@ -20,6 +20,7 @@ use crate::auth::Authenticator;
 use crate::auth::layer::AuthLayer;
 use crate::db::Db;
 use crate::telemetry::HeaderExtractor;
+use crate::tls::ServerTls;
 
 /// A server under construction: add services, then [`GrpcServer::serve`].
 pub struct GrpcServer {
@@ -27,6 +28,7 @@ pub struct GrpcServer {
     names: Vec<&'static str>,
     health: HealthReporter,
     authenticator: Authenticator,
+    tls: Option<ServerTls>,
 }
 
 impl GrpcServer {
@@ -41,7 +43,14 @@ impl GrpcServer {
             names: Vec::new(),
             health,
             authenticator,
+            tls: None,
         }
+    }
+
+    /// Serves TLS (and mutual TLS when `tls` requires client certificates).
+    pub fn with_tls(mut self, tls: Option<ServerTls>) -> GrpcServer {
+        self.tls = tls;
+        self
     }
 
     /// Adds a domain service.
@@ -80,6 +89,7 @@ impl GrpcServer {
             names,
             health,
             authenticator,
+            tls,
         } = self;
         for name in &names {
             health
@@ -117,21 +127,33 @@ impl GrpcServer {
         }
 
         let address = listener.local_addr()?;
-        // Accepted sockets get TCP_NODELAY here: the builder's setting only applies to
-        // listeners tonic binds itself, and without it small responses wait ~40 ms for
-        // delayed ACKs.
-        let incoming = tonic::transport::server::TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(Duration::from_secs(60)));
-        tracing::info!(%address, services = ?names, "serving gRPC");
-        tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .layer(TraceLayer::new_for_grpc().make_span_with(request_span))
             .layer(AuthLayer::new(authenticator))
-            .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-            .await?;
+            .add_routes(routes.routes());
+        match tls {
+            Some(tls) => {
+                tracing::info!(%address, services = ?names, "serving gRPC over TLS");
+                let incoming = tls.incoming(listener, shutdown.clone());
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+                    .await?;
+            }
+            None => {
+                // Accepted sockets get TCP_NODELAY here: the builder's setting only applies
+                // to listeners tonic binds itself, and without it small responses wait
+                // ~40 ms for delayed ACKs.
+                let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .with_keepalive(Some(Duration::from_secs(60)));
+                tracing::info!(%address, services = ?names, "serving gRPC");
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+                    .await?;
+            }
+        }
         tracing::info!(%address, "server stopped");
         Ok(())
     }

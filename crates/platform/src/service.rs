@@ -12,10 +12,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Credentials;
+use crate::client::{PeerChannel, connect_lazy_tls};
 use crate::config::{CommonArgs, CommonConfig, ServiceName};
 use crate::db::{Db, Migrations};
 use crate::feed::{EventFeed, FeedOptions};
 use crate::server::GrpcServer;
+use crate::tls::ServerTls;
+use tonic::transport::ClientTlsConfig;
 
 /// What a service hands its gRPC adapters.
 #[derive(Clone)]
@@ -26,11 +29,25 @@ pub struct ServiceContext {
     pub db: Db,
     /// What this service presents to its peers: its own identity, renewed as it expires.
     pub credentials: Credentials,
+    /// TLS for calls to `https://` peers.
+    pub client_tls: Option<ClientTlsConfig>,
     /// Cancelled when the process shuts down.
     pub shutdown: CancellationToken,
     /// Background work that ends on `shutdown` but still needs the database to finish
     /// (e.g. releasing a lease): the database closes only after it has.
     pub tasks: TaskTracker,
+}
+
+impl ServiceContext {
+    /// A lazily connected channel to the peer at `endpoint`, presenting this service's
+    /// identity (and its client certificate, for an `https://` peer that asks for one).
+    pub fn connect(&self, endpoint: &str) -> anyhow::Result<PeerChannel> {
+        connect_lazy_tls(
+            endpoint,
+            Some(self.credentials.clone()),
+            self.client_tls.as_ref(),
+        )
+    }
 }
 
 /// How long background work may take to finish after shutdown before the database is
@@ -76,15 +93,25 @@ where
              or AGILEPM_AUTH_JWKS in production."
         );
     }
+    let server_tls = match &config.tls.server {
+        Some(files) => Some(ServerTls::load(files, &shutdown)?),
+        None => None,
+    };
+    let client_tls = if config.tls.client.is_empty() {
+        None
+    } else {
+        Some(config.tls.client.config()?)
+    };
     let context = ServiceContext {
         credentials: config.auth.service_credentials(spec.name)?,
+        client_tls,
         config,
         db: db.clone(),
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
     };
     let tasks = context.tasks.clone();
-    let mut server = GrpcServer::new(authenticator);
+    let mut server = GrpcServer::new(authenticator).with_tls(server_tls);
     if spec.serves_feed {
         let feed = EventFeed::new(db.clone(), FeedOptions::default(), shutdown.clone()).await?;
         server = server.add_service(EventFeedServiceServer::new(feed));

@@ -13,7 +13,7 @@ use std::time::Duration;
 use agilepm::system::{RunningSystem, SystemConfig};
 use agilepm_platform::auth::{AuthConfig, Credentials, Role, TokenSpec};
 use agilepm_platform::client::{PeerChannel, connect_lazy};
-use agilepm_platform::config::ServiceName;
+use agilepm_platform::config::{ServiceName, TlsConfig};
 pub use agilepm_platform::db::Engine;
 use agilepm_platform::db::{Db, Migrations, NO_MIGRATIONS};
 use agilepm_platform::feed::{EventFeed, FeedOptions};
@@ -231,6 +231,43 @@ impl TestSystem {
         external: &[(ServiceName, String)],
         auth: AuthConfig,
     ) -> TestSystem {
+        TestSystem::start_secured(engine, services, external, auth, TlsConfig::default()).await
+    }
+
+    /// `services`, each on the database URL given (which the caller owns and cleans up).
+    pub async fn start_on_databases(services: &[(ServiceName, String)]) -> TestSystem {
+        let config = SystemConfig {
+            databases: services
+                .iter()
+                .map(|(service, url)| ((*service).into(), url.clone()))
+                .collect(),
+            host: [127, 0, 0, 1].into(),
+            ports: BTreeMap::new(),
+            auth: test_auth().clone(),
+            tls: TlsConfig::default(),
+            db_max_connections: TEST_POOL_SIZE,
+            external_endpoints: BTreeMap::new(),
+        };
+        let mut system = RunningSystem::start(config).await.expect("start services");
+        system
+            .wait_ready(Duration::from_secs(30))
+            .await
+            .expect("services ready");
+        TestSystem {
+            system: Some(system),
+            services: Vec::new(),
+            databases: Vec::new(),
+        }
+    }
+
+    /// Like [`TestSystem::start_with_auth`], serving and calling peers with `tls`.
+    pub async fn start_secured(
+        engine: Engine,
+        services: &[ServiceName],
+        external: &[(ServiceName, String)],
+        auth: AuthConfig,
+        tls: TlsConfig,
+    ) -> TestSystem {
         let mut databases = Vec::new();
         let mut urls = BTreeMap::new();
         for service in services {
@@ -243,6 +280,7 @@ impl TestSystem {
             host: [127, 0, 0, 1].into(),
             ports: BTreeMap::new(),
             auth,
+            tls,
             db_max_connections: TEST_POOL_SIZE,
             external_endpoints: external
                 .iter()

@@ -13,7 +13,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agilepm_platform::client::connect_lazy;
 use agilepm_platform::config::{CommonConfig, ServiceName};
 use agilepm_platform::db::{Db, Migrations};
 use agilepm_platform::follower::{DbCheckpoint, FollowOptions, follow};
@@ -73,13 +72,12 @@ pub async fn run(
         listener,
         shutdown,
         |context, server| async move {
-            let token = Some(context.credentials.clone());
             let peers = &context.config.peers;
             let backlog_items =
-                BacklogItemServiceClient::new(connect_lazy(&peers.backlog_item, token.clone())?);
-            let tasks = TaskServiceClient::new(connect_lazy(&peers.task, token.clone())?);
-            let products = ProductServiceClient::new(connect_lazy(&peers.planning, token.clone())?);
-            let feed = EventFeedServiceClient::new(connect_lazy(&peers.task, token.clone())?);
+                BacklogItemServiceClient::new(context.connect(&peers.backlog_item)?);
+            let tasks = TaskServiceClient::new(context.connect(&peers.task)?);
+            let products = ProductServiceClient::new(context.connect(&peers.planning)?);
+            let feed = EventFeedServiceClient::new(context.connect(&peers.task)?);
             let progress = Arc::new(Progress::default());
             let modes = modes::Modes::new(backlog_items.clone(), products);
             let reconciler = Reconciler::new(

@@ -1,7 +1,6 @@
 //! The planning service: owns Product, UseCase, Release and Sprint, runs the planning
 //! game across aggregates, and produces the burndown and velocity reports.
 
-use agilepm_platform::client::connect_lazy;
 use agilepm_platform::config::{CommonConfig, ServiceName};
 use agilepm_platform::db::{Db, Migrations};
 use agilepm_platform::service::ServiceSpec;
@@ -59,18 +58,13 @@ pub async fn run(
         listener,
         shutdown,
         |context, server| async move {
-            let token = Some(context.credentials.clone());
             let api = PlanningApi {
                 db: context.db.clone(),
                 peers: peers::Peers {
-                    backlog_items: BacklogItemServiceClient::new(connect_lazy(
-                        &context.config.peers.backlog_item,
-                        token.clone(),
-                    )?),
-                    tasks: TaskServiceClient::new(connect_lazy(
-                        &context.config.peers.task,
-                        token.clone(),
-                    )?),
+                    backlog_items: BacklogItemServiceClient::new(
+                        context.connect(&context.config.peers.backlog_item)?,
+                    ),
+                    tasks: TaskServiceClient::new(context.connect(&context.config.peers.task)?),
                 },
             };
             Ok(server

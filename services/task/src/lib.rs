@@ -1,7 +1,6 @@
 //! The task service: owns the Task aggregate, its daily estimation log and the
 //! per-backlog-item hour totals the coordinator reconciles from.
 
-use agilepm_platform::client::connect_lazy;
 use agilepm_platform::config::{CommonConfig, ServiceName};
 use agilepm_platform::db::Migrations;
 use agilepm_platform::service::ServiceSpec;
@@ -46,10 +45,8 @@ pub async fn run(
         listener,
         shutdown,
         |context, server| async move {
-            let backlog_items = BacklogItemServiceClient::new(connect_lazy(
-                &context.config.peers.backlog_item,
-                Some(context.credentials.clone()),
-            )?);
+            let backlog_items =
+                BacklogItemServiceClient::new(context.connect(&context.config.peers.backlog_item)?);
             let api = TaskApi::new(context.db.clone(), backlog_items);
             Ok(server.add_service(TaskServiceServer::new(api)))
         },
