@@ -78,7 +78,36 @@ impl Fixture {
         ids
     }
 
+    /// Records `product` for `tenant` as the planning service does when it is created.
+    async fn register(&self, tenant: &str, product: &str) {
+        self.record_mode(tenant, product, StatusTransitionMode::Automatic, 1)
+            .await;
+    }
+
+    /// Records `product`'s transition mode at `version`, as planning does on a switch.
+    async fn record_mode(
+        &self,
+        tenant: &str,
+        product: &str,
+        mode: StatusTransitionMode,
+        version: i64,
+    ) -> i32 {
+        self.as_planning(tenant)
+            .sync_products(SyncProductsRequest {
+                products: vec![ProductFacts {
+                    product_id: product.into(),
+                    status_transition_mode: mode as i32,
+                    product_version: version,
+                }],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .applied
+    }
+
     async fn plan(&self, tenant: &str, product: &str, summary: &str) -> BacklogItem {
+        self.register(tenant, product).await;
         self.client(tenant)
             .plan_backlog_item(PlanBacklogItemRequest {
                 request_id: Uuid::new_v4().to_string(),
@@ -288,6 +317,7 @@ async fn illegal_transitions_are_refused_naming_the_rule(engine: Engine) {
 async fn planning_is_idempotent_on_request_id(engine: Engine) {
     let f = Fixture::start(engine).await;
     let p = product();
+    f.register("acme", &p).await;
     let request = PlanBacklogItemRequest {
         request_id: "plan-once".into(),
         product_id: p.clone(),
@@ -464,6 +494,7 @@ async fn many_moves_into_one_spot_rebalance_and_keep_the_order(engine: Engine) {
 async fn priority_ordering_and_filters(engine: Engine) {
     let f = Fixture::start(engine).await;
     let p = product();
+    f.register("acme", &p).await;
     let mut c = f.as_planning("acme");
     let rated = |benefit, cost| BusinessPriority {
         benefit,
@@ -634,8 +665,9 @@ async fn reconcile_ignores_stale_and_duplicate_revisions(engine: Engine) {
         .unwrap()
         .into_inner();
     assert_eq!(outcome(&r), ReconcileOutcome::Unchanged);
+    // The product is AUTOMATIC: a caller naming MANUAL does not hold the item back.
     let r = c
-        .reconcile_backlog_item_status(basis(&item.id, 0, 2, 5, auto))
+        .reconcile_backlog_item_status(basis(&item.id, 0, 2, 5, StatusTransitionMode::Manual))
         .await
         .unwrap()
         .into_inner();
@@ -688,7 +720,8 @@ async fn reconcile_ignores_stale_and_duplicate_revisions(engine: Engine) {
         1,
         "{outcomes:?}"
     );
-    let now = c
+    let now = f
+        .client("acme")
         .get_backlog_item(GetBacklogItemRequest {
             id: item.id.clone(),
         })
@@ -822,7 +855,8 @@ async fn a_reconcile_batch_answers_each_basis_and_refuses_malformed_calls_whole(
             error.message()
         );
     }
-    let b_now = c
+    let b_now = f
+        .client("acme")
         .get_backlog_item(GetBacklogItemRequest { id: b.id.clone() })
         .await
         .unwrap()
@@ -844,9 +878,16 @@ async fn manual_mode_flags_and_accepts_by_hand(engine: Engine) {
     let f = Fixture::start(engine).await;
     let item = committed_item(&f, "acme").await;
     let mut c = f.as_coordinator("acme");
-    let manual = StatusTransitionMode::Manual;
+    let (manual, auto) = (
+        StatusTransitionMode::Manual,
+        StatusTransitionMode::Automatic,
+    );
+    assert_eq!(f.record_mode("acme", &item.product_id, manual, 2).await, 1);
+    // An older fact does not undo the switch.
+    assert_eq!(f.record_mode("acme", &item.product_id, auto, 1).await, 0);
+    // The mode a caller names is ignored: the recorded MANUAL applies.
     let r = c
-        .reconcile_backlog_item_status(basis(&item.id, 0, 3, 1, manual))
+        .reconcile_backlog_item_status(basis(&item.id, 0, 3, 1, auto))
         .await
         .unwrap()
         .into_inner();

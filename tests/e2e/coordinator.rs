@@ -273,7 +273,7 @@ impl Sprinting {
     }
 }
 
-fn estimate(id: &str, hours: i32, day: u32) -> EstimateTaskHoursRemainingRequest {
+pub fn estimate(id: &str, hours: i32, day: u32) -> EstimateTaskHoursRemainingRequest {
     EstimateTaskHoursRemainingRequest {
         id: id.into(),
         hours_remaining: hours,

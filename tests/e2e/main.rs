@@ -10,6 +10,7 @@ mod crash;
 mod feed;
 mod foundation;
 mod planning;
+mod references;
 mod security;
 mod task;
 mod tls;

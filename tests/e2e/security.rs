@@ -40,10 +40,12 @@ async fn committed_item(system: &TestSystem, tenant: &str) -> BacklogItem {
         ServiceName::Planning,
         tenant,
     ));
+    let product_id = Uuid::now_v7().to_string();
+    system.record_product(tenant, &product_id).await;
     let item = planning
         .plan_backlog_item(PlanBacklogItemRequest {
             request_id: Uuid::new_v4().to_string(),
-            product_id: Uuid::now_v7().to_string(),
+            product_id,
             summary: "Story with work left".into(),
             ..Default::default()
         })

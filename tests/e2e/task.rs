@@ -66,10 +66,12 @@ impl Fixture {
             ServiceName::Planning,
             tenant,
         ));
+        let product_id = Uuid::now_v7().to_string();
+        backlog.record_product(tenant, &product_id).await;
         let id = items
             .plan_backlog_item(PlanBacklogItemRequest {
                 request_id: Uuid::new_v4().to_string(),
-                product_id: Uuid::now_v7().to_string(),
+                product_id,
                 summary: "story".into(),
                 ..Default::default()
             })

@@ -249,10 +249,12 @@ async fn postgres_connections_verify_the_server() {
     );
     let system =
         TestSystem::start_on_databases(&[(ServiceName::BacklogItem, verified.clone())]).await;
+    let product_id = Uuid::now_v7().to_string();
+    system.record_product("acme", &product_id).await;
     BacklogItemServiceClient::new(system.channel(ServiceName::BacklogItem, "acme"))
         .plan_backlog_item(PlanBacklogItemRequest {
             request_id: Uuid::new_v4().to_string(),
-            product_id: Uuid::now_v7().to_string(),
+            product_id,
             summary: "Stored over TLS".into(),
             ..Default::default()
         })

@@ -1,6 +1,8 @@
-//! A list stored in a table and ordered by [`rank`](crate::rank) keys within a product:
-//! a product backlog, a product's use cases. Every such table has `id`, `product_id` and
-//! `rank` columns and a unique index on `(product_id, rank)`.
+//! A list stored in a table and ordered by [`rank`](crate::rank) keys within a tenant's
+//! product: a product backlog, a product's use cases. Every such table has `id`,
+//! `tenant_id`, `product_id` and `rank` columns and a unique index on
+//! `(tenant_id, product_id, rank)`: a list never reaches into another tenant's rows, even
+//! under a product id that tenant also uses.
 //!
 //! Placing a row writes that row only, except when repeated moves into one gap have
 //! grown the key past [`MAX_KEY_LEN`](crate::rank::MAX_KEY_LEN): then the whole list is
@@ -38,29 +40,31 @@ macro_rules! ranked_list {
             last: concat!(
                 "SELECT rank FROM ",
                 $table,
-                " WHERE product_id = $1 ORDER BY rank DESC LIMIT 1"
+                " WHERE tenant_id = $1 AND product_id = $2 ORDER BY rank DESC LIMIT 1"
             ),
             before: concat!(
                 "SELECT rank FROM ",
                 $table,
-                " WHERE product_id = $1 AND rank < $2 AND id <> $3 ORDER BY rank DESC LIMIT 1"
+                " WHERE tenant_id = $1 AND product_id = $2 AND rank < $3 AND id <> $4 \
+                 ORDER BY rank DESC LIMIT 1"
             ),
             after: concat!(
                 "SELECT rank FROM ",
                 $table,
-                " WHERE product_id = $1 AND rank > $2 AND id <> $3 ORDER BY rank LIMIT 1"
+                " WHERE tenant_id = $1 AND product_id = $2 AND rank > $3 AND id <> $4 \
+                 ORDER BY rank LIMIT 1"
             ),
             ids_in_order: concat!(
                 "SELECT id FROM ",
                 $table,
-                " WHERE product_id = $1 ORDER BY rank"
+                " WHERE tenant_id = $1 AND product_id = $2 ORDER BY rank"
             ),
             // Temporary keys sort after every real key ('~' > 'z'), so the unique index
             // never sees a collision while the list is rewritten.
             park_all: concat!(
                 "UPDATE ",
                 $table,
-                " SET rank = '~' || id WHERE product_id = $1"
+                " SET rank = '~' || id WHERE tenant_id = $1 AND product_id = $2"
             ),
             set_rank: concat!("UPDATE ", $table, " SET rank = $1 WHERE id = $2"),
         }
@@ -79,13 +83,15 @@ pub struct Anchor<'a> {
 }
 
 impl RankedList {
-    /// The key of a row appended at the end of `product_id`'s list.
+    /// The key of a row appended at the end of `tenant_id`'s `product_id` list.
     pub async fn key_at_end(
         &self,
         conn: &mut AnyConnection,
+        tenant_id: &str,
         product_id: &str,
     ) -> Result<String, sqlx::Error> {
         let last: Option<String> = sqlx::query_scalar(self.last)
+            .bind(tenant_id)
             .bind(product_id)
             .fetch_optional(conn)
             .await?;
@@ -98,6 +104,7 @@ impl RankedList {
     pub async fn key_next_to(
         &self,
         conn: &mut AnyConnection,
+        tenant_id: &str,
         product_id: &str,
         moving_id: &str,
         anchor: Anchor<'_>,
@@ -108,6 +115,7 @@ impl RankedList {
             self.after
         };
         let neighbour: Option<String> = sqlx::query_scalar(sql)
+            .bind(tenant_id)
             .bind(product_id)
             .bind(anchor.rank)
             .bind(moving_id)
@@ -123,6 +131,7 @@ impl RankedList {
         }
         // Too many moves into one gap: respace the whole list with the row in place.
         let mut order: Vec<String> = sqlx::query_scalar(self.ids_in_order)
+            .bind(tenant_id)
             .bind(product_id)
             .fetch_all(&mut *conn)
             .await?;
@@ -136,6 +145,7 @@ impl RankedList {
             moving_id.to_owned(),
         );
         sqlx::query(self.park_all)
+            .bind(tenant_id)
             .bind(product_id)
             .execute(&mut *conn)
             .await?;

@@ -341,6 +341,28 @@ impl TestSystem {
         .expect("valid endpoint")
     }
 
+    /// Records `product_id` for `tenant` in the backlog-item service, as the planning
+    /// service does when a product is created: for tests that run backlog-item without
+    /// planning.
+    pub async fn record_product(&self, tenant: &str, product_id: &str) {
+        use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
+        use agilepm_proto::backlog::v1::{ProductFacts, SyncProductsRequest};
+        BacklogItemServiceClient::new(self.channel_as_service(
+            ServiceName::BacklogItem,
+            ServiceName::Planning,
+            tenant,
+        ))
+        .sync_products(SyncProductsRequest {
+            products: vec![ProductFacts {
+                product_id: product_id.to_owned(),
+                status_transition_mode: 1,
+                product_version: 1,
+            }],
+        })
+        .await
+        .expect("record the product");
+    }
+
     /// Stops the services gracefully, failing the test if one of them failed.
     pub async fn stop(mut self) {
         if let Some(system) = self.system.take() {

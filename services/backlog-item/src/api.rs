@@ -236,7 +236,10 @@ impl BacklogItemApi {
             if let Some(existing) = store::by_request_id(uow.conn(), tenant, &request_id).await? {
                 return Ok(existing);
             }
-            let rank = store::BACKLOG.key_at_end(uow.conn(), &product_id).await?;
+            check_references(&mut uow, tenant, &product_id, &derived_from_ids).await?;
+            let rank = store::BACKLOG
+                .key_at_end(uow.conn(), tenant, &product_id)
+                .await?;
             let now = now_micros();
             let item = BacklogItem {
                 id: Uuid::now_v7().to_string(),
@@ -335,7 +338,13 @@ impl BacklogItemApi {
                 before: before_anchor,
             };
             let new_rank = store::BACKLOG
-                .key_next_to(uow.conn(), &before.product_id, &id, place)
+                .key_next_to(
+                    uow.conn(),
+                    &before.tenant_id,
+                    &before.product_id,
+                    &id,
+                    place,
+                )
                 .await?;
             let now = now_micros();
             let after = BacklogItem {
@@ -392,8 +401,8 @@ fn parse_reconcile(
     if request.task_revision < 1 {
         return Err(AppError::invalid("task_revision", "must be at least 1"));
     }
-    let mode = StatusTransitionMode::try_from(request.transition_mode)
-        .map_err(|_| AppError::invalid("transition_mode", "unknown mode"))?;
+    // `transition_mode` is ignored: the mode applied is the one recorded for the item's
+    // product (SyncProducts), so no caller can choose it.
     Ok(Reconcile {
         tenant: tenant.to_owned(),
         id,
@@ -402,7 +411,6 @@ fn parse_reconcile(
             count: request.task_count,
             revision: request.task_revision,
         },
-        mode,
     })
 }
 
@@ -599,8 +607,82 @@ fn page_after(token: &str) -> AppResult<Option<(f64, String)>> {
     Ok(Some((score, rank.to_owned())))
 }
 
+/// A new item references a product the planning service recorded for this tenant (never
+/// an orphan), and items of this tenant it was derived from.
+async fn check_references(
+    uow: &mut UnitOfWork,
+    tenant: &str,
+    product_id: &str,
+    derived_from_ids: &[String],
+) -> AppResult<()> {
+    if !store::product_exists(uow.conn(), tenant, product_id).await? {
+        return Err(AppError::precondition(format!(
+            "product_id: product {product_id} does not exist; create it in the planning service first"
+        )));
+    }
+    let mut derived: Vec<&str> = derived_from_ids.iter().map(String::as_str).collect();
+    derived.sort_unstable();
+    derived.dedup();
+    let engine = uow.engine();
+    if store::count_of_tenant(uow.conn(), engine, tenant, &derived).await? != derived.len() {
+        return Err(AppError::precondition(
+            "derived_from_ids: every item named must be a backlog item of this tenant",
+        ));
+    }
+    Ok(())
+}
+
+/// Most product facts one SyncProducts call may carry.
+const MAX_PRODUCT_FACTS: usize = 1000;
+
 #[tonic::async_trait]
 impl BacklogItemService for BacklogItemApi {
+    async fn sync_products(
+        &self,
+        request: Request<SyncProductsRequest>,
+    ) -> Reply<SyncProductsResponse> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let products = request.into_inner().products;
+        if products.is_empty() || products.len() > MAX_PRODUCT_FACTS {
+            return Err(AppError::invalid(
+                "products",
+                format!(
+                    "must hold 1 to {MAX_PRODUCT_FACTS} facts, not {}",
+                    products.len()
+                ),
+            )
+            .into());
+        }
+        let facts = products
+            .iter()
+            .enumerate()
+            .map(|(i, fact)| {
+                let id = validate::uuid(&format!("products[{i}].product_id"), &fact.product_id)?;
+                let mode = match StatusTransitionMode::try_from(fact.status_transition_mode) {
+                    Ok(StatusTransitionMode::Unspecified) => StatusTransitionMode::Automatic,
+                    Ok(mode) => mode,
+                    Err(_) => {
+                        return Err(AppError::invalid(
+                            format!("products[{i}].status_transition_mode"),
+                            "unknown mode",
+                        ));
+                    }
+                };
+                if fact.product_version < 1 {
+                    return Err(AppError::invalid(
+                        format!("products[{i}].product_version"),
+                        "must be at least 1",
+                    ));
+                }
+                Ok((id.to_string(), mode, fact.product_version))
+            })
+            .collect::<AppResult<Vec<_>>>()?;
+        let applied = store::record_products(&self.db, &tenant, &facts).await?;
+        Ok(Response::new(SyncProductsResponse {
+            applied: applied as i32,
+        }))
+    }
+
     async fn plan_backlog_item(
         &self,
         request: Request<PlanBacklogItemRequest>,

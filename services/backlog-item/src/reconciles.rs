@@ -44,8 +44,6 @@ pub struct Reconcile {
     pub id: String,
     /// The task totals and their revision.
     pub basis: TaskBasis,
-    /// How the item's product moves finished items.
-    pub mode: StatusTransitionMode,
 }
 
 /// A handle on the writer applying bases.
@@ -65,6 +63,9 @@ pub struct ReconcileBatch {
 struct Working {
     item: BacklogItem,
     read_version: i64,
+    /// How the item's product moves finished items, as the planning service recorded it
+    /// (read with the item, so a mode switch acknowledged before this read is honoured).
+    mode: StatusTransitionMode,
     /// Whether a basis moved its guard or changed it (it must be written).
     touched: bool,
 }
@@ -130,13 +131,14 @@ impl ReconcileBatch {
         let mut ids: Vec<&str> = bases.iter().map(|(_, r)| r.id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut items: HashMap<String, Working> = store::read_all(&self.db, &ids)
+        let mut items: HashMap<String, Working> = store::read_all_with_modes(&self.db, &ids)
             .await?
             .into_iter()
-            .map(|item| {
+            .map(|(item, mode)| {
                 let working = Working {
                     read_version: item.version,
                     item,
+                    mode,
                     touched: false,
                 };
                 (working.item.id.clone(), working)
@@ -159,7 +161,7 @@ impl ReconcileBatch {
                 &placement(before),
                 before.reconciled_task_revision,
                 request.basis,
-                request.mode,
+                working.mode,
             );
             let after = match outcome {
                 ReconcileOutcome::IgnoredStale => before.clone(),

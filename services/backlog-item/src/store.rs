@@ -9,6 +9,7 @@ use agilepm_platform::guarded_writes::GuardedWrite;
 use agilepm_platform::statement::{Column, RowSet, Statement};
 use agilepm_platform::time::timestamp;
 use agilepm_proto::backlog::v1::{BacklogItem, BusinessPriority};
+use agilepm_proto::common::v1::StatusTransitionMode;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
@@ -300,21 +301,110 @@ pub fn advance_revisions_statement(engine: Engine, moves: &[RevisionMove<'_>]) -
     statement
 }
 
-/// The items `ids` (any tenant), read without a lock: a writer that decides on them
-/// writes with [`placements_write`]'s version guard.
-pub async fn read_all(db: &Db, ids: &[&str]) -> AppResult<Vec<BacklogItem>> {
+/// The items `ids` (any tenant) with the transition mode recorded for each one's product
+/// (AUTOMATIC when none is recorded), read without a lock in one query: a writer that
+/// decides on them writes with [`placements_write`]'s version guard.
+pub async fn read_all_with_modes(
+    db: &Db,
+    ids: &[&str],
+) -> AppResult<Vec<(BacklogItem, StatusTransitionMode)>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let mut statement = Statement::new(db.engine());
-    statement.sql(select_items!("WHERE ")).any_of("id", ids);
-    Ok(statement
+    statement
+        .sql(concat!(
+            "SELECT ",
+            item_columns!(),
+            ", (SELECT status_transition_mode FROM products AS p \
+               WHERE p.tenant_id = backlog_items.tenant_id \
+                 AND p.product_id = backlog_items.product_id) AS product_mode \
+             FROM backlog_items WHERE "
+        ))
+        .any_of("id", ids);
+    statement
         .query()?
         .fetch_all(db.pool())
         .await?
         .iter()
-        .map(item_from)
-        .collect::<Result<_, _>>()?)
+        .map(|row| {
+            let mode: Option<i64> = row.try_get("product_mode")?;
+            let mode = mode
+                .and_then(|m| StatusTransitionMode::try_from(m as i32).ok())
+                .unwrap_or(StatusTransitionMode::Automatic);
+            Ok((item_from(row)?, mode))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+const RECORD_PRODUCT: &str = "INSERT INTO products \
+     (tenant_id, product_id, status_transition_mode, product_version) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (tenant_id, product_id) DO UPDATE \
+     SET status_transition_mode = excluded.status_transition_mode, \
+         product_version = excluded.product_version \
+     WHERE products.product_version <= excluded.product_version";
+
+/// Records `facts` about `tenant`'s products in one transaction, each unless a newer
+/// version is recorded (an equal one is rewritten, so a fact recorded for a change the
+/// planning service then failed to commit is replaced by the one it did commit). Returns
+/// how many were applied.
+pub async fn record_products(
+    db: &Db,
+    tenant: &str,
+    facts: &[(String, StatusTransitionMode, i64)],
+) -> AppResult<u64> {
+    let mut uow = db.begin().await?;
+    let mut applied = 0;
+    for (product_id, mode, version) in facts {
+        applied += sqlx::query(RECORD_PRODUCT)
+            .bind(tenant.to_owned())
+            .bind(product_id.clone())
+            .bind(*mode as i64)
+            .bind(*version)
+            .execute(uow.conn())
+            .await?
+            .rows_affected();
+    }
+    uow.commit().await?;
+    Ok(applied)
+}
+
+/// Whether the planning service recorded `product_id` for `tenant`.
+pub async fn product_exists(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    product_id: &str,
+) -> AppResult<bool> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM products WHERE tenant_id = $1 AND product_id = $2")
+            .bind(tenant.to_owned())
+            .bind(product_id.to_owned())
+            .fetch_optional(conn)
+            .await?;
+    Ok(found.is_some())
+}
+
+/// How many of `ids` are items of `tenant`.
+pub async fn count_of_tenant(
+    conn: &mut AnyConnection,
+    engine: Engine,
+    tenant: &str,
+    ids: &[&str],
+) -> AppResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut statement = Statement::new(engine);
+    statement
+        .sql("SELECT count(*) AS n FROM backlog_items WHERE tenant_id = ")
+        .placeholder()
+        .bind(tenant.to_owned())
+        .sql(" AND ")
+        .any_of("id", ids);
+    let row = statement.query()?.fetch_one(conn).await?;
+    let n: i64 = row.try_get("n")?;
+    Ok(n as usize)
 }
 
 /// Filters and order of a backlog listing.

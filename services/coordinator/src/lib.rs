@@ -4,7 +4,6 @@
 //! | module | holds |
 //! |---|---|
 //! | [`reconciler`] | batch -> per-item basis -> reconcile RPC, retries, poison events |
-//! | [`modes`] | which transition mode applies to an item (cached lookups) |
 //! | [`lease`] | one active follower among replicas |
 //! | [`poison`] | events that failed permanently, until an operator skips them |
 //! | [`progress`] | counters, lag, health |
@@ -22,7 +21,6 @@ use agilepm_proto::coordinator::v1::coordinator_service_server::{
     CoordinatorServiceServer, SERVICE_NAME,
 };
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
-use agilepm_proto::planning::v1::product_service_client::ProductServiceClient;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
@@ -32,7 +30,6 @@ use tonic_health::server::HealthReporter;
 
 pub mod api;
 pub mod lease;
-pub mod modes;
 pub mod poison;
 pub mod progress;
 pub mod reconciler;
@@ -76,15 +73,12 @@ pub async fn run(
             let backlog_items =
                 BacklogItemServiceClient::new(context.connect(&peers.backlog_item)?);
             let tasks = TaskServiceClient::new(context.connect(&peers.task)?);
-            let products = ProductServiceClient::new(context.connect(&peers.planning)?);
             let feed = EventFeedServiceClient::new(context.connect(&peers.task)?);
             let progress = Arc::new(Progress::default());
-            let modes = modes::Modes::new(backlog_items.clone(), products);
             let reconciler = Reconciler::new(
                 context.db.clone(),
                 tasks,
                 backlog_items,
-                modes,
                 progress.clone(),
                 ReconcilerOptions::default(),
             );

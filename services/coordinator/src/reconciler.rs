@@ -40,7 +40,6 @@ use futures::StreamExt as _;
 use prost::Message as _;
 use tonic::{Code, Status};
 
-use crate::modes::Modes;
 use crate::poison;
 use crate::progress::Progress;
 
@@ -65,7 +64,7 @@ pub struct ReconcilerOptions {
     pub attempts: u32,
     /// Backoff between attempts.
     pub backoff: FollowOptions,
-    /// Items whose bases (totals, mode) are resolved at once.
+    /// Items whose bases (totals) are resolved at once.
     pub concurrency: usize,
 }
 
@@ -108,7 +107,6 @@ pub struct Reconciler {
     db: Db,
     tasks: TaskServiceClient<PeerChannel>,
     backlog_items: BacklogItemServiceClient<PeerChannel>,
-    modes: Modes,
     progress: Arc<Progress>,
     options: ReconcilerOptions,
     poison: poison::KnownEmpty,
@@ -141,7 +139,6 @@ impl Reconciler {
         db: Db,
         tasks: TaskServiceClient<PeerChannel>,
         backlog_items: BacklogItemServiceClient<PeerChannel>,
-        modes: Modes,
         progress: Arc<Progress>,
         options: ReconcilerOptions,
     ) -> Reconciler {
@@ -149,7 +146,6 @@ impl Reconciler {
             db,
             tasks,
             backlog_items,
-            modes,
             progress,
             options,
             poison: poison::KnownEmpty::default(),
@@ -182,8 +178,9 @@ impl Reconciler {
     }
 
     /// The basis to send for one item: its newest totals (read from the task service if
-    /// an event came without them) and its product's mode. `None` when there is nothing
-    /// to apply (no task change has been committed for the item).
+    /// an event came without them). `None` when there is nothing to apply (no task change
+    /// has been committed for the item). The product's transition mode is not ours to
+    /// send: the backlog-item service applies the one the planning service recorded.
     async fn basis_of(
         &self,
         work: &ItemWork,
@@ -195,16 +192,12 @@ impl Reconciler {
         if totals.revision == 0 {
             return Ok(None);
         }
-        let mode = self
-            .modes
-            .of_item(&work.tenant, &work.backlog_item_id)
-            .await?;
         Ok(Some(ReconcileBacklogItemStatusRequest {
             id: work.backlog_item_id.clone(),
             task_hours_remaining: totals.hours_remaining,
             task_count: totals.task_count,
             task_revision: totals.revision,
-            transition_mode: mode as i32,
+            transition_mode: 0,
         }))
     }
 

@@ -32,6 +32,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
 
 pub mod game;
 pub mod peers;
+pub mod product_sync;
 pub mod products;
 pub mod releases;
 pub mod reports;
@@ -67,6 +68,11 @@ pub async fn run(
                     tasks: TaskServiceClient::new(context.connect(&context.config.peers.task)?),
                 },
             };
+            context.tasks.spawn(product_sync::record_all(
+                context.db.clone(),
+                api.peers.clone(),
+                context.shutdown.clone(),
+            ));
             Ok(server
                 .add_service(ProductServiceServer::new(api.clone()))
                 .add_service(UseCaseServiceServer::new(api.clone()))

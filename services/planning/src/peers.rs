@@ -5,7 +5,10 @@ use agilepm_platform::auth::act_for;
 use agilepm_platform::client::PeerChannel;
 use agilepm_platform::error::{AppError, AppResult, from_peer};
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
-use agilepm_proto::backlog::v1::{BacklogItem, GetBacklogItemRequest, ListBacklogItemsRequest};
+use agilepm_proto::backlog::v1::{
+    BacklogItem, GetBacklogItemRequest, ListBacklogItemsRequest, ProductFacts, SyncProductsRequest,
+};
+use agilepm_proto::planning::v1::Product;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use uuid::Uuid;
 
@@ -23,7 +26,33 @@ pub fn backlog_error(status: tonic::Status) -> AppError {
     from_peer("backlog-item service", status)
 }
 
+/// How long recording products in the backlog-item service may take: the caller's
+/// product change waits for it.
+const RECORD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Peers {
+    /// Tells the backlog-item service that `products` of `tenant` exist and how each
+    /// moves finished items. Product changes call it before they commit, so an
+    /// acknowledged mode switch is what every later reconciliation applies.
+    pub async fn record_products(&self, tenant: &str, products: &[Product]) -> AppResult<()> {
+        let facts = products
+            .iter()
+            .map(|product| ProductFacts {
+                product_id: product.id.clone(),
+                status_transition_mode: product.status_transition_mode,
+                product_version: product.version,
+            })
+            .collect();
+        let mut request = act_for(tenant, SyncProductsRequest { products: facts });
+        request.set_timeout(RECORD_DEADLINE);
+        self.backlog_items
+            .clone()
+            .sync_products(request)
+            .await
+            .map_err(backlog_error)?;
+        Ok(())
+    }
+
     /// The backlog item `id` of `tenant`.
     pub async fn backlog_item(&self, tenant: &str, id: &str) -> AppResult<BacklogItem> {
         let response = self

@@ -144,6 +144,12 @@ impl PlanningApi {
             },
         )
         .await?;
+        // Recorded in backlog-item before the product is acknowledged: items can be
+        // planned for it as soon as the caller knows its id. If backlog-item is down, the
+        // product is not created (UNAVAILABLE) rather than half-created.
+        self.peers
+            .record_products(tenant, std::slice::from_ref(&product))
+            .await?;
         uow.commit().await?;
         Ok(product)
     }
@@ -243,6 +249,9 @@ impl PlanningApi {
                     status_transition_mode: after.status_transition_mode,
                 };
                 outbox::append(&mut uow, subject, &event).await?;
+                // The switch is recorded where reconciliation reads it before it is
+                // acknowledged: every estimate after this call returns honours it.
+                self.peers.record_products(tenant, std::slice::from_ref(&after)).await?;
             }
             uow.commit().await?;
             Ok(Attempt::Done(after))

@@ -109,7 +109,13 @@ async fn apply(
                 before: *before_anchor,
             };
             let new_rank = USE_CASES
-                .key_next_to(conn, &before.product_id, &before.id, place)
+                .key_next_to(
+                    conn,
+                    &before.tenant_id,
+                    &before.product_id,
+                    &before.id,
+                    place,
+                )
                 .await?;
             Ok(UseCase {
                 rank: new_rank,
@@ -147,7 +153,9 @@ impl PlanningApi {
             }
             crate::products::require(uow.conn(), tenant, "use_case.product_id", &product_id)
                 .await?;
-            let rank = USE_CASES.key_at_end(uow.conn(), &product_id).await?;
+            let rank = USE_CASES
+                .key_at_end(uow.conn(), tenant, &product_id)
+                .await?;
             let now = now_micros();
             let use_case = UseCase {
                 id: Uuid::now_v7().to_string(),

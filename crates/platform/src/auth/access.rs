@@ -43,7 +43,7 @@ pub const TABLE: &[(&str, &str, Rule)] = &[
     // backlog-item: commands that name a sprint or release go through planning, which
     // checks the reference; reconciling is the coordinator's alone.
     ("agilepm.backlog.v1.BacklogItemService", "PlanBacklogItem", rule(PO_TEAM, &[Planning])),
-    ("agilepm.backlog.v1.BacklogItemService", "GetBacklogItem", rule(READ, &[Planning, Task, Coordinator])),
+    ("agilepm.backlog.v1.BacklogItemService", "GetBacklogItem", rule(READ, &[Planning, Task])),
     ("agilepm.backlog.v1.BacklogItemService", "ListBacklogItems", rule(READ, &[Planning])),
     ("agilepm.backlog.v1.BacklogItemService", "UpdateBacklogItem", rule(PO_TEAM, &[Planning])),
     ("agilepm.backlog.v1.BacklogItemService", "ScheduleBacklogItem", rule(NOBODY, &[Planning])),
@@ -55,6 +55,7 @@ pub const TABLE: &[(&str, &str, Rule)] = &[
     ("agilepm.backlog.v1.BacklogItemService", "MoveBacklogItem", rule(PO, &[Planning])),
     ("agilepm.backlog.v1.BacklogItemService", "ReconcileBacklogItemStatus", rule(NOBODY, &[Coordinator])),
     ("agilepm.backlog.v1.BacklogItemService", "ReconcileBacklogItemStatuses", rule(NOBODY, &[Coordinator])),
+    ("agilepm.backlog.v1.BacklogItemService", "SyncProducts", rule(NOBODY, &[Planning])),
     // task
     ("agilepm.task.v1.TaskService", "DefineTask", rule(TEAM, NO_SERVICE)),
     ("agilepm.task.v1.TaskService", "GetTask", rule(READ, NO_SERVICE)),
@@ -70,7 +71,7 @@ pub const TABLE: &[(&str, &str, Rule)] = &[
     ("agilepm.task.v1.TaskService", "GetBurndown", rule(READ, &[Planning])),
     // planning: products
     ("agilepm.planning.v1.ProductService", "CreateProduct", rule(PO, NO_SERVICE)),
-    ("agilepm.planning.v1.ProductService", "GetProduct", rule(READ, &[Coordinator])),
+    ("agilepm.planning.v1.ProductService", "GetProduct", rule(READ, NO_SERVICE)),
     ("agilepm.planning.v1.ProductService", "ListProducts", rule(READ, NO_SERVICE)),
     ("agilepm.planning.v1.ProductService", "UpdateProduct", rule(PO, NO_SERVICE)),
     // planning: use cases

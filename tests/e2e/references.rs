@@ -1,0 +1,236 @@
+//! References between aggregates, checked through their owner: an item is planned only for
+//! a product the planning service recorded for the same tenant, a product change reaches
+//! the backlog-item service before it is acknowledged, and a mode switch acknowledged
+//! before the last estimate decides how the item finishes.
+
+use std::time::Duration;
+
+use agilepm_platform::config::ServiceName;
+use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
+use agilepm_proto::backlog::v1::{
+    BacklogItemStatus, PlanBacklogItemRequest, ProductFacts, SyncProductsRequest,
+};
+use agilepm_proto::common::v1::StatusTransitionMode;
+use agilepm_proto::planning::v1::product_service_client::ProductServiceClient;
+use agilepm_proto::planning::v1::{
+    CreateProductRequest, ListProductsRequest, Product, UpdateProductRequest,
+};
+use agilepm_testkit::{Engine, TestDb, TestSystem, engine_tests};
+use tonic::Code;
+use uuid::Uuid;
+
+use crate::coordinator::{Sprinting, estimate};
+
+engine_tests!(
+    items_reference_only_recorded_products_and_their_own_tenants_items,
+    a_mode_switch_acknowledged_before_the_last_estimate_is_honoured,
+    planning_records_every_product_again_when_it_starts,
+);
+
+fn plan(product_id: &str, derived_from_ids: Vec<String>) -> PlanBacklogItemRequest {
+    PlanBacklogItemRequest {
+        request_id: Uuid::new_v4().to_string(),
+        product_id: product_id.into(),
+        summary: "Story".into(),
+        derived_from_ids,
+        ..Default::default()
+    }
+}
+
+async fn items_reference_only_recorded_products_and_their_own_tenants_items(engine: Engine) {
+    let system = TestSystem::start(engine, &[ServiceName::BacklogItem]).await;
+    let client = |tenant: &str| {
+        BacklogItemServiceClient::new(system.channel(ServiceName::BacklogItem, tenant))
+    };
+    let acme_product = Uuid::now_v7().to_string();
+    let refused = client("acme")
+        .plan_backlog_item(plan(&acme_product, vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().starts_with("product_id: product "),
+        "{refused:?}"
+    );
+
+    system.record_product("acme", &acme_product).await;
+    let acme_item = client("acme")
+        .plan_backlog_item(plan(&acme_product, vec![]))
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    // Another tenant cannot plan into acme's product...
+    let refused = client("globex")
+        .plan_backlog_item(plan(&acme_product, vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    // ...nor derive a story from acme's item.
+    let globex_product = Uuid::now_v7().to_string();
+    system.record_product("globex", &globex_product).await;
+    let refused = client("globex")
+        .plan_backlog_item(plan(&globex_product, vec![acme_item.id.clone()]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().starts_with("derived_from_ids"),
+        "{refused:?}"
+    );
+    client("acme")
+        .plan_backlog_item(plan(&acme_product, vec![acme_item.id.clone()]))
+        .await
+        .unwrap();
+
+    // The planning service's facts are bounded and validated, naming the fact.
+    let mut as_planning = BacklogItemServiceClient::new(system.channel_as_service(
+        ServiceName::BacklogItem,
+        ServiceName::Planning,
+        "acme",
+    ));
+    let fact = |id: &str| ProductFacts {
+        product_id: id.into(),
+        status_transition_mode: StatusTransitionMode::Manual as i32,
+        product_version: 3,
+    };
+    for (facts, field) in [
+        (vec![], "products"),
+        (vec![fact(&acme_product); 1001], "products"),
+        (vec![fact("not-a-uuid")], "products[0].product_id"),
+        (
+            vec![ProductFacts {
+                product_version: 0,
+                ..fact(&acme_product)
+            }],
+            "products[0].product_version",
+        ),
+    ] {
+        let refused = as_planning
+            .sync_products(SyncProductsRequest { products: facts })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{field}");
+        assert!(refused.message().starts_with(field), "{refused:?}");
+    }
+    system.stop().await;
+}
+
+/// The deterministic half of the planning-game seed's choice: a switch to MANUAL that
+/// returned before the last estimate is honoured, every time, with no cache in between.
+async fn a_mode_switch_acknowledged_before_the_last_estimate_is_honoured(engine: Engine) {
+    let s = Sprinting::start(engine, StatusTransitionMode::Automatic).await;
+    let (item, tasks) = s.committed_item(2, 1).await;
+    let mut task_client = s.tasks();
+    task_client
+        .estimate_task_hours_remaining(estimate(&tasks[0], 0, 1))
+        .await
+        .unwrap();
+    ProductServiceClient::new(s.system.channel(ServiceName::Planning, "acme"))
+        .update_product(UpdateProductRequest {
+            product: Some(Product {
+                id: s.product.id.clone(),
+                status_transition_mode: StatusTransitionMode::Manual as i32,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["status_transition_mode".into()],
+            }),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    task_client
+        .estimate_task_hours_remaining(estimate(&tasks[1], 0, 1))
+        .await
+        .unwrap();
+    let flagged = s.wait_for(&item, BacklogItemStatus::Committed, true).await;
+    assert_eq!(flagged.status, BacklogItemStatus::Committed as i32);
+    s.system.stop().await;
+}
+
+async fn planning_records_every_product_again_when_it_starts(engine: Engine) {
+    let (backlog_db, planning_db) = (TestDb::create(engine).await, TestDb::create(engine).await);
+    let databases = [
+        (ServiceName::BacklogItem, backlog_db.url().to_owned()),
+        (ServiceName::Planning, planning_db.url().to_owned()),
+    ];
+    let system = TestSystem::start_on_databases(&databases).await;
+    let product = ProductServiceClient::new(system.channel(ServiceName::Planning, "acme"))
+        .create_product(CreateProductRequest {
+            request_id: Uuid::new_v4().to_string(),
+            product: Some(Product {
+                name: "Older than the record".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .product
+        .unwrap();
+    system.stop().await;
+    // As if the product predated the backlog-item service's record of products.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(backlog_db.url()).await.unwrap();
+    sqlx::query("DELETE FROM products")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let system = TestSystem::start_on_databases(&databases).await;
+    let mut items = BacklogItemServiceClient::new(system.channel(ServiceName::BacklogItem, "acme"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match items.plan_backlog_item(plan(&product.id, vec![])).await {
+            Ok(_) => break,
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "planning did not record its products again within 15 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    system.stop().await;
+}
+
+/// Without the backlog-item service, a product is not created at all: never one that
+/// items cannot be planned for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_product_is_not_created_while_backlog_items_cannot_record_it() {
+    agilepm_testkit::init();
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let system = TestSystem::start_with(
+        Engine::Sqlite,
+        &[ServiceName::Planning],
+        &[(ServiceName::BacklogItem, format!("http://{closed}"))],
+    )
+    .await;
+    let mut products = ProductServiceClient::new(system.channel(ServiceName::Planning, "acme"));
+    let refused = products
+        .create_product(CreateProductRequest {
+            request_id: Uuid::new_v4().to_string(),
+            product: Some(Product {
+                name: "Orphan".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    let listed = products
+        .list_products(ListProductsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.products.is_empty(), "{listed:?}");
+    system.stop().await;
+}
