@@ -159,6 +159,7 @@ async fn a_guarded_write_that_falls_short_writes_nothing(engine: Engine) {
         subject,
         event_type: "test.Written",
         payload: n.to_be_bytes().to_vec(),
+        actor: String::new(),
     };
     let state = |db: Db| async move {
         let rows: Vec<(String, String)> =

@@ -481,3 +481,214 @@ async fn call(channel: PeerChannel, path: &str, streaming: bool) -> Option<Code>
             .map(|s| s.code())
     }
 }
+
+engine_tests!(every_event_and_estimate_names_who_acted);
+
+/// Who acted is recorded on every event and estimation-log entry, including what a
+/// person did through planning (planning names them to backlog-item) and what the
+/// coordinator did on its own.
+async fn every_event_and_estimate_names_who_acted(engine: Engine) {
+    use agilepm_proto::planning::v1::release_service_client::ReleaseServiceClient;
+    use agilepm_proto::planning::v1::sprint_service_client::SprintServiceClient;
+    use agilepm_proto::planning::v1::{
+        CommitBacklogItemToSprintRequest, Release, ScheduleBacklogItemForReleaseRequest,
+        ScheduleReleaseRequest, ScheduleSprintRequest, Sprint,
+    };
+    use agilepm_proto::task::v1::{EstimateTaskHoursRemainingRequest, GetTaskRequest};
+
+    let system = TestSystem::start(engine, &ServiceName::ALL).await;
+    let ann = agilepm_testkit::person_token("ann", "acme", &[Role::ProductOwner]);
+    let bob = agilepm_testkit::person_token("bob", "acme", &[Role::TeamMember]);
+    let at = |service| system.address(service);
+    let product = ProductServiceClient::new(channel(at(ServiceName::Planning), &ann))
+        .create_product(CreateProductRequest {
+            request_id: Uuid::new_v4().to_string(),
+            product: Some(Product {
+                name: "Who did it".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .product
+        .unwrap();
+    let release = ReleaseServiceClient::new(channel(at(ServiceName::Planning), &ann))
+        .schedule_release(ScheduleReleaseRequest {
+            request_id: Uuid::new_v4().to_string(),
+            release: Some(Release {
+                product_id: product.id.clone(),
+                name: "R".into(),
+                begin_date: "2099-01-01".into(),
+                end_date: "2099-12-31".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .release
+        .unwrap();
+    let sprint = SprintServiceClient::new(channel(at(ServiceName::Planning), &ann))
+        .schedule_sprint(ScheduleSprintRequest {
+            request_id: Uuid::new_v4().to_string(),
+            sprint: Some(Sprint {
+                product_id: product.id.clone(),
+                name: "S".into(),
+                begin_date: "2099-02-01".into(),
+                end_date: "2099-02-12".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sprint
+        .unwrap();
+    let item = BacklogItemServiceClient::new(channel(at(ServiceName::BacklogItem), &ann))
+        .plan_backlog_item(PlanBacklogItemRequest {
+            request_id: Uuid::new_v4().to_string(),
+            product_id: product.id.clone(),
+            summary: "Story".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    ReleaseServiceClient::new(channel(at(ServiceName::Planning), &ann))
+        .schedule_backlog_item_for_release(ScheduleBacklogItemForReleaseRequest {
+            release_id: release.id.clone(),
+            backlog_item_id: item.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    SprintServiceClient::new(channel(at(ServiceName::Planning), &bob))
+        .commit_backlog_item_to_sprint(CommitBacklogItemToSprintRequest {
+            sprint_id: sprint.id.clone(),
+            backlog_item_id: item.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    let mut tasks = TaskServiceClient::new(channel(at(ServiceName::Task), &bob));
+    let task = tasks
+        .define_task(DefineTaskRequest {
+            request_id: Uuid::new_v4().to_string(),
+            backlog_item_id: item.id.clone(),
+            name: "Task".into(),
+            hours_remaining: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    tasks
+        .estimate_task_hours_remaining(EstimateTaskHoursRemainingRequest {
+            id: task.id.clone(),
+            hours_remaining: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let logged = tasks
+        .get_task(GetTaskRequest {
+            id: task.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert!(!logged.estimation_log.is_empty());
+    for entry in &logged.estimation_log {
+        assert_eq!(entry.estimated_by, "bob", "{entry:?}");
+    }
+
+    let operator = agilepm_testkit::operator_token();
+    let quiet = Duration::from_millis(300);
+    let actors = |events: Vec<agilepm_proto::events::v1::Event>| {
+        events
+            .into_iter()
+            .map(|e| {
+                (
+                    e.event_type.rsplit('.').next().unwrap_or("").to_owned(),
+                    e.actor,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let planning_events = actors(
+        agilepm_testkit::feed_events(channel(at(ServiceName::Planning), &operator), 3, quiet).await,
+    );
+    assert_eq!(
+        planning_events,
+        vec![
+            ("ProductCreated".into(), "ann".into()),
+            ("ReleaseScheduled".into(), "ann".into()),
+            ("SprintScheduled".into(), "ann".into()),
+        ]
+    );
+    let task_events = actors(
+        agilepm_testkit::feed_events(channel(at(ServiceName::Task), &operator), 2, quiet).await,
+    );
+    assert!(task_events.len() >= 2, "{task_events:?}");
+    assert!(
+        task_events.iter().all(|(_, actor)| actor == "bob"),
+        "{task_events:?}"
+    );
+    // The coordinator's DONE arrives last; wait for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let backlog_events = loop {
+        let events = actors(
+            agilepm_testkit::feed_events(
+                channel(at(ServiceName::BacklogItem), &operator),
+                4,
+                quiet,
+            )
+            .await,
+        );
+        if events
+            .iter()
+            .any(|(_, actor)| actor == "service:coordinator")
+            || tokio::time::Instant::now() > deadline
+        {
+            break events;
+        }
+    };
+    let expected: Vec<(String, String)> = vec![
+        ("BacklogItemPlanned".into(), "ann".into()),
+        ("BacklogItemScheduled".into(), "ann".into()),
+        ("BacklogItemCommitted".into(), "bob".into()),
+        (
+            "BacklogItemStatusChanged".into(),
+            "service:coordinator".into(),
+        ),
+    ];
+    for wanted in &expected {
+        assert!(
+            backlog_events.contains(wanted),
+            "{wanted:?} in {backlog_events:?}"
+        );
+    }
+    assert!(
+        backlog_events.iter().all(|(_, actor)| !actor.is_empty()),
+        "{backlog_events:?}"
+    );
+
+    // A person cannot claim to act for someone else.
+    let mut request = tonic::Request::new(ListProductsRequest::default());
+    request
+        .metadata_mut()
+        .insert(agilepm_platform::auth::ACTOR_HEADER, "ann".parse().unwrap());
+    let refused = ProductServiceClient::new(channel(at(ServiceName::Planning), &bob))
+        .list_products(request)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    system.stop().await;
+}

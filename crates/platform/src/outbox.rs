@@ -25,7 +25,7 @@ pub struct Subject<'a> {
     pub tenant_id: &'a str,
 }
 
-/// An event ready to append: its subject, type and encoded payload.
+/// An event ready to append: its subject, type, encoded payload and who acted.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
     /// What it is about.
@@ -34,16 +34,26 @@ pub struct NewEvent<'a> {
     pub event_type: &'static str,
     /// The encoded event message.
     pub payload: Vec<u8>,
+    /// Who acted (see [`crate::auth::Caller::actor`]).
+    pub actor: String,
 }
 
 impl<'a> NewEvent<'a> {
-    /// `event` about `subject`.
+    /// `event` about `subject`, done by the subject acting in the request this task is
+    /// handling. Work done in another task names its actor with [`NewEvent::by`].
     pub fn of<E: EventType>(subject: Subject<'a>, event: &E) -> NewEvent<'a> {
         NewEvent {
             subject,
             event_type: E::EVENT_TYPE,
             payload: event.encode_to_vec(),
+            actor: crate::auth::acting_subject().unwrap_or_default(),
         }
+    }
+
+    /// The same event, done by `actor`.
+    pub fn by(mut self, actor: &str) -> NewEvent<'a> {
+        self.actor = actor.to_owned();
+        self
     }
 }
 
@@ -57,7 +67,7 @@ pub async fn append<E: EventType>(
     Ok(ids[0])
 }
 
-/// Rows per INSERT: 7 values each stays far below either engine's bound-parameter limit.
+/// Rows per INSERT: 8 values each stays far below either engine's bound-parameter limit.
 const ROWS_PER_INSERT: usize = 500;
 
 /// Appends `events`, in order, to the outbox inside `uow` with one statement per 500
@@ -95,11 +105,12 @@ pub fn insert_events(statement: &mut Statement, events: &[NewEvent<'_>]) -> Vec<
         Column::text(events.iter().map(|e| e.subject.tenant_id)),
         Column::BigInt(vec![now; events.len()]),
         Column::Bytes(events.iter().map(|e| e.payload.clone()).collect()),
+        Column::text(events.iter().map(|e| e.actor.as_str())),
     ]);
     statement
         .sql(
             "INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, tenant_id, \
-             occur_time_us, payload) SELECT * FROM ",
+             occur_time_us, payload, actor) SELECT * FROM ",
         )
         .rows(rows)
         .sql(" WHERE true");

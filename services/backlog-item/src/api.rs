@@ -411,6 +411,8 @@ fn parse_reconcile(
             count: request.task_count,
             revision: request.task_revision,
         },
+        // Applied by the group-commit writer, in another task: the actor goes along.
+        actor: agilepm_platform::auth::acting_subject().unwrap_or_default(),
     })
 }
 

@@ -44,6 +44,8 @@ pub struct Reconcile {
     pub id: String,
     /// The task totals and their revision.
     pub basis: TaskBasis,
+    /// Who asked (the coordinator's identity), recorded on the events.
+    pub actor: String,
 }
 
 /// A handle on the writer applying bases.
@@ -174,7 +176,7 @@ impl ReconcileBatch {
                     };
                     let cause = StatusChangeCause::TaskHours;
                     let event = status_changed(before, &after, cause, Some(request.basis));
-                    events.push((after.clone(), event));
+                    events.push((after.clone(), event, request.actor.as_str()));
                     after
                 }
                 _ => BacklogItem {
@@ -203,7 +205,7 @@ impl ReconcileBatch {
         };
         let events: Vec<NewEvent<'_>> = events
             .iter()
-            .map(|(item, event)| NewEvent::of(subject(item), event))
+            .map(|(item, event, actor)| NewEvent::of(subject(item), event).by(actor))
             .collect();
         guarded_writes::apply(&self.db, &writes, &events).await?;
         Ok(outcomes)

@@ -306,7 +306,8 @@ impl TaskService for TaskApi {
         &self,
         request: Request<DefineTaskRequest>,
     ) -> Result<Response<DefineTaskResponse>, Status> {
-        let tenant = caller(&request)?.tenant()?.to_owned();
+        let who = caller(&request)?;
+        let tenant = who.tenant()?.to_owned();
         let r = request.into_inner();
         let request_id = validate::request_id("request_id", &r.request_id)?;
         let backlog_item_id = validate::uuid("backlog_item_id", &r.backlog_item_id)?.to_string();
@@ -370,6 +371,7 @@ impl TaskService for TaskApi {
             date: today.format("%Y-%m-%d").to_string(),
             hours_remaining: hours,
             record_time: Some(timestamp(now)),
+            estimated_by: who.actor().to_owned(),
         }];
         let message = task_message(task.clone(), log);
         let event = TaskDefined {
@@ -565,7 +567,8 @@ impl TaskService for TaskApi {
         &self,
         request: Request<EstimateTaskHoursRemainingRequest>,
     ) -> Result<Response<EstimateTaskHoursRemainingResponse>, Status> {
-        let tenant = caller(&request)?.tenant()?.to_owned();
+        let who = caller(&request)?;
+        let (tenant, actor) = (who.tenant()?.to_owned(), who.actor().to_owned());
         let r = request.into_inner();
         let id = validate::uuid("id", &r.id)?.to_string();
         let hours = domain::hours("hours_remaining", r.hours_remaining)?;
@@ -583,6 +586,7 @@ impl TaskService for TaskApi {
                 day,
                 hours,
                 expected_version,
+                actor,
             })
             .await?;
         Ok(Response::new(EstimateTaskHoursRemainingResponse {

@@ -50,6 +50,8 @@ pub struct Estimate {
     pub hours: i32,
     /// The caller's `expected_version`, if any.
     pub expected_version: Option<i64>,
+    /// Who gave it (the writer runs in another task, so it travels with the estimate).
+    pub actor: String,
 }
 
 /// What an estimate did: the task after it (with its whole log) and its item's totals.
@@ -128,7 +130,7 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
 
     let now = now_micros();
     // Last write per (task, day) wins, as it would have committed last.
-    let mut log_writes: BTreeMap<(String, NaiveDate), (String, i32)> = BTreeMap::new();
+    let mut log_writes: BTreeMap<(String, NaiveDate), (String, i32, &String)> = BTreeMap::new();
     let applied: Vec<AppResult<Applied>> = estimates
         .iter()
         .map(|estimate| {
@@ -142,8 +144,8 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
             let logged = task
                 .log
                 .iter()
-                .find(|(day, _, _)| *day == estimate.day)
-                .map(|(_, hours, _)| *hours);
+                .find(|entry| entry.day == estimate.day)
+                .map(|entry| entry.hours);
             let effect = domain::estimate(before.progress(), estimate.hours, estimate.day, logged);
             let mut after = before.with_progress(effect.after);
             let wrote = effect.writes_log || after != before;
@@ -152,10 +154,22 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
                 after.update_time_us = now;
                 task.changed = true;
                 if effect.writes_log {
-                    record(&mut task.log, estimate.day, estimate.hours, now);
+                    record(
+                        &mut task.log,
+                        LogEntry {
+                            day: estimate.day,
+                            hours: estimate.hours,
+                            record_time_us: now,
+                            estimated_by: estimate.actor.clone(),
+                        },
+                    );
                     log_writes.insert(
                         (before.id.clone(), estimate.day),
-                        (before.backlog_item_id.clone(), estimate.hours),
+                        (
+                            before.backlog_item_id.clone(),
+                            estimate.hours,
+                            &estimate.actor,
+                        ),
                     );
                 }
                 task.row = after.clone();
@@ -216,7 +230,7 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
                 date: estimate.day.format("%Y-%m-%d").to_string(),
                 totals: Some(item_totals.clone()),
             };
-            events.push(NewEvent::of(subject, &estimated));
+            events.push(NewEvent::of(subject, &estimated).by(&estimate.actor));
             if let Some((old_status, new_status)) = applied.status_change {
                 let status_changed = TaskStatusChanged {
                     task_id: estimate.task_id.clone(),
@@ -225,7 +239,7 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
                     old_status,
                     new_status,
                 };
-                events.push(NewEvent::of(subject, &status_changed));
+                events.push(NewEvent::of(subject, &status_changed).by(&estimate.actor));
             }
         }
         outcomes.push(Ok(Estimated {
@@ -241,13 +255,16 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
         .collect();
     let log: Vec<LogWrite<'_>> = log_writes
         .iter()
-        .map(|((task_id, day), (backlog_item_id, hours))| LogWrite {
-            task_id,
-            backlog_item_id,
-            day: *day,
-            hours: *hours,
-            record_time_us: now,
-        })
+        .map(
+            |((task_id, day), (backlog_item_id, hours, actor))| LogWrite {
+                task_id,
+                backlog_item_id,
+                day: *day,
+                hours: *hours,
+                record_time_us: now,
+                estimated_by: actor,
+            },
+        )
         .collect();
     let totals: Vec<TotalsWrite<'_>> = moved
         .iter()
@@ -272,20 +289,21 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
     Ok(outcomes)
 }
 
-/// Puts `hours` for `day` into a log kept in day order.
-fn record(log: &mut Vec<LogEntry>, day: NaiveDate, hours: i32, now: i64) {
-    match log.binary_search_by_key(&day, |(d, _, _)| *d) {
-        Ok(i) => log[i] = (day, hours, now),
-        Err(i) => log.insert(i, (day, hours, now)),
+/// Puts `entry` into a log kept in day order, replacing that day's entry.
+fn record(log: &mut Vec<LogEntry>, entry: LogEntry) {
+    match log.binary_search_by_key(&entry.day, |e| e.day) {
+        Ok(i) => log[i] = entry,
+        Err(i) => log.insert(i, entry),
     }
 }
 
 fn log_message(log: &[LogEntry]) -> Vec<EstimationLogEntry> {
     log.iter()
-        .map(|(day, hours, recorded)| EstimationLogEntry {
-            date: day.format("%Y-%m-%d").to_string(),
-            hours_remaining: *hours,
-            record_time: Some(timestamp(*recorded)),
+        .map(|entry| EstimationLogEntry {
+            date: entry.day.format("%Y-%m-%d").to_string(),
+            hours_remaining: entry.hours,
+            record_time: Some(timestamp(entry.record_time_us)),
+            estimated_by: entry.estimated_by.clone(),
         })
         .collect()
 }

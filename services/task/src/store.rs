@@ -283,12 +283,14 @@ pub async fn log_estimate(
     hours: i32,
     now_us: i64,
 ) -> AppResult<()> {
+    let actor = agilepm_platform::auth::acting_subject().unwrap_or_default();
     let write = LogWrite {
         task_id: &task.id,
         backlog_item_id: &task.backlog_item_id,
         day,
         hours,
         record_time_us: now_us,
+        estimated_by: &actor,
     };
     log_write(&[write]).execute(uow).await?;
     Ok(())
@@ -304,7 +306,7 @@ pub async fn logs(
         return Ok(logs);
     }
     let sql = format!(
-        "SELECT task_id, day, hours_remaining, record_time_us FROM estimation_log \
+        "SELECT task_id, day, hours_remaining, record_time_us, estimated_by FROM estimation_log \
          WHERE task_id IN ({}) ORDER BY task_id, day",
         placeholders(1, task_ids.len())
     );
@@ -322,6 +324,7 @@ pub async fn logs(
                 record_time: Some(agilepm_platform::time::timestamp(
                     row.try_get("record_time_us")?,
                 )),
+                estimated_by: row.try_get("estimated_by")?,
             });
     }
     Ok(logs)
@@ -448,9 +451,18 @@ pub async fn burndown_entries(
         .collect()
 }
 
-/// A day's entry of a task's estimation log, as held in memory: `(day, hours,
-/// record_time_us)`.
-pub type LogEntry = (NaiveDate, i32, i64);
+/// A day's entry of a task's estimation log, as held in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The day estimated.
+    pub day: NaiveDate,
+    /// Hours remaining that day.
+    pub hours: i32,
+    /// When it was recorded (µs).
+    pub record_time_us: i64,
+    /// Who gave it.
+    pub estimated_by: String,
+}
 
 /// What an estimate batch reads: the live tasks among `ids` (any tenant: callers check)
 /// with their whole estimation logs, oldest day first, and their items' totals.
@@ -477,7 +489,8 @@ pub async fn read_for_estimates(db: &Db, ids: &[&str]) -> AppResult<EstimateRead
             "SELECT ",
             task_columns!("t."),
             ", l.day AS log_day, l.hours_remaining AS log_hours, \
-             l.record_time_us AS log_record_time_us, tot.hours_remaining AS total_hours, \
+             l.record_time_us AS log_record_time_us, l.estimated_by AS log_estimated_by, \
+             tot.hours_remaining AS total_hours, \
              tot.task_count AS total_count, tot.revision AS total_revision FROM tasks t \
              LEFT JOIN estimation_log l ON l.task_id = t.id \
              LEFT JOIN item_totals tot ON tot.backlog_item_id = t.backlog_item_id WHERE "
@@ -508,9 +521,12 @@ pub async fn read_for_estimates(db: &Db, ids: &[&str]) -> AppResult<EstimateRead
             let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d")
                 .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
             let hours: i64 = row.try_get("log_hours")?;
-            entry
-                .1
-                .push((day, hours as i32, row.try_get("log_record_time_us")?));
+            entry.1.push(LogEntry {
+                day,
+                hours: hours as i32,
+                record_time_us: row.try_get("log_record_time_us")?,
+                estimated_by: row.try_get("log_estimated_by")?,
+            });
         }
     }
     Ok(read)
@@ -563,6 +579,8 @@ pub struct LogWrite<'a> {
     pub hours: i32,
     /// When it was recorded (µs).
     pub record_time_us: i64,
+    /// Who gave it.
+    pub estimated_by: &'a str,
 }
 
 /// Records (or replaces) the estimates in `writes`. At most one write per `(task, day)`:
@@ -576,17 +594,19 @@ pub fn log_write<'a>(writes: &'a [LogWrite<'a>]) -> GuardedWrite<'a> {
                 Column::text(writes.iter().map(|w| w.backlog_item_id)),
                 Column::BigInt(writes.iter().map(|w| i64::from(w.hours)).collect()),
                 Column::BigInt(writes.iter().map(|w| w.record_time_us).collect()),
+                Column::text(writes.iter().map(|w| w.estimated_by)),
             ]);
             statement
                 .sql(
                     "INSERT INTO estimation_log (task_id, day, backlog_item_id, \
-                     hours_remaining, record_time_us) SELECT * FROM ",
+                     hours_remaining, record_time_us, estimated_by) SELECT * FROM ",
                 )
                 .rows(rows)
                 .sql(
                     " WHERE true ON CONFLICT (task_id, day) DO UPDATE SET \
                      hours_remaining = excluded.hours_remaining, \
-                     record_time_us = excluded.record_time_us",
+                     record_time_us = excluded.record_time_us, \
+                     estimated_by = excluded.estimated_by",
                 );
         }),
         rows: None,

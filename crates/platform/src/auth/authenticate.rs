@@ -16,7 +16,9 @@ use http::HeaderMap;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{TokenData, Validation};
 
-use crate::auth::identity::{Caller, Role, TENANT_HEADER, parse_subject, parse_tenant};
+use crate::auth::identity::{
+    ACTOR_HEADER, Caller, Role, TENANT_HEADER, parse_subject, parse_tenant,
+};
 use crate::auth::keys::KeySet;
 use crate::auth::tokens::Claims;
 use crate::config::ServiceName;
@@ -119,7 +121,23 @@ impl Authenticator {
             ));
         }
         let (claims, kid) = self.verify(token)?;
-        caller_from_claims(claims, kid.as_deref(), acting_for)
+        let caller = caller_from_claims(claims, kid.as_deref(), acting_for)?;
+        match headers.get(ACTOR_HEADER) {
+            None => Ok(caller),
+            Some(_) if caller.service_name().is_none() => Err(AppError::PermissionDenied(format!(
+                "{ACTOR_HEADER}: only agilepm's services may act for someone else"
+            ))),
+            Some(value) => {
+                let subject = value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| parse_subject(v).ok())
+                    .ok_or_else(|| {
+                        AppError::invalid(ACTOR_HEADER, "1-128 printable ASCII characters")
+                    })?;
+                Ok(caller.on_behalf_of(Some(subject)))
+            }
+        }
     }
 
     fn verify(&self, token: &str) -> AppResult<(Claims, Option<String>)> {

@@ -10,6 +10,31 @@ use crate::error::{AppError, AppResult};
 /// tenant one call acts for.
 pub const TENANT_HEADER: &str = "x-agilepm-tenant";
 
+/// Header one of our services uses to name the person it acts for, so that what the
+/// person did through planning is recorded as theirs, not as planning's.
+pub const ACTOR_HEADER: &str = "x-agilepm-actor";
+
+tokio::task_local! {
+    /// Who is acting in the request being handled: set by the authentication layer around
+    /// each handler, like the tracing span, and read where events and estimation-log
+    /// entries are recorded and where calls to peers are made.
+    static ACTING: String;
+}
+
+/// The subject acting in the request this task is handling, if it is handling one.
+/// Work handed to another task (a group-commit writer) carries it explicitly.
+pub fn acting_subject() -> Option<String> {
+    ACTING.try_with(Clone::clone).ok()
+}
+
+/// Runs `future` with `subject` as the acting subject.
+pub fn acting_as<F: std::future::Future>(
+    subject: String,
+    future: F,
+) -> tokio::task::futures::TaskLocalFuture<String, F> {
+    ACTING.scope(subject, future)
+}
+
 /// What a caller may do. Which role may call which RPC is written once, in
 /// [`super::access`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -82,6 +107,8 @@ pub struct Caller {
     roles: Vec<Role>,
     /// Which of our services is calling, for service identities.
     service: Option<ServiceName>,
+    /// The person a service acts for (`x-agilepm-actor`), if it named one.
+    on_behalf_of: Option<String>,
 }
 
 impl Caller {
@@ -93,6 +120,7 @@ impl Caller {
             all_tenants: false,
             roles: roles.into_iter().filter(|r| *r != Role::Service).collect(),
             service: None,
+            on_behalf_of: None,
         }
     }
 
@@ -104,6 +132,7 @@ impl Caller {
             all_tenants: true,
             roles: vec![Role::Operator],
             service: None,
+            on_behalf_of: None,
         }
     }
 
@@ -115,7 +144,20 @@ impl Caller {
             all_tenants: true,
             roles: vec![Role::Service],
             service: Some(service),
+            on_behalf_of: None,
         }
+    }
+
+    /// This service caller acting for person `subject`.
+    pub fn on_behalf_of(mut self, subject: Option<String>) -> Caller {
+        self.on_behalf_of = subject;
+        self
+    }
+
+    /// Who acted, for events, estimation logs and logs: the person a service acts for,
+    /// or the caller itself.
+    pub fn actor(&self) -> &str {
+        self.on_behalf_of.as_deref().unwrap_or(&self.subject)
     }
 
     /// The tenant this request acts for. Tenant-scoped operations call this; a caller

@@ -10,6 +10,8 @@ use tower::{Layer, Service};
 
 use crate::auth::access::{self, Guard};
 use crate::auth::authenticate::Authenticator;
+use crate::auth::identity::acting_as;
+use tokio::task::futures::TaskLocalFuture;
 
 /// Wraps a server's routes in [`Guarded`].
 #[derive(Clone)]
@@ -50,7 +52,7 @@ where
 {
     type Response = Response<RB>;
     type Error = S::Error;
-    type Future = Either<S::Future, Ready<Result<Response<RB>, S::Error>>>;
+    type Future = Either<TaskLocalFuture<String, S::Future>, Ready<Result<Response<RB>, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -58,16 +60,17 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         match check(&self.authenticator, &mut request) {
-            Ok(()) => Either::Left(self.inner.call(request)),
+            Ok(actor) => Either::Left(acting_as(actor, self.inner.call(request))),
             Err(status) => Either::Right(ready(Ok(status.into_http()))),
         }
     }
 }
 
-fn check<B>(authenticator: &Authenticator, request: &mut Request<B>) -> Result<(), Status> {
+/// Authenticates and authorizes `request`, storing its caller in it; the acting subject.
+fn check<B>(authenticator: &Authenticator, request: &mut Request<B>) -> Result<String, Status> {
     let path = request.uri().path();
     let rule = match access::guard(path) {
-        Guard::Public => return Ok(()),
+        Guard::Public => return Ok(String::new()),
         Guard::Ruled(rule) => rule,
         Guard::Unruled => {
             return Err(crate::error::AppError::PermissionDenied(format!(
@@ -80,7 +83,8 @@ fn check<B>(authenticator: &Authenticator, request: &mut Request<B>) -> Result<(
     let method = path.rsplit('/').next().unwrap_or(path).to_owned();
     let caller = authenticator.authenticate(request.headers())?;
     access::authorize(&caller, &method, &rule)?;
-    tracing::Span::current().record("subject", caller.subject());
+    tracing::Span::current().record("subject", caller.actor());
+    let actor = caller.actor().to_owned();
     request.extensions_mut().insert(caller);
-    Ok(())
+    Ok(actor)
 }

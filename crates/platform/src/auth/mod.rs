@@ -31,7 +31,7 @@ use tonic::Request;
 use tonic::metadata::MetadataValue;
 
 pub use authenticate::Authenticator;
-pub use identity::{Caller, Role, TENANT_HEADER};
+pub use identity::{ACTOR_HEADER, Caller, Role, TENANT_HEADER, acting_subject};
 pub use tokens::{Credentials, Signer, TokenSpec};
 
 use crate::config::ServiceName;
@@ -49,11 +49,18 @@ pub fn caller<T>(request: &Request<T>) -> AppResult<Caller> {
         })
 }
 
-/// A request to a peer acting for `tenant` (services span tenants and name one per call).
+/// A request to a peer acting for `tenant` (services span tenants and name one per call),
+/// and for the person acting in the request being handled, if any, so that the peer
+/// records the change as theirs.
 pub fn act_for<T>(tenant: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);
     if let Ok(value) = MetadataValue::try_from(tenant) {
         request.metadata_mut().insert(TENANT_HEADER, value);
+    }
+    if let Some(actor) = identity::acting_subject().filter(|a| !a.is_empty())
+        && let Ok(value) = MetadataValue::try_from(actor)
+    {
+        request.metadata_mut().insert(ACTOR_HEADER, value);
     }
     request
 }

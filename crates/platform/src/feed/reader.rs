@@ -53,6 +53,8 @@ pub struct StoredEvent {
     pub occur_time_us: i64,
     /// Protobuf-encoded payload.
     pub payload: Vec<u8>,
+    /// Who acted.
+    pub actor: String,
 }
 
 /// What one read of the outbox found.
@@ -76,7 +78,7 @@ pub struct OutboxReader {
 }
 
 const READ_SQLITE: &str = "SELECT 0 AS txid, position AS seq, event_id, event_type, aggregate_type, \
-     aggregate_id, tenant_id, occur_time_us, payload FROM outbox \
+     aggregate_id, tenant_id, occur_time_us, payload, actor FROM outbox \
      WHERE position > $1 ORDER BY position LIMIT $2";
 
 /// The settle horizon as a PostgreSQL expression: every outbox row written by a
@@ -114,7 +116,7 @@ macro_rules! horizon {
 /// subquery evaluates the horizon once per read, not once per row.
 const READ_POSTGRES: &str = concat!(
     "SELECT txid, seq, event_id, event_type, aggregate_type, aggregate_id, tenant_id, \
-     occur_time_us, payload, txid < (SELECT ",
+     occur_time_us, payload, actor, txid < (SELECT ",
     horizon!(),
     ") AS settled FROM outbox WHERE (txid, seq) > ($1, $2) ORDER BY txid, seq LIMIT $3"
 );
@@ -190,6 +192,7 @@ impl OutboxReader {
                 tenant_id: row.try_get("tenant_id")?,
                 occur_time_us: row.try_get("occur_time_us")?,
                 payload: row.try_get("payload")?,
+                actor: row.try_get("actor")?,
             });
         }
         Ok(read)

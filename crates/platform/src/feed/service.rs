@@ -127,6 +127,7 @@ fn to_message(event: StoredEvent, feed_id: &str) -> SubscribeResponse {
             aggregate_id: event.aggregate_id,
             tenant_id: event.tenant_id,
             occur_time: Some(timestamp(event.occur_time_us)),
+            actor: event.actor,
         })),
     }
 }
