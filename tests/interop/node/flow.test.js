@@ -2,12 +2,12 @@
 // the system under test is a real `agilepm dev` (AGILEPM_BIN, default target/debug/agilepm).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, statSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname, relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import { randomUUID } from "node:crypto";
+import { randomUUID, randomBytes } from "node:crypto";
 import grpc from "@grpc/grpc-js";
 import protoLoader from "@grpc/proto-loader";
 
@@ -15,8 +15,18 @@ const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 const protoRoot = join(repo, "proto");
 // Below Linux's ephemeral port range (32768-60999), so no outgoing connection holds them.
 const ports = { "backlog-item": 27051, task: 27052, planning: 27053, coordinator: 27054 };
+const binary = process.env.AGILEPM_BIN ?? join(repo, "target", "debug", "agilepm");
+// Tokens verified against a secret, as in production: random per run, minted by
+// `agilepm token` the way an operator would.
+const secret = randomBytes(32).toString("hex");
+const authEnv = { ...process.env, AGILEPM_AUTH_SECRET: secret };
+const token = execFileSync(
+  binary,
+  ["token", "--tenant", "interop-node", "--role", "product_owner", "--role", "team_member", "--subject", "interop-node", "--ttl", "1h"],
+  { env: authEnv, encoding: "utf8" },
+).trim();
 const metadata = new grpc.Metadata();
-metadata.set("authorization", "Bearer interop-node");
+metadata.set("authorization", `Bearer ${token}`);
 
 function protoFiles(dir) {
   return readdirSync(dir).flatMap((name) => {
@@ -45,9 +55,8 @@ function call(client, method, request) {
 
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), "agilepm-node-"));
-  const binary = process.env.AGILEPM_BIN ?? join(repo, "target", "debug", "agilepm");
   const args = ["dev", "--data-dir", dataDir, ...Object.entries(ports).flatMap(([name, port]) => [`--${name}-port`, String(port)])];
-  system = spawn(binary, args, { stdio: ["ignore", "pipe", "ignore"] });
+  system = spawn(binary, args, { stdio: ["ignore", "pipe", "ignore"], env: authEnv });
   await new Promise((resolve, reject) => {
     let output = "";
     system.stdout.on("data", (chunk) => {
@@ -128,4 +137,26 @@ test("bad input is INVALID_ARGUMENT naming the field, a stale version is ABORTED
   const update = { product: { id: product.id, description: "x" }, update_mask: { paths: ["description"] }, expected_version: product.version };
   await call(clients.products, "UpdateProduct", update);
   await assert.rejects(call(clients.products, "UpdateProduct", update), (error) => error.code === grpc.status.ABORTED);
+});
+
+test("every event names who acted, and a plain tenant id is not a token", async () => {
+  const { product } = await call(clients.products, "CreateProduct", { request_id: randomUUID(), product: { name: `Node ${randomUUID()}` } });
+  const { backlog_item: item } = await call(clients.items, "PlanBacklogItem", { request_id: randomUUID(), product_id: product.id, summary: "Who" });
+  const stream = clients.feed.Subscribe({ aggregate_ids: [item.id] }, metadata);
+  const actor = await new Promise((resolve, reject) => {
+    stream.on("data", (message) => {
+      if (message.kind !== "event") return;
+      stream.cancel();
+      resolve(message.event.actor);
+    });
+    stream.on("error", (error) => (error.code === grpc.status.CANCELLED ? undefined : reject(error)));
+    setTimeout(() => reject(new Error("no event arrived")), 20000).unref();
+  });
+  assert.equal(actor, "interop-node");
+  const plain = new grpc.Metadata();
+  plain.set("authorization", "Bearer interop-node");
+  await assert.rejects(
+    new Promise((resolve, reject) => clients.products.ListProducts({}, plain, (error, response) => (error ? reject(error) : resolve(response)))),
+    (error) => error.code === grpc.status.UNAUTHENTICATED,
+  );
 });

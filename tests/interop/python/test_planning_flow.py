@@ -5,7 +5,7 @@ import uuid
 import grpc
 import pytest
 
-from conftest import TENANT
+from conftest import TENANT, VIEWER
 
 
 def rid() -> str:
@@ -169,3 +169,54 @@ def test_bad_input_and_stale_versions_get_the_documented_codes(api):
     with pytest.raises(grpc.RpcError) as missing:
         api.products.GetProduct(product_pb2.GetProductRequest(id=str(uuid.uuid4())), metadata=TENANT)
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("size", [10_000, 3_000_000])
+def test_an_oversized_value_is_a_readable_invalid_argument(api, size):
+    """gRPC core clients refuse trailers over their limit: a long value must come back
+    cut short, as INVALID_ARGUMENT, not as RESOURCE_EXHAUSTED from the client itself."""
+    from agilepm.events.v1 import feed_pb2
+    from agilepm.planning.v1 import product_pb2
+
+    huge = "x" * size
+    with pytest.raises(grpc.RpcError) as refused:
+        api.products.GetProduct(product_pb2.GetProductRequest(id=huge), metadata=TENANT, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+    assert refused.value.details().startswith("id: not a UUID")
+    assert f"({size} bytes)" in refused.value.details()
+    assert len(refused.value.details()) < 200
+
+    stream = api.backlog_feed.Subscribe(feed_pb2.SubscribeRequest(after_position=huge), metadata=TENANT, timeout=30)
+    with pytest.raises(grpc.RpcError) as refused:
+        next(iter(stream))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+    assert refused.value.details().startswith("after_position: malformed feed position")
+
+
+def test_roles_and_tokens_are_enforced_for_generated_clients(api):
+    from agilepm.backlog.v1 import backlog_item_pb2
+    from agilepm.planning.v1 import product_pb2
+
+    # A viewer reads but does not write.
+    api.products.ListProducts(product_pb2.ListProductsRequest(), metadata=VIEWER)
+    with pytest.raises(grpc.RpcError) as refused:
+        api.products.CreateProduct(
+            product_pb2.CreateProductRequest(request_id=rid(), product=product_pb2.Product(name="Not mine")),
+            metadata=VIEWER,
+        )
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "needs role product_owner" in refused.value.details()
+    # Internal RPCs are closed to tenants, whatever roles they hold.
+    with pytest.raises(grpc.RpcError) as refused:
+        api.items.ReconcileBacklogItemStatus(
+            backlog_item_pb2.ReconcileBacklogItemStatusRequest(
+                id=str(uuid.uuid4()), task_hours_remaining=0, task_count=1, task_revision=2**60
+            ),
+            metadata=TENANT,
+        )
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # No token, a plain tenant id, a forged signature: unauthenticated.
+    for metadata in ((), (("authorization", "Bearer interop"),), (("authorization", TENANT[0][1] + "x"),)):
+        with pytest.raises(grpc.RpcError) as refused:
+            api.products.ListProducts(product_pb2.ListProductsRequest(), metadata=metadata)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
