@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Starts the four service binaries the way the container image starts them (same
-# commands, same environment variables as compose.yaml, PostgreSQL databases) against
-# this machine's PostgreSQL, and checks each healthy with the image's own HEALTHCHECK
-# command (`agilepm health`). Used by .ci/run; exits non-zero on any failure.
+# commands, same environment variables as compose.yaml: mutual TLS with certificates and a
+# token secret from deploy/make-secrets.sh, PostgreSQL databases) against this machine's
+# PostgreSQL, and checks each healthy with the image's own HEALTHCHECK command
+# (`agilepm health`, over TLS). Given grpcurl, it also creates a product (planning records
+# it in backlog-item over mutual TLS) and plans an item for it. Used by .ci/run; exits
+# non-zero on any failure.
 #
-#   deploy/check-started-as-in-image.sh [BIN_DIR] [POSTGRES_SERVER_URL] [BASE_PORT]
+#   deploy/check-started-as-in-image.sh [BIN_DIR] [POSTGRES_SERVER_URL] [BASE_PORT] [GRPCURL]
 #
 # BASE_PORT (default 50051, as in the image) moves the four ports together. CI passes a
 # port below Linux's ephemeral range (32768-60999): there, a peer's outgoing database
@@ -14,9 +17,12 @@ set -euo pipefail
 bin_dir=${1:-target/debug}
 server=${2:-postgres://root@127.0.0.1:5432}
 base=${3:-50051}
+grpcurl=${4:-}
 services=(backlog-item task planning coordinator)
 ports=($base $((base + 1)) $((base + 2)) $((base + 3)))
 pids=()
+secrets=$(mktemp -d)
+"$(dirname "$0")/make-secrets.sh" "$secrets" >/dev/null
 
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -24,6 +30,7 @@ cleanup() {
     for svc in "${services[@]}"; do
         psql "$server/postgres" -qAtc "DROP DATABASE IF EXISTS agilepm_imagecheck_${svc//-/_} WITH (FORCE)" >/dev/null
     done
+    rm -rf "$secrets"
 }
 trap cleanup EXIT
 
@@ -35,10 +42,14 @@ for i in "${!services[@]}"; do
     AGILEPM_LISTEN=0.0.0.0:${ports[$i]} \
     AGILEPM_HEALTH_ADDRESS=127.0.0.1:${ports[$i]} \
     AGILEPM_DATABASE_URL=$server/$db \
-    AGILEPM_AUTH_SECRET=image-check-secret \
-    AGILEPM_BACKLOG_ITEM_ENDPOINT=http://127.0.0.1:${ports[0]} \
-    AGILEPM_TASK_ENDPOINT=http://127.0.0.1:${ports[1]} \
-    AGILEPM_PLANNING_ENDPOINT=http://127.0.0.1:${ports[2]} \
+    AGILEPM_AUTH_SECRET=$(cat "$secrets/auth-secret") \
+    AGILEPM_TLS_CERT=$secrets/$svc.crt \
+    AGILEPM_TLS_KEY=$secrets/$svc.key \
+    AGILEPM_TLS_CA=$secrets/ca.crt \
+    AGILEPM_TLS_CLIENT_CA=$secrets/ca.crt \
+    AGILEPM_BACKLOG_ITEM_ENDPOINT=https://127.0.0.1:${ports[0]} \
+    AGILEPM_TASK_ENDPOINT=https://127.0.0.1:${ports[1]} \
+    AGILEPM_PLANNING_ENDPOINT=https://127.0.0.1:${ports[2]} \
     AGILEPM_LOG_FORMAT=json \
     RUST_LOG=warn \
         "$bin_dir/agilepm-$svc" &
@@ -49,7 +60,9 @@ for i in "${!services[@]}"; do
     svc=${services[$i]}
     ok=
     for _ in $(seq 1 60); do
-        if AGILEPM_HEALTH_ADDRESS=127.0.0.1:${ports[$i]} "$bin_dir/agilepm" health >/dev/null 2>&1; then
+        if AGILEPM_HEALTH_ADDRESS=127.0.0.1:${ports[$i]} AGILEPM_TLS_CERT=$secrets/$svc.crt \
+            AGILEPM_TLS_KEY=$secrets/$svc.key AGILEPM_TLS_CA=$secrets/ca.crt \
+            "$bin_dir/agilepm" health >/dev/null 2>&1; then
             ok=1
             break
         fi
@@ -61,3 +74,27 @@ for i in "${!services[@]}"; do
     fi
     echo "ok: $svc on port ${ports[$i]} is SERVING (started as in the image)"
 done
+# The image's health check must fail against plaintext expectations: without the
+# service's TLS settings it cannot reach a TLS port.
+if AGILEPM_HEALTH_ADDRESS=127.0.0.1:${ports[0]} "$bin_dir/agilepm" health >/dev/null 2>&1; then
+    echo "FAIL: a plaintext health check reached a TLS port" >&2
+    exit 1
+fi
+echo "ok: a plaintext probe cannot reach a TLS port"
+
+if [[ -n $grpcurl ]]; then
+    token=$(AGILEPM_AUTH_SECRET=$(cat "$secrets/auth-secret") "$bin_dir/agilepm" token \
+        --tenant imagecheck --role product_owner --subject imagecheck --ttl 10m)
+    tls=(-cacert "$secrets/ca.crt" -cert "$secrets/planning.crt" -key "$secrets/planning.key")
+    product=$("$grpcurl" "${tls[@]}" -H "authorization: Bearer $token" \
+        -d "{\"request_id\": \"$RANDOM$RANDOM\", \"product\": {\"name\": \"image check\"}}" \
+        "127.0.0.1:${ports[2]}" agilepm.planning.v1.ProductService/CreateProduct |
+        sed -n 's/.*"id": "\([0-9a-f-]*\)".*/\1/p' | head -1)
+    [[ -n $product ]] || { echo "FAIL: CreateProduct over mutual TLS" >&2; exit 1; }
+    "$grpcurl" "${tls[@]}" -H "authorization: Bearer $token" \
+        -d "{\"request_id\": \"$RANDOM$RANDOM\", \"product_id\": \"$product\", \"summary\": \"s\"}" \
+        "127.0.0.1:${ports[0]}" agilepm.backlog.v1.BacklogItemService/PlanBacklogItem | grep -q '"status": "BACKLOG_ITEM_STATUS_PLANNED"' ||
+        { echo "FAIL: PlanBacklogItem for a product planning recorded over mutual TLS" >&2; exit 1; }
+    echo "ok: a product created in planning is recorded in backlog-item over mutual TLS"
+fi
+

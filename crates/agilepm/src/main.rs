@@ -29,6 +29,9 @@ enum Command {
     /// Benchmark the yardstick sprint at scale against the machine's own limits.
     Bench(agilepm::bench::BenchArgs),
     /// Exit 0 if the gRPC server at ADDRESS answers health SERVING (container health checks).
+    /// A service given a TLS certificate (AGILEPM_TLS_CERT) is probed over TLS, verified
+    /// with AGILEPM_TLS_CA and presenting the service's own certificate, so the probe runs
+    /// in the service's container with the service's environment and nothing else.
     Health {
         /// `host:port` of the server.
         #[arg(
@@ -37,6 +40,9 @@ enum Command {
             default_value = "127.0.0.1:50051"
         )]
         address: std::net::SocketAddr,
+        /// The service's TLS settings.
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Print a signed bearer token (a JWT) for a person of a tenant, or a system operator.
     Token(TokenArgs),
@@ -99,8 +105,15 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Dev(args) => dev(args).await,
         Command::Bench(args) => agilepm::bench::run(args).await,
-        Command::Health { address } => {
-            if agilepm::system::is_serving(address).await {
+        Command::Health { address, tls } => {
+            let tls = tls.resolve()?;
+            let serving = if tls.server.is_some() {
+                let client = tls.client.config()?;
+                agilepm::system::is_serving_at(&format!("https://{address}"), Some(&client)).await
+            } else {
+                agilepm::system::is_serving(address).await
+            };
+            if serving {
                 println!("SERVING");
                 Ok(())
             } else {
@@ -175,6 +188,7 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let _telemetry = agilepm_platform::telemetry::init("agilepm-dev")?;
     let auth = args.auth.resolve()?;
+    let tls = args.tls.resolve()?;
     let mut databases = BTreeMap::new();
     for service in ServiceName::ALL {
         let url = match &args.postgres_url {
@@ -202,7 +216,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         host: args.host,
         ports,
         auth: auth.clone(),
-        tls: args.tls.resolve()?,
+        tls: tls.clone(),
         db_max_connections: 16,
         external_endpoints: BTreeMap::new(),
     };
@@ -232,7 +246,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .address(ServiceName::Planning)
         .map(|a| a.to_string())
         .unwrap_or_default();
-    println!("try: grpcurl -plaintext {planning} list");
+    match (&tls.server, &tls.client.ca) {
+        (Some(_), Some(ca)) => println!("try: grpcurl -cacert {} {planning} list", ca.display()),
+        (Some(_), None) => println!("try: grpcurl -cacert YOUR-CA.pem {planning} list"),
+        (None, _) => println!("try: grpcurl -plaintext {planning} list"),
+    }
     println!("press Ctrl-C to stop");
 
     tokio::select! {
