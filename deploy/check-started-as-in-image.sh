@@ -42,6 +42,7 @@ for i in "${!services[@]}"; do
     AGILEPM_LISTEN=0.0.0.0:${ports[$i]} \
     AGILEPM_HEALTH_ADDRESS=127.0.0.1:${ports[$i]} \
     AGILEPM_DATABASE_URL=$server/$db \
+    AGILEPM_REQUIRE_AUTH=true \
     AGILEPM_AUTH_SECRET=$(cat "$secrets/auth-secret") \
     AGILEPM_TLS_CERT=$secrets/$svc.crt \
     AGILEPM_TLS_KEY=$secrets/$svc.key \
@@ -74,6 +75,14 @@ for i in "${!services[@]}"; do
     fi
     echo "ok: $svc on port ${ports[$i]} is SERVING (started as in the image)"
 done
+# A deployment that forgot its key does not start.
+if AGILEPM_REQUIRE_AUTH=true AGILEPM_LISTEN=127.0.0.1:0 AGILEPM_DATABASE_URL=sqlite://$secrets/x.db \
+    timeout 10 "$bin_dir/agilepm-task" >/dev/null 2>&1; then
+    echo "FAIL: a service started without a key although AGILEPM_REQUIRE_AUTH is set" >&2
+    exit 1
+fi
+echo "ok: with AGILEPM_REQUIRE_AUTH and no key, a service refuses to start"
+
 # The image's health check must fail against plaintext expectations: without the
 # service's TLS settings it cannot reach a TLS port.
 if AGILEPM_HEALTH_ADDRESS=127.0.0.1:${ports[0]} "$bin_dir/agilepm" health >/dev/null 2>&1; then

@@ -102,12 +102,16 @@ pub struct AuthArgs {
     /// Required `aud` claim.
     #[arg(long, env = "AGILEPM_AUTH_AUDIENCE")]
     pub auth_audience: Option<String>,
+    /// Refuse to start in development mode: a deployment that forgot its key stops
+    /// instead of running open.
+    #[arg(long, env = "AGILEPM_REQUIRE_AUTH", default_value_t = false)]
+    pub require_auth: bool,
 }
 
 impl AuthArgs {
     /// The configuration these flags describe; refuses weak keys.
     pub fn resolve(&self) -> anyhow::Result<AuthConfig> {
-        AuthConfig::from_settings(
+        let config = AuthConfig::from_settings(
             self.auth_secret.clone(),
             self.auth_jwks.clone(),
             self.auth_signing_key
@@ -115,7 +119,12 @@ impl AuthArgs {
                 .zip(self.auth_signing_kid.clone()),
             self.auth_issuer.clone(),
             self.auth_audience.clone(),
-        )
+        )?;
+        anyhow::ensure!(
+            !(self.require_auth && config.development),
+            "AGILEPM_REQUIRE_AUTH is set but no key is: set AGILEPM_AUTH_SECRET or AGILEPM_AUTH_JWKS"
+        );
+        Ok(config)
     }
 }
 
@@ -268,5 +277,39 @@ impl TlsArgs {
                 key,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        auth: AuthArgs,
+    }
+
+    #[test]
+    fn a_required_key_that_is_missing_stops_the_start() {
+        let open = Cli::parse_from(["x"]).auth.resolve().unwrap();
+        assert!(open.development);
+        let required = Cli::parse_from(["x", "--require-auth"]).auth.resolve();
+        assert!(required.is_err());
+        let keyed = Cli::parse_from([
+            "x",
+            "--require-auth",
+            "--auth-secret",
+            "kV8rQ2mZ7xW4nB9pL3tY6hJ1sD5gF0cAx",
+        ])
+        .auth
+        .resolve()
+        .unwrap();
+        assert!(!keyed.development);
+        let weak = Cli::parse_from(["x", "--auth-secret", "change-me"])
+            .auth
+            .resolve();
+        assert!(weak.is_err());
     }
 }

@@ -13,7 +13,7 @@ use tonic::service::RoutesBuilder;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::Service;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::auth::Authenticator;
@@ -130,7 +130,14 @@ impl GrpcServer {
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .layer(TraceLayer::new_for_grpc().make_span_with(request_span))
+            // A failed call is logged where it becomes a status (`error.rs`): once, at
+            // error level for server faults only. The trace layer's own failure line
+            // stays at debug, so a client's NOT_FOUND is not an error in the log.
+            .layer(
+                TraceLayer::new_for_grpc()
+                    .make_span_with(request_span)
+                    .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+            )
             .layer(AuthLayer::new(authenticator))
             .add_routes(routes.routes());
         match tls {
@@ -168,7 +175,8 @@ fn request_span<B>(request: &HttpRequest<B>) -> tracing::Span {
     });
     let span = tracing::info_span!(
         "grpc",
-        method = %request.uri().path(),
+        // The path is the client's: bounded like every echoed value.
+        method = %bounded_path(request.uri().path()),
         trace_id = tracing::field::Empty,
         subject = tracing::field::Empty,
     );
@@ -179,6 +187,15 @@ fn request_span<B>(request: &HttpRequest<B>) -> tracing::Span {
     };
     span.record("trace_id", tracing::field::display(trace_id));
     span
+}
+
+/// A request path as logs show it: whole when it is a plausible gRPC path, cut otherwise.
+fn bounded_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.len() <= 200 {
+        std::borrow::Cow::Borrowed(path)
+    } else {
+        std::borrow::Cow::Owned(crate::error::shown(path))
+    }
 }
 
 async fn watch_database(
