@@ -49,8 +49,8 @@ engine_tests!(
 pub struct Sprinting {
     pub system: TestSystem,
     pub product: Product,
-    release: Release,
-    sprint: Sprint,
+    pub release: Release,
+    pub sprint: Sprint,
 }
 
 fn rid() -> String {
@@ -64,7 +64,16 @@ impl Sprinting {
     }
 
     pub async fn prepare(system: TestSystem, mode: StatusTransitionMode) -> Sprinting {
-        let planning = system.channel(ServiceName::Planning, "acme");
+        Sprinting::prepare_as(system, mode, "acme").await
+    }
+
+    /// A product, a release and a sprint, made by the holder of `token`.
+    pub async fn prepare_as(
+        system: TestSystem,
+        mode: StatusTransitionMode,
+        token: &str,
+    ) -> Sprinting {
+        let planning = system.channel(ServiceName::Planning, token);
         let product = Product {
             name: format!("P {}", rid()),
             status_transition_mode: mode as i32,

@@ -9,6 +9,7 @@ mod coordinator;
 mod crash;
 mod feed;
 mod foundation;
+mod given;
 mod planning;
 mod references;
 mod security;

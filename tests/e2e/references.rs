@@ -20,6 +20,7 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::coordinator::{Sprinting, estimate};
+use crate::given;
 
 engine_tests!(
     items_reference_only_recorded_products_and_their_own_tenants_items,
@@ -157,19 +158,11 @@ async fn planning_records_every_product_again_when_it_starts(engine: Engine) {
         (ServiceName::Planning, planning_db.url().to_owned()),
     ];
     let system = TestSystem::start_on_databases(&databases).await;
-    let product = ProductServiceClient::new(system.channel(ServiceName::Planning, "acme"))
-        .create_product(CreateProductRequest {
-            request_id: Uuid::new_v4().to_string(),
-            product: Some(Product {
-                name: "Older than the record".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .product
-        .unwrap();
+    let product = given::product(
+        system.channel(ServiceName::Planning, "acme"),
+        "Older than the record",
+    )
+    .await;
     system.stop().await;
     // As if the product predated the backlog-item service's record of products.
     sqlx::any::install_default_drivers();

@@ -17,11 +17,12 @@ use agilepm_proto::backlog::v1::{
 };
 use agilepm_proto::events::v1::GetFeedHeadRequest;
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
+use agilepm_proto::planning::v1::ListProductsRequest;
 use agilepm_proto::planning::v1::product_service_client::ProductServiceClient;
-use agilepm_proto::planning::v1::{CreateProductRequest, ListProductsRequest, Product};
-use agilepm_proto::task::v1::DefineTaskRequest;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_testkit::{Engine, TestSystem, channel, engine_tests};
+
+use crate::given;
 use base64::Engine as _;
 use secrecy::SecretString;
 use tonic::Code;
@@ -250,42 +251,22 @@ async fn tokens_expire_name_their_audience_and_rotate_by_kid(engine: Engine) {
 
     // The services' own identities are verified too: planning calls backlog-item, task
     // calls backlog-item, all in strict mode.
-    let product = product_client(&system, &valid)
-        .create_product(CreateProductRequest {
-            request_id: Uuid::new_v4().to_string(),
-            product: Some(Product {
-                name: "Secured".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .product
-        .unwrap();
-    let item =
-        BacklogItemServiceClient::new(channel(system.address(ServiceName::BacklogItem), &valid))
-            .plan_backlog_item(PlanBacklogItemRequest {
-                request_id: Uuid::new_v4().to_string(),
-                product_id: product.id.clone(),
-                summary: "Story".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .backlog_item
-            .unwrap();
-    TaskServiceClient::new(channel(system.address(ServiceName::Task), &valid))
-        .define_task(DefineTaskRequest {
-            request_id: Uuid::new_v4().to_string(),
-            backlog_item_id: item.id.clone(),
-            name: "Task".into(),
-            hours_remaining: 3,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let product = given::product(
+        channel(system.address(ServiceName::Planning), &valid),
+        "Secured",
+    )
+    .await;
+    let item = given::item(
+        channel(system.address(ServiceName::BacklogItem), &valid),
+        &product.id,
+    )
+    .await;
+    given::task(
+        channel(system.address(ServiceName::Task), &valid),
+        &item.id,
+        3,
+    )
+    .await;
 
     let unauthenticated = |result: Result<(), tonic::Status>, says: &str| {
         let status = result.unwrap_err();
@@ -488,75 +469,27 @@ engine_tests!(every_event_and_estimate_names_who_acted);
 /// person did through planning (planning names them to backlog-item) and what the
 /// coordinator did on its own.
 async fn every_event_and_estimate_names_who_acted(engine: Engine) {
+    use agilepm_proto::common::v1::StatusTransitionMode;
     use agilepm_proto::planning::v1::release_service_client::ReleaseServiceClient;
     use agilepm_proto::planning::v1::sprint_service_client::SprintServiceClient;
     use agilepm_proto::planning::v1::{
-        CommitBacklogItemToSprintRequest, Release, ScheduleBacklogItemForReleaseRequest,
-        ScheduleReleaseRequest, ScheduleSprintRequest, Sprint,
+        CommitBacklogItemToSprintRequest, ScheduleBacklogItemForReleaseRequest,
     };
+
+    use crate::coordinator::Sprinting;
     use agilepm_proto::task::v1::{EstimateTaskHoursRemainingRequest, GetTaskRequest};
 
     let system = TestSystem::start(engine, &ServiceName::ALL).await;
     let ann = agilepm_testkit::person_token("ann", "acme", &[Role::ProductOwner]);
     let bob = agilepm_testkit::person_token("bob", "acme", &[Role::TeamMember]);
+    let scene = Sprinting::prepare_as(system, StatusTransitionMode::Automatic, &ann).await;
+    let (system, release, sprint) = (&scene.system, &scene.release, &scene.sprint);
     let at = |service| system.address(service);
-    let product = ProductServiceClient::new(channel(at(ServiceName::Planning), &ann))
-        .create_product(CreateProductRequest {
-            request_id: Uuid::new_v4().to_string(),
-            product: Some(Product {
-                name: "Who did it".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .product
-        .unwrap();
-    let release = ReleaseServiceClient::new(channel(at(ServiceName::Planning), &ann))
-        .schedule_release(ScheduleReleaseRequest {
-            request_id: Uuid::new_v4().to_string(),
-            release: Some(Release {
-                product_id: product.id.clone(),
-                name: "R".into(),
-                begin_date: "2099-01-01".into(),
-                end_date: "2099-12-31".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .release
-        .unwrap();
-    let sprint = SprintServiceClient::new(channel(at(ServiceName::Planning), &ann))
-        .schedule_sprint(ScheduleSprintRequest {
-            request_id: Uuid::new_v4().to_string(),
-            sprint: Some(Sprint {
-                product_id: product.id.clone(),
-                name: "S".into(),
-                begin_date: "2099-02-01".into(),
-                end_date: "2099-02-12".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .sprint
-        .unwrap();
-    let item = BacklogItemServiceClient::new(channel(at(ServiceName::BacklogItem), &ann))
-        .plan_backlog_item(PlanBacklogItemRequest {
-            request_id: Uuid::new_v4().to_string(),
-            product_id: product.id.clone(),
-            summary: "Story".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .backlog_item
-        .unwrap();
+    let item = given::item(
+        channel(at(ServiceName::BacklogItem), &ann),
+        &scene.product.id,
+    )
+    .await;
     ReleaseServiceClient::new(channel(at(ServiceName::Planning), &ann))
         .schedule_backlog_item_for_release(ScheduleBacklogItemForReleaseRequest {
             release_id: release.id.clone(),
@@ -573,20 +506,8 @@ async fn every_event_and_estimate_names_who_acted(engine: Engine) {
         })
         .await
         .unwrap();
+    let task = given::task(channel(at(ServiceName::Task), &bob), &item.id, 2).await;
     let mut tasks = TaskServiceClient::new(channel(at(ServiceName::Task), &bob));
-    let task = tasks
-        .define_task(DefineTaskRequest {
-            request_id: Uuid::new_v4().to_string(),
-            backlog_item_id: item.id.clone(),
-            name: "Task".into(),
-            hours_remaining: 2,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
     tasks
         .estimate_task_hours_remaining(EstimateTaskHoursRemainingRequest {
             id: task.id.clone(),
@@ -690,5 +611,5 @@ async fn every_event_and_estimate_names_who_acted(engine: Engine) {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-    system.stop().await;
+    scene.system.stop().await;
 }

@@ -9,13 +9,11 @@ use agilepm_platform::auth::Credentials;
 use agilepm_platform::client::{PeerChannel, connect_lazy_tls};
 use agilepm_platform::config::{ServiceName, TlsConfig};
 use agilepm_platform::tls::{ClientTlsFiles, ServerTlsFiles};
-use agilepm_proto::backlog::v1::PlanBacklogItemRequest;
-use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
+use agilepm_proto::planning::v1::ListProductsRequest;
 use agilepm_proto::planning::v1::product_service_client::ProductServiceClient;
-use agilepm_proto::planning::v1::{CreateProductRequest, ListProductsRequest, Product};
-use agilepm_proto::task::v1::DefineTaskRequest;
-use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_testkit::{Engine, TestDb, TestSystem, engine_tests};
+
+use crate::given;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
@@ -130,42 +128,15 @@ async fn mutual_tls_between_services_and_for_clients(engine: Engine) {
     let planning = system.address(ServiceName::Planning);
 
     // Services call each other over mutual TLS: planning and task reach backlog-item.
-    let product = ProductServiceClient::new(client(planning, &trusted))
-        .create_product(CreateProductRequest {
-            request_id: Uuid::new_v4().to_string(),
-            product: Some(Product {
-                name: "Over TLS".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .product
-        .unwrap();
-    let item =
-        BacklogItemServiceClient::new(client(system.address(ServiceName::BacklogItem), &trusted))
-            .plan_backlog_item(PlanBacklogItemRequest {
-                request_id: Uuid::new_v4().to_string(),
-                product_id: product.id,
-                summary: "Story".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .backlog_item
-            .unwrap();
-    TaskServiceClient::new(client(system.address(ServiceName::Task), &trusted))
-        .define_task(DefineTaskRequest {
-            request_id: Uuid::new_v4().to_string(),
-            backlog_item_id: item.id,
-            name: "Task".into(),
-            hours_remaining: 2,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let product = given::product(client(planning, &trusted), "Over TLS").await;
+    let backlog_items = client(system.address(ServiceName::BacklogItem), &trusted);
+    let item = given::item(backlog_items, &product.id).await;
+    given::task(
+        client(system.address(ServiceName::Task), &trusted),
+        &item.id,
+        2,
+    )
+    .await;
 
     // Without a client certificate, with one from another CA, trusting another CA, or in
     // plaintext: no call gets through.
@@ -251,15 +222,11 @@ async fn postgres_connections_verify_the_server() {
         TestSystem::start_on_databases(&[(ServiceName::BacklogItem, verified.clone())]).await;
     let product_id = Uuid::now_v7().to_string();
     system.record_product("acme", &product_id).await;
-    BacklogItemServiceClient::new(system.channel(ServiceName::BacklogItem, "acme"))
-        .plan_backlog_item(PlanBacklogItemRequest {
-            request_id: Uuid::new_v4().to_string(),
-            product_id,
-            summary: "Stored over TLS".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    given::item(
+        system.channel(ServiceName::BacklogItem, "acme"),
+        &product_id,
+    )
+    .await;
     let encrypted: i64 = {
         use sqlx::Connection as _;
         let mut admin = sqlx::postgres::PgConnection::connect(&admin).await.unwrap();

@@ -236,23 +236,11 @@ impl TestSystem {
 
     /// `services`, each on the database URL given (which the caller owns and cleans up).
     pub async fn start_on_databases(services: &[(ServiceName, String)]) -> TestSystem {
-        let config = SystemConfig {
-            databases: services
-                .iter()
-                .map(|(service, url)| ((*service).into(), url.clone()))
-                .collect(),
-            host: [127, 0, 0, 1].into(),
-            ports: BTreeMap::new(),
-            auth: test_auth().clone(),
-            tls: TlsConfig::default(),
-            db_max_connections: TEST_POOL_SIZE,
-            external_endpoints: BTreeMap::new(),
-        };
-        let mut system = RunningSystem::start(config).await.expect("start services");
-        system
-            .wait_ready(Duration::from_secs(30))
-            .await
-            .expect("services ready");
+        let urls = services
+            .iter()
+            .map(|(service, url)| ((*service).into(), url.clone()))
+            .collect();
+        let system = run(urls, &[], test_auth().clone(), TlsConfig::default()).await;
         TestSystem {
             system: Some(system),
             services: Vec::new(),
@@ -275,25 +263,8 @@ impl TestSystem {
             urls.insert((*service).into(), database.url().to_owned());
             databases.push(database);
         }
-        let config = SystemConfig {
-            databases: urls,
-            host: [127, 0, 0, 1].into(),
-            ports: BTreeMap::new(),
-            auth,
-            tls,
-            db_max_connections: TEST_POOL_SIZE,
-            external_endpoints: external
-                .iter()
-                .map(|(name, endpoint)| ((*name).into(), endpoint.clone()))
-                .collect(),
-        };
-        let mut system = RunningSystem::start(config).await.expect("start services");
-        system
-            .wait_ready(Duration::from_secs(30))
-            .await
-            .expect("services ready");
         TestSystem {
-            system: Some(system),
+            system: Some(run(urls, external, auth, tls).await),
             services: services.to_vec(),
             databases,
         }
@@ -369,6 +340,33 @@ impl TestSystem {
             system.stop().await.expect("services stop cleanly");
         }
     }
+}
+
+/// Starts the services of `databases` on ephemeral ports and waits until they answer.
+async fn run(
+    databases: BTreeMap<agilepm::system::ServiceNameKey, String>,
+    external: &[(ServiceName, String)],
+    auth: AuthConfig,
+    tls: TlsConfig,
+) -> RunningSystem {
+    let config = SystemConfig {
+        databases,
+        host: [127, 0, 0, 1].into(),
+        ports: BTreeMap::new(),
+        auth,
+        tls,
+        db_max_connections: TEST_POOL_SIZE,
+        external_endpoints: external
+            .iter()
+            .map(|(name, endpoint)| ((*name).into(), endpoint.clone()))
+            .collect(),
+    };
+    let mut system = RunningSystem::start(config).await.expect("start services");
+    system
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .expect("services ready");
+    system
 }
 
 /// An event feed server over a bare database, for testing the outbox and feed without a
