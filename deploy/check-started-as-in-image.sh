@@ -50,7 +50,6 @@ for i in "${!services[@]}"; do
     AGILEPM_TLS_CLIENT_CA=$secrets/ca.crt \
     AGILEPM_BACKLOG_ITEM_ENDPOINT=https://127.0.0.1:${ports[0]} \
     AGILEPM_TASK_ENDPOINT=https://127.0.0.1:${ports[1]} \
-    AGILEPM_PLANNING_ENDPOINT=https://127.0.0.1:${ports[2]} \
     AGILEPM_LOG_FORMAT=json \
     RUST_LOG=warn \
         "$bin_dir/agilepm-$svc" &

@@ -64,7 +64,6 @@ fn spawn_coordinator(system: &TestSystem, database_url: &str) -> Child {
             endpoint(ServiceName::BacklogItem),
         )
         .env("AGILEPM_TASK_ENDPOINT", endpoint(ServiceName::Task))
-        .env("AGILEPM_PLANNING_ENDPOINT", endpoint(ServiceName::Planning))
         .env("RUST_LOG", "error")
         .env("AGILEPM_DB_MAX_CONNECTIONS", "4")
         // The system's own secret, so the coordinator's identity is verified by its peers.

@@ -119,7 +119,6 @@ impl RunningSystem {
         let peers = Peers {
             backlog_item: endpoint(ServiceName::BacklogItem),
             task: endpoint(ServiceName::Task),
-            planning: endpoint(ServiceName::Planning),
         };
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();

@@ -36,13 +36,10 @@ pub struct CommonArgs {
     #[arg(long, env = "AGILEPM_BACKLOG_ITEM_ENDPOINT")]
     pub backlog_item_endpoint: Option<String>,
 
-    /// Where the task service is reached (used by planning, coordinator).
+    /// Where the task service is reached (used by planning, coordinator). No service
+    /// calls planning: it pushes what others need (products to backlog-item).
     #[arg(long, env = "AGILEPM_TASK_ENDPOINT")]
     pub task_endpoint: Option<String>,
-
-    /// Where the planning service is reached (used by coordinator).
-    #[arg(long, env = "AGILEPM_PLANNING_ENDPOINT")]
-    pub planning_endpoint: Option<String>,
 }
 
 impl CommonArgs {
@@ -69,10 +66,6 @@ impl CommonArgs {
                     .task_endpoint
                     .clone()
                     .unwrap_or_else(|| ServiceName::Task.default_endpoint()),
-                planning: self
-                    .planning_endpoint
-                    .clone()
-                    .unwrap_or_else(|| ServiceName::Planning.default_endpoint()),
             },
         })
     }
@@ -158,8 +151,6 @@ pub struct Peers {
     pub backlog_item: String,
     /// The task service.
     pub task: String,
-    /// The planning service.
-    pub planning: String,
 }
 
 /// The four agilepm services, with their well-known default ports.

@@ -250,7 +250,8 @@ impl Reconciler {
         &self,
         works: &[&ItemWork],
     ) -> Vec<Result<ReconcileOutcome, Status>> {
-        // Mode lookups are cached; in the steady state these resolve without a call.
+        // Bases come from the totals the events carry; in the steady state these resolve
+        // without a call (only events without totals read them from the task service).
         // Futures are built eagerly (not in a stream closure) so their lifetimes are
         // concrete, which keeps the handler's future `Send`.
         let lookups: Vec<_> = works.iter().map(|work| self.basis_of(work)).collect();

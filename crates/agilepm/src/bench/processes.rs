@@ -93,7 +93,6 @@ pub async fn start_all(
                 endpoint(ServiceName::BacklogItem),
             )
             .env("AGILEPM_TASK_ENDPOINT", endpoint(ServiceName::Task))
-            .env("AGILEPM_PLANNING_ENDPOINT", endpoint(ServiceName::Planning))
             .env("AGILEPM_DB_MAX_CONNECTIONS", "32")
             .env(
                 "AGILEPM_AUTH_SECRET",
