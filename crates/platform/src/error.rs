@@ -157,25 +157,41 @@ impl From<sqlx::Error> for AppError {
         match &error {
             sqlx::Error::Database(db) => {
                 let code = db.code().unwrap_or_default();
-                match code.as_ref() {
-                    // PostgreSQL unique_violation; SQLite UNIQUE / PRIMARY KEY constraint.
-                    "23505" | "2067" | "1555" => AppError::AlreadyExists(db.message().to_owned()),
-                    // PostgreSQL serialization failure and deadlock, SQLite busy: another
-                    // writer won; the caller may retry.
-                    "40001" | "40P01" | "5" | "517" => AppError::Aborted(format!(
-                        "concurrent modification, retry: {}",
-                        db.message()
-                    )),
-                    _ => AppError::Internal(error.to_string()),
-                }
+                from_database_code(&code, db.message())
+                    .unwrap_or_else(|| AppError::Internal(error.to_string()))
             }
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                AppError::Unavailable(format!("database unavailable: {error}"))
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => {
+                AppError::Unavailable(format!("database unavailable, retry: {error}"))
             }
             sqlx::Error::RowNotFound => AppError::NotFound("row".into()),
             _ => AppError::Internal(error.to_string()),
         }
     }
+}
+
+/// What a database's error code means for the caller, if it means more than a bug.
+fn from_database_code(code: &str, message: &str) -> Option<AppError> {
+    Some(match code {
+        // PostgreSQL unique_violation; SQLite UNIQUE / PRIMARY KEY constraint.
+        "23505" | "2067" | "1555" => AppError::AlreadyExists(message.to_owned()),
+        // PostgreSQL serialization failure and deadlock, SQLite busy: another writer won;
+        // the caller may retry.
+        "40001" | "40P01" | "5" | "517" => {
+            AppError::Aborted(format!("concurrent modification, retry: {message}"))
+        }
+        // PostgreSQL shutting down or starting (57P01-57P03), out of connections (53300),
+        // the connection lost (class 08): the database is away, not the request wrong.
+        "57P01" | "57P02" | "57P03" | "53300" => {
+            AppError::Unavailable(format!("database unavailable, retry: {message}"))
+        }
+        connection if connection.starts_with("08") => {
+            AppError::Unavailable(format!("database connection lost, retry: {message}"))
+        }
+        _ => return None,
+    })
 }
 
 /// Classifies a status returned by a peer service, for callers that need to decide
@@ -244,6 +260,17 @@ mod tests {
         assert!(violation.field.len() < 200 && violation.description.len() < 1200);
         let status: Status = AppError::NotFound(long).into();
         assert!(status.message().len() < 1200);
+    }
+
+    #[test]
+    fn database_codes_say_what_the_caller_can_do() {
+        let code = |sqlstate| from_database_code(sqlstate, "m").map(|e| e.code());
+        assert_eq!(code("23505"), Some(Code::AlreadyExists));
+        assert_eq!(code("40001"), Some(Code::Aborted));
+        for away in ["57P01", "57P02", "57P03", "53300", "08006", "08003"] {
+            assert_eq!(code(away), Some(Code::Unavailable), "{away}");
+        }
+        assert_eq!(code("42P01"), None, "a missing table is a bug");
     }
 
     #[test]

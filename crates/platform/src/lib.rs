@@ -13,6 +13,7 @@
 //! | [`time`] | stored times and protobuf timestamps |
 //! | [`tls`] | rustls for servers (reloading certificates, mTLS) and clients |
 //! | [`telemetry`] | logs, traces, W3C propagation, OTLP export |
+//! | [`malformed`] | undecodable request bodies answered INVALID_ARGUMENT |
 //! | [`server`] | gRPC server with health, reflection, tracing, graceful shutdown |
 //! | [`service`] | the life of a service process: database, auth, feed, serve |
 //! | [`client`] | channels to peer services with credentials, trace context, deadlines |
@@ -33,6 +34,7 @@ pub mod feed;
 pub mod follower;
 pub mod group_commit;
 pub mod guarded_writes;
+pub mod malformed;
 pub mod optimistic;
 pub mod outbox;
 pub mod paging;

@@ -17,6 +17,11 @@ pub fn decode_token(field: &str, token: &str) -> AppResult<Option<String>> {
     let bytes = hex::decode(token).map_err(|_| AppError::invalid(field, "malformed page token"))?;
     let text =
         String::from_utf8(bytes).map_err(|_| AppError::invalid(field, "malformed page token"))?;
+    // Keys are ids, rank keys, numbers and dates: a control character (PostgreSQL refuses
+    // NUL in text) means the token was not ours, and it never reaches SQL.
+    if text.chars().any(char::is_control) {
+        return Err(AppError::invalid(field, "malformed page token"));
+    }
     text.strip_prefix("k1:")
         .map(|key| Some(key.to_owned()))
         .ok_or_else(|| AppError::invalid(field, "malformed page token"))
@@ -68,6 +73,8 @@ mod tests {
         assert_eq!(decode_token("page_token", "").unwrap(), None);
         assert!(decode_token("page_token", "zz").is_err());
         assert!(decode_token("page_token", &hex::encode("other")).is_err());
+        // A NUL byte once reached PostgreSQL and came back INTERNAL.
+        assert!(decode_token("page_token", &hex::encode("k1:a\0b")).is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use crate::auth::Authenticator;
 use crate::auth::layer::AuthLayer;
 use crate::db::Db;
+use crate::malformed::MalformedLayer;
 use crate::telemetry::HeaderExtractor;
 use crate::tls::ServerTls;
 
@@ -139,6 +140,7 @@ impl GrpcServer {
                     .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
             )
             .layer(AuthLayer::new(authenticator))
+            .layer(MalformedLayer)
             .add_routes(routes.routes());
         match tls {
             Some(tls) => {

@@ -134,6 +134,35 @@ fn to_message(event: StoredEvent, feed_id: &str) -> SubscribeResponse {
 
 type SubscribeStream = tonic::codegen::BoxStream<SubscribeResponse>;
 
+/// Most aggregate ids one subscription may filter on: a subscriber following more
+/// subscribes to the whole feed of its tenant and filters itself.
+pub const MAX_AGGREGATE_IDS: usize = 1000;
+/// Most event types one subscription may filter on (each service has a few dozen).
+pub const MAX_EVENT_TYPES: usize = 100;
+/// Longest id or event type a filter may name.
+const MAX_FILTER_ENTRY: usize = 256;
+
+/// A filter field as a set, refused if it is larger than `max` or holds an entry no id or
+/// type can be: a subscription's memory is bounded by what it may ask for.
+fn bounded_set(field: &str, values: Vec<String>, max: usize) -> AppResult<HashSet<String>> {
+    if values.len() > max {
+        return Err(AppError::invalid(
+            field,
+            format!("at most {max} entries, not {}", values.len()),
+        ));
+    }
+    if let Some(long) = values.iter().find(|v| v.len() > MAX_FILTER_ENTRY) {
+        return Err(AppError::invalid(
+            field,
+            format!(
+                "entries are at most {MAX_FILTER_ENTRY} bytes, not {}",
+                crate::error::shown(long)
+            ),
+        ));
+    }
+    Ok(values.into_iter().collect())
+}
+
 /// Waits before reading again while committed events wait for an older transaction to
 /// end (PostgreSQL): 1 ms, 2 ms, 3 ms, ... up to 50 ms. Most such transactions last a few
 /// milliseconds, so the event follows their end closely; a long one costs a read per
@@ -164,8 +193,8 @@ impl EventFeedService for EventFeed {
         };
         let filter = Filter {
             caller,
-            event_types: request.event_types.into_iter().collect(),
-            aggregate_ids: request.aggregate_ids.into_iter().collect(),
+            event_types: bounded_set("event_types", request.event_types, MAX_EVENT_TYPES)?,
+            aggregate_ids: bounded_set("aggregate_ids", request.aggregate_ids, MAX_AGGREGATE_IDS)?,
         };
         let feed = self.clone();
         let mut wake = feed.reader.db().notifier().subscribe();
