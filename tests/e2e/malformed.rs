@@ -85,7 +85,7 @@ async fn malformed_inputs_are_refused_before_the_database(engine: Engine) {
     ] {
         let mut call = tonic::Request::new(request);
         call.set_timeout(Duration::from_secs(5));
-        let refused = feed.subscribe(call).await.err().expect("refused");
+        let refused = feed.subscribe(call).await.expect_err("refused");
         assert_eq!(
             refused.code(),
             Code::InvalidArgument,
