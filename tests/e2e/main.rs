@@ -10,6 +10,7 @@ mod crash;
 mod feed;
 mod foundation;
 mod given;
+mod limits;
 mod malformed;
 mod planning;
 mod references;

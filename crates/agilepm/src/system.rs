@@ -130,6 +130,7 @@ impl RunningSystem {
                 database_url: config.databases[&key].clone(),
                 auth: config.auth.clone(),
                 tls: config.tls.clone(),
+                limits: agilepm_platform::limits::ServerLimits::default(),
                 db_max_connections: config.db_max_connections,
                 peers: peers.clone(),
             };

@@ -8,6 +8,7 @@ use clap::Args;
 use secrecy::SecretString;
 
 use crate::auth::AuthConfig;
+use crate::limits::{LimitArgs, ServerLimits};
 use crate::tls::{ClientTlsFiles, ServerTlsFiles};
 
 /// Settings every service accepts. Each service flattens this into its own `clap` parser
@@ -27,6 +28,9 @@ pub struct CommonArgs {
 
     #[command(flatten)]
     pub tls: TlsArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
 
     /// Largest number of database connections this service opens.
     #[arg(long, env = "AGILEPM_DB_MAX_CONNECTIONS", default_value_t = 16)]
@@ -56,6 +60,7 @@ impl CommonArgs {
                 .unwrap_or_else(|| format!("sqlite://data/{}.db", service.as_str())),
             auth: self.auth.resolve()?,
             tls: self.tls.resolve()?,
+            limits: self.limits.resolve(),
             db_max_connections: self.db_max_connections.max(1),
             peers: Peers {
                 backlog_item: self
@@ -138,6 +143,8 @@ pub struct CommonConfig {
     pub auth: AuthConfig,
     /// TLS for this server and for calls to peers.
     pub tls: TlsConfig,
+    /// What one client can hold of this server.
+    pub limits: ServerLimits,
     /// Connection pool ceiling.
     pub db_max_connections: u32,
     /// Where the other services are.

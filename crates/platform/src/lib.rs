@@ -13,6 +13,7 @@
 //! | [`time`] | stored times and protobuf timestamps |
 //! | [`tls`] | rustls for servers (reloading certificates, mTLS) and clients |
 //! | [`telemetry`] | logs, traces, W3C propagation, OTLP export |
+//! | [`limits`] | what one client can hold of a server: connections, streams, calls, deadlines |
 //! | [`malformed`] | undecodable request bodies answered INVALID_ARGUMENT |
 //! | [`server`] | gRPC server with health, reflection, tracing, graceful shutdown |
 //! | [`service`] | the life of a service process: database, auth, feed, serve |
@@ -34,6 +35,7 @@ pub mod feed;
 pub mod follower;
 pub mod group_commit;
 pub mod guarded_writes;
+pub mod limits;
 pub mod malformed;
 pub mod optimistic;
 pub mod outbox;

@@ -19,6 +19,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use crate::auth::Authenticator;
 use crate::auth::layer::AuthLayer;
 use crate::db::Db;
+use crate::limits::{ServerLimits, accept_limited};
 use crate::malformed::MalformedLayer;
 use crate::telemetry::HeaderExtractor;
 use crate::tls::ServerTls;
@@ -30,6 +31,7 @@ pub struct GrpcServer {
     health: HealthReporter,
     authenticator: Authenticator,
     tls: Option<ServerTls>,
+    limits: ServerLimits,
 }
 
 impl GrpcServer {
@@ -45,7 +47,14 @@ impl GrpcServer {
             health,
             authenticator,
             tls: None,
+            limits: ServerLimits::default(),
         }
+    }
+
+    /// Enforces `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: ServerLimits) -> GrpcServer {
+        self.limits = limits;
+        self
     }
 
     /// Serves TLS (and mutual TLS when `tls` requires client certificates).
@@ -91,6 +100,7 @@ impl GrpcServer {
             health,
             authenticator,
             tls,
+            limits,
         } = self;
         for name in &names {
             health
@@ -131,6 +141,12 @@ impl GrpcServer {
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .max_concurrent_streams(limits.max_streams_per_connection)
+            .http2_max_header_list_size(limits.max_header_bytes)
+            .concurrency_limit_per_connection(limits.max_calls_per_connection)
+            // Past the limit a call is refused at once (RESOURCE_EXHAUSTED), not queued.
+            .load_shed(true)
+            .timeout(limits.default_deadline)
             // A failed call is logged where it becomes a status (`error.rs`): once, at
             // error level for server faults only. The trace layer's own failure line
             // stays at debug, so a client's NOT_FOUND is not an error in the log.
@@ -142,24 +158,18 @@ impl GrpcServer {
             .layer(AuthLayer::new(authenticator))
             .layer(MalformedLayer)
             .add_routes(routes.routes());
+        let accepted = accept_limited(listener, limits.max_connections, shutdown.clone());
         match tls {
             Some(tls) => {
-                tracing::info!(%address, services = ?names, "serving gRPC over TLS");
-                let incoming = tls.incoming(listener, shutdown.clone());
+                tracing::info!(%address, services = ?names, ?limits, "serving gRPC over TLS");
                 router
-                    .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+                    .serve_with_incoming_shutdown(tls.handshake(accepted), shutdown.cancelled())
                     .await?;
             }
             None => {
-                // Accepted sockets get TCP_NODELAY here: the builder's setting only applies
-                // to listeners tonic binds itself, and without it small responses wait
-                // ~40 ms for delayed ACKs.
-                let incoming = tonic::transport::server::TcpIncoming::from(listener)
-                    .with_nodelay(Some(true))
-                    .with_keepalive(Some(Duration::from_secs(60)));
-                tracing::info!(%address, services = ?names, "serving gRPC");
+                tracing::info!(%address, services = ?names, ?limits, "serving gRPC");
                 router
-                    .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+                    .serve_with_incoming_shutdown(accepted, shutdown.cancelled())
                     .await?;
             }
         }

@@ -102,6 +102,7 @@ where
     } else {
         Some(config.tls.client.config()?)
     };
+    let limits = config.limits;
     let context = ServiceContext {
         credentials: config.auth.service_credentials(spec.name)?,
         client_tls,
@@ -111,7 +112,9 @@ where
         tasks: TaskTracker::new(),
     };
     let tasks = context.tasks.clone();
-    let mut server = GrpcServer::new(authenticator).with_tls(server_tls);
+    let mut server = GrpcServer::new(authenticator)
+        .with_tls(server_tls)
+        .with_limits(limits);
     if spec.serves_feed {
         let feed = EventFeed::new(db.clone(), FeedOptions::default(), shutdown.clone()).await?;
         server = server.add_service(EventFeedServiceServer::new(feed));

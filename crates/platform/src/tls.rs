@@ -11,13 +11,14 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use futures::Stream;
+use futures::StreamExt as _;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -125,31 +126,23 @@ impl ServerTls {
         })
     }
 
-    /// TLS connections accepted on `listener` until `shutdown`. Handshakes run
-    /// concurrently, each bounded in time, so a slow or silent client holds up nobody.
-    pub fn incoming(
+    /// The TLS side of connections as they are accepted (bounded by
+    /// [`crate::limits::accept_limited`]). Handshakes run concurrently, each bounded in
+    /// time, so a slow or silent client holds up nobody.
+    pub fn handshake<S, T>(
         &self,
-        listener: TcpListener,
-        shutdown: CancellationToken,
-    ) -> impl Stream<Item = std::io::Result<TlsStream<TcpStream>>> + use<> {
+        accepted: S,
+    ) -> impl Stream<Item = std::io::Result<TlsStream<T>>> + use<S, T>
+    where
+        S: Stream<Item = std::io::Result<T>> + Send + 'static,
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
         let acceptor = self.acceptor.clone();
         tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    accepted = listener.accept() => accepted,
-                };
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::error!(%error, "cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
+            let mut accepted = std::pin::pin!(accepted);
+            while let Some(stream) = accepted.next().await {
+                let Ok(stream) = stream else { continue };
                 let acceptor = acceptor.clone();
                 let sender = sender.clone();
                 tokio::spawn(async move {
@@ -159,8 +152,8 @@ impl ServerTls {
                         }
                         // A client's failed handshake (wrong CA, no certificate, plaintext)
                         // is the client's mistake: logged, not an error of ours.
-                        Ok(Err(error)) => tracing::info!(%peer, %error, "TLS handshake failed"),
-                        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                        Ok(Err(error)) => tracing::info!(%error, "TLS handshake failed"),
+                        Err(_) => tracing::info!("TLS handshake timed out"),
                     }
                 });
             }

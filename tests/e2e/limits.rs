@@ -1,0 +1,125 @@
+//! What one client can hold of a server is bounded, and a refusal is prompt: connections
+//! past the cap are closed as they arrive and the server serves again once one goes; the
+//! default deadline bounds calls, not the streams they open.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use agilepm_platform::feed::{EventFeed, FeedOptions};
+use agilepm_platform::limits::ServerLimits;
+use agilepm_platform::server::GrpcServer;
+use agilepm_proto::events::v1::SubscribeRequest;
+use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
+use agilepm_proto::events::v1::event_feed_service_server::EventFeedServiceServer;
+use agilepm_testkit::{Engine, TestDb};
+use futures::StreamExt as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+/// A feed server over a fresh SQLite database, enforcing `limits`.
+async fn serve(limits: ServerLimits) -> (SocketAddr, CancellationToken, TestDb) {
+    let db = TestDb::create(Engine::Sqlite).await;
+    let shutdown = CancellationToken::new();
+    let feed = EventFeed::new(
+        db.connect_platform().await,
+        FeedOptions::default(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let authenticator = agilepm_testkit::test_auth()
+        .authenticator(&shutdown)
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = GrpcServer::new(authenticator)
+        .with_limits(limits)
+        .add_service(EventFeedServiceServer::new(feed));
+    tokio::spawn(server.serve(listener, None, shutdown.clone()));
+    (address, shutdown, db)
+}
+
+/// A connection of its own (tonic channels share nothing), checked healthy or not within
+/// two seconds.
+async fn connect(address: SocketAddr) -> Result<Channel, String> {
+    let channel = Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    HealthClient::new(channel.clone())
+        .check(HealthCheckRequest::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(channel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_past_the_cap_are_refused_at_once_and_served_once_one_goes() {
+    agilepm_testkit::init();
+    let limits = ServerLimits {
+        max_connections: 2,
+        ..ServerLimits::default()
+    };
+    let (address, shutdown, _db) = serve(limits).await;
+    let first = connect(address).await.expect("first connection");
+    let _second = connect(address).await.expect("second connection");
+    let started = tokio::time::Instant::now();
+    assert!(
+        connect(address).await.is_err(),
+        "a third connection was served"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the refusal took {:?}",
+        started.elapsed()
+    );
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while connect(address).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a closed connection's place was not given to a new one"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_default_deadline_bounds_calls_not_the_streams_they_open() {
+    agilepm_testkit::init();
+    let limits = ServerLimits {
+        default_deadline: Duration::from_millis(500),
+        ..ServerLimits::default()
+    };
+    let (address, shutdown, _db) = serve(limits).await;
+    let channel = agilepm_testkit::channel(address, "acme");
+    let mut stream = EventFeedServiceClient::new(channel)
+        .subscribe(SubscribeRequest {
+            heartbeat_interval_ms: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Heartbeats keep coming for three times the deadline.
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let mut heartbeats = 0;
+    while tokio::time::Instant::now() < until {
+        let message = tokio::time::timeout(Duration::from_secs(2), stream.next())
+            .await
+            .expect("a heartbeat within 2 s")
+            .expect("the stream goes on")
+            .expect("no error");
+        assert!(message.kind.is_some());
+        heartbeats += 1;
+    }
+    assert!(heartbeats >= 10, "{heartbeats} heartbeats in 1.5 s");
+    shutdown.cancel();
+}
