@@ -123,3 +123,51 @@ async fn the_default_deadline_bounds_calls_not_the_streams_they_open() {
     assert!(heartbeats >= 10, "{heartbeats} heartbeats in 1.5 s");
     shutdown.cancel();
 }
+
+/// Opens a subscription as `token`: the stream, or the refusal's code.
+async fn subscribe(
+    address: SocketAddr,
+    token: &str,
+) -> Result<tonic::Streaming<agilepm_proto::events::v1::SubscribeResponse>, tonic::Code> {
+    EventFeedServiceClient::new(agilepm_testkit::channel(address, token))
+        .subscribe(SubscribeRequest::default())
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| status.code())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscriptions_are_bounded_per_tenant_and_in_total() {
+    agilepm_testkit::init();
+    let db = TestDb::create(Engine::Sqlite).await;
+    let options = FeedOptions {
+        max_subscribers: 3,
+        max_subscribers_per_tenant: 2,
+        ..FeedOptions::default()
+    };
+    let server = agilepm_testkit::FeedServer::start(db.connect_platform().await, options).await;
+    let address = server.address;
+    let first = subscribe(address, "acme").await.expect("acme's first");
+    let _second = subscribe(address, "acme").await.expect("acme's second");
+    assert_eq!(
+        subscribe(address, "acme").await.err(),
+        Some(tonic::Code::ResourceExhausted),
+        "a tenant's third"
+    );
+    let _globex = subscribe(address, "globex").await.expect("globex's first");
+    assert_eq!(
+        subscribe(address, "globex").await.err(),
+        Some(tonic::Code::ResourceExhausted),
+        "the feed's fourth"
+    );
+    // A subscription that ends gives its place back.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while subscribe(address, "acme").await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -41,6 +41,9 @@ pub enum AppError {
     /// Valid credentials that do not allow this.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The caller holds as much of something as it may (subscriptions, say).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A bug or an unexpected state; the detail is logged, not sent to the caller.
     #[error("internal error: {0}")]
     Internal(String),
@@ -86,6 +89,7 @@ impl AppError {
             AppError::Unavailable(_) => Code::Unavailable,
             AppError::Unauthenticated(_) => Code::Unauthenticated,
             AppError::PermissionDenied(_) => Code::PermissionDenied,
+            AppError::ResourceExhausted(_) => Code::ResourceExhausted,
             AppError::Internal(_) => Code::Internal,
         }
     }
@@ -290,6 +294,7 @@ mod tests {
             AppError::Unavailable("x".into()),
             AppError::Unauthenticated("x".into()),
             AppError::PermissionDenied("x".into()),
+            AppError::ResourceExhausted("x".into()),
         ];
         for error in errors {
             assert_ne!(Status::from(error).code(), Code::Unknown);

@@ -35,6 +35,10 @@ pub struct ServerLimits {
     /// How long a call may take when its caller set no deadline (a caller's shorter
     /// deadline wins). Streams answer within it and then run on.
     pub default_deadline: Duration,
+    /// Event-feed subscriptions open at once.
+    pub max_subscribers: usize,
+    /// Event-feed subscriptions one tenant may hold open at once.
+    pub max_subscribers_per_tenant: usize,
 }
 
 impl Default for ServerLimits {
@@ -45,6 +49,8 @@ impl Default for ServerLimits {
             max_calls_per_connection: 256,
             max_header_bytes: 16 * 1024,
             default_deadline: Duration::from_secs(30),
+            max_subscribers: 1000,
+            max_subscribers_per_tenant: 100,
         }
     }
 }
@@ -64,6 +70,12 @@ pub struct LimitArgs {
     /// Seconds a call may take when its caller set no deadline.
     #[arg(long, env = "AGILEPM_DEFAULT_DEADLINE_SECS", default_value_t = ServerLimits::default().default_deadline.as_secs())]
     pub default_deadline_secs: u64,
+    /// Event-feed subscriptions open at once; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "AGILEPM_MAX_SUBSCRIBERS", default_value_t = ServerLimits::default().max_subscribers)]
+    pub max_subscribers: usize,
+    /// Event-feed subscriptions one tenant may hold open at once.
+    #[arg(long, env = "AGILEPM_MAX_SUBSCRIBERS_PER_TENANT", default_value_t = ServerLimits::default().max_subscribers_per_tenant)]
+    pub max_subscribers_per_tenant: usize,
 }
 
 impl LimitArgs {
@@ -74,6 +86,8 @@ impl LimitArgs {
             max_streams_per_connection: self.max_streams_per_connection.max(1),
             max_calls_per_connection: self.max_calls_per_connection.max(1),
             default_deadline: Duration::from_secs(self.default_deadline_secs.max(1)),
+            max_subscribers: self.max_subscribers.max(1),
+            max_subscribers_per_tenant: self.max_subscribers_per_tenant.max(1),
             ..ServerLimits::default()
         }
     }

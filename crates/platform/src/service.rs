@@ -116,7 +116,12 @@ where
         .with_tls(server_tls)
         .with_limits(limits);
     if spec.serves_feed {
-        let feed = EventFeed::new(db.clone(), FeedOptions::default(), shutdown.clone()).await?;
+        let options = FeedOptions {
+            max_subscribers: limits.max_subscribers,
+            max_subscribers_per_tenant: limits.max_subscribers_per_tenant,
+            ..FeedOptions::default()
+        };
+        let feed = EventFeed::new(db.clone(), options, shutdown.clone()).await?;
         server = server.add_service(EventFeedServiceServer::new(feed));
     }
     let server = add_services(context, server).await?;

@@ -7,7 +7,8 @@
 //! stream holds no database connection; it waits on the commit notifier, a heartbeat
 //! timer and a fallback poll.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agilepm_proto::events::v1::event_feed_service_server::EventFeedService;
@@ -34,6 +35,11 @@ pub struct FeedOptions {
     pub fallback_poll: Duration,
     /// Heartbeat interval when the subscriber does not ask for one.
     pub default_heartbeat: Duration,
+    /// Subscriptions open at once on this feed.
+    pub max_subscribers: usize,
+    /// Subscriptions one tenant may hold open at once (callers spanning tenants count
+    /// as one more tenant).
+    pub max_subscribers_per_tenant: usize,
 }
 
 impl Default for FeedOptions {
@@ -42,6 +48,8 @@ impl Default for FeedOptions {
             batch_size: 500,
             fallback_poll: Duration::from_millis(500),
             default_heartbeat: Duration::from_secs(5),
+            max_subscribers: 1000,
+            max_subscribers_per_tenant: 100,
         }
     }
 }
@@ -51,6 +59,61 @@ impl Default for FeedOptions {
 pub struct EventFeed {
     reader: OutboxReader,
     options: FeedOptions,
+    subscribers: Arc<Subscribers>,
+}
+
+/// Who holds how many subscriptions.
+#[derive(Default)]
+struct Subscribers {
+    by_tenant: Mutex<HashMap<String, usize>>,
+}
+
+/// One admitted subscription; its place is given back when the stream ends.
+struct Admitted {
+    subscribers: Arc<Subscribers>,
+    tenant: String,
+}
+
+impl Subscribers {
+    /// Admits a subscription of `tenant` unless the tenant or the feed holds its maximum.
+    fn admit(self: &Arc<Self>, tenant: &str, options: &FeedOptions) -> AppResult<Admitted> {
+        let mut by_tenant = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = by_tenant.values().sum();
+        if total >= options.max_subscribers {
+            return Err(AppError::ResourceExhausted(format!(
+                "this feed serves {} subscriptions at most; retry later",
+                options.max_subscribers
+            )));
+        }
+        let held = by_tenant.entry(tenant.to_owned()).or_default();
+        if *held >= options.max_subscribers_per_tenant {
+            return Err(AppError::ResourceExhausted(format!(
+                "a tenant may hold {} subscriptions of this feed at once; close one first",
+                options.max_subscribers_per_tenant
+            )));
+        }
+        *held += 1;
+        Ok(Admitted {
+            subscribers: self.clone(),
+            tenant: tenant.to_owned(),
+        })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut by_tenant = self
+            .subscribers
+            .by_tenant
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = by_tenant.get_mut(&self.tenant) {
+            *held -= 1;
+            if *held == 0 {
+                by_tenant.remove(&self.tenant);
+            }
+        }
+    }
 }
 
 impl EventFeed {
@@ -77,6 +140,7 @@ impl EventFeed {
         Ok(EventFeed {
             reader: OutboxReader::new(db).await?,
             options,
+            subscribers: Arc::default(),
         })
     }
 
@@ -196,10 +260,19 @@ impl EventFeedService for EventFeed {
             event_types: bounded_set("event_types", request.event_types, MAX_EVENT_TYPES)?,
             aggregate_ids: bounded_set("aggregate_ids", request.aggregate_ids, MAX_AGGREGATE_IDS)?,
         };
+        let holder = if filter.caller.is_all_tenants() {
+            "*"
+        } else {
+            filter.caller.tenant()?
+        };
+        let admitted = self.subscribers.admit(holder, &self.options)?;
         let feed = self.clone();
         let mut wake = feed.reader.db().notifier().subscribe();
 
         let stream = async_stream::try_stream! {
+            // Held for as long as the stream lives: its place is given back when it ends
+            // or the client goes away.
+            let _admitted = admitted;
             // What heartbeats report as scanned: the cursor for callers spanning tenants,
             // the position of the last event delivered for a tenant.
             let mut shown_cursor = cursor;
