@@ -171,3 +171,26 @@ async fn subscriptions_are_bounded_per_tenant_and_in_total() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A stuck statement or an abandoned transaction cannot hold a PostgreSQL connection (and
+/// its locks) past the server's default deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_statements_and_idle_transactions_are_bounded() {
+    agilepm_testkit::init();
+    if agilepm_testkit::postgres_admin_url().is_none() {
+        return;
+    }
+    let database = TestDb::create(Engine::Postgres).await;
+    let db = database.connect_platform().await;
+    for (setting, bound) in [
+        ("statement_timeout", "20s"),
+        ("idle_in_transaction_session_timeout", "30s"),
+    ] {
+        let shown: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(shown, bound, "{setting}");
+    }
+    db.close().await;
+}

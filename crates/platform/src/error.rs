@@ -191,6 +191,8 @@ fn from_database_code(code: &str, message: &str) -> Option<AppError> {
         "57P01" | "57P02" | "57P03" | "53300" => {
             AppError::Unavailable(format!("database unavailable, retry: {message}"))
         }
+        // PostgreSQL's statement_timeout (the database too slow to answer in time).
+        "57014" => AppError::Unavailable(format!("database too slow, retry: {message}")),
         connection if connection.starts_with("08") => {
             AppError::Unavailable(format!("database connection lost, retry: {message}"))
         }
@@ -271,7 +273,9 @@ mod tests {
         let code = |sqlstate| from_database_code(sqlstate, "m").map(|e| e.code());
         assert_eq!(code("23505"), Some(Code::AlreadyExists));
         assert_eq!(code("40001"), Some(Code::Aborted));
-        for away in ["57P01", "57P02", "57P03", "53300", "08006", "08003"] {
+        for away in [
+            "57P01", "57P02", "57P03", "53300", "08006", "08003", "57014",
+        ] {
             assert_eq!(code(away), Some(Code::Unavailable), "{away}");
         }
         assert_eq!(code("42P01"), None, "a missing table is a bug");
