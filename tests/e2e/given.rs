@@ -1,13 +1,19 @@
 //! Steps many tests take to set the scene, each one call with its request filled in and
-//! its answer unwrapped: a product, an item planned for it, a task on the item.
+//! its answer unwrapped: a product, an item planned for it (or driven further), a task on
+//! the item.
 
 use agilepm_platform::client::PeerChannel;
+use agilepm_platform::config::ServiceName;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
-use agilepm_proto::backlog::v1::{BacklogItem, PlanBacklogItemRequest};
+use agilepm_proto::backlog::v1::{
+    BacklogItem, BacklogItemStatus, CommitBacklogItemRequest, PlanBacklogItemRequest,
+    RemoveBacklogItemRequest, ScheduleBacklogItemRequest,
+};
 use agilepm_proto::planning::v1::product_service_client::ProductServiceClient;
 use agilepm_proto::planning::v1::{CreateProductRequest, Product};
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_proto::task::v1::{DefineTaskRequest, Task};
+use agilepm_testkit::TestSystem;
 use uuid::Uuid;
 
 /// A new product named `name`, created through `planning`.
@@ -41,6 +47,77 @@ pub async fn item(backlog_items: PeerChannel, product_id: &str) -> BacklogItem {
         .into_inner()
         .backlog_item
         .expect("an item")
+}
+
+/// A new backlog item of `tenant` on `backlog`'s backlog-item service, driven to `status`
+/// the way the planning service drives it (as planning's identity, its product recorded,
+/// a release and a sprint planning would have checked). Its state after the last step.
+pub async fn item_in_status(
+    backlog: &TestSystem,
+    tenant: &str,
+    status: BacklogItemStatus,
+) -> BacklogItem {
+    let mut planning = BacklogItemServiceClient::new(backlog.channel_as_service(
+        ServiceName::BacklogItem,
+        ServiceName::Planning,
+        tenant,
+    ));
+    let product_id = Uuid::now_v7().to_string();
+    backlog.record_product(tenant, &product_id).await;
+    let mut item = planning
+        .plan_backlog_item(PlanBacklogItemRequest {
+            request_id: Uuid::new_v4().to_string(),
+            product_id,
+            summary: "Story".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("plan the item")
+        .into_inner()
+        .backlog_item
+        .expect("an item");
+    if matches!(
+        status,
+        BacklogItemStatus::Scheduled | BacklogItemStatus::Committed
+    ) {
+        item = planning
+            .schedule_backlog_item(ScheduleBacklogItemRequest {
+                id: item.id.clone(),
+                release_id: Uuid::now_v7().to_string(),
+                expected_version: None,
+            })
+            .await
+            .expect("schedule the item")
+            .into_inner()
+            .backlog_item
+            .expect("an item");
+    }
+    if status == BacklogItemStatus::Committed {
+        item = planning
+            .commit_backlog_item(CommitBacklogItemRequest {
+                id: item.id.clone(),
+                sprint_id: Uuid::now_v7().to_string(),
+                expected_version: None,
+            })
+            .await
+            .expect("commit the item")
+            .into_inner()
+            .backlog_item
+            .expect("an item");
+    }
+    if status == BacklogItemStatus::Removed {
+        item = planning
+            .remove_backlog_item(RemoveBacklogItemRequest {
+                id: item.id.clone(),
+                expected_version: None,
+            })
+            .await
+            .expect("remove the item")
+            .into_inner()
+            .backlog_item
+            .expect("an item");
+    }
+    item
 }
 
 /// A new task of `item_id` with `hours` remaining, defined through `tasks`.

@@ -12,8 +12,7 @@ use agilepm_platform::config::ServiceName;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{
     BacklogItem, BacklogItemStatus, CommitBacklogItemRequest, GetBacklogItemRequest,
-    PlanBacklogItemRequest, ReconcileBacklogItemStatusRequest, ReconcileBacklogItemStatusesRequest,
-    ScheduleBacklogItemRequest,
+    ReconcileBacklogItemStatusRequest, ReconcileBacklogItemStatusesRequest,
 };
 use agilepm_proto::events::v1::GetFeedHeadRequest;
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
@@ -36,44 +35,7 @@ engine_tests!(
 
 /// A backlog item of `tenant` committed to a sprint, as planning would leave it.
 async fn committed_item(system: &TestSystem, tenant: &str) -> BacklogItem {
-    let mut planning = BacklogItemServiceClient::new(system.channel_as_service(
-        ServiceName::BacklogItem,
-        ServiceName::Planning,
-        tenant,
-    ));
-    let product_id = Uuid::now_v7().to_string();
-    system.record_product(tenant, &product_id).await;
-    let item = planning
-        .plan_backlog_item(PlanBacklogItemRequest {
-            request_id: Uuid::new_v4().to_string(),
-            product_id,
-            summary: "Story with work left".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .backlog_item
-        .unwrap();
-    planning
-        .schedule_backlog_item(ScheduleBacklogItemRequest {
-            id: item.id.clone(),
-            release_id: Uuid::now_v7().to_string(),
-            expected_version: None,
-        })
-        .await
-        .unwrap();
-    planning
-        .commit_backlog_item(CommitBacklogItemRequest {
-            id: item.id.clone(),
-            sprint_id: Uuid::now_v7().to_string(),
-            expected_version: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .backlog_item
-        .unwrap()
+    given::item_in_status(system, tenant, BacklogItemStatus::Committed).await
 }
 
 /// The attack from the issue: a tenant's own token, every tenant role, a reconcile that

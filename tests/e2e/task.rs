@@ -5,11 +5,7 @@ use std::time::Duration;
 
 use agilepm_platform::client::PeerChannel;
 use agilepm_platform::config::ServiceName;
-use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
-use agilepm_proto::backlog::v1::{
-    BacklogItemStatus, CommitBacklogItemRequest, PlanBacklogItemRequest, RemoveBacklogItemRequest,
-    ScheduleBacklogItemRequest,
-};
+use agilepm_proto::backlog::v1::BacklogItemStatus;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_proto::task::v1::*;
 use agilepm_testkit::{Engine, TestSystem, engine_tests};
@@ -61,61 +57,9 @@ impl Fixture {
     /// A real backlog item of `tenant`, driven to `status`.
     async fn item(&self, tenant: &str, status: BacklogItemStatus) -> String {
         let backlog = self.backlog.as_ref().expect("backlog-item service running");
-        let mut items = BacklogItemServiceClient::new(backlog.channel_as_service(
-            ServiceName::BacklogItem,
-            ServiceName::Planning,
-            tenant,
-        ));
-        let product_id = Uuid::now_v7().to_string();
-        backlog.record_product(tenant, &product_id).await;
-        let id = items
-            .plan_backlog_item(PlanBacklogItemRequest {
-                request_id: Uuid::new_v4().to_string(),
-                product_id,
-                summary: "story".into(),
-                ..Default::default()
-            })
+        crate::given::item_in_status(backlog, tenant, status)
             .await
-            .unwrap()
-            .into_inner()
-            .backlog_item
-            .unwrap()
-            .id;
-        if matches!(
-            status,
-            BacklogItemStatus::Scheduled | BacklogItemStatus::Committed
-        ) {
-            let release_id = Uuid::now_v7().to_string();
-            items
-                .schedule_backlog_item(ScheduleBacklogItemRequest {
-                    id: id.clone(),
-                    release_id,
-                    expected_version: None,
-                })
-                .await
-                .unwrap();
-        }
-        if status == BacklogItemStatus::Committed {
-            let sprint_id = Uuid::now_v7().to_string();
-            items
-                .commit_backlog_item(CommitBacklogItemRequest {
-                    id: id.clone(),
-                    sprint_id,
-                    expected_version: None,
-                })
-                .await
-                .unwrap();
-        }
-        if status == BacklogItemStatus::Removed {
-            items
-                .remove_backlog_item(RemoveBacklogItemRequest {
-                    id: id.clone(),
-                    expected_version: None,
-                })
-                .await
-                .unwrap();
-        }
-        id
+            .id
     }
 
     fn tasks(&self, tenant: &str) -> TaskServiceClient<PeerChannel> {
