@@ -137,11 +137,7 @@ impl RunningSystem {
             let task = tokio::spawn(run_service(config, listener, shutdown.child_token()));
             tasks.push((name, task));
         }
-        let client_tls = if config.tls.client.is_empty() {
-            None
-        } else {
-            Some(config.tls.client.config()?)
-        };
+        let client_tls = config.tls.client.config_if_any()?;
         Ok(RunningSystem {
             addresses,
             scheme,

@@ -97,11 +97,7 @@ where
         Some(files) => Some(ServerTls::load(files, &shutdown)?),
         None => None,
     };
-    let client_tls = if config.tls.client.is_empty() {
-        None
-    } else {
-        Some(config.tls.client.config()?)
-    };
+    let client_tls = config.tls.client.config_if_any()?;
     let limits = config.limits;
     let context = ServiceContext {
         credentials: config.auth.service_credentials(spec.name)?,

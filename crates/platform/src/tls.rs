@@ -226,8 +226,17 @@ fn root_store(ca: &Path) -> anyhow::Result<RootCertStore> {
 
 impl ClientTlsFiles {
     /// Whether any client TLS material is configured.
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.ca.is_none() && self.cert.is_none() && self.key.is_none()
+    }
+
+    /// The tonic client configuration, if any client TLS material is configured.
+    pub fn config_if_any(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
+        if self.is_empty() {
+            Ok(None)
+        } else {
+            self.config().map(Some)
+        }
     }
 
     /// The tonic client configuration these files describe (read now).

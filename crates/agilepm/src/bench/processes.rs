@@ -44,17 +44,7 @@ impl ServiceProcess {
 pub fn bench_auth() -> &'static agilepm_platform::auth::AuthConfig {
     static AUTH: std::sync::OnceLock<agilepm_platform::auth::AuthConfig> =
         std::sync::OnceLock::new();
-    AUTH.get_or_init(|| {
-        let mut bytes = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-        let secret = secrecy::SecretString::from(format!("bench-{}", hex_encode(&bytes)));
-        agilepm_platform::auth::AuthConfig::from_settings(Some(secret), None, None, None, None)
-            .unwrap_or_else(|_| agilepm_platform::auth::AuthConfig::development())
-    })
-}
-
-fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    AUTH.get_or_init(agilepm_platform::auth::AuthConfig::with_random_secret)
 }
 
 fn binary(name: ServiceName) -> anyhow::Result<PathBuf> {

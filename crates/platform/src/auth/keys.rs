@@ -94,11 +94,6 @@ impl KeySet {
         })
     }
 
-    /// Whether any key is configured.
-    pub fn is_empty(&self) -> bool {
-        self.shared.is_none() && self.jwks_path.is_none()
-    }
-
     /// The key for a token with `kid` (a key-set key), or without one (the shared secret).
     pub fn find(&self, kid: Option<&str>) -> Option<VerifyingKey> {
         match kid {

@@ -90,6 +90,15 @@ impl AuthConfig {
     /// Development mode with a fresh random secret for the services' own tokens. Share one
     /// value between services that must call each other.
     pub fn development() -> AuthConfig {
+        AuthConfig {
+            development: true,
+            ..AuthConfig::with_random_secret()
+        }
+    }
+
+    /// Production mode with a fresh random secret (64 hex characters): for a set of
+    /// processes started together that must verify each other, such as the benchmark's.
+    pub fn with_random_secret() -> AuthConfig {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         AuthConfig {
@@ -98,7 +107,7 @@ impl AuthConfig {
             signing_key: None,
             issuer: None,
             audience: None,
-            development: true,
+            development: false,
         }
     }
 
