@@ -115,6 +115,22 @@ async fn items_reference_only_recorded_products_and_their_own_tenants_items(engi
         assert_eq!(refused.code(), Code::InvalidArgument, "{field}");
         assert!(refused.message().starts_with(field), "{refused:?}");
     }
+    // Several facts about one product in one call: the newest is recorded, once.
+    let applied = as_planning
+        .sync_products(SyncProductsRequest {
+            products: vec![
+                fact(&acme_product),
+                ProductFacts {
+                    product_version: 2,
+                    ..fact(&acme_product)
+                },
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .applied;
+    assert_eq!(applied, 1);
     system.stop().await;
 }
 

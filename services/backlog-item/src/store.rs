@@ -338,34 +338,52 @@ pub async fn read_all_with_modes(
         .map_err(Into::into)
 }
 
-const RECORD_PRODUCT: &str = "INSERT INTO products \
-     (tenant_id, product_id, status_transition_mode, product_version) VALUES ($1, $2, $3, $4) \
-     ON CONFLICT (tenant_id, product_id) DO UPDATE \
-     SET status_transition_mode = excluded.status_transition_mode, \
-         product_version = excluded.product_version \
-     WHERE products.product_version <= excluded.product_version";
-
-/// Records `facts` about `tenant`'s products in one transaction, each unless a newer
+/// Records `facts` about `tenant`'s products in one statement, each unless a newer
 /// version is recorded (an equal one is rewritten, so a fact recorded for a change the
 /// planning service then failed to commit is replaced by the one it did commit). Returns
-/// how many were applied.
+/// how many were applied. Of several facts about one product, the newest is recorded
+/// (one statement may not change a row twice).
 pub async fn record_products(
     db: &Db,
     tenant: &str,
     facts: &[(String, StatusTransitionMode, i64)],
 ) -> AppResult<u64> {
-    let mut uow = db.begin().await?;
-    let mut applied = 0;
+    let mut newest: HashMap<&str, (StatusTransitionMode, i64)> = HashMap::new();
     for (product_id, mode, version) in facts {
-        applied += sqlx::query(RECORD_PRODUCT)
-            .bind(tenant.to_owned())
-            .bind(product_id.clone())
-            .bind(*mode as i64)
-            .bind(*version)
-            .execute(uow.conn())
-            .await?
-            .rows_affected();
+        let kept = newest.entry(product_id).or_insert((*mode, *version));
+        if *version >= kept.1 {
+            *kept = (*mode, *version);
+        }
     }
+    if newest.is_empty() {
+        return Ok(0);
+    }
+    let newest: Vec<(&str, (StatusTransitionMode, i64))> = newest.into_iter().collect();
+    let rows = RowSet(vec![
+        Column::text(newest.iter().map(|_| tenant)),
+        Column::text(newest.iter().map(|(id, _)| *id)),
+        Column::BigInt(newest.iter().map(|(_, (mode, _))| *mode as i64).collect()),
+        Column::BigInt(newest.iter().map(|(_, (_, version))| *version).collect()),
+    ]);
+    let mut statement = Statement::new(db.engine());
+    statement
+        .sql(
+            "INSERT INTO products (tenant_id, product_id, status_transition_mode, \
+             product_version) SELECT * FROM ",
+        )
+        .rows(rows)
+        .sql(
+            " WHERE true ON CONFLICT (tenant_id, product_id) DO UPDATE \
+             SET status_transition_mode = excluded.status_transition_mode, \
+                 product_version = excluded.product_version \
+             WHERE products.product_version <= excluded.product_version",
+        );
+    let mut uow = db.begin().await?;
+    let applied = statement
+        .query()?
+        .execute(uow.conn())
+        .await?
+        .rows_affected();
     uow.commit().await?;
     Ok(applied)
 }
