@@ -64,6 +64,8 @@ pub struct Db {
     notifier: crate::feed::CommitNotifier,
     /// SQLite only: the one connection write transactions use.
     writer: Option<AnyPool>,
+    /// How to open more connections (for pools of their own, like the event feed's).
+    options: AnyConnectOptions,
 }
 
 impl Db {
@@ -131,6 +133,7 @@ impl Db {
             url,
             notifier: crate::feed::CommitNotifier::new(),
             writer,
+            options,
         })
     }
 
@@ -144,6 +147,12 @@ impl Db {
     /// events: only a unit of work wakes feed subscribers.
     pub fn write_pool(&self) -> &AnyPool {
         self.writer.as_ref().unwrap_or(&self.pool)
+    }
+
+    /// A pool of its own of at most `max_connections` to this database, for work whose
+    /// connections must never be taken from the service's calls (or take theirs).
+    pub async fn open_separate_pool(&self, max_connections: u32) -> Result<AnyPool, sqlx::Error> {
+        open_pool(&self.options, self.engine, max_connections, Statements::Bounded).await
     }
 
     /// Which engine this is.

@@ -4,13 +4,17 @@
 //!
 //! * [`position`]: the opaque, totally ordered position tokens.
 //! * [`reader`]: the gap-safe read of the outbox table on both engines.
-//! * [`service`]: the gRPC service: replay, then tail, with heartbeats.
-//! * [`notify`]: how subscribers are woken when events commit.
+//! * [`hub`]: the process's one reader of the outbox tail, publishing to subscribers.
+//! * [`subscription`]: one subscriber: catch up from the database, then follow the hub.
+//! * [`service`]: the gRPC service: admission and bounds of subscriptions.
+//! * [`notify`]: how the hub is woken when events commit.
 
+pub mod hub;
 pub mod notify;
 pub mod position;
 pub mod reader;
 pub mod service;
+pub mod subscription;
 
 pub use notify::CommitNotifier;
 pub use position::Position;

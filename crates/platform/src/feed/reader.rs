@@ -70,10 +70,17 @@ pub struct Read {
     pub unsettled: bool,
 }
 
-/// Reads one database's outbox.
+/// Connections the event feed reads the outbox with, in a pool of their own: one for the
+/// process's tail reader, the other shared by subscribers catching up from old positions
+/// (and `GetFeedHead`). However many subscribe, they cannot take a connection a write
+/// needs.
+pub const FEED_READ_CONNECTIONS: u32 = 2;
+
+/// Reads one database's outbox, on connections of its own.
 #[derive(Clone, Debug)]
 pub struct OutboxReader {
     db: Db,
+    pool: sqlx::AnyPool,
     feed_id: String,
 }
 
@@ -140,13 +147,20 @@ const TENANT_HEAD_POSTGRES: &str = concat!(
 );
 
 impl OutboxReader {
-    /// A reader for `db`'s outbox; loads the database's feed id.
+    /// A reader for `db`'s outbox, opening its [`FEED_READ_CONNECTIONS`]; loads the
+    /// database's feed id.
     pub async fn new(db: Db) -> Result<OutboxReader, sqlx::Error> {
+        let pool = db.open_separate_pool(FEED_READ_CONNECTIONS).await?;
         let feed_id: String =
             sqlx::query_scalar("SELECT feed_id FROM feed_identity WHERE singleton = 1")
-                .fetch_one(db.pool())
+                .fetch_one(&pool)
                 .await?;
-        Ok(OutboxReader { db, feed_id })
+        Ok(OutboxReader { db, pool, feed_id })
+    }
+
+    /// Closes the reader's connections.
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// The database's feed id, embedded in every position it issues.
@@ -159,8 +173,8 @@ impl OutboxReader {
         &self.db
     }
 
-    /// Up to `limit` events after `after`, in feed order. Borrows a pooled connection for
-    /// the one query only, so an idle subscriber holds none.
+    /// Up to `limit` events after `after`, in feed order. Borrows one of the feed's
+    /// connections for the one query only.
     pub async fn read_after(&self, after: Position, limit: u32) -> Result<Read, sqlx::Error> {
         let query = match self.db.engine() {
             Engine::Sqlite => sqlx::query(READ_SQLITE).bind(after.seq),
@@ -168,7 +182,7 @@ impl OutboxReader {
         };
         let rows = query
             .bind(i64::from(limit))
-            .fetch_all(self.db.pool())
+            .fetch_all(&self.pool)
             .await?;
         let mut read = Read {
             full: rows.len() as u64 == u64::from(limit),
@@ -211,7 +225,7 @@ impl OutboxReader {
                 sqlx::query(TENANT_HEAD_POSTGRES).bind(tenant.to_owned())
             }
         };
-        let row = query.fetch_optional(self.db.pool()).await?;
+        let row = query.fetch_optional(&self.pool).await?;
         row.map(|row| {
             Ok((
                 Position {

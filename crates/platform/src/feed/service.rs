@@ -1,11 +1,6 @@
-//! `agilepm.events.v1.EventFeedService`: replay from a position, then tail live events,
-//! with heartbeats.
-//!
-//! Memory stays bounded whatever the subscriber does: the stream holds at most one batch
-//! of rows, and tonic polls it only as fast as HTTP/2 flow control lets the client
-//! receive, so a slow reader slows its own stream and nothing else. Between reads the
-//! stream holds no database connection; it waits on the commit notifier, a heartbeat
-//! timer and a fallback poll.
+//! `agilepm.events.v1.EventFeedService`: admission of subscribers (bounded per tenant
+//! and in total, filters bounded), then each subscription served from the process's
+//! [`Hub`](crate::feed::hub) (see [`subscription`](crate::feed::subscription)).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -13,18 +8,18 @@ use std::time::Duration;
 
 use agilepm_proto::events::v1::event_feed_service_server::EventFeedService;
 use agilepm_proto::events::v1::{
-    Event, GetFeedHeadRequest, GetFeedHeadResponse, Heartbeat, SubscribeRequest, SubscribeResponse,
-    subscribe_response,
+    GetFeedHeadRequest, GetFeedHeadResponse, SubscribeRequest, SubscribeResponse,
 };
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Caller, caller};
 use crate::db::{Db, Engine};
 use crate::error::{AppError, AppResult};
-use crate::feed::{OutboxReader, Position, StoredEvent};
-use crate::time::{now_micros, timestamp};
+use crate::feed::hub::{Hub, HubOptions};
+use crate::feed::subscription::{Filter, Subscription};
+use crate::feed::{OutboxReader, Position};
+use crate::time::timestamp;
 
 /// Tuning of the feed server.
 #[derive(Debug, Clone)]
@@ -35,6 +30,11 @@ pub struct FeedOptions {
     pub fallback_poll: Duration,
     /// Heartbeat interval when the subscriber does not ask for one.
     pub default_heartbeat: Duration,
+    /// How long one read of the outbox may take before it counts as failed.
+    pub read_timeout: Duration,
+    /// How long the outbox may stay unreadable before subscribers are ended with
+    /// UNAVAILABLE (they get heartbeats meanwhile).
+    pub unavailable_after: Duration,
     /// Subscriptions open at once on this feed.
     pub max_subscribers: usize,
     /// Subscriptions one tenant may hold open at once (callers spanning tenants count
@@ -48,6 +48,8 @@ impl Default for FeedOptions {
             batch_size: 500,
             fallback_poll: Duration::from_millis(500),
             default_heartbeat: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(5),
+            unavailable_after: Duration::from_secs(15),
             max_subscribers: 1000,
             max_subscribers_per_tenant: 100,
         }
@@ -57,7 +59,7 @@ impl Default for FeedOptions {
 /// The feed server for one service's outbox.
 #[derive(Clone)]
 pub struct EventFeed {
-    reader: OutboxReader,
+    hub: Arc<Hub>,
     options: FeedOptions,
     subscribers: Arc<Subscribers>,
 }
@@ -124,7 +126,7 @@ impl EventFeed {
         db: Db,
         options: FeedOptions,
         shutdown: CancellationToken,
-    ) -> Result<EventFeed, sqlx::Error> {
+    ) -> AppResult<EventFeed> {
         if db.engine() == Engine::Postgres {
             tokio::spawn(crate::feed::notify::announce_postgres(
                 db.pool().clone(),
@@ -134,65 +136,37 @@ impl EventFeed {
             tokio::spawn(crate::feed::notify::listen_postgres(
                 db.url().to_owned(),
                 db.notifier().clone(),
-                shutdown,
+                shutdown.clone(),
             ));
         }
+        let hub_options = HubOptions {
+            batch_size: options.batch_size,
+            fallback_poll: options.fallback_poll,
+            read_timeout: options.read_timeout,
+        };
+        let hub = Hub::start(OutboxReader::new(db).await?, hub_options, shutdown).await?;
         Ok(EventFeed {
-            reader: OutboxReader::new(db).await?,
+            hub,
             options,
             subscribers: Arc::default(),
         })
     }
 
-    /// The head `caller` may see: the whole feed's for callers spanning tenants, the
-    /// newest event of its own tenant for everyone else.
+    /// The head `caller` may see, as the database shows it now: the whole feed's for
+    /// callers spanning tenants, the newest event of its own tenant for everyone else.
     async fn head(&self, caller: &Caller) -> AppResult<(String, Option<prost_types::Timestamp>)> {
         let tenant = if caller.is_all_tenants() {
             None
         } else {
             Some(caller.tenant()?)
         };
-        Ok(match self.reader.head(tenant).await? {
+        Ok(match self.hub.exact_head(tenant).await? {
             Some((position, time)) => (
-                position.encode(self.reader.feed_id()),
+                position.encode(self.hub.reader().feed_id()),
                 Some(timestamp(time)),
             ),
             None => (String::new(), None),
         })
-    }
-}
-
-/// Which events a subscription wants.
-struct Filter {
-    caller: Caller,
-    event_types: HashSet<String>,
-    aggregate_ids: HashSet<String>,
-}
-
-impl Filter {
-    fn admits(&self, event: &StoredEvent) -> bool {
-        self.caller.may_see(&event.tenant_id)
-            && (self.event_types.is_empty() || self.event_types.contains(&event.event_type))
-            && (self.aggregate_ids.is_empty() || self.aggregate_ids.contains(&event.aggregate_id))
-    }
-}
-
-fn to_message(event: StoredEvent, feed_id: &str) -> SubscribeResponse {
-    SubscribeResponse {
-        kind: Some(subscribe_response::Kind::Event(Event {
-            position: event.position.encode(feed_id),
-            payload: Some(prost_types::Any {
-                type_url: format!("type.googleapis.com/{}", event.event_type),
-                value: event.payload,
-            }),
-            event_id: event.event_id,
-            event_type: event.event_type,
-            aggregate_type: event.aggregate_type,
-            aggregate_id: event.aggregate_id,
-            tenant_id: event.tenant_id,
-            occur_time: Some(timestamp(event.occur_time_us)),
-            actor: event.actor,
-        })),
     }
 }
 
@@ -227,13 +201,6 @@ fn bounded_set(field: &str, values: Vec<String>, max: usize) -> AppResult<HashSe
     Ok(values.into_iter().collect())
 }
 
-/// Waits before reading again while committed events wait for an older transaction to
-/// end (PostgreSQL): 1 ms, 2 ms, 3 ms, ... up to 50 ms. Most such transactions last a few
-/// milliseconds, so the event follows their end closely; a long one costs a read per
-/// 50 ms. (Doubling overshot: a 3 ms wait became 7.)
-const SETTLE_RETRY_STEP: Duration = Duration::from_millis(1);
-const SETTLE_RETRY_MAX: Duration = Duration::from_millis(50);
-
 #[tonic::async_trait]
 impl EventFeedService for EventFeed {
     async fn subscribe(
@@ -242,8 +209,11 @@ impl EventFeedService for EventFeed {
     ) -> Result<Response<SubscribeStream>, Status> {
         let caller = caller(&request)?;
         let request = request.into_inner();
-        let feed_id = self.reader.feed_id().to_owned();
-        let mut cursor = Position::parse("after_position", &request.after_position, &feed_id)?;
+        let cursor = Position::parse(
+            "after_position",
+            &request.after_position,
+            self.hub.reader().feed_id(),
+        )?;
         let heartbeat_every = match request.heartbeat_interval_ms {
             0 => self.options.default_heartbeat,
             ms @ 100..=60_000 => Duration::from_millis(ms as u64),
@@ -266,64 +236,20 @@ impl EventFeedService for EventFeed {
             filter.caller.tenant()?
         };
         let admitted = self.subscribers.admit(holder, &self.options)?;
-        let feed = self.clone();
-        let mut wake = feed.reader.db().notifier().subscribe();
-
+        let mut subscription = Subscription::new(
+            self.hub.clone(),
+            filter,
+            cursor,
+            heartbeat_every,
+            self.options.unavailable_after,
+        );
         let stream = async_stream::try_stream! {
             // Held for as long as the stream lives: its place is given back when it ends
             // or the client goes away.
             let _admitted = admitted;
-            // What heartbeats report as scanned: the cursor for callers spanning tenants,
-            // the position of the last event delivered for a tenant.
-            let mut shown_cursor = cursor;
-            let mut next_heartbeat = Instant::now();
-            let mut settle_retry = Duration::ZERO;
             loop {
-                // Mark the notifier seen *before* reading, so a commit that lands between
-                // the read and the wait still wakes us.
-                wake.borrow_and_update();
-                let read = feed.reader.read_after(cursor, feed.options.batch_size).await
-                    .map_err(|e| Status::from(AppError::from(e)))?;
-                let full = read.full;
-                settle_retry = if read.unsettled {
-                    (settle_retry + SETTLE_RETRY_STEP).min(SETTLE_RETRY_MAX)
-                } else {
-                    Duration::ZERO
-                };
-                for event in read.events {
-                    cursor = event.position;
-                    if filter.admits(&event) {
-                        shown_cursor = cursor;
-                        yield to_message(event, &feed_id);
-                    }
-                }
-                if filter.caller.is_all_tenants() {
-                    shown_cursor = cursor;
-                }
-                if Instant::now() >= next_heartbeat {
-                    let (head_position, head_occur_time) = feed.head(&filter.caller).await?;
-                    yield SubscribeResponse {
-                        kind: Some(subscribe_response::Kind::Heartbeat(Heartbeat {
-                            head_position,
-                            head_occur_time,
-                            server_time: Some(timestamp(now_micros())),
-                            // A tenant is shown positions of its own events only: the
-                            // position scanned past reveals other tenants' writes.
-                            scanned_position: if shown_cursor == Position::START { String::new() } else { shown_cursor.encode(&feed_id) },
-                        })),
-                    };
-                    next_heartbeat = Instant::now() + heartbeat_every;
-                }
-                if full {
-                    continue;
-                }
-                let poll_in = if settle_retry.is_zero() { feed.options.fallback_poll } else { settle_retry };
-                let poll_at = (Instant::now() + poll_in).min(next_heartbeat);
-                tokio::select! {
-                    changed = wake.changed() => {
-                        if changed.is_err() { break; }
-                    }
-                    () = tokio::time::sleep_until(poll_at) => {}
+                for message in subscription.next().await? {
+                    yield message;
                 }
             }
         };

@@ -1,0 +1,244 @@
+//! One subscriber's stream: catch up from the database while behind the hub, then
+//! follow the hub's batches, filtering in memory, with heartbeats.
+//!
+//! The stream holds at most one batch of its own rows (and shares the hub's batches), and
+//! tonic polls it only as fast as HTTP/2 flow control lets the client receive: a slow
+//! reader slows its own stream and nothing else; once it falls more than the hub keeps,
+//! it reads the gap from the database like a subscriber resuming from an old position.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agilepm_proto::events::v1::{Event, Heartbeat, SubscribeResponse, subscribe_response};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+use tonic::Status;
+
+use crate::auth::Caller;
+use crate::error::shown;
+use crate::feed::hub::{Batch, Head, Hub, settle_pause};
+use crate::feed::{Position, StoredEvent};
+use crate::time::{now_micros, timestamp};
+
+/// Which events a subscription wants.
+pub(crate) struct Filter {
+    pub caller: Caller,
+    pub event_types: HashSet<String>,
+    pub aggregate_ids: HashSet<String>,
+}
+
+impl Filter {
+    fn admits(&self, event: &StoredEvent) -> bool {
+        self.caller.may_see(&event.tenant_id)
+            && (self.event_types.is_empty() || self.event_types.contains(&event.event_type))
+            && (self.aggregate_ids.is_empty() || self.aggregate_ids.contains(&event.aggregate_id))
+    }
+}
+
+/// One subscriber's progress through the feed.
+pub(crate) struct Subscription {
+    hub: Arc<Hub>,
+    feed_id: String,
+    filter: Filter,
+    batches: tokio::sync::broadcast::Receiver<Arc<Batch>>,
+    /// Every event up to here has been delivered or filtered out.
+    cursor: Position,
+    /// While `cursor` is below it, the gap is read from the database.
+    caught_up_at: Position,
+    /// A batch received while behind, applied once the gap before it is read.
+    waiting: Option<Arc<Batch>>,
+    /// Pause before reading the gap again when it was not yet readable.
+    settle: Duration,
+    /// What heartbeats report as scanned: the cursor for callers spanning tenants, the
+    /// position of the last event delivered for a tenant (the position scanned past would
+    /// reveal other tenants' writes).
+    shown: Position,
+    /// The tenant's head as last known, for heartbeats while the database is away.
+    known_head: Head,
+    heartbeat_every: Duration,
+    next_heartbeat: Instant,
+    /// How long the outbox may be unreadable before the stream ends with UNAVAILABLE.
+    unavailable_after: Duration,
+}
+
+impl Subscription {
+    /// A subscription from `cursor` (exclusive).
+    pub fn new(
+        hub: Arc<Hub>,
+        filter: Filter,
+        cursor: Position,
+        heartbeat_every: Duration,
+        unavailable_after: Duration,
+    ) -> Subscription {
+        let joined = hub.join();
+        Subscription {
+            feed_id: hub.reader().feed_id().to_owned(),
+            hub,
+            filter,
+            batches: joined.batches,
+            cursor,
+            caught_up_at: joined.tail,
+            waiting: None,
+            settle: Duration::ZERO,
+            shown: cursor,
+            known_head: None,
+            heartbeat_every,
+            next_heartbeat: Instant::now(),
+            unavailable_after,
+        }
+    }
+
+    /// The next messages to send (possibly none); an error ends the stream.
+    pub async fn next(&mut self) -> Result<Vec<SubscribeResponse>, Status> {
+        let mut out = Vec::new();
+        if self.cursor < self.caught_up_at {
+            self.catch_up(&mut out).await?;
+        } else {
+            tokio::select! {
+                received = self.batches.recv() => match received {
+                    Ok(batch) if batch.after > self.cursor => {
+                        // Batches were dropped before this one (the subscriber lagged):
+                        // read what lies between from the database first.
+                        self.caught_up_at = batch.after;
+                        self.waiting = Some(batch);
+                    }
+                    Ok(batch) => self.apply(&batch, &mut out),
+                    // The next batch received begins past the cursor: handled above.
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return Err(shutting_down()),
+                },
+                () = tokio::time::sleep_until(self.next_heartbeat) => {}
+                () = self.hub.stopped() => return Err(shutting_down()),
+            }
+        }
+        if Instant::now() >= self.next_heartbeat {
+            out.push(self.heartbeat().await?);
+            self.next_heartbeat = Instant::now() + self.heartbeat_every;
+        }
+        Ok(out)
+    }
+
+    /// Reads one batch of the gap between the cursor and the hub from the database.
+    async fn catch_up(&mut self, out: &mut Vec<SubscribeResponse>) -> Result<(), Status> {
+        let read = self.hub.read_gap(self.cursor).await?;
+        if read.events.is_empty() {
+            // The hub read past the cursor, so events are there; this read's snapshot
+            // does not show them settled yet (PostgreSQL). Read again shortly.
+            self.settle = settle_pause(self.settle);
+            tokio::select! {
+                () = tokio::time::sleep(self.settle) => {}
+                () = self.hub.stopped() => return Err(shutting_down()),
+            }
+            return Ok(());
+        }
+        self.settle = Duration::ZERO;
+        for event in read.events {
+            self.consider(event, out);
+        }
+        if self.cursor >= self.caught_up_at
+            && let Some(batch) = self.waiting.take()
+        {
+            self.apply(&batch, out);
+        }
+        Ok(())
+    }
+
+    /// Delivers the events of `batch` past the cursor; the batch begins at or before it.
+    fn apply(&mut self, batch: &Batch, out: &mut Vec<SubscribeResponse>) {
+        for event in &batch.events {
+            if event.position > self.cursor {
+                self.consider(event.clone(), out);
+            }
+        }
+        self.cursor = self.cursor.max(batch.until);
+        if self.filter.caller.is_all_tenants() {
+            self.shown = self.cursor;
+        }
+    }
+
+    /// Moves the cursor past `event`, delivering it if the filter admits it.
+    fn consider(&mut self, event: StoredEvent, out: &mut Vec<SubscribeResponse>) {
+        self.cursor = event.position;
+        if self.filter.caller.is_all_tenants() {
+            self.shown = self.cursor;
+        }
+        if self.filter.admits(&event) {
+            self.shown = self.cursor;
+            out.push(to_message(event, &self.feed_id));
+        }
+    }
+
+    /// A heartbeat; or UNAVAILABLE when the outbox has been unreadable too long.
+    async fn heartbeat(&mut self) -> Result<SubscribeResponse, Status> {
+        if let Some((failing_for, error)) = self.hub.failing_for()
+            && failing_for >= self.unavailable_after
+        {
+            // Not through `AppError`: the hub logged the fault once, and each of its
+            // subscribers repeating it would bury it.
+            return Err(Status::unavailable(format!(
+                "the event feed has not been able to read its outbox for {}s ({}); \
+                 resubscribe from your last position",
+                failing_for.as_secs(),
+                shown(&error)
+            )));
+        }
+        let head = if self.filter.caller.is_all_tenants() {
+            self.hub.feed_head()
+        } else {
+            let tenant = self.filter.caller.tenant()?;
+            match self.hub.tenant_head(tenant).await {
+                Ok(head) => head,
+                // The database is away: the head as last known (or the subscriber's own
+                // progress), so heartbeats keep flowing.
+                Err(_) => self.known_head.max(
+                    (self.shown != Position::START).then_some((self.shown, 0)),
+                ),
+            }
+        };
+        self.known_head = head;
+        let (head_position, head_occur_time) = match head {
+            Some((position, time)) => (
+                position.encode(&self.feed_id),
+                (time != 0).then(|| timestamp(time)),
+            ),
+            None => (String::new(), None),
+        };
+        Ok(SubscribeResponse {
+            kind: Some(subscribe_response::Kind::Heartbeat(Heartbeat {
+                head_position,
+                head_occur_time,
+                server_time: Some(timestamp(now_micros())),
+                scanned_position: if self.shown == Position::START {
+                    String::new()
+                } else {
+                    self.shown.encode(&self.feed_id)
+                },
+            })),
+        })
+    }
+}
+
+/// A shutdown is no fault: said to the subscriber, not logged.
+fn shutting_down() -> Status {
+    Status::unavailable("the server is shutting down; resubscribe from your last position")
+}
+
+pub(crate) fn to_message(event: StoredEvent, feed_id: &str) -> SubscribeResponse {
+    SubscribeResponse {
+        kind: Some(subscribe_response::Kind::Event(Event {
+            position: event.position.encode(feed_id),
+            payload: Some(prost_types::Any {
+                type_url: format!("type.googleapis.com/{}", event.event_type),
+                value: event.payload,
+            }),
+            event_id: event.event_id,
+            event_type: event.event_type,
+            aggregate_type: event.aggregate_type,
+            aggregate_id: event.aggregate_id,
+            tenant_id: event.tenant_id,
+            occur_time: Some(timestamp(event.occur_time_us)),
+            actor: event.actor,
+        })),
+    }
+}
