@@ -23,6 +23,7 @@ use tonic::codec::Streaming;
 
 engine_tests!(
     replay_then_tail_delivers_every_event_once_in_order,
+    a_subscriber_that_stops_reading_still_gets_every_event_once_in_order,
     resuming_from_any_position_delivers_exactly_what_follows,
     an_open_transaction_never_lets_a_later_commit_overtake_it,
     an_event_waits_only_for_older_transactions_of_its_own_database,
@@ -167,6 +168,40 @@ async fn replay_then_tail_delivers_every_event_once_in_order(engine: Engine) {
     let decoded: TaskRenamed = prost::Message::decode(payload.value.as_slice()).unwrap();
     assert_eq!(decoded.name, "n0");
     assert_eq!(replayed[0].event_type, "agilepm.task.v1.TaskRenamed");
+}
+
+/// A client that stops reading lets HTTP/2 flow control stop its stream; the hub's
+/// deliveries pile up in its mailbox past what it keeps (128), which then becomes a mark
+/// to read from the database. Once the client reads again it gets every event once, in
+/// order, while a subscriber reading all along was never held back.
+async fn a_subscriber_that_stops_reading_still_gets_every_event_once_in_order(engine: Engine) {
+    let (_database, server) = feed_server(engine).await;
+    let mut stalled = open(&mut client(&server, "acme"), after("")).await;
+    let mut reading = open(&mut client(&server, "acme"), after("")).await;
+    // Names of 16 KiB fill the stalled stream's flow-control window (2 MiB at most) within
+    // ~130 events; every commit is read, and delivered, on its own. (Checked when written:
+    // the stalled subscriber's mailbox overflows on both engines.)
+    let name = "x".repeat(16 * 1024);
+    let writer = {
+        let db = server.db.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..600 {
+                ids.push(append_one(&db, "acme", "task-1", &name).await);
+            }
+            ids
+        })
+    };
+    let read_along = take(&mut reading, 600).await;
+    let expected = writer.await.unwrap();
+    assert_eq!(ids(&read_along), expected, "the reading subscriber");
+    let caught_up = take(&mut stalled, 600).await;
+    assert_eq!(
+        ids(&caught_up),
+        expected,
+        "the stalled subscriber, once it reads"
+    );
+    expect_quiet(&mut stalled, Duration::from_millis(300)).await;
 }
 
 async fn resuming_from_any_position_delivers_exactly_what_follows(engine: Engine) {

@@ -152,7 +152,13 @@ impl Db {
     /// A pool of its own of at most `max_connections` to this database, for work whose
     /// connections must never be taken from the service's calls (or take theirs).
     pub async fn open_separate_pool(&self, max_connections: u32) -> Result<AnyPool, sqlx::Error> {
-        open_pool(&self.options, self.engine, max_connections, Statements::Bounded).await
+        open_pool(
+            &self.options,
+            self.engine,
+            max_connections,
+            Statements::Bounded,
+        )
+        .await
     }
 
     /// Which engine this is.

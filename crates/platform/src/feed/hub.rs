@@ -1,9 +1,12 @@
 //! One reader of the outbox per process, however many subscribe.
 //!
 //! The hub's tail task reads what committed after the last event it read (woken by the
-//! commit notifier, or by a fallback poll for commits nobody announced) and publishes
-//! each read as a [`Batch`] on a broadcast channel. Live subscribers filter the batches
-//! in memory, so a thousand idle subscribers cost the database what one does. A
+//! commit notifier, or by a fallback poll for commits nobody announced) and delivers
+//! each read as a [`Batch`] to the [`Mailbox`] of every subscriber whose filter may want
+//! it: the whole read to subscribers that see every tenant, a batch of its tenant's
+//! events to a tenant's. A subscriber is woken only for batches it may want, so a
+//! thousand idle subscribers cost the database what one does, and their process next to
+//! nothing. A
 //! subscriber behind the hub — resuming from an old position, or fallen more than
 //! [`BATCHES_KEPT`] batches behind because its client reads slowly — reads the gap from
 //! the database itself, holding one of a few catch-up permits
@@ -13,12 +16,12 @@
 //!
 //! # Why no event is skipped
 //!
-//! Batches are contiguous: each begins where the one before it ended
-//! ([`Batch::after`] is the previous batch's [`Batch::until`]), and the hub reads with
-//! the same gap-safe read as everyone ([`OutboxReader`]). A subscriber applies a batch
-//! only when its own cursor is at or past the batch's start; otherwise it first reads
-//! the gap from the database. Its cursor only ever moves to a position some gap-safe
-//! read reached.
+//! Each delivery says where the subscriber's previous one ended ([`Delivery::after`]);
+//! between the two lies nothing the subscriber wants (the hub saw it all). The hub reads
+//! with the same gap-safe read as everyone ([`OutboxReader`]). A subscriber applies a
+//! delivery only when its own cursor is at or past the delivery's start; otherwise (its
+//! queue overflowed, or it joined behind) it first reads the gap from the database. Its
+//! cursor only ever moves to a position some gap-safe read reached.
 //!
 //! # When the database is away
 //!
@@ -32,32 +35,76 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{AppError, AppResult, shown};
+use crate::feed::filter::Filter;
+use crate::feed::mailbox::{Delivery, Mailbox};
 use crate::feed::reader::FEED_READ_CONNECTIONS;
 use crate::feed::{OutboxReader, Position, Read, StoredEvent};
 
-/// Batches the broadcast channel keeps for subscribers that have not taken them yet. A
-/// subscriber further behind reads from the database instead. Memory held is at most this
-/// many batches of [`FeedOptions::batch_size`](super::FeedOptions) events.
+/// Deliveries a subscriber's mailbox holds that it has not taken yet. A subscriber
+/// further behind reads from the database instead. Batches are shared between the
+/// subscribers they are delivered to.
 pub const BATCHES_KEPT: usize = 128;
 
 /// Tenants whose newest event the hub remembers; past this the memory is dropped and
 /// refilled from the database as subscribers ask.
 const TENANT_HEADS_KEPT: usize = 100_000;
 
-/// What the hub read in one go: the events after `after`, through `until`.
+/// What the hub read in one go, or a tenant's part of it.
 #[derive(Debug)]
 pub struct Batch {
-    /// Where the read began: the previous batch's `until`.
-    pub after: Position,
-    /// The position of the last event in the batch.
+    /// The position of the last event the hub read.
     pub until: Position,
     /// The events, in feed order.
     pub events: Vec<StoredEvent>,
+    /// The event types among them, each once.
+    pub event_types: Vec<String>,
+}
+
+impl Batch {
+    /// A batch of `events`, read through `until`.
+    pub fn new(until: Position, events: Vec<StoredEvent>) -> Batch {
+        let mut event_types: Vec<String> = Vec::new();
+        for event in &events {
+            if !event_types.contains(&event.event_type) {
+                event_types.push(event.event_type.clone());
+            }
+        }
+        Batch {
+            until,
+            events,
+            event_types,
+        }
+    }
+}
+
+/// One subscriber as the hub sees it.
+struct Slot {
+    id: u64,
+    filter: Arc<Filter>,
+    mailbox: Arc<Mailbox>,
+    /// Where its last delivery ended, or where it joined.
+    last_until: Position,
+}
+
+impl Slot {
+    /// Delivers `batch` if the subscriber may want it.
+    fn offer(&mut self, batch: &Arc<Batch>) {
+        if self.filter.may_admit_any(batch) {
+            self.mailbox.deliver(
+                Delivery {
+                    after: self.last_until,
+                    batch: batch.clone(),
+                },
+                BATCHES_KEPT,
+            );
+            self.last_until = batch.until;
+        }
+    }
 }
 
 /// How the hub reads.
@@ -84,6 +131,13 @@ struct Tail {
     tenant_heads: HashMap<String, Head>,
     /// Since when reads fail, and the last failure.
     failing: Option<(Instant, String)>,
+    /// Subscribers of one tenant, by tenant.
+    tenant_subscribers: HashMap<String, Vec<Slot>>,
+    /// Subscribers seeing every tenant.
+    all_subscribers: Vec<Slot>,
+    next_slot: u64,
+    /// The hub has stopped: new subscribers find their mailbox closed.
+    stopped: bool,
 }
 
 /// The process's one reader of its outbox, and the channel it publishes on.
@@ -91,18 +145,17 @@ pub struct Hub {
     reader: OutboxReader,
     options: HubOptions,
     tail: Mutex<Tail>,
-    batches: broadcast::Sender<Arc<Batch>>,
     catch_up: Semaphore,
     stopped: CancellationToken,
 }
 
-/// A subscriber's place on the hub: the batches published from now on, and where the
-/// first of them begins.
+/// A subscriber's place on the hub: its mailbox, and where its first delivery will begin.
 pub struct Joined {
-    /// Every batch published after joining, in order (or `Lagged` for those dropped).
-    pub batches: broadcast::Receiver<Arc<Batch>>,
-    /// Where the first batch received will begin: events up to here are read from the
-    /// database.
+    /// Its id, to leave with.
+    pub id: u64,
+    /// Where the hub leaves its batches.
+    pub mailbox: Arc<Mailbox>,
+    /// The hub's tail when it joined: events up to here are read from the database.
     pub tail: Position,
 }
 
@@ -125,8 +178,11 @@ impl Hub {
                 occur_time_us,
                 tenant_heads: HashMap::new(),
                 failing: None,
+                tenant_subscribers: HashMap::new(),
+                all_subscribers: Vec::new(),
+                next_slot: 0,
+                stopped: false,
             }),
-            batches: broadcast::channel(BATCHES_KEPT).0,
             catch_up: Semaphore::new(FEED_READ_CONNECTIONS.saturating_sub(1).max(1) as usize),
             stopped: shutdown.child_token(),
         });
@@ -143,15 +199,59 @@ impl Hub {
         self.tail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Joins the published batches.
-    pub fn join(&self) -> Joined {
-        // Under the lock that publishing takes too: the first batch received begins
-        // exactly at the tail seen here.
-        let tail = self.tail();
-        Joined {
-            batches: self.batches.subscribe(),
-            tail: tail.position,
+    /// Joins as a subscriber with `filter`.
+    pub fn join(&self, filter: Arc<Filter>) -> Joined {
+        // Under the lock publishing takes too: deliveries begin at the tail seen here.
+        let mut tail = self.tail();
+        let mailbox = Arc::new(Mailbox::default());
+        if tail.stopped {
+            mailbox.close();
         }
+        let id = tail.next_slot;
+        tail.next_slot += 1;
+        let position = tail.position;
+        let slot = Slot {
+            id,
+            mailbox: mailbox.clone(),
+            last_until: position,
+            filter: filter.clone(),
+        };
+        match filter.tenant() {
+            None => tail.all_subscribers.push(slot),
+            Some(tenant) => tail
+                .tenant_subscribers
+                .entry(tenant.to_owned())
+                .or_default()
+                .push(slot),
+        }
+        Joined {
+            id,
+            mailbox,
+            tail: position,
+        }
+    }
+
+    /// Removes the subscriber `id` of `tenant` (or of every tenant).
+    pub fn leave(&self, tenant: Option<&str>, id: u64) {
+        let mut tail = self.tail();
+        match tenant {
+            None => tail.all_subscribers.retain(|slot| slot.id != id),
+            Some(tenant) => {
+                if let Some(slots) = tail.tenant_subscribers.get_mut(tenant) {
+                    slots.retain(|slot| slot.id != id);
+                    if slots.is_empty() {
+                        tail.tenant_subscribers.remove(tenant);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The hub's tail, if `mailbox` holds nothing: then its subscriber has been given
+    /// everything it wants up to there. (Deliveries are made under the same lock.)
+    pub fn scanned_through(&self, mailbox: &Mailbox) -> Option<Position> {
+        let tail = self.tail();
+        mailbox.is_empty().then_some(tail.position)
     }
 
     /// Resolves when the hub has stopped (the process shuts down).
@@ -198,12 +298,15 @@ impl Hub {
         self.bounded(self.reader.head(tenant)).await
     }
 
-    /// Up to a batch of events after `after`, read by a subscriber catching up, under a
-    /// catch-up permit.
-    pub async fn read_gap(&self, after: Position) -> AppResult<Read> {
+    /// Up to a batch of events after `after` (of `tenant` only, when given), read by a
+    /// subscriber catching up, under a catch-up permit.
+    pub async fn read_gap(&self, tenant: Option<&str>, after: Position) -> AppResult<Read> {
         let _permit = self.catch_up_permit().await?;
-        self.bounded(self.reader.read_after(after, self.options.batch_size))
-            .await
+        self.bounded(
+            self.reader
+                .read_after_of(tenant, after, self.options.batch_size),
+        )
+        .await
     }
 
     async fn catch_up_permit(&self) -> AppResult<tokio::sync::SemaphorePermit<'_>> {
@@ -214,10 +317,7 @@ impl Hub {
     }
 
     /// `read` bounded by the read timeout; a database error or timeout is UNAVAILABLE.
-    async fn bounded<T>(
-        &self,
-        read: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> AppResult<T> {
+    async fn bounded<T>(&self, read: impl Future<Output = Result<T, sqlx::Error>>) -> AppResult<T> {
         match tokio::time::timeout(self.options.read_timeout, read).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(match AppError::from(error) {
@@ -247,7 +347,7 @@ impl Hub {
                 Ok(read) => {
                     self.recovered();
                     let (full, unsettled) = (read.full, read.unsettled);
-                    self.publish(after, read.events);
+                    self.publish(read.events);
                     if full {
                         continue;
                     }
@@ -264,30 +364,59 @@ impl Hub {
                 () = tokio::time::sleep(pause) => {}
             }
         }
+        {
+            let mut tail = self.tail();
+            tail.stopped = true;
+            let tail = &*tail;
+            for slot in tail
+                .all_subscribers
+                .iter()
+                .chain(tail.tenant_subscribers.values().flatten())
+            {
+                slot.mailbox.close();
+            }
+        }
         self.stopped.cancel();
         self.reader.close().await;
     }
 
-    /// Publishes the events read after `after` (nothing when there are none).
-    fn publish(&self, after: Position, events: Vec<StoredEvent>) {
+    /// Delivers the events just read (nothing when there are none).
+    fn publish(&self, events: Vec<StoredEvent>) {
         let Some(last) = events.last() else { return };
+        let until = last.position;
         let mut tail = self.tail();
-        tail.position = last.position;
+        tail.position = until;
         tail.occur_time_us = last.occur_time_us;
+        let mut by_tenant: HashMap<&str, Vec<StoredEvent>> = HashMap::new();
         for event in &events {
             // Only tenants already remembered: a tenant nobody asked about is looked up
             // when asked.
             if let Some(head) = tail.tenant_heads.get_mut(&event.tenant_id) {
                 *head = Some((event.position, event.occur_time_us));
             }
+            if tail.tenant_subscribers.contains_key(&event.tenant_id) {
+                by_tenant
+                    .entry(&event.tenant_id)
+                    .or_default()
+                    .push(event.clone());
+            }
         }
-        let batch = Batch {
-            after,
-            until: last.position,
-            events,
-        };
-        // No receivers is no error: nobody subscribes at the moment.
-        let _ = self.batches.send(Arc::new(batch));
+        // A tenant without events in the read is offered nothing: nothing of it lies
+        // between its subscribers' last deliveries and this read's end.
+        for (tenant, events) in by_tenant {
+            let batch = Arc::new(Batch::new(until, events));
+            if let Some(slots) = tail.tenant_subscribers.get_mut(tenant) {
+                for slot in slots {
+                    slot.offer(&batch);
+                }
+            }
+        }
+        if !tail.all_subscribers.is_empty() {
+            let batch = Arc::new(Batch::new(until, events));
+            for slot in &mut tail.all_subscribers {
+                slot.offer(&batch);
+            }
+        }
     }
 
     fn failed(&self, error: &AppError) {

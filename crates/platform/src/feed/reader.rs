@@ -88,6 +88,11 @@ const READ_SQLITE: &str = "SELECT 0 AS txid, position AS seq, event_id, event_ty
      aggregate_id, tenant_id, occur_time_us, payload, actor FROM outbox \
      WHERE position > $1 ORDER BY position LIMIT $2";
 
+/// [`READ_SQLITE`] of one tenant's events (the `outbox_tenant_head` index).
+const READ_SQLITE_TENANT: &str = "SELECT 0 AS txid, position AS seq, event_id, event_type, \
+     aggregate_type, aggregate_id, tenant_id, occur_time_us, payload, actor FROM outbox \
+     WHERE tenant_id = $1 AND position > $2 ORDER BY position LIMIT $3";
+
 /// The settle horizon as a PostgreSQL expression: every outbox row written by a
 /// transaction below it is visible to the statement's snapshot, and no row can appear
 /// below it later.
@@ -126,6 +131,16 @@ const READ_POSTGRES: &str = concat!(
      occur_time_us, payload, actor, txid < (SELECT ",
     horizon!(),
     ") AS settled FROM outbox WHERE (txid, seq) > ($1, $2) ORDER BY txid, seq LIMIT $3"
+);
+
+/// [`READ_POSTGRES`] of one tenant's events (the `outbox_tenant_head` index). The
+/// horizon is the same whatever rows are read, so the read is as gap-safe.
+const READ_POSTGRES_TENANT: &str = concat!(
+    "SELECT txid, seq, event_id, event_type, aggregate_type, aggregate_id, tenant_id, \
+     occur_time_us, payload, actor, txid < (SELECT ",
+    horizon!(),
+    ") AS settled FROM outbox WHERE tenant_id = $1 AND (txid, seq) > ($2, $3) \
+     ORDER BY txid, seq LIMIT $4"
 );
 
 const HEAD_SQLITE: &str =
@@ -176,14 +191,30 @@ impl OutboxReader {
     /// Up to `limit` events after `after`, in feed order. Borrows one of the feed's
     /// connections for the one query only.
     pub async fn read_after(&self, after: Position, limit: u32) -> Result<Read, sqlx::Error> {
-        let query = match self.db.engine() {
-            Engine::Sqlite => sqlx::query(READ_SQLITE).bind(after.seq),
-            Engine::Postgres => sqlx::query(READ_POSTGRES).bind(after.txid).bind(after.seq),
+        self.read_after_of(None, after, limit).await
+    }
+
+    /// [`OutboxReader::read_after`] of `tenant`'s events only, when given: a read that is
+    /// neither full nor unsettled has delivered every event of the tenant up to any
+    /// position the feed had reached before it began.
+    pub async fn read_after_of(
+        &self,
+        tenant: Option<&str>,
+        after: Position,
+        limit: u32,
+    ) -> Result<Read, sqlx::Error> {
+        let query = match (self.db.engine(), tenant) {
+            (Engine::Sqlite, None) => sqlx::query(READ_SQLITE).bind(after.seq),
+            (Engine::Postgres, None) => sqlx::query(READ_POSTGRES).bind(after.txid).bind(after.seq),
+            (Engine::Sqlite, Some(tenant)) => sqlx::query(READ_SQLITE_TENANT)
+                .bind(tenant.to_owned())
+                .bind(after.seq),
+            (Engine::Postgres, Some(tenant)) => sqlx::query(READ_POSTGRES_TENANT)
+                .bind(tenant.to_owned())
+                .bind(after.txid)
+                .bind(after.seq),
         };
-        let rows = query
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = query.bind(i64::from(limit)).fetch_all(&self.pool).await?;
         let mut read = Read {
             full: rows.len() as u64 == u64::from(limit),
             ..Read::default()

@@ -16,8 +16,9 @@ use tonic::{Request, Response, Status};
 use crate::auth::{Caller, caller};
 use crate::db::{Db, Engine};
 use crate::error::{AppError, AppResult};
+use crate::feed::filter::Filter;
 use crate::feed::hub::{Hub, HubOptions};
-use crate::feed::subscription::{Filter, Subscription};
+use crate::feed::subscription::Subscription;
 use crate::feed::{OutboxReader, Position};
 use crate::time::timestamp;
 

@@ -1,53 +1,40 @@
-//! One subscriber's stream: catch up from the database while behind the hub, then
-//! follow the hub's batches, filtering in memory, with heartbeats.
+//! One subscriber's stream: catch up from the database while behind the hub, then take
+//! the hub's deliveries from its mailbox, filtering in memory, with heartbeats.
 //!
 //! The stream holds at most one batch of its own rows (and shares the hub's batches), and
 //! tonic polls it only as fast as HTTP/2 flow control lets the client receive: a slow
-//! reader slows its own stream and nothing else; once it falls more than the hub keeps,
-//! it reads the gap from the database like a subscriber resuming from an old position.
+//! reader slows its own stream and nothing else; once its mailbox overflows, it reads
+//! the gap from the database like a subscriber resuming from an old position.
 
-use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agilepm_proto::events::v1::{Event, Heartbeat, SubscribeResponse, subscribe_response};
-use tokio::sync::broadcast::error::RecvError;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tonic::Status;
 
-use crate::auth::Caller;
 use crate::error::shown;
+use crate::feed::filter::Filter;
 use crate::feed::hub::{Batch, Head, Hub, settle_pause};
+use crate::feed::mailbox::{Delivery, Mail, Mailbox};
 use crate::feed::{Position, StoredEvent};
 use crate::time::{now_micros, timestamp};
-
-/// Which events a subscription wants.
-pub(crate) struct Filter {
-    pub caller: Caller,
-    pub event_types: HashSet<String>,
-    pub aggregate_ids: HashSet<String>,
-}
-
-impl Filter {
-    fn admits(&self, event: &StoredEvent) -> bool {
-        self.caller.may_see(&event.tenant_id)
-            && (self.event_types.is_empty() || self.event_types.contains(&event.event_type))
-            && (self.aggregate_ids.is_empty() || self.aggregate_ids.contains(&event.aggregate_id))
-    }
-}
 
 /// One subscriber's progress through the feed.
 pub(crate) struct Subscription {
     hub: Arc<Hub>,
+    /// Its place on the hub, given back when the subscription ends.
+    id: u64,
     feed_id: String,
-    filter: Filter,
-    batches: tokio::sync::broadcast::Receiver<Arc<Batch>>,
+    filter: Arc<Filter>,
+    mailbox: Arc<Mailbox>,
     /// Every event up to here has been delivered or filtered out.
     cursor: Position,
     /// While `cursor` is below it, the gap is read from the database.
     caught_up_at: Position,
-    /// A batch received while behind, applied once the gap before it is read.
-    waiting: Option<Arc<Batch>>,
+    /// A delivery taken while behind, applied once the gap before it is read.
+    waiting: Option<Delivery>,
     /// Pause before reading the gap again when it was not yet readable.
     settle: Duration,
     /// What heartbeats report as scanned: the cursor for callers spanning tenants, the
@@ -58,6 +45,9 @@ pub(crate) struct Subscription {
     known_head: Head,
     heartbeat_every: Duration,
     next_heartbeat: Instant,
+    /// Fires at `next_heartbeat`; kept across waits, so a wake-up for a delivery does not
+    /// re-register a timer.
+    heartbeat: Pin<Box<Sleep>>,
     /// How long the outbox may be unreadable before the stream ends with UNAVAILABLE.
     unavailable_after: Duration,
 }
@@ -71,12 +61,14 @@ impl Subscription {
         heartbeat_every: Duration,
         unavailable_after: Duration,
     ) -> Subscription {
-        let joined = hub.join();
+        let filter = Arc::new(filter);
+        let joined = hub.join(filter.clone());
         Subscription {
             feed_id: hub.reader().feed_id().to_owned(),
             hub,
+            id: joined.id,
             filter,
-            batches: joined.batches,
+            mailbox: joined.mailbox,
             cursor,
             caught_up_at: joined.tail,
             waiting: None,
@@ -85,6 +77,7 @@ impl Subscription {
             known_head: None,
             heartbeat_every,
             next_heartbeat: Instant::now(),
+            heartbeat: Box::pin(tokio::time::sleep_until(Instant::now())),
             unavailable_after,
         }
     }
@@ -95,36 +88,38 @@ impl Subscription {
         if self.cursor < self.caught_up_at {
             self.catch_up(&mut out).await?;
         } else {
-            tokio::select! {
-                received = self.batches.recv() => match received {
-                    Ok(batch) if batch.after > self.cursor => {
-                        // Batches were dropped before this one (the subscriber lagged):
-                        // read what lies between from the database first.
-                        self.caught_up_at = batch.after;
-                        self.waiting = Some(batch);
-                    }
-                    Ok(batch) => self.apply(&batch, &mut out),
-                    // The next batch received begins past the cursor: handled above.
-                    Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return Err(shutting_down()),
+            match self.mailbox.take() {
+                Mail::Delivery(delivery) if delivery.after > self.cursor => {
+                    // Its batch begins past the cursor (the subscriber joined behind the
+                    // hub): read what lies between from the database first.
+                    self.caught_up_at = delivery.after;
+                    self.waiting = Some(delivery);
+                }
+                Mail::Delivery(delivery) => self.apply(&delivery.batch, &mut out),
+                Mail::Overflowed(until) => self.caught_up_at = self.caught_up_at.max(until),
+                Mail::Closed => return Err(shutting_down()),
+                Mail::Empty => tokio::select! {
+                    () = self.mailbox.arrived() => {}
+                    () = self.heartbeat.as_mut() => {}
                 },
-                () = tokio::time::sleep_until(self.next_heartbeat) => {}
-                () = self.hub.stopped() => return Err(shutting_down()),
             }
         }
         if Instant::now() >= self.next_heartbeat {
             out.push(self.heartbeat().await?);
             self.next_heartbeat = Instant::now() + self.heartbeat_every;
+            self.heartbeat.as_mut().reset(self.next_heartbeat);
         }
         Ok(out)
     }
 
-    /// Reads one batch of the gap between the cursor and the hub from the database.
+    /// Reads one batch of the gap between the cursor and the hub from the database: the
+    /// subscriber's tenant's events only, unless it sees every tenant.
     async fn catch_up(&mut self, out: &mut Vec<SubscribeResponse>) -> Result<(), Status> {
-        let read = self.hub.read_gap(self.cursor).await?;
-        if read.events.is_empty() {
-            // The hub read past the cursor, so events are there; this read's snapshot
-            // does not show them settled yet (PostgreSQL). Read again shortly.
+        let read = self.hub.read_gap(self.filter.tenant(), self.cursor).await?;
+        let complete = !read.full && !read.unsettled;
+        if read.events.is_empty() && !complete {
+            // Events wait for an older transaction to end (PostgreSQL): the hub read
+            // past them, so they will settle. Read again shortly.
             self.settle = settle_pause(self.settle);
             tokio::select! {
                 () = tokio::time::sleep(self.settle) => {}
@@ -133,22 +128,31 @@ impl Subscription {
             return Ok(());
         }
         self.settle = Duration::ZERO;
-        for event in read.events {
+        for event in &read.events {
             self.consider(event, out);
         }
+        if complete && self.cursor < self.caught_up_at {
+            // Every event the hub had read before (the gap) was visible to this read:
+            // what it did not return is not of this subscriber's tenant.
+            self.cursor = self.caught_up_at;
+            if self.filter.caller.is_all_tenants() {
+                self.shown = self.cursor;
+            }
+        }
         if self.cursor >= self.caught_up_at
-            && let Some(batch) = self.waiting.take()
+            && let Some(delivery) = self.waiting.take()
         {
-            self.apply(&batch, out);
+            self.apply(&delivery.batch, out);
         }
         Ok(())
     }
 
-    /// Delivers the events of `batch` past the cursor; the batch begins at or before it.
+    /// Delivers the events of `batch` past the cursor; the batch's delivery begins at or
+    /// before it.
     fn apply(&mut self, batch: &Batch, out: &mut Vec<SubscribeResponse>) {
         for event in &batch.events {
             if event.position > self.cursor {
-                self.consider(event.clone(), out);
+                self.consider(event, out);
             }
         }
         self.cursor = self.cursor.max(batch.until);
@@ -157,15 +161,16 @@ impl Subscription {
         }
     }
 
-    /// Moves the cursor past `event`, delivering it if the filter admits it.
-    fn consider(&mut self, event: StoredEvent, out: &mut Vec<SubscribeResponse>) {
+    /// Moves the cursor past `event`, delivering a copy if the filter admits it (the
+    /// batch is shared by every subscriber it was delivered to).
+    fn consider(&mut self, event: &StoredEvent, out: &mut Vec<SubscribeResponse>) {
         self.cursor = event.position;
         if self.filter.caller.is_all_tenants() {
             self.shown = self.cursor;
         }
-        if self.filter.admits(&event) {
+        if self.filter.admits(event) {
             self.shown = self.cursor;
-            out.push(to_message(event, &self.feed_id));
+            out.push(to_message(event.clone(), &self.feed_id));
         }
     }
 
@@ -183,18 +188,27 @@ impl Subscription {
                 shown(&error)
             )));
         }
-        let head = if self.filter.caller.is_all_tenants() {
-            self.hub.feed_head()
-        } else {
-            let tenant = self.filter.caller.tenant()?;
-            match self.hub.tenant_head(tenant).await {
+        let head = match self.filter.tenant() {
+            None => {
+                // Batches it does not want are not delivered: with nothing waiting, it
+                // has scanned as far as the hub has read.
+                if self.cursor >= self.caught_up_at
+                    && self.waiting.is_none()
+                    && let Some(through) = self.hub.scanned_through(&self.mailbox)
+                {
+                    self.cursor = self.cursor.max(through);
+                    self.shown = self.cursor;
+                }
+                self.hub.feed_head()
+            }
+            Some(tenant) => match self.hub.tenant_head(tenant).await {
                 Ok(head) => head,
                 // The database is away: the head as last known (or the subscriber's own
                 // progress), so heartbeats keep flowing.
-                Err(_) => self.known_head.max(
-                    (self.shown != Position::START).then_some((self.shown, 0)),
-                ),
-            }
+                Err(_) => self
+                    .known_head
+                    .max((self.shown != Position::START).then_some((self.shown, 0))),
+            },
         };
         self.known_head = head;
         let (head_position, head_occur_time) = match head {
@@ -216,6 +230,12 @@ impl Subscription {
                 },
             })),
         })
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.leave(self.filter.tenant(), self.id);
     }
 }
 
