@@ -148,12 +148,27 @@ impl From<AppError> for Status {
                 )
             }
             AppError::Internal(_) => Status::internal("internal error; see the server log"),
+            AppError::Unavailable(message) => retry_later(&bounded(&message, MAX_MESSAGE_CHARS)),
             other => Status::new(
                 other.code(),
                 bounded(&other.to_string(), MAX_MESSAGE_CHARS).into_owned(),
             ),
         }
     }
+}
+
+/// How soon a caller told UNAVAILABLE may try again (`google.rpc.RetryInfo`): the time a
+/// database restart or a pool timeout usually takes to pass, not a promise.
+pub const RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// UNAVAILABLE with `message` and a retry hint of [`RETRY_DELAY`], not logged: for a
+/// refusal whose cause was logged once where it was found.
+pub fn retry_later(message: &str) -> Status {
+    Status::with_error_details(
+        Code::Unavailable,
+        message,
+        ErrorDetails::with_retry_info(Some(RETRY_DELAY)),
+    )
 }
 
 impl From<sqlx::Error> for AppError {
@@ -181,11 +196,15 @@ fn from_database_code(code: &str, message: &str) -> Option<AppError> {
     Some(match code {
         // PostgreSQL unique_violation; SQLite UNIQUE / PRIMARY KEY constraint.
         "23505" | "2067" | "1555" => AppError::AlreadyExists(message.to_owned()),
-        // PostgreSQL serialization failure and deadlock, SQLite busy: another writer won;
-        // the caller may retry.
-        "40001" | "40P01" | "5" | "517" => {
+        // PostgreSQL serialization failure and deadlock: another writer won; the caller
+        // may retry.
+        "40001" | "40P01" => {
             AppError::Aborted(format!("concurrent modification, retry: {message}"))
         }
+        // SQLite busy (or busy while recovering) past its busy timeout of 10 s: writes of
+        // this service queue in its one write connection, so something outside it holds
+        // the database (a backup, an operator's shell): it is away, not contended.
+        "5" | "517" => AppError::Unavailable(format!("database busy, retry: {message}")),
         // PostgreSQL shutting down or starting (57P01-57P03), out of connections (53300),
         // the connection lost (class 08): the database is away, not the request wrong.
         "57P01" | "57P02" | "57P03" | "53300" => {
@@ -274,11 +293,20 @@ mod tests {
         assert_eq!(code("23505"), Some(Code::AlreadyExists));
         assert_eq!(code("40001"), Some(Code::Aborted));
         for away in [
-            "57P01", "57P02", "57P03", "53300", "08006", "08003", "57014",
+            "57P01", "57P02", "57P03", "53300", "08006", "08003", "57014", "5", "517",
         ] {
             assert_eq!(code(away), Some(Code::Unavailable), "{away}");
         }
         assert_eq!(code("42P01"), None, "a missing table is a bug");
+    }
+
+    #[test]
+    fn unavailable_carries_a_retry_hint() {
+        let status: Status = AppError::Unavailable("database away".into()).into();
+        assert_eq!(status.code(), Code::Unavailable);
+        let details = status.get_error_details();
+        let hint = details.retry_info().expect("retry info");
+        assert_eq!(hint.retry_delay, Some(RETRY_DELAY));
     }
 
     #[test]

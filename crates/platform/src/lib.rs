@@ -14,6 +14,7 @@
 //! | [`tls`] | rustls for servers (reloading certificates, mTLS) and clients |
 //! | [`telemetry`] | logs, traces, W3C propagation, OTLP export |
 //! | [`limits`] | what one client can hold of a server: connections, streams, calls, deadlines |
+//! | [`admission`] | calls refused at once while the database is away or the server is full; the default deadline |
 //! | [`malformed`] | undecodable request bodies answered INVALID_ARGUMENT |
 //! | [`server`] | gRPC server with health, reflection, tracing, graceful shutdown |
 //! | [`service`] | the life of a service process: database, auth, feed, serve |
@@ -26,6 +27,7 @@
 //! | [`feed`] | serving the outbox as a gap-free, resumable event feed |
 //! | [`follower`] | following a peer's feed from a durable checkpoint |
 
+pub mod admission;
 pub mod auth;
 pub mod client;
 pub mod config;

@@ -3,9 +3,11 @@
 //! size, and how long a unary call may run when its caller set no deadline.
 //!
 //! A connection past the cap is accepted and closed at once (the client sees the
-//! connection refused, not a hang), and an accept error such as running out of file
-//! descriptors pauses the accept loop instead of spinning a core.
+//! connection refused, not a hang), a connection that sends nothing is closed after the
+//! first-bytes timeout (so idle sockets cannot hold the cap), and an accept error such as
+//! running out of file descriptors pauses the accept loop instead of spinning a core.
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
@@ -30,6 +33,12 @@ pub struct ServerLimits {
     /// Calls being handled at once on one connection; more are refused at once with
     /// RESOURCE_EXHAUSTED instead of queueing.
     pub max_calls_per_connection: usize,
+    /// Calls being handled at once on the whole server (until their response headers;
+    /// see [`admission`](crate::admission)); more are refused at once.
+    pub max_calls_in_flight: usize,
+    /// How long a new connection may take to send its first bytes (the HTTP/2 preface,
+    /// or a TLS hello) before it is closed.
+    pub first_bytes_timeout: Duration,
     /// Largest request header block.
     pub max_header_bytes: u32,
     /// How long a call may take when its caller set no deadline (a caller's shorter
@@ -39,6 +48,9 @@ pub struct ServerLimits {
     pub max_subscribers: usize,
     /// Event-feed subscriptions one tenant may hold open at once.
     pub max_subscribers_per_tenant: usize,
+    /// How long the outbox may be unreadable before feed subscribers are ended with
+    /// UNAVAILABLE (they receive heartbeats meanwhile).
+    pub feed_unavailable_after: Duration,
 }
 
 impl Default for ServerLimits {
@@ -47,10 +59,13 @@ impl Default for ServerLimits {
             max_connections: 512,
             max_streams_per_connection: 256,
             max_calls_per_connection: 256,
+            max_calls_in_flight: 2048,
+            first_bytes_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             default_deadline: Duration::from_secs(30),
             max_subscribers: 1000,
             max_subscribers_per_tenant: 100,
+            feed_unavailable_after: Duration::from_secs(15),
         }
     }
 }
@@ -67,6 +82,12 @@ pub struct LimitArgs {
     /// Calls being handled at once on one connection; more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "AGILEPM_MAX_CALLS_PER_CONNECTION", default_value_t = ServerLimits::default().max_calls_per_connection)]
     pub max_calls_per_connection: usize,
+    /// Calls being handled at once on the whole server; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "AGILEPM_MAX_CALLS_IN_FLIGHT", default_value_t = ServerLimits::default().max_calls_in_flight)]
+    pub max_calls_in_flight: usize,
+    /// Milliseconds a new connection may take to send its first bytes.
+    #[arg(long, env = "AGILEPM_FIRST_BYTES_TIMEOUT_MS", default_value_t = ServerLimits::default().first_bytes_timeout.as_millis() as u64)]
+    pub first_bytes_timeout_ms: u64,
     /// Seconds a call may take when its caller set no deadline.
     #[arg(long, env = "AGILEPM_DEFAULT_DEADLINE_SECS", default_value_t = ServerLimits::default().default_deadline.as_secs())]
     pub default_deadline_secs: u64,
@@ -76,6 +97,9 @@ pub struct LimitArgs {
     /// Event-feed subscriptions one tenant may hold open at once.
     #[arg(long, env = "AGILEPM_MAX_SUBSCRIBERS_PER_TENANT", default_value_t = ServerLimits::default().max_subscribers_per_tenant)]
     pub max_subscribers_per_tenant: usize,
+    /// Seconds the outbox may be unreadable before feed subscribers get UNAVAILABLE.
+    #[arg(long, env = "AGILEPM_FEED_UNAVAILABLE_AFTER_SECS", default_value_t = ServerLimits::default().feed_unavailable_after.as_secs())]
+    pub feed_unavailable_after_secs: u64,
 }
 
 impl LimitArgs {
@@ -85,9 +109,12 @@ impl LimitArgs {
             max_connections: self.max_connections.max(1),
             max_streams_per_connection: self.max_streams_per_connection.max(1),
             max_calls_per_connection: self.max_calls_per_connection.max(1),
+            max_calls_in_flight: self.max_calls_in_flight.max(1),
+            first_bytes_timeout: Duration::from_millis(self.first_bytes_timeout_ms.max(100)),
             default_deadline: Duration::from_secs(self.default_deadline_secs.max(1)),
             max_subscribers: self.max_subscribers.max(1),
             max_subscribers_per_tenant: self.max_subscribers_per_tenant.max(1),
+            feed_unavailable_after: Duration::from_secs(self.feed_unavailable_after_secs.max(1)),
             ..ServerLimits::default()
         }
     }
@@ -96,22 +123,29 @@ impl LimitArgs {
 /// How long the accept loop pauses after an accept error (out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// A connection that holds one of the server's connection permits while it lives.
+/// A connection that holds one of the server's connection permits while it lives, and
+/// is closed if it sends nothing within the first-bytes timeout.
 pub struct Limited<T> {
     inner: T,
     _permit: OwnedSemaphorePermit,
+    /// Until the first bytes arrive: when the connection is given up on.
+    first_bytes: Option<Pin<Box<Sleep>>>,
 }
 
-/// Connections accepted on `listener` until `shutdown`, at most `max` open at once. A
-/// connection past the cap is closed as it arrives; an accept error pauses the loop.
+/// Connections accepted on `listener` until `shutdown`, at most `limits.max_connections`
+/// open at once. A connection past the cap is closed as it arrives; an accept error
+/// pauses the loop (and is logged once per run of errors, not once per pause).
 pub fn accept_limited(
     listener: TcpListener,
-    max: usize,
+    limits: ServerLimits,
     shutdown: CancellationToken,
 ) -> impl Stream<Item = io::Result<Limited<TcpStream>>> {
+    let max = limits.max_connections;
+    let first_bytes_timeout = limits.first_bytes_timeout;
     let permits = Arc::new(Semaphore::new(max));
     async_stream::stream! {
         let mut refused_since_log = 0u64;
+        let mut failed_accepts = 0u64;
         loop {
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -120,11 +154,18 @@ pub fn accept_limited(
             let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    tracing::error!(%error, "cannot accept a connection; pausing {ACCEPT_BACKOFF:?}");
+                    if failed_accepts == 0 {
+                        tracing::error!(%error, "cannot accept connections (out of file descriptors?); pausing {ACCEPT_BACKOFF:?} between tries");
+                    }
+                    failed_accepts += 1;
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             };
+            if failed_accepts > 0 {
+                tracing::warn!(failed = failed_accepts, "accepting connections again");
+                failed_accepts = 0;
+            }
             match permits.clone().try_acquire_owned() {
                 Ok(permit) => {
                     // Without TCP_NODELAY small responses wait ~40 ms for delayed ACKs.
@@ -133,7 +174,11 @@ pub fn accept_limited(
                         tracing::warn!(refused = refused_since_log, max, "connections were refused at the cap");
                         refused_since_log = 0;
                     }
-                    yield Ok(Limited { inner: stream, _permit: permit });
+                    yield Ok(Limited {
+                        inner: stream,
+                        _permit: permit,
+                        first_bytes: Some(Box::pin(tokio::time::sleep(first_bytes_timeout))),
+                    });
                 }
                 Err(_) => {
                     if refused_since_log == 0 {
@@ -153,7 +198,21 @@ impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let this = &mut *self;
+        if let Some(deadline) = this.first_bytes.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the connection sent nothing within the first-bytes timeout",
+            )));
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.first_bytes = None;
+        }
+        read
     }
 }
 

@@ -16,6 +16,7 @@ use tower::Service;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use crate::admission::{AdmissionLayer, Readiness};
 use crate::auth::Authenticator;
 use crate::auth::layer::AuthLayer;
 use crate::db::Db;
@@ -128,9 +129,12 @@ impl GrpcServer {
         routes.add_service(reflection.build_v1()?);
         routes.add_service(reflection_alpha.build_v1alpha()?);
 
+        let readiness = Readiness::default();
         if let Some(db) = db {
+            let probe = db.open_separate_pool(1).await?;
             tokio::spawn(watch_database(
-                db,
+                probe,
+                readiness.clone(),
                 health.clone(),
                 names.clone(),
                 shutdown.clone(),
@@ -146,7 +150,6 @@ impl GrpcServer {
             .concurrency_limit_per_connection(limits.max_calls_per_connection)
             // Past the limit a call is refused at once (RESOURCE_EXHAUSTED), not queued.
             .load_shed(true)
-            .timeout(limits.default_deadline)
             // A failed call is logged where it becomes a status (`error.rs`): once, at
             // error level for server faults only. The trace layer's own failure line
             // stays at debug, so a client's NOT_FOUND is not an error in the log.
@@ -156,9 +159,14 @@ impl GrpcServer {
                     .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
             )
             .layer(AuthLayer::new(authenticator))
+            .layer(AdmissionLayer::new(
+                readiness,
+                limits.max_calls_in_flight,
+                limits.default_deadline,
+            ))
             .layer(MalformedLayer)
             .add_routes(routes.routes());
-        let accepted = accept_limited(listener, limits.max_connections, shutdown.clone());
+        let accepted = accept_limited(listener, limits, shutdown.clone());
         match tls {
             Some(tls) => {
                 tracing::info!(%address, services = ?names, ?limits, "serving gRPC over TLS");
@@ -210,39 +218,55 @@ fn bounded_path(path: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// How often the database is probed, and how long a probe may take.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Failed probes in a row before the database counts as away: one slow answer under load
+/// must not turn every call away.
+const PROBES_FAILED_TO_BE_AWAY: u32 = 2;
+
+/// Probes the database on a connection of its own (so a pool saturated by calls is not
+/// mistaken for a database away), and keeps health and [`Readiness`] up to date: calls
+/// are refused at once while the database is away, instead of each waiting out the pool.
 async fn watch_database(
-    db: Db,
+    probe: sqlx::AnyPool,
+    readiness: Readiness,
     health: HealthReporter,
     names: Vec<&'static str>,
     shutdown: CancellationToken,
 ) {
-    let mut serving = true;
+    let mut failed_in_a_row = 0;
+    let mut interval = tokio::time::interval(PROBE_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = shutdown.cancelled() => break,
+            _ = interval.tick() => {}
         }
-        let ok = tokio::time::timeout(Duration::from_secs(3), db.ping())
+        let answered = tokio::time::timeout(PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&probe))
             .await
-            .unwrap_or(false);
-        if ok != serving {
-            serving = ok;
-            let status = if ok {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            if ok {
-                tracing::info!("database answers again; health SERVING");
-            } else {
-                tracing::error!("database does not answer; health NOT_SERVING");
-            }
-            for name in &names {
-                health.set_service_status(*name, status).await;
-            }
-            health.set_service_status("", status).await;
+            .is_ok_and(|result| result.is_ok());
+        failed_in_a_row = if answered { 0 } else { failed_in_a_row + 1 };
+        let ready = failed_in_a_row < PROBES_FAILED_TO_BE_AWAY;
+        if ready == readiness.is_ready() {
+            continue;
         }
+        readiness.set(ready);
+        let status = if ready {
+            tracing::info!("database answers again; health SERVING, calls admitted");
+            ServingStatus::Serving
+        } else {
+            tracing::error!(
+                "database does not answer; health NOT_SERVING, calls refused with UNAVAILABLE"
+            );
+            ServingStatus::NotServing
+        };
+        for name in &names {
+            health.set_service_status(*name, status).await;
+        }
+        health.set_service_status("", status).await;
     }
+    probe.close().await;
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -115,6 +115,7 @@ where
         let options = FeedOptions {
             max_subscribers: limits.max_subscribers,
             max_subscribers_per_tenant: limits.max_subscribers_per_tenant,
+            unavailable_after: limits.feed_unavailable_after,
             ..FeedOptions::default()
         };
         let feed = EventFeed::new(db.clone(), options, shutdown.clone()).await?;
