@@ -77,15 +77,7 @@ impl TaskProcess {
             .env("AGILEPM_DB_MAX_CONNECTIONS", "8")
             .env("RUST_LOG", "warn")
             .env("NO_COLOR", "1")
-            .env(
-                "AGILEPM_AUTH_SECRET",
-                secrecy::ExposeSecret::expose_secret(
-                    agilepm_testkit::test_auth()
-                        .secret
-                        .as_ref()
-                        .expect("test secret"),
-                ),
-            );
+            .env("AGILEPM_AUTH_SECRET", agilepm_testkit::test_secret());
         for (name, value) in &launch.env {
             command.env(name, value);
         }
@@ -202,23 +194,7 @@ impl Scene {
         route: impl FnOnce(&str) -> String,
     ) -> Scene {
         let backlog = TestSystem::start(engine, &[ServiceName::BacklogItem]).await;
-        let product = uuid::Uuid::new_v4().to_string();
-        backlog.record_product(TENANT, &product).await;
-        let item =
-            agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient::new(
-                backlog.channel(ServiceName::BacklogItem, TENANT),
-            )
-            .plan_backlog_item(agilepm_proto::backlog::v1::PlanBacklogItemRequest {
-                request_id: uuid::Uuid::new_v4().to_string(),
-                product_id: product,
-                summary: "Story".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("plan the item")
-            .into_inner()
-            .backlog_item
-            .expect("an item");
+        let item = backlog.planned_item(TENANT).await;
         let database = TestDb::create(engine).await;
         let task = TaskProcess::start(
             &route(database.url()),

@@ -67,15 +67,7 @@ fn spawn_coordinator(system: &TestSystem, database_url: &str) -> Child {
         .env("RUST_LOG", "error")
         .env("AGILEPM_DB_MAX_CONNECTIONS", "4")
         // The system's own secret, so the coordinator's identity is verified by its peers.
-        .env(
-            "AGILEPM_AUTH_SECRET",
-            secrecy::ExposeSecret::expose_secret(
-                agilepm_testkit::test_auth()
-                    .secret
-                    .as_ref()
-                    .expect("test secret"),
-            ),
-        )
+        .env("AGILEPM_AUTH_SECRET", agilepm_testkit::test_secret())
         .kill_on_drop(true)
         .spawn()
         .expect("start the coordinator process")

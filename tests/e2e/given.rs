@@ -62,20 +62,7 @@ pub async fn item_in_status(
         ServiceName::Planning,
         tenant,
     ));
-    let product_id = Uuid::now_v7().to_string();
-    backlog.record_product(tenant, &product_id).await;
-    let mut item = planning
-        .plan_backlog_item(PlanBacklogItemRequest {
-            request_id: Uuid::new_v4().to_string(),
-            product_id,
-            summary: "Story".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("plan the item")
-        .into_inner()
-        .backlog_item
-        .expect("an item");
+    let mut item = backlog.planned_item(tenant).await;
     if matches!(
         status,
         BacklogItemStatus::Scheduled | BacklogItemStatus::Committed

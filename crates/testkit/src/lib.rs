@@ -169,6 +169,12 @@ pub fn test_auth() -> &'static AuthConfig {
     AUTH.get_or_init(AuthConfig::development)
 }
 
+/// The secret every test system of this process verifies and signs with, for services
+/// started as processes of their own (`AGILEPM_AUTH_SECRET`).
+pub fn test_secret() -> &'static str {
+    secrecy::ExposeSecret::expose_secret(test_auth().secret.as_ref().expect("test secret"))
+}
+
 /// A token for `spec`, valid for an hour, verified by every test system of this process.
 pub fn token(spec: &TokenSpec) -> String {
     test_auth()
@@ -332,6 +338,31 @@ impl TestSystem {
         })
         .await
         .expect("record the product");
+    }
+
+    /// A new backlog item of `tenant`, planned on this system's backlog-item service as the
+    /// planning service plans one, for a product recorded for it first.
+    pub async fn planned_item(&self, tenant: &str) -> agilepm_proto::backlog::v1::BacklogItem {
+        use agilepm_proto::backlog::v1::PlanBacklogItemRequest;
+        use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
+        let product_id = uuid::Uuid::now_v7().to_string();
+        self.record_product(tenant, &product_id).await;
+        BacklogItemServiceClient::new(self.channel_as_service(
+            ServiceName::BacklogItem,
+            ServiceName::Planning,
+            tenant,
+        ))
+        .plan_backlog_item(PlanBacklogItemRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            product_id,
+            summary: "Story".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("plan the item")
+        .into_inner()
+        .backlog_item
+        .expect("an item")
     }
 
     /// Stops the services gracefully, failing the test if one of them failed.
