@@ -68,10 +68,23 @@ pub struct BenchArgs {
     /// Seconds for each baseline (pgbench, empty RPC).
     #[arg(long, default_value_t = 10)]
     pub baseline_seconds: u64,
+    /// Idle subscribers of the task service's feed during the run (a filter matching
+    /// nothing, from the head; at most 100 per tenant, the first 100 the workload's own
+    /// tenant). Several values (`0,100,1000`) run once each, on fresh databases, and are
+    /// reported side by side.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub subscribers: Vec<usize>,
 }
 
 /// Runs the benchmark and prints the report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.subscribers.len() > 1 {
+        anyhow::ensure!(
+            !args.half_of_max,
+            "--half-of-max measures one subscriber count at a time"
+        );
+        return compare_subscribers(&args).await;
+    }
     let mut results = run_on_fresh_databases(&args).await?;
     report::print(&results);
     if args.half_of_max {
@@ -88,6 +101,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// One run per subscriber count, reported side by side.
+async fn compare_subscribers(args: &BenchArgs) -> anyhow::Result<()> {
+    let mut all = Vec::new();
+    for &count in &args.subscribers {
+        eprintln!("with {count} idle feed subscribers ...");
+        let one = BenchArgs {
+            subscribers: vec![count],
+            ..args.clone()
+        };
+        let results = run_on_fresh_databases(&one).await?;
+        report::print(&results);
+        all.push(results);
+    }
+    report::print_by_subscribers(&all);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&all)?)?;
         println!("wrote {}", path.display());
     }
     Ok(())
@@ -155,11 +189,14 @@ async fn measure(args: &BenchArgs, databases: &[String]) -> anyhow::Result<repor
         workload::TASKS
     );
     let prepared = workload::prepare(&ports, args.items).await?;
+    let subscribers = args.subscribers.first().copied().unwrap_or(0);
+    let mut idle = workload::idle_subscribers(ports.task, subscribers).await?;
     eprintln!("estimating with {} clients ...", args.clients);
     let server = args.engine == BenchEngine::Postgres;
     let cpu_before = cpu_by_process(&services, server);
     let outcome = workload::run(&ports, &prepared, args.clients, args.rate).await?;
     let cpu_after = cpu_by_process(&services, server);
+    idle.abort_all();
     let cpu_seconds = cpu_after
         .into_iter()
         .map(|(name, after)| {

@@ -50,6 +50,8 @@ pub struct Results {
     pub clients: usize,
     /// Target rate (0: as fast as possible).
     pub target_rate: u32,
+    /// Idle subscribers of the task feed during the run.
+    pub idle_subscribers: usize,
     /// Tasks pre-loaded before measuring.
     pub preloaded_tasks: u64,
     /// Estimates sent.
@@ -106,6 +108,7 @@ impl Results {
             items: args.items,
             clients: args.clients,
             target_rate: args.rate,
+            idle_subscribers: args.subscribers.first().copied().unwrap_or(0),
             preloaded_tasks: preloaded,
             estimates: outcome.latencies.len(),
             estimates_per_sec,
@@ -128,15 +131,44 @@ impl Results {
     }
 }
 
+/// Prints runs that differ in their idle subscribers side by side.
+pub fn print_by_subscribers(runs: &[Results]) {
+    println!("agilepm bench by idle feed subscribers (task feed):");
+    println!(
+        "| idle subscribers | estimates/s | vs none | estimate p50 / p99 ms | reconcile lag p50 / p99 ms | task CPU s | task RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let base = runs.first().map_or(0.0, |r| r.estimates_per_sec);
+    for r in runs {
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} | {:.0} |",
+            r.idle_subscribers,
+            r.estimates_per_sec,
+            r.estimates_per_sec / base.max(1e-9),
+            r.estimate_latency_ms.p50,
+            r.estimate_latency_ms.p99,
+            r.reconcile_lag_ms.p50,
+            r.reconcile_lag_ms.p99,
+            r.cpu_seconds.get("task").copied().unwrap_or(0.0),
+            r.rss_mib.get("task").copied().unwrap_or(0.0),
+        );
+    }
+}
+
 /// Prints the table.
 pub fn print(r: &Results) {
     println!(
-        "agilepm bench: {} items x 12 tasks x 12 estimates on {}, {} clients{}",
+        "agilepm bench: {} items x 12 tasks x 12 estimates on {}, {} clients{}{}",
         r.items,
         r.engine,
         r.clients,
         if r.preloaded_tasks > 0 {
             format!(", {} tasks pre-loaded", r.preloaded_tasks)
+        } else {
+            String::new()
+        },
+        if r.idle_subscribers > 0 {
+            format!(", {} idle feed subscribers", r.idle_subscribers)
         } else {
             String::new()
         }

@@ -24,6 +24,7 @@ use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_proto::task::v1::{DefineTaskRequest, EstimateTaskHoursRemainingRequest};
 use futures::StreamExt as _;
 use rand::seq::SliceRandom as _;
+use tokio::task::JoinSet;
 
 /// Tasks per item and hours per task (the yardstick).
 pub const TASKS: usize = 12;
@@ -55,15 +56,60 @@ pub struct Outcome {
 type Moment = (Instant, i64);
 
 fn channel(port: u16) -> anyhow::Result<PeerChannel> {
+    channel_of(port, TENANT)
+}
+
+/// A connection of its own to `port`, as a person of `tenant`.
+fn channel_of(port: u16, tenant: &str) -> anyhow::Result<PeerChannel> {
     use agilepm_platform::auth::{Credentials, Role, TokenSpec};
     let token = super::processes::bench_auth().signer()?.mint(
-        &TokenSpec::person("bench", TENANT, &[Role::ProductOwner, Role::TeamMember]),
+        &TokenSpec::person("bench", tenant, &[Role::ProductOwner, Role::TeamMember]),
         Duration::from_secs(24 * 3600),
     )?;
     connect_lazy(
         &format!("http://127.0.0.1:{port}"),
         Some(Credentials::fixed(&token)?),
     )
+}
+
+/// Subscriptions a tenant may hold on one feed (the services' default).
+const SUBSCRIBERS_PER_TENANT: usize = 100;
+
+/// `count` idle subscriptions to the feed at `port`: from its head, filtering on a type
+/// nothing writes, 100 per tenant (one connection each), the first 100 of the workload's
+/// own tenant. Returns once each has had its first message; abort the set to end them.
+pub async fn idle_subscribers(port: u16, count: usize) -> anyhow::Result<JoinSet<()>> {
+    use agilepm_proto::events::v1::GetFeedHeadRequest;
+    use anyhow::Context as _;
+    let mut streams = JoinSet::new();
+    for (group, first) in (0..count).step_by(SUBSCRIBERS_PER_TENANT).enumerate() {
+        let tenant = match group {
+            0 => TENANT.to_owned(),
+            n => format!("{TENANT}-idle-{n}"),
+        };
+        let mut client = EventFeedServiceClient::new(channel_of(port, &tenant)?);
+        let head = client
+            .get_feed_head(GetFeedHeadRequest {})
+            .await?
+            .into_inner()
+            .head_position;
+        for _ in first..(first + SUBSCRIBERS_PER_TENANT).min(count) {
+            let mut stream = client
+                .subscribe(SubscribeRequest {
+                    after_position: head.clone(),
+                    event_types: vec!["agilepm.none.v1.Nothing".into()],
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            stream
+                .message()
+                .await?
+                .context("the feed ended before its first heartbeat")?;
+            streams.spawn(async move { while let Ok(Some(_)) = stream.message().await {} });
+        }
+    }
+    Ok(streams)
 }
 
 /// Ports of the four services, in start-up order.
