@@ -142,8 +142,8 @@ async fn idle_subscribers_leave_writers_their_rate(engine: Engine) {
     scene.stop().await;
 }
 
-/// A filter is capped at 1,000 ids (the 100,000-id filters took 428 MiB and kept
-/// it); 50 subscriptions at the cap, opened and closed five times, stay under 64 MiB more
+/// A request is capped at 1 MiB and a filter at 1,000 ids (the 100,000-id filters
+/// took 428 MiB and kept it); 50 subscriptions at the cap, opened and closed five times, stay under 64 MiB more
 /// than the process held before, and what they took is given back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wide_filters_are_capped_and_their_memory_given_back() {
@@ -163,6 +163,20 @@ async fn wide_filters_are_capped_and_their_memory_given_back() {
         })
         .await
         .expect_err("100,000 ids");
+    // 3.7 MB: past the request size limit (1 MiB) before the filter's cap (1,000 ids).
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    assert!(
+        refused.message().contains("the limit is: 1048576"),
+        "{}",
+        refused.message()
+    );
+    let refused = EventFeedServiceClient::new(channel.clone())
+        .subscribe(SubscribeRequest {
+            aggregate_ids: ids(1001),
+            ..Default::default()
+        })
+        .await
+        .expect_err("1,001 ids");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     assert!(
         refused.message().contains("aggregate_ids"),

@@ -41,6 +41,12 @@ pub struct ServerLimits {
     pub first_bytes_timeout: Duration,
     /// Largest request header block.
     pub max_header_bytes: u32,
+    /// Largest request message a service decodes; larger ones are refused before any
+    /// handler runs (tonic's OUT_OF_RANGE, naming the size and the limit).
+    pub max_request_bytes: usize,
+    /// Largest response message a service sends (responses are bounded by page sizes
+    /// well below it; this is the backstop).
+    pub max_response_bytes: usize,
     /// How long a call may take when its caller set no deadline (a caller's shorter
     /// deadline wins). Streams answer within it and then run on.
     pub default_deadline: Duration,
@@ -62,6 +68,10 @@ impl Default for ServerLimits {
             max_calls_in_flight: 2048,
             first_bytes_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
+            // The largest legitimate request, a feed subscription filtering on 1,000 ids
+            // of 256 bytes, is ~260 KiB; a batch of 1,000 estimates far less.
+            max_request_bytes: 1024 * 1024,
+            max_response_bytes: 16 * 1024 * 1024,
             default_deadline: Duration::from_secs(30),
             max_subscribers: 1000,
             max_subscribers_per_tenant: 100,
@@ -91,6 +101,9 @@ pub struct LimitArgs {
     /// Seconds a call may take when its caller set no deadline.
     #[arg(long, env = "AGILEPM_DEFAULT_DEADLINE_SECS", default_value_t = ServerLimits::default().default_deadline.as_secs())]
     pub default_deadline_secs: u64,
+    /// Largest request message, in bytes; larger ones get OUT_OF_RANGE.
+    #[arg(long, env = "AGILEPM_MAX_REQUEST_BYTES", default_value_t = ServerLimits::default().max_request_bytes)]
+    pub max_request_bytes: usize,
     /// Event-feed subscriptions open at once; more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "AGILEPM_MAX_SUBSCRIBERS", default_value_t = ServerLimits::default().max_subscribers)]
     pub max_subscribers: usize,
@@ -110,6 +123,7 @@ impl LimitArgs {
             max_streams_per_connection: self.max_streams_per_connection.max(1),
             max_calls_per_connection: self.max_calls_per_connection.max(1),
             max_calls_in_flight: self.max_calls_in_flight.max(1),
+            max_request_bytes: self.max_request_bytes.max(1024),
             first_bytes_timeout: Duration::from_millis(self.first_bytes_timeout_ms.max(100)),
             default_deadline: Duration::from_secs(self.default_deadline_secs.max(1)),
             max_subscribers: self.max_subscribers.max(1),
@@ -119,6 +133,39 @@ impl LimitArgs {
         }
     }
 }
+
+/// A generated agilepm gRPC server whose message sizes can be bounded: every one is, in
+/// one place, as [`GrpcServer::add_service`](crate::server::GrpcServer::add_service) adds it.
+pub trait BoundedMessages {
+    /// The server with `limits`' message sizes.
+    fn bounded(self, limits: &ServerLimits) -> Self;
+}
+
+macro_rules! bounded_messages {
+    ($($server:path),* $(,)?) => {
+        $(
+            impl<T> BoundedMessages for $server {
+                fn bounded(self, limits: &ServerLimits) -> Self {
+                    self.max_decoding_message_size(limits.max_request_bytes)
+                        .max_encoding_message_size(limits.max_response_bytes)
+                }
+            }
+        )*
+    };
+}
+
+bounded_messages!(
+    agilepm_proto::events::v1::event_feed_service_server::EventFeedServiceServer<T>,
+    agilepm_proto::backlog::v1::backlog_item_service_server::BacklogItemServiceServer<T>,
+    agilepm_proto::task::v1::task_service_server::TaskServiceServer<T>,
+    agilepm_proto::coordinator::v1::coordinator_service_server::CoordinatorServiceServer<T>,
+    agilepm_proto::planning::v1::product_service_server::ProductServiceServer<T>,
+    agilepm_proto::planning::v1::use_case_service_server::UseCaseServiceServer<T>,
+    agilepm_proto::planning::v1::release_service_server::ReleaseServiceServer<T>,
+    agilepm_proto::planning::v1::sprint_service_server::SprintServiceServer<T>,
+    agilepm_proto::planning::v1::planning_game_service_server::PlanningGameServiceServer<T>,
+    agilepm_proto::planning::v1::report_service_server::ReportServiceServer<T>,
+);
 
 /// How long the accept loop pauses after an accept error (out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);

@@ -20,7 +20,7 @@ use crate::admission::{AdmissionLayer, Readiness};
 use crate::auth::Authenticator;
 use crate::auth::layer::AuthLayer;
 use crate::db::Db;
-use crate::limits::{ServerLimits, accept_limited};
+use crate::limits::{BoundedMessages, ServerLimits, accept_limited};
 use crate::malformed::MalformedLayer;
 use crate::telemetry::HeaderExtractor;
 use crate::tls::ServerTls;
@@ -64,11 +64,13 @@ impl GrpcServer {
         self
     }
 
-    /// Adds a domain service.
+    /// Adds a domain service, its message sizes bounded by the server's limits (set them
+    /// with [`GrpcServer::with_limits`] first).
     pub fn add_service<S>(mut self, service: S) -> GrpcServer
     where
         S: Service<HttpRequest<Body>, Error = Infallible>
             + NamedService
+            + BoundedMessages
             + Clone
             + Send
             + Sync
@@ -77,7 +79,7 @@ impl GrpcServer {
         S::Future: Send + 'static,
     {
         self.names.push(S::NAME);
-        self.routes.add_service(service);
+        self.routes.add_service(service.bounded(&self.limits));
         self
     }
 

@@ -171,13 +171,13 @@ def test_bad_input_and_stale_versions_get_the_documented_codes(api):
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-@pytest.mark.parametrize("size", [10_000, 3_000_000])
-def test_an_oversized_value_is_a_readable_invalid_argument(api, size):
+def test_an_oversized_value_is_a_readable_invalid_argument(api):
     """gRPC core clients refuse trailers over their limit: a long value must come back
     cut short, as INVALID_ARGUMENT, not as RESOURCE_EXHAUSTED from the client itself."""
     from agilepm.events.v1 import feed_pb2
     from agilepm.planning.v1 import product_pb2
 
+    size = 10_000
     huge = "x" * size
     with pytest.raises(grpc.RpcError) as refused:
         api.products.GetProduct(product_pb2.GetProductRequest(id=huge), metadata=TENANT, timeout=30)
@@ -191,6 +191,18 @@ def test_an_oversized_value_is_a_readable_invalid_argument(api, size):
         next(iter(stream))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
     assert refused.value.details().startswith("after_position: malformed feed position")
+
+
+def test_a_request_past_the_size_limit_is_refused_naming_the_limit(api):
+    """Requests are capped at 1 MiB (AGILEPM_MAX_REQUEST_BYTES) before any handler runs."""
+    from agilepm.planning.v1 import product_pb2
+
+    huge = "x" * 3_000_000
+    with pytest.raises(grpc.RpcError) as refused:
+        api.products.GetProduct(product_pb2.GetProductRequest(id=huge), metadata=TENANT, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.OUT_OF_RANGE, refused.value.details()
+    assert "the limit is: 1048576 bytes" in refused.value.details()
+    assert len(refused.value.details()) < 200
 
 
 def test_roles_and_tokens_are_enforced_for_generated_clients(api):
