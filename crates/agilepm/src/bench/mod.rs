@@ -177,7 +177,8 @@ async fn measure(args: &BenchArgs, databases: &[String]) -> anyhow::Result<repor
     } else {
         0
     };
-    let services = processes::start_all(args.base_port, databases).await?;
+    let subscribers = args.subscribers.first().copied().unwrap_or(0);
+    let services = processes::start_all(args.base_port, databases, subscribers).await?;
     let ports = workload::Ports {
         backlog_item: services[0].port,
         task: services[1].port,
@@ -189,7 +190,6 @@ async fn measure(args: &BenchArgs, databases: &[String]) -> anyhow::Result<repor
         workload::TASKS
     );
     let prepared = workload::prepare(&ports, args.items).await?;
-    let subscribers = args.subscribers.first().copied().unwrap_or(0);
     let mut idle = workload::idle_subscribers(ports.task, subscribers).await?;
     eprintln!("estimating with {} clients ...", args.clients);
     let server = args.engine == BenchEngine::Postgres;

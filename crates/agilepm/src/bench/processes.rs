@@ -60,11 +60,15 @@ fn binary(name: ServiceName) -> anyhow::Result<PathBuf> {
 }
 
 /// Starts the four services on `base_port`.. with `databases` (one URL per service, in
-/// [`ServiceName::ALL`] order) and waits until each answers health checks.
+/// [`ServiceName::ALL`] order) and waits until each answers health checks. Each feed
+/// admits `idle_subscribers` beyond its default maximum (1000), so that the benchmark's
+/// idle subscribers and the coordinator's own fit.
 pub async fn start_all(
     base_port: u16,
     databases: &[String],
+    idle_subscribers: usize,
 ) -> anyhow::Result<Vec<ServiceProcess>> {
+    let max_subscribers = 1000 + idle_subscribers;
     let port = |i: usize| base_port + i as u16;
     let endpoint = |name: ServiceName| {
         let i = ServiceName::ALL
@@ -84,6 +88,7 @@ pub async fn start_all(
             )
             .env("AGILEPM_TASK_ENDPOINT", endpoint(ServiceName::Task))
             .env("AGILEPM_DB_MAX_CONNECTIONS", "32")
+            .env("AGILEPM_MAX_SUBSCRIBERS", max_subscribers.to_string())
             .env(
                 "AGILEPM_AUTH_SECRET",
                 secrecy::ExposeSecret::expose_secret(
