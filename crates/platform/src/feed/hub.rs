@@ -121,7 +121,8 @@ pub struct HubOptions {
 /// The newest event a tenant can see: its position and time, `None` before its first.
 pub type Head = Option<(Position, i64)>;
 
-/// What the tail reader knows.
+/// What the tail reader knows, and whom it delivers to (one lock: a subscriber joins
+/// exactly between two deliveries).
 struct Tail {
     /// The last event read (or where reading began).
     position: Position,
