@@ -190,11 +190,6 @@ impl Db {
         })
     }
 
-    /// Whether the database answers a trivial query.
-    pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
-    }
-
     /// Closes the pools.
     pub async fn close(&self) {
         if let Some(writer) = &self.writer {
