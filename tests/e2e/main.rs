@@ -14,6 +14,7 @@ mod limits;
 mod malformed;
 mod planning;
 mod references;
+mod schema;
 mod security;
 mod task;
 mod tls;
