@@ -21,6 +21,7 @@
 //! | [`client`] | channels to peer services with credentials, trace context, deadlines |
 //! | [`optimistic`] | compare-and-set writes with retries of lost races |
 //! | [`group_commit`] | one writer applying concurrent requests in shared transactions |
+//! | [`stored`] | enum numbers and dates read back from the database, decoded loudly |
 //! | [`statement`] | SQL statements assembled in parts, placeholders numbered across them |
 //! | [`guarded_writes`] | many-row compare-and-set writes, all or nothing, one round trip on PostgreSQL |
 //! | [`outbox`] | appending events in the caller's transaction |
@@ -47,6 +48,7 @@ pub mod ranked;
 pub mod server;
 pub mod service;
 pub mod statement;
+pub mod stored;
 pub mod telemetry;
 pub mod time;
 pub mod tls;

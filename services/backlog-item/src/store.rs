@@ -7,8 +7,11 @@ use agilepm_platform::db::{Db, Engine, UnitOfWork};
 use agilepm_platform::error::AppResult;
 use agilepm_platform::guarded_writes::GuardedWrite;
 use agilepm_platform::statement::{Column, RowSet, Statement};
+use agilepm_platform::stored;
 use agilepm_platform::time::timestamp;
-use agilepm_proto::backlog::v1::{BacklogItem, BusinessPriority};
+use agilepm_proto::backlog::v1::{
+    BacklogItem, BacklogItemStatus, BacklogItemType, BusinessPriority, StoryPoints,
+};
 use agilepm_proto::common::v1::StatusTransitionMode;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -40,8 +43,12 @@ fn item_from(row: &AnyRow) -> Result<BacklogItem, sqlx::Error> {
         summary: row.try_get("summary")?,
         story: row.try_get("story")?,
         category: row.try_get("category")?,
-        r#type: int("type")?,
-        story_points: int("story_points")?,
+        r#type: stored::enum_value::<BacklogItemType>(row.try_get("type")?, "backlog_items.type")?
+            as i32,
+        story_points: stored::enum_value::<StoryPoints>(
+            row.try_get("story_points")?,
+            "backlog_items.story_points",
+        )? as i32,
         business_priority: (benefit > 0)
             .then(|| -> Result<_, sqlx::Error> {
                 Ok(BusinessPriority {
@@ -56,7 +63,10 @@ fn item_from(row: &AnyRow) -> Result<BacklogItem, sqlx::Error> {
         use_case_id: row.try_get("use_case_id")?,
         release_id: row.try_get("release_id")?,
         sprint_id: row.try_get("sprint_id")?,
-        status: int("status")?,
+        status: stored::enum_value::<BacklogItemStatus>(
+            row.try_get("status")?,
+            "backlog_items.status",
+        )? as i32,
         rank: row.try_get("rank")?,
         derived_from_ids: derived
             .split(',')
@@ -330,7 +340,8 @@ pub async fn read_all_with_modes(
         .map(|row| {
             let mode: Option<i64> = row.try_get("product_mode")?;
             let mode = mode
-                .and_then(|m| StatusTransitionMode::try_from(m as i32).ok())
+                .map(|m| stored::enum_value(m, "products.status_transition_mode"))
+                .transpose()?
                 .unwrap_or(StatusTransitionMode::Automatic);
             Ok((item_from(row)?, mode))
         })

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use agilepm_platform::db::Db;
 use agilepm_platform::error::AppResult;
+use agilepm_platform::stored;
 use agilepm_proto::planning::v1::Product;
 use sqlx::Row as _;
 use tokio_util::sync::CancellationToken;
@@ -76,7 +77,12 @@ async fn record_page(
         let tenant: String = row.try_get("tenant_id")?;
         let product = Product {
             id: row.try_get("id")?,
-            status_transition_mode: row.try_get::<i64, _>("status_transition_mode")? as i32,
+            status_transition_mode: stored::enum_value::<
+                agilepm_proto::common::v1::StatusTransitionMode,
+            >(
+                row.try_get("status_transition_mode")?,
+                "products.status_transition_mode",
+            )? as i32,
             version: row.try_get("version")?,
             ..Default::default()
         };

@@ -4,6 +4,7 @@ use agilepm_platform::auth::caller;
 use agilepm_platform::error::{AppError, AppResult};
 use agilepm_platform::optimistic::{Attempt, check_version, retry_lost_races};
 use agilepm_platform::outbox::{self, Subject};
+use agilepm_platform::stored;
 use agilepm_platform::time::{now_micros, timestamp};
 use agilepm_platform::{paging, validate};
 use agilepm_proto::common::v1::StatusTransitionMode;
@@ -33,7 +34,10 @@ fn product_from(row: &AnyRow) -> Result<Product, sqlx::Error> {
         name: row.try_get("name")?,
         description: row.try_get("description")?,
         product_owner_id: row.try_get("product_owner_id")?,
-        status_transition_mode: row.try_get::<i64, _>("status_transition_mode")? as i32,
+        status_transition_mode: stored::enum_value::<StatusTransitionMode>(
+            row.try_get("status_transition_mode")?,
+            "products.status_transition_mode",
+        )? as i32,
         version: row.try_get("version")?,
         create_time: Some(timestamp(row.try_get("create_time_us")?)),
         update_time: Some(timestamp(row.try_get("update_time_us")?)),

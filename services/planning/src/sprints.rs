@@ -5,6 +5,7 @@ use agilepm_platform::auth::{act_for, caller};
 use agilepm_platform::error::{AppError, AppResult};
 use agilepm_platform::optimistic::{Attempt, check_version, retry_lost_races};
 use agilepm_platform::outbox::{self, Subject};
+use agilepm_platform::stored;
 use agilepm_platform::time::{now_micros, timestamp};
 use agilepm_platform::validate;
 use agilepm_proto::backlog::v1::{
@@ -44,7 +45,7 @@ fn sprint_from(row: &AnyRow) -> Result<Sprint, sqlx::Error> {
         begin_date: row.try_get("begin_date")?,
         end_date: row.try_get("end_date")?,
         retrospective: row.try_get("retrospective")?,
-        state: row.try_get::<i64, _>("state")? as i32,
+        state: stored::enum_value::<SprintState>(row.try_get("state")?, "sprints.state")? as i32,
         version: row.try_get("version")?,
         create_time: Some(timestamp(row.try_get("create_time_us")?)),
         summary: summary.and_then(|bytes| SprintSummary::decode(bytes.as_slice()).ok()),

@@ -5,6 +5,7 @@ use agilepm_platform::error::{AppError, AppResult};
 use agilepm_platform::optimistic::{Attempt, check_version, retry_lost_races};
 use agilepm_platform::outbox::{self, Subject};
 use agilepm_platform::ranked::{Anchor, RankedList};
+use agilepm_platform::stored;
 use agilepm_platform::time::{now_micros, timestamp};
 use agilepm_platform::{paging, validate};
 use agilepm_proto::planning::v1::use_case_service_server::UseCaseService;
@@ -37,7 +38,7 @@ fn use_case_from(row: &AnyRow) -> Result<UseCase, sqlx::Error> {
         title: row.try_get("title")?,
         value_statement: row.try_get("value_statement")?,
         rank: row.try_get("rank")?,
-        state: row.try_get::<i64, _>("state")? as i32,
+        state: stored::enum_value::<UseCaseState>(row.try_get("state")?, "use_cases.state")? as i32,
         version: row.try_get("version")?,
         create_time: Some(timestamp(row.try_get("create_time_us")?)),
         update_time: Some(timestamp(row.try_get("update_time_us")?)),

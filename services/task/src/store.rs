@@ -8,6 +8,7 @@ use agilepm_platform::db::{Db, UnitOfWork, placeholders, value_rows};
 use agilepm_platform::error::AppResult;
 use agilepm_platform::guarded_writes::GuardedWrite;
 use agilepm_platform::statement::{Column, RowSet, Statement};
+use agilepm_platform::stored;
 use agilepm_proto::task::v1::{BacklogItemTaskTotals, EstimationLogEntry, TaskStatus};
 use chrono::NaiveDate;
 
@@ -116,10 +117,11 @@ fn task_from(row: &AnyRow) -> Result<TaskRow, sqlx::Error> {
         name: row.try_get("name")?,
         description: row.try_get("description")?,
         volunteer_id: row.try_get("volunteer_id")?,
-        status: TaskStatus::try_from(row.try_get::<i64, _>("status")? as i32)
-            .unwrap_or(TaskStatus::Unspecified),
+        status: stored::enum_value(row.try_get("status")?, "tasks.status")?,
         hours: row.try_get::<i64, _>("hours_remaining")? as i32,
-        latest_log_day: latest.and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()),
+        latest_log_day: latest
+            .map(|day| stored::date(&day, "tasks.latest_log_day"))
+            .transpose()?,
         version: row.try_get("version")?,
         create_time_us: row.try_get("create_time_us")?,
         update_time_us: row.try_get("update_time_us")?,
@@ -440,8 +442,7 @@ pub async fn burndown_entries(
         .iter()
         .map(|row| {
             let day: String = row.try_get("day")?;
-            let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d")
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            let day = stored::date(&day, "estimation_log.day")?;
             Ok((
                 row.try_get("task_id")?,
                 day,
@@ -518,8 +519,7 @@ pub async fn read_for_estimates(db: &Db, ids: &[&str]) -> AppResult<EstimateRead
         };
         let day: Option<String> = row.try_get("log_day")?;
         if let Some(day) = day {
-            let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d")
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            let day = stored::date(&day, "estimation_log.day")?;
             let hours: i64 = row.try_get("log_hours")?;
             entry.1.push(LogEntry {
                 day,
