@@ -32,6 +32,15 @@ pub enum Engine {
 }
 
 impl Engine {
+    /// The engine `conn` is connected to.
+    pub fn of(conn: &sqlx::AnyConnection) -> Engine {
+        if conn.backend_name().eq_ignore_ascii_case("postgresql") {
+            Engine::Postgres
+        } else {
+            Engine::Sqlite
+        }
+    }
+
     /// Infers the engine from a `sqlite:` or `postgres:`/`postgresql:` URL.
     pub fn of_url(url: &str) -> anyhow::Result<Engine> {
         if url.starts_with("sqlite:") {
@@ -359,30 +368,6 @@ fn postgres_url(url: &str, service: ServiceName) -> String {
     format!("{url}{separator}{}", params.join("&"))
 }
 
-/// `count` numbered placeholders from `$first`, comma-separated, for an `IN (...)` list:
-/// `placeholders(3, 2)` is `$3, $4`.
-pub fn placeholders(first: usize, count: usize) -> String {
-    (first..first + count)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `rows` parenthesised rows of `columns` numbered placeholders each, for a multi-row
-/// `VALUES` list: `value_rows(2, 3)` is `($1, $2, $3), ($4, $5, $6)`. Both engines
-/// accept this form, and name the columns of such a list `column1`, `column2`, ...
-pub fn value_rows(rows: usize, columns: usize) -> String {
-    value_rows_from(1, rows, columns)
-}
-
-/// [`value_rows`] numbered from `$first`: `value_rows_from(3, 1, 2)` is `($3, $4)`.
-pub fn value_rows_from(first: usize, rows: usize, columns: usize) -> String {
-    (0..rows)
-        .map(|row| format!("({})", placeholders(first + row * columns, columns)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// No service migrations (for tests of the platform alone).
 pub static NO_MIGRATIONS: Migrations = Migrations {
     sqlite: &EMPTY,
@@ -405,21 +390,6 @@ mod tests {
             "sqlite://x.db?mode=ro"
         );
         assert!(sqlite_url("sqlite::memory:").is_err());
-    }
-
-    #[test]
-    fn placeholders_count_from_the_first() {
-        assert_eq!(placeholders(1, 3), "$1, $2, $3");
-        assert_eq!(placeholders(3, 2), "$3, $4");
-        assert_eq!(placeholders(1, 0), "");
-    }
-
-    #[test]
-    fn value_rows_number_placeholders_row_by_row() {
-        assert_eq!(value_rows(1, 1), "($1)");
-        assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(value_rows(0, 3), "");
-        assert_eq!(value_rows_from(3, 2, 2), "($3, $4), ($5, $6)");
     }
 
     #[test]

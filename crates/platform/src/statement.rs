@@ -170,8 +170,7 @@ impl Statement {
     /// those already placed; bind their values row by row.
     pub fn value_rows(&mut self, rows: usize, columns: usize) -> &mut Self {
         let first = self.placeholders + 1;
-        self.sql
-            .push_str(&crate::db::value_rows_from(first, rows, columns));
+        self.sql.push_str(&value_rows_from(first, rows, columns));
         self.placeholders += rows * columns;
         self
     }
@@ -217,9 +216,31 @@ impl Statement {
     }
 }
 
+/// `rows` parenthesised rows of `columns` numbered placeholders each, from `$first`:
+/// `value_rows_from(3, 2, 2)` is `($3, $4), ($5, $6)`. Private: a list's length shapes the
+/// statement's text only on SQLite, through [`Statement::rows`] and [`Statement::any_of`].
+fn value_rows_from(first: usize, rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let start = first + row * columns;
+            let row: Vec<String> = (start..start + columns).map(|i| format!("${i}")).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn value_rows_number_placeholders_row_by_row() {
+        assert_eq!(value_rows_from(1, 1, 1), "($1)");
+        assert_eq!(value_rows_from(1, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(value_rows_from(1, 0, 3), "");
+        assert_eq!(value_rows_from(3, 2, 2), "($3, $4), ($5, $6)");
+    }
 
     #[test]
     fn postgres_arrays_quote_every_element() {

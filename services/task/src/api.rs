@@ -364,9 +364,8 @@ impl TaskService for TaskApi {
             Err(error) => return Err(error.into()),
         }
         store::log_estimate(&mut uow, &task, today, hours, now).await?;
-        let totals = store::add_to_totals(&mut uow, &tenant, &backlog_item_id, i64::from(hours), 1)
-            .await
-            .map_err(AppError::from)?;
+        let totals =
+            store::add_to_totals(&mut uow, &tenant, &backlog_item_id, i64::from(hours), 1).await?;
         let log = vec![EstimationLogEntry {
             date: today.format("%Y-%m-%d").to_string(),
             hours_remaining: hours,
@@ -428,7 +427,7 @@ impl TaskService for TaskApi {
             |last| format!("{}|{}", last.create_time_us, last.id),
         );
         let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-        let mut logs = store::logs(&self.db, &ids).await.map_err(AppError::from)?;
+        let mut logs = store::logs(&self.db, &ids).await?;
         let tasks = rows
             .into_iter()
             .map(|row| {
@@ -641,9 +640,7 @@ impl TaskService for TaskApi {
         let item =
             validate::uuid("backlog_item_id", &request.get_ref().backlog_item_id)?.to_string();
         let mut conn = self.db.pool().acquire().await.map_err(AppError::from)?;
-        let totals = store::totals(&mut conn, &tenant, &item)
-            .await
-            .map_err(AppError::from)?;
+        let totals = store::totals(&mut conn, &tenant, &item).await?;
         Ok(Response::new(GetBacklogItemTaskTotalsResponse {
             totals: Some(totals),
         }))
@@ -675,9 +672,7 @@ impl TaskService for TaskApi {
                 AppError::invalid("end_date", "the range may span at most 366 days").into(),
             );
         }
-        let entries = store::burndown_entries(&self.db, &tenant, &ids, end)
-            .await
-            .map_err(AppError::from)?;
+        let entries = store::burndown_entries(&self.db, &tenant, &ids, end).await?;
         let days = crate::burndown::burndown(&entries, start, end)
             .into_iter()
             .map(|(date, hours_remaining)| BurndownDay {

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use agilepm_platform::db::{Db, UnitOfWork, placeholders, value_rows};
-use agilepm_platform::error::AppResult;
+use agilepm_platform::db::{Db, Engine, UnitOfWork};
+use agilepm_platform::error::{AppError, AppResult};
 use agilepm_platform::guarded_writes::GuardedWrite;
 use agilepm_platform::statement::{Column, RowSet, Statement};
 use agilepm_platform::stored;
@@ -302,21 +302,20 @@ pub async fn log_estimate(
 pub async fn logs(
     db: &Db,
     task_ids: &[&str],
-) -> Result<HashMap<String, Vec<EstimationLogEntry>>, sqlx::Error> {
+) -> AppResult<HashMap<String, Vec<EstimationLogEntry>>> {
     let mut logs: HashMap<String, Vec<EstimationLogEntry>> = HashMap::new();
     if task_ids.is_empty() {
         return Ok(logs);
     }
-    let sql = format!(
-        "SELECT task_id, day, hours_remaining, record_time_us, estimated_by FROM estimation_log \
-         WHERE task_id IN ({}) ORDER BY task_id, day",
-        placeholders(1, task_ids.len())
-    );
-    // Only generated placeholders are interpolated; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in task_ids {
-        query = query.bind(*id);
-    }
+    let mut statement = Statement::new(db.engine());
+    statement
+        .sql(
+            "SELECT task_id, day, hours_remaining, record_time_us, estimated_by \
+             FROM estimation_log WHERE ",
+        )
+        .any_of("task_id", task_ids)
+        .sql(" ORDER BY task_id, day");
+    let query = statement.query()?;
     for row in query.fetch_all(db.pool()).await? {
         logs.entry(row.try_get("task_id")?)
             .or_default()
@@ -341,7 +340,7 @@ pub async fn add_to_totals(
     backlog_item_id: &str,
     hours: i64,
     count: i64,
-) -> Result<BacklogItemTaskTotals, sqlx::Error> {
+) -> AppResult<BacklogItemTaskTotals> {
     let change = TotalsChange {
         tenant,
         backlog_item_id,
@@ -352,7 +351,7 @@ pub async fn add_to_totals(
     add_to_totals_all(uow, &[change])
         .await?
         .remove(backlog_item_id)
-        .ok_or(sqlx::Error::RowNotFound)
+        .ok_or_else(|| AppError::Internal("the totals upsert returned no row".into()))
 }
 
 fn totals_from(backlog_item_id: &str, row: &AnyRow) -> Result<BacklogItemTaskTotals, sqlx::Error> {
@@ -369,7 +368,7 @@ pub async fn totals(
     conn: &mut AnyConnection,
     tenant: &str,
     backlog_item_id: &str,
-) -> Result<BacklogItemTaskTotals, sqlx::Error> {
+) -> AppResult<BacklogItemTaskTotals> {
     let mut totals = totals_all(conn, &[(tenant, backlog_item_id)]).await?;
     Ok(totals.remove(backlog_item_id).unwrap_or_default())
 }
@@ -379,7 +378,7 @@ pub async fn totals(
 pub async fn totals_all(
     conn: &mut AnyConnection,
     items: &[(&str, &str)],
-) -> Result<HashMap<String, BacklogItemTaskTotals>, sqlx::Error> {
+) -> AppResult<HashMap<String, BacklogItemTaskTotals>> {
     let mut totals: HashMap<String, BacklogItemTaskTotals> = items
         .iter()
         .map(|(_, item)| {
@@ -393,16 +392,15 @@ pub async fn totals_all(
     if items.is_empty() {
         return Ok(totals);
     }
-    let sql = format!(
-        "SELECT backlog_item_id, tenant_id, hours_remaining, task_count, revision \
-         FROM item_totals WHERE backlog_item_id IN ({})",
-        placeholders(1, items.len())
-    );
-    // Only generated placeholders are interpolated; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (_, item) in items {
-        query = query.bind(*item);
-    }
+    let ids: Vec<&str> = items.iter().map(|(_, item)| *item).collect();
+    let mut statement = Statement::new(Engine::of(conn));
+    statement
+        .sql(
+            "SELECT backlog_item_id, tenant_id, hours_remaining, task_count, revision \
+             FROM item_totals WHERE ",
+        )
+        .any_of("backlog_item_id", &ids);
+    let query = statement.query()?;
     for row in query.fetch_all(conn).await? {
         let item: String = row.try_get("backlog_item_id")?;
         let tenant: String = row.try_get("tenant_id")?;
@@ -421,21 +419,26 @@ pub async fn burndown_entries(
     tenant: &str,
     item_ids: &[String],
     last_day: NaiveDate,
-) -> Result<Vec<(String, NaiveDate, i64)>, sqlx::Error> {
-    let sql = format!(
-        "SELECT l.task_id, l.day, l.hours_remaining FROM estimation_log l \
-         JOIN tasks t ON t.id = l.task_id \
-         WHERE t.tenant_id = $1 AND l.day <= $2 AND l.backlog_item_id IN ({}) \
-         ORDER BY l.task_id, l.day",
-        placeholders(3, item_ids.len())
-    );
-    // Only generated placeholders are interpolated; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(tenant)
-        .bind(last_day.format("%Y-%m-%d").to_string());
-    for id in item_ids {
-        query = query.bind(id);
+) -> AppResult<Vec<(String, NaiveDate, i64)>> {
+    if item_ids.is_empty() {
+        return Ok(Vec::new());
     }
+    let ids: Vec<&str> = item_ids.iter().map(String::as_str).collect();
+    let mut statement = Statement::new(db.engine());
+    statement
+        .sql(
+            "SELECT l.task_id, l.day, l.hours_remaining FROM estimation_log l \
+             JOIN tasks t ON t.id = l.task_id WHERE t.tenant_id = ",
+        )
+        .placeholder()
+        .bind(tenant.to_owned())
+        .sql(" AND l.day <= ")
+        .placeholder()
+        .bind(last_day.format("%Y-%m-%d").to_string())
+        .sql(" AND ")
+        .any_of("l.backlog_item_id", &ids)
+        .sql(" ORDER BY l.task_id, l.day");
+    let query = statement.query()?;
     query
         .fetch_all(db.pool())
         .await?
@@ -703,30 +706,33 @@ pub struct TotalsChange<'a> {
 pub async fn add_to_totals_all(
     uow: &mut UnitOfWork,
     changes: &[TotalsChange<'_>],
-) -> Result<HashMap<String, BacklogItemTaskTotals>, sqlx::Error> {
+) -> AppResult<HashMap<String, BacklogItemTaskTotals>> {
     let mut totals = HashMap::new();
     if changes.is_empty() {
         return Ok(totals);
     }
-    let sql = format!(
-        "INSERT INTO item_totals (backlog_item_id, tenant_id, hours_remaining, task_count, revision) \
-         VALUES {} ON CONFLICT (backlog_item_id) DO UPDATE SET \
-         hours_remaining = item_totals.hours_remaining + excluded.hours_remaining, \
-         task_count = item_totals.task_count + excluded.task_count, \
-         revision = item_totals.revision + excluded.revision \
-         RETURNING backlog_item_id, hours_remaining, task_count, revision",
-        value_rows(changes.len(), 5)
-    );
-    // Only generated placeholders are interpolated; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for change in changes {
-        query = query
-            .bind(change.backlog_item_id.to_owned())
-            .bind(change.tenant.to_owned())
-            .bind(change.hours)
-            .bind(change.count)
-            .bind(change.changes);
-    }
+    let mut statement = Statement::new(uow.engine());
+    statement
+        .sql(
+            "INSERT INTO item_totals \
+             (backlog_item_id, tenant_id, hours_remaining, task_count, revision) \
+             SELECT * FROM ",
+        )
+        .rows(RowSet(vec![
+            Column::text(changes.iter().map(|c| c.backlog_item_id)),
+            Column::text(changes.iter().map(|c| c.tenant)),
+            Column::BigInt(changes.iter().map(|c| c.hours).collect()),
+            Column::BigInt(changes.iter().map(|c| c.count).collect()),
+            Column::BigInt(changes.iter().map(|c| c.changes).collect()),
+        ]))
+        .sql(
+            " WHERE true ON CONFLICT (backlog_item_id) DO UPDATE SET \
+             hours_remaining = item_totals.hours_remaining + excluded.hours_remaining, \
+             task_count = item_totals.task_count + excluded.task_count, \
+             revision = item_totals.revision + excluded.revision \
+             RETURNING backlog_item_id, hours_remaining, task_count, revision",
+        );
+    let query = statement.query()?;
     for row in query.fetch_all(uow.conn()).await? {
         let item: String = row.try_get("backlog_item_id")?;
         let item_totals = totals_from(&item, &row)?;
