@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod backlog;
+mod batching;
 mod coordinator;
 mod crash;
 mod feed;

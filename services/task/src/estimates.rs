@@ -68,12 +68,19 @@ pub type EstimateWriter = GroupCommit<EstimateBatch>;
 
 /// Starts the estimate writer on `db`.
 pub fn start_writer(db: Db) -> EstimateWriter {
-    GroupCommit::start(EstimateBatch { db }, MAX_BATCH)
+    GroupCommit::start(EstimateBatch::new(db), MAX_BATCH)
 }
 
 /// Applies batches of estimates to the task service's database.
 pub struct EstimateBatch {
     db: Db,
+}
+
+impl EstimateBatch {
+    /// Batches applied to `db` (the writer's, or a test's that compares batch sizes).
+    pub fn new(db: Db) -> EstimateBatch {
+        EstimateBatch { db }
+    }
 }
 
 impl BatchWrite for EstimateBatch {
