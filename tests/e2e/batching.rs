@@ -32,16 +32,81 @@ fn first_day() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, 2).unwrap()
 }
 
-/// Empties `db`, then defines the three tasks of [`ITEM`] on [`first_day`] with [`HOURS`]
-/// each, as `DefineTask` leaves them. (One database per side for all cases: creating
-/// PostgreSQL databases per case would take most of the test's time.)
-async fn define(db: &Db) {
-    for table in ["tasks", "estimation_log", "item_totals", "outbox"] {
+/// Deletes every row of `tables`.
+async fn empty(db: &Db, tables: &[&str]) {
+    for table in tables {
         sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
             .execute(db.pool())
             .await
             .unwrap();
     }
+}
+
+/// The outbox's events in feed order: each as its aggregate and the rest of it (type,
+/// payload bytes, actor).
+async fn events(db: &Db) -> Vec<(String, String)> {
+    let sql = match db.engine() {
+        Engine::Sqlite => {
+            "SELECT event_type, aggregate_id, payload, actor FROM outbox ORDER BY position"
+        }
+        Engine::Postgres => {
+            "SELECT event_type, aggregate_id, payload, actor FROM outbox ORDER BY txid, seq"
+        }
+    };
+    sqlx::query(sql)
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|event| {
+            (
+                event.get::<String, _>("aggregate_id"),
+                format!(
+                    "{} {:?} {}",
+                    event.get::<String, _>("event_type"),
+                    event.get::<Vec<u8>, _>("payload"),
+                    event.get::<String, _>("actor"),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Runs `check` on 32 values of `strategy`; a failure is shrunk to a minimal value and
+/// printed. The proptest runner is synchronous: it runs on a thread (and a runtime) of
+/// its own.
+async fn for_32_cases<S, F, Fut>(strategy: S, check: F)
+where
+    S: Strategy + Send + 'static,
+    F: Fn(S::Value) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut runner = TestRunner::new(Config {
+            cases: 32,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner
+            .run(&strategy, |value| {
+                runtime.block_on(check(value));
+                Ok(())
+            })
+            .unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+/// Empties `db`, then defines the three tasks of [`ITEM`] on [`first_day`] with [`HOURS`]
+/// each, as `DefineTask` leaves them. (One database per side for all cases: creating
+/// PostgreSQL databases per case would take most of the test's time.)
+async fn define(db: &Db) {
+    empty(db, &["tasks", "estimation_log", "item_totals", "outbox"]).await;
     for (n, id) in TASKS.iter().enumerate() {
         let task = TaskRow {
             id: (*id).to_owned(),
@@ -154,23 +219,8 @@ async fn stored(db: &Db) -> Vec<String> {
             state.push(values.join("|"));
         }
     }
-    let order = match db.engine() {
-        Engine::Sqlite => {
-            "SELECT event_type, aggregate_id, payload, actor FROM outbox ORDER BY position"
-        }
-        Engine::Postgres => {
-            "SELECT event_type, aggregate_id, payload, actor FROM outbox ORDER BY txid, seq"
-        }
-    };
-    let events = sqlx::query(order).fetch_all(db.pool()).await.unwrap();
-    for event in events {
-        state.push(format!(
-            "{} {} {:?} {}",
-            event.get::<String, _>("event_type"),
-            event.get::<String, _>("aggregate_id"),
-            event.get::<Vec<u8>, _>("payload"),
-            event.get::<String, _>("actor"),
-        ));
+    for (aggregate, event) in events(db).await {
+        state.push(format!("{aggregate} {event}"));
     }
     state
 }
@@ -222,28 +272,12 @@ async fn a_batch_of_estimates_is_the_same_estimates_one_by_one(engine: Engine) {
         .connect(agilepm_task::SPEC.migrations)
         .await;
     let single = single_database.connect(agilepm_task::SPEC.migrations).await;
-    // 32 random sequences per engine; a failure is shrunk to a minimal sequence and
-    // printed. The runner is synchronous: each case runs on a runtime of its own thread.
     let (batched_db, single_db) = (batched.clone(), single.clone());
-    tokio::task::spawn_blocking(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut runner = TestRunner::new(Config {
-            cases: 32,
-            failure_persistence: None,
-            ..Config::default()
-        });
-        runner
-            .run(&estimates(), |sequence| {
-                runtime.block_on(batch_equals_one_by_one(&batched_db, &single_db, sequence));
-                Ok(())
-            })
-            .unwrap();
+    for_32_cases(estimates(), move |sequence| {
+        let (batched, single) = (batched_db.clone(), single_db.clone());
+        async move { batch_equals_one_by_one(&batched, &single, sequence).await }
     })
-    .await
-    .unwrap();
+    .await;
     batched.close().await;
     single.close().await;
 }
@@ -262,12 +296,7 @@ const MANUAL_PRODUCT: &str = "0190c0de-0000-7000-8000-0000000000a2";
 async fn committed_items(db: &Db) {
     use agilepm_proto::backlog::v1::{BacklogItem, BacklogItemStatus};
     use agilepm_proto::common::v1::StatusTransitionMode;
-    for table in ["backlog_items", "products", "outbox"] {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
-            .execute(db.pool())
-            .await
-            .unwrap();
-    }
+    empty(db, &["backlog_items", "products", "outbox"]).await;
     agilepm_backlog_item::store::record_products(
         db,
         TENANT,
@@ -325,31 +354,7 @@ async fn items_stored(db: &Db) -> Vec<String> {
             row.get::<i64, _>("version"),
         ));
     }
-    let order = match db.engine() {
-        Engine::Sqlite => {
-            "SELECT event_type, aggregate_id, payload, actor FROM outbox ORDER BY position"
-        }
-        Engine::Postgres => {
-            "SELECT event_type, aggregate_id, payload, actor FROM outbox ORDER BY txid, seq"
-        }
-    };
-    let mut events: Vec<(String, String)> = sqlx::query(order)
-        .fetch_all(db.pool())
-        .await
-        .unwrap()
-        .iter()
-        .map(|event| {
-            (
-                event.get::<String, _>("aggregate_id"),
-                format!(
-                    "{} {:?} {}",
-                    event.get::<String, _>("event_type"),
-                    event.get::<Vec<u8>, _>("payload"),
-                    event.get::<String, _>("actor"),
-                ),
-            )
-        })
-        .collect();
+    let mut events = events(db).await;
     // A stable sort by item keeps each item's own order.
     events.sort_by(|a, b| a.0.cmp(&b.0));
     state.extend(
@@ -454,29 +459,11 @@ async fn a_batch_of_reconciles_is_the_same_reconciles_one_by_one(engine: Engine)
         .connect(agilepm_backlog_item::SPEC.migrations)
         .await;
     let (batched_db, single_db) = (batched.clone(), single.clone());
-    tokio::task::spawn_blocking(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut runner = TestRunner::new(Config {
-            cases: 32,
-            failure_persistence: None,
-            ..Config::default()
-        });
-        runner
-            .run(&bases(), |sequence| {
-                runtime.block_on(reconciles_batched_equal_one_by_one(
-                    &batched_db,
-                    &single_db,
-                    sequence,
-                ));
-                Ok(())
-            })
-            .unwrap();
+    for_32_cases(bases(), move |sequence| {
+        let (batched, single) = (batched_db.clone(), single_db.clone());
+        async move { reconciles_batched_equal_one_by_one(&batched, &single, sequence).await }
     })
-    .await
-    .unwrap();
+    .await;
     batched.close().await;
     single.close().await;
 }
