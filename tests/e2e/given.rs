@@ -6,8 +6,8 @@ use agilepm_platform::client::PeerChannel;
 use agilepm_platform::config::ServiceName;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{
-    BacklogItem, BacklogItemStatus, CommitBacklogItemRequest, PlanBacklogItemRequest,
-    RemoveBacklogItemRequest, ScheduleBacklogItemRequest,
+    BacklogItem, BacklogItemStatus, CommitBacklogItemRequest, RemoveBacklogItemRequest,
+    ScheduleBacklogItemRequest,
 };
 use agilepm_proto::planning::v1::product_service_client::ProductServiceClient;
 use agilepm_proto::planning::v1::{CreateProductRequest, Product};
@@ -35,18 +35,7 @@ pub async fn product(planning: PeerChannel, name: &str) -> Product {
 
 /// A new backlog item of `product_id`, planned through `backlog_items`.
 pub async fn item(backlog_items: PeerChannel, product_id: &str) -> BacklogItem {
-    BacklogItemServiceClient::new(backlog_items)
-        .plan_backlog_item(PlanBacklogItemRequest {
-            request_id: Uuid::new_v4().to_string(),
-            product_id: product_id.into(),
-            summary: "Story".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("plan the item")
-        .into_inner()
-        .backlog_item
-        .expect("an item")
+    agilepm_testkit::plan_item(backlog_items, product_id).await
 }
 
 /// A new backlog item of `tenant` on `backlog`'s backlog-item service, driven to `status`

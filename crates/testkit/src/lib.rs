@@ -160,6 +160,28 @@ impl Drop for TestDb {
     }
 }
 
+/// A new backlog item of `product_id`, planned through `backlog_items` (as whoever the
+/// channel presents).
+pub async fn plan_item(
+    backlog_items: PeerChannel,
+    product_id: &str,
+) -> agilepm_proto::backlog::v1::BacklogItem {
+    use agilepm_proto::backlog::v1::PlanBacklogItemRequest;
+    use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
+    BacklogItemServiceClient::new(backlog_items)
+        .plan_backlog_item(PlanBacklogItemRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            product_id: product_id.into(),
+            summary: "Story".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("plan the item")
+        .into_inner()
+        .backlog_item
+        .expect("an item")
+}
+
 /// The authentication every test system of this process runs with: development mode
 /// (a plain tenant id is a token with the tenant roles) and one random secret, with which
 /// [`token`] mints the identities development mode does not grant (operators, services,
@@ -343,26 +365,11 @@ impl TestSystem {
     /// A new backlog item of `tenant`, planned on this system's backlog-item service as the
     /// planning service plans one, for a product recorded for it first.
     pub async fn planned_item(&self, tenant: &str) -> agilepm_proto::backlog::v1::BacklogItem {
-        use agilepm_proto::backlog::v1::PlanBacklogItemRequest;
-        use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
         let product_id = uuid::Uuid::now_v7().to_string();
         self.record_product(tenant, &product_id).await;
-        BacklogItemServiceClient::new(self.channel_as_service(
-            ServiceName::BacklogItem,
-            ServiceName::Planning,
-            tenant,
-        ))
-        .plan_backlog_item(PlanBacklogItemRequest {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            product_id,
-            summary: "Story".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("plan the item")
-        .into_inner()
-        .backlog_item
-        .expect("an item")
+        let planning =
+            self.channel_as_service(ServiceName::BacklogItem, ServiceName::Planning, tenant);
+        plan_item(planning, &product_id).await
     }
 
     /// Stops the services gracefully, failing the test if one of them failed.
