@@ -6,7 +6,7 @@ use agilepm_platform::client::PeerChannel;
 use agilepm_platform::db::{Db, UnitOfWork};
 use agilepm_platform::error::{AppError, AppResult, from_peer};
 use agilepm_platform::optimistic::{Attempt, check_version, retry_lost_races};
-use agilepm_platform::outbox::{self, Subject};
+use agilepm_platform::outbox;
 use agilepm_platform::time::{now_micros, timestamp, today_utc};
 use agilepm_platform::{paging, validate};
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::domain;
 use crate::estimates::{Estimate, EstimateWriter};
+use crate::events::{self, About};
 use crate::store::{self, TaskRow};
 
 /// The task service's gRPC adapter.
@@ -215,75 +216,24 @@ async fn emit(
     event: &Planned,
     totals: &BacklogItemTaskTotals,
 ) -> AppResult<()> {
-    let subject = Subject {
-        aggregate_type: "Task",
-        aggregate_id: &after.id,
-        tenant_id: &after.tenant_id,
-    };
-    let (task_id, tenant_id, backlog_item_id) = (
-        after.id.clone(),
-        after.tenant_id.clone(),
-        after.backlog_item_id.clone(),
-    );
+    let about = About::task(after);
+    let subject = about.subject();
     match event {
-        Planned::Renamed => {
-            let event = TaskRenamed {
-                task_id,
-                tenant_id,
-                backlog_item_id,
-                name: after.name.clone(),
-            };
-            outbox::append(uow, subject, &event).await?;
-        }
-        Planned::Described => {
-            let event = TaskDescribed {
-                task_id,
-                tenant_id,
-                backlog_item_id,
-                description: after.description.clone(),
-            };
-            outbox::append(uow, subject, &event).await?;
-        }
+        Planned::Renamed => outbox::append(uow, subject, &events::renamed(after)).await?,
+        Planned::Described => outbox::append(uow, subject, &events::described(after)).await?,
         Planned::Volunteer => {
-            let event = TaskVolunteerAssigned {
-                task_id,
-                tenant_id,
-                backlog_item_id,
-                volunteer_id: after.volunteer_id.clone(),
-            };
-            outbox::append(uow, subject, &event).await?;
+            outbox::append(uow, subject, &events::volunteer_assigned(after)).await?
         }
         Planned::StatusChanged(new_status) => {
-            let event = TaskStatusChanged {
-                task_id,
-                tenant_id,
-                backlog_item_id,
-                old_status: before.status as i32,
-                new_status: *new_status as i32,
-            };
-            outbox::append(uow, subject, &event).await?;
+            let event = events::status_changed(about, before.status as i32, *new_status as i32);
+            outbox::append(uow, subject, &event).await?
         }
         Planned::HoursEstimated(day, hours) => {
-            let event = TaskHoursRemainingEstimated {
-                task_id,
-                tenant_id,
-                backlog_item_id,
-                hours_remaining: *hours,
-                date: day.format("%Y-%m-%d").to_string(),
-                totals: Some(totals.clone()),
-            };
-            outbox::append(uow, subject, &event).await?;
+            let event = events::hours_estimated(about, *day, *hours, totals);
+            outbox::append(uow, subject, &event).await?
         }
-        Planned::Removed => {
-            let event = TaskRemoved {
-                task_id,
-                tenant_id,
-                backlog_item_id,
-                totals: Some(totals.clone()),
-            };
-            outbox::append(uow, subject, &event).await?;
-        }
-    }
+        Planned::Removed => outbox::append(uow, subject, &events::removed(about, totals)).await?,
+    };
     Ok(())
 }
 
@@ -373,20 +323,8 @@ impl TaskService for TaskApi {
             estimated_by: who.actor().to_owned(),
         }];
         let message = task_message(task.clone(), log);
-        let event = TaskDefined {
-            task: Some(message.clone()),
-            totals: Some(totals),
-        };
-        outbox::append(
-            &mut uow,
-            Subject {
-                aggregate_type: "Task",
-                aggregate_id: &task.id,
-                tenant_id: &tenant,
-            },
-            &event,
-        )
-        .await?;
+        let event = events::defined(message.clone(), totals);
+        outbox::append(&mut uow, About::task(&task).subject(), &event).await?;
         uow.commit().await.map_err(AppError::from)?;
         Ok(Response::new(DefineTaskResponse {
             task: Some(message),

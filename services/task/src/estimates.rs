@@ -23,14 +23,13 @@ use agilepm_platform::error::{AppError, AppResult};
 use agilepm_platform::group_commit::{BatchWrite, GroupCommit};
 use agilepm_platform::guarded_writes;
 use agilepm_platform::optimistic::check_version;
-use agilepm_platform::outbox::{NewEvent, Subject};
+use agilepm_platform::outbox::NewEvent;
 use agilepm_platform::time::{now_micros, timestamp};
-use agilepm_proto::task::v1::{
-    BacklogItemTaskTotals, EstimationLogEntry, Task, TaskHoursRemainingEstimated, TaskStatusChanged,
-};
+use agilepm_proto::task::v1::{BacklogItemTaskTotals, EstimationLogEntry, Task};
 use chrono::NaiveDate;
 
 use crate::domain;
+use crate::events::{self, About};
 use crate::store::{self, LogEntry, LogWrite, TaskRow, TotalsWrite};
 
 /// Most estimates applied in one transaction. Bounds a batch's statement sizes and the
@@ -224,28 +223,19 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
             moved.insert(applied.backlog_item_id.clone(), &estimate.tenant);
         }
         if applied.wrote {
-            let subject = Subject {
-                aggregate_type: "Task",
-                aggregate_id: &estimate.task_id,
+            let about = About {
+                task_id: &estimate.task_id,
                 tenant_id: &estimate.tenant,
+                backlog_item_id: &applied.backlog_item_id,
             };
-            let estimated = TaskHoursRemainingEstimated {
-                task_id: estimate.task_id.clone(),
-                tenant_id: estimate.tenant.clone(),
-                backlog_item_id: applied.backlog_item_id.clone(),
-                hours_remaining: estimate.hours,
-                date: estimate.day.format("%Y-%m-%d").to_string(),
-                totals: Some(item_totals.clone()),
-            };
+            // The outbox subject borrows from the estimate, which outlives the batch's
+            // event list; the item id is copied into the payloads.
+            let subject = events::subject(&estimate.task_id, &estimate.tenant);
+            let estimated =
+                events::hours_estimated(about, estimate.day, estimate.hours, item_totals);
             events.push(NewEvent::of(subject, &estimated).by(&estimate.actor));
             if let Some((old_status, new_status)) = applied.status_change {
-                let status_changed = TaskStatusChanged {
-                    task_id: estimate.task_id.clone(),
-                    tenant_id: estimate.tenant.clone(),
-                    backlog_item_id: applied.backlog_item_id.clone(),
-                    old_status,
-                    new_status,
-                };
+                let status_changed = events::status_changed(about, old_status, new_status);
                 events.push(NewEvent::of(subject, &status_changed).by(&estimate.actor));
             }
         }

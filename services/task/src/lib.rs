@@ -28,6 +28,7 @@ pub mod api;
 pub mod burndown;
 pub mod domain;
 pub mod estimates;
+pub mod events;
 pub mod preload;
 pub mod store;
 
