@@ -5,7 +5,7 @@ use agilepm_platform::auth::caller;
 use agilepm_platform::db::{Db, UnitOfWork};
 use agilepm_platform::error::{AppError, AppResult};
 use agilepm_platform::optimistic::{Attempt, check_version, retry_lost_races};
-use agilepm_platform::outbox::{self, Subject};
+use agilepm_platform::outbox;
 use agilepm_platform::time::{now_micros, timestamp};
 use agilepm_platform::{paging, validate};
 use agilepm_proto::EventType;
@@ -16,6 +16,8 @@ use tonic::{Request, Response, Status as GrpcStatus};
 use uuid::Uuid;
 
 use crate::domain::{self, Placement, TaskBasis};
+use crate::events::{status_changed, subject};
+use crate::mapping::{place, placement};
 use crate::reconciles::{Reconcile, Reconciler};
 use crate::store::{self, ListQuery};
 use agilepm_platform::ranked::Anchor;
@@ -27,33 +29,6 @@ type Reply<T> = Result<Response<T>, GrpcStatus>;
 pub struct BacklogItemApi {
     db: Db,
     reconciles: Reconciler,
-}
-
-pub(crate) fn subject(item: &BacklogItem) -> Subject<'_> {
-    Subject {
-        aggregate_type: "BacklogItem",
-        aggregate_id: &item.id,
-        tenant_id: &item.tenant_id,
-    }
-}
-
-pub(crate) fn placement(item: &BacklogItem) -> Placement {
-    Placement {
-        status: BacklogItemStatus::try_from(item.status).unwrap_or(BacklogItemStatus::Unspecified),
-        release_id: item.release_id.clone(),
-        sprint_id: item.sprint_id.clone(),
-        awaiting_acceptance: item.awaiting_acceptance,
-    }
-}
-
-pub(crate) fn place(item: &BacklogItem, placement: &Placement) -> BacklogItem {
-    BacklogItem {
-        status: placement.status as i32,
-        release_id: placement.release_id.clone(),
-        sprint_id: placement.sprint_id.clone(),
-        awaiting_acceptance: placement.awaiting_acceptance,
-        ..item.clone()
-    }
 }
 
 async fn append<E: EventType>(
@@ -125,25 +100,6 @@ async fn emit_placement_events(
         append(uow, after, &event).await?;
     }
     Ok(())
-}
-
-pub(crate) fn status_changed(
-    before: &BacklogItem,
-    after: &BacklogItem,
-    cause: StatusChangeCause,
-    basis: Option<TaskBasis>,
-) -> BacklogItemStatusChanged {
-    BacklogItemStatusChanged {
-        backlog_item_id: after.id.clone(),
-        tenant_id: after.tenant_id.clone(),
-        product_id: after.product_id.clone(),
-        old_status: before.status,
-        new_status: after.status,
-        cause: cause as i32,
-        task_revision: basis.map_or(0, |b| b.revision),
-        task_hours_remaining: basis.map_or(0, |b| b.hours),
-        awaiting_acceptance: after.awaiting_acceptance,
-    }
 }
 
 impl BacklogItemApi {

@@ -25,6 +25,8 @@ pub static SPEC: ServiceSpec = ServiceSpec {
 
 pub mod api;
 pub mod domain;
+pub mod events;
+pub mod mapping;
 pub mod reconciles;
 pub mod store;
 

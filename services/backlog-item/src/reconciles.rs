@@ -28,8 +28,9 @@ use agilepm_platform::time::{micros, now_micros, timestamp};
 use agilepm_proto::backlog::v1::{BacklogItem, ReconcileOutcome, StatusChangeCause};
 use agilepm_proto::common::v1::StatusTransitionMode;
 
-use crate::api::{place, placement, status_changed, subject};
 use crate::domain::{self, TaskBasis};
+use crate::events::{status_changed, subject};
+use crate::mapping::{place, placement};
 use crate::store::{self, PlacementWrite, RevisionMove};
 
 /// Most bases in one transaction.
