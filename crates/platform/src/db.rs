@@ -70,7 +70,7 @@ pub struct Db {
     pool: AnyPool,
     engine: Engine,
     url: String,
-    notifier: crate::feed::CommitNotifier,
+    notifier: crate::commit_notifier::CommitNotifier,
     /// SQLite only: the one connection write transactions use.
     writer: Option<AnyPool>,
     /// How to open more connections (for pools of their own, like the event feed's).
@@ -140,7 +140,7 @@ impl Db {
             pool,
             engine,
             url,
-            notifier: crate::feed::CommitNotifier::new(),
+            notifier: crate::commit_notifier::CommitNotifier::new(),
             writer,
             options,
         })
@@ -181,7 +181,7 @@ impl Db {
     }
 
     /// The in-process commit notifier the event feed waits on.
-    pub fn notifier(&self) -> &crate::feed::CommitNotifier {
+    pub fn notifier(&self) -> &crate::commit_notifier::CommitNotifier {
         &self.notifier
     }
 

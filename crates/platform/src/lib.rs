@@ -2,6 +2,7 @@
 //!
 //! | module | holds |
 //! |---|---|
+//! | [`service_name`] | the four services' names and default ports |
 //! | [`config`] | flags/environment shared by every service, default ports |
 //! | [`db`] | the service's own database (SQLite or PostgreSQL) and its migrations |
 //! | [`error`] | domain errors and their one mapping to gRPC status codes |
@@ -25,12 +26,14 @@
 //! | [`statement`] | SQL statements assembled in parts, placeholders numbered across them |
 //! | [`guarded_writes`] | many-row compare-and-set writes, all or nothing, one round trip on PostgreSQL |
 //! | [`outbox`] | appending events in the caller's transaction |
+//! | [`commit_notifier`] | waking the feed's reader when a unit of work commits events |
 //! | [`feed`] | serving the outbox as a gap-free, resumable event feed |
 //! | [`follower`] | following a peer's feed from a durable checkpoint |
 
 pub mod admission;
 pub mod auth;
 pub mod client;
+pub mod commit_notifier;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -47,6 +50,7 @@ pub mod rank;
 pub mod ranked;
 pub mod server;
 pub mod service;
+pub mod service_name;
 pub mod statement;
 pub mod stored;
 pub mod telemetry;

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::domain;
 use crate::estimates::{Estimate, EstimateWriter};
 use crate::events::{self, About};
+use crate::mapping::task_message;
 use crate::store::{self, TaskRow};
 
 /// The task service's gRPC adapter.
@@ -189,23 +190,6 @@ impl TaskApi {
             Ok(Attempt::Done((plan.after, totals)))
         })
         .await
-    }
-}
-
-pub(crate) fn task_message(row: TaskRow, estimation_log: Vec<EstimationLogEntry>) -> Task {
-    Task {
-        id: row.id,
-        tenant_id: row.tenant_id,
-        backlog_item_id: row.backlog_item_id,
-        name: row.name,
-        description: row.description,
-        volunteer_id: row.volunteer_id,
-        status: row.status as i32,
-        hours_remaining: row.hours,
-        estimation_log,
-        version: row.version,
-        create_time: Some(timestamp(row.create_time_us)),
-        update_time: Some(timestamp(row.update_time_us)),
     }
 }
 

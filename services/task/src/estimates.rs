@@ -181,7 +181,7 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
                 task.row = after.clone();
             }
             Ok(Applied {
-                task: crate::api::task_message(after.clone(), log_message(&task.log)),
+                task: crate::mapping::task_message(after.clone(), log_message(&task.log)),
                 backlog_item_id: after.backlog_item_id.clone(),
                 hours_delta: (wrote && after.hours != before.hours)
                     .then(|| i64::from(after.hours - before.hours)),

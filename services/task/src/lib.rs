@@ -29,6 +29,7 @@ pub mod burndown;
 pub mod domain;
 pub mod estimates;
 pub mod events;
+pub mod mapping;
 pub mod preload;
 pub mod store;
 

@@ -11,8 +11,8 @@
 //! items but not reconcile them; only the coordinator may reconcile.
 
 use crate::auth::identity::{Caller, Role};
-use crate::config::ServiceName;
 use crate::error::{AppError, AppResult};
+use crate::service_name::ServiceName;
 
 /// Who may call one method.
 #[derive(Debug, Clone, Copy)]

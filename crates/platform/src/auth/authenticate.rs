@@ -21,8 +21,8 @@ use crate::auth::identity::{
 };
 use crate::auth::keys::KeySet;
 use crate::auth::tokens::Claims;
-use crate::config::ServiceName;
 use crate::error::{AppError, AppResult, shown};
+use crate::service_name::ServiceName;
 
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECS: u64 = 30;

@@ -3,8 +3,8 @@
 
 use std::fmt;
 
-use crate::config::ServiceName;
 use crate::error::{AppError, AppResult};
+use crate::service_name::ServiceName;
 
 /// Header a caller that spans tenants (a service, a system operator) uses to name the
 /// tenant one call acts for.

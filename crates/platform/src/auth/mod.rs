@@ -34,8 +34,8 @@ pub use authenticate::Authenticator;
 pub use identity::{ACTOR_HEADER, Caller, Role, TENANT_HEADER, acting_subject};
 pub use tokens::{Credentials, Signer, TokenSpec};
 
-use crate::config::ServiceName;
 use crate::error::{AppError, AppResult};
+use crate::service_name::ServiceName;
 use keys::KeySet;
 
 /// Reads the [`Caller`] the authentication layer stored in the request.

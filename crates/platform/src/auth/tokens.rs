@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tonic::metadata::{Ascii, MetadataValue};
 
 use crate::auth::identity::{Role, service_subject};
-use crate::config::ServiceName;
+use crate::service_name::ServiceName;
 
 /// The claims of an agilepm token. `sub`, `exp` and `iat` are always set; `tenant` is
 /// absent only for callers that span tenants (services, system operators).
