@@ -411,3 +411,136 @@ mod tests {
         );
     }
 }
+
+/// Model-based test of the status machine: random sequences of every operation (and of
+/// task bases in both modes) against the rules the product promises, which hold after
+/// every step whatever came before.
+#[cfg(test)]
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One thing that can happen to an item.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Schedule(u8),
+        Unschedule,
+        Commit(u8),
+        Uncommit,
+        Remove,
+        MarkDone,
+        Reconcile {
+            hours: i64,
+            count: i64,
+            revision: i64,
+            manual: bool,
+        },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0u8..3).prop_map(Step::Schedule),
+            Just(Step::Unschedule),
+            (0u8..3).prop_map(Step::Commit),
+            Just(Step::Uncommit),
+            Just(Step::Remove),
+            Just(Step::MarkDone),
+            (0i64..3, 0i64..3, 0i64..12, any::<bool>()).prop_map(
+                |(hours, count, revision, manual)| Step::Reconcile {
+                    hours,
+                    count,
+                    revision,
+                    manual
+                }
+            ),
+        ]
+    }
+
+    /// What every placement the machine can reach satisfies.
+    fn assert_consistent(p: &Placement) {
+        match p.status {
+            Status::Planned => assert!(p.release_id.is_empty() && p.sprint_id.is_empty(), "{p:?}"),
+            Status::Scheduled => {
+                assert!(!p.release_id.is_empty() && p.sprint_id.is_empty(), "{p:?}")
+            }
+            Status::Committed | Status::Done => {
+                assert!(!p.release_id.is_empty() && !p.sprint_id.is_empty(), "{p:?}")
+            }
+            Status::Removed => {}
+            Status::Unspecified => panic!("an item became UNSPECIFIED: {p:?}"),
+        }
+        assert!(
+            !p.awaiting_acceptance || p.status == Status::Committed,
+            "only a committed item awaits acceptance: {p:?}"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_sequence_keeps_the_machine_consistent(steps in prop::collection::vec(step(), 1..40)) {
+            let mut p = Placement {
+                status: Status::Planned,
+                release_id: String::new(),
+                sprint_id: String::new(),
+                awaiting_acceptance: false,
+            };
+            let mut last_revision = 0;
+            for step in steps {
+                let before = p.clone();
+                let result = match &step {
+                    Step::Schedule(r) => schedule(&p, &format!("release-{r}")),
+                    Step::Unschedule => unschedule(&p),
+                    Step::Commit(s) => commit(&p, &format!("sprint-{s}")),
+                    Step::Uncommit => uncommit(&p),
+                    Step::Remove => remove(&p),
+                    Step::MarkDone => mark_done(&p),
+                    Step::Reconcile { hours, count, revision, manual } => {
+                        let mode = if *manual { StatusTransitionMode::Manual } else { StatusTransitionMode::Automatic };
+                        let basis = TaskBasis { hours: *hours, count: *count, revision: *revision };
+                        let (outcome, after) = reconcile(&p, last_revision, basis, mode);
+                        if *revision <= last_revision {
+                            // Stale or duplicate: nothing moves.
+                            prop_assert_eq!(outcome, ReconcileOutcome::IgnoredStale);
+                            prop_assert_eq!(&after, &p);
+                        } else {
+                            last_revision = *revision;
+                            prop_assert_eq!(outcome == ReconcileOutcome::Changed, after != p);
+                            let finished = *count > 0 && *hours == 0;
+                            // Task hours move an item only between COMMITTED and DONE
+                            // (and flag acceptance in MANUAL mode), never anything else.
+                            match (p.status, after.status) {
+                                (from, to) if from == to => {}
+                                (Status::Committed, Status::Done) => prop_assert!(finished && !*manual),
+                                (Status::Done, Status::Committed) => prop_assert!(*hours > 0),
+                                (from, to) => prop_assert!(false, "a basis moved {:?} to {:?}", from, to),
+                            }
+                            if after.awaiting_acceptance {
+                                prop_assert!(finished && *manual);
+                            }
+                        }
+                        Ok(after)
+                    }
+                };
+                match result {
+                    Ok(after) => p = after,
+                    // A refused step changes nothing (the caller keeps `before`).
+                    Err(error) => {
+                        prop_assert_eq!(error.code(), tonic::Code::FailedPrecondition, "{:?}", step);
+                        prop_assert_eq!(&p, &before);
+                    }
+                }
+                assert_consistent(&p);
+                // REMOVED is final: no command brings an item back.
+                if before.status == Status::Removed {
+                    prop_assert_eq!(p.status, Status::Removed);
+                }
+                // DONE is left only by discovered work (a basis with hours).
+                if before.status == Status::Done && p.status != Status::Done {
+                    prop_assert!(matches!(step, Step::Reconcile { hours, .. } if hours > 0), "{:?}", step);
+                }
+            }
+        }
+    }
+}
