@@ -9,7 +9,7 @@
 //!   in the batch, with the item as the batch leaves it; state and events are the same.
 
 use agilepm_platform::db::{Db, Engine};
-use agilepm_platform::group_commit::BatchWrite as _;
+use agilepm_platform::group_commit::BatchWrite;
 use agilepm_proto::task::v1::TaskStatus;
 use agilepm_task::estimates::{Estimate, EstimateBatch, Estimated};
 use agilepm_task::store::{self, TaskRow};
@@ -70,6 +70,28 @@ async fn events(db: &Db) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// The outcomes of `requests` applied by `batched` as one batch, and by `single` one
+/// request per batch, in order.
+async fn together_and_apart<W: BatchWrite>(
+    batched: W,
+    single: W,
+    requests: &[W::Request],
+) -> (
+    Vec<agilepm_platform::error::AppResult<W::Response>>,
+    Vec<agilepm_platform::error::AppResult<W::Response>>,
+) {
+    let together = batched.apply(requests).await.expect("the batch applies");
+    let mut apart = Vec::new();
+    for request in requests {
+        let mut one = single
+            .apply(std::slice::from_ref(request))
+            .await
+            .expect("the request applies");
+        apart.push(one.remove(0));
+    }
+    (together, apart)
 }
 
 /// Runs `check` on 32 values of `strategy`; a failure is shrunk to a minimal value and
@@ -234,19 +256,12 @@ async fn batch_equals_one_by_one(
     define(batched).await;
     define(single).await;
 
-    let together = EstimateBatch::new(batched.clone())
-        .apply(&estimates)
-        .await
-        .expect("the batch applies");
-    let writer = EstimateBatch::new(single.clone());
-    let mut apart = Vec::new();
-    for estimate in &estimates {
-        let mut one = writer
-            .apply(std::slice::from_ref(estimate))
-            .await
-            .expect("the estimate applies");
-        apart.push(one.remove(0));
-    }
+    let (together, apart) = together_and_apart(
+        EstimateBatch::new(batched.clone()),
+        EstimateBatch::new(single.clone()),
+        &estimates,
+    )
+    .await;
 
     let outcomes = |results: &[agilepm_platform::error::AppResult<Estimated>]| {
         results.iter().map(outcome).collect::<Vec<_>>()
@@ -388,19 +403,12 @@ async fn reconciles_batched_equal_one_by_one(
         .collect();
     committed_items(batched).await;
     committed_items(single).await;
-    let together = ReconcileBatch::new(batched.clone())
-        .apply(&requests)
-        .await
-        .expect("the batch applies");
-    let writer = ReconcileBatch::new(single.clone());
-    let mut apart = Vec::new();
-    for request in &requests {
-        let mut one = writer
-            .apply(std::slice::from_ref(request))
-            .await
-            .expect("the basis applies");
-        apart.push(one.remove(0));
-    }
+    let (together, apart) = together_and_apart(
+        ReconcileBatch::new(batched.clone()),
+        ReconcileBatch::new(single.clone()),
+        &requests,
+    )
+    .await;
     let outcome = |result: &agilepm_platform::error::AppResult<(
         agilepm_proto::backlog::v1::BacklogItem,
         agilepm_proto::backlog::v1::ReconcileOutcome,
