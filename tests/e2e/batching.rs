@@ -309,15 +309,16 @@ const MANUAL_PRODUCT: &str = "0190c0de-0000-7000-8000-0000000000a2";
 
 /// Empties `db`, then records the two products and plans the three items, committed.
 async fn committed_items(db: &Db) {
-    use agilepm_proto::backlog::v1::{BacklogItem, BacklogItemStatus};
-    use agilepm_proto::common::v1::StatusTransitionMode;
+    use agilepm_backlog_item::domain::{
+        BacklogItem, ItemType, Placement, Status, StoryPoints, TransitionMode,
+    };
     empty(db, &["backlog_items", "products", "outbox"]).await;
     agilepm_backlog_item::store::record_products(
         db,
         TENANT,
         &[
-            (AUTOMATIC_PRODUCT.into(), StatusTransitionMode::Automatic, 1),
-            (MANUAL_PRODUCT.into(), StatusTransitionMode::Manual, 1),
+            (AUTOMATIC_PRODUCT.into(), TransitionMode::Automatic, 1),
+            (MANUAL_PRODUCT.into(), TransitionMode::Manual, 1),
         ],
     )
     .await
@@ -328,14 +329,27 @@ async fn committed_items(db: &Db) {
             tenant_id: TENANT.into(),
             product_id: (*product).into(),
             summary: format!("item {n}"),
-            release_id: "0190c0de-0000-7000-8000-0000000000b1".into(),
-            sprint_id: "0190c0de-0000-7000-8000-0000000000c1".into(),
-            status: BacklogItemStatus::Committed as i32,
+            story: String::new(),
+            category: String::new(),
+            item_type: ItemType::Feature,
+            story_points: StoryPoints::Unsized,
+            business_priority: None,
+            use_case_id: String::new(),
+            placement: Placement {
+                status: Status::Committed,
+                release_id: "0190c0de-0000-7000-8000-0000000000b1".into(),
+                sprint_id: "0190c0de-0000-7000-8000-0000000000c1".into(),
+                awaiting_acceptance: false,
+            },
             rank: format!("m{n}"),
-            ..Default::default()
+            derived_from_ids: Vec::new(),
+            reconciled_task_revision: 0,
+            version: 1,
+            create_time_us: 1,
+            update_time_us: 1,
         };
         let mut uow = db.begin().await.unwrap();
-        agilepm_backlog_item::store::insert(&mut uow, &item, &format!("plan-{n}"), 1)
+        agilepm_backlog_item::store::insert(&mut uow, &item, &format!("plan-{n}"))
             .await
             .unwrap();
         uow.commit().await.unwrap();
@@ -385,9 +399,8 @@ async fn reconciles_batched_equal_one_by_one(
     single: &Db,
     sequence: Vec<(usize, i64, i64, i64)>,
 ) {
-    use agilepm_backlog_item::domain::TaskBasis;
-    use agilepm_backlog_item::reconciles::{Reconcile, ReconcileBatch};
-    use agilepm_proto::backlog::v1::ReconcileOutcome;
+    use agilepm_backlog_item::commands::{Reconcile, ReconcileBatch};
+    use agilepm_backlog_item::domain::{BacklogItem, Outcome as ReconcileOutcome, TaskBasis};
     let requests: Vec<Reconcile> = sequence
         .into_iter()
         .map(|(item, hours, count, revision)| Reconcile {
@@ -409,20 +422,18 @@ async fn reconciles_batched_equal_one_by_one(
         &requests,
     )
     .await;
-    let outcome = |result: &agilepm_platform::error::AppResult<(
-        agilepm_proto::backlog::v1::BacklogItem,
-        agilepm_proto::backlog::v1::ReconcileOutcome,
-    )>| match result {
-        Ok((item, outcome)) => {
-            let mut item = item.clone();
-            item.create_time = None;
-            item.update_time = None;
-            format!("{item:?} {outcome:?}")
-        }
-        Err(error) => format!("{:?}", error.code()),
-    };
+    let outcome =
+        |result: &agilepm_platform::error::AppResult<(BacklogItem, ReconcileOutcome)>| match result
+        {
+            Ok((item, outcome)) => {
+                let mut item = item.clone();
+                item.update_time_us = 0;
+                format!("{item:?} {outcome:?}")
+            }
+            Err(error) => format!("{:?}", error.code()),
+        };
     for (i, (batched_outcome, single_outcome)) in together.iter().zip(&apart).enumerate() {
-        // The one documented difference (reconciles.rs, fast path): a basis superseded
+        // The one documented difference (commands/reconcile_batch.rs, fast path): a basis superseded
         // in its batch by a later, newer basis of the same item is IGNORED_STALE there,
         // answered with the item as the batch leaves it, where one by one it may have
         // advanced the guard first (UNCHANGED) and is answered with the item as of then.

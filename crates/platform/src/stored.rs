@@ -28,6 +28,50 @@ pub fn date(stored: &str, column: &str) -> Result<NaiveDate, sqlx::Error> {
     })
 }
 
+/// Declares a domain enum whose values carry the numbers they are stored and sent as.
+///
+/// A service's domain types are its own (no protobuf in `domain.rs`), but an enum keeps
+/// one numbering everywhere: the database column, the wire and the domain agree, so
+/// mapping is `number()` one way and `TryFrom<i32>` (for [`enum_value`] and request
+/// parsing) the other, and a stored or sent number no variant has is refused, never
+/// defaulted.
+#[macro_export]
+macro_rules! numbered_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$variant_meta:meta])* $variant:ident = $number:literal),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$variant_meta])* $variant = $number),+
+        }
+
+        impl $name {
+            /// Every value, in numbering order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The number this value is stored and sent as.
+            pub fn number(self) -> i32 {
+                self as i32
+            }
+        }
+
+        impl TryFrom<i32> for $name {
+            type Error = i32;
+
+            fn try_from(number: i32) -> Result<$name, i32> {
+                match number {
+                    $($number => Ok($name::$variant),)+
+                    other => Err(other),
+                }
+            }
+        }
+    };
+}
+
 fn decode_error(message: String) -> sqlx::Error {
     sqlx::Error::Decode(message.into())
 }

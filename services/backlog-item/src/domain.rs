@@ -1,4 +1,5 @@
-//! The BacklogItem status machine and derived values, free of I/O.
+//! The BacklogItem aggregate, free of I/O and of protobuf: the item, its status machine
+//! and its derived values.
 //!
 //! ```text
 //! PLANNED --schedule--> SCHEDULED --commit--> COMMITTED --all task hours 0--> DONE
@@ -7,8 +8,119 @@
 //! ```
 
 use agilepm_platform::error::{AppError, AppResult};
-use agilepm_proto::backlog::v1::{BacklogItemStatus as Status, BusinessPriority, ReconcileOutcome};
-use agilepm_proto::common::v1::StatusTransitionMode;
+use agilepm_platform::numbered_enum;
+
+numbered_enum! {
+    /// Where an item stands in the status machine.
+    pub enum Status {
+        /// In the product backlog, not yet scheduled.
+        Planned = 1,
+        /// Scheduled for a release.
+        Scheduled = 2,
+        /// Committed to a sprint.
+        Committed = 3,
+        /// Finished.
+        Done = 4,
+        /// Removed from the backlog; final.
+        Removed = 5,
+    }
+}
+
+impl Status {
+    /// The name refusals use, e.g. `COMMITTED`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Planned => "PLANNED",
+            Status::Scheduled => "SCHEDULED",
+            Status::Committed => "COMMITTED",
+            Status::Done => "DONE",
+            Status::Removed => "REMOVED",
+        }
+    }
+}
+
+numbered_enum! {
+    /// What kind of work an item is.
+    pub enum ItemType {
+        /// New capability.
+        Feature = 1,
+        /// Improvement of an existing capability.
+        Enhancement = 2,
+        /// Something broken.
+        Defect = 3,
+        /// Groundwork other items build on.
+        Foundation = 4,
+        /// Connecting to another system.
+        Integration = 5,
+        /// Time-boxed research.
+        Spike = 6,
+    }
+}
+
+numbered_enum! {
+    /// An item's size, on the planning-poker scale.
+    pub enum StoryPoints {
+        /// Not sized yet.
+        Unsized = 0,
+        /// 0 points.
+        Zero = 1,
+        /// 1 point.
+        One = 2,
+        /// 2 points.
+        Two = 3,
+        /// 3 points.
+        Three = 4,
+        /// 5 points.
+        Five = 5,
+        /// 8 points.
+        Eight = 6,
+        /// 13 points.
+        Thirteen = 7,
+        /// 20 points.
+        Twenty = 8,
+        /// 40 points.
+        Forty = 9,
+        /// 100 points.
+        OneHundred = 10,
+        /// Too big or too vague to size.
+        Unestimable = 11,
+    }
+}
+
+numbered_enum! {
+    /// How an item whose tasks are all finished moves, as its product says.
+    pub enum TransitionMode {
+        /// It becomes DONE by itself.
+        Automatic = 1,
+        /// It awaits a product owner's acceptance.
+        Manual = 2,
+    }
+}
+
+numbered_enum! {
+    /// What applying a task-hours basis did.
+    pub enum Outcome {
+        /// The item's status or acceptance flag changed.
+        Changed = 1,
+        /// Newer basis, same status: only the revision guard moved.
+        Unchanged = 2,
+        /// The basis was not newer than the last one applied: nothing moved.
+        IgnoredStale = 3,
+    }
+}
+
+/// A product owner's ratings of an item, each 1 to 9.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BusinessPriority {
+    /// Value of having it.
+    pub benefit: i32,
+    /// Cost of not having it.
+    pub penalty: i32,
+    /// Cost of building it.
+    pub cost: i32,
+    /// Risk of building it.
+    pub risk: i32,
+}
 
 /// The fields the status machine reads and writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,14 +135,105 @@ pub struct Placement {
     pub awaiting_acceptance: bool,
 }
 
-fn name(status: Status) -> &'static str {
-    status
-        .as_str_name()
-        .trim_start_matches("BACKLOG_ITEM_STATUS_")
+impl Placement {
+    /// Where a newly planned item stands.
+    pub fn planned() -> Placement {
+        Placement {
+            status: Status::Planned,
+            release_id: String::new(),
+            sprint_id: String::new(),
+            awaiting_acceptance: false,
+        }
+    }
+}
+
+/// A backlog item: a story of a product, where it stands and where it ranks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BacklogItem {
+    /// Id (UUID).
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Product (immutable).
+    pub product_id: String,
+    /// One-line summary.
+    pub summary: String,
+    /// Who wants what, and why.
+    pub story: String,
+    /// Free-form category.
+    pub category: String,
+    /// Kind of work.
+    pub item_type: ItemType,
+    /// Size.
+    pub story_points: StoryPoints,
+    /// Ratings; none until the product owner rates the item.
+    pub business_priority: Option<BusinessPriority>,
+    /// Use case it was broken out of, empty if none.
+    pub use_case_id: String,
+    /// Status, release, sprint, acceptance.
+    pub placement: Placement,
+    /// Key ordering the product backlog (ascending).
+    pub rank: String,
+    /// Items it was split or grouped from (immutable).
+    pub derived_from_ids: Vec<String>,
+    /// Revision of the last task-hours basis applied.
+    pub reconciled_task_revision: i64,
+    /// Optimistic concurrency version.
+    pub version: i64,
+    /// Created (µs).
+    pub create_time_us: i64,
+    /// Last changed (µs).
+    pub update_time_us: i64,
+}
+
+impl BacklogItem {
+    /// The derived priority (see [`priority_score`]).
+    pub fn priority_score(&self) -> f64 {
+        priority_score(self.business_priority.as_ref())
+    }
 }
 
 fn refuse(rule: &str, status: Status) -> AppError {
-    AppError::precondition(format!("{rule} (the item is {})", name(status)))
+    AppError::precondition(format!("{rule} (the item is {})", status.name()))
+}
+
+/// A checked change of one story field (an update mask's path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoryChange {
+    /// New summary.
+    Summary(String),
+    /// New story.
+    Story(String),
+    /// New category.
+    Category(String),
+    /// New kind of work.
+    Type(ItemType),
+    /// New size.
+    StoryPoints(StoryPoints),
+    /// New ratings, or none.
+    BusinessPriority(Option<BusinessPriority>),
+    /// New use case, empty for none.
+    UseCase(String),
+}
+
+/// `item` with its story changed by `changes`. A REMOVED item's story is final.
+pub fn change_story(item: &BacklogItem, changes: &[StoryChange]) -> AppResult<BacklogItem> {
+    if item.placement.status == Status::Removed {
+        return Err(AppError::precondition("REMOVED items cannot be changed"));
+    }
+    let mut after = item.clone();
+    for change in changes {
+        match change.clone() {
+            StoryChange::Summary(summary) => after.summary = summary,
+            StoryChange::Story(story) => after.story = story,
+            StoryChange::Category(category) => after.category = category,
+            StoryChange::Type(item_type) => after.item_type = item_type,
+            StoryChange::StoryPoints(points) => after.story_points = points,
+            StoryChange::BusinessPriority(priority) => after.business_priority = priority,
+            StoryChange::UseCase(use_case_id) => after.use_case_id = use_case_id,
+        }
+    }
+    Ok(after)
 }
 
 /// Schedules for `release_id` (or moves to another release while not committed).
@@ -146,13 +349,13 @@ pub fn reconcile(
     p: &Placement,
     last_revision: i64,
     basis: TaskBasis,
-    mode: StatusTransitionMode,
-) -> (ReconcileOutcome, Placement) {
+    mode: TransitionMode,
+) -> (Outcome, Placement) {
     if basis.revision <= last_revision {
-        return (ReconcileOutcome::IgnoredStale, p.clone());
+        return (Outcome::IgnoredStale, p.clone());
     }
     let finished = basis.count > 0 && basis.hours == 0;
-    let manual = mode == StatusTransitionMode::Manual;
+    let manual = mode == TransitionMode::Manual;
     let after = match p.status {
         Status::Committed if finished && !manual => Placement {
             status: Status::Done,
@@ -180,19 +383,15 @@ pub fn reconcile(
         _ => p.clone(),
     };
     let outcome = if after == *p {
-        ReconcileOutcome::Unchanged
+        Outcome::Unchanged
     } else {
-        ReconcileOutcome::Changed
+        Outcome::Changed
     };
     (outcome, after)
 }
 
-/// Parses business priority ratings: each 1-9, all four or none.
-pub fn business_priority(
-    field: &str,
-    value: Option<&BusinessPriority>,
-) -> AppResult<Option<BusinessPriority>> {
-    let Some(value) = value else { return Ok(None) };
+/// Checks business priority ratings: each 1 to 9 (`field` names them in a refusal).
+pub fn business_priority(field: &str, value: BusinessPriority) -> AppResult<BusinessPriority> {
     for (name, rating) in [
         ("benefit", value.benefit),
         ("penalty", value.penalty),
@@ -206,7 +405,7 @@ pub fn business_priority(
             ));
         }
     }
-    Ok(Some(*value))
+    Ok(value)
 }
 
 /// The derived priority: value (benefit + penalty) over cost + risk. A per-item ratio, so
@@ -286,19 +485,19 @@ mod tests {
     #[test]
     fn done_only_from_committed_with_tasks_and_zero_hours() {
         let committed = at(Status::Committed, "r", "s");
-        let auto = StatusTransitionMode::Automatic;
+        let auto = TransitionMode::Automatic;
         assert_eq!(
             reconcile(&committed, 0, basis(0, 3, 1), auto).1.status,
             Status::Done
         );
         assert_eq!(
             reconcile(&committed, 0, basis(0, 0, 1), auto).0,
-            ReconcileOutcome::Unchanged,
+            Outcome::Unchanged,
             "no tasks"
         );
         assert_eq!(
             reconcile(&committed, 0, basis(2, 3, 1), auto).0,
-            ReconcileOutcome::Unchanged
+            Outcome::Unchanged
         );
         let scheduled = at(Status::Scheduled, "r", "");
         assert_eq!(
@@ -310,20 +509,20 @@ mod tests {
     #[test]
     fn stale_and_duplicate_bases_are_ignored() {
         let committed = at(Status::Committed, "r", "s");
-        let auto = StatusTransitionMode::Automatic;
+        let auto = TransitionMode::Automatic;
         assert_eq!(
             reconcile(&committed, 5, basis(0, 3, 5), auto).0,
-            ReconcileOutcome::IgnoredStale
+            Outcome::IgnoredStale
         );
         assert_eq!(
             reconcile(&committed, 5, basis(0, 3, 4), auto).0,
-            ReconcileOutcome::IgnoredStale
+            Outcome::IgnoredStale
         );
     }
 
     #[test]
     fn hours_coming_back_reopen_a_done_item() {
-        let auto = StatusTransitionMode::Automatic;
+        let auto = TransitionMode::Automatic;
         assert_eq!(
             reconcile(&at(Status::Done, "r", "s"), 1, basis(1, 3, 2), auto)
                 .1
@@ -353,19 +552,11 @@ mod tests {
             Status::Committed,
             Status::Removed,
         ] {
-            for mode in [
-                StatusTransitionMode::Unspecified,
-                StatusTransitionMode::Automatic,
-                StatusTransitionMode::Manual,
-            ] {
+            for mode in [TransitionMode::Automatic, TransitionMode::Manual] {
                 for count in [0, 1, 12] {
                     let (outcome, _) =
                         reconcile(&at(status, "r", "s"), 0, basis(1, count, 1), mode);
-                    assert_eq!(
-                        outcome,
-                        ReconcileOutcome::Unchanged,
-                        "{status:?} {mode:?} {count}"
-                    );
+                    assert_eq!(outcome, Outcome::Unchanged, "{status:?} {mode:?} {count}");
                 }
             }
         }
@@ -373,12 +564,12 @@ mod tests {
 
     #[test]
     fn manual_mode_flags_instead_of_finishing() {
-        let manual = StatusTransitionMode::Manual;
+        let manual = TransitionMode::Manual;
         let (outcome, after) =
             reconcile(&at(Status::Committed, "r", "s"), 0, basis(0, 2, 1), manual);
         assert_eq!(
             (outcome, after.status, after.awaiting_acceptance),
-            (ReconcileOutcome::Changed, Status::Committed, true)
+            (Outcome::Changed, Status::Committed, true)
         );
         let (_, reopened) = reconcile(&after, 1, basis(3, 2, 2), manual);
         assert!(!reopened.awaiting_acceptance);
@@ -395,19 +586,15 @@ mod tests {
         };
         assert!((priority_score(Some(&p)) - 4.0).abs() < 1e-9);
         assert_eq!(priority_score(None), 0.0);
+        assert_eq!(business_priority("business_priority", p).unwrap(), p);
+        let error = business_priority("business_priority", BusinessPriority { benefit: 0, ..p })
+            .unwrap_err();
         assert!(
-            business_priority(
-                "business_priority",
-                Some(&BusinessPriority { benefit: 0, ..p })
-            )
-            .is_err()
+            error.to_string().contains("business_priority.benefit"),
+            "{error}"
         );
         assert!(
-            business_priority(
-                "business_priority",
-                Some(&BusinessPriority { risk: 10, ..p })
-            )
-            .is_err()
+            business_priority("business_priority", BusinessPriority { risk: 10, ..p }).is_err()
         );
     }
 }
@@ -467,7 +654,6 @@ mod model {
                 assert!(!p.release_id.is_empty() && !p.sprint_id.is_empty(), "{p:?}")
             }
             Status::Removed => {}
-            Status::Unspecified => panic!("an item became UNSPECIFIED: {p:?}"),
         }
         assert!(
             !p.awaiting_acceptance || p.status == Status::Committed,
@@ -497,16 +683,16 @@ mod model {
                     Step::Remove => remove(&p),
                     Step::MarkDone => mark_done(&p),
                     Step::Reconcile { hours, count, revision, manual } => {
-                        let mode = if *manual { StatusTransitionMode::Manual } else { StatusTransitionMode::Automatic };
+                        let mode = if *manual { TransitionMode::Manual } else { TransitionMode::Automatic };
                         let basis = TaskBasis { hours: *hours, count: *count, revision: *revision };
                         let (outcome, after) = reconcile(&p, last_revision, basis, mode);
                         if *revision <= last_revision {
                             // Stale or duplicate: nothing moves.
-                            prop_assert_eq!(outcome, ReconcileOutcome::IgnoredStale);
+                            prop_assert_eq!(outcome, Outcome::IgnoredStale);
                             prop_assert_eq!(&after, &p);
                         } else {
                             last_revision = *revision;
-                            prop_assert_eq!(outcome == ReconcileOutcome::Changed, after != p);
+                            prop_assert_eq!(outcome == Outcome::Changed, after != p);
                             let finished = *count > 0 && *hours == 0;
                             // Task hours move an item only between COMMITTED and DONE
                             // (and flag acceptance in MANUAL mode), never anything else.

@@ -24,10 +24,10 @@ pub static SPEC: ServiceSpec = ServiceSpec {
 };
 
 pub mod api;
+pub mod commands;
 pub mod domain;
 pub mod events;
 pub mod mapping;
-pub mod reconciles;
 pub mod store;
 
 pub use api::BacklogItemApi;

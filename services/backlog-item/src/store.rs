@@ -1,4 +1,4 @@
-//! Persistence of backlog items. The in-memory form is the protobuf `BacklogItem` itself;
+//! Persistence of backlog items, read into and written from `domain::BacklogItem`;
 //! writes take the caller's [`UnitOfWork`] so the change and its events commit together.
 
 use std::collections::HashMap;
@@ -8,13 +8,10 @@ use agilepm_platform::error::AppResult;
 use agilepm_platform::guarded_writes::GuardedWrite;
 use agilepm_platform::statement::{Column, RowSet, Statement};
 use agilepm_platform::stored;
-use agilepm_platform::time::timestamp;
-use agilepm_proto::backlog::v1::{
-    BacklogItem, BacklogItemStatus, BacklogItemType, BusinessPriority, StoryPoints,
-};
-use agilepm_proto::common::v1::StatusTransitionMode;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
+
+use crate::domain::{BacklogItem, BusinessPriority, ItemType, Placement, Status, TransitionMode};
 
 /// The columns [`item_from`] reads.
 macro_rules! item_columns {
@@ -34,6 +31,7 @@ macro_rules! select_items {
 
 fn item_from(row: &AnyRow) -> Result<BacklogItem, sqlx::Error> {
     let int = |name: &str| row.try_get::<i64, _>(name).map(|v| v as i32);
+    // Ratings are all set (1-9) or all zero: an unrated item stores zeros.
     let benefit = int("benefit")?;
     let derived: String = row.try_get("derived_from_ids")?;
     Ok(BacklogItem {
@@ -43,12 +41,11 @@ fn item_from(row: &AnyRow) -> Result<BacklogItem, sqlx::Error> {
         summary: row.try_get("summary")?,
         story: row.try_get("story")?,
         category: row.try_get("category")?,
-        r#type: stored::enum_value::<BacklogItemType>(row.try_get("type")?, "backlog_items.type")?
-            as i32,
-        story_points: stored::enum_value::<StoryPoints>(
+        item_type: stored::enum_value(row.try_get("type")?, "backlog_items.type")?,
+        story_points: stored::enum_value(
             row.try_get("story_points")?,
             "backlog_items.story_points",
-        )? as i32,
+        )?,
         business_priority: (benefit > 0)
             .then(|| -> Result<_, sqlx::Error> {
                 Ok(BusinessPriority {
@@ -59,25 +56,23 @@ fn item_from(row: &AnyRow) -> Result<BacklogItem, sqlx::Error> {
                 })
             })
             .transpose()?,
-        priority_score: row.try_get("priority_score")?,
         use_case_id: row.try_get("use_case_id")?,
-        release_id: row.try_get("release_id")?,
-        sprint_id: row.try_get("sprint_id")?,
-        status: stored::enum_value::<BacklogItemStatus>(
-            row.try_get("status")?,
-            "backlog_items.status",
-        )? as i32,
+        placement: Placement {
+            status: stored::enum_value(row.try_get("status")?, "backlog_items.status")?,
+            release_id: row.try_get("release_id")?,
+            sprint_id: row.try_get("sprint_id")?,
+            awaiting_acceptance: row.try_get::<i64, _>("awaiting_acceptance")? != 0,
+        },
         rank: row.try_get("rank")?,
         derived_from_ids: derived
             .split(',')
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect(),
-        awaiting_acceptance: row.try_get::<i64, _>("awaiting_acceptance")? != 0,
-        version: row.try_get("version")?,
-        create_time: Some(timestamp(row.try_get("create_time_us")?)),
-        update_time: Some(timestamp(row.try_get("update_time_us")?)),
         reconciled_task_revision: row.try_get("reconciled_task_revision")?,
+        version: row.try_get("version")?,
+        create_time_us: row.try_get("create_time_us")?,
+        update_time_us: row.try_get("update_time_us")?,
     })
 }
 
@@ -86,14 +81,16 @@ pub async fn get(
     conn: &mut AnyConnection,
     tenant: &str,
     id: &str,
-) -> Result<Option<BacklogItem>, sqlx::Error> {
-    sqlx::query(select_items!("WHERE id = $1 AND tenant_id = $2"))
-        .bind(id)
-        .bind(tenant)
-        .fetch_optional(conn)
-        .await?
-        .map(|row| item_from(&row))
-        .transpose()
+) -> AppResult<Option<BacklogItem>> {
+    Ok(
+        sqlx::query(select_items!("WHERE id = $1 AND tenant_id = $2"))
+            .bind(id)
+            .bind(tenant)
+            .fetch_optional(conn)
+            .await?
+            .map(|row| item_from(&row))
+            .transpose()?,
+    )
 }
 
 /// The item a plan request with `request_id` created.
@@ -101,34 +98,39 @@ pub async fn by_request_id(
     conn: &mut AnyConnection,
     tenant: &str,
     request_id: &str,
-) -> Result<Option<BacklogItem>, sqlx::Error> {
-    sqlx::query(select_items!("WHERE tenant_id = $1 AND request_id = $2"))
-        .bind(tenant)
-        .bind(request_id)
-        .fetch_optional(conn)
-        .await?
-        .map(|row| item_from(&row))
-        .transpose()
+) -> AppResult<Option<BacklogItem>> {
+    Ok(
+        sqlx::query(select_items!("WHERE tenant_id = $1 AND request_id = $2"))
+            .bind(tenant)
+            .bind(request_id)
+            .fetch_optional(conn)
+            .await?
+            .map(|row| item_from(&row))
+            .transpose()?,
+    )
 }
 
 /// The product backlog as a ranked list.
 pub static BACKLOG: agilepm_platform::ranked::RankedList =
     agilepm_platform::ranked_list!("backlog_items");
 
+/// What an unrated item stores in its rating columns.
+const UNRATED: BusinessPriority = BusinessPriority {
+    benefit: 0,
+    penalty: 0,
+    cost: 0,
+    risk: 0,
+};
+
 /// Inserts a new item.
-pub async fn insert(
-    uow: &mut UnitOfWork,
-    item: &BacklogItem,
-    request_id: &str,
-    now_us: i64,
-) -> Result<(), sqlx::Error> {
-    let priority = item.business_priority.unwrap_or_default();
+pub async fn insert(uow: &mut UnitOfWork, item: &BacklogItem, request_id: &str) -> AppResult<()> {
+    let priority = item.business_priority.unwrap_or(UNRATED);
     sqlx::query(
         "INSERT INTO backlog_items (id, tenant_id, product_id, request_id, summary, story, category, \
          type, story_points, benefit, penalty, cost, risk, priority_score, use_case_id, release_id, \
          sprint_id, status, rank, derived_from_ids, awaiting_acceptance, reconciled_task_revision, \
          version, create_time_us, update_time_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, 0, 0, 1, $21, $21)",
+         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)",
     )
     .bind(&item.id)
     .bind(&item.tenant_id)
@@ -137,20 +139,24 @@ pub async fn insert(
     .bind(&item.summary)
     .bind(&item.story)
     .bind(&item.category)
-    .bind(i64::from(item.r#type))
-    .bind(i64::from(item.story_points))
+    .bind(i64::from(item.item_type.number()))
+    .bind(i64::from(item.story_points.number()))
     .bind(i64::from(priority.benefit))
     .bind(i64::from(priority.penalty))
     .bind(i64::from(priority.cost))
     .bind(i64::from(priority.risk))
-    .bind(item.priority_score)
+    .bind(item.priority_score())
     .bind(&item.use_case_id)
-    .bind(&item.release_id)
-    .bind(&item.sprint_id)
-    .bind(i64::from(item.status))
+    .bind(&item.placement.release_id)
+    .bind(&item.placement.sprint_id)
+    .bind(i64::from(item.placement.status.number()))
     .bind(&item.rank)
     .bind(item.derived_from_ids.join(","))
-    .bind(now_us)
+    .bind(i64::from(item.placement.awaiting_acceptance))
+    .bind(item.reconciled_task_revision)
+    .bind(item.version)
+    .bind(item.create_time_us)
+    .bind(item.update_time_us)
     .execute(uow.conn())
     .await?;
     Ok(())
@@ -163,9 +169,8 @@ pub async fn update(
     uow: &mut UnitOfWork,
     item: &BacklogItem,
     read_version: i64,
-    now_us: i64,
-) -> Result<bool, sqlx::Error> {
-    let priority = item.business_priority.unwrap_or_default();
+) -> AppResult<bool> {
+    let priority = item.business_priority.unwrap_or(UNRATED);
     let result = sqlx::query(
         "UPDATE backlog_items SET summary = $1, story = $2, category = $3, type = $4, \
          story_points = $5, benefit = $6, penalty = $7, cost = $8, risk = $9, priority_score = $10, \
@@ -176,22 +181,22 @@ pub async fn update(
     .bind(&item.summary)
     .bind(&item.story)
     .bind(&item.category)
-    .bind(i64::from(item.r#type))
-    .bind(i64::from(item.story_points))
+    .bind(i64::from(item.item_type.number()))
+    .bind(i64::from(item.story_points.number()))
     .bind(i64::from(priority.benefit))
     .bind(i64::from(priority.penalty))
     .bind(i64::from(priority.cost))
     .bind(i64::from(priority.risk))
-    .bind(item.priority_score)
+    .bind(item.priority_score())
     .bind(&item.use_case_id)
-    .bind(&item.release_id)
-    .bind(&item.sprint_id)
-    .bind(i64::from(item.status))
+    .bind(&item.placement.release_id)
+    .bind(&item.placement.sprint_id)
+    .bind(i64::from(item.placement.status.number()))
     .bind(&item.rank)
-    .bind(i64::from(item.awaiting_acceptance))
+    .bind(i64::from(item.placement.awaiting_acceptance))
     .bind(item.reconciled_task_revision)
     .bind(item.version)
-    .bind(now_us)
+    .bind(item.update_time_us)
     .bind(&item.id)
     .bind(read_version)
     .execute(uow.conn())
@@ -206,8 +211,6 @@ pub struct PlacementWrite<'a> {
     pub item: &'a BacklogItem,
     /// Its version when read: the write's guard.
     pub read_version: i64,
-    /// When it changed (µs).
-    pub update_time_us: i64,
 }
 
 /// Writes the columns reconciliation changes (status, release, sprint, acceptance flag,
@@ -224,13 +227,13 @@ pub fn placements_write<'a>(writes: &'a [PlacementWrite<'a>]) -> GuardedWrite<'a
             let rows = RowSet(vec![
                 Column::text(writes.iter().map(|w| w.item.id.as_str())),
                 int(|w| w.read_version),
-                int(|w| i64::from(w.item.status)),
-                Column::text(writes.iter().map(|w| w.item.release_id.as_str())),
-                Column::text(writes.iter().map(|w| w.item.sprint_id.as_str())),
-                int(|w| i64::from(w.item.awaiting_acceptance)),
+                int(|w| i64::from(w.item.placement.status.number())),
+                Column::text(writes.iter().map(|w| w.item.placement.release_id.as_str())),
+                Column::text(writes.iter().map(|w| w.item.placement.sprint_id.as_str())),
+                int(|w| i64::from(w.item.placement.awaiting_acceptance)),
                 int(|w| w.item.reconciled_task_revision),
                 int(|w| w.item.version),
-                int(|w| w.update_time_us),
+                int(|w| w.item.update_time_us),
             ]);
             statement
                 .sql(
@@ -317,7 +320,7 @@ pub fn advance_revisions_statement(engine: Engine, moves: &[RevisionMove<'_>]) -
 pub async fn read_all_with_modes(
     db: &Db,
     ids: &[&str],
-) -> AppResult<Vec<(BacklogItem, StatusTransitionMode)>> {
+) -> AppResult<Vec<(BacklogItem, TransitionMode)>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -342,7 +345,7 @@ pub async fn read_all_with_modes(
             let mode = mode
                 .map(|m| stored::enum_value(m, "products.status_transition_mode"))
                 .transpose()?
-                .unwrap_or(StatusTransitionMode::Automatic);
+                .unwrap_or(TransitionMode::Automatic);
             Ok((item_from(row)?, mode))
         })
         .collect::<Result<_, sqlx::Error>>()
@@ -357,9 +360,9 @@ pub async fn read_all_with_modes(
 pub async fn record_products(
     db: &Db,
     tenant: &str,
-    facts: &[(String, StatusTransitionMode, i64)],
+    facts: &[(String, TransitionMode, i64)],
 ) -> AppResult<u64> {
-    let mut newest: HashMap<&str, (StatusTransitionMode, i64)> = HashMap::new();
+    let mut newest: HashMap<&str, (TransitionMode, i64)> = HashMap::new();
     for (product_id, mode, version) in facts {
         let kept = newest.entry(product_id).or_insert((*mode, *version));
         if *version >= kept.1 {
@@ -369,11 +372,16 @@ pub async fn record_products(
     if newest.is_empty() {
         return Ok(0);
     }
-    let newest: Vec<(&str, (StatusTransitionMode, i64))> = newest.into_iter().collect();
+    let newest: Vec<(&str, (TransitionMode, i64))> = newest.into_iter().collect();
     let rows = RowSet(vec![
         Column::text(newest.iter().map(|_| tenant)),
         Column::text(newest.iter().map(|(id, _)| *id)),
-        Column::BigInt(newest.iter().map(|(_, (mode, _))| *mode as i64).collect()),
+        Column::BigInt(
+            newest
+                .iter()
+                .map(|(_, (mode, _))| i64::from(mode.number()))
+                .collect(),
+        ),
         Column::BigInt(newest.iter().map(|(_, (_, version))| *version).collect()),
     ]);
     let mut statement = Statement::new(db.engine());
@@ -444,15 +452,15 @@ pub struct ListQuery {
     /// Product.
     pub product_id: String,
     /// Statuses (empty: all).
-    pub statuses: Vec<i32>,
+    pub statuses: Vec<Status>,
     /// Release filter (empty: any).
     pub release_id: String,
     /// Sprint filter (empty: any).
     pub sprint_id: String,
     /// Use case filter (empty: any).
     pub use_case_id: String,
-    /// Type filter (0: any).
-    pub item_type: i32,
+    /// Type filter (none: any).
+    pub item_type: Option<ItemType>,
     /// Order by priority score (descending) instead of rank.
     pub by_priority: bool,
     /// Keyset: the last row of the previous page as (priority score, rank).
@@ -462,13 +470,13 @@ pub struct ListQuery {
 }
 
 /// One page of a product backlog.
-pub async fn list(db: &Db, query: &ListQuery) -> Result<Vec<BacklogItem>, sqlx::Error> {
+pub async fn list(db: &Db, query: &ListQuery) -> AppResult<Vec<BacklogItem>> {
     // Filters are fixed SQL with "empty means any" parameters, so the statement text never
     // depends on input; the wanted statuses travel as a bit mask ($7).
     let status_mask = query
         .statuses
         .iter()
-        .fold(0i64, |mask, status| mask | (1i64 << status));
+        .fold(0i64, |mask, status| mask | (1i64 << status.number()));
     let (has_after, after_score, after_rank) = match &query.after {
         Some((score, rank)) => (1i64, *score, rank.clone()),
         None => (0i64, 0.0, String::new()),
@@ -480,7 +488,7 @@ pub async fn list(db: &Db, query: &ListQuery) -> Result<Vec<BacklogItem>, sqlx::
             .bind(&query.release_id)
             .bind(&query.sprint_id)
             .bind(&query.use_case_id)
-            .bind(i64::from(query.item_type))
+            .bind(query.item_type.map_or(0, |t| i64::from(t.number())))
             .bind(status_mask)
             .bind(has_after)
             .bind(after_rank.clone())
@@ -508,5 +516,5 @@ pub async fn list(db: &Db, query: &ListQuery) -> Result<Vec<BacklogItem>, sqlx::
         .fetch_all(db.pool())
         .await?
     };
-    rows.iter().map(item_from).collect()
+    Ok(rows.iter().map(item_from).collect::<Result<_, _>>()?)
 }

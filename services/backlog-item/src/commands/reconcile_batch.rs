@@ -24,13 +24,11 @@ use agilepm_platform::error::{AppError, AppResult};
 use agilepm_platform::group_commit::{BatchWrite, GroupCommit};
 use agilepm_platform::guarded_writes::{self, GuardedWrite};
 use agilepm_platform::outbox::NewEvent;
-use agilepm_platform::time::{micros, now_micros, timestamp};
-use agilepm_proto::backlog::v1::{BacklogItem, ReconcileOutcome, StatusChangeCause};
-use agilepm_proto::common::v1::StatusTransitionMode;
+use agilepm_platform::time::now_micros;
+use agilepm_proto::backlog::v1::StatusChangeCause;
 
-use crate::domain::{self, TaskBasis};
+use crate::domain::{self, BacklogItem, Outcome, TaskBasis, TransitionMode};
 use crate::events::{status_changed, subject};
-use crate::mapping::{place, placement};
 use crate::store::{self, PlacementWrite, RevisionMove};
 
 /// Most bases in one transaction.
@@ -75,7 +73,7 @@ struct Working {
     read_version: i64,
     /// How the item's product moves finished items, as the planning service recorded it
     /// (read with the item, so a mode switch acknowledged before this read is honoured).
-    mode: StatusTransitionMode,
+    mode: TransitionMode,
     /// Whether a basis moved its guard or changed it (it must be written).
     touched: bool,
 }
@@ -84,7 +82,7 @@ struct Working {
 type Indexed<'a> = (usize, &'a Reconcile);
 
 /// Outcomes of some of a batch's bases, by their place in the batch.
-type Outcomes = Vec<(usize, AppResult<(BacklogItem, ReconcileOutcome)>)>;
+type Outcomes = Vec<(usize, AppResult<(BacklogItem, Outcome)>)>;
 
 impl ReconcileBatch {
     /// The fast statement: moves the revision guard of every item whose bases all have
@@ -128,7 +126,7 @@ impl ReconcileBatch {
             // Only one basis of an item can be the one the statement applied; the item
             // stays in `moved` until that basis comes, whatever order the bases are in.
             match applied.then(|| moved.remove(&request.id)).flatten() {
-                Some(item) => settled.push((i, Ok((item, ReconcileOutcome::Unchanged)))),
+                Some(item) => settled.push((i, Ok((item, Outcome::Unchanged)))),
                 None => rest.push((i, request)),
             }
         }
@@ -174,20 +172,21 @@ impl ReconcileBatch {
                 continue;
             };
             let before = &working.item;
-            let (outcome, placed) = domain::reconcile(
-                &placement(before),
+            let (outcome, placement) = domain::reconcile(
+                &before.placement,
                 before.reconciled_task_revision,
                 request.basis,
                 working.mode,
             );
             let after = match outcome {
-                ReconcileOutcome::IgnoredStale => before.clone(),
-                ReconcileOutcome::Changed => {
+                Outcome::IgnoredStale => before.clone(),
+                Outcome::Changed => {
                     let after = BacklogItem {
+                        placement,
                         reconciled_task_revision: request.basis.revision,
                         version: before.version + 1,
-                        update_time: Some(timestamp(now)),
-                        ..place(before, &placed)
+                        update_time_us: now,
+                        ..before.clone()
                     };
                     let cause = StatusChangeCause::TaskHours;
                     let event = status_changed(before, &after, cause, Some(request.basis));
@@ -199,7 +198,7 @@ impl ReconcileBatch {
                     ..before.clone()
                 },
             };
-            working.touched |= outcome != ReconcileOutcome::IgnoredStale;
+            working.touched |= outcome != Outcome::IgnoredStale;
             working.item = after.clone();
             outcomes.push((i, Ok((after, outcome))));
         }
@@ -210,7 +209,6 @@ impl ReconcileBatch {
             .map(|w| PlacementWrite {
                 item: &w.item,
                 read_version: w.read_version,
-                update_time_us: w.item.update_time.as_ref().map_or(now, micros),
             })
             .collect();
         let writes: Vec<GuardedWrite<'_>> = if placements.is_empty() {
@@ -229,12 +227,12 @@ impl ReconcileBatch {
 
 impl BatchWrite for ReconcileBatch {
     type Request = Reconcile;
-    type Response = (BacklogItem, ReconcileOutcome);
+    type Response = (BacklogItem, Outcome);
 
     async fn apply(
         &self,
         requests: &[Reconcile],
-    ) -> AppResult<Vec<AppResult<(BacklogItem, ReconcileOutcome)>>> {
+    ) -> AppResult<Vec<AppResult<(BacklogItem, Outcome)>>> {
         // An item with a basis at zero hours may change status: all its bases take the
         // full path at once, beside the fast statement for the others (disjoint items,
         // so neither waits for the other; on PostgreSQL their commits can share a WAL

@@ -1,0 +1,261 @@
+//! The backlog-item service's units of work. Each loads the item, decides with the rules
+//! of `domain`, and saves the item with the events `events` derives from the change, in
+//! one transaction. Reconciles go through the group commit of `reconcile_batch`.
+
+pub mod reconcile_batch;
+
+use agilepm_platform::db::{Db, UnitOfWork};
+use agilepm_platform::error::{AppError, AppResult};
+use agilepm_platform::optimistic::{self, Attempt, check_version, retry_lost_races};
+use agilepm_platform::outbox;
+use agilepm_platform::ranked::Anchor;
+use agilepm_platform::time::now_micros;
+use uuid::Uuid;
+
+use crate::domain::{
+    BacklogItem, BusinessPriority, ItemType, Outcome, Placement, StoryPoints, TransitionMode,
+};
+use crate::events;
+use crate::store;
+pub use reconcile_batch::{Reconcile, ReconcileBatch, Reconciler};
+
+/// A new item as a (checked) plan request describes it.
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    /// The request's idempotency key.
+    pub request_id: String,
+    /// Product it belongs to.
+    pub product_id: String,
+    /// One-line summary.
+    pub summary: String,
+    /// The story.
+    pub story: String,
+    /// Category.
+    pub category: String,
+    /// Kind of work.
+    pub item_type: ItemType,
+    /// Size.
+    pub story_points: StoryPoints,
+    /// Ratings, if rated.
+    pub business_priority: Option<BusinessPriority>,
+    /// Use case, empty if none.
+    pub use_case_id: String,
+    /// Items it was derived from.
+    pub derived_from_ids: Vec<String>,
+}
+
+/// Where a moved item goes: next to another item of its backlog.
+#[derive(Debug, Clone)]
+pub struct MoveTo {
+    /// The item it goes next to.
+    pub anchor_id: String,
+    /// Before the anchor (true) or after it.
+    pub before: bool,
+}
+
+/// The backlog-item service's commands, over its database.
+#[derive(Clone)]
+pub struct Commands {
+    db: Db,
+    reconciles: Reconciler,
+}
+
+impl Commands {
+    /// Commands on `db`. Starts the reconcile writer, so it must be called inside the
+    /// tokio runtime.
+    pub fn new(db: Db) -> Commands {
+        let reconciles = reconcile_batch::start(db.clone());
+        Commands { db, reconciles }
+    }
+
+    /// Plans `new` at the bottom of its product's backlog, or returns the item an earlier
+    /// plan with the same request id created.
+    pub async fn plan(&self, tenant: &str, new: NewItem) -> AppResult<BacklogItem> {
+        for _ in 0..optimistic::MAX_ATTEMPTS {
+            let mut uow = self.db.begin().await?;
+            if let Some(existing) =
+                store::by_request_id(uow.conn(), tenant, &new.request_id).await?
+            {
+                return Ok(existing);
+            }
+            check_references(&mut uow, tenant, &new.product_id, &new.derived_from_ids).await?;
+            let rank = store::BACKLOG
+                .key_at_end(uow.conn(), tenant, &new.product_id)
+                .await?;
+            let now = now_micros();
+            let item = BacklogItem {
+                id: Uuid::now_v7().to_string(),
+                tenant_id: tenant.to_owned(),
+                product_id: new.product_id.clone(),
+                summary: new.summary.clone(),
+                story: new.story.clone(),
+                category: new.category.clone(),
+                item_type: new.item_type,
+                story_points: new.story_points,
+                business_priority: new.business_priority,
+                use_case_id: new.use_case_id.clone(),
+                placement: Placement::planned(),
+                rank,
+                derived_from_ids: new.derived_from_ids.clone(),
+                reconciled_task_revision: 0,
+                version: 1,
+                create_time_us: now,
+                update_time_us: now,
+            };
+            match store::insert(&mut uow, &item, &new.request_id).await {
+                Ok(()) => {}
+                // A concurrent plan took the same request id (answered on the next pass)
+                // or the same rank (recomputed on the next pass).
+                Err(AppError::AlreadyExists(_)) => continue,
+                Err(other) => return Err(other),
+            }
+            outbox::append_all(&mut uow, &[events::planned(&item)]).await?;
+            uow.commit().await?;
+            return Ok(item);
+        }
+        Err(AppError::Aborted(
+            "the product backlog is being changed by many writers at once; retry".into(),
+        ))
+    }
+
+    /// Applies `change` to item `id` with compare-and-set on its version, with the events
+    /// the change implies. A change that changes nothing writes nothing. Without
+    /// `expected_version` a lost race is retried on fresh state; with it, the caller
+    /// gets ABORTED.
+    pub async fn change(
+        &self,
+        tenant: &str,
+        id: &str,
+        expected_version: Option<i64>,
+        change: impl Fn(&BacklogItem) -> AppResult<BacklogItem>,
+    ) -> AppResult<BacklogItem> {
+        let what = format!("backlog item {id}");
+        retry_lost_races(&what, expected_version, || async {
+            let mut uow = self.db.begin().await?;
+            let before = store::get(uow.conn(), tenant, id)
+                .await?
+                .ok_or_else(|| AppError::not_found(&what))?;
+            check_version(&what, expected_version, before.version)?;
+            let after = change(&before)?;
+            if after == before {
+                return Ok(Attempt::Done(before));
+            }
+            save(uow, &before, after).await
+        })
+        .await
+    }
+
+    /// Moves a placement through the status machine with `rule`.
+    pub async fn transition(
+        &self,
+        tenant: &str,
+        id: &str,
+        expected_version: Option<i64>,
+        rule: impl Fn(&Placement) -> AppResult<Placement>,
+    ) -> AppResult<BacklogItem> {
+        self.change(tenant, id, expected_version, |before| {
+            Ok(BacklogItem {
+                placement: rule(&before.placement)?,
+                ..before.clone()
+            })
+        })
+        .await
+    }
+
+    /// Moves item `id` next to another item of its product backlog.
+    pub async fn move_item(
+        &self,
+        tenant: &str,
+        id: &str,
+        expected_version: Option<i64>,
+        to: &MoveTo,
+    ) -> AppResult<BacklogItem> {
+        let what = format!("backlog item {id}");
+        retry_lost_races(&what, expected_version, || async {
+            let mut uow = self.db.begin().await?;
+            let before = store::get(uow.conn(), tenant, id)
+                .await?
+                .ok_or_else(|| AppError::not_found(&what))?;
+            check_version(&what, expected_version, before.version)?;
+            let anchor = store::get(uow.conn(), tenant, &to.anchor_id)
+                .await?
+                .ok_or_else(|| AppError::not_found(format!("backlog item {}", to.anchor_id)))?;
+            if anchor.product_id != before.product_id {
+                return Err(AppError::precondition(
+                    "items can only be moved within their own product backlog",
+                ));
+            }
+            let place = Anchor {
+                id: &anchor.id,
+                rank: &anchor.rank,
+                before: to.before,
+            };
+            let rank = store::BACKLOG
+                .key_next_to(uow.conn(), tenant, &before.product_id, id, place)
+                .await?;
+            let after = BacklogItem {
+                rank,
+                ..before.clone()
+            };
+            save(uow, &before, after).await
+        })
+        .await
+    }
+
+    /// Applies one task-hours basis through the reconcile group commit.
+    pub async fn reconcile(&self, reconcile: Reconcile) -> AppResult<(BacklogItem, Outcome)> {
+        self.reconciles.submit(reconcile).await
+    }
+
+    /// Records what the planning service says of `tenant`'s products (id, transition
+    /// mode, product version). Returns how many facts were applied.
+    pub async fn sync_products(
+        &self,
+        tenant: &str,
+        facts: &[(String, TransitionMode, i64)],
+    ) -> AppResult<u64> {
+        store::record_products(&self.db, tenant, facts).await
+    }
+}
+
+/// Writes `after` over `before` (guarded by its version) with the events of the change,
+/// and commits.
+async fn save(
+    mut uow: UnitOfWork,
+    before: &BacklogItem,
+    mut after: BacklogItem,
+) -> AppResult<Attempt<BacklogItem>> {
+    after.version = before.version + 1;
+    after.update_time_us = now_micros();
+    if !store::update(&mut uow, &after, before.version).await? {
+        return Ok(Attempt::LostRace);
+    }
+    outbox::append_all(&mut uow, &events::changed(before, &after)).await?;
+    uow.commit().await?;
+    Ok(Attempt::Done(after))
+}
+
+/// A new item references a product the planning service recorded for this tenant (never
+/// an orphan), and items of this tenant it was derived from.
+async fn check_references(
+    uow: &mut UnitOfWork,
+    tenant: &str,
+    product_id: &str,
+    derived_from_ids: &[String],
+) -> AppResult<()> {
+    if !store::product_exists(uow.conn(), tenant, product_id).await? {
+        return Err(AppError::precondition(format!(
+            "product_id: product {product_id} does not exist; create it in the planning service first"
+        )));
+    }
+    let mut derived: Vec<&str> = derived_from_ids.iter().map(String::as_str).collect();
+    derived.sort_unstable();
+    derived.dedup();
+    let engine = uow.engine();
+    if store::count_of_tenant(uow.conn(), engine, tenant, &derived).await? != derived.len() {
+        return Err(AppError::precondition(
+            "derived_from_ids: every item named must be a backlog item of this tenant",
+        ));
+    }
+    Ok(())
+}
