@@ -10,9 +10,9 @@
 
 use agilepm_platform::db::{Db, Engine};
 use agilepm_platform::group_commit::BatchWrite;
-use agilepm_proto::task::v1::TaskStatus;
-use agilepm_task::estimates::{Estimate, EstimateBatch, Estimated};
-use agilepm_task::store::{self, TaskRow};
+use agilepm_task::commands::{Estimate, EstimateBatch, Estimated};
+use agilepm_task::domain::{Status as TaskStatus, Task};
+use agilepm_task::store;
 use agilepm_testkit::TestDb;
 use chrono::NaiveDate;
 use proptest::prelude::*;
@@ -130,7 +130,7 @@ where
 async fn define(db: &Db) {
     empty(db, &["tasks", "estimation_log", "item_totals", "outbox"]).await;
     for (n, id) in TASKS.iter().enumerate() {
-        let task = TaskRow {
+        let task = Task {
             id: (*id).to_owned(),
             tenant_id: TENANT.into(),
             backlog_item_id: ITEM.into(),
@@ -189,12 +189,12 @@ fn outcome(result: &agilepm_platform::error::AppResult<Estimated>) -> String {
     match result {
         Ok(estimated) => {
             let mut task = estimated.task.clone();
-            task.create_time = None;
-            task.update_time = None;
-            for entry in &mut task.estimation_log {
-                entry.record_time = None;
+            task.update_time_us = 0;
+            let mut log = estimated.log.clone();
+            for entry in &mut log {
+                entry.record_time_us = 0;
             }
-            format!("{task:?} {:?}", estimated.totals)
+            format!("{task:?} {log:?} {:?}", estimated.totals)
         }
         Err(error) => format!("{:?}", error.code()),
     }

@@ -3,8 +3,113 @@
 //! DONE, and DONE is zero hours.
 
 use agilepm_platform::error::{AppError, AppResult};
-use agilepm_proto::task::v1::TaskStatus;
+use agilepm_platform::numbered_enum;
 use chrono::NaiveDate;
+
+numbered_enum! {
+    /// Where a task stands.
+    pub enum Status {
+        /// Nobody has started.
+        NotStarted = 1,
+        /// Being worked on.
+        InProgress = 2,
+        /// Blocked; stays IMPEDED when re-estimated above zero until someone clears it.
+        Impeded = 3,
+        /// Finished; zero hours remain.
+        Done = 4,
+    }
+}
+
+impl Status {
+    /// The name refusals use, e.g. `IN_PROGRESS`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::NotStarted => "NOT_STARTED",
+            Status::InProgress => "IN_PROGRESS",
+            Status::Impeded => "IMPEDED",
+            Status::Done => "DONE",
+        }
+    }
+}
+
+/// A task of a backlog item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    /// Task id (UUID).
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Backlog item it belongs to.
+    pub backlog_item_id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Volunteer, empty if none.
+    pub volunteer_id: String,
+    /// Status.
+    pub status: Status,
+    /// Current remaining hours.
+    pub hours: i32,
+    /// Date of the newest log entry.
+    pub latest_log_day: Option<NaiveDate>,
+    /// Optimistic concurrency version.
+    pub version: i64,
+    /// Created (µs).
+    pub create_time_us: i64,
+    /// Last changed (µs).
+    pub update_time_us: i64,
+    /// Removed (µs), if removed.
+    pub removed_time_us: Option<i64>,
+}
+
+impl Task {
+    /// The part of the task the rules below decide on.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            status: self.status,
+            hours: self.hours,
+            latest_log_date: self.latest_log_day,
+        }
+    }
+
+    /// This task with `progress` applied.
+    pub fn with_progress(&self, progress: Progress) -> Task {
+        Task {
+            status: progress.status,
+            hours: progress.hours,
+            latest_log_day: progress.latest_log_date,
+            ..self.clone()
+        }
+    }
+}
+
+/// A day's entry of a task's estimation log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The day estimated.
+    pub day: NaiveDate,
+    /// Hours remaining that day.
+    pub hours: i32,
+    /// When it was recorded (µs).
+    pub record_time_us: i64,
+    /// Who gave it.
+    pub estimated_by: String,
+}
+
+/// The hours and number of a backlog item's live tasks: the basis the coordinator
+/// reconciles the item's status from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// The backlog item.
+    pub backlog_item_id: String,
+    /// Sum of its tasks' remaining hours.
+    pub hours_remaining: i64,
+    /// Number of its tasks.
+    pub task_count: i64,
+    /// Increases with every change of the above; zero if the item never had tasks.
+    pub revision: i64,
+}
 
 /// Largest estimate accepted, in hours.
 pub const MAX_HOURS: i32 = 1000;
@@ -25,7 +130,7 @@ pub fn hours(field: &str, value: i32) -> AppResult<i32> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     /// Current status.
-    pub status: TaskStatus,
+    pub status: Status,
     /// Current remaining hours.
     pub hours: i32,
     /// Date of the newest estimation log entry, if any.
@@ -42,12 +147,10 @@ pub struct EstimateEffect {
 }
 
 /// The status a task with `hours` remaining takes, coming from `status`.
-fn status_for(status: TaskStatus, hours: i32) -> TaskStatus {
+fn status_for(status: Status, hours: i32) -> Status {
     match (hours, status) {
-        (0, _) => TaskStatus::Done,
-        (_, TaskStatus::NotStarted | TaskStatus::Done | TaskStatus::Unspecified) => {
-            TaskStatus::InProgress
-        }
+        (0, _) => Status::Done,
+        (_, Status::NotStarted | Status::Done) => Status::InProgress,
         (_, other) => other,
     }
 }
@@ -55,9 +158,9 @@ fn status_for(status: TaskStatus, hours: i32) -> TaskStatus {
 /// The initial progress of a task defined with `hours` (logged for `today`).
 pub fn defined(hours: i32, today: NaiveDate) -> Progress {
     let status = if hours == 0 {
-        TaskStatus::Done
+        Status::Done
     } else {
-        TaskStatus::NotStarted
+        Status::NotStarted
     };
     Progress {
         status,
@@ -115,12 +218,11 @@ pub struct StatusEffect {
 /// Changes the status by hand.
 pub fn change_status(
     before: Progress,
-    status: TaskStatus,
+    status: Status,
     today: NaiveDate,
 ) -> AppResult<StatusEffect> {
     match status {
-        TaskStatus::Unspecified => Err(AppError::invalid("status", "required")),
-        TaskStatus::Done => Ok(StatusEffect {
+        Status::Done => Ok(StatusEffect {
             after: Progress {
                 status,
                 hours: 0,
@@ -130,7 +232,7 @@ pub fn change_status(
         }),
         _ if before.hours == 0 => Err(AppError::precondition(format!(
             "a task with 0 hours remaining is DONE; estimate hours above 0 to make it {}",
-            status.as_str_name().trim_start_matches("TASK_STATUS_")
+            status.name()
         ))),
         _ => Ok(StatusEffect {
             after: Progress { status, ..before },
@@ -147,7 +249,7 @@ mod tests {
         NaiveDate::from_ymd_opt(2026, 11, d).unwrap()
     }
 
-    fn progress(status: TaskStatus, hours: i32, latest: u32) -> Progress {
+    fn progress(status: Status, hours: i32, latest: u32) -> Progress {
         Progress {
             status,
             hours,
@@ -165,14 +267,14 @@ mod tests {
 
     #[test]
     fn defining_with_zero_hours_is_done() {
-        assert_eq!(defined(0, day(1)).status, TaskStatus::Done);
-        assert_eq!(defined(8, day(1)).status, TaskStatus::NotStarted);
+        assert_eq!(defined(0, day(1)).status, Status::Done);
+        assert_eq!(defined(8, day(1)).status, Status::NotStarted);
     }
 
     #[test]
     fn an_estimate_of_zero_finishes_the_task() {
-        let effect = estimate(progress(TaskStatus::InProgress, 3, 1), 0, day(2), None);
-        assert_eq!(effect.after.status, TaskStatus::Done);
+        let effect = estimate(progress(Status::InProgress, 3, 1), 0, day(2), None);
+        assert_eq!(effect.after.status, Status::Done);
         assert_eq!(effect.after.hours, 0);
         assert!(effect.writes_log);
     }
@@ -180,12 +282,12 @@ mod tests {
     #[test]
     fn an_estimate_above_zero_starts_or_reopens_but_keeps_impeded() {
         for (from, to) in [
-            (TaskStatus::NotStarted, TaskStatus::InProgress),
-            (TaskStatus::Done, TaskStatus::InProgress),
-            (TaskStatus::InProgress, TaskStatus::InProgress),
-            (TaskStatus::Impeded, TaskStatus::Impeded),
+            (Status::NotStarted, Status::InProgress),
+            (Status::Done, Status::InProgress),
+            (Status::InProgress, Status::InProgress),
+            (Status::Impeded, Status::Impeded),
         ] {
-            let hours = if from == TaskStatus::Done { 0 } else { 5 };
+            let hours = if from == Status::Done { 0 } else { 5 };
             let effect = estimate(progress(from, hours, 1), 4, day(2), None);
             assert_eq!(effect.after.status, to, "from {from:?}");
         }
@@ -193,7 +295,7 @@ mod tests {
 
     #[test]
     fn the_same_estimate_again_changes_nothing() {
-        let before = progress(TaskStatus::NotStarted, 5, 2);
+        let before = progress(Status::NotStarted, 5, 2);
         let effect = estimate(before, 5, day(2), Some(5));
         assert_eq!(effect.after, before);
         assert!(!effect.writes_log);
@@ -201,14 +303,14 @@ mod tests {
 
     #[test]
     fn a_second_estimate_the_same_day_replaces_the_first() {
-        let effect = estimate(progress(TaskStatus::InProgress, 5, 2), 3, day(2), Some(5));
+        let effect = estimate(progress(Status::InProgress, 5, 2), 3, day(2), Some(5));
         assert!(effect.writes_log);
         assert_eq!(effect.after.hours, 3);
     }
 
     #[test]
     fn a_back_dated_estimate_corrects_history_only() {
-        let before = progress(TaskStatus::InProgress, 4, 5);
+        let before = progress(Status::InProgress, 4, 5);
         let effect = estimate(before, 9, day(3), None);
         assert!(effect.writes_log);
         assert_eq!(effect.after, before, "today's estimate still rules");
@@ -216,27 +318,18 @@ mod tests {
 
     #[test]
     fn marking_done_zeroes_hours_and_other_statuses_need_hours() {
-        let effect = change_status(
-            progress(TaskStatus::InProgress, 6, 1),
-            TaskStatus::Done,
-            day(2),
-        )
-        .unwrap();
+        let effect =
+            change_status(progress(Status::InProgress, 6, 1), Status::Done, day(2)).unwrap();
         assert_eq!(effect.after.hours, 0);
         assert!(effect.zeroed_hours);
         assert_eq!(effect.after.latest_log_date, Some(day(2)));
-        let done = progress(TaskStatus::Done, 0, 1);
+        let done = progress(Status::Done, 0, 1);
         assert!(matches!(
-            change_status(done, TaskStatus::InProgress, day(2)),
+            change_status(done, Status::InProgress, day(2)),
             Err(AppError::FailedPrecondition(_))
         ));
-        assert!(change_status(done, TaskStatus::Unspecified, day(2)).is_err());
-        let impeded = change_status(
-            progress(TaskStatus::InProgress, 6, 1),
-            TaskStatus::Impeded,
-            day(2),
-        )
-        .unwrap();
+        let impeded =
+            change_status(progress(Status::InProgress, 6, 1), Status::Impeded, day(2)).unwrap();
         assert_eq!(impeded.after.hours, 6);
         assert!(!impeded.zeroed_hours);
     }

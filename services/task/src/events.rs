@@ -5,12 +5,13 @@
 
 use agilepm_platform::outbox::Subject;
 use agilepm_proto::task::v1::{
-    BacklogItemTaskTotals, Task, TaskDefined, TaskDescribed, TaskHoursRemainingEstimated,
-    TaskRemoved, TaskRenamed, TaskStatusChanged, TaskVolunteerAssigned,
+    TaskDefined, TaskDescribed, TaskHoursRemainingEstimated, TaskRemoved, TaskRenamed,
+    TaskStatusChanged, TaskVolunteerAssigned,
 };
 use chrono::NaiveDate;
 
-use crate::store::TaskRow;
+use crate::domain::{LogEntry, Status, Task, Totals};
+use crate::mapping::{task_message, totals_message};
 
 /// The task an event is about, by id.
 #[derive(Clone, Copy)]
@@ -24,12 +25,12 @@ pub struct About<'a> {
 }
 
 impl<'a> About<'a> {
-    /// The task `row` is.
-    pub fn task(row: &'a TaskRow) -> About<'a> {
+    /// `task`, by id.
+    pub fn task(task: &'a Task) -> About<'a> {
         About {
-            task_id: &row.id,
-            tenant_id: &row.tenant_id,
-            backlog_item_id: &row.backlog_item_id,
+            task_id: &task.id,
+            tenant_id: &task.tenant_id,
+            backlog_item_id: &task.backlog_item_id,
         }
     }
 
@@ -56,56 +57,60 @@ pub fn subject<'a>(task_id: &'a str, tenant_id: &'a str) -> Subject<'a> {
     }
 }
 
-/// A task was defined: the task as the response shows it, and its item's totals after.
-pub fn defined(task: Task, totals: BacklogItemTaskTotals) -> TaskDefined {
+/// `task` was defined with `log`; `totals` are its item's right after.
+pub fn defined(task: &Task, log: &[LogEntry], totals: &Totals) -> TaskDefined {
     TaskDefined {
-        task: Some(task),
-        totals: Some(totals),
+        task: Some(task_message(task, log)),
+        totals: Some(totals_message(totals)),
     }
 }
 
-/// The task (as `row` now is) was renamed.
-pub fn renamed(row: &TaskRow) -> TaskRenamed {
-    let (task_id, tenant_id, backlog_item_id) = About::task(row).ids();
+/// The task (as `task` now is) was renamed.
+pub fn renamed(task: &Task) -> TaskRenamed {
+    let (task_id, tenant_id, backlog_item_id) = About::task(task).ids();
     TaskRenamed {
         task_id,
         tenant_id,
         backlog_item_id,
-        name: row.name.clone(),
+        name: task.name.clone(),
     }
 }
 
-/// The task (as `row` now is) was described.
-pub fn described(row: &TaskRow) -> TaskDescribed {
-    let (task_id, tenant_id, backlog_item_id) = About::task(row).ids();
+/// The task (as `task` now is) was described.
+pub fn described(task: &Task) -> TaskDescribed {
+    let (task_id, tenant_id, backlog_item_id) = About::task(task).ids();
     TaskDescribed {
         task_id,
         tenant_id,
         backlog_item_id,
-        description: row.description.clone(),
+        description: task.description.clone(),
     }
 }
 
-/// The task (as `row` now is) has a new volunteer.
-pub fn volunteer_assigned(row: &TaskRow) -> TaskVolunteerAssigned {
-    let (task_id, tenant_id, backlog_item_id) = About::task(row).ids();
+/// The task (as `task` now is) has a new volunteer.
+pub fn volunteer_assigned(task: &Task) -> TaskVolunteerAssigned {
+    let (task_id, tenant_id, backlog_item_id) = About::task(task).ids();
     TaskVolunteerAssigned {
         task_id,
         tenant_id,
         backlog_item_id,
-        volunteer_id: row.volunteer_id.clone(),
+        volunteer_id: task.volunteer_id.clone(),
     }
 }
 
 /// The task's status moved from `old_status` to `new_status`.
-pub fn status_changed(about: About<'_>, old_status: i32, new_status: i32) -> TaskStatusChanged {
+pub fn status_changed(
+    about: About<'_>,
+    old_status: Status,
+    new_status: Status,
+) -> TaskStatusChanged {
     let (task_id, tenant_id, backlog_item_id) = about.ids();
     TaskStatusChanged {
         task_id,
         tenant_id,
         backlog_item_id,
-        old_status,
-        new_status,
+        old_status: old_status.number(),
+        new_status: new_status.number(),
     }
 }
 
@@ -114,7 +119,7 @@ pub fn hours_estimated(
     about: About<'_>,
     day: NaiveDate,
     hours: i32,
-    totals: &BacklogItemTaskTotals,
+    totals: &Totals,
 ) -> TaskHoursRemainingEstimated {
     let (task_id, tenant_id, backlog_item_id) = about.ids();
     TaskHoursRemainingEstimated {
@@ -123,17 +128,17 @@ pub fn hours_estimated(
         backlog_item_id,
         hours_remaining: hours,
         date: day.format("%Y-%m-%d").to_string(),
-        totals: Some(totals.clone()),
+        totals: Some(totals_message(totals)),
     }
 }
 
 /// The task was removed; `totals` are its item's right after.
-pub fn removed(about: About<'_>, totals: &BacklogItemTaskTotals) -> TaskRemoved {
+pub fn removed(about: About<'_>, totals: &Totals) -> TaskRemoved {
     let (task_id, tenant_id, backlog_item_id) = about.ids();
     TaskRemoved {
         task_id,
         tenant_id,
         backlog_item_id,
-        totals: Some(totals.clone()),
+        totals: Some(totals_message(totals)),
     }
 }

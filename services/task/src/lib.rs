@@ -26,8 +26,8 @@ pub static SPEC: ServiceSpec = ServiceSpec {
 
 pub mod api;
 pub mod burndown;
+pub mod commands;
 pub mod domain;
-pub mod estimates;
 pub mod events;
 pub mod mapping;
 pub mod preload;

@@ -9,64 +9,11 @@ use agilepm_platform::error::{AppError, AppResult};
 use agilepm_platform::guarded_writes::GuardedWrite;
 use agilepm_platform::statement::{Column, RowSet, Statement};
 use agilepm_platform::stored;
-use agilepm_proto::task::v1::{BacklogItemTaskTotals, EstimationLogEntry, TaskStatus};
 use chrono::NaiveDate;
-
-use crate::domain::Progress;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-/// A task as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskRow {
-    /// Task id (UUID).
-    pub id: String,
-    /// Owning tenant.
-    pub tenant_id: String,
-    /// Backlog item it belongs to.
-    pub backlog_item_id: String,
-    /// Name.
-    pub name: String,
-    /// Description.
-    pub description: String,
-    /// Volunteer, empty if none.
-    pub volunteer_id: String,
-    /// Status.
-    pub status: TaskStatus,
-    /// Current remaining hours.
-    pub hours: i32,
-    /// Date of the newest log entry.
-    pub latest_log_day: Option<NaiveDate>,
-    /// Optimistic concurrency version.
-    pub version: i64,
-    /// Created (µs).
-    pub create_time_us: i64,
-    /// Last changed (µs).
-    pub update_time_us: i64,
-    /// Removed (µs), if removed.
-    pub removed_time_us: Option<i64>,
-}
-
-impl TaskRow {
-    /// The part of the task the domain rules decide on.
-    pub fn progress(&self) -> Progress {
-        Progress {
-            status: self.status,
-            hours: self.hours,
-            latest_log_date: self.latest_log_day,
-        }
-    }
-
-    /// This task with `progress` applied.
-    pub fn with_progress(&self, progress: Progress) -> TaskRow {
-        TaskRow {
-            status: progress.status,
-            hours: progress.hours,
-            latest_log_day: progress.latest_log_date,
-            ..self.clone()
-        }
-    }
-}
+use crate::domain::{LogEntry, Task, Totals};
 
 /// The columns [`task_from`] reads, each behind `$table` (`""`, or `"t."` in a join).
 macro_rules! task_columns {
@@ -108,9 +55,9 @@ macro_rules! select_tasks {
     };
 }
 
-fn task_from(row: &AnyRow) -> Result<TaskRow, sqlx::Error> {
+fn task_from(row: &AnyRow) -> Result<Task, sqlx::Error> {
     let latest: Option<String> = row.try_get("latest_log_day")?;
-    Ok(TaskRow {
+    Ok(Task {
         id: row.try_get("id")?,
         tenant_id: row.try_get("tenant_id")?,
         backlog_item_id: row.try_get("backlog_item_id")?,
@@ -134,12 +81,8 @@ fn day_text(day: Option<NaiveDate>) -> Option<String> {
 }
 
 /// The live (not removed) task `id` of `tenant`.
-pub async fn get(
-    conn: &mut AnyConnection,
-    tenant: &str,
-    id: &str,
-) -> Result<Option<TaskRow>, sqlx::Error> {
-    sqlx::query(select_tasks!(
+pub async fn get(conn: &mut AnyConnection, tenant: &str, id: &str) -> AppResult<Option<Task>> {
+    Ok(sqlx::query(select_tasks!(
         "WHERE id = $1 AND tenant_id = $2 AND removed_time_us IS NULL"
     ))
     .bind(id)
@@ -147,7 +90,7 @@ pub async fn get(
     .fetch_optional(conn)
     .await?
     .map(|row| task_from(&row))
-    .transpose()
+    .transpose()?)
 }
 
 /// The live task `id` of `tenant` with the hours logged for it on `day` (one query: an
@@ -157,7 +100,7 @@ pub async fn get_with_log(
     tenant: &str,
     id: &str,
     day: NaiveDate,
-) -> Result<Option<(TaskRow, Option<i32>)>, sqlx::Error> {
+) -> AppResult<Option<(Task, Option<i32>)>> {
     let row = sqlx::query(concat!(
         "SELECT ",
         task_columns!("t."),
@@ -170,11 +113,11 @@ pub async fn get_with_log(
     .bind(day.format("%Y-%m-%d").to_string())
     .fetch_optional(conn)
     .await?;
-    row.map(|row| {
+    let found = row.map(|row| -> Result<_, sqlx::Error> {
         let logged: Option<i64> = row.try_get("logged_hours")?;
         Ok((task_from(&row)?, logged.map(|h| h as i32)))
-    })
-    .transpose()
+    });
+    Ok(found.transpose()?)
 }
 
 /// The task a create with `request_id` made, if any (removed or not).
@@ -182,14 +125,16 @@ pub async fn by_request_id(
     conn: &mut AnyConnection,
     tenant: &str,
     request_id: &str,
-) -> Result<Option<TaskRow>, sqlx::Error> {
-    sqlx::query(select_tasks!("WHERE tenant_id = $1 AND request_id = $2"))
-        .bind(tenant)
-        .bind(request_id)
-        .fetch_optional(conn)
-        .await?
-        .map(|row| task_from(&row))
-        .transpose()
+) -> AppResult<Option<Task>> {
+    Ok(
+        sqlx::query(select_tasks!("WHERE tenant_id = $1 AND request_id = $2"))
+            .bind(tenant)
+            .bind(request_id)
+            .fetch_optional(conn)
+            .await?
+            .map(|row| task_from(&row))
+            .transpose()?,
+    )
 }
 
 /// A page of a backlog item's live tasks in creation order, after `after` (a
@@ -200,9 +145,9 @@ pub async fn list(
     backlog_item_id: &str,
     after: Option<(i64, String)>,
     limit: u32,
-) -> Result<Vec<TaskRow>, sqlx::Error> {
+) -> AppResult<Vec<Task>> {
     let (after_time, after_id) = after.unwrap_or((i64::MIN, String::new()));
-    sqlx::query(select_tasks!(
+    Ok(sqlx::query(select_tasks!(
         "WHERE backlog_item_id = $1 AND tenant_id = $2 AND removed_time_us IS NULL ",
         "AND (create_time_us > $3 OR (create_time_us = $3 AND id > $4)) ",
         "ORDER BY create_time_us, id LIMIT $5"
@@ -216,15 +161,11 @@ pub async fn list(
     .await?
     .iter()
     .map(task_from)
-    .collect()
+    .collect::<Result<_, _>>()?)
 }
 
 /// Inserts a new task.
-pub async fn insert(
-    uow: &mut UnitOfWork,
-    task: &TaskRow,
-    request_id: &str,
-) -> Result<(), sqlx::Error> {
+pub async fn insert(uow: &mut UnitOfWork, task: &Task, request_id: &str) -> AppResult<()> {
     sqlx::query(
         "INSERT INTO tasks (id, tenant_id, backlog_item_id, request_id, name, description, \
          volunteer_id, status, hours_remaining, latest_log_day, version, create_time_us, \
@@ -238,7 +179,7 @@ pub async fn insert(
     .bind(&task.name)
     .bind(&task.description)
     .bind(&task.volunteer_id)
-    .bind(task.status as i64)
+    .bind(i64::from(task.status.number()))
     .bind(i64::from(task.hours))
     .bind(day_text(task.latest_log_day))
     .bind(task.version)
@@ -251,11 +192,7 @@ pub async fn insert(
 
 /// Writes `task` if the stored version is still `read_version` (compare-and-set).
 /// Returns false if another writer got there first.
-pub async fn update(
-    uow: &mut UnitOfWork,
-    task: &TaskRow,
-    read_version: i64,
-) -> Result<bool, sqlx::Error> {
+pub async fn update(uow: &mut UnitOfWork, task: &Task, read_version: i64) -> AppResult<bool> {
     let result = sqlx::query(
         "UPDATE tasks SET name = $1, description = $2, volunteer_id = $3, status = $4, \
          hours_remaining = $5, latest_log_day = $6, version = $7, update_time_us = $8, \
@@ -264,7 +201,7 @@ pub async fn update(
     .bind(&task.name)
     .bind(&task.description)
     .bind(&task.volunteer_id)
-    .bind(task.status as i64)
+    .bind(i64::from(task.status.number()))
     .bind(i64::from(task.hours))
     .bind(day_text(task.latest_log_day))
     .bind(task.version)
@@ -280,7 +217,7 @@ pub async fn update(
 /// Records (or replaces) the estimate of `task` for `day`.
 pub async fn log_estimate(
     uow: &mut UnitOfWork,
-    task: &TaskRow,
+    task: &Task,
     day: NaiveDate,
     hours: i32,
     now_us: i64,
@@ -299,11 +236,8 @@ pub async fn log_estimate(
 }
 
 /// The estimation logs of `task_ids`, oldest entry first.
-pub async fn logs(
-    db: &Db,
-    task_ids: &[&str],
-) -> AppResult<HashMap<String, Vec<EstimationLogEntry>>> {
-    let mut logs: HashMap<String, Vec<EstimationLogEntry>> = HashMap::new();
+pub async fn logs(db: &Db, task_ids: &[&str]) -> AppResult<HashMap<String, Vec<LogEntry>>> {
+    let mut logs: HashMap<String, Vec<LogEntry>> = HashMap::new();
     if task_ids.is_empty() {
         return Ok(logs);
     }
@@ -317,14 +251,13 @@ pub async fn logs(
         .sql(" ORDER BY task_id, day");
     let query = statement.query()?;
     for row in query.fetch_all(db.pool()).await? {
+        let day: String = row.try_get("day")?;
         logs.entry(row.try_get("task_id")?)
             .or_default()
-            .push(EstimationLogEntry {
-                date: row.try_get("day")?,
-                hours_remaining: row.try_get::<i64, _>("hours_remaining")? as i32,
-                record_time: Some(agilepm_platform::time::timestamp(
-                    row.try_get("record_time_us")?,
-                )),
+            .push(LogEntry {
+                day: stored::date(&day, "estimation_log.day")?,
+                hours: row.try_get::<i64, _>("hours_remaining")? as i32,
+                record_time_us: row.try_get("record_time_us")?,
                 estimated_by: row.try_get("estimated_by")?,
             });
     }
@@ -340,7 +273,7 @@ pub async fn add_to_totals(
     backlog_item_id: &str,
     hours: i64,
     count: i64,
-) -> AppResult<BacklogItemTaskTotals> {
+) -> AppResult<Totals> {
     let change = TotalsChange {
         tenant,
         backlog_item_id,
@@ -354,8 +287,8 @@ pub async fn add_to_totals(
         .ok_or_else(|| AppError::Internal("the totals upsert returned no row".into()))
 }
 
-fn totals_from(backlog_item_id: &str, row: &AnyRow) -> Result<BacklogItemTaskTotals, sqlx::Error> {
-    Ok(BacklogItemTaskTotals {
+fn totals_from(backlog_item_id: &str, row: &AnyRow) -> Result<Totals, sqlx::Error> {
+    Ok(Totals {
         backlog_item_id: backlog_item_id.to_owned(),
         hours_remaining: row.try_get("hours_remaining")?,
         task_count: row.try_get("task_count")?,
@@ -368,7 +301,7 @@ pub async fn totals(
     conn: &mut AnyConnection,
     tenant: &str,
     backlog_item_id: &str,
-) -> AppResult<BacklogItemTaskTotals> {
+) -> AppResult<Totals> {
     let mut totals = totals_all(conn, &[(tenant, backlog_item_id)]).await?;
     Ok(totals.remove(backlog_item_id).unwrap_or_default())
 }
@@ -378,11 +311,11 @@ pub async fn totals(
 pub async fn totals_all(
     conn: &mut AnyConnection,
     items: &[(&str, &str)],
-) -> AppResult<HashMap<String, BacklogItemTaskTotals>> {
-    let mut totals: HashMap<String, BacklogItemTaskTotals> = items
+) -> AppResult<HashMap<String, Totals>> {
+    let mut totals: HashMap<String, Totals> = items
         .iter()
         .map(|(_, item)| {
-            let zeros = BacklogItemTaskTotals {
+            let zeros = Totals {
                 backlog_item_id: (*item).to_owned(),
                 ..Default::default()
             };
@@ -455,28 +388,15 @@ pub async fn burndown_entries(
         .collect()
 }
 
-/// A day's entry of a task's estimation log, as held in memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogEntry {
-    /// The day estimated.
-    pub day: NaiveDate,
-    /// Hours remaining that day.
-    pub hours: i32,
-    /// When it was recorded (µs).
-    pub record_time_us: i64,
-    /// Who gave it.
-    pub estimated_by: String,
-}
-
 /// What an estimate batch reads: the live tasks among `ids` (any tenant: callers check)
 /// with their whole estimation logs, oldest day first, and their items' totals.
 #[derive(Debug, Default)]
 pub struct EstimateRead {
     /// Each task with its log, by task id.
-    pub tasks: HashMap<String, (TaskRow, Vec<LogEntry>)>,
+    pub tasks: HashMap<String, (Task, Vec<LogEntry>)>,
     /// The stored totals of the tasks' items, by item (an item without a totals row is
     /// missing).
-    pub totals: HashMap<String, BacklogItemTaskTotals>,
+    pub totals: HashMap<String, Totals>,
 }
 
 /// Reads what an estimate batch decides on, in one query and without locking: the batch
@@ -509,7 +429,7 @@ pub async fn read_for_estimates(db: &Db, ids: &[&str]) -> AppResult<EstimateRead
                 let task = task_from(&row)?;
                 let revision: Option<i64> = row.try_get("total_revision")?;
                 if let Some(revision) = revision {
-                    let totals = BacklogItemTaskTotals {
+                    let totals = Totals {
                         backlog_item_id: task.backlog_item_id.clone(),
                         hours_remaining: row.try_get("total_hours")?,
                         task_count: row.try_get("total_count")?,
@@ -537,7 +457,7 @@ pub async fn read_for_estimates(db: &Db, ids: &[&str]) -> AppResult<EstimateRead
 
 /// Writes each task's new progress, guarded: every task must still be live at the
 /// version it was read at (`(task, read version)` pairs).
-pub fn progress_write<'a>(tasks: &'a [(&'a TaskRow, i64)]) -> GuardedWrite<'a> {
+pub fn progress_write<'a>(tasks: &'a [(&'a Task, i64)]) -> GuardedWrite<'a> {
     GuardedWrite {
         build: Box::new(move |statement: &mut Statement| {
             let rows = RowSet(vec![
@@ -621,7 +541,7 @@ pub struct TotalsWrite<'a> {
     /// The item's tenant.
     pub tenant: &'a str,
     /// The totals to store.
-    pub totals: BacklogItemTaskTotals,
+    pub totals: Totals,
     /// The revision read (`None`: the item had no totals row).
     pub read_revision: Option<i64>,
 }
@@ -706,7 +626,7 @@ pub struct TotalsChange<'a> {
 pub async fn add_to_totals_all(
     uow: &mut UnitOfWork,
     changes: &[TotalsChange<'_>],
-) -> AppResult<HashMap<String, BacklogItemTaskTotals>> {
+) -> AppResult<HashMap<String, Totals>> {
     let mut totals = HashMap::new();
     if changes.is_empty() {
         return Ok(totals);

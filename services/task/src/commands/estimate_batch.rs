@@ -24,13 +24,12 @@ use agilepm_platform::group_commit::{BatchWrite, GroupCommit};
 use agilepm_platform::guarded_writes;
 use agilepm_platform::optimistic::check_version;
 use agilepm_platform::outbox::NewEvent;
-use agilepm_platform::time::{now_micros, timestamp};
-use agilepm_proto::task::v1::{BacklogItemTaskTotals, EstimationLogEntry, Task};
+use agilepm_platform::time::now_micros;
 use chrono::NaiveDate;
 
-use crate::domain;
+use crate::domain::{self, LogEntry, Status, Task, Totals};
 use crate::events::{self, About};
-use crate::store::{self, LogEntry, LogWrite, TaskRow, TotalsWrite};
+use crate::store::{self, LogWrite, TotalsWrite};
 
 /// Most estimates applied in one transaction. Bounds a batch's statement sizes and the
 /// time a caller waits behind others.
@@ -53,13 +52,15 @@ pub struct Estimate {
     pub actor: String,
 }
 
-/// What an estimate did: the task after it (with its whole log) and its item's totals.
-#[derive(Debug, Clone)]
+/// What an estimate did: the task after it, its whole log and its item's totals.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Estimated {
-    /// The task as the response carries it.
+    /// The task right after this estimate.
     pub task: Task,
+    /// Its estimation log, oldest day first.
+    pub log: Vec<LogEntry>,
     /// The item's totals right after this estimate.
-    pub totals: BacklogItemTaskTotals,
+    pub totals: Totals,
 }
 
 /// The estimate writer: a handle on the one task applying estimate batches.
@@ -93,7 +94,7 @@ impl BatchWrite for EstimateBatch {
 
 /// A task as the batch has changed it so far.
 struct Working {
-    row: TaskRow,
+    row: Task,
     log: Vec<LogEntry>,
     read_version: i64,
     changed: bool,
@@ -102,11 +103,12 @@ struct Working {
 /// What one estimate did, before the totals are known.
 struct Applied {
     task: Task,
+    log: Vec<LogEntry>,
     backlog_item_id: String,
     /// Hours the item's total moved by (`None`: the total did not change).
     hours_delta: Option<i64>,
     /// Status before and after, when it changed.
-    status_change: Option<(i32, i32)>,
+    status_change: Option<(Status, Status)>,
     /// Whether anything was written (no event otherwise).
     wrote: bool,
 }
@@ -181,12 +183,13 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
                 task.row = after.clone();
             }
             Ok(Applied {
-                task: crate::mapping::task_message(after.clone(), log_message(&task.log)),
+                task: after.clone(),
+                log: task.log.clone(),
                 backlog_item_id: after.backlog_item_id.clone(),
                 hours_delta: (wrote && after.hours != before.hours)
                     .then(|| i64::from(after.hours - before.hours)),
                 status_change: (after.status != before.status)
-                    .then_some((before.status as i32, after.status as i32)),
+                    .then_some((before.status, after.status)),
                 wrote,
             })
         })
@@ -213,7 +216,7 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
         };
         let item_totals = running
             .entry(applied.backlog_item_id.clone())
-            .or_insert_with(|| BacklogItemTaskTotals {
+            .or_insert_with(|| Totals {
                 backlog_item_id: applied.backlog_item_id.clone(),
                 ..Default::default()
             });
@@ -241,11 +244,12 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
         }
         outcomes.push(Ok(Estimated {
             task: applied.task,
+            log: applied.log,
             totals: item_totals.clone(),
         }));
     }
 
-    let changed: Vec<(&TaskRow, i64)> = tasks
+    let changed: Vec<(&Task, i64)> = tasks
         .values()
         .filter(|t| t.changed)
         .map(|t| (&t.row, t.read_version))
@@ -292,15 +296,4 @@ fn record(log: &mut Vec<LogEntry>, entry: LogEntry) {
         Ok(i) => log[i] = entry,
         Err(i) => log.insert(i, entry),
     }
-}
-
-fn log_message(log: &[LogEntry]) -> Vec<EstimationLogEntry> {
-    log.iter()
-        .map(|entry| EstimationLogEntry {
-            date: entry.day.format("%Y-%m-%d").to_string(),
-            hours_remaining: entry.hours,
-            record_time: Some(timestamp(entry.record_time_us)),
-            estimated_by: entry.estimated_by.clone(),
-        })
-        .collect()
 }
