@@ -30,15 +30,19 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     serves_feed: true,
 };
 
+// One folder per aggregate, each in the layout every service shares (api, commands,
+// domain, events, mapping, store); the planning game and the reports span aggregates.
 pub mod game;
+pub mod product;
+pub mod release;
+pub mod report;
+pub mod sprint;
+pub mod use_case;
+
+// Shared by the modules above.
 pub mod peers;
 pub mod product_sync;
-pub mod products;
-pub mod releases;
-pub mod reports;
 pub mod schedule;
-pub mod sprints;
-pub mod use_cases;
 
 /// The planning service's gRPC adapter: one value serves all its gRPC services.
 #[derive(Clone)]

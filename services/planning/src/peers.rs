@@ -8,7 +8,6 @@ use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceC
 use agilepm_proto::backlog::v1::{
     BacklogItem, GetBacklogItemRequest, ListBacklogItemsRequest, ProductFacts, SyncProductsRequest,
 };
-use agilepm_proto::planning::v1::Product;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use uuid::Uuid;
 
@@ -31,19 +30,12 @@ pub fn backlog_error(status: tonic::Status) -> AppError {
 const RECORD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Peers {
-    /// Tells the backlog-item service that `products` of `tenant` exist and how each
+    /// Tells the backlog-item service the `facts` of `tenant`'s products: that they exist and how each
     /// moves finished items. Product changes call it before they commit, so an
     /// acknowledged mode switch is what every later reconciliation applies.
-    pub async fn record_products(&self, tenant: &str, products: &[Product]) -> AppResult<()> {
-        let facts = products
-            .iter()
-            .map(|product| ProductFacts {
-                product_id: product.id.clone(),
-                status_transition_mode: product.status_transition_mode,
-                product_version: product.version,
-            })
-            .collect();
-        let mut request = act_for(tenant, SyncProductsRequest { products: facts });
+    pub async fn record_products(&self, tenant: &str, facts: &[ProductFacts]) -> AppResult<()> {
+        let products = facts.to_vec();
+        let mut request = act_for(tenant, SyncProductsRequest { products });
         request.set_timeout(RECORD_DEADLINE);
         self.backlog_items
             .clone()

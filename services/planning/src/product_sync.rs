@@ -1,6 +1,6 @@
 //! Every product re-recorded in the backlog-item service when planning starts.
 //!
-//! Product changes record themselves there before they commit (`products`), so this only
+//! Product changes record themselves there before they commit (`product::commands`), so this only
 //! repairs what that cannot: products created before the backlog-item service kept a
 //! record, and a change recorded there whose commit here then failed (the newer record of
 //! the same version, written here, replaces it). It is idempotent: a record is applied only
@@ -10,18 +10,14 @@ use std::time::Duration;
 
 use agilepm_platform::db::Db;
 use agilepm_platform::error::AppResult;
-use agilepm_platform::stored;
-use agilepm_proto::planning::v1::Product;
-use sqlx::Row as _;
+use agilepm_proto::backlog::v1::ProductFacts;
 use tokio_util::sync::CancellationToken;
 
 use crate::peers::Peers;
+use crate::product::{mapping, store};
 
 /// Products per call: well under the backlog-item service's limit of 1000.
 const PAGE: i64 = 500;
-
-const NEXT_PAGE: &str = "SELECT id, tenant_id, status_transition_mode, version FROM products \
-     WHERE tenant_id > $1 OR (tenant_id = $1 AND id > $2) ORDER BY tenant_id, id LIMIT $3";
 
 /// Records every product, page by page, until all are recorded or `shutdown`; a failed
 /// page is retried with a growing pause (backlog-item may start after planning).
@@ -66,29 +62,13 @@ async fn record_page(
     peers: &Peers,
     after: &(String, String),
 ) -> AppResult<Option<((String, String), usize)>> {
-    let rows = sqlx::query(NEXT_PAGE)
-        .bind(after.0.clone())
-        .bind(after.1.clone())
-        .bind(PAGE)
-        .fetch_all(db.pool())
-        .await?;
-    let mut by_tenant: Vec<(String, Vec<Product>)> = Vec::new();
-    for row in &rows {
-        let tenant: String = row.try_get("tenant_id")?;
-        let product = Product {
-            id: row.try_get("id")?,
-            status_transition_mode: stored::enum_value::<
-                agilepm_proto::common::v1::StatusTransitionMode,
-            >(
-                row.try_get("status_transition_mode")?,
-                "products.status_transition_mode",
-            )? as i32,
-            version: row.try_get("version")?,
-            ..Default::default()
-        };
+    let products = store::all_after(db, after, PAGE).await?;
+    let mut by_tenant: Vec<(String, Vec<ProductFacts>)> = Vec::new();
+    for product in &products {
+        let facts = mapping::facts(product);
         match by_tenant.last_mut() {
-            Some((last, products)) if *last == tenant => products.push(product),
-            _ => by_tenant.push((tenant, vec![product])),
+            Some((last, all)) if *last == product.tenant_id => all.push(facts),
+            _ => by_tenant.push((product.tenant_id.clone(), vec![facts])),
         }
     }
     let Some((tenant, products)) = by_tenant.last() else {
@@ -96,10 +76,13 @@ async fn record_page(
     };
     let last = (
         tenant.clone(),
-        products.last().map(|p| p.id.clone()).unwrap_or_default(),
+        products
+            .last()
+            .map(|p| p.product_id.clone())
+            .unwrap_or_default(),
     );
     for (tenant, products) in &by_tenant {
         peers.record_products(tenant, products).await?;
     }
-    Ok(Some((last, rows.len())))
+    Ok(Some((last, products.len())))
 }

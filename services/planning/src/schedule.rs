@@ -26,7 +26,7 @@ pub async fn list_by_begin_date<T>(
     sql: &'static str,
     page: PeriodPage<'_>,
     from_row: fn(&AnyRow) -> Result<T, sqlx::Error>,
-    begin_date_and_id: fn(&T) -> (&str, &str),
+    begin_date_and_id: fn(&T) -> (String, String),
 ) -> AppResult<(Vec<T>, String)> {
     let product_id = validate::uuid("product_id", page.product_id)?.to_string();
     let size = validate::page_size("page_size", page.page_size, 100, 1000)?;

@@ -1,0 +1,154 @@
+//! The PlanningGameService adapter: parse, run a game command, answer.
+
+use agilepm_platform::auth::caller;
+use agilepm_platform::error::{AppError, AppResult};
+use agilepm_platform::validate;
+use agilepm_proto::planning::v1::planning_game_service_server::PlanningGameService;
+use agilepm_proto::planning::v1::*;
+use tonic::{Request, Response, Status};
+
+use super::commands::Game;
+use crate::PlanningApi;
+
+/// Checks `min` to 100 story drafts in `field`.
+fn drafts(field: &str, stories: &[StoryDraft], min: usize) -> AppResult<()> {
+    if stories.len() < min || stories.len() > 100 {
+        return Err(AppError::invalid(
+            field,
+            format!("name {min} to 100 stories"),
+        ));
+    }
+    for (i, story) in stories.iter().enumerate() {
+        validate::name(&format!("{field}[{i}].summary"), &story.summary)?;
+        validate::description(&format!("{field}[{i}].story"), &story.story)?;
+    }
+    Ok(())
+}
+
+/// Checks a list of item ids in `field`.
+fn ids(field: &str, ids: &[String]) -> AppResult<Vec<String>> {
+    ids.iter()
+        .map(|id| validate::uuid(field, id).map(|u| u.to_string()))
+        .collect()
+}
+
+impl PlanningApi {
+    fn game<'a>(&'a self, tenant: &'a str, request_id: &'a str) -> Game<'a> {
+        Game {
+            db: &self.db,
+            peers: &self.peers,
+            tenant,
+            request_id,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl PlanningGameService for PlanningApi {
+    async fn break_down_use_case(
+        &self,
+        request: Request<BreakDownUseCaseRequest>,
+    ) -> Result<Response<BreakDownUseCaseResponse>, Status> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let r = request.into_inner();
+        let request_id = validate::request_id("request_id", &r.request_id)?;
+        let use_case_id = validate::uuid("use_case_id", &r.use_case_id)?.to_string();
+        drafts("stories", &r.stories, 1)?;
+        let backlog_items = self
+            .game(&tenant, &request_id)
+            .break_down(&use_case_id, &r.stories)
+            .await?;
+        Ok(Response::new(BreakDownUseCaseResponse { backlog_items }))
+    }
+
+    async fn split_backlog_item(
+        &self,
+        request: Request<SplitBacklogItemRequest>,
+    ) -> Result<Response<SplitBacklogItemResponse>, Status> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let r = request.into_inner();
+        let request_id = validate::request_id("request_id", &r.request_id)?;
+        let original_id = validate::uuid("backlog_item_id", &r.backlog_item_id)?.to_string();
+        drafts("stories", &r.stories, 2)?;
+        let (backlog_items, removed) = self
+            .game(&tenant, &request_id)
+            .split(&original_id, &r.stories)
+            .await?;
+        Ok(Response::new(SplitBacklogItemResponse {
+            backlog_items,
+            removed_backlog_item: Some(removed),
+        }))
+    }
+
+    async fn group_backlog_items(
+        &self,
+        request: Request<GroupBacklogItemsRequest>,
+    ) -> Result<Response<GroupBacklogItemsResponse>, Status> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let r = request.into_inner();
+        let request_id = validate::request_id("request_id", &r.request_id)?;
+        if r.backlog_item_ids.len() < 2 || r.backlog_item_ids.len() > 100 {
+            return Err(AppError::invalid("backlog_item_ids", "name 2 to 100 stories").into());
+        }
+        let ids = ids("backlog_item_ids", &r.backlog_item_ids)?;
+        let draft = r
+            .story
+            .ok_or_else(|| AppError::invalid("story", "required"))?;
+        drafts("story", std::slice::from_ref(&draft), 1)?;
+        let (grouped, removed) = self.game(&tenant, &request_id).group(&ids, &draft).await?;
+        Ok(Response::new(GroupBacklogItemsResponse {
+            backlog_item: Some(grouped),
+            removed_backlog_items: removed,
+        }))
+    }
+
+    async fn plan_spike(
+        &self,
+        request: Request<PlanSpikeRequest>,
+    ) -> Result<Response<PlanSpikeResponse>, Status> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let r = request.into_inner();
+        let request_id = validate::request_id("request_id", &r.request_id)?;
+        let id = validate::uuid("backlog_item_id", &r.backlog_item_id)?.to_string();
+        let story = validate::description("story", &r.story)?;
+        let summary = match r.summary.is_empty() {
+            true => None,
+            false => Some(validate::name("summary", &r.summary)?),
+        };
+        let (backlog_item, spike) = self
+            .game(&tenant, &request_id)
+            .plan_spike(&id, summary, story)
+            .await?;
+        Ok(Response::new(PlanSpikeResponse {
+            backlog_item,
+            spike: Some(spike),
+        }))
+    }
+
+    async fn prioritize_backlog(
+        &self,
+        request: Request<PrioritizeBacklogRequest>,
+    ) -> Result<Response<PrioritizeBacklogResponse>, Status> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let r = request.into_inner();
+        let request_id = validate::request_id("request_id", &r.request_id)?;
+        let product_id = validate::uuid("product_id", &r.product_id)?.to_string();
+        if r.ordered_backlog_item_ids.len() + r.removed_backlog_item_ids.len() > 1000 {
+            return Err(AppError::invalid(
+                "ordered_backlog_item_ids",
+                "at most 1000 items per call",
+            )
+            .into());
+        }
+        let ordered = ids("ordered_backlog_item_ids", &r.ordered_backlog_item_ids)?;
+        let removals = ids("removed_backlog_item_ids", &r.removed_backlog_item_ids)?;
+        let (backlog_items, removed_backlog_items) = self
+            .game(&tenant, &request_id)
+            .prioritize(&product_id, &ordered, &removals)
+            .await?;
+        Ok(Response::new(PrioritizeBacklogResponse {
+            backlog_items,
+            removed_backlog_items,
+        }))
+    }
+}

@@ -1,0 +1,124 @@
+//! The ReleaseService adapter: parse, run a command or read the store, map.
+
+use agilepm_platform::auth::caller;
+use agilepm_platform::error::{AppError, AppResult};
+use agilepm_platform::validate;
+use agilepm_proto::planning::v1::release_service_server::ReleaseService;
+use agilepm_proto::planning::v1::*;
+use tonic::{Request, Response, Status};
+
+use super::commands::{self, NewRelease};
+use super::domain;
+use super::mapping::release_message;
+use super::store;
+use crate::PlanningApi;
+use crate::schedule::PeriodPage;
+
+/// Checks a schedule request.
+fn parse_schedule(request: ScheduleReleaseRequest) -> AppResult<NewRelease> {
+    let request_id = validate::request_id("request_id", &request.request_id)?;
+    let input = request
+        .release
+        .ok_or_else(|| AppError::invalid("release", "required"))?;
+    let product_id = validate::uuid("release.product_id", &input.product_id)?.to_string();
+    let name = validate::name("release.name", &input.name)?;
+    let description = validate::description("release.description", &input.description)?;
+    let begin_date = validate::date("release.begin_date", &input.begin_date)?;
+    let end_date = validate::date("release.end_date", &input.end_date)?;
+    domain::period(begin_date, end_date, "release.end_date")?;
+    Ok(NewRelease {
+        request_id,
+        product_id,
+        name,
+        description,
+        begin_date,
+        end_date,
+    })
+}
+
+#[tonic::async_trait]
+impl ReleaseService for PlanningApi {
+    async fn schedule_release(
+        &self,
+        request: Request<ScheduleReleaseRequest>,
+    ) -> Result<Response<ScheduleReleaseResponse>, Status> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let new = parse_schedule(request.into_inner())?;
+        let release = commands::schedule(&self.db, &tenant, new).await?;
+        Ok(Response::new(ScheduleReleaseResponse {
+            release: Some(release_message(&release)),
+        }))
+    }
+
+    async fn get_release(
+        &self,
+        request: Request<GetReleaseRequest>,
+    ) -> Result<Response<GetReleaseResponse>, Status> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let id = validate::uuid("id", &request.get_ref().id)?.to_string();
+        let mut conn = self.db.pool().acquire().await.map_err(AppError::from)?;
+        let release = store::get(&mut conn, &tenant, &id)
+            .await?
+            .ok_or_else(|| AppError::not_found(format!("release {id}")))?;
+        Ok(Response::new(GetReleaseResponse {
+            release: Some(release_message(&release)),
+        }))
+    }
+
+    async fn list_releases(
+        &self,
+        request: Request<ListReleasesRequest>,
+    ) -> Result<Response<ListReleasesResponse>, Status> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let r = request.into_inner();
+        let page = PeriodPage {
+            tenant: &tenant,
+            product_id: &r.product_id,
+            page_size: r.page_size,
+            page_token: &r.page_token,
+        };
+        let (releases, next_page_token) = store::list(&self.db, page).await?;
+        Ok(Response::new(ListReleasesResponse {
+            releases: releases.iter().map(release_message).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn schedule_backlog_item_for_release(
+        &self,
+        request: Request<ScheduleBacklogItemForReleaseRequest>,
+    ) -> Result<Response<ScheduleBacklogItemForReleaseResponse>, Status> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let r = request.into_inner();
+        let release_id = validate::uuid("release_id", &r.release_id)?.to_string();
+        let item_id = validate::uuid("backlog_item_id", &r.backlog_item_id)?.to_string();
+        let expected_version = validate::expected_version("expected_version", r.expected_version)?;
+        let backlog_item = commands::schedule_item(
+            &self.db,
+            &self.peers,
+            &tenant,
+            &release_id,
+            &item_id,
+            expected_version,
+        )
+        .await?;
+        Ok(Response::new(ScheduleBacklogItemForReleaseResponse {
+            backlog_item,
+        }))
+    }
+
+    async fn unschedule_backlog_item_from_release(
+        &self,
+        request: Request<UnscheduleBacklogItemFromReleaseRequest>,
+    ) -> Result<Response<UnscheduleBacklogItemFromReleaseResponse>, Status> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let r = request.into_inner();
+        let item_id = validate::uuid("backlog_item_id", &r.backlog_item_id)?.to_string();
+        let expected_version = validate::expected_version("expected_version", r.expected_version)?;
+        let backlog_item =
+            commands::unschedule_item(&self.peers, &tenant, &item_id, expected_version).await?;
+        Ok(Response::new(UnscheduleBacklogItemFromReleaseResponse {
+            backlog_item,
+        }))
+    }
+}

@@ -1,0 +1,24 @@
+//! Every event of the Release aggregate, built once.
+
+use agilepm_platform::outbox::{NewEvent, Subject};
+use agilepm_proto::planning::v1::ReleaseScheduled;
+
+use super::domain::Release;
+use super::mapping::release_message;
+
+/// Where a release's events go in the outbox.
+pub fn subject(release: &Release) -> Subject<'_> {
+    Subject {
+        aggregate_type: "Release",
+        aggregate_id: &release.id,
+        tenant_id: &release.tenant_id,
+    }
+}
+
+/// `release` was scheduled.
+pub fn scheduled(release: &Release) -> NewEvent<'_> {
+    let event = ReleaseScheduled {
+        release: Some(release_message(release)),
+    };
+    NewEvent::of(subject(release), &event)
+}

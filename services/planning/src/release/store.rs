@@ -1,0 +1,99 @@
+//! Persistence of releases, read into and written from `domain::Release`.
+
+use agilepm_platform::db::{Db, UnitOfWork};
+use agilepm_platform::error::AppResult;
+use agilepm_platform::stored;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use super::domain::Release;
+use crate::schedule::{PeriodPage, list_by_begin_date};
+
+macro_rules! select_releases {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, tenant_id, product_id, name, description, begin_date, end_date, version, create_time_us FROM releases ",
+            $rest
+        )
+    };
+}
+
+fn release_from(row: &AnyRow) -> Result<Release, sqlx::Error> {
+    let day = |column: &str| -> Result<_, sqlx::Error> {
+        let text: String = row.try_get(column)?;
+        stored::date(&text, &format!("releases.{column}"))
+    };
+    Ok(Release {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        product_id: row.try_get("product_id")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        begin_date: day("begin_date")?,
+        end_date: day("end_date")?,
+        version: row.try_get("version")?,
+        create_time_us: row.try_get("create_time_us")?,
+    })
+}
+
+/// The release `id` of `tenant`.
+pub async fn get(conn: &mut AnyConnection, tenant: &str, id: &str) -> AppResult<Option<Release>> {
+    Ok(
+        sqlx::query(select_releases!("WHERE id = $1 AND tenant_id = $2"))
+            .bind(id)
+            .bind(tenant)
+            .fetch_optional(conn)
+            .await?
+            .map(|r| release_from(&r))
+            .transpose()?,
+    )
+}
+
+/// The release a schedule request with `request_id` created.
+pub async fn by_request_id(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    request_id: &str,
+) -> AppResult<Option<Release>> {
+    Ok(
+        sqlx::query(select_releases!("WHERE tenant_id = $1 AND request_id = $2"))
+            .bind(tenant)
+            .bind(request_id)
+            .fetch_optional(conn)
+            .await?
+            .map(|r| release_from(&r))
+            .transpose()?,
+    )
+}
+
+/// One page of a product's releases by the day they begin, and the next page token.
+pub async fn list(db: &Db, page: PeriodPage<'_>) -> AppResult<(Vec<Release>, String)> {
+    let sql = select_releases!(
+        "WHERE tenant_id = $1 AND product_id = $2 AND (begin_date > $3 OR (begin_date = $3 AND id > $4)) ORDER BY begin_date, id LIMIT $5"
+    );
+    list_by_begin_date(db, sql, page, release_from, |release| {
+        (release.begin_date.to_string(), release.id.clone())
+    })
+    .await
+}
+
+/// Inserts a new release.
+pub async fn insert(uow: &mut UnitOfWork, release: &Release, request_id: &str) -> AppResult<()> {
+    sqlx::query(
+        "INSERT INTO releases (id, tenant_id, product_id, request_id, name, description, begin_date, end_date, \
+         version, create_time_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&release.id)
+    .bind(&release.tenant_id)
+    .bind(&release.product_id)
+    .bind(request_id)
+    .bind(&release.name)
+    .bind(&release.description)
+    .bind(release.begin_date.to_string())
+    .bind(release.end_date.to_string())
+    .bind(release.version)
+    .bind(release.create_time_us)
+    .execute(uow.conn())
+    .await?;
+    Ok(())
+}
