@@ -10,11 +10,10 @@ use agilepm_proto::coordinator::v1::coordinator_service_server::CoordinatorServi
 use agilepm_proto::coordinator::v1::*;
 use tonic::{Request, Response, Status};
 
-use crate::poison;
+use crate::domain::UNHEALTHY_AFTER_US;
+use crate::mapping::poison_message;
 use crate::progress::Progress;
-
-/// How long following may fail before the coordinator reports itself unhealthy.
-pub const UNHEALTHY_AFTER_US: i64 = 10_000_000;
+use crate::store;
 
 /// The coordinator's gRPC adapter.
 pub struct CoordinatorApi {
@@ -48,7 +47,7 @@ impl CoordinatorService for CoordinatorApi {
         request: Request<GetCoordinatorStatusRequest>,
     ) -> Result<Response<GetCoordinatorStatusResponse>, Status> {
         system_operator(&request)?;
-        let poison_events = poison::count(&self.db).await.map_err(AppError::from)?;
+        let poison_events = store::count_poison(&self.db).await?;
         Ok(Response::new(
             self.progress.report(UNHEALTHY_AFTER_US, poison_events),
         ))
@@ -62,13 +61,11 @@ impl CoordinatorService for CoordinatorApi {
         let r = request.into_inner();
         let size = validate::page_size("page_size", r.page_size, 100, 1000)?;
         let after = paging::decode_token("page_token", &r.page_token)?.unwrap_or_default();
-        let poison_events = poison::list(&self.db, &after, size + 1)
-            .await
-            .map_err(AppError::from)?;
+        let poison_events = store::list_poison(&self.db, &after, size + 1).await?;
         let (poison_events, next_page_token) =
             paging::finish_page(poison_events, size, |p| p.event_id.clone());
         Ok(Response::new(ListPoisonEventsResponse {
-            poison_events,
+            poison_events: poison_events.iter().map(poison_message).collect(),
             next_page_token,
         }))
     }
@@ -79,14 +76,12 @@ impl CoordinatorService for CoordinatorApi {
     ) -> Result<Response<SkipPoisonEventResponse>, Status> {
         system_operator(&request)?;
         let event_id = validate::uuid("event_id", &request.get_ref().event_id)?.to_string();
-        let skipped = poison::skip(&self.db, &event_id)
-            .await
-            .map_err(AppError::from)?;
+        let skipped = store::skip_poison(&self.db, &event_id).await?;
         let poison_event =
             skipped.ok_or_else(|| AppError::not_found(format!("poison event {event_id}")))?;
         tracing::warn!(event_id = %event_id, backlog_item_id = %poison_event.backlog_item_id, "operator skipped a poison event");
         Ok(Response::new(SkipPoisonEventResponse {
-            poison_event: Some(poison_event),
+            poison_event: Some(poison_message(&poison_event)),
         }))
     }
 }

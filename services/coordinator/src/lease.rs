@@ -4,41 +4,76 @@
 //! service's revision guard makes duplicate or reordered reconciles harmless); the lease
 //! only keeps replicas from doing the same work twice in the steady state.
 
-use std::time::Duration;
-
+use agilepm_platform::client::PeerChannel;
 use agilepm_platform::db::Db;
-use agilepm_platform::time::now_micros;
+use agilepm_platform::follower::{DbCheckpoint, FollowOptions, follow};
+use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
+use tokio_util::sync::CancellationToken;
 
-/// The lease's name: one feed, one active follower.
-pub const TASK_FEED_LEASE: &str = "task-feed";
-/// How long a lease lasts without renewal.
-pub const TTL: Duration = Duration::from_secs(10);
-/// How often the holder renews (and a standby tries to acquire).
-pub const RENEW_EVERY: Duration = Duration::from_secs(2);
+use crate::commands::Reconciler;
+use crate::domain::{LEASE_RENEW_EVERY, TASK_FEED_LEASE};
+use crate::{CHECKPOINT, IN_FLIGHT_BATCHES, events, store};
 
-/// Takes or renews the lease for `holder`; true if `holder` holds it now.
-pub async fn acquire(db: &Db, name: &str, holder: &str) -> Result<bool, sqlx::Error> {
-    let now = now_micros();
-    let result = sqlx::query(
-        "INSERT INTO leases (name, holder, expires_us) VALUES ($1, $2, $3) \
-         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_us = excluded.expires_us \
-         WHERE leases.holder = excluded.holder OR leases.expires_us < $4",
-    )
-    .bind(name)
-    .bind(holder)
-    .bind(now + TTL.as_micros() as i64)
-    .bind(now)
-    .execute(db.pool())
-    .await?;
-    Ok(result.rows_affected() == 1)
-}
-
-/// Gives the lease up (on shutdown), so a standby can take over at once.
-pub async fn release(db: &Db, name: &str, holder: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
-        .bind(name)
-        .bind(holder)
-        .execute(db.pool())
-        .await?;
-    Ok(())
+/// Follows the task feed whenever this replica holds the lease.
+pub async fn follow_while_leased(
+    db: Db,
+    feed: EventFeedServiceClient<PeerChannel>,
+    reconciler: Reconciler,
+    shutdown: CancellationToken,
+) {
+    let holder = uuid::Uuid::new_v4().to_string();
+    let checkpoint = DbCheckpoint::new(db.clone(), CHECKPOINT);
+    let options = FollowOptions {
+        event_types: events::followed_event_types(),
+        // Reconciles commute under the revision guard, so a batch need not wait for the
+        // one before it: an event arriving mid-batch is reconciled at once rather than
+        // after that batch, which is most of the lag at moderate rates.
+        in_flight: IN_FLIGHT_BATCHES,
+        ..FollowOptions::default()
+    };
+    while !shutdown.is_cancelled() {
+        match store::acquire_lease(&db, TASK_FEED_LEASE, &holder).await {
+            Ok(true) => {
+                tracing::info!(%holder, "holding the task-feed lease; following");
+                reconciler.begin_lease_term();
+                let lost = CancellationToken::new();
+                let following = follow(
+                    feed.clone(),
+                    &checkpoint,
+                    &reconciler,
+                    &options,
+                    lost.clone(),
+                );
+                let renewing = async {
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(LEASE_RENEW_EVERY) => {}
+                        }
+                        match store::acquire_lease(&db, TASK_FEED_LEASE, &holder).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                tracing::error!(%holder, "lost the task-feed lease to another replica; standing by");
+                                break;
+                            }
+                            Err(error) => {
+                                tracing::error!(%error, "cannot renew the task-feed lease")
+                            }
+                        }
+                    }
+                    lost.cancel();
+                };
+                tokio::join!(following, renewing);
+            }
+            Ok(false) => {}
+            Err(error) => tracing::error!(%error, "cannot read the task-feed lease"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(LEASE_RENEW_EVERY) => {}
+        }
+    }
+    if let Err(error) = store::release_lease(&db, TASK_FEED_LEASE, &holder).await {
+        tracing::error!(%error, "cannot release the task-feed lease; a standby takes over when it expires");
+    }
 }

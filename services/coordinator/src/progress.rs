@@ -3,8 +3,21 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use agilepm_platform::client::PeerChannel;
+use agilepm_platform::db::Db;
 use agilepm_platform::time::{micros, now_micros, timestamp};
 use agilepm_proto::coordinator::v1::GetCoordinatorStatusResponse;
+use agilepm_proto::coordinator::v1::coordinator_service_server::SERVICE_NAME;
+use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::domain::UNHEALTHY_AFTER_US;
+use crate::store;
 
 /// Counters and the latest positions, shared by the follower and the status RPC.
 #[derive(Default)]
@@ -130,6 +143,49 @@ impl Progress {
                 .then(|| timestamp(state.last_error_time_us)),
             healthy,
             poison_events,
+        }
+    }
+}
+
+/// Keeps health in step with progress (NOT_SERVING while following has failed for a
+/// while or a poison event blocks the feed), and the head current even while blocked.
+pub async fn report_health(
+    db: Db,
+    mut feed: EventFeedServiceClient<PeerChannel>,
+    progress: Arc<Progress>,
+    health: HealthReporter,
+    shutdown: CancellationToken,
+) {
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if let Ok(head) = feed
+            .get_feed_head(agilepm_proto::events::v1::GetFeedHeadRequest {})
+            .await
+        {
+            let head = head.into_inner();
+            progress.head(&head.head_position, head.head_occur_time.as_ref());
+        }
+        let poison = store::count_poison(&db).await.unwrap_or(0);
+        let ok = progress.healthy(UNHEALTHY_AFTER_US) && poison == 0;
+        if ok != serving {
+            serving = ok;
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            if !ok {
+                tracing::error!(
+                    poison,
+                    "the coordinator cannot make progress; health NOT_SERVING"
+                );
+            }
+            health.set_service_status(SERVICE_NAME, status).await;
+            health.set_service_status("", status).await;
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The heart of the consistency design (DESIGN.md §3): task events in, backlog item
+//! The coordinator's unit of work, and the heart of the consistency design (DESIGN.md §3): task events in, backlog item
 //! status out, exactly once in effect.
 //!
 //! For each batch from the task feed the reconciler collapses the events per backlog
@@ -12,50 +12,36 @@
 //! that fail transiently are retried alone, and the feed position is saved (by the
 //! follower) only after every item of the batch succeeded.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agilepm_platform::auth::act_for;
 use agilepm_platform::client::PeerChannel;
 use agilepm_platform::db::Db;
-use agilepm_platform::error::is_transient;
+use agilepm_platform::error::{AppResult, is_transient};
 use agilepm_platform::follower::{BatchHandler, FollowOptions, backoff};
-use agilepm_platform::time::micros;
-use agilepm_proto::EventType;
+use agilepm_platform::time::{micros, now_micros};
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{
     ReconcileBacklogItemStatusRequest, ReconcileBacklogItemStatusesRequest, ReconcileOutcome,
     reconcile_result,
 };
-use agilepm_proto::coordinator::v1::PoisonEvent;
 use agilepm_proto::events::v1::{Event, Heartbeat};
+use agilepm_proto::task::v1::GetBacklogItemTaskTotalsRequest;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
-use agilepm_proto::task::v1::{
-    BacklogItemTaskTotals, GetBacklogItemTaskTotalsRequest, TaskDefined,
-    TaskHoursRemainingEstimated, TaskRemoved,
-};
 use futures::StreamExt as _;
-use prost::Message as _;
 use tonic::{Code, Status};
 
-use crate::poison;
+use crate::domain::{self, ItemWork, PoisonEvent, Totals};
 use crate::progress::Progress;
+use crate::{events, mapping, store};
 
 /// Deadline of each call to a peer.
 const CALL_DEADLINE: Duration = Duration::from_secs(2);
 /// Most bases in one `ReconcileBacklogItemStatuses` call (the service takes up to 1000).
 const BASES_PER_CALL: usize = 256;
-
-/// The task events that change an item's hour totals.
-pub fn followed_event_types() -> Vec<String> {
-    vec![
-        TaskDefined::EVENT_TYPE.into(),
-        TaskHoursRemainingEstimated::EVENT_TYPE.into(),
-        TaskRemoved::EVENT_TYPE.into(),
-    ]
-}
 
 /// Tuning of the reconciler.
 #[derive(Debug, Clone)]
@@ -82,20 +68,6 @@ impl Default for ReconcilerOptions {
     }
 }
 
-/// One backlog item's share of a batch.
-struct ItemWork {
-    tenant: String,
-    backlog_item_id: String,
-    events: Vec<(String, String)>,
-    /// The newest totals the events carry (highest revision). Any committed totals are a
-    /// valid basis, and the newest of the batch is what a fresh read would return unless
-    /// a later change is already on its way down the feed; the revision guard makes
-    /// either order safe.
-    totals: Option<BacklogItemTaskTotals>,
-    /// Some event came without totals: read them from the task service instead.
-    read_totals: bool,
-}
-
 /// Why an item could not be reconciled.
 struct Failure {
     permanent: bool,
@@ -109,28 +81,7 @@ pub struct Reconciler {
     backlog_items: BacklogItemServiceClient<PeerChannel>,
     progress: Arc<Progress>,
     options: ReconcilerOptions,
-    poison: poison::KnownEmpty,
-}
-
-/// The backlog item a task event is about, and the item's totals the event carries (the
-/// totals right after the change, as committed with it).
-fn backlog_item_of(event: &Event) -> Option<(String, Option<BacklogItemTaskTotals>)> {
-    let bytes = event.payload.as_ref()?.value.as_slice();
-    match event.event_type.as_str() {
-        t if t == TaskDefined::EVENT_TYPE => {
-            let defined = TaskDefined::decode(bytes).ok()?;
-            Some((defined.task?.backlog_item_id, defined.totals))
-        }
-        t if t == TaskHoursRemainingEstimated::EVENT_TYPE => {
-            let estimated = TaskHoursRemainingEstimated::decode(bytes).ok()?;
-            Some((estimated.backlog_item_id, estimated.totals))
-        }
-        t if t == TaskRemoved::EVENT_TYPE => {
-            let removed = TaskRemoved::decode(bytes).ok()?;
-            Some((removed.backlog_item_id, removed.totals))
-        }
-        _ => None,
-    }
+    poison: KnownEmpty,
 }
 
 impl Reconciler {
@@ -148,7 +99,7 @@ impl Reconciler {
             backlog_items,
             progress,
             options,
-            poison: poison::KnownEmpty::default(),
+            poison: KnownEmpty::default(),
         }
     }
 
@@ -159,7 +110,7 @@ impl Reconciler {
     }
 
     /// The item's totals, read from the task service (for events without totals).
-    async fn read_totals(&self, work: &ItemWork) -> Result<BacklogItemTaskTotals, Status> {
+    async fn read_totals(&self, work: &ItemWork) -> Result<Totals, Status> {
         let mut request = act_for(
             &work.tenant,
             GetBacklogItemTaskTotalsRequest {
@@ -167,38 +118,34 @@ impl Reconciler {
             },
         );
         request.set_timeout(CALL_DEADLINE);
-        Ok(self
+        let response = self
             .tasks
             .clone()
             .get_backlog_item_task_totals(request)
-            .await?
+            .await?;
+        Ok(response
             .into_inner()
             .totals
+            .as_ref()
+            .map(mapping::totals)
             .unwrap_or_default())
     }
 
     /// The basis to send for one item: its newest totals (read from the task service if
     /// an event came without them). `None` when there is nothing to apply (no task change
-    /// has been committed for the item). The product's transition mode is not ours to
-    /// send: the backlog-item service applies the one the planning service recorded.
+    /// has been committed for the item).
     async fn basis_of(
         &self,
         work: &ItemWork,
     ) -> Result<Option<ReconcileBacklogItemStatusRequest>, Status> {
-        let totals = match &work.totals {
-            Some(totals) if !work.read_totals => totals.clone(),
+        let totals = match work.totals {
+            Some(totals) if !work.read_totals => totals,
             _ => self.read_totals(work).await?,
         };
         if totals.revision == 0 {
             return Ok(None);
         }
-        Ok(Some(ReconcileBacklogItemStatusRequest {
-            id: work.backlog_item_id.clone(),
-            task_hours_remaining: totals.hours_remaining,
-            task_count: totals.task_count,
-            task_revision: totals.revision,
-            transition_mode: 0,
-        }))
+        Ok(Some(mapping::basis(&work.backlog_item_id, totals)))
     }
 
     /// One call applying `bases` (all of one tenant); one result per basis, in order.
@@ -381,48 +328,20 @@ impl BatchHandler for Reconciler {
     async fn handle(&self, batch: &[Event]) -> anyhow::Result<()> {
         // The poison table is tiny and empty in the steady state, where it is not read.
         let (skipped, blocking) = self.poison.ids(&self.db).await?;
-        // Collapse per item, keeping first-seen order.
-        let mut order = Vec::new();
-        let mut items: HashMap<(String, String), ItemWork> = HashMap::new();
+        let mut followed = Vec::with_capacity(batch.len());
         for event in batch {
             if skipped.contains(&event.event_id) {
                 tracing::warn!(event_id = %event.event_id, "skipping an event an operator skipped");
                 continue;
             }
-            let Some((backlog_item_id, totals)) = backlog_item_of(event) else {
-                tracing::error!(event_id = %event.event_id, event_type = %event.event_type, "undecodable task event; ignored");
-                continue;
-            };
-            let key = (event.tenant_id.clone(), backlog_item_id.clone());
-            let work = items.entry(key.clone()).or_insert_with(|| {
-                order.push(key);
-                ItemWork {
-                    tenant: event.tenant_id.clone(),
-                    backlog_item_id,
-                    events: Vec::new(),
-                    totals: None,
-                    read_totals: false,
+            match events::followed(event) {
+                Some(event) => followed.push(event),
+                None => {
+                    tracing::error!(event_id = %event.event_id, event_type = %event.event_type, "undecodable task event; ignored")
                 }
-            });
-            work.events
-                .push((event.event_id.clone(), event.position.clone()));
-            match totals {
-                Some(totals)
-                    if work
-                        .totals
-                        .as_ref()
-                        .is_none_or(|t| t.revision < totals.revision) =>
-                {
-                    work.totals = Some(totals)
-                }
-                Some(_) => {}
-                None => work.read_totals = true,
             }
         }
-        let works: Vec<ItemWork> = order
-            .into_iter()
-            .filter_map(|key| items.remove(&key))
-            .collect();
+        let works = domain::collapse(followed);
         let results = self.reconcile_all(&works).await;
         let mut failed = 0;
         let mut first_error = None;
@@ -441,9 +360,9 @@ impl BatchHandler for Reconciler {
                                 backlog_item_id: work.backlog_item_id.clone(),
                                 tenant_id: work.tenant.clone(),
                                 error: error.clone(),
-                                record_time: None,
+                                record_time_us: now_micros(),
                             };
-                            poison::record(&self.db, &poison).await?;
+                            store::record_poison(&self.db, &poison).await?;
                             self.poison.forget();
                         }
                     }
@@ -463,7 +382,7 @@ impl BatchHandler for Reconciler {
             .filter(|e| blocking.contains(&e.event_id))
             .map(|e| e.event_id.clone())
             .collect();
-        poison::clear(&self.db, &healed).await?;
+        store::clear_poison(&self.db, &healed).await?;
         Ok(())
     }
 
@@ -485,5 +404,46 @@ impl BatchHandler for Reconciler {
 
     fn on_error(&self, error: &anyhow::Error) {
         self.progress.failed(&format!("{error:#}"));
+    }
+}
+
+/// What this replica knows of the poison table, so that a batch need not read it: only
+/// the leaseholder records poison events, so once a read finds none, none appear until
+/// this replica records one or a new lease term begins (another replica may have recorded
+/// some meanwhile); both call [`KnownEmpty::forget`]. Each `forget` bumps a generation,
+/// and a read marks the table empty only if no `forget` happened since it began, so a
+/// batch running beside one that records an event cannot hide it.
+#[derive(Debug, Default)]
+struct KnownEmpty {
+    /// (generation, known empty)
+    state: Mutex<(u64, bool)>,
+}
+
+impl KnownEmpty {
+    /// Drops what is known: the next batch reads the table. Call *after* recording.
+    fn forget(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 += 1;
+        state.1 = false;
+    }
+
+    /// The skipped and the blocking poison event ids, or two empty sets without a read
+    /// while the table is known empty.
+    async fn ids(&self, db: &Db) -> AppResult<(HashSet<String>, HashSet<String>)> {
+        let generation = {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.1 {
+                return Ok((HashSet::new(), HashSet::new()));
+            }
+            state.0
+        };
+        let ids = store::poison_ids(db).await?;
+        if ids.0.is_empty() && ids.1.is_empty() {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.0 == generation {
+                state.1 = true;
+            }
+        }
+        Ok(ids)
     }
 }

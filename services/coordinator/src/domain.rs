@@ -1,0 +1,161 @@
+//! The coordinator's rules, free of I/O and of protobuf: how a batch of task events
+//! becomes one basis per backlog item, what a poison event records, and the timings of
+//! the lease and of health.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The lease's name: one feed, one active follower.
+pub const TASK_FEED_LEASE: &str = "task-feed";
+/// How long a lease lasts without renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How often the holder renews (and a standby tries to acquire).
+pub const LEASE_RENEW_EVERY: Duration = Duration::from_secs(2);
+/// How long following may fail before the coordinator reports itself unhealthy.
+pub const UNHEALTHY_AFTER_US: i64 = 10_000_000;
+
+/// A backlog item's task totals as the task service committed them: the basis its
+/// status is reconciled from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Summed remaining hours of its tasks.
+    pub hours: i64,
+    /// Number of its tasks.
+    pub count: i64,
+    /// The task service's revision of these totals; zero if it never had tasks.
+    pub revision: i64,
+}
+
+/// A followed task event, as far as reconciling goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowedEvent {
+    /// Its id.
+    pub event_id: String,
+    /// Its feed position.
+    pub position: String,
+    /// The tenant.
+    pub tenant: String,
+    /// The backlog item whose totals it changed.
+    pub backlog_item_id: String,
+    /// The item's totals right after it, if the event carries them.
+    pub totals: Option<Totals>,
+}
+
+/// One backlog item's share of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemWork {
+    /// The tenant.
+    pub tenant: String,
+    /// The item.
+    pub backlog_item_id: String,
+    /// Its events in the batch: (event id, position).
+    pub events: Vec<(String, String)>,
+    /// The newest totals the events carry (highest revision). Any committed totals are
+    /// a valid basis, and the newest of the batch is what a fresh read would return
+    /// unless a later change is already on its way down the feed; the revision guard
+    /// makes either order safe.
+    pub totals: Option<Totals>,
+    /// Some event came without totals: read them from the task service instead.
+    pub read_totals: bool,
+}
+
+/// Collapses `events` per (tenant, item), in the order items first appear: twelve
+/// estimates of one item become one reconcile.
+pub fn collapse(events: impl IntoIterator<Item = FollowedEvent>) -> Vec<ItemWork> {
+    let mut order = Vec::new();
+    let mut items: HashMap<(String, String), ItemWork> = HashMap::new();
+    for event in events {
+        let key = (event.tenant.clone(), event.backlog_item_id.clone());
+        let work = items.entry(key.clone()).or_insert_with(|| {
+            order.push(key);
+            ItemWork {
+                tenant: event.tenant.clone(),
+                backlog_item_id: event.backlog_item_id.clone(),
+                events: Vec::new(),
+                totals: None,
+                read_totals: false,
+            }
+        });
+        work.events.push((event.event_id, event.position));
+        match event.totals {
+            Some(totals) if work.totals.is_none_or(|t| t.revision < totals.revision) => {
+                work.totals = Some(totals)
+            }
+            Some(_) => {}
+            None => work.read_totals = true,
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|key| items.remove(&key))
+        .collect()
+}
+
+/// A task event whose reconcile failed permanently: it blocks the feed until an operator
+/// skips it, because skipping silently would leave an item's status wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoisonEvent {
+    /// The event.
+    pub event_id: String,
+    /// Its feed position.
+    pub position: String,
+    /// The item it was about.
+    pub backlog_item_id: String,
+    /// The tenant.
+    pub tenant_id: String,
+    /// Why it failed.
+    pub error: String,
+    /// When it was recorded (µs).
+    pub record_time_us: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, tenant: &str, item: &str, totals: Option<(i64, i64)>) -> FollowedEvent {
+        FollowedEvent {
+            event_id: id.into(),
+            position: format!("p-{id}"),
+            tenant: tenant.into(),
+            backlog_item_id: item.into(),
+            totals: totals.map(|(hours, revision)| Totals {
+                hours,
+                count: 1,
+                revision,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_batch_collapses_to_the_newest_basis_per_item_in_first_seen_order() {
+        let works = collapse([
+            event("1", "t", "b", Some((5, 2))),
+            event("2", "t", "a", Some((3, 7))),
+            event("3", "t", "b", Some((4, 4))),
+            event("4", "t", "b", Some((9, 3))),
+        ]);
+        let items: Vec<&str> = works.iter().map(|w| w.backlog_item_id.as_str()).collect();
+        assert_eq!(items, ["b", "a"]);
+        assert_eq!(
+            works[0].totals.unwrap().revision,
+            4,
+            "the highest revision wins"
+        );
+        assert_eq!(works[0].events.len(), 3);
+        assert!(!works[0].read_totals);
+    }
+
+    #[test]
+    fn the_same_item_id_in_two_tenants_is_two_items() {
+        let works = collapse([
+            event("1", "t1", "a", Some((1, 1))),
+            event("2", "t2", "a", None),
+        ]);
+        assert_eq!(works.len(), 2);
+        assert!(
+            works[1].read_totals,
+            "an event without totals asks for a read"
+        );
+    }
+}
