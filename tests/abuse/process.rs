@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use agilepm_platform::auth::Role;
-use agilepm_platform::client::PeerChannel;
-use agilepm_platform::config::ServiceName;
+use agilepm_platform::wire::auth::Role;
+use agilepm_platform::wire::client::PeerChannel;
+use agilepm_platform::wire::config::ServiceName;
 use agilepm_proto::task::v1::EstimateTaskHoursRemainingRequest;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_testkit::{Engine, TestDb, TestSystem};

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use agilepm::system::{RunningSystem, SystemConfig};
-use agilepm_platform::config::ServiceName;
-use agilepm_platform::db::{Db, Engine};
+use agilepm_platform::storage::db::{Db, Engine};
+use agilepm_platform::wire::config::ServiceName;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{
     ListBacklogItemsRequest, MoveBacklogItemRequest, move_backlog_item_request,

@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agilepm_platform::db::{Db, UnitOfWork};
-use agilepm_platform::feed::FeedOptions;
-use agilepm_platform::outbox::{Subject, append};
+use agilepm_platform::events::feed::FeedOptions;
+use agilepm_platform::storage::db::{Db, UnitOfWork};
+use agilepm_platform::storage::outbox::{Subject, append};
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use agilepm_proto::events::v1::{SubscribeRequest, subscribe_response};
 use agilepm_proto::task::v1::TaskRenamed;
@@ -136,7 +136,7 @@ struct Delivery {
 
 async fn commit_to_delivery(
     server: &FeedServer,
-    client: &mut EventFeedServiceClient<agilepm_platform::client::PeerChannel>,
+    client: &mut EventFeedServiceClient<agilepm_platform::wire::client::PeerChannel>,
     after_position: &str,
 ) -> Delivery {
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use agilepm::system::{RunningSystem, SystemConfig};
-use agilepm_platform::config::ServiceName;
-use agilepm_platform::db::{Db, Engine};
+use agilepm_platform::storage::db::{Db, Engine};
+use agilepm_platform::wire::config::ServiceName;
 use agilepm_proto::task::v1::EstimateTaskHoursRemainingRequest;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_testkit::{TestDb, channel};

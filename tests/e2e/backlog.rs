@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use agilepm_platform::client::PeerChannel;
-use agilepm_platform::config::ServiceName;
+use agilepm_platform::wire::client::PeerChannel;
+use agilepm_platform::wire::config::ServiceName;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::*;
 use agilepm_proto::common::v1::StatusTransitionMode;
@@ -1158,7 +1158,7 @@ async fn lookups_by_id_take_the_primary_key_before_there_are_statistics(engine: 
     let mut conn = pool.acquire().await.unwrap();
     let plan: Vec<String> = match engine {
         Engine::Postgres => {
-            // Planned as the services plan (`platform::db`): once, generically.
+            // Planned as the services plan (`platform::storage::db`): once, generically.
             conn.execute("SET random_page_cost = 1.1; SET plan_cache_mode = force_generic_plan")
                 .await
                 .unwrap();

@@ -8,8 +8,8 @@
 //!   a basis superseded in its batch by a newer one of the same item is IGNORED_STALE
 //!   in the batch, with the item as the batch leaves it; state and events are the same.
 
-use agilepm_platform::db::{Db, Engine};
-use agilepm_platform::group_commit::BatchWrite;
+use agilepm_platform::storage::db::{Db, Engine};
+use agilepm_platform::storage::group_commit::BatchWrite;
 use agilepm_task::commands::{Estimate, EstimateBatch, Estimated};
 use agilepm_task::domain::{Status as TaskStatus, Task};
 use agilepm_task::store;
@@ -79,8 +79,8 @@ async fn together_and_apart<W: BatchWrite>(
     single: W,
     requests: &[W::Request],
 ) -> (
-    Vec<agilepm_platform::error::AppResult<W::Response>>,
-    Vec<agilepm_platform::error::AppResult<W::Response>>,
+    Vec<agilepm_platform::domain::error::AppResult<W::Response>>,
+    Vec<agilepm_platform::domain::error::AppResult<W::Response>>,
 ) {
     let together = batched.apply(requests).await.expect("the batch applies");
     let mut apart = Vec::new();
@@ -185,7 +185,7 @@ fn estimate((task, day, hours, expected_version): (usize, u32, i32, Option<i64>)
 }
 
 /// An outcome without its clock readings (each run records its own times).
-fn outcome(result: &agilepm_platform::error::AppResult<Estimated>) -> String {
+fn outcome(result: &agilepm_platform::domain::error::AppResult<Estimated>) -> String {
     match result {
         Ok(estimated) => {
             let mut task = estimated.task.clone();
@@ -263,7 +263,7 @@ async fn batch_equals_one_by_one(
     )
     .await;
 
-    let outcomes = |results: &[agilepm_platform::error::AppResult<Estimated>]| {
+    let outcomes = |results: &[agilepm_platform::domain::error::AppResult<Estimated>]| {
         results.iter().map(outcome).collect::<Vec<_>>()
     };
     assert_eq!(
@@ -423,14 +423,15 @@ async fn reconciles_batched_equal_one_by_one(
     )
     .await;
     let outcome =
-        |result: &agilepm_platform::error::AppResult<(BacklogItem, ReconcileOutcome)>| match result
-        {
-            Ok((item, outcome)) => {
-                let mut item = item.clone();
-                item.update_time_us = 0;
-                format!("{item:?} {outcome:?}")
+        |result: &agilepm_platform::domain::error::AppResult<(BacklogItem, ReconcileOutcome)>| {
+            match result {
+                Ok((item, outcome)) => {
+                    let mut item = item.clone();
+                    item.update_time_us = 0;
+                    format!("{item:?} {outcome:?}")
+                }
+                Err(error) => format!("{:?}", error.code()),
             }
-            Err(error) => format!("{:?}", error.code()),
         };
     for (i, (batched_outcome, single_outcome)) in together.iter().zip(&apart).enumerate() {
         // The one documented difference (commands/reconcile_batch.rs, fast path): a basis superseded

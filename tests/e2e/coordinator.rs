@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use agilepm_platform::client::PeerChannel;
-use agilepm_platform::config::ServiceName;
+use agilepm_platform::wire::client::PeerChannel;
+use agilepm_platform::wire::config::ServiceName;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{
     BacklogItem, BacklogItemStatus, BacklogItemStatusChanged, GetBacklogItemRequest,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use agilepm::system::{RunningSystem, SystemConfig};
-use agilepm_platform::config::ServiceName;
+use agilepm_platform::wire::config::ServiceName;
 use agilepm_proto::backlog::v1::BacklogItemStatus;
 use agilepm_proto::common::v1::StatusTransitionMode;
 use agilepm_proto::coordinator::v1::GetCoordinatorStatusRequest;

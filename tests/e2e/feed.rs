@@ -5,13 +5,13 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use agilepm_platform::client::PeerChannel;
-use agilepm_platform::db::{Db, Engine};
-use agilepm_platform::feed::FeedOptions;
-use agilepm_platform::follower::{
+use agilepm_platform::events::feed::FeedOptions;
+use agilepm_platform::events::follower::{
     BatchHandler, CheckpointStore, DbCheckpoint, FollowOptions, follow,
 };
-use agilepm_platform::outbox::{Subject, append};
+use agilepm_platform::storage::db::{Db, Engine};
+use agilepm_platform::storage::outbox::{Subject, append};
+use agilepm_platform::wire::client::PeerChannel;
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use agilepm_proto::events::v1::{Event, SubscribeRequest, subscribe_response};
 use agilepm_proto::task::v1::TaskRenamed;
@@ -47,7 +47,7 @@ async fn append_one(db: &Db, tenant: &str, aggregate: &str, name: &str) -> Strin
 }
 
 async fn append_in(
-    uow: &mut agilepm_platform::db::UnitOfWork,
+    uow: &mut agilepm_platform::storage::db::UnitOfWork,
     tenant: &str,
     aggregate: &str,
     name: &str,
@@ -357,7 +357,7 @@ async fn quiet_subscription(
 }
 
 /// Makes `uow`'s transaction take its transaction id now, as its first write would.
-async fn take_transaction_id(uow: &mut agilepm_platform::db::UnitOfWork) {
+async fn take_transaction_id(uow: &mut agilepm_platform::storage::db::UnitOfWork) {
     sqlx::query("SELECT pg_current_xact_id()::text")
         .execute(uow.conn())
         .await
@@ -384,7 +384,7 @@ async fn naive_cursor_loses_a(
     db: &Db,
     a_id: &str,
     b_id: &str,
-    a: agilepm_platform::db::UnitOfWork,
+    a: agilepm_platform::storage::db::UnitOfWork,
 ) -> bool {
     let naive = |cursor: i64| async move {
         sqlx::query_as::<_, (i64, String)>(

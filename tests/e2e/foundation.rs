@@ -1,12 +1,12 @@
 //! The foundation: every service starts, migrates its own database, answers health and
 //! reflection, and refuses malformed requests with INVALID_ARGUMENT.
 
-use agilepm_platform::config::ServiceName;
-use agilepm_platform::db::Db;
-use agilepm_platform::error::AppError;
-use agilepm_platform::guarded_writes::{self, GuardedWrite};
-use agilepm_platform::outbox::{NewEvent, Subject};
-use agilepm_platform::statement::Statement;
+use agilepm_platform::domain::error::AppError;
+use agilepm_platform::storage::db::Db;
+use agilepm_platform::storage::guarded_writes::{self, GuardedWrite};
+use agilepm_platform::storage::outbox::{NewEvent, Subject};
+use agilepm_platform::storage::statement::Statement;
+use agilepm_platform::wire::config::ServiceName;
 use agilepm_proto::events::v1::SubscribeRequest;
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use agilepm_testkit::{Engine, TestDb, TestSystem, engine_tests};
@@ -70,7 +70,7 @@ async fn every_service_serves_health_and_reflection(engine: Engine) {
     system.stop().await;
 }
 
-async fn list_services(channel: agilepm_platform::client::PeerChannel) -> Vec<String> {
+async fn list_services(channel: agilepm_platform::wire::client::PeerChannel) -> Vec<String> {
     let mut client = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),

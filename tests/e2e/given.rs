@@ -2,8 +2,8 @@
 //! its answer unwrapped: a product, an item planned for it (or driven further), a task on
 //! the item.
 
-use agilepm_platform::client::PeerChannel;
-use agilepm_platform::config::ServiceName;
+use agilepm_platform::wire::client::PeerChannel;
+use agilepm_platform::wire::config::ServiceName;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{
     BacklogItem, BacklogItemStatus, CommitBacklogItemRequest, RemoveBacklogItemRequest,

@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use agilepm_platform::feed::{EventFeed, FeedOptions};
-use agilepm_platform::limits::ServerLimits;
-use agilepm_platform::server::GrpcServer;
+use agilepm_platform::events::feed::{EventFeed, FeedOptions};
+use agilepm_platform::runtime::server::GrpcServer;
+use agilepm_platform::wire::limits::ServerLimits;
 use agilepm_proto::events::v1::SubscribeRequest;
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use agilepm_proto::events::v1::event_feed_service_server::EventFeedServiceServer;

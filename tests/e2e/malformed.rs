@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use agilepm_platform::config::ServiceName;
+use agilepm_platform::wire::config::ServiceName;
 use agilepm_proto::backlog::v1::ListBacklogItemsRequest;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::events::v1::SubscribeRequest;

@@ -1,8 +1,8 @@
 //! The planning service with the real backlog-item and task services beside it, on both
 //! engines: products, use cases, releases, sprints, the planning game, reports.
 
-use agilepm_platform::client::PeerChannel;
-use agilepm_platform::config::ServiceName;
+use agilepm_platform::wire::client::PeerChannel;
+use agilepm_platform::wire::config::ServiceName;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{
     BacklogItem, BacklogItemStatus, BacklogItemType, GetBacklogItemRequest,

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
-use agilepm_platform::db::{Db, Engine};
-use agilepm_platform::service::ServiceSpec;
+use agilepm_platform::runtime::service::ServiceSpec;
+use agilepm_platform::storage::db::{Db, Engine};
 use agilepm_testkit::TestDb;
 use sqlx::Row;
 

@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agilepm_platform::auth::access::{self, Guard};
-use agilepm_platform::auth::{AuthConfig, Caller, Role, Signer, TokenSpec};
-use agilepm_platform::client::PeerChannel;
-use agilepm_platform::config::ServiceName;
+use agilepm_platform::wire::auth::access::{self, Guard};
+use agilepm_platform::wire::auth::{AuthConfig, Caller, Role, Signer, TokenSpec};
+use agilepm_platform::wire::client::PeerChannel;
+use agilepm_platform::wire::config::ServiceName;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{
     BacklogItem, BacklogItemStatus, CommitBacklogItemRequest, GetBacklogItemRequest,
@@ -565,9 +565,10 @@ async fn every_event_and_estimate_names_who_acted(engine: Engine) {
 
     // A person cannot claim to act for someone else.
     let mut request = tonic::Request::new(ListProductsRequest::default());
-    request
-        .metadata_mut()
-        .insert(agilepm_platform::auth::ACTOR_HEADER, "ann".parse().unwrap());
+    request.metadata_mut().insert(
+        agilepm_platform::wire::auth::ACTOR_HEADER,
+        "ann".parse().unwrap(),
+    );
     let refused = ProductServiceClient::new(channel(at(ServiceName::Planning), &bob))
         .list_products(request)
         .await

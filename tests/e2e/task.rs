@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use agilepm_platform::client::PeerChannel;
-use agilepm_platform::config::ServiceName;
+use agilepm_platform::wire::client::PeerChannel;
+use agilepm_platform::wire::config::ServiceName;
 use agilepm_proto::backlog::v1::BacklogItemStatus;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_proto::task::v1::*;

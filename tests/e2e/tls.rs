@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agilepm_platform::auth::Credentials;
-use agilepm_platform::client::{PeerChannel, connect_lazy_tls};
-use agilepm_platform::config::{ServiceName, TlsConfig};
-use agilepm_platform::tls::{ClientTlsFiles, ServerTlsFiles};
+use agilepm_platform::wire::auth::Credentials;
+use agilepm_platform::wire::client::{PeerChannel, connect_lazy_tls};
+use agilepm_platform::wire::config::{ServiceName, TlsConfig};
+use agilepm_platform::wire::tls::{ClientTlsFiles, ServerTlsFiles};
 use agilepm_proto::planning::v1::ListProductsRequest;
 use agilepm_proto::planning::v1::product_service_client::ProductServiceClient;
 use agilepm_testkit::{Engine, TestDb, TestSystem, engine_tests};
@@ -244,7 +244,7 @@ async fn postgres_connections_verify_the_server() {
 
     let dir = tempfile::tempdir().unwrap();
     let other = TestCa::new("not the database's CA").write(dir.path(), "other");
-    let refused = agilepm_platform::db::Db::connect(
+    let refused = agilepm_platform::storage::db::Db::connect(
         &format!(
             "postgres://root@localhost:5432/{database}?sslmode=verify-full&sslrootcert={}",
             other.display()

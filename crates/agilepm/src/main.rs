@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use agilepm::postgres::{ensure_database, with_database};
 use agilepm::system::{RunningSystem, SystemConfig};
-use agilepm_platform::auth::identity::{parse_subject, parse_tenant};
-use agilepm_platform::auth::{Role, TokenSpec};
-use agilepm_platform::config::{AuthArgs, ServiceName, TlsArgs};
+use agilepm_platform::wire::auth::identity::{parse_subject, parse_tenant};
+use agilepm_platform::wire::auth::{Role, TokenSpec};
+use agilepm_platform::wire::config::{AuthArgs, ServiceName, TlsArgs};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -186,7 +186,7 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
 }
 
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    let _telemetry = agilepm_platform::telemetry::init("agilepm-dev")?;
+    let _telemetry = agilepm_platform::wire::telemetry::init("agilepm-dev")?;
     let auth = args.auth.resolve()?;
     let tls = args.tls.resolve()?;
     let mut databases = BTreeMap::new();
@@ -224,7 +224,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     system.wait_ready(Duration::from_secs(30)).await?;
 
     let storage = match &args.postgres_url {
-        Some(url) => format!("PostgreSQL at {}", agilepm_platform::db::redacted_url(url)),
+        Some(url) => format!(
+            "PostgreSQL at {}",
+            agilepm_platform::storage::db::redacted_url(url)
+        ),
         None => format!("SQLite under {}", args.data_dir.display()),
     };
     println!("agilepm dev: four services up, storage: {storage}");
@@ -254,7 +257,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("press Ctrl-C to stop");
 
     tokio::select! {
-        () = agilepm_platform::server::shutdown_signal() => {}
+        () = agilepm_platform::runtime::server::shutdown_signal() => {}
         (service, outcome) = system.any_stopped() => {
             anyhow::bail!("{service} stopped unexpectedly: {outcome:?}");
         }

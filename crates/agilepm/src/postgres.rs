@@ -30,7 +30,7 @@ pub async fn ensure_database(admin_url: &str, database: &str) -> anyhow::Result<
         .with_context(|| {
             format!(
                 "cannot connect to PostgreSQL at {}",
-                agilepm_platform::db::redacted_url(admin_url)
+                agilepm_platform::storage::db::redacted_url(admin_url)
             )
         })?;
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use agilepm_platform::auth::AuthConfig;
-use agilepm_platform::config::{CommonConfig, Peers, ServiceName, TlsConfig};
+use agilepm_platform::wire::auth::AuthConfig;
+use agilepm_platform::wire::config::{CommonConfig, Peers, ServiceName, TlsConfig};
 use anyhow::Context as _;
 use futures::future::BoxFuture;
 use tokio::net::TcpListener;
@@ -130,7 +130,7 @@ impl RunningSystem {
                 database_url: config.databases[&key].clone(),
                 auth: config.auth.clone(),
                 tls: config.tls.clone(),
-                limits: agilepm_platform::limits::ServerLimits::default(),
+                limits: agilepm_platform::wire::limits::ServerLimits::default(),
                 db_max_connections: config.db_max_connections,
                 peers: peers.clone(),
             };

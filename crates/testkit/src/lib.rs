@@ -11,13 +11,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use agilepm::system::{RunningSystem, SystemConfig};
-use agilepm_platform::auth::{AuthConfig, Credentials, Role, TokenSpec};
-use agilepm_platform::client::{PeerChannel, connect_lazy};
-use agilepm_platform::config::{ServiceName, TlsConfig};
-pub use agilepm_platform::db::Engine;
-use agilepm_platform::db::{Db, Migrations, NO_MIGRATIONS};
-use agilepm_platform::feed::{EventFeed, FeedOptions};
-use agilepm_platform::server::GrpcServer;
+use agilepm_platform::events::feed::{EventFeed, FeedOptions};
+use agilepm_platform::runtime::server::GrpcServer;
+pub use agilepm_platform::storage::db::Engine;
+use agilepm_platform::storage::db::{Db, Migrations, NO_MIGRATIONS};
+use agilepm_platform::wire::auth::{AuthConfig, Credentials, Role, TokenSpec};
+use agilepm_platform::wire::client::{PeerChannel, connect_lazy};
+use agilepm_platform::wire::config::{ServiceName, TlsConfig};
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use agilepm_proto::events::v1::{Event, SubscribeRequest, subscribe_response};
 use futures::StreamExt as _;
@@ -57,7 +57,7 @@ macro_rules! engine_tests {
 
 /// Sets up test logging once.
 pub fn init() {
-    agilepm_platform::telemetry::init_for_tests();
+    agilepm_platform::wire::telemetry::init_for_tests();
 }
 
 /// The PostgreSQL server tests may create databases on, if any.
@@ -332,7 +332,7 @@ impl TestSystem {
         identity: ServiceName,
         tenant: &str,
     ) -> PeerChannel {
-        agilepm_platform::client::connect_lazy_acting_for(
+        agilepm_platform::wire::client::connect_lazy_acting_for(
             &format!("http://{}", self.address(service)),
             Credentials::fixed(&service_token(identity)).expect("ASCII token"),
             tenant,

@@ -2,10 +2,10 @@
 //! a command (`commands`) or reads the store (`store`), and maps the result to its
 //! response (`mapping`).
 
-use agilepm_platform::auth::caller;
-use agilepm_platform::db::Db;
-use agilepm_platform::error::{AppError, AppResult};
-use agilepm_platform::{paging, validate};
+use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::domain::{paging, validate};
+use agilepm_platform::storage::db::Db;
+use agilepm_platform::wire::auth::caller;
 use agilepm_proto::backlog::v1::backlog_item_service_server::BacklogItemService;
 use agilepm_proto::backlog::v1::*;
 use tonic::{Request, Response, Status as GrpcStatus};
@@ -161,7 +161,7 @@ fn parse_reconcile(
             revision: request.task_revision,
         },
         // Applied by the group-commit writer, in another task: the actor goes along.
-        actor: agilepm_platform::auth::acting_subject().unwrap_or_default(),
+        actor: agilepm_platform::wire::auth::acting_subject().unwrap_or_default(),
     })
 }
 
@@ -292,7 +292,7 @@ impl BacklogItemService for BacklogItemApi {
                     "order_by",
                     format!(
                         "{}: use \"rank\" or \"priority_score desc\"",
-                        agilepm_platform::error::shown(other)
+                        agilepm_platform::domain::error::shown(other)
                     ),
                 )
                 .into());

@@ -4,12 +4,12 @@
 
 pub mod reconcile_batch;
 
-use agilepm_platform::db::{Db, UnitOfWork};
-use agilepm_platform::error::{AppError, AppResult};
-use agilepm_platform::optimistic::{self, Attempt, check_version, retry_lost_races};
-use agilepm_platform::outbox;
-use agilepm_platform::ranked::Anchor;
-use agilepm_platform::time::now_micros;
+use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::domain::time::now_micros;
+use agilepm_platform::storage::db::{Db, UnitOfWork};
+use agilepm_platform::storage::optimistic::{self, Attempt, check_version, retry_lost_races};
+use agilepm_platform::storage::outbox;
+use agilepm_platform::storage::ranked::Anchor;
 use uuid::Uuid;
 
 use crate::domain::{

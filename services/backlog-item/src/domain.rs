@@ -7,7 +7,7 @@
 //! PLANNED | SCHEDULED | COMMITTED --remove--> REMOVED
 //! ```
 
-use agilepm_platform::error::{AppError, AppResult};
+use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::numbered_enum;
 
 numbered_enum! {

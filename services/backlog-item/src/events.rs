@@ -2,7 +2,7 @@
 //! after a change, whoever made it (a command in `commands.rs`, a reconcile in
 //! `commands/reconcile_batch.rs`).
 
-use agilepm_platform::outbox::{NewEvent, Subject};
+use agilepm_platform::storage::outbox::{NewEvent, Subject};
 use agilepm_proto::backlog::v1::*;
 
 use crate::domain::{BacklogItem, Status, TaskBasis};

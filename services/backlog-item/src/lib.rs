@@ -1,9 +1,9 @@
 //! The backlog-item service: owns the BacklogItem aggregate, its status machine, backlog
 //! ranking, and the reconcile RPC the coordinator drives.
 
-use agilepm_platform::config::{CommonConfig, ServiceName};
-use agilepm_platform::db::Migrations;
-use agilepm_platform::service::ServiceSpec;
+use agilepm_platform::runtime::service::ServiceSpec;
+use agilepm_platform::storage::db::Migrations;
+use agilepm_platform::wire::config::{CommonConfig, ServiceName};
 use agilepm_proto::backlog::v1::backlog_item_service_server::BacklogItemServiceServer;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
@@ -38,7 +38,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    agilepm_platform::service::run(
+    agilepm_platform::runtime::service::run(
         &SPEC,
         config,
         listener,

@@ -1,8 +1,9 @@
 //! `agilepm-backlog-item`: the backlog-item service as its own process.
 
-use agilepm_platform::config::ServiceName;
+use agilepm_platform::wire::config::ServiceName;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    agilepm_platform::service::main(ServiceName::BacklogItem, agilepm_backlog_item::run).await
+    agilepm_platform::runtime::service::main(ServiceName::BacklogItem, agilepm_backlog_item::run)
+        .await
 }

@@ -2,8 +2,8 @@
 //! the item as responses and events carry it, and the enum values and ratings requests
 //! send, checked on the way in.
 
-use agilepm_platform::error::{AppError, AppResult};
-use agilepm_platform::time::timestamp;
+use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::domain::time::timestamp;
 use agilepm_proto::backlog::v1 as proto;
 
 use crate::domain::{self, BacklogItem, ItemType, Status, StoryPoints, TransitionMode};

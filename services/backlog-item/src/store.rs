@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 
-use agilepm_platform::db::{Db, Engine, UnitOfWork};
-use agilepm_platform::error::AppResult;
-use agilepm_platform::guarded_writes::GuardedWrite;
-use agilepm_platform::statement::{Column, RowSet, Statement};
-use agilepm_platform::stored;
+use agilepm_platform::domain::error::AppResult;
+use agilepm_platform::storage::db::{Db, Engine, UnitOfWork};
+use agilepm_platform::storage::guarded_writes::GuardedWrite;
+use agilepm_platform::storage::statement::{Column, RowSet, Statement};
+use agilepm_platform::storage::stored;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
@@ -111,7 +111,7 @@ pub async fn by_request_id(
 }
 
 /// The product backlog as a ranked list.
-pub static BACKLOG: agilepm_platform::ranked::RankedList =
+pub static BACKLOG: agilepm_platform::storage::ranked::RankedList =
     agilepm_platform::ranked_list!("backlog_items");
 
 /// What an unrated item stores in its rating columns.

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use agilepm_platform::auth::caller;
-use agilepm_platform::db::Db;
-use agilepm_platform::error::AppError;
-use agilepm_platform::{paging, validate};
+use agilepm_platform::domain::error::AppError;
+use agilepm_platform::domain::{paging, validate};
+use agilepm_platform::storage::db::Db;
+use agilepm_platform::wire::auth::caller;
 use agilepm_proto::coordinator::v1::coordinator_service_server::CoordinatorService;
 use agilepm_proto::coordinator::v1::*;
 use tonic::{Request, Response, Status};

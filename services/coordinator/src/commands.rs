@@ -17,12 +17,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agilepm_platform::auth::act_for;
-use agilepm_platform::client::PeerChannel;
-use agilepm_platform::db::Db;
-use agilepm_platform::error::{AppResult, is_transient};
-use agilepm_platform::follower::{BatchHandler, FollowOptions, backoff};
-use agilepm_platform::time::{micros, now_micros};
+use agilepm_platform::domain::error::{AppResult, is_transient};
+use agilepm_platform::domain::time::{micros, now_micros};
+use agilepm_platform::events::follower::{BatchHandler, FollowOptions, backoff};
+use agilepm_platform::storage::db::Db;
+use agilepm_platform::wire::auth::act_for;
+use agilepm_platform::wire::client::PeerChannel;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{
     ReconcileBacklogItemStatusRequest, ReconcileBacklogItemStatusesRequest, ReconcileOutcome,

@@ -4,9 +4,9 @@
 //! service's revision guard makes duplicate or reordered reconciles harmless); the lease
 //! only keeps replicas from doing the same work twice in the steady state.
 
-use agilepm_platform::client::PeerChannel;
-use agilepm_platform::db::Db;
-use agilepm_platform::follower::{DbCheckpoint, FollowOptions, follow};
+use agilepm_platform::events::follower::{DbCheckpoint, FollowOptions, follow};
+use agilepm_platform::storage::db::Db;
+use agilepm_platform::wire::client::PeerChannel;
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use tokio_util::sync::CancellationToken;
 

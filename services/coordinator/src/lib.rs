@@ -17,9 +17,9 @@
 
 use std::sync::Arc;
 
-use agilepm_platform::config::{CommonConfig, ServiceName};
-use agilepm_platform::db::Migrations;
-use agilepm_platform::service::ServiceSpec;
+use agilepm_platform::runtime::service::ServiceSpec;
+use agilepm_platform::storage::db::Migrations;
+use agilepm_platform::wire::config::{CommonConfig, ServiceName};
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::coordinator::v1::coordinator_service_server::CoordinatorServiceServer;
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
@@ -66,7 +66,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    agilepm_platform::service::run(
+    agilepm_platform::runtime::service::run(
         &SPEC,
         config,
         listener,

@@ -1,8 +1,9 @@
 //! `agilepm-coordinator`: the coordinator as its own process.
 
-use agilepm_platform::config::ServiceName;
+use agilepm_platform::wire::config::ServiceName;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    agilepm_platform::service::main(ServiceName::Coordinator, agilepm_coordinator::run).await
+    agilepm_platform::runtime::service::main(ServiceName::Coordinator, agilepm_coordinator::run)
+        .await
 }

@@ -1,6 +1,6 @@
 //! Between the coordinator's domain and the protobuf messages it sends and answers.
 
-use agilepm_platform::time::timestamp;
+use agilepm_platform::domain::time::timestamp;
 use agilepm_proto::backlog::v1::ReconcileBacklogItemStatusRequest;
 use agilepm_proto::coordinator::v1 as proto;
 use agilepm_proto::task::v1::BacklogItemTaskTotals;

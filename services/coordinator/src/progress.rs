@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agilepm_platform::client::PeerChannel;
-use agilepm_platform::db::Db;
-use agilepm_platform::time::{micros, now_micros, timestamp};
+use agilepm_platform::domain::time::{micros, now_micros, timestamp};
+use agilepm_platform::storage::db::Db;
+use agilepm_platform::wire::client::PeerChannel;
 use agilepm_proto::coordinator::v1::GetCoordinatorStatusResponse;
 use agilepm_proto::coordinator::v1::coordinator_service_server::SERVICE_NAME;
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;

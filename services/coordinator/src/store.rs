@@ -3,9 +3,9 @@
 
 use std::collections::HashSet;
 
-use agilepm_platform::db::Db;
-use agilepm_platform::error::AppResult;
-use agilepm_platform::time::now_micros;
+use agilepm_platform::domain::error::AppResult;
+use agilepm_platform::domain::time::now_micros;
+use agilepm_platform::storage::db::Db;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 

@@ -1,9 +1,9 @@
 //! The planning service: owns Product, UseCase, Release and Sprint, runs the planning
 //! game across aggregates, and produces the burndown and velocity reports.
 
-use agilepm_platform::config::{CommonConfig, ServiceName};
-use agilepm_platform::db::{Db, Migrations};
-use agilepm_platform::service::ServiceSpec;
+use agilepm_platform::runtime::service::ServiceSpec;
+use agilepm_platform::storage::db::{Db, Migrations};
+use agilepm_platform::wire::config::{CommonConfig, ServiceName};
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::planning::v1::planning_game_service_server::PlanningGameServiceServer;
 use agilepm_proto::planning::v1::product_service_server::ProductServiceServer;
@@ -57,7 +57,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    agilepm_platform::service::run(
+    agilepm_platform::runtime::service::run(
         &SPEC,
         config,
         listener,

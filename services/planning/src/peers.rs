@@ -1,9 +1,9 @@
 //! The planning service's view of its peers: backlog items (backlog-item service) and
 //! task hours (task service), reached over gRPC on behalf of the caller's tenant.
 
-use agilepm_platform::auth::act_for;
-use agilepm_platform::client::PeerChannel;
-use agilepm_platform::error::{AppError, AppResult, from_peer};
+use agilepm_platform::domain::error::{AppError, AppResult, from_peer};
+use agilepm_platform::wire::auth::act_for;
+use agilepm_platform::wire::client::PeerChannel;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{
     BacklogItem, GetBacklogItemRequest, ListBacklogItemsRequest, ProductFacts, SyncProductsRequest,

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use agilepm_platform::db::Db;
-use agilepm_platform::error::AppResult;
+use agilepm_platform::domain::error::AppResult;
+use agilepm_platform::storage::db::Db;
 use agilepm_proto::backlog::v1::ProductFacts;
 use tokio_util::sync::CancellationToken;
 

@@ -1,9 +1,9 @@
 //! What releases and sprints share: both are scheduled periods of a product, listed by
 //! the day they begin.
 
-use agilepm_platform::db::Db;
-use agilepm_platform::error::{AppError, AppResult};
-use agilepm_platform::{paging, validate};
+use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::domain::{paging, validate};
+use agilepm_platform::storage::db::Db;
 use sqlx::any::AnyRow;
 
 /// A listing request of a product's periods.

@@ -2,12 +2,12 @@
 //! command (`commands`) or reads the store (`store`), and maps the result to its
 //! response (`mapping`).
 
-use agilepm_platform::auth::caller;
-use agilepm_platform::client::PeerChannel;
-use agilepm_platform::db::Db;
-use agilepm_platform::error::{AppError, AppResult};
-use agilepm_platform::time::today_utc;
-use agilepm_platform::{paging, validate};
+use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::domain::time::today_utc;
+use agilepm_platform::domain::{paging, validate};
+use agilepm_platform::storage::db::Db;
+use agilepm_platform::wire::auth::caller;
+use agilepm_platform::wire::client::PeerChannel;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::task::v1::task_service_server::TaskService;
 use agilepm_proto::task::v1::*;

@@ -5,13 +5,13 @@
 
 pub mod estimate_batch;
 
-use agilepm_platform::auth::act_for;
-use agilepm_platform::client::PeerChannel;
-use agilepm_platform::db::{Db, UnitOfWork};
-use agilepm_platform::error::{AppError, AppResult, from_peer};
-use agilepm_platform::optimistic::{Attempt, check_version, retry_lost_races};
-use agilepm_platform::outbox;
-use agilepm_platform::time::{now_micros, today_utc};
+use agilepm_platform::domain::error::{AppError, AppResult, from_peer};
+use agilepm_platform::domain::time::{now_micros, today_utc};
+use agilepm_platform::storage::db::{Db, UnitOfWork};
+use agilepm_platform::storage::optimistic::{Attempt, check_version, retry_lost_races};
+use agilepm_platform::storage::outbox;
+use agilepm_platform::wire::auth::act_for;
+use agilepm_platform::wire::client::PeerChannel;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{BacklogItemStatus, GetBacklogItemRequest};
 use chrono::NaiveDate;

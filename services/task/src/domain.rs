@@ -2,7 +2,7 @@
 //! task's hours and status. Status and hours never contradict each other: zero hours is
 //! DONE, and DONE is zero hours.
 
-use agilepm_platform::error::{AppError, AppResult};
+use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::numbered_enum;
 use chrono::NaiveDate;
 

@@ -3,7 +3,7 @@
 //! carries. (Estimates used to build `TaskHoursRemainingEstimated` and
 //! `TaskStatusChanged` once in the single-task path and again in the batch writer.)
 
-use agilepm_platform::outbox::Subject;
+use agilepm_platform::storage::outbox::Subject;
 use agilepm_proto::task::v1::{
     TaskDefined, TaskDescribed, TaskHoursRemainingEstimated, TaskRemoved, TaskRenamed,
     TaskStatusChanged, TaskVolunteerAssigned,

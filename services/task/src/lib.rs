@@ -1,9 +1,9 @@
 //! The task service: owns the Task aggregate, its daily estimation log and the
 //! per-backlog-item hour totals the coordinator reconciles from.
 
-use agilepm_platform::config::{CommonConfig, ServiceName};
-use agilepm_platform::db::Migrations;
-use agilepm_platform::service::ServiceSpec;
+use agilepm_platform::runtime::service::ServiceSpec;
+use agilepm_platform::storage::db::Migrations;
+use agilepm_platform::wire::config::{CommonConfig, ServiceName};
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::task::v1::task_service_server::TaskServiceServer;
 use sqlx::migrate::Migrator;
@@ -41,7 +41,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    agilepm_platform::service::run(
+    agilepm_platform::runtime::service::run(
         &SPEC,
         config,
         listener,

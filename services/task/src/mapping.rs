@@ -2,8 +2,8 @@
 //! and its item's totals as responses and events carry them, and the status a request
 //! names, checked on the way in.
 
-use agilepm_platform::error::{AppError, AppResult};
-use agilepm_platform::time::timestamp;
+use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::domain::time::timestamp;
 use agilepm_proto::task::v1 as proto;
 
 use crate::domain::{LogEntry, Status, Task, Totals};

@@ -3,7 +3,7 @@
 //! statements, so a million tasks load in seconds. Ids are deterministic:
 //! task `n` is `00000000-0000-4000-8000-<n, 12 digits>` of tenant `bench`.
 
-use agilepm_platform::db::{Db, Engine};
+use agilepm_platform::storage::db::{Db, Engine};
 
 const SQLITE: [&str; 3] = [
     "WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n < $1 - 1) \

@@ -4,11 +4,11 @@
 
 use std::collections::HashMap;
 
-use agilepm_platform::db::{Db, Engine, UnitOfWork};
-use agilepm_platform::error::{AppError, AppResult};
-use agilepm_platform::guarded_writes::GuardedWrite;
-use agilepm_platform::statement::{Column, RowSet, Statement};
-use agilepm_platform::stored;
+use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::storage::db::{Db, Engine, UnitOfWork};
+use agilepm_platform::storage::guarded_writes::GuardedWrite;
+use agilepm_platform::storage::statement::{Column, RowSet, Statement};
+use agilepm_platform::storage::stored;
 use chrono::NaiveDate;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -222,7 +222,7 @@ pub async fn log_estimate(
     hours: i32,
     now_us: i64,
 ) -> AppResult<()> {
-    let actor = agilepm_platform::auth::acting_subject().unwrap_or_default();
+    let actor = agilepm_platform::wire::auth::acting_subject().unwrap_or_default();
     let write = LogWrite {
         task_id: &task.id,
         backlog_item_id: &task.backlog_item_id,

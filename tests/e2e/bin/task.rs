@@ -3,9 +3,9 @@
 //! path as the `agilepm-task` binary; built here because cargo hands integration tests the
 //! paths of their own package's binaries only.
 
-use agilepm_platform::config::ServiceName;
+use agilepm_platform::wire::config::ServiceName;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    agilepm_platform::service::main(ServiceName::Task, agilepm_task::run).await
+    agilepm_platform::runtime::service::main(ServiceName::Task, agilepm_task::run).await
 }

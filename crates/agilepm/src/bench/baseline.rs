@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use agilepm_platform::server::GrpcServer;
+use agilepm_platform::runtime::server::GrpcServer;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tonic_health::pb::HealthCheckRequest;
@@ -69,8 +69,10 @@ pub async fn empty_rpc_per_sec(clients: usize, seconds: u64) -> anyhow::Result<f
     let address = listener.local_addr()?;
     let stop = CancellationToken::new();
     let server = tokio::spawn(
-        GrpcServer::new(agilepm_platform::auth::AuthConfig::development().authenticator(&stop)?)
-            .serve(listener, None, stop.clone()),
+        GrpcServer::new(
+            agilepm_platform::wire::auth::AuthConfig::development().authenticator(&stop)?,
+        )
+        .serve(listener, None, stop.clone()),
     );
     let calls = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -78,7 +80,7 @@ pub async fn empty_rpc_per_sec(clients: usize, seconds: u64) -> anyhow::Result<f
         .map(|_| {
             // One connection per client, as the estimate workload has.
             let channel =
-                agilepm_platform::client::connect_lazy(&format!("http://{address}"), None);
+                agilepm_platform::wire::client::connect_lazy(&format!("http://{address}"), None);
             let calls = calls.clone();
             (channel, calls)
         })

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use agilepm_platform::config::ServiceName;
-use agilepm_platform::db::Db;
+use agilepm_platform::storage::db::Db;
+use agilepm_platform::wire::config::ServiceName;
 use clap::{Args, ValueEnum};
 
 use crate::postgres::{drop_database, ensure_database, with_database};

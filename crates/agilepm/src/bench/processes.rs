@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use agilepm_platform::config::ServiceName;
+use agilepm_platform::wire::config::ServiceName;
 use anyhow::Context as _;
 use tokio::process::{Child, Command};
 
@@ -41,10 +41,10 @@ impl ServiceProcess {
 
 /// The services run with real token verification (a random secret per bench run), so the
 /// figures include it; the bench's clients present tokens minted with the same secret.
-pub fn bench_auth() -> &'static agilepm_platform::auth::AuthConfig {
-    static AUTH: std::sync::OnceLock<agilepm_platform::auth::AuthConfig> =
+pub fn bench_auth() -> &'static agilepm_platform::wire::auth::AuthConfig {
+    static AUTH: std::sync::OnceLock<agilepm_platform::wire::auth::AuthConfig> =
         std::sync::OnceLock::new();
-    AUTH.get_or_init(agilepm_platform::auth::AuthConfig::with_random_secret)
+    AUTH.get_or_init(agilepm_platform::wire::auth::AuthConfig::with_random_secret)
 }
 
 fn binary(name: ServiceName) -> anyhow::Result<PathBuf> {

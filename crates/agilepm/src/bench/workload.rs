@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agilepm_platform::client::{PeerChannel, connect_lazy};
-use agilepm_platform::time::{micros, now_micros};
+use agilepm_platform::domain::time::{micros, now_micros};
+use agilepm_platform::wire::client::{PeerChannel, connect_lazy};
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{
     BacklogItemStatus, BacklogItemStatusChanged, PlanBacklogItemRequest, StatusChangeCause,
@@ -61,7 +61,7 @@ fn channel(port: u16) -> anyhow::Result<PeerChannel> {
 
 /// A connection of its own to `port`, as a person of `tenant`.
 fn channel_of(port: u16, tenant: &str) -> anyhow::Result<PeerChannel> {
-    use agilepm_platform::auth::{Credentials, Role, TokenSpec};
+    use agilepm_platform::wire::auth::{Credentials, Role, TokenSpec};
     let token = super::processes::bench_auth().signer()?.mint(
         &TokenSpec::person("bench", tenant, &[Role::ProductOwner, Role::TeamMember]),
         Duration::from_secs(24 * 3600),

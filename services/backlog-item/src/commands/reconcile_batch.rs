@@ -9,7 +9,7 @@
 //! fast statement (the two touch different items). The full path reads its items in one
 //! query without a lock, runs the bases through [`domain::reconcile`] in arrival order,
 //! exactly as they would be one transaction at a time, and writes them with their events
-//! as one guarded write (`platform::guarded_writes`: on PostgreSQL one statement), each
+//! as one guarded write (`platform::storage::guarded_writes`: on PostgreSQL one statement), each
 //! item guarded by the version it was read at. Bases the fast statement did not settle
 //! (a DONE item getting hours back, stale or duplicate bases, unknown items) take the
 //! full path after it. The status change is on the reconcile lag's path, so its round
@@ -19,12 +19,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use agilepm_platform::db::Db;
-use agilepm_platform::error::{AppError, AppResult};
-use agilepm_platform::group_commit::{BatchWrite, GroupCommit};
-use agilepm_platform::guarded_writes::{self, GuardedWrite};
-use agilepm_platform::outbox::NewEvent;
-use agilepm_platform::time::now_micros;
+use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::domain::time::now_micros;
+use agilepm_platform::storage::db::Db;
+use agilepm_platform::storage::group_commit::{BatchWrite, GroupCommit};
+use agilepm_platform::storage::guarded_writes::{self, GuardedWrite};
+use agilepm_platform::storage::outbox::NewEvent;
 use agilepm_proto::backlog::v1::StatusChangeCause;
 
 use crate::domain::{self, BacklogItem, Outcome, TaskBasis, TransitionMode};

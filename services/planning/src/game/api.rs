@@ -1,8 +1,8 @@
 //! The PlanningGameService adapter: parse, run a game command, answer.
 
-use agilepm_platform::auth::caller;
-use agilepm_platform::error::{AppError, AppResult};
-use agilepm_platform::validate;
+use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::domain::validate;
+use agilepm_platform::wire::auth::caller;
 use agilepm_proto::planning::v1::planning_game_service_server::PlanningGameService;
 use agilepm_proto::planning::v1::*;
 use tonic::{Request, Response, Status};

@@ -1,9 +1,9 @@
 //! The planning game's commands, each a sequence of calls to the backlog-item service
 //! that is safe to retry as a whole.
 
-use agilepm_platform::auth::act_for;
-use agilepm_platform::db::Db;
-use agilepm_platform::error::{AppError, AppResult};
+use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::storage::db::Db;
+use agilepm_platform::wire::auth::act_for;
 use agilepm_proto::backlog::v1::{
     BacklogItem, BacklogItemType, ListBacklogItemsRequest, MoveBacklogItemRequest,
     PlanBacklogItemRequest, RemoveBacklogItemRequest, StoryPoints, UpdateBacklogItemRequest,

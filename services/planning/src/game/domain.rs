@@ -1,6 +1,6 @@
 //! The planning game's rules, free of I/O and of protobuf.
 
-use agilepm_platform::error::{AppError, AppResult};
+use agilepm_platform::domain::error::{AppError, AppResult};
 
 /// Where a backlog item stands, as far as the game cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

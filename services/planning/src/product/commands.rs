@@ -2,11 +2,11 @@
 //! recorded in the backlog-item service before the change commits here, so an
 //! acknowledged product (or mode switch) is what every later reconciliation applies.
 
-use agilepm_platform::db::Db;
-use agilepm_platform::error::{AppError, AppResult};
-use agilepm_platform::optimistic::{Attempt, check_version, retry_lost_races};
-use agilepm_platform::outbox;
-use agilepm_platform::time::now_micros;
+use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::domain::time::now_micros;
+use agilepm_platform::storage::db::Db;
+use agilepm_platform::storage::optimistic::{Attempt, check_version, retry_lost_races};
+use agilepm_platform::storage::outbox;
 use uuid::Uuid;
 
 use super::domain::{self, Change, Product, TransitionMode};

@@ -1,7 +1,7 @@
 //! Between products and their protobuf messages.
 
-use agilepm_platform::error::{AppError, AppResult};
-use agilepm_platform::time::timestamp;
+use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::domain::time::timestamp;
 use agilepm_proto::backlog::v1::ProductFacts;
 use agilepm_proto::planning::v1 as proto;
 

@@ -1,8 +1,8 @@
 //! Persistence of products, read into and written from `domain::Product`.
 
-use agilepm_platform::db::{Db, UnitOfWork};
-use agilepm_platform::error::{AppError, AppResult};
-use agilepm_platform::stored;
+use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::storage::db::{Db, UnitOfWork};
+use agilepm_platform::storage::stored;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 

@@ -1,11 +1,11 @@
 //! The Release aggregate's units of work, and scheduling items for a release, which the
 //! backlog-item service records on the item.
 
-use agilepm_platform::auth::act_for;
-use agilepm_platform::db::Db;
-use agilepm_platform::error::{AppError, AppResult};
-use agilepm_platform::outbox;
-use agilepm_platform::time::now_micros;
+use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::domain::time::now_micros;
+use agilepm_platform::storage::db::Db;
+use agilepm_platform::storage::outbox;
+use agilepm_platform::wire::auth::act_for;
 use agilepm_proto::backlog::v1::{
     BacklogItem, ScheduleBacklogItemRequest, UnscheduleBacklogItemRequest,
 };

@@ -1,6 +1,6 @@
 //! The Release aggregate, free of I/O and of protobuf.
 
-use agilepm_platform::error::{AppError, AppResult};
+use agilepm_platform::domain::error::{AppError, AppResult};
 use chrono::NaiveDate;
 
 /// A release of a product.

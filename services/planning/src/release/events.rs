@@ -1,6 +1,6 @@
 //! Every event of the Release aggregate, built once.
 
-use agilepm_platform::outbox::{NewEvent, Subject};
+use agilepm_platform::storage::outbox::{NewEvent, Subject};
 use agilepm_proto::planning::v1::ReleaseScheduled;
 
 use super::domain::Release;

@@ -1,6 +1,6 @@
 //! Between releases and their protobuf messages.
 
-use agilepm_platform::time::timestamp;
+use agilepm_platform::domain::time::timestamp;
 use agilepm_proto::planning::v1 as proto;
 
 use super::domain::Release;

@@ -1,8 +1,8 @@
 //! The ReportService adapter: parse, compose the report, map.
 
-use agilepm_platform::auth::caller;
-use agilepm_platform::error::AppError;
-use agilepm_platform::validate;
+use agilepm_platform::domain::error::AppError;
+use agilepm_platform::domain::validate;
+use agilepm_platform::wire::auth::caller;
 use agilepm_proto::planning::v1::report_service_server::ReportService;
 use agilepm_proto::planning::v1::*;
 use tonic::{Request, Response, Status};

@@ -1,9 +1,9 @@
 //! The reads reports are composed of: the sprint from this service's store, its items
 //! from the backlog-item service and their hours from the task service.
 
-use agilepm_platform::auth::act_for;
-use agilepm_platform::db::Db;
-use agilepm_platform::error::{AppError, AppResult, from_peer};
+use agilepm_platform::domain::error::{AppError, AppResult, from_peer};
+use agilepm_platform::storage::db::Db;
+use agilepm_platform::wire::auth::act_for;
 use agilepm_proto::backlog::v1::ListBacklogItemsRequest;
 use agilepm_proto::task::v1::GetBurndownRequest;
 

@@ -1,8 +1,8 @@
 //! The SprintService adapter: parse, run a command or read the store, map.
 
-use agilepm_platform::auth::caller;
-use agilepm_platform::error::{AppError, AppResult, shown};
-use agilepm_platform::validate;
+use agilepm_platform::domain::error::{AppError, AppResult, shown};
+use agilepm_platform::domain::validate;
+use agilepm_platform::wire::auth::caller;
 use agilepm_proto::planning::v1::sprint_service_server::SprintService;
 use agilepm_proto::planning::v1::*;
 use tonic::{Request, Response, Status};

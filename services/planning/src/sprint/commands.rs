@@ -2,12 +2,12 @@
 //! event of `events`, in one transaction; and the commitments, which the backlog-item
 //! service records on the item.
 
-use agilepm_platform::auth::act_for;
-use agilepm_platform::db::Db;
-use agilepm_platform::error::{AppError, AppResult};
-use agilepm_platform::optimistic::{Attempt, check_version, retry_lost_races};
-use agilepm_platform::outbox::{self, NewEvent};
-use agilepm_platform::time::now_micros;
+use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::domain::time::now_micros;
+use agilepm_platform::storage::db::Db;
+use agilepm_platform::storage::optimistic::{Attempt, check_version, retry_lost_races};
+use agilepm_platform::storage::outbox::{self, NewEvent};
+use agilepm_platform::wire::auth::act_for;
 use agilepm_proto::backlog::v1::{
     BacklogItem, CommitBacklogItemRequest, ListBacklogItemsRequest, UncommitBacklogItemRequest,
 };

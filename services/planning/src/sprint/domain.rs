@@ -1,6 +1,6 @@
 //! The Sprint aggregate's rules, free of I/O and of protobuf.
 
-use agilepm_platform::error::{AppError, AppResult};
+use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::numbered_enum;
 use chrono::NaiveDate;
 

@@ -1,6 +1,6 @@
 //! Every event of the Sprint aggregate, built once.
 
-use agilepm_platform::outbox::{NewEvent, Subject};
+use agilepm_platform::storage::outbox::{NewEvent, Subject};
 use agilepm_proto::planning::v1::{SprintCompleted, SprintScheduled, SprintStarted, SprintUpdated};
 
 use super::domain::Sprint;

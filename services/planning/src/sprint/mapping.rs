@@ -1,7 +1,7 @@
 //! Between sprints and their protobuf messages, and from the backlog-item service's
 //! items to what a sprint's summary counts.
 
-use agilepm_platform::time::{micros, timestamp};
+use agilepm_platform::domain::time::{micros, timestamp};
 use agilepm_proto::backlog::v1::{BacklogItem, BacklogItemStatus, StoryPoints};
 use agilepm_proto::planning::v1 as proto;
 

@@ -1,9 +1,9 @@
 //! Persistence of sprints, read into and written from `domain::Sprint`. The completion
 //! summary is stored as its encoded protobuf message.
 
-use agilepm_platform::db::{Db, UnitOfWork};
-use agilepm_platform::error::AppResult;
-use agilepm_platform::stored;
+use agilepm_platform::domain::error::AppResult;
+use agilepm_platform::storage::db::{Db, UnitOfWork};
+use agilepm_platform::storage::stored;
 use agilepm_proto::planning::v1::SprintSummary;
 use prost::Message as _;
 use sqlx::any::AnyRow;

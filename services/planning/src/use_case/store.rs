@@ -1,9 +1,9 @@
 //! Persistence of use cases, read into and written from `domain::UseCase`.
 
-use agilepm_platform::db::{Db, UnitOfWork};
-use agilepm_platform::error::AppResult;
-use agilepm_platform::ranked::RankedList;
-use agilepm_platform::stored;
+use agilepm_platform::domain::error::AppResult;
+use agilepm_platform::storage::db::{Db, UnitOfWork};
+use agilepm_platform::storage::ranked::RankedList;
+use agilepm_platform::storage::stored;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 

@@ -18,13 +18,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use agilepm_platform::db::Db;
-use agilepm_platform::error::{AppError, AppResult};
-use agilepm_platform::group_commit::{BatchWrite, GroupCommit};
-use agilepm_platform::guarded_writes;
-use agilepm_platform::optimistic::check_version;
-use agilepm_platform::outbox::NewEvent;
-use agilepm_platform::time::now_micros;
+use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::domain::time::now_micros;
+use agilepm_platform::storage::db::Db;
+use agilepm_platform::storage::group_commit::{BatchWrite, GroupCommit};
+use agilepm_platform::storage::guarded_writes;
+use agilepm_platform::storage::optimistic::check_version;
+use agilepm_platform::storage::outbox::NewEvent;
 use chrono::NaiveDate;
 
 use crate::domain::{self, LogEntry, Status, Task, Totals};

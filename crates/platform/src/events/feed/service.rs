@@ -1,0 +1,271 @@
+//! `agilepm.events.v1.EventFeedService`: admission of subscribers (bounded per tenant
+//! and in total, filters bounded), then each subscription served from the process's
+//! [`Hub`](crate::events::feed::hub) (see [`subscription`](crate::events::feed::subscription)).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agilepm_proto::events::v1::event_feed_service_server::EventFeedService;
+use agilepm_proto::events::v1::{
+    GetFeedHeadRequest, GetFeedHeadResponse, SubscribeRequest, SubscribeResponse,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::domain::error::{AppError, AppResult};
+use crate::domain::time::timestamp;
+use crate::events::feed::filter::Filter;
+use crate::events::feed::hub::{Hub, HubOptions};
+use crate::events::feed::subscription::Subscription;
+use crate::events::feed::{OutboxReader, Position};
+use crate::storage::db::{Db, Engine};
+use crate::wire::auth::{Caller, caller};
+
+/// Tuning of the feed server.
+#[derive(Debug, Clone)]
+pub struct FeedOptions {
+    /// Rows read per query.
+    pub batch_size: u32,
+    /// How often a caught-up subscriber re-reads even without a notification.
+    pub fallback_poll: Duration,
+    /// Heartbeat interval when the subscriber does not ask for one.
+    pub default_heartbeat: Duration,
+    /// How long one read of the outbox may take before it counts as failed.
+    pub read_timeout: Duration,
+    /// How long the outbox may stay unreadable before subscribers are ended with
+    /// UNAVAILABLE (they get heartbeats meanwhile).
+    pub unavailable_after: Duration,
+    /// Subscriptions open at once on this feed.
+    pub max_subscribers: usize,
+    /// Subscriptions one tenant may hold open at once (callers spanning tenants count
+    /// as one more tenant).
+    pub max_subscribers_per_tenant: usize,
+}
+
+impl Default for FeedOptions {
+    fn default() -> Self {
+        FeedOptions {
+            batch_size: 500,
+            fallback_poll: Duration::from_millis(500),
+            default_heartbeat: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(5),
+            unavailable_after: Duration::from_secs(15),
+            max_subscribers: 1000,
+            max_subscribers_per_tenant: 100,
+        }
+    }
+}
+
+/// The feed server for one service's outbox.
+#[derive(Clone)]
+pub struct EventFeed {
+    hub: Arc<Hub>,
+    options: FeedOptions,
+    subscribers: Arc<Subscribers>,
+}
+
+/// Who holds how many subscriptions.
+#[derive(Default)]
+struct Subscribers {
+    by_tenant: Mutex<HashMap<String, usize>>,
+}
+
+/// One admitted subscription; its place is given back when the stream ends.
+struct Admitted {
+    subscribers: Arc<Subscribers>,
+    tenant: String,
+}
+
+impl Subscribers {
+    /// Admits a subscription of `tenant` unless the tenant or the feed holds its maximum.
+    fn admit(self: &Arc<Self>, tenant: &str, options: &FeedOptions) -> AppResult<Admitted> {
+        let mut by_tenant = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = by_tenant.values().sum();
+        if total >= options.max_subscribers {
+            return Err(AppError::ResourceExhausted(format!(
+                "this feed serves {} subscriptions at most; retry later",
+                options.max_subscribers
+            )));
+        }
+        let held = by_tenant.entry(tenant.to_owned()).or_default();
+        if *held >= options.max_subscribers_per_tenant {
+            return Err(AppError::ResourceExhausted(format!(
+                "a tenant may hold {} subscriptions of this feed at once; close one first",
+                options.max_subscribers_per_tenant
+            )));
+        }
+        *held += 1;
+        Ok(Admitted {
+            subscribers: self.clone(),
+            tenant: tenant.to_owned(),
+        })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut by_tenant = self
+            .subscribers
+            .by_tenant
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = by_tenant.get_mut(&self.tenant) {
+            *held -= 1;
+            if *held == 0 {
+                by_tenant.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+impl EventFeed {
+    /// Serves `db`'s outbox. On PostgreSQL also starts, until `shutdown`, announcing this
+    /// process's commits to other processes and relaying theirs (every process that
+    /// appends events serves its feed, so this is where both belong).
+    pub async fn new(
+        db: Db,
+        options: FeedOptions,
+        shutdown: CancellationToken,
+    ) -> AppResult<EventFeed> {
+        if db.engine() == Engine::Postgres {
+            tokio::spawn(crate::events::feed::notify::announce_postgres(
+                db.pool().clone(),
+                db.notifier().clone(),
+                shutdown.clone(),
+            ));
+            tokio::spawn(crate::events::feed::notify::listen_postgres(
+                db.url().to_owned(),
+                db.notifier().clone(),
+                shutdown.clone(),
+            ));
+        }
+        let hub_options = HubOptions {
+            batch_size: options.batch_size,
+            fallback_poll: options.fallback_poll,
+            read_timeout: options.read_timeout,
+        };
+        let hub = Hub::start(OutboxReader::new(db).await?, hub_options, shutdown).await?;
+        Ok(EventFeed {
+            hub,
+            options,
+            subscribers: Arc::default(),
+        })
+    }
+
+    /// The head `caller` may see, as the database shows it now: the whole feed's for
+    /// callers spanning tenants, the newest event of its own tenant for everyone else.
+    async fn head(&self, caller: &Caller) -> AppResult<(String, Option<prost_types::Timestamp>)> {
+        let tenant = if caller.is_all_tenants() {
+            None
+        } else {
+            Some(caller.tenant()?)
+        };
+        Ok(match self.hub.exact_head(tenant).await? {
+            Some((position, time)) => (
+                position.encode(self.hub.reader().feed_id()),
+                Some(timestamp(time)),
+            ),
+            None => (String::new(), None),
+        })
+    }
+}
+
+type SubscribeStream = tonic::codegen::BoxStream<SubscribeResponse>;
+
+/// Most aggregate ids one subscription may filter on: a subscriber following more
+/// subscribes to the whole feed of its tenant and filters itself.
+pub const MAX_AGGREGATE_IDS: usize = 1000;
+/// Most event types one subscription may filter on (each service has a few dozen).
+pub const MAX_EVENT_TYPES: usize = 100;
+/// Longest id or event type a filter may name.
+const MAX_FILTER_ENTRY: usize = 256;
+
+/// A filter field as a set, refused if it is larger than `max` or holds an entry no id or
+/// type can be: a subscription's memory is bounded by what it may ask for.
+fn bounded_set(field: &str, values: Vec<String>, max: usize) -> AppResult<HashSet<String>> {
+    if values.len() > max {
+        return Err(AppError::invalid(
+            field,
+            format!("at most {max} entries, not {}", values.len()),
+        ));
+    }
+    if let Some(long) = values.iter().find(|v| v.len() > MAX_FILTER_ENTRY) {
+        return Err(AppError::invalid(
+            field,
+            format!(
+                "entries are at most {MAX_FILTER_ENTRY} bytes, not {}",
+                crate::domain::error::shown(long)
+            ),
+        ));
+    }
+    Ok(values.into_iter().collect())
+}
+
+#[tonic::async_trait]
+impl EventFeedService for EventFeed {
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<SubscribeStream>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let cursor = Position::parse(
+            "after_position",
+            &request.after_position,
+            self.hub.reader().feed_id(),
+        )?;
+        let heartbeat_every = match request.heartbeat_interval_ms {
+            0 => self.options.default_heartbeat,
+            ms @ 100..=60_000 => Duration::from_millis(ms as u64),
+            _ => {
+                return Err(AppError::invalid(
+                    "heartbeat_interval_ms",
+                    "must be 0 or 100 to 60000",
+                )
+                .into());
+            }
+        };
+        let filter = Filter {
+            caller,
+            event_types: bounded_set("event_types", request.event_types, MAX_EVENT_TYPES)?,
+            aggregate_ids: bounded_set("aggregate_ids", request.aggregate_ids, MAX_AGGREGATE_IDS)?,
+        };
+        let holder = if filter.caller.is_all_tenants() {
+            "*"
+        } else {
+            filter.caller.tenant()?
+        };
+        let admitted = self.subscribers.admit(holder, &self.options)?;
+        let mut subscription = Subscription::new(
+            self.hub.clone(),
+            filter,
+            cursor,
+            heartbeat_every,
+            self.options.unavailable_after,
+        );
+        let stream = async_stream::try_stream! {
+            // Held for as long as the stream lives: its place is given back when it ends
+            // or the client goes away.
+            let _admitted = admitted;
+            loop {
+                for message in subscription.next().await? {
+                    yield message;
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_feed_head(
+        &self,
+        request: Request<GetFeedHeadRequest>,
+    ) -> Result<Response<GetFeedHeadResponse>, Status> {
+        let caller = caller(&request)?;
+        let (head_position, head_occur_time) = self.head(&caller).await?;
+        Ok(Response::new(GetFeedHeadResponse {
+            head_position,
+            head_occur_time,
+        }))
+    }
+}

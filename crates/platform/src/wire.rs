@@ -1,0 +1,11 @@
+//! What every service's gRPC edge shares: configuration, trust (tokens, roles, TLS),
+//! calling peers, limits and admission, and telemetry.
+
+pub mod admission;
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod limits;
+pub mod malformed;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,260 @@
+//! Configuration shared by every service binary: flags with environment-variable fallbacks
+//! and defaults that work on a developer machine with nothing installed.
+
+pub use crate::domain::service_name::ServiceName;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use secrecy::SecretString;
+
+use crate::wire::auth::AuthConfig;
+use crate::wire::limits::{LimitArgs, ServerLimits};
+use crate::wire::tls::{ClientTlsFiles, ServerTlsFiles};
+
+/// Settings every service accepts. Each service flattens this into its own `clap` parser
+/// and adds its peers' addresses.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "AGILEPM_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Database URL: `sqlite://PATH` (created on first run) or `postgres://USER@HOST/DB`.
+    #[arg(long, env = "AGILEPM_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    /// Largest number of database connections this service opens.
+    #[arg(long, env = "AGILEPM_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// Where the backlog-item service is reached (used by task, planning, coordinator).
+    #[arg(long, env = "AGILEPM_BACKLOG_ITEM_ENDPOINT")]
+    pub backlog_item_endpoint: Option<String>,
+
+    /// Where the task service is reached (used by planning, coordinator). No service
+    /// calls planning: it pushes what others need (products to backlog-item).
+    #[arg(long, env = "AGILEPM_TASK_ENDPOINT")]
+    pub task_endpoint: Option<String>,
+}
+
+impl CommonArgs {
+    /// Resolves the settings, filling in the service's defaults.
+    pub fn resolve(&self, service: ServiceName) -> anyhow::Result<CommonConfig> {
+        Ok(CommonConfig {
+            service,
+            listen: self
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], service.default_port()))),
+            database_url: self
+                .database_url
+                .clone()
+                .unwrap_or_else(|| format!("sqlite://data/{}.db", service.as_str())),
+            auth: self.auth.resolve()?,
+            tls: self.tls.resolve()?,
+            limits: self.limits.resolve(),
+            db_max_connections: self.db_max_connections.max(1),
+            peers: Peers {
+                backlog_item: self
+                    .backlog_item_endpoint
+                    .clone()
+                    .unwrap_or_else(|| ServiceName::BacklogItem.default_endpoint()),
+                task: self
+                    .task_endpoint
+                    .clone()
+                    .unwrap_or_else(|| ServiceName::Task.default_endpoint()),
+            },
+        })
+    }
+}
+
+/// How callers are authenticated (see `auth`). With no key configured the service runs in
+/// development mode: unverified tenant tokens, tenant roles only, and a loud warning.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// Shared HS256 secret (at least 32 random bytes) that verifies tokens without `kid`
+    /// and signs the services' own tokens.
+    #[arg(long, env = "AGILEPM_AUTH_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub auth_secret: Option<SecretString>,
+    /// JSON Web Key Set file whose keys verify tokens by `kid`; re-read when it changes.
+    #[arg(long, env = "AGILEPM_AUTH_JWKS")]
+    pub auth_jwks: Option<PathBuf>,
+    /// This service's own private key (PEM: Ed25519, P-256 or RSA) for the tokens it
+    /// presents to its peers; its public half is in the key set under the signing kid.
+    #[arg(long, env = "AGILEPM_AUTH_SIGNING_KEY", requires = "auth_signing_kid")]
+    pub auth_signing_key: Option<PathBuf>,
+    /// The `kid` of the signing key: `service.<name>` (e.g. `service.task.2026-12`).
+    #[arg(long, env = "AGILEPM_AUTH_SIGNING_KID")]
+    pub auth_signing_kid: Option<String>,
+    /// Required `iss` claim.
+    #[arg(long, env = "AGILEPM_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "AGILEPM_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+    /// Refuse to start in development mode: a deployment that forgot its key stops
+    /// instead of running open.
+    #[arg(long, env = "AGILEPM_REQUIRE_AUTH", default_value_t = false)]
+    pub require_auth: bool,
+}
+
+impl AuthArgs {
+    /// The configuration these flags describe; refuses weak keys.
+    pub fn resolve(&self) -> anyhow::Result<AuthConfig> {
+        let config = AuthConfig::from_settings(
+            self.auth_secret.clone(),
+            self.auth_jwks.clone(),
+            self.auth_signing_key
+                .clone()
+                .zip(self.auth_signing_kid.clone()),
+            self.auth_issuer.clone(),
+            self.auth_audience.clone(),
+        )?;
+        anyhow::ensure!(
+            !(self.require_auth && config.development),
+            "AGILEPM_REQUIRE_AUTH is set but no key is: set AGILEPM_AUTH_SECRET or AGILEPM_AUTH_JWKS"
+        );
+        Ok(config)
+    }
+}
+
+fn parse_secret(value: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(value.to_owned()))
+}
+
+/// Resolved settings common to every service.
+#[derive(Debug, Clone)]
+pub struct CommonConfig {
+    /// Which service this is.
+    pub service: ServiceName,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Where the service's own database lives.
+    pub database_url: String,
+    /// How callers are authenticated and how this service proves who it is.
+    pub auth: AuthConfig,
+    /// TLS for this server and for calls to peers.
+    pub tls: TlsConfig,
+    /// What one client can hold of this server.
+    pub limits: ServerLimits,
+    /// Connection pool ceiling.
+    pub db_max_connections: u32,
+    /// Where the other services are.
+    pub peers: Peers,
+}
+
+/// Endpoints (`http://host:port`) of the peer services.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    /// The backlog-item service.
+    pub backlog_item: String,
+    /// The task service.
+    pub task: String,
+}
+
+/// TLS settings. A server speaks TLS when given a certificate and key; a client uses TLS
+/// for peers whose endpoint is `https://`.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// This server's certificate chain (PEM); re-read when it changes or on SIGHUP.
+    #[arg(long, env = "AGILEPM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// This server's private key (PEM).
+    #[arg(long, env = "AGILEPM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "AGILEPM_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// The CA (PEM) that signed the peers' server certificates.
+    #[arg(long, env = "AGILEPM_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// The certificate (PEM) this service presents to peers that require one; defaults to
+    /// the server certificate.
+    #[arg(long, env = "AGILEPM_TLS_CLIENT_CERT", requires = "tls_client_key")]
+    pub tls_client_cert: Option<PathBuf>,
+    /// Its private key (PEM); defaults to the server key.
+    #[arg(long, env = "AGILEPM_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    pub tls_client_key: Option<PathBuf>,
+}
+
+/// Resolved TLS settings.
+#[derive(Debug, Clone, Default)]
+pub struct TlsConfig {
+    /// The server side, when it speaks TLS.
+    pub server: Option<ServerTlsFiles>,
+    /// The client side, for calls to `https://` peers.
+    pub client: ClientTlsFiles,
+}
+
+impl TlsArgs {
+    /// The settings these flags describe.
+    pub fn resolve(&self) -> anyhow::Result<TlsConfig> {
+        let server = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(ServerTlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        // A service presents its server certificate to peers unless told otherwise, as
+        // service meshes do (the certificate then carries both server and client use).
+        let (cert, key) = match (&self.tls_client_cert, &self.tls_client_key, &server) {
+            (Some(cert), Some(key), _) => (Some(cert.clone()), Some(key.clone())),
+            (None, None, Some(server)) => (Some(server.cert.clone()), Some(server.key.clone())),
+            _ => (None, None),
+        };
+        Ok(TlsConfig {
+            server,
+            client: ClientTlsFiles {
+                ca: self.tls_ca.clone(),
+                cert,
+                key,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        auth: AuthArgs,
+    }
+
+    #[test]
+    fn a_required_key_that_is_missing_stops_the_start() {
+        let open = Cli::parse_from(["x"]).auth.resolve().unwrap();
+        assert!(open.development);
+        let required = Cli::parse_from(["x", "--require-auth"]).auth.resolve();
+        assert!(required.is_err());
+        let keyed = Cli::parse_from([
+            "x",
+            "--require-auth",
+            "--auth-secret",
+            "kV8rQ2mZ7xW4nB9pL3tY6hJ1sD5gF0cAx",
+        ])
+        .auth
+        .resolve()
+        .unwrap();
+        assert!(!keyed.development);
+        let weak = Cli::parse_from(["x", "--auth-secret", "change-me"])
+            .auth
+            .resolve();
+        assert!(weak.is_err());
+    }
+}
