@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use agilepm_platform::storage::db::Migrations;
 use agilepm_platform::wire::auth::AuthConfig;
 use agilepm_platform::wire::config::{CommonConfig, Peers, ServiceName, TlsConfig};
 use anyhow::Context as _;
@@ -27,6 +28,16 @@ pub fn run_service(
         ServiceName::Task => Box::pin(agilepm_task::run(config, listener, shutdown)),
         ServiceName::Planning => Box::pin(agilepm_planning::run(config, listener, shutdown)),
         ServiceName::Coordinator => Box::pin(agilepm_coordinator::run(config, listener, shutdown)),
+    }
+}
+
+/// The migrations of `service`'s database.
+pub fn migrations(service: ServiceName) -> &'static Migrations {
+    match service {
+        ServiceName::BacklogItem => agilepm_backlog_item::SPEC.migrations,
+        ServiceName::Task => agilepm_task::SPEC.migrations,
+        ServiceName::Planning => agilepm_planning::SPEC.migrations,
+        ServiceName::Coordinator => agilepm_coordinator::SPEC.migrations,
     }
 }
 

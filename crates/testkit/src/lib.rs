@@ -21,6 +21,7 @@ use agilepm_platform::wire::config::{ServiceName, TlsConfig};
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use agilepm_proto::events::v1::{Event, SubscribeRequest, subscribe_response};
 use futures::StreamExt as _;
+use sqlx::Connection as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -88,7 +89,34 @@ enum Cleanup {
 }
 
 impl TestDb {
-    /// A new database on `engine`.
+    /// A new database on `engine` holding `migrations`' schema. On PostgreSQL it is a
+    /// copy of a template migrated once per schema ([`Migrations::fingerprint`]), which
+    /// takes a fraction of migrating it; connecting with `migrations` then finds every
+    /// migration applied. On SQLite it is empty (migrating a file there is quick).
+    pub async fn migrated(engine: Engine, migrations: &'static Migrations) -> TestDb {
+        let Engine::Postgres = engine else {
+            return TestDb::create(engine).await;
+        };
+        let admin_url =
+            postgres_admin_url().expect("PostgreSQL tests need AGILEPM_TEST_POSTGRES_URL");
+        let template = template(&admin_url, migrations)
+            .await
+            .expect("the migrated template database");
+        let database = format!("agilepm_test_{}", uuid::Uuid::new_v4().simple());
+        copy_database(&admin_url, &template, &database)
+            .await
+            .expect("copy the template database");
+        let url = agilepm::postgres::with_database(&admin_url, &database).expect("URL");
+        TestDb {
+            url,
+            cleanup: Cleanup::Postgres {
+                admin_url,
+                database,
+            },
+        }
+    }
+
+    /// A new, empty database on `engine`.
     pub async fn create(engine: Engine) -> TestDb {
         match engine {
             Engine::Sqlite => {
@@ -134,6 +162,66 @@ impl TestDb {
             .await
             .expect("open the test database")
     }
+}
+
+/// The name of the template database holding `migrations`' schema, made on first use:
+/// migrated under a name of its own, then renamed, so that no test (in this process or
+/// another) copies it half-migrated.
+async fn template(admin_url: &str, migrations: &'static Migrations) -> anyhow::Result<String> {
+    static MADE: std::sync::Mutex<BTreeMap<String, std::sync::Arc<tokio::sync::OnceCell<()>>>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let name = format!(
+        "agilepm_template_{}",
+        migrations.fingerprint(Engine::Postgres)
+    );
+    let made = MADE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(name.clone())
+        .or_default()
+        .clone();
+    made.get_or_try_init(|| async {
+        let mut admin = sqlx::postgres::PgConnection::connect(admin_url).await?;
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(&name)
+                .fetch_optional(&mut admin)
+                .await?;
+        if exists.is_some() {
+            return Ok(());
+        }
+        let building = format!("agilepm_building_{}", uuid::Uuid::new_v4().simple());
+        agilepm::postgres::ensure_database(admin_url, &building).await?;
+        let url = agilepm::postgres::with_database(admin_url, &building)?;
+        let db = Db::connect(&url, ServiceName::Task, 1, migrations).await?;
+        db.close().await;
+        drop(db);
+        let rename = format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\"");
+        match sqlx::query(sqlx::AssertSqlSafe(rename))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Another process made the same template meanwhile: use theirs.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {
+                agilepm::postgres::drop_database(admin_url, &building).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await?;
+    Ok(name)
+}
+
+/// Creates `database` as a copy of `template`.
+async fn copy_database(admin_url: &str, template: &str, database: &str) -> anyhow::Result<()> {
+    let mut admin = sqlx::postgres::PgConnection::connect(admin_url).await?;
+    let create = format!("CREATE DATABASE \"{database}\" TEMPLATE \"{template}\"");
+    sqlx::query(sqlx::AssertSqlSafe(create))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    Ok(())
 }
 
 impl Drop for TestDb {
@@ -287,7 +375,7 @@ impl TestSystem {
         let mut databases = Vec::new();
         let mut urls = BTreeMap::new();
         for service in services {
-            let database = TestDb::create(engine).await;
+            let database = TestDb::migrated(engine, agilepm::system::migrations(*service)).await;
             urls.insert((*service).into(), database.url().to_owned());
             databases.push(database);
         }

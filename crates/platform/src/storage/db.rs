@@ -64,6 +64,31 @@ pub struct Migrations {
     pub postgres: &'static Migrator,
 }
 
+impl Migrations {
+    /// Names the schema these migrations, with the platform's, build on `engine`: it
+    /// changes whenever any of them does (version or checksum). Tests keep one migrated
+    /// template database per fingerprint and copy it instead of migrating anew.
+    pub fn fingerprint(&self, engine: Engine) -> String {
+        let (platform, service) = match engine {
+            Engine::Sqlite => (&PLATFORM_SQLITE, self.sqlite),
+            Engine::Postgres => (&PLATFORM_POSTGRES, self.postgres),
+        };
+        // FNV-1a: stable across builds and platforms, unlike std's hasher.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for migration in platform.iter().chain(service.iter()) {
+            for byte in migration
+                .version
+                .to_le_bytes()
+                .iter()
+                .chain(migration.checksum.iter())
+            {
+                hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        format!("{hash:016x}")
+    }
+}
+
 /// A connection pool to the service's own database.
 #[derive(Clone, Debug)]
 pub struct Db {
