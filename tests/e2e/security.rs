@@ -493,7 +493,6 @@ async fn every_event_and_estimate_names_who_acted(engine: Engine) {
     }
 
     let operator = agilepm_testkit::operator_token();
-    let quiet = Duration::from_millis(300);
     let actors = |events: Vec<agilepm_proto::events::v1::Event>| {
         events
             .into_iter()
@@ -506,7 +505,7 @@ async fn every_event_and_estimate_names_who_acted(engine: Engine) {
             .collect::<Vec<_>>()
     };
     let planning_events = actors(
-        agilepm_testkit::feed_events(channel(at(ServiceName::Planning), &operator), 3, quiet).await,
+        agilepm_testkit::feed_events(channel(at(ServiceName::Planning), &operator), 3).await,
     );
     assert_eq!(
         planning_events,
@@ -516,9 +515,8 @@ async fn every_event_and_estimate_names_who_acted(engine: Engine) {
             ("SprintScheduled".into(), "ann".into()),
         ]
     );
-    let task_events = actors(
-        agilepm_testkit::feed_events(channel(at(ServiceName::Task), &operator), 2, quiet).await,
-    );
+    let task_events =
+        actors(agilepm_testkit::feed_events(channel(at(ServiceName::Task), &operator), 2).await);
     assert!(task_events.len() >= 2, "{task_events:?}");
     assert!(
         task_events.iter().all(|(_, actor)| actor == "bob"),
@@ -528,12 +526,7 @@ async fn every_event_and_estimate_names_who_acted(engine: Engine) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let backlog_events = loop {
         let events = actors(
-            agilepm_testkit::feed_events(
-                channel(at(ServiceName::BacklogItem), &operator),
-                4,
-                quiet,
-            )
-            .await,
+            agilepm_testkit::feed_events(channel(at(ServiceName::BacklogItem), &operator), 4).await,
         );
         if events
             .iter()

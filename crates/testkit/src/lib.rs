@@ -534,38 +534,68 @@ impl Drop for FeedServer {
     }
 }
 
-/// The events of the feed behind `channel`, from its beginning: waits until `count` have
-/// arrived (10 s at most), then until `quiet` passes with no further event, so a test
-/// also sees events it did not expect.
-pub async fn feed_events(channel: PeerChannel, count: usize, quiet: Duration) -> Vec<Event> {
+/// The events the feed at `channel` serves: once at least `count` have arrived (or 10 s
+/// have passed), it reads on until the subscription has scanned up to the feed's head as
+/// it is then, so an event beyond `count` committed by then is returned too, and the
+/// caller's assertion on the count sees it. No quiet spell is waited for: the heartbeat's
+/// scanned position says when everything committed has been read.
+pub async fn feed_events(channel: PeerChannel, count: usize) -> Vec<Event> {
     let mut feed = EventFeedServiceClient::new(channel);
     let request = SubscribeRequest {
         heartbeat_interval_ms: 100,
         ..Default::default()
     };
     let mut stream = feed
+        .clone()
         .subscribe(request)
         .await
         .expect("subscribe")
         .into_inner();
-    let mut events = Vec::new();
+    let mut events: Vec<Event> = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    // Only events end the quiet spell: heartbeats (every 100 ms) do not.
-    let mut last_event = tokio::time::Instant::now();
+    let mut settle_at: Option<(i64, i64)> = None;
     loop {
-        let wait = if events.len() >= count {
-            last_event + quiet
-        } else {
-            deadline
-        };
-        match tokio::time::timeout_at(wait.min(deadline), stream.next()).await {
-            Ok(Some(Ok(message))) => {
-                if let Some(subscribe_response::Kind::Event(event)) = message.kind {
-                    events.push(event);
-                    last_event = tokio::time::Instant::now();
-                }
+        if settle_at.is_none() && events.len() >= count {
+            let head = feed
+                .get_feed_head(agilepm_proto::events::v1::GetFeedHeadRequest {})
+                .await
+                .expect("the feed head")
+                .into_inner()
+                .head_position;
+            let target = feed_order(&head);
+            if events
+                .last()
+                .map_or(head.is_empty(), |e| feed_order(&e.position) >= target)
+            {
+                return events;
             }
+            settle_at = Some(target);
+        }
+        let message = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(message))) => message,
             _ => return events,
+        };
+        let reached = match message.kind {
+            Some(subscribe_response::Kind::Event(event)) => {
+                let at = feed_order(&event.position);
+                events.push(event);
+                settle_at.is_some_and(|target| at >= target)
+            }
+            Some(subscribe_response::Kind::Heartbeat(heartbeat)) => {
+                settle_at.is_some_and(|target| feed_order(&heartbeat.scanned_position) >= target)
+            }
+            None => false,
+        };
+        if reached {
+            return events;
         }
     }
+}
+
+/// Where `position` (`<feed>.<txid>.<seq>`, or empty for the start) falls in feed order.
+fn feed_order(position: &str) -> (i64, i64) {
+    let mut parts = position.rsplit('.');
+    let seq = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let txid = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (txid, seq)
 }

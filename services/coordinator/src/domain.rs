@@ -7,10 +7,18 @@ use std::time::Duration;
 
 /// The lease's name: one feed, one active follower.
 pub const TASK_FEED_LEASE: &str = "task-feed";
-/// How long a lease lasts without renewal.
+/// How long a lease lasts without renewal, unless configured
+/// (`AGILEPM_LEASE_TTL_MS`): how long a killed leaseholder's work waits for a standby.
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
-/// How often the holder renews (and a standby tries to acquire).
-pub const LEASE_RENEW_EVERY: Duration = Duration::from_secs(2);
+/// Shortest and longest lease a deployment may configure.
+pub const LEASE_TTL_BOUNDS: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(600));
+
+/// How often the holder of a lease lasting `ttl` renews it (and a standby tries to
+/// acquire it): five times per term, so a slow renewal or two does not lose it.
+pub fn lease_renewal(ttl: Duration) -> Duration {
+    ttl / 5
+}
 /// How long following may fail before the coordinator reports itself unhealthy.
 pub const UNHEALTHY_AFTER_US: i64 = 10_000_000;
 
@@ -144,6 +152,15 @@ mod tests {
         );
         assert_eq!(works[0].events.len(), 3);
         assert!(!works[0].read_totals);
+    }
+
+    #[test]
+    fn a_lease_is_renewed_five_times_per_term() {
+        assert_eq!(lease_renewal(LEASE_TTL), Duration::from_secs(2));
+        assert_eq!(
+            lease_renewal(Duration::from_secs(1)),
+            Duration::from_millis(200)
+        );
     }
 
     #[test]

@@ -11,11 +11,16 @@ use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::Reconciler;
-use crate::domain::{LEASE_RENEW_EVERY, TASK_FEED_LEASE};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::domain::{LEASE_TTL, LEASE_TTL_BOUNDS, TASK_FEED_LEASE, lease_renewal};
 use crate::{CHECKPOINT, IN_FLIGHT_BATCHES, events, store};
 
 /// Follows the task feed whenever this replica holds the lease.
 pub async fn follow_while_leased(
+    ttl: Duration,
     db: Db,
     feed: EventFeedServiceClient<PeerChannel>,
     reconciler: Reconciler,
@@ -32,7 +37,7 @@ pub async fn follow_while_leased(
         ..FollowOptions::default()
     };
     while !shutdown.is_cancelled() {
-        match store::acquire_lease(&db, TASK_FEED_LEASE, &holder).await {
+        match store::acquire_lease(&db, TASK_FEED_LEASE, &holder, ttl).await {
             Ok(true) => {
                 tracing::info!(%holder, "holding the task-feed lease; following");
                 reconciler.begin_lease_term();
@@ -48,9 +53,9 @@ pub async fn follow_while_leased(
                     loop {
                         tokio::select! {
                             () = shutdown.cancelled() => break,
-                            () = tokio::time::sleep(LEASE_RENEW_EVERY) => {}
+                            () = tokio::time::sleep(lease_renewal(ttl)) => {}
                         }
-                        match store::acquire_lease(&db, TASK_FEED_LEASE, &holder).await {
+                        match store::acquire_lease(&db, TASK_FEED_LEASE, &holder, ttl).await {
                             Ok(true) => {}
                             Ok(false) => {
                                 tracing::error!(%holder, "lost the task-feed lease to another replica; standing by");
@@ -70,10 +75,31 @@ pub async fn follow_while_leased(
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(LEASE_RENEW_EVERY) => {}
+            () = tokio::time::sleep(lease_renewal(ttl)) => {}
         }
     }
     if let Err(error) = store::release_lease(&db, TASK_FEED_LEASE, &holder).await {
         tracing::error!(%error, "cannot release the task-feed lease; a standby takes over when it expires");
     }
+}
+
+/// The lease's term: `AGILEPM_LEASE_TTL_MS` if set (1 s to 10 min), else 10 s. A shorter
+/// term hands a killed leaseholder's work to a standby sooner, at the cost of more
+/// renewals.
+pub fn ttl_from_env() -> anyhow::Result<Duration> {
+    let Ok(text) = std::env::var("AGILEPM_LEASE_TTL_MS") else {
+        return Ok(LEASE_TTL);
+    };
+    let ms: u64 = text.parse().with_context(|| {
+        format!("AGILEPM_LEASE_TTL_MS: {text:?} is not a number of milliseconds")
+    })?;
+    let ttl = Duration::from_millis(ms);
+    let (shortest, longest) = LEASE_TTL_BOUNDS;
+    anyhow::ensure!(
+        (shortest..=longest).contains(&ttl),
+        "AGILEPM_LEASE_TTL_MS: {ms} is outside {} to {}",
+        shortest.as_millis(),
+        longest.as_millis()
+    );
+    Ok(ttl)
 }

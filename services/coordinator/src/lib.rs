@@ -93,6 +93,7 @@ pub async fn run(
                 context.shutdown.clone(),
             ));
             context.tasks.spawn(lease::follow_while_leased(
+                lease::ttl_from_env()?,
                 context.db.clone(),
                 feed,
                 reconciler,

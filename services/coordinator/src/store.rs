@@ -9,10 +9,12 @@ use agilepm_platform::storage::db::Db;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::domain::{LEASE_TTL, PoisonEvent};
+use std::time::Duration;
 
-/// Takes or renews lease `name` for `holder`; true if `holder` holds it now.
-pub async fn acquire_lease(db: &Db, name: &str, holder: &str) -> AppResult<bool> {
+use crate::domain::PoisonEvent;
+
+/// Takes or renews lease `name` for `holder` for `ttl`; true if `holder` holds it now.
+pub async fn acquire_lease(db: &Db, name: &str, holder: &str, ttl: Duration) -> AppResult<bool> {
     let now = now_micros();
     let result = sqlx::query(
         "INSERT INTO leases (name, holder, expires_us) VALUES ($1, $2, $3) \
@@ -21,7 +23,7 @@ pub async fn acquire_lease(db: &Db, name: &str, holder: &str) -> AppResult<bool>
     )
     .bind(name)
     .bind(holder)
-    .bind(now + LEASE_TTL.as_micros() as i64)
+    .bind(now + ttl.as_micros() as i64)
     .bind(now)
     .execute(db.pool())
     .await?;
