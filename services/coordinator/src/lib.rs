@@ -24,7 +24,6 @@ use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceC
 use agilepm_proto::coordinator::v1::coordinator_service_server::CoordinatorServiceServer;
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
-use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -40,12 +39,7 @@ pub mod store;
 use commands::{Reconciler, ReconcilerOptions};
 use progress::Progress;
 
-static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
-static MIGRATIONS: Migrations = Migrations {
-    sqlite: &SQLITE,
-    postgres: &POSTGRES,
-};
+static MIGRATIONS: Migrations = agilepm_platform::migrations!();
 
 /// How the coordinator starts. It owns no aggregate, so it serves no event feed.
 pub static SPEC: ServiceSpec = ServiceSpec {

@@ -12,16 +12,10 @@ use agilepm_proto::planning::v1::report_service_server::ReportServiceServer;
 use agilepm_proto::planning::v1::sprint_service_server::SprintServiceServer;
 use agilepm_proto::planning::v1::use_case_service_server::UseCaseServiceServer;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
-use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
-static MIGRATIONS: Migrations = Migrations {
-    sqlite: &SQLITE,
-    postgres: &POSTGRES,
-};
+static MIGRATIONS: Migrations = agilepm_platform::migrations!();
 
 /// How the planning service starts.
 pub static SPEC: ServiceSpec = ServiceSpec {

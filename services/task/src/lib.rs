@@ -6,16 +6,10 @@ use agilepm_platform::storage::db::Migrations;
 use agilepm_platform::wire::config::{CommonConfig, ServiceName};
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::task::v1::task_service_server::TaskServiceServer;
-use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
-static MIGRATIONS: Migrations = Migrations {
-    sqlite: &SQLITE,
-    postgres: &POSTGRES,
-};
+static MIGRATIONS: Migrations = agilepm_platform::migrations!();
 
 /// How the task service starts.
 pub static SPEC: ServiceSpec = ServiceSpec {

@@ -64,6 +64,20 @@ pub struct Migrations {
     pub postgres: &'static Migrator,
 }
 
+/// The [`Migrations`] of the crate that invokes it: the folders `migrations/sqlite` and
+/// `migrations/postgres` beside its `Cargo.toml`, embedded at compile time.
+#[macro_export]
+macro_rules! migrations {
+    () => {{
+        static SQLITE: ::sqlx::migrate::Migrator = ::sqlx::migrate!("./migrations/sqlite");
+        static POSTGRES: ::sqlx::migrate::Migrator = ::sqlx::migrate!("./migrations/postgres");
+        $crate::storage::db::Migrations {
+            sqlite: &SQLITE,
+            postgres: &POSTGRES,
+        }
+    }};
+}
+
 impl Migrations {
     /// Names the schema these migrations, with the platform's, build on `engine`: it
     /// changes whenever any of them does (version or checksum). Tests keep one migrated
