@@ -25,11 +25,23 @@ use sqlx::Connection as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Connections per pool in tests. Eight tests run at once, each with up to four
-/// services, against one PostgreSQL server (`max_connections` 100 here): pools of 32
-/// or 16 could exhaust it. Four still gives every concurrency test overlapping
-/// transactions.
+/// Connections per pool in tests. A service holds about six on PostgreSQL (this pool,
+/// the event feed's two, its LISTEN connection, the readiness probe's), so a test with
+/// four or five services holds 24 to 30. Four still gives every concurrency test
+/// overlapping transactions.
 const TEST_POOL_SIZE: u32 = 4;
+
+/// PostgreSQL tests running at once. The server here allows 100 connections; three
+/// tests hold at most ~90 of them (see [`TEST_POOL_SIZE`]). The other test threads run
+/// SQLite tests meanwhile.
+const POSTGRES_TESTS_AT_ONCE: usize = 3;
+
+/// A place among the [`POSTGRES_TESTS_AT_ONCE`] PostgreSQL tests, held for the whole
+/// test. One permit per test, so no test waits for a place while holding one.
+pub async fn postgres_slot() -> tokio::sync::SemaphorePermit<'static> {
+    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(POSTGRES_TESTS_AT_ONCE);
+    SLOTS.acquire().await.expect("the slots are never closed")
+}
 
 /// Runs an `async fn name(engine: Engine)` test on SQLite and on PostgreSQL, as
 /// `name::sqlite` and `name::postgres`.
@@ -48,6 +60,7 @@ macro_rules! engine_tests {
                 async fn postgres() {
                     $crate::init();
                     if $crate::postgres_admin_url().is_some() {
+                        let _slot = $crate::postgres_slot().await;
                         super::$name($crate::Engine::Postgres).await;
                     }
                 }
@@ -61,9 +74,16 @@ pub fn init() {
     agilepm_platform::wire::telemetry::init_for_tests();
 }
 
-/// The PostgreSQL server tests may create databases on, if any.
+/// The PostgreSQL server tests may create databases on, if any. Without an `sslmode` of
+/// its own the URL gets `sslmode=disable`: the server is on loopback, and negotiating TLS
+/// costs each new connection ~100 ms here, which made connecting most of a PostgreSQL
+/// test's time.
 pub fn postgres_admin_url() -> Option<String> {
     match std::env::var("AGILEPM_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() && !url.contains("sslmode=") => {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            Some(format!("{url}{separator}sslmode=disable"))
+        }
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
             let required = std::env::var("AGILEPM_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
@@ -372,13 +392,16 @@ impl TestSystem {
         auth: AuthConfig,
         tls: TlsConfig,
     ) -> TestSystem {
-        let mut databases = Vec::new();
-        let mut urls = BTreeMap::new();
-        for service in services {
-            let database = TestDb::migrated(engine, agilepm::system::migrations(*service)).await;
-            urls.insert((*service).into(), database.url().to_owned());
-            databases.push(database);
-        }
+        // Created side by side: each copy is a round trip the others need not wait for.
+        let databases = futures::future::join_all(services.iter().map(|service| {
+            TestDb::migrated(engine, agilepm::system::migrations(*service))
+        }))
+        .await;
+        let urls = services
+            .iter()
+            .zip(&databases)
+            .map(|(service, database)| ((*service).into(), database.url().to_owned()))
+            .collect();
         TestSystem {
             system: Some(run(urls, external, auth, tls).await),
             services: services.to_vec(),
