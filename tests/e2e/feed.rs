@@ -36,7 +36,30 @@ engine_tests!(
     the_follower_saves_its_checkpoint_only_after_the_handler_succeeds,
     batches_handled_at_once_are_saved_in_feed_order,
     a_slow_checkpoint_save_holds_no_batch_back,
+    two_databases_of_one_service_have_feeds_of_their_own,
 );
+
+/// Test databases of one service are copies of one migrated template on PostgreSQL;
+/// each still gets a feed id of its own, or a position from one would be taken by the
+/// other.
+async fn two_databases_of_one_service_have_feeds_of_their_own(engine: Engine) {
+    let migrations = agilepm::system::migrations(agilepm_platform::wire::config::ServiceName::Task);
+    let (first, second) = (
+        TestDb::migrated(engine, migrations).await,
+        TestDb::migrated(engine, migrations).await,
+    );
+    let mut ids = Vec::new();
+    for database in [&first, &second] {
+        let db = database.connect(migrations).await;
+        let id: String = sqlx::query_scalar("SELECT feed_id FROM feed_identity")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        db.close().await;
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1]);
+}
 
 /// Appends one event in its own transaction; returns its event id.
 async fn append_one(db: &Db, tenant: &str, aggregate: &str, name: &str) -> String {

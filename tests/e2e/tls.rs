@@ -214,7 +214,15 @@ async fn postgres_connections_verify_the_server() {
         path
     };
     let db = TestDb::create(Engine::Postgres).await;
-    let database = db.url().rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
+    let database = db
+        .url()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
     let verified = format!(
         "postgres://root@localhost:5432/{database}?sslmode=verify-full&sslrootcert={server_cert}"
     );

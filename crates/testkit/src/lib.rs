@@ -39,7 +39,8 @@ const POSTGRES_TESTS_AT_ONCE: usize = 3;
 /// A place among the [`POSTGRES_TESTS_AT_ONCE`] PostgreSQL tests, held for the whole
 /// test. One permit per test, so no test waits for a place while holding one.
 pub async fn postgres_slot() -> tokio::sync::SemaphorePermit<'static> {
-    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(POSTGRES_TESTS_AT_ONCE);
+    static SLOTS: tokio::sync::Semaphore =
+        tokio::sync::Semaphore::const_new(POSTGRES_TESTS_AT_ONCE);
     SLOTS.acquire().await.expect("the slots are never closed")
 }
 
@@ -233,7 +234,9 @@ async fn template(admin_url: &str, migrations: &'static Migrations) -> anyhow::R
     Ok(name)
 }
 
-/// Creates `database` as a copy of `template`.
+/// Creates `database` as a copy of `template`, with a feed id of its own: the migration
+/// that made the template drew one at random, and every copy would otherwise share it,
+/// so a position from another database's feed would no longer be refused.
 async fn copy_database(admin_url: &str, template: &str, database: &str) -> anyhow::Result<()> {
     let mut admin = sqlx::postgres::PgConnection::connect(admin_url).await?;
     let create = format!("CREATE DATABASE \"{database}\" TEMPLATE \"{template}\"");
@@ -241,6 +244,12 @@ async fn copy_database(admin_url: &str, template: &str, database: &str) -> anyho
         .execute(&mut admin)
         .await?;
     admin.close().await?;
+    let url = agilepm::postgres::with_database(admin_url, database)?;
+    let mut copy = sqlx::postgres::PgConnection::connect(&url).await?;
+    sqlx::query("UPDATE feed_identity SET feed_id = substr(md5(random()::text), 1, 12)")
+        .execute(&mut copy)
+        .await?;
+    copy.close().await?;
     Ok(())
 }
 
@@ -393,9 +402,11 @@ impl TestSystem {
         tls: TlsConfig,
     ) -> TestSystem {
         // Created side by side: each copy is a round trip the others need not wait for.
-        let databases = futures::future::join_all(services.iter().map(|service| {
-            TestDb::migrated(engine, agilepm::system::migrations(*service))
-        }))
+        let databases = futures::future::join_all(
+            services
+                .iter()
+                .map(|service| TestDb::migrated(engine, agilepm::system::migrations(*service))),
+        )
         .await;
         let urls = services
             .iter()
