@@ -22,7 +22,7 @@ use crate::process::{Launch, Scene, TENANT, estimate, member};
 use crate::proxy::FreezingProxy;
 
 /// The machine's PostgreSQL, as the suite's URL names it.
-fn postgres_address() -> SocketAddr {
+pub fn postgres_address() -> SocketAddr {
     let url = agilepm_testkit::postgres_admin_url().expect("PostgreSQL");
     let authority = url.split('@').nth(1).unwrap().split('/').next().unwrap();
     authority.parse().expect("host:port as an IP address")

@@ -13,6 +13,7 @@ mod connections;
 mod database;
 mod process;
 mod proxy;
+mod shutdown;
 mod subscribers;
 
 /// Held by each test for its whole run.

@@ -130,6 +130,20 @@ impl TaskProcess {
         self.child.id().expect("the process runs")
     }
 
+    /// Asks it to stop, as Kubernetes and systemd do: SIGTERM.
+    pub fn terminate(&self) {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "SIGTERM was not delivered");
+    }
+
+    /// Waits until it has exited, and says how.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        self.child.wait().await.expect("wait for the task process")
+    }
+
     /// Resident memory, in bytes.
     pub fn rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
@@ -231,6 +245,16 @@ impl Scene {
     /// A client estimating as a team member, on a connection of its own.
     pub fn estimator(&self) -> TaskServiceClient<PeerChannel> {
         TaskServiceClient::new(self.task.channel(&member(TENANT)))
+    }
+
+    /// Starts a task process again on the scene's database, once the last one exited.
+    pub async fn restart_task(&mut self) {
+        self.task = TaskProcess::start(
+            self._database.url(),
+            self.backlog.address(ServiceName::BacklogItem),
+            Launch::default(),
+        )
+        .await;
     }
 
     /// Stops everything.

@@ -169,19 +169,36 @@ impl GrpcServer {
             .layer(MalformedLayer)
             .add_routes(routes.routes());
         let accepted = accept_limited(listener, limits, shutdown.clone());
-        match tls {
-            Some(tls) => {
-                tracing::info!(%address, services = ?names, ?limits, "serving gRPC over TLS");
-                router
-                    .serve_with_incoming_shutdown(tls.handshake(accepted), shutdown.cancelled())
-                    .await?;
+        let serving = async {
+            match tls {
+                Some(tls) => {
+                    tracing::info!(%address, services = ?names, ?limits, "serving gRPC over TLS");
+                    router
+                        .serve_with_incoming_shutdown(tls.handshake(accepted), shutdown.cancelled())
+                        .await
+                }
+                None => {
+                    tracing::info!(%address, services = ?names, ?limits, "serving gRPC");
+                    router
+                        .serve_with_incoming_shutdown(accepted, shutdown.cancelled())
+                        .await
+                }
             }
-            None => {
-                tracing::info!(%address, services = ?names, ?limits, "serving gRPC");
-                router
-                    .serve_with_incoming_shutdown(accepted, shutdown.cancelled())
-                    .await?;
-            }
+        };
+        // At shutdown tonic stops accepting and waits for the calls in flight; streams
+        // end at once (the feed answers its subscribers UNAVAILABLE), so only unary calls
+        // are waited for, and no longer than the drain deadline.
+        let drain_ends = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(limits.drain_deadline).await;
+        };
+        tokio::select! {
+            served = serving => served?,
+            () = drain_ends => tracing::warn!(
+                %address,
+                deadline = ?limits.drain_deadline,
+                "calls were still in flight at the drain deadline; stopping without them"
+            ),
         }
         tracing::info!(%address, "server stopped");
         Ok(())

@@ -54,6 +54,9 @@ impl ServiceContext {
 /// closed under it.
 const BACKGROUND_GRACE: Duration = Duration::from_secs(5);
 
+/// How long closing the database may wait for its connections to come back.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// What distinguishes one service's start-up from another's.
 pub struct ServiceSpec {
     /// Which service.
@@ -133,7 +136,14 @@ where
             "background work did not finish within {BACKGROUND_GRACE:?} of shutdown; closing the database under it"
         );
     }
-    db.close().await;
+    // Closing waits for every connection to come back; one a call stuck on an
+    // unresponsive database holds never does, and must not keep the process alive.
+    if tokio::time::timeout(CLOSE_GRACE, db.close()).await.is_err() {
+        tracing::warn!(
+            service = %spec.name,
+            "database connections still in use {CLOSE_GRACE:?} after shutdown; exiting with them open"
+        );
+    }
     result
 }
 

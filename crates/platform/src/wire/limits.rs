@@ -57,6 +57,9 @@ pub struct ServerLimits {
     /// How long the outbox may be unreadable before feed subscribers are ended with
     /// UNAVAILABLE (they receive heartbeats meanwhile).
     pub feed_unavailable_after: Duration,
+    /// How long shutdown waits for calls in flight (streams end at once) before the
+    /// server stops anyway.
+    pub drain_deadline: Duration,
 }
 
 impl Default for ServerLimits {
@@ -76,6 +79,8 @@ impl Default for ServerLimits {
             max_subscribers: 1000,
             max_subscribers_per_tenant: 100,
             feed_unavailable_after: Duration::from_secs(15),
+            // Well inside Kubernetes' default 30 s grace period before SIGKILL.
+            drain_deadline: Duration::from_secs(10),
         }
     }
 }
@@ -113,6 +118,9 @@ pub struct LimitArgs {
     /// Seconds the outbox may be unreadable before feed subscribers get UNAVAILABLE.
     #[arg(long, env = "AGILEPM_FEED_UNAVAILABLE_AFTER_SECS", default_value_t = ServerLimits::default().feed_unavailable_after.as_secs())]
     pub feed_unavailable_after_secs: u64,
+    /// Seconds shutdown waits for calls in flight before stopping anyway.
+    #[arg(long, env = "AGILEPM_DRAIN_DEADLINE_SECS", default_value_t = ServerLimits::default().drain_deadline.as_secs())]
+    pub drain_deadline_secs: u64,
 }
 
 impl LimitArgs {
@@ -129,6 +137,7 @@ impl LimitArgs {
             max_subscribers: self.max_subscribers.max(1),
             max_subscribers_per_tenant: self.max_subscribers_per_tenant.max(1),
             feed_unavailable_after: Duration::from_secs(self.feed_unavailable_after_secs.max(1)),
+            drain_deadline: Duration::from_secs(self.drain_deadline_secs),
             ..ServerLimits::default()
         }
     }
