@@ -72,7 +72,14 @@ for i in "${!services[@]}"; do
         echo "FAIL: $svc on port ${ports[$i]} never answered health SERVING" >&2
         exit 1
     fi
-    echo "ok: $svc on port ${ports[$i]} is SERVING (started as in the image)"
+    # The Kubernetes liveness probe's command answers too.
+    if ! AGILEPM_HEALTH_ADDRESS=127.0.0.1:${ports[$i]} AGILEPM_TLS_CERT=$secrets/$svc.crt \
+        AGILEPM_TLS_KEY=$secrets/$svc.key AGILEPM_TLS_CA=$secrets/ca.crt \
+        "$bin_dir/agilepm" health --liveness >/dev/null 2>&1; then
+        echo "FAIL: $svc on port ${ports[$i]} does not answer the liveness probe" >&2
+        exit 1
+    fi
+    echo "ok: $svc on port ${ports[$i]} is SERVING and live (started as in the image)"
 done
 # A deployment that forgot its key does not start.
 if AGILEPM_REQUIRE_AUTH=true AGILEPM_LISTEN=127.0.0.1:0 AGILEPM_DATABASE_URL=sqlite://$secrets/x.db \

@@ -136,6 +136,8 @@ async fn a_frozen_postgres_is_answered_within_the_deadline_then_at_once() {
         assert!(Instant::now() < deadline, "health never said NOT_SERVING");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Not ready, but alive: a restart would not bring the database back.
+    assert_eq!(scene.task.liveness().await, Some(ServingStatus::Serving));
     let asked = Instant::now();
     let refused = careless
         .get_task(as_member(GetTaskRequest { id: task.clone() }))

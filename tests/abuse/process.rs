@@ -102,11 +102,23 @@ impl TaskProcess {
         agilepm_testkit::channel(self.address, token)
     }
 
-    /// Its health as one check answers it within a second, or `None`.
+    /// Its health (readiness) as one check answers it within a second, or `None`.
     pub async fn health(&self) -> Option<ServingStatus> {
+        self.health_of("").await
+    }
+
+    /// Its liveness as one check answers it within a second, or `None`.
+    pub async fn liveness(&self) -> Option<ServingStatus> {
+        self.health_of(agilepm_platform::runtime::server::LIVENESS)
+            .await
+    }
+
+    async fn health_of(&self, service: &str) -> Option<ServingStatus> {
         let channel = self.channel(&member(TENANT));
         let mut client = HealthClient::new(channel);
-        let check = client.check(HealthCheckRequest::default());
+        let check = client.check(HealthCheckRequest {
+            service: service.to_owned(),
+        });
         match tokio::time::timeout(Duration::from_secs(1), check).await {
             Ok(Ok(response)) => ServingStatus::try_from(response.into_inner().status).ok(),
             _ => None,

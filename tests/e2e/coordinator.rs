@@ -603,6 +603,17 @@ async fn a_poison_event_blocks_until_an_operator_skips_it(engine: Engine) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Readiness says the coordinator is stuck; liveness does not, so the orchestrator
+    // takes it out of service without restarting it into the same poison event.
+    let liveness = health
+        .check(HealthCheckRequest {
+            service: agilepm_platform::runtime::server::LIVENESS.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(liveness, ServingStatus::Serving as i32);
     // A tenant's token may not skip; an operator's may.
     let tenant = CoordinatorServiceClient::new(s.system.channel(ServiceName::Coordinator, "acme"))
         .skip_poison_event(SkipPoisonEventRequest {

@@ -28,7 +28,9 @@ enum Command {
     Dev(DevArgs),
     /// Benchmark the yardstick sprint at scale against the machine's own limits.
     Bench(agilepm::bench::BenchArgs),
-    /// Exit 0 if the gRPC server at ADDRESS answers health SERVING (container health checks).
+    /// Exit 0 if the gRPC server at ADDRESS answers health SERVING (container health checks):
+    /// readiness (database reachable, coordinator making progress), or with --liveness only
+    /// that the process answers at all (what a restart could fix).
     /// A service given a TLS certificate (AGILEPM_TLS_CERT) is probed over TLS, verified
     /// with AGILEPM_TLS_CA and presenting the service's own certificate, so the probe runs
     /// in the service's container with the service's environment and nothing else.
@@ -40,6 +42,9 @@ enum Command {
             default_value = "127.0.0.1:50051"
         )]
         address: std::net::SocketAddr,
+        /// Probe liveness instead of readiness.
+        #[arg(long)]
+        liveness: bool,
         /// The service's TLS settings.
         #[command(flatten)]
         tls: TlsArgs,
@@ -105,13 +110,24 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Dev(args) => dev(args).await,
         Command::Bench(args) => agilepm::bench::run(args).await,
-        Command::Health { address, tls } => {
+        Command::Health {
+            address,
+            liveness,
+            tls,
+        } => {
             let tls = tls.resolve()?;
+            let service = if liveness {
+                agilepm_platform::runtime::server::LIVENESS
+            } else {
+                ""
+            };
             let serving = if tls.server.is_some() {
                 let client = tls.client.config()?;
-                agilepm::system::is_serving_at(&format!("https://{address}"), Some(&client)).await
+                let endpoint = format!("https://{address}");
+                agilepm::system::answers_serving(&endpoint, Some(&client), service).await
             } else {
-                agilepm::system::is_serving(address).await
+                let endpoint = format!("http://{address}");
+                agilepm::system::answers_serving(&endpoint, None, service).await
             };
             if serving {
                 println!("SERVING");

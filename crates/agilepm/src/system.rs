@@ -241,8 +241,15 @@ pub async fn is_serving(address: SocketAddr) -> bool {
     is_serving_at(&format!("http://{address}"), None).await
 }
 
-/// Whether the server at `endpoint` (`http://` or `https://`) answers health `SERVING`.
+/// Whether the server at `endpoint` (`http://` or `https://`) answers health `SERVING`
+/// (readiness).
 pub async fn is_serving_at(endpoint: &str, tls: Option<&ClientTlsConfig>) -> bool {
+    answers_serving(endpoint, tls, "").await
+}
+
+/// Whether the server at `endpoint` answers health `SERVING` for `service` (empty:
+/// readiness; [`LIVENESS`](agilepm_platform::runtime::server::LIVENESS): liveness).
+pub async fn answers_serving(endpoint: &str, tls: Option<&ClientTlsConfig>, service: &str) -> bool {
     let Ok(mut channel) = tonic::transport::Endpoint::from_shared(endpoint.to_owned()) else {
         return false;
     };
@@ -261,7 +268,7 @@ pub async fn is_serving_at(endpoint: &str, tls: Option<&ClientTlsConfig>) -> boo
     };
     let mut client = HealthClient::new(channel);
     matches!(
-        client.check(HealthCheckRequest { service: String::new() }).await,
+        client.check(HealthCheckRequest { service: service.to_owned() }).await,
         Ok(response) if response.get_ref().status == ServingStatus::Serving as i32
     )
 }

@@ -111,6 +111,12 @@ impl GrpcServer {
                 .await;
         }
         health.set_service_status("", ServingStatus::Serving).await;
+        // Liveness says only that the process answers: what readiness reports (the
+        // database, the coordinator's progress, a poison event) is not fixed by a
+        // restart, so it never turns this one.
+        health
+            .set_service_status(LIVENESS, ServingStatus::Serving)
+            .await;
 
         // Reflection advertises exactly what this port serves (the shared descriptor set
         // holds every agilepm service), and resolves google.rpc error details too.
@@ -287,6 +293,12 @@ async fn watch_database(
     }
     probe.close().await;
 }
+
+/// The health service name that answers SERVING whenever the process can answer at all:
+/// the liveness probe's (`agilepm health --liveness`). The empty name (and each domain
+/// service's) is readiness: NOT_SERVING while the database is unreachable, or the
+/// coordinator cannot make progress.
+pub const LIVENESS: &str = "agilepm.liveness";
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
