@@ -239,3 +239,25 @@ async fn malformed_requests_are_invalid_argument(engine: Engine) {
     assert_eq!(error.code(), Code::InvalidArgument);
     system.stop().await;
 }
+
+/// A service binary says which version and revision it is, and exits.
+#[test]
+fn a_service_binary_reports_its_version_and_revision() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_task-under-test"))
+        .arg("--version")
+        .output()
+        .expect("run the task binary");
+    assert!(output.status.success(), "{output:?}");
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let expected = format!("agilepm-task {} (", env!("CARGO_PKG_VERSION"));
+    assert!(printed.starts_with(&expected), "{printed:?}");
+    let revision = printed
+        .trim_end()
+        .trim_start_matches(&expected)
+        .trim_end_matches(')');
+    assert!(
+        revision == "unknown"
+            || (revision.len() == 12 && revision.bytes().all(|b| b.is_ascii_hexdigit())),
+        "revision {revision:?}"
+    );
+}

@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "agilepm",
+    version = agilepm_platform::runtime::VERSION,
     about = "agilepm: Scrum planning back end as gRPC microservices"
 )]
 struct Cli {

@@ -153,12 +153,21 @@ where
     R: FnOnce(CommonConfig, TcpListener, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    /// An agilepm service. Every setting is a flag or an environment variable.
     #[derive(Parser)]
+    #[command(version = crate::runtime::VERSION)]
     struct Cli {
         #[command(flatten)]
         common: CommonArgs,
     }
-    let cli = Cli::parse();
+    // Named after the binary (`agilepm-task`), for --help and --version; once per
+    // process, so the name may live as long as it.
+    let binary: &'static str = Box::leak(format!("agilepm-{name}").into_boxed_str());
+    let matches = <Cli as clap::CommandFactory>::command()
+        .name(binary)
+        .bin_name(binary)
+        .get_matches();
+    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
     let _telemetry = crate::wire::telemetry::init(&format!("agilepm-{name}"))?;
     let config = cli.common.resolve(name)?;
     let listener = TcpListener::bind(config.listen).await?;
