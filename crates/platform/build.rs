@@ -34,14 +34,13 @@ fn git(args: &[&str]) -> Option<String> {
 
 fn git_revision() -> Option<String> {
     let revision = git(&["rev-parse", "--short=12", "HEAD"])?;
-    if std::env::var("PROFILE").as_deref() == Ok("release") {
-        if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-            println!("cargo:rerun-if-changed={git_dir}/HEAD");
-            if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-                println!("cargo:rerun-if-changed={git_dir}/{branch}");
-            }
-            println!("cargo:rerun-if-changed={git_dir}/packed-refs");
+    let release = std::env::var("PROFILE").as_deref() == Ok("release");
+    if release && let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        println!("cargo:rerun-if-changed={git_dir}/HEAD");
+        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo:rerun-if-changed={git_dir}/{branch}");
         }
+        println!("cargo:rerun-if-changed={git_dir}/packed-refs");
     }
     Some(revision)
 }
