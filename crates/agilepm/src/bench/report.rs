@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::BenchArgs;
@@ -20,23 +21,38 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    /// Nearest-rank percentiles: the p-th percentile is the smallest sample with at
-    /// least p of all samples at or below it. (Indexing at `len * p` instead reported
-    /// the maximum as the p99 of 100 samples, and the upper median as the p50.)
-    fn of(samples: &[Duration]) -> Percentiles {
-        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-        ms.sort_by(f64::total_cmp);
-        // In whole percent, so the rank is exact (ceil(len * percent / 100)).
-        let at = |percent: usize| {
-            let rank = (ms.len() * percent).div_ceil(100);
-            ms.get(rank.saturating_sub(1)).copied().unwrap_or(0.0)
-        };
+    /// The percentiles of `histogram` (microseconds). HdrHistogram keeps three significant
+    /// digits at any count: each value reported is within 0.1% of the sample at that
+    /// rank (the nearest-rank percentile: at least p of all samples at or below it).
+    pub fn of(histogram: &Histogram<u64>) -> Percentiles {
+        if histogram.is_empty() {
+            return Percentiles {
+                p50: 0.0,
+                p99: 0.0,
+                max: 0.0,
+            };
+        }
+        let ms = |micros: u64| histogram.median_equivalent(micros) as f64 / 1000.0;
         Percentiles {
-            p50: at(50),
-            p99: at(99),
-            max: ms.last().copied().unwrap_or(0.0),
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            max: ms(histogram.max()),
         }
     }
+}
+
+/// A latency histogram in microseconds, from one microsecond to an hour.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// `samples` as a [`histogram`].
+pub fn histogram_of(samples: &[Duration]) -> Histogram<u64> {
+    let mut histogram = histogram();
+    for sample in samples {
+        histogram.saturating_record(sample.as_micros() as u64);
+    }
+    histogram
 }
 
 /// Everything one run measured.
@@ -101,8 +117,8 @@ impl Results {
         pgbench_tps: Option<f64>,
         empty_rpc_per_sec: f64,
     ) -> Results {
-        let estimates_per_sec =
-            outcome.latencies.len() as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
+        let estimates = outcome.latency.len() as usize;
+        let estimates_per_sec = estimates as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
         Results {
             engine: format!("{:?}", args.engine).to_lowercase(),
             items: args.items,
@@ -110,17 +126,16 @@ impl Results {
             target_rate: args.rate,
             idle_subscribers: args.subscribers.first().copied().unwrap_or(0),
             preloaded_tasks: preloaded,
-            estimates: outcome.latencies.len(),
+            estimates,
             estimates_per_sec,
-            estimate_latency_ms: Percentiles::of(&outcome.latencies),
-            reconcile_lag_ms: Percentiles::of(&outcome.lags),
-            reconcile_lag_to_event_ms: Percentiles::of(&outcome.lags_to_event),
+            estimate_latency_ms: Percentiles::of(&outcome.latency),
+            reconcile_lag_ms: Percentiles::of(&histogram_of(&outcome.lags)),
+            reconcile_lag_to_event_ms: Percentiles::of(&histogram_of(&outcome.lags_to_event)),
             items_done: outcome.items_done,
             done_transitions: outcome.done_transitions,
             errors: outcome.errors,
             rss_mib,
-            cpu_us_per_estimate: cpu_seconds.values().sum::<f64>() * 1e6
-                / outcome.latencies.len().max(1) as f64,
+            cpu_us_per_estimate: cpu_seconds.values().sum::<f64>() * 1e6 / estimates.max(1) as f64,
             cpu_seconds,
             pgbench_tps,
             empty_rpc_per_sec,
@@ -229,29 +244,46 @@ mod tests {
         values.into_iter().map(Duration::from_millis).collect()
     }
 
+    /// Within HdrHistogram's three significant digits of `expected`.
+    fn close(actual: f64, expected: f64) -> bool {
+        (actual - expected).abs() <= expected * 0.001
+    }
+
     #[test]
     fn percentiles_are_nearest_rank() {
         // 1..=100 ms, shuffled: the p50 is the 50th sample, the p99 the 99th.
         let mut samples = millis(1..=100);
         samples.reverse();
         samples.swap(3, 70);
-        let p = Percentiles::of(&samples);
-        assert_eq!((p.p50, p.p99, p.max), (50.0, 99.0, 100.0));
+        let p = Percentiles::of(&histogram_of(&samples));
+        assert!(
+            close(p.p50, 50.0) && close(p.p99, 99.0) && close(p.max, 100.0),
+            "{p:?}"
+        );
 
         // 1000 samples: the 990th is the p99.
-        let p = Percentiles::of(&millis(1..=1000));
-        assert_eq!((p.p50, p.p99, p.max), (500.0, 990.0, 1000.0));
+        let p = Percentiles::of(&histogram_of(&millis(1..=1000)));
+        assert!(
+            close(p.p50, 500.0) && close(p.p99, 990.0) && close(p.max, 1000.0),
+            "{p:?}"
+        );
 
         // Few samples: the p99 is the maximum, the p50 the lower middle one.
-        let p = Percentiles::of(&millis([4, 1, 3, 2]));
-        assert_eq!((p.p50, p.p99, p.max), (2.0, 4.0, 4.0));
-        let p = Percentiles::of(&millis([7]));
-        assert_eq!((p.p50, p.p99, p.max), (7.0, 7.0, 7.0));
+        let p = Percentiles::of(&histogram_of(&millis([4, 1, 3, 2])));
+        assert!(
+            close(p.p50, 2.0) && close(p.p99, 4.0) && close(p.max, 4.0),
+            "{p:?}"
+        );
+        let p = Percentiles::of(&histogram_of(&millis([7])));
+        assert!(
+            close(p.p50, 7.0) && close(p.p99, 7.0) && close(p.max, 7.0),
+            "{p:?}"
+        );
     }
 
     #[test]
     fn no_samples_give_zeros() {
-        let p = Percentiles::of(&[]);
+        let p = Percentiles::of(&histogram());
         assert_eq!((p.p50, p.p99, p.max), (0.0, 0.0, 0.0));
     }
 }

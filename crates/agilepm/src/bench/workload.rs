@@ -4,7 +4,7 @@
 //! lag (final estimate acknowledged -> the item's DONE visible on the backlog-item feed).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use agilepm_proto::planning::v1::*;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_proto::task::v1::{DefineTaskRequest, EstimateTaskHoursRemainingRequest};
 use futures::StreamExt as _;
+use hdrhistogram::Histogram;
 use rand::seq::SliceRandom as _;
 use tokio::task::JoinSet;
 
@@ -34,8 +35,10 @@ const TENANT: &str = "bench";
 
 /// What the run measured.
 pub struct Outcome {
-    /// Estimate round trips.
-    pub latencies: Vec<Duration>,
+    /// Estimate latencies in microseconds: from the send when unpaced, from the time the
+    /// schedule said to send when paced (so a stall delays the measured sends after it
+    /// instead of hiding them: no coordinated omission).
+    pub latency: Histogram<u64>,
     /// Wall time of the estimate phase.
     pub elapsed: Duration,
     /// Final estimate acknowledged -> DONE on the feed, per item.
@@ -49,6 +52,39 @@ pub struct Outcome {
     pub done_transitions: usize,
     /// Failed calls.
     pub errors: usize,
+}
+
+/// What the workers have done so far, for the progress line.
+#[derive(Default)]
+struct Progress {
+    acked: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Prints a progress line every second until aborted: the estimate rate over the last
+/// second, estimates so far of `total`, errors, and items DONE of `items`.
+async fn report_progress(
+    progress: Arc<Progress>,
+    done: Arc<Mutex<HashMap<String, Vec<Moment>>>>,
+    items: usize,
+    total: usize,
+) {
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.tick().await;
+    let mut last = 0;
+    loop {
+        ticks.tick().await;
+        let acked = progress.acked.load(Ordering::Relaxed);
+        let items_done = done.lock().unwrap_or_else(|e| e.into_inner()).len();
+        eprintln!(
+            "bench: {:>5.1} s  {:>6} estimates/s  {acked}/{total} estimates  {} errors  {items_done}/{items} items DONE",
+            started.elapsed().as_secs_f64(),
+            acked - last,
+            progress.errors.load(Ordering::Relaxed),
+        );
+        last = acked;
+    }
 }
 
 /// A point in time as measured here (monotonic) and as a wall-clock microsecond, which
@@ -301,13 +337,21 @@ pub async fn run(
 
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
+    let progress = Arc::new(Progress::default());
+    let reporting = tokio::spawn(report_progress(
+        progress.clone(),
+        done.clone(),
+        prepared.len(),
+        work.len(),
+    ));
     let mut workers = Vec::new();
     for client in 0..clients {
         let mut tasks = TaskServiceClient::new(channel(ports.task)?);
         let (work, next, acked, item_of) =
             (work.clone(), next.clone(), acked.clone(), item_of.clone());
+        let progress = progress.clone();
         workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
+            let mut latency = super::report::histogram();
             let mut errors = 0;
             // Each client sends its share of the target rate on a fixed schedule, the
             // clients' schedules staggered evenly across the period: a steady stream, not
@@ -317,13 +361,16 @@ pub async fn run(
                 let offset = period.mul_f64(client as f64 / clients as f64);
                 let mut interval =
                     tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
-                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                // Behind schedule, send at once until caught up: the schedule stays what
+                // a steady client would have kept, and latency counts from it.
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 interval
             });
             loop {
-                if let Some(pace) = pace.as_mut() {
-                    pace.tick().await;
-                }
+                let scheduled = match pace.as_mut() {
+                    Some(pace) => Some(pace.tick().await.into_std()),
+                    None => None,
+                };
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((task, hours, date)) = work.get(i) else {
                     break;
@@ -334,11 +381,12 @@ pub async fn run(
                     date: date.clone(),
                     expected_version: None,
                 };
-                let sent = Instant::now();
+                let sent = scheduled.unwrap_or_else(Instant::now);
                 match tasks.estimate_task_hours_remaining(request).await {
                     Ok(response) => {
                         let at = Instant::now();
-                        latencies.push(at - sent);
+                        latency.saturating_record((at - sent).as_micros() as u64);
+                        progress.acked.fetch_add(1, Ordering::Relaxed);
                         let totals = response.into_inner().totals.unwrap_or_default();
                         if totals.hours_remaining == 0 && totals.task_count > 0 {
                             acked
@@ -349,21 +397,23 @@ pub async fn run(
                     }
                     Err(status) => {
                         errors += 1;
+                        progress.errors.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(%status, "estimate failed");
                     }
                 }
             }
-            (latencies, errors)
+            (latency, errors)
         }));
     }
-    let mut latencies = Vec::new();
+    let mut latency = super::report::histogram();
     let mut errors = 0;
     for worker in workers {
         let (mine, failed) = worker.await?;
-        latencies.extend(mine);
+        latency.add(&mine)?;
         errors += failed;
     }
     let elapsed = started.elapsed();
+    reporting.abort();
 
     // Wait for every item's DONE (or give up after 60 s), then a little longer to catch
     // any second transition.
@@ -387,7 +437,7 @@ pub async fn run(
         })
         .unzip();
     Ok(Outcome {
-        latencies,
+        latency,
         elapsed,
         lags,
         lags_to_event,
