@@ -266,16 +266,30 @@ impl Reconciler {
                             || matches!(status.code(), Code::Cancelled | Code::Unimplemented);
                         let event_ids: Vec<&str> =
                             work.events.iter().map(|(id, _)| id.as_str()).collect();
-                        tracing::error!(
-                            backlog_item_id = %work.backlog_item_id,
-                            tenant = %work.tenant,
-                            event_ids = ?event_ids,
-                            attempt,
-                            code = ?status.code(),
-                            error = %status.message(),
-                            "reconcile failed"
-                        );
-                        if !transient || attempt >= self.options.attempts {
+                        let last = !transient || attempt >= self.options.attempts;
+                        // Logged once at error when the item fails for this batch; a
+                        // transient failure that will be retried is a warning.
+                        if last {
+                            tracing::error!(
+                                backlog_item_id = %work.backlog_item_id,
+                                tenant = %work.tenant,
+                                event_ids = ?event_ids,
+                                attempt,
+                                code = ?status.code(),
+                                error = %status.message(),
+                                "reconcile failed"
+                            );
+                        } else {
+                            tracing::warn!(
+                                backlog_item_id = %work.backlog_item_id,
+                                tenant = %work.tenant,
+                                attempt,
+                                code = ?status.code(),
+                                error = %status.message(),
+                                "reconcile failed; retrying"
+                            );
+                        }
+                        if last {
                             results[i] = Some(Err(Failure {
                                 permanent: !transient,
                                 status,

@@ -127,6 +127,9 @@ impl Default for FollowOptions {
     }
 }
 
+/// How long following may fail before it is reported as a fault (at error level).
+pub const PERSISTENT_FAILURE: Duration = Duration::from_secs(10);
+
 /// Follows the feed behind `client` until `shutdown`, resuming from `checkpoint`.
 pub async fn follow<H, C>(
     client: EventFeedServiceClient<PeerChannel>,
@@ -139,14 +142,32 @@ pub async fn follow<H, C>(
     C: CheckpointStore,
 {
     let mut failures: u32 = 0;
+    // The start of the current run of failures, and whether it was reported at error.
+    let mut failing_since = Instant::now();
+    let mut reported = false;
     while !shutdown.is_cancelled() {
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return,
             outcome = follow_once(client.clone(), checkpoint, handler, options, &mut failures) => outcome,
         };
         if let Err(error) = outcome {
+            // `follow_once` clears `failures` once it makes progress: a new run starts.
+            if failures == 0 {
+                failing_since = Instant::now();
+                reported = false;
+            }
             failures = failures.saturating_add(1);
-            tracing::error!(error = %format!("{error:#}"), failures, "following the feed failed; retrying");
+            let error_text = format!("{error:#}");
+            let failing_for = failing_since.elapsed();
+            // A peer restarting or being deployed ends the stream now and then: a
+            // warning. Failing for longer than PERSISTENT_FAILURE is a fault, reported
+            // once at error level (when the coordinator's health turns too).
+            if failing_for >= PERSISTENT_FAILURE && !reported {
+                reported = true;
+                tracing::error!(error = %error_text, failures, ?failing_for, "following the feed keeps failing; retrying");
+            } else {
+                tracing::warn!(error = %error_text, failures, "following the feed failed; retrying");
+            }
             handler.on_error(&error);
             let delay = backoff(options, failures);
             tokio::select! {
