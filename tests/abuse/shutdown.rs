@@ -17,10 +17,21 @@ use tonic::Code;
 
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::process::{Launch, Scene, TENANT, estimate, member};
+use crate::process::{Launch, Scene, TENANT, TaskProcess, estimate, member};
 use crate::proxy::FreezingProxy;
 
 agilepm_testkit::engine_tests!(sigterm_ends_subscriptions_and_exits_within_2_s_losing_nothing);
+
+/// Sends `task` SIGTERM and waits (30 s at most) for it to exit: how, and how long it
+/// took.
+async fn terminate(task: &mut TaskProcess) -> (std::process::ExitStatus, Duration) {
+    let asked = tokio::time::Instant::now();
+    task.terminate();
+    let exit = tokio::time::timeout(Duration::from_secs(30), task.exited())
+        .await
+        .expect("the process exits");
+    (exit, asked.elapsed())
+}
 
 /// The drain deadline the stuck-call test sets.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(1);
@@ -67,12 +78,7 @@ async fn a_stuck_call_gets_the_drain_deadline_and_no_longer() {
     }
     assert!(!stuck.is_finished(), "the estimate is still in flight");
 
-    let asked = tokio::time::Instant::now();
-    scene.task.terminate();
-    let exit = tokio::time::timeout(Duration::from_secs(30), scene.task.exited())
-        .await
-        .expect("the process exits");
-    let took = asked.elapsed();
+    let (exit, took) = terminate(&mut scene.task).await;
     eprintln!("a stuck call: exited {took:?} after SIGTERM, {exit}");
     assert!(
         took >= DRAIN_DEADLINE,
@@ -152,12 +158,7 @@ async fn sigterm_ends_subscriptions_and_exits_within_2_s_losing_nothing(engine: 
         tokio::task::yield_now().await;
     }
 
-    let asked = tokio::time::Instant::now();
-    scene.task.terminate();
-    let exit = tokio::time::timeout(Duration::from_secs(30), scene.task.exited())
-        .await
-        .expect("the process exits");
-    let took = asked.elapsed();
+    let (exit, took) = terminate(&mut scene.task).await;
     eprintln!("{engine:?}: exited {took:?} after SIGTERM, {exit}");
     assert!(
         exit.success(),
