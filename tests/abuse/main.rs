@@ -11,6 +11,7 @@
 
 mod connections;
 mod database;
+mod error_report;
 mod process;
 mod proxy;
 mod shutdown;

@@ -259,6 +259,21 @@ impl Scene {
         TaskServiceClient::new(self.task.channel(&member(TENANT)))
     }
 
+    /// Runs `sql` on the task process's database from outside it (to plant a value no
+    /// version of the service writes); returns the rows it changed.
+    pub async fn run_sql(&self, sql: &str) -> u64 {
+        use sqlx::Connection as _;
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(self._database.url())
+            .await
+            .expect("open the task database");
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut conn)
+            .await
+            .expect("run the statement");
+        done.rows_affected()
+    }
+
     /// Starts a task process again on the scene's database, once the last one exited.
     pub async fn restart_task(&mut self) {
         self.task = TaskProcess::start(

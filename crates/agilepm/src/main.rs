@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "agilepm",
-    version = agilepm_platform::runtime::VERSION,
+    version = agilepm_platform::wire::config::VERSION,
     about = "agilepm: Scrum planning back end as gRPC microservices"
 )]
 struct Cli {

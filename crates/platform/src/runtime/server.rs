@@ -20,6 +20,7 @@ use crate::storage::db::Db;
 use crate::wire::admission::{AdmissionLayer, Readiness};
 use crate::wire::auth::Authenticator;
 use crate::wire::auth::layer::AuthLayer;
+use crate::wire::error_report::ReportingLayer;
 use crate::wire::limits::{BoundedMessages, ServerLimits, accept_limited};
 use crate::wire::malformed::MalformedLayer;
 use crate::wire::telemetry::HeaderExtractor;
@@ -167,6 +168,7 @@ impl GrpcServer {
                     .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
             )
             .layer(AuthLayer::new(authenticator))
+            .layer(ReportingLayer)
             .layer(AdmissionLayer::new(
                 readiness,
                 limits.max_calls_in_flight,

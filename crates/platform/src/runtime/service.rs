@@ -155,7 +155,7 @@ where
 {
     /// An agilepm service. Every setting is a flag or an environment variable.
     #[derive(Parser)]
-    #[command(version = crate::runtime::VERSION)]
+    #[command(version = crate::wire::config::VERSION)]
     struct Cli {
         #[command(flatten)]
         common: CommonArgs,

@@ -12,6 +12,15 @@ use crate::wire::auth::AuthConfig;
 use crate::wire::limits::{LimitArgs, ServerLimits};
 use crate::wire::tls::{ClientTlsFiles, ServerTlsFiles};
 
+/// What `--version` prints, and the release errors are reported under: the crate
+/// version and the git revision it was built from (see the crate's build script).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("AGILEPM_GIT_REVISION"),
+    ")"
+);
+
 /// Settings every service accepts. Each service flattens this into its own `clap` parser
 /// and adds its peers' addresses.
 #[derive(Debug, Clone, Args)]

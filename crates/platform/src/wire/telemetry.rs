@@ -7,6 +7,8 @@
 //!   into outgoing calls (`client`).
 //! * With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are exported over OTLP/gRPC in batches
 //!   and flushed when the [`TelemetryGuard`] drops.
+//! * With `SENTRY_DSN` set, error events and panics go to Sentry
+//!   ([`error_report`](crate::wire::error_report)).
 
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TracerProvider as _;
@@ -18,9 +20,10 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Flushes and shuts down the trace exporter when dropped.
+/// Flushes and shuts down the trace exporter (and error reporting) when dropped.
 pub struct TelemetryGuard {
     provider: SdkTracerProvider,
+    _reporting: crate::wire::error_report::ReportGuard,
 }
 
 impl Drop for TelemetryGuard {
@@ -34,6 +37,7 @@ impl Drop for TelemetryGuard {
 /// Installs the global subscriber and propagator for process `service_name`. Call once,
 /// first thing in `main`; keep the guard alive until exit.
 pub fn init(service_name: &str) -> anyhow::Result<TelemetryGuard> {
+    let reporting = crate::wire::error_report::init(service_name)?;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(service_name.to_owned())
@@ -57,11 +61,21 @@ pub fn init(service_name: &str) -> anyhow::Result<TelemetryGuard> {
         .with_target(false);
     // The log filter applies to log output only: request spans stay enabled for
     // OpenTelemetry whatever RUST_LOG says, so trace context always propagates.
-    let registry = tracing_subscriber::registry().with(
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_filter(LevelFilter::INFO),
-    );
+    // With SENTRY_DSN, error events are reported and info and warn events ride along as
+    // breadcrumbs (whatever RUST_LOG says: an operator quieting the log keeps them).
+    let reporting_layers = crate::wire::error_report::enabled().then(|| {
+        use sentry::integrations::tracing::{BreadcrumbLayer, ErrorLayer};
+        ErrorLayer::new()
+            .with_filter(LevelFilter::ERROR)
+            .and_then(BreadcrumbLayer::new().with_filter(LevelFilter::INFO))
+    });
+    let registry = tracing_subscriber::registry()
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(LevelFilter::INFO),
+        )
+        .with(reporting_layers);
     if json {
         registry.with(fmt.json().with_filter(filter)).try_init()?;
     } else {
@@ -70,7 +84,10 @@ pub fn init(service_name: &str) -> anyhow::Result<TelemetryGuard> {
     if exporting {
         tracing::info!("exporting traces over OTLP");
     }
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard {
+        provider,
+        _reporting: reporting,
+    })
 }
 
 /// For tests: a subscriber writing through the test harness (shown only for failing
