@@ -126,14 +126,15 @@ fn bounded(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
 impl From<AppError> for Status {
     fn from(error: AppError) -> Status {
         // Every failure is logged once, here, inside the request's span, so the log line
-        // carries the trace id of the call that failed. Server faults are errors; a
-        // client's mistake is not, and is logged at debug level only.
+        // carries the trace id of the call that failed. Server faults are errors (and go
+        // to Sentry when it is configured); a client's mistake is not: it is logged at
+        // info, where an operator answering "why was my call refused?" finds it.
         match error.code() {
             Code::Internal | Code::Unavailable => {
                 tracing::error!(code = ?error.code(), error = %bounded(&error.to_string(), MAX_MESSAGE_CHARS), "request failed");
             }
             code => {
-                tracing::debug!(?code, error = %bounded(&error.to_string(), MAX_MESSAGE_CHARS), "request refused");
+                tracing::info!(?code, error = %bounded(&error.to_string(), MAX_MESSAGE_CHARS), "request refused");
             }
         }
         match error {
