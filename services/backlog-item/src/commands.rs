@@ -132,10 +132,7 @@ impl Commands {
         let what = format!("backlog item {id}");
         retry_lost_races(&what, expected_version, || async {
             let mut uow = self.db.begin().await?;
-            let before = store::get(uow.conn(), tenant, id)
-                .await?
-                .ok_or_else(|| AppError::not_found(&what))?;
-            check_version(&what, expected_version, before.version)?;
+            let before = current(&mut uow, tenant, id, &what, expected_version).await?;
             let after = change(&before)?;
             if after == before {
                 return Ok(Attempt::Done(before));
@@ -173,10 +170,7 @@ impl Commands {
         let what = format!("backlog item {id}");
         retry_lost_races(&what, expected_version, || async {
             let mut uow = self.db.begin().await?;
-            let before = store::get(uow.conn(), tenant, id)
-                .await?
-                .ok_or_else(|| AppError::not_found(&what))?;
-            check_version(&what, expected_version, before.version)?;
+            let before = current(&mut uow, tenant, id, &what, expected_version).await?;
             let anchor = store::get(uow.conn(), tenant, &to.anchor_id)
                 .await?
                 .ok_or_else(|| AppError::not_found(format!("backlog item {}", to.anchor_id)))?;
@@ -216,6 +210,21 @@ impl Commands {
     ) -> AppResult<u64> {
         store::record_products(&self.db, tenant, facts).await
     }
+}
+
+/// Item `id` of `tenant` (`what` in refusals), at `expected_version` if one is given.
+async fn current(
+    uow: &mut UnitOfWork,
+    tenant: &str,
+    id: &str,
+    what: &str,
+    expected_version: Option<i64>,
+) -> AppResult<BacklogItem> {
+    let item = store::get(uow.conn(), tenant, id)
+        .await?
+        .ok_or_else(|| AppError::not_found(what))?;
+    check_version(what, expected_version, item.version)?;
+    Ok(item)
 }
 
 /// Writes `after` over `before` (guarded by its version) with the events of the change,
