@@ -12,6 +12,7 @@
 mod connections;
 mod database;
 mod error_report;
+mod metrics;
 mod process;
 mod proxy;
 mod shutdown;

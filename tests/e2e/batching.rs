@@ -181,6 +181,7 @@ fn estimate((task, day, hours, expected_version): (usize, u32, i32, Option<i64>)
         hours,
         expected_version,
         actor: "tester".into(),
+        trace_parent: String::new(),
     }
 }
 
@@ -412,6 +413,7 @@ async fn reconciles_batched_equal_one_by_one(
                 revision,
             },
             actor: "service:coordinator".into(),
+            trace_parent: String::new(),
         })
         .collect();
     committed_items(batched).await;

@@ -62,7 +62,7 @@ async fn two_databases_of_one_service_have_feeds_of_their_own(engine: Engine) {
 }
 
 /// Appends one event in its own transaction; returns its event id.
-async fn append_one(db: &Db, tenant: &str, aggregate: &str, name: &str) -> String {
+pub(crate) async fn append_one(db: &Db, tenant: &str, aggregate: &str, name: &str) -> String {
     let mut uow = db.begin().await.unwrap();
     let id = append_in(&mut uow, tenant, aggregate, name).await;
     uow.commit().await.unwrap();
@@ -89,7 +89,7 @@ async fn append_in(
     append(uow, subject, &event).await.unwrap().to_string()
 }
 
-async fn feed_server(engine: Engine) -> (TestDb, FeedServer) {
+pub(crate) async fn feed_server(engine: Engine) -> (TestDb, FeedServer) {
     let database = TestDb::create(engine).await;
     let db = database.connect_platform().await;
     let options = FeedOptions {
@@ -99,18 +99,18 @@ async fn feed_server(engine: Engine) -> (TestDb, FeedServer) {
     (database, FeedServer::start(db, options).await)
 }
 
-fn client(server: &FeedServer, token: &str) -> EventFeedServiceClient<PeerChannel> {
+pub(crate) fn client(server: &FeedServer, token: &str) -> EventFeedServiceClient<PeerChannel> {
     EventFeedServiceClient::new(channel(server.address, token))
 }
 
-async fn open(
+pub(crate) async fn open(
     client: &mut EventFeedServiceClient<PeerChannel>,
     request: SubscribeRequest,
 ) -> Streaming<agilepm_proto::events::v1::SubscribeResponse> {
     client.subscribe(request).await.unwrap().into_inner()
 }
 
-fn after(position: &str) -> SubscribeRequest {
+pub(crate) fn after(position: &str) -> SubscribeRequest {
     SubscribeRequest {
         after_position: position.into(),
         heartbeat_interval_ms: 100,
@@ -119,7 +119,7 @@ fn after(position: &str) -> SubscribeRequest {
 }
 
 /// Reads `count` events from the stream (skipping heartbeats), failing after 20 s.
-async fn take(
+pub(crate) async fn take(
     stream: &mut Streaming<agilepm_proto::events::v1::SubscribeResponse>,
     count: usize,
 ) -> Vec<Event> {

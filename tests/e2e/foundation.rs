@@ -160,6 +160,7 @@ async fn a_guarded_write_that_falls_short_writes_nothing(engine: Engine) {
         event_type: "test.Written",
         payload: n.to_be_bytes().to_vec(),
         actor: String::new(),
+        trace_parent: String::new(),
     };
     let state = |db: Db| async move {
         let rows: Vec<(String, String)> =

@@ -15,6 +15,7 @@ mod limits;
 mod malformed;
 mod planning;
 mod references;
+mod retention;
 mod schema;
 mod security;
 mod task;

@@ -1,7 +1,7 @@
 //! `agilepm`: run the whole system for development, or mint a token.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -97,6 +97,13 @@ struct DevArgs {
     /// Port of the coordinator.
     #[arg(long, default_value_t = ServiceName::Coordinator.default_port())]
     coordinator_port: u16,
+    /// Where Prometheus scrapes the four services' metrics (`/metrics`).
+    #[arg(
+        long,
+        env = "AGILEPM_METRICS_ADDRESS",
+        default_value = "127.0.0.1:9464"
+    )]
+    metrics_address: SocketAddr,
     /// How callers are authenticated; no key runs open (development mode).
     #[command(flatten)]
     auth: AuthArgs,
@@ -203,7 +210,8 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
 }
 
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    let _telemetry = agilepm_platform::wire::telemetry::init("agilepm-dev")?;
+    let telemetry =
+        agilepm_platform::wire::telemetry::init("agilepm-dev", Some(args.metrics_address))?;
     let auth = args.auth.resolve()?;
     let tls = args.tls.resolve()?;
     let mut databases = BTreeMap::new();
@@ -250,6 +258,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("agilepm dev: four services up, storage: {storage}");
     for (service, address) in system.services() {
         println!("  {:<13} {address}", service.as_str());
+    }
+    if let Some(address) = telemetry.metrics_address() {
+        println!("  {:<13} http://{address}/metrics", "metrics");
     }
     if auth.development {
         let operator = auth.signer()?.mint(

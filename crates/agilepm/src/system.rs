@@ -142,6 +142,7 @@ impl RunningSystem {
                 auth: config.auth.clone(),
                 tls: config.tls.clone(),
                 limits: agilepm_platform::wire::limits::ServerLimits::default(),
+                retention: Default::default(),
                 db_max_connections: config.db_max_connections,
                 peers: peers.clone(),
             };

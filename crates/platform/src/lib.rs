@@ -16,6 +16,8 @@
 //! | | [`admission`](wire::admission) | calls refused at once while the database is away or the server is full; the default deadline |
 //! | | [`malformed`](wire::malformed) | undecodable request bodies answered INVALID_ARGUMENT |
 //! | | [`telemetry`](wire::telemetry) | logs, traces, W3C propagation, OTLP export |
+//! | | [`metrics`](wire::metrics) | the meter provider, the Prometheus scrape endpoint, OTLP metrics |
+//! | | [`rpc_metrics`](wire::rpc_metrics) | requests, errors by code and durations of every call served and made |
 //! | [`storage`] | [`db`](storage::db) | the service's own database (SQLite or PostgreSQL) and its migrations |
 //! | | [`statement`](storage::statement) | SQL assembled in parts; lists bound as arrays, text independent of their length |
 //! | | [`stored`](storage::stored) | enum numbers and dates read back from the database, decoded loudly; `numbered_enum!` |

@@ -11,3 +11,4 @@ pub mod outbox;
 pub mod ranked;
 pub mod statement;
 pub mod stored;
+pub mod trace_parent;

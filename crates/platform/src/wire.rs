@@ -8,5 +8,7 @@ pub mod config;
 pub mod error_report;
 pub mod limits;
 pub mod malformed;
+pub mod metrics;
+pub mod rpc_metrics;
 pub mod telemetry;
 pub mod tls;

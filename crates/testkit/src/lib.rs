@@ -6,6 +6,8 @@
 //! and drops its own database there). Without it they print that they were skipped —
 //! unless `AGILEPM_REQUIRE_POSTGRES=1`, as in CI, where a missing server fails the test.
 
+pub mod metrics;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -162,6 +162,7 @@ fn parse_reconcile(
         },
         // Applied by the group-commit writer, in another task: the actor goes along.
         actor: agilepm_platform::wire::auth::acting_subject().unwrap_or_default(),
+        trace_parent: agilepm_platform::storage::trace_parent::current(),
     })
 }
 

@@ -34,6 +34,8 @@ pub async fn follow_while_leased(
         // one before it: an event arriving mid-batch is reconciled at once rather than
         // after that batch, which is most of the lag at moderate rates.
         in_flight: IN_FLIGHT_BATCHES,
+        // The task feed's retention keeps whatever the coordinator has not saved past.
+        consumer: Some("coordinator".to_owned()),
         ..FollowOptions::default()
     };
     while !shutdown.is_cancelled() {

@@ -72,6 +72,7 @@ pub async fn run(
             let tasks = TaskServiceClient::new(context.connect(&peers.task)?);
             let feed = EventFeedServiceClient::new(context.connect(&peers.task)?);
             let progress = Arc::new(Progress::default());
+            progress::measure(&progress);
             let reconciler = Reconciler::new(
                 context.db.clone(),
                 tasks,

@@ -30,6 +30,8 @@ pub struct Progress {
     pub reconciles_ignored_stale: AtomicI64,
     /// Status changes caused.
     pub status_changes: AtomicI64,
+    /// Poison events blocking the feed, as last counted.
+    pub poison_events: AtomicI64,
     state: Mutex<State>,
 }
 
@@ -147,6 +149,97 @@ impl Progress {
     }
 }
 
+/// Reports `progress` to metrics, read at each collection:
+///
+/// * `agilepm.coordinator.lag_events`, `agilepm.coordinator.lag` (seconds) — how far the
+///   reconciled position is behind the task feed's head (0 when caught up);
+/// * `agilepm.coordinator.poison_events` — events that stop the feed until an operator
+///   acts (alert on > 0);
+/// * `agilepm.coordinator.events_processed`, `agilepm.coordinator.status_changes` —
+///   counters.
+pub fn measure(progress: &Arc<Progress>) {
+    use opentelemetry::metrics::Meter;
+    fn gauge<T: Fn(&Progress) -> f64 + Send + Sync + 'static>(
+        meter: &Meter,
+        progress: &Arc<Progress>,
+        name: &'static str,
+        unit: &'static str,
+        description: &'static str,
+        read: T,
+    ) {
+        let progress = Arc::downgrade(progress);
+        meter
+            .f64_observable_gauge(name)
+            .with_unit(unit)
+            .with_description(description)
+            .with_callback(move |observer| {
+                if let Some(progress) = progress.upgrade() {
+                    observer.observe(read(&progress), &[]);
+                }
+            })
+            .build();
+    }
+    fn counter(
+        meter: &Meter,
+        progress: &Arc<Progress>,
+        name: &'static str,
+        description: &'static str,
+        read: fn(&Progress) -> &AtomicI64,
+    ) {
+        let progress = Arc::downgrade(progress);
+        meter
+            .u64_observable_counter(name)
+            .with_description(description)
+            .with_callback(move |observer| {
+                if let Some(progress) = progress.upgrade() {
+                    let value = read(&progress).load(Ordering::Relaxed);
+                    observer.observe(u64::try_from(value).unwrap_or(0), &[]);
+                }
+            })
+            .build();
+    }
+    let meter = agilepm_platform::wire::metrics::meter();
+    let report = |progress: &Progress| progress.report(UNHEALTHY_AFTER_US, 0);
+    gauge(
+        &meter,
+        progress,
+        "agilepm.coordinator.lag_events",
+        "{event}",
+        "Task events committed but not yet reconciled",
+        move |p| report(p).lag_events as f64,
+    );
+    gauge(
+        &meter,
+        progress,
+        "agilepm.coordinator.lag",
+        "s",
+        "How much older the reconciled position is than the task feed's head",
+        move |p| report(p).lag_seconds,
+    );
+    gauge(
+        &meter,
+        progress,
+        "agilepm.coordinator.poison_events",
+        "{event}",
+        "Events the coordinator cannot apply, stopping it until an operator acts",
+        |p| p.poison_events.load(Ordering::Relaxed) as f64,
+    );
+    counter(
+        &meter,
+        progress,
+        "agilepm.coordinator.events_processed",
+        "Task events the coordinator has handled",
+        |p| &p.events_processed,
+    );
+    counter(
+        &meter,
+        progress,
+        "agilepm.coordinator.status_changes",
+        "Backlog item status changes the coordinator caused",
+        |p| &p.status_changes,
+    );
+}
+
 /// Keeps health in step with progress (NOT_SERVING while following has failed for a
 /// while or a poison event blocks the feed), and the head current even while blocked.
 pub async fn report_health(
@@ -170,6 +263,7 @@ pub async fn report_health(
             progress.head(&head.head_position, head.head_occur_time.as_ref());
         }
         let poison = store::count_poison(&db).await.unwrap_or(0);
+        progress.poison_events.store(poison, Ordering::Relaxed);
         let ok = progress.healthy(UNHEALTHY_AFTER_US) && poison == 0;
         if ok != serving {
             serving = ok;

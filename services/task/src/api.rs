@@ -249,6 +249,7 @@ impl TaskService for TaskApi {
                 hours,
                 expected_version,
                 actor,
+                trace_parent: agilepm_platform::storage::trace_parent::current(),
             })
             .await?;
         Ok(Response::new(EstimateTaskHoursRemainingResponse {

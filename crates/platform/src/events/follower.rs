@@ -5,12 +5,19 @@
 //! succeeded, so a crash or an error means a replay, never a skipped event. Consumers
 //! therefore must be idempotent (the coordinator is, by the revision guard). Broken
 //! streams and handler errors are retried with exponential backoff and jitter.
+//!
+//! Each batch is handled in a span of its own (`handle_events`) linked to the spans that
+//! wrote its events (their `trace_parent`): the work an event causes can be followed
+//! from the request that wrote it. Links, not a parent: a batch holds events of many
+//! requests, and the calls it makes belong to the batch's own trace.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
-use agilepm_proto::events::v1::{Event, Heartbeat, SubscribeRequest, subscribe_response};
+use agilepm_proto::events::v1::{
+    AcknowledgeFeedPositionRequest, Event, Heartbeat, SubscribeRequest, subscribe_response,
+};
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt as _, StreamExt as _};
@@ -20,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::time::now_micros;
 use crate::storage::db::Db;
 use crate::wire::client::PeerChannel;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// Handles the events of a feed, a batch at a time.
 pub trait BatchHandler: Send + Sync {
@@ -111,6 +120,12 @@ pub struct FollowOptions {
     /// only for handlers whose effects do not depend on order (the coordinator's, under
     /// its revision guard); positions are still saved in feed order.
     pub in_flight: usize,
+    /// The name this follower registers under with the feed's retention
+    /// (`AcknowledgeFeedPosition`): the feed then keeps every event it has not saved a
+    /// position past. `None` registers nothing.
+    pub consumer: Option<String>,
+    /// How often a saved position is acknowledged to the feed, at most.
+    pub acknowledge_every: Duration,
 }
 
 impl Default for FollowOptions {
@@ -123,6 +138,8 @@ impl Default for FollowOptions {
             heartbeat_interval_ms: 1000,
             checkpoint_every: Duration::from_millis(100),
             in_flight: 1,
+            consumer: None,
+            acknowledge_every: Duration::from_secs(10),
         }
     }
 }
@@ -162,7 +179,19 @@ pub async fn follow<H, C>(
             // A peer restarting or being deployed ends the stream now and then: a
             // warning. Failing for longer than PERSISTENT_FAILURE is a fault, reported
             // once at error level (when the coordinator's health turns too).
-            if failing_for >= PERSISTENT_FAILURE && !reported {
+            let deleted_before_handled = error
+                .downcast_ref::<tonic::Status>()
+                .is_some_and(|status| status.code() == tonic::Code::OutOfRange);
+            if deleted_before_handled && !reported {
+                // Not a blip: retrying will not bring the events back.
+                reported = true;
+                tracing::error!(
+                    error = %error_text,
+                    "the feed has deleted events this consumer had not handled (its retention \
+                     hard cap); following cannot go on without an operator (deploy/README.md, \
+                     \"Outbox retention\")"
+                );
+            } else if failing_for >= PERSISTENT_FAILURE && !reported {
                 reported = true;
                 tracing::error!(error = %error_text, failures, ?failing_for, "following the feed keeps failing; retrying");
             } else {
@@ -193,13 +222,36 @@ async fn handle_batch<H: BatchHandler>(
     heartbeat: Option<Heartbeat>,
 ) -> anyhow::Result<Handled> {
     if !batch.is_empty() {
-        handler.handle(&batch).await?;
+        handler
+            .handle(&batch)
+            .instrument(batch_span(&batch))
+            .await?;
     }
     let size = batch.len();
     Ok(Handled {
         last: batch.pop().map(|event| (event, size)),
         heartbeat,
     })
+}
+
+/// Links a batch's span keeps at most (one per distinct writing span).
+const MAX_LINKS: usize = 128;
+
+/// The span a batch is handled in, linked to the spans that wrote its events.
+fn batch_span(batch: &[Event]) -> tracing::Span {
+    let span = tracing::info_span!("handle_events", events = batch.len());
+    let mut linked = std::collections::HashSet::new();
+    for event in batch {
+        if linked.len() == MAX_LINKS {
+            break;
+        }
+        if linked.insert(event.trace_parent.as_str())
+            && let Some(writer) = crate::storage::trace_parent::span_context(&event.trace_parent)
+        {
+            span.add_link(writer);
+        }
+    }
+    span
 }
 
 /// One subscription: runs until the stream breaks or a batch fails.
@@ -234,6 +286,7 @@ async fn follow_once<H: BatchHandler, C: CheckpointStore>(
     // event arriving meanwhile waited for it. One at a time, so positions are saved in
     // the order they were handled.
     let mut saving: Option<BoxFuture<'_, anyhow::Result<String>>> = None;
+    let mut last_acknowledged: Option<Instant> = None;
     loop {
         // Start a save that is due and may start.
         if saving.is_none()
@@ -256,6 +309,12 @@ async fn follow_once<H: BatchHandler, C: CheckpointStore>(
             Some(position) = async { Some(saving.as_mut()?.await) }, if saving.is_some() => {
                 saving = None;
                 saved = position?;
+                if let Some(consumer) = &options.consumer
+                    && last_acknowledged.is_none_or(|at| at.elapsed() >= options.acknowledge_every)
+                {
+                    last_acknowledged = Some(Instant::now());
+                    tokio::spawn(acknowledge(client.clone(), consumer.clone(), saved.clone()));
+                }
             }
             Some(handled) = in_flight.next(), if !in_flight.is_empty() => {
                 let handled: Handled = match handled {
@@ -300,6 +359,19 @@ async fn follow_once<H: BatchHandler, C: CheckpointStore>(
             }
             () = tokio::time::sleep(save_due), if unsaved.is_some() && saving.is_none() => {}
         }
+    }
+}
+
+/// Tells the feed that `consumer` has saved `position`, so retention may delete what
+/// lies before it. A failure only makes the feed keep events longer.
+async fn acknowledge(
+    mut client: EventFeedServiceClient<PeerChannel>,
+    consumer: String,
+    position: String,
+) {
+    let request = AcknowledgeFeedPositionRequest { consumer, position };
+    if let Err(status) = client.acknowledge_feed_position(request).await {
+        tracing::warn!(%status, "the feed position could not be acknowledged; the feed keeps its events longer");
     }
 }
 

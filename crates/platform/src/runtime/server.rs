@@ -23,6 +23,7 @@ use crate::wire::auth::layer::AuthLayer;
 use crate::wire::error_report::ReportingLayer;
 use crate::wire::limits::{BoundedMessages, ServerLimits, accept_limited};
 use crate::wire::malformed::MalformedLayer;
+use crate::wire::rpc_metrics::RpcMetricsLayer;
 use crate::wire::telemetry::HeaderExtractor;
 use crate::wire::tls::ServerTls;
 
@@ -167,6 +168,8 @@ impl GrpcServer {
                     .make_span_with(request_span)
                     .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
             )
+            // Outside authentication and admission, so their refusals are counted too.
+            .layer(RpcMetricsLayer::server())
             .layer(AuthLayer::new(authenticator))
             .layer(ReportingLayer)
             .layer(AdmissionLayer::new(

@@ -87,6 +87,7 @@ where
         spec.migrations,
     )
     .await?;
+    measure_pool(spec.name, db.pool().clone(), config.db_max_connections);
     let authenticator = config.auth.authenticator(&shutdown)?;
     if authenticator.is_development_mode() {
         tracing::warn!(
@@ -119,9 +120,16 @@ where
             max_subscribers: limits.max_subscribers,
             max_subscribers_per_tenant: limits.max_subscribers_per_tenant,
             unavailable_after: limits.feed_unavailable_after,
+            service: spec.name.as_str(),
             ..FeedOptions::default()
         };
         let feed = EventFeed::new(db.clone(), options, shutdown.clone()).await?;
+        context.tasks.spawn(crate::events::feed::retention::run(
+            db.clone(),
+            context.config.retention,
+            spec.name.as_str(),
+            shutdown.clone(),
+        ));
         server = server.add_service(EventFeedServiceServer::new(feed));
     }
     let server = add_services(context, server).await?;
@@ -147,6 +155,38 @@ where
     result
 }
 
+/// Reports the service's connection pool to metrics: `agilepm.db.pool.connections` by
+/// state (`in_use`, `idle`) and `agilepm.db.pool.max_connections`. A pool whose every
+/// connection is in use makes calls wait for one.
+fn measure_pool(service: ServiceName, pool: sqlx::AnyPool, max_connections: u32) {
+    use opentelemetry::KeyValue;
+    let meter = crate::wire::metrics::meter();
+    let label = KeyValue::new("service", service.as_str());
+    let labels = [label.clone()];
+    meter
+        .i64_observable_gauge("agilepm.db.pool.max_connections")
+        .with_description("Connections the service's database pool may open")
+        .with_callback(move |observer| observer.observe(i64::from(max_connections), &labels))
+        .build();
+    meter
+        .i64_observable_gauge("agilepm.db.pool.connections")
+        .with_description("Connections of the service's database pool, by state")
+        .with_callback(move |observer| {
+            // A pool closed at shutdown is no longer reported.
+            if pool.is_closed() {
+                return;
+            }
+            let open = i64::from(pool.size());
+            let idle = pool.num_idle() as i64;
+            observer.observe(
+                open - idle,
+                &[label.clone(), KeyValue::new("state", "in_use")],
+            );
+            observer.observe(idle, &[label.clone(), KeyValue::new("state", "idle")]);
+        })
+        .build();
+}
+
 /// The `main` of a service binary: parse flags, set up telemetry, bind, run until SIGTERM.
 pub async fn main<R, Fut>(name: ServiceName, run_service: R) -> anyhow::Result<()>
 where
@@ -168,7 +208,8 @@ where
         .bin_name(binary)
         .get_matches();
     let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
-    let _telemetry = crate::wire::telemetry::init(&format!("agilepm-{name}"))?;
+    let _telemetry =
+        crate::wire::telemetry::init(&format!("agilepm-{name}"), cli.common.metrics_address)?;
     let config = cli.common.resolve(name)?;
     let listener = TcpListener::bind(config.listen).await?;
     let shutdown = CancellationToken::new();

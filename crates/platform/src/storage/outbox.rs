@@ -36,23 +36,34 @@ pub struct NewEvent<'a> {
     pub payload: Vec<u8>,
     /// Who acted (the request's acting subject, [`crate::domain::actor`]).
     pub actor: String,
+    /// The `traceparent` of the request it is written for
+    /// ([`trace_parent`](crate::storage::trace_parent)).
+    pub trace_parent: String,
 }
 
 impl<'a> NewEvent<'a> {
     /// `event` about `subject`, done by the subject acting in the request this task is
-    /// handling. Work done in another task names its actor with [`NewEvent::by`].
+    /// handling, in the current span's trace. Work done in another task names its actor
+    /// with [`NewEvent::by`] and its request's trace with [`NewEvent::in_trace`].
     pub fn of<E: EventType>(subject: Subject<'a>, event: &E) -> NewEvent<'a> {
         NewEvent {
             subject,
             event_type: E::EVENT_TYPE,
             payload: event.encode_to_vec(),
             actor: crate::domain::actor::acting_subject().unwrap_or_default(),
+            trace_parent: crate::storage::trace_parent::current(),
         }
     }
 
     /// The same event, done by `actor`.
     pub fn by(mut self, actor: &str) -> NewEvent<'a> {
         self.actor = actor.to_owned();
+        self
+    }
+
+    /// The same event, written for the request whose `traceparent` this is.
+    pub fn in_trace(mut self, trace_parent: &str) -> NewEvent<'a> {
+        self.trace_parent = trace_parent.to_owned();
         self
     }
 }
@@ -67,7 +78,7 @@ pub async fn append<E: EventType>(
     Ok(ids[0])
 }
 
-/// Rows per INSERT: 8 values each stays far below either engine's bound-parameter limit.
+/// Rows per INSERT: 9 values each stays far below either engine's bound-parameter limit.
 const ROWS_PER_INSERT: usize = 500;
 
 /// Appends `events`, in order, to the outbox inside `uow` with one statement per 500
@@ -106,11 +117,12 @@ pub fn insert_events(statement: &mut Statement, events: &[NewEvent<'_>]) -> Vec<
         Column::BigInt(vec![now; events.len()]),
         Column::Bytes(events.iter().map(|e| e.payload.clone()).collect()),
         Column::text(events.iter().map(|e| e.actor.as_str())),
+        Column::text(events.iter().map(|e| e.trace_parent.as_str())),
     ]);
     statement
         .sql(
             "INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, tenant_id, \
-             occur_time_us, payload, actor) SELECT * FROM ",
+             occur_time_us, payload, actor, trace_parent) SELECT * FROM ",
         )
         .rows(rows)
         .sql(" WHERE true");

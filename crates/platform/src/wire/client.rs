@@ -1,5 +1,6 @@
 //! Calling peer services: lazily connected channels whose every request carries the
-//! service's internal token and the current W3C trace context, with a deadline.
+//! service's internal token and the current W3C trace context, with a deadline, and is
+//! measured (`rpc.client.call.duration`).
 
 use std::time::Duration;
 
@@ -12,10 +13,12 @@ use tonic::{Request, Status};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::wire::auth::Credentials;
+use crate::wire::rpc_metrics::{Metered, RpcMetricsLayer};
 use crate::wire::telemetry::MetadataInjector;
+use tower::Layer as _;
 
-/// A channel to a peer with [`Outgoing`] applied to every call.
-pub type PeerChannel = InterceptedService<Channel, Outgoing>;
+/// A channel to a peer with [`Outgoing`] applied to every call, each call measured.
+pub type PeerChannel = InterceptedService<Metered<Channel>, Outgoing>;
 
 /// Adds credentials and trace context to outgoing requests.
 #[derive(Clone)]
@@ -107,7 +110,10 @@ fn connect(
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true)
         .connect_lazy();
-    Ok(InterceptedService::new(channel, outgoing))
+    Ok(InterceptedService::new(
+        RpcMetricsLayer::client().layer(channel),
+        outgoing,
+    ))
 }
 
 #[cfg(test)]

@@ -42,6 +42,14 @@ pub struct CommonArgs {
     #[command(flatten)]
     pub limits: LimitArgs,
 
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+
+    /// Serve metrics for Prometheus at `http://ADDRESS/metrics` (e.g. `0.0.0.0:9464`).
+    /// Operators' port: keep it off the public network.
+    #[arg(long, env = "AGILEPM_METRICS_ADDRESS")]
+    pub metrics_address: Option<SocketAddr>,
+
     /// Largest number of database connections this service opens.
     #[arg(long, env = "AGILEPM_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
@@ -71,6 +79,7 @@ impl CommonArgs {
             auth: self.auth.resolve()?,
             tls: self.tls.resolve()?,
             limits: self.limits.resolve(),
+            retention: self.retention.resolve(),
             db_max_connections: self.db_max_connections.max(1),
             peers: Peers {
                 backlog_item: self
@@ -155,10 +164,65 @@ pub struct CommonConfig {
     pub tls: TlsConfig,
     /// What one client can hold of this server.
     pub limits: ServerLimits,
+    /// How long the outbox keeps events.
+    pub retention: RetentionOptions,
     /// Connection pool ceiling.
     pub db_max_connections: u32,
     /// Where the other services are.
     pub peers: Peers,
+}
+
+/// How long the outbox keeps events (`events::feed::retention`).
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
+    /// Events younger than this many seconds are kept (and older ones too while a
+    /// registered consumer still needs them).
+    #[arg(long, env = "AGILEPM_OUTBOX_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
+    pub outbox_retention_secs: u64,
+    /// Hard cap on the events kept: past it the oldest go even if a consumer still needs
+    /// them (reported at error level).
+    #[arg(long, env = "AGILEPM_OUTBOX_MAX_EVENTS", default_value_t = 10_000_000)]
+    pub outbox_max_events: u64,
+    /// How often retention runs, in milliseconds.
+    #[arg(
+        long,
+        env = "AGILEPM_OUTBOX_RETENTION_EVERY_MS",
+        default_value_t = 60_000
+    )]
+    pub outbox_retention_every_ms: u64,
+}
+
+impl RetentionArgs {
+    /// The options these flags describe.
+    pub fn resolve(&self) -> RetentionOptions {
+        RetentionOptions {
+            keep_for: std::time::Duration::from_secs(self.outbox_retention_secs),
+            max_events: self.outbox_max_events.max(1),
+            every: std::time::Duration::from_millis(self.outbox_retention_every_ms.max(10)),
+        }
+    }
+}
+
+/// How long events are kept and how many at most.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionOptions {
+    /// Events younger than this are never deleted (while under the hard cap).
+    pub keep_for: std::time::Duration,
+    /// The hard cap: past this many events the oldest are deleted even if a consumer
+    /// still needs them.
+    pub max_events: u64,
+    /// How often retention runs.
+    pub every: std::time::Duration,
+}
+
+impl Default for RetentionOptions {
+    fn default() -> Self {
+        RetentionOptions {
+            keep_for: std::time::Duration::from_secs(7 * 24 * 3600),
+            max_events: 10_000_000,
+            every: std::time::Duration::from_secs(60),
+        }
+    }
 }
 
 /// Endpoints (`http://host:port`) of the peer services.

@@ -7,6 +7,8 @@
 //!   into outgoing calls (`client`).
 //! * With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are exported over OTLP/gRPC in batches
 //!   and flushed when the [`TelemetryGuard`] drops.
+//! * Metrics ([`metrics`](crate::wire::metrics)) are served for Prometheus at
+//!   `--metrics-address` and pushed over OTLP with the traces.
 //! * With `SENTRY_DSN` set, error events and panics go to Sentry
 //!   ([`error_report`](crate::wire::error_report)).
 
@@ -23,7 +25,16 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// Flushes and shuts down the trace exporter (and error reporting) when dropped.
 pub struct TelemetryGuard {
     provider: SdkTracerProvider,
+    _metrics: crate::wire::metrics::MetricsGuard,
+    metrics_address: Option<std::net::SocketAddr>,
     _reporting: crate::wire::error_report::ReportGuard,
+}
+
+impl TelemetryGuard {
+    /// Where Prometheus scrapes this process, if it serves metrics.
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_address
+    }
 }
 
 impl Drop for TelemetryGuard {
@@ -34,15 +45,19 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber and propagator for process `service_name`. Call once,
-/// first thing in `main`; keep the guard alive until exit.
-pub fn init(service_name: &str) -> anyhow::Result<TelemetryGuard> {
+/// Installs the global subscriber, propagator and meter provider for process
+/// `service_name`, serving metrics at `metrics_address` when given. Call once, first
+/// thing in `main` (inside the runtime); keep the guard alive until exit.
+pub fn init(
+    service_name: &str,
+    metrics_address: Option<std::net::SocketAddr>,
+) -> anyhow::Result<TelemetryGuard> {
     let reporting = crate::wire::error_report::init(service_name)?;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(service_name.to_owned())
         .build();
-    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
     let exporting = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
     if exporting {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -82,10 +97,14 @@ pub fn init(service_name: &str) -> anyhow::Result<TelemetryGuard> {
         registry.with(fmt.with_filter(filter)).try_init()?;
     }
     if exporting {
-        tracing::info!("exporting traces over OTLP");
+        tracing::info!("exporting traces and metrics over OTLP");
     }
+    let (metrics, metrics_address) =
+        crate::wire::metrics::init(resource, metrics_address, exporting)?;
     Ok(TelemetryGuard {
         provider,
+        _metrics: metrics,
+        metrics_address,
         _reporting: reporting,
     })
 }

@@ -45,6 +45,8 @@ pub struct Reconcile {
     pub basis: TaskBasis,
     /// Who asked (the coordinator's identity), recorded on the events.
     pub actor: String,
+    /// The request's `traceparent`, recorded on the events.
+    pub trace_parent: String,
 }
 
 /// A handle on the writer applying bases.
@@ -190,7 +192,7 @@ impl ReconcileBatch {
                     };
                     let cause = StatusChangeCause::TaskHours;
                     let event = status_changed(before, &after, cause, Some(request.basis));
-                    events.push((after.clone(), event, request.actor.as_str()));
+                    events.push((after.clone(), event, request));
                     after
                 }
                 _ => BacklogItem {
@@ -218,7 +220,11 @@ impl ReconcileBatch {
         };
         let events: Vec<NewEvent<'_>> = events
             .iter()
-            .map(|(item, event, actor)| NewEvent::of(subject(item), event).by(actor))
+            .map(|(item, event, request)| {
+                NewEvent::of(subject(item), event)
+                    .by(&request.actor)
+                    .in_trace(&request.trace_parent)
+            })
             .collect();
         guarded_writes::apply(&self.db, &writes, &events).await?;
         Ok(outcomes)
@@ -226,6 +232,8 @@ impl ReconcileBatch {
 }
 
 impl BatchWrite for ReconcileBatch {
+    const NAME: &'static str = "backlog_item.reconcile";
+
     type Request = Reconcile;
     type Response = (BacklogItem, Outcome);
 

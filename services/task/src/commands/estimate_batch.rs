@@ -50,6 +50,8 @@ pub struct Estimate {
     pub expected_version: Option<i64>,
     /// Who gave it (the writer runs in another task, so it travels with the estimate).
     pub actor: String,
+    /// The request's `traceparent`, for the same reason.
+    pub trace_parent: String,
 }
 
 /// What an estimate did: the task after it, its whole log and its item's totals.
@@ -84,6 +86,8 @@ impl EstimateBatch {
 }
 
 impl BatchWrite for EstimateBatch {
+    const NAME: &'static str = "task.estimate";
+
     type Request = Estimate;
     type Response = Estimated;
 
@@ -236,10 +240,18 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
             let subject = events::subject(&estimate.task_id, &estimate.tenant);
             let estimated =
                 events::hours_estimated(about, estimate.day, estimate.hours, item_totals);
-            events.push(NewEvent::of(subject, &estimated).by(&estimate.actor));
+            events.push(
+                NewEvent::of(subject, &estimated)
+                    .by(&estimate.actor)
+                    .in_trace(&estimate.trace_parent),
+            );
             if let Some((old_status, new_status)) = applied.status_change {
                 let status_changed = events::status_changed(about, old_status, new_status);
-                events.push(NewEvent::of(subject, &status_changed).by(&estimate.actor));
+                events.push(
+                    NewEvent::of(subject, &status_changed)
+                        .by(&estimate.actor)
+                        .in_trace(&estimate.trace_parent),
+                );
             }
         }
         outcomes.push(Ok(Estimated {

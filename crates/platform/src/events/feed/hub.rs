@@ -310,6 +310,16 @@ impl Hub {
         .await
     }
 
+    /// The position every event through which retention has deleted, read under a
+    /// catch-up permit.
+    pub async fn deleted_through(&self) -> AppResult<Position> {
+        let _permit = self.catch_up_permit().await?;
+        self.bounded(crate::events::feed::retention::deleted_through(
+            self.reader.pool(),
+        ))
+        .await
+    }
+
     async fn catch_up_permit(&self) -> AppResult<tokio::sync::SemaphorePermit<'_>> {
         self.catch_up
             .acquire()

@@ -10,13 +10,17 @@
 //! * [`subscription`]: one subscriber: catch up from the database, then follow the hub.
 //! * [`service`]: the gRPC service: admission and bounds of subscriptions.
 //! * [`notify`]: how the hub is woken when events commit.
+//! * [`retention`]: deleting old events, and refusing subscriptions from before them.
+//! * `meters`: the feed's metrics (head, subscribers, delivery lag).
 
 pub mod filter;
 pub mod hub;
 pub mod mailbox;
+mod meters;
 pub mod notify;
 pub mod position;
 pub mod reader;
+pub mod retention;
 pub mod service;
 pub mod subscription;
 

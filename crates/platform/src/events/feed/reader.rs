@@ -55,6 +55,8 @@ pub struct StoredEvent {
     pub payload: Vec<u8>,
     /// Who acted.
     pub actor: String,
+    /// The `traceparent` of the request that wrote it (empty if none).
+    pub trace_parent: String,
 }
 
 /// What one read of the outbox found.
@@ -85,12 +87,12 @@ pub struct OutboxReader {
 }
 
 const READ_SQLITE: &str = "SELECT 0 AS txid, position AS seq, event_id, event_type, aggregate_type, \
-     aggregate_id, tenant_id, occur_time_us, payload, actor FROM outbox \
+     aggregate_id, tenant_id, occur_time_us, payload, actor, trace_parent FROM outbox \
      WHERE position > $1 ORDER BY position LIMIT $2";
 
 /// [`READ_SQLITE`] of one tenant's events (the `outbox_tenant_head` index).
 const READ_SQLITE_TENANT: &str = "SELECT 0 AS txid, position AS seq, event_id, event_type, \
-     aggregate_type, aggregate_id, tenant_id, occur_time_us, payload, actor FROM outbox \
+     aggregate_type, aggregate_id, tenant_id, occur_time_us, payload, actor, trace_parent FROM outbox \
      WHERE tenant_id = $1 AND position > $2 ORDER BY position LIMIT $3";
 
 /// The settle horizon as a PostgreSQL expression: every outbox row written by a
@@ -128,7 +130,7 @@ macro_rules! horizon {
 /// subquery evaluates the horizon once per read, not once per row.
 const READ_POSTGRES: &str = concat!(
     "SELECT txid, seq, event_id, event_type, aggregate_type, aggregate_id, tenant_id, \
-     occur_time_us, payload, actor, txid < (SELECT ",
+     occur_time_us, payload, actor, trace_parent, txid < (SELECT ",
     horizon!(),
     ") AS settled FROM outbox WHERE (txid, seq) > ($1, $2) ORDER BY txid, seq LIMIT $3"
 );
@@ -137,7 +139,7 @@ const READ_POSTGRES: &str = concat!(
 /// horizon is the same whatever rows are read, so the read is as gap-safe.
 const READ_POSTGRES_TENANT: &str = concat!(
     "SELECT txid, seq, event_id, event_type, aggregate_type, aggregate_id, tenant_id, \
-     occur_time_us, payload, actor, txid < (SELECT ",
+     occur_time_us, payload, actor, trace_parent, txid < (SELECT ",
     horizon!(),
     ") AS settled FROM outbox WHERE tenant_id = $1 AND (txid, seq) > ($2, $3) \
      ORDER BY txid, seq LIMIT $4"
@@ -181,6 +183,11 @@ impl OutboxReader {
     /// The database's feed id, embedded in every position it issues.
     pub fn feed_id(&self) -> &str {
         &self.feed_id
+    }
+
+    /// The reader's own connections.
+    pub(crate) fn pool(&self) -> &sqlx::AnyPool {
+        &self.pool
     }
 
     /// The database this reader reads.
@@ -238,6 +245,7 @@ impl OutboxReader {
                 occur_time_us: row.try_get("occur_time_us")?,
                 payload: row.try_get("payload")?,
                 actor: row.try_get("actor")?,
+                trace_parent: row.try_get("trace_parent")?,
             });
         }
         Ok(read)
@@ -246,26 +254,38 @@ impl OutboxReader {
     /// The newest readable event's position and time, or `None` for an empty feed; of
     /// `tenant`'s events only, when given.
     pub async fn head(&self, tenant: Option<&str>) -> Result<Option<(Position, i64)>, sqlx::Error> {
-        let query = match (self.db.engine(), tenant) {
-            (Engine::Sqlite, None) => sqlx::query(HEAD_SQLITE),
-            (Engine::Postgres, None) => sqlx::query(HEAD_POSTGRES),
-            (Engine::Sqlite, Some(tenant)) => {
-                sqlx::query(TENANT_HEAD_SQLITE).bind(tenant.to_owned())
-            }
-            (Engine::Postgres, Some(tenant)) => {
-                sqlx::query(TENANT_HEAD_POSTGRES).bind(tenant.to_owned())
-            }
-        };
-        let row = query.fetch_optional(&self.pool).await?;
-        row.map(|row| {
-            Ok((
-                Position {
-                    txid: row.try_get("txid")?,
-                    seq: row.try_get("seq")?,
-                },
-                row.try_get("occur_time_us")?,
-            ))
-        })
-        .transpose()
+        read_head(self.db.engine(), &self.pool, tenant).await
     }
+
+    /// The newest readable event of `db`'s outbox, read on `db`'s own pool: for
+    /// background work that has no reader (retention).
+    pub async fn settled_head(db: &Db) -> Result<Option<(Position, i64)>, sqlx::Error> {
+        read_head(db.engine(), db.pool(), None).await
+    }
+}
+
+async fn read_head(
+    engine: Engine,
+    pool: &sqlx::AnyPool,
+    tenant: Option<&str>,
+) -> Result<Option<(Position, i64)>, sqlx::Error> {
+    let query = match (engine, tenant) {
+        (Engine::Sqlite, None) => sqlx::query(HEAD_SQLITE),
+        (Engine::Postgres, None) => sqlx::query(HEAD_POSTGRES),
+        (Engine::Sqlite, Some(tenant)) => sqlx::query(TENANT_HEAD_SQLITE).bind(tenant.to_owned()),
+        (Engine::Postgres, Some(tenant)) => {
+            sqlx::query(TENANT_HEAD_POSTGRES).bind(tenant.to_owned())
+        }
+    };
+    let row = query.fetch_optional(pool).await?;
+    row.map(|row| {
+        Ok((
+            Position {
+                txid: row.try_get("txid")?,
+                seq: row.try_get("seq")?,
+            },
+            row.try_get("occur_time_us")?,
+        ))
+    })
+    .transpose()
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use agilepm_proto::events::v1::event_feed_service_server::EventFeedService;
 use agilepm_proto::events::v1::{
-    GetFeedHeadRequest, GetFeedHeadResponse, SubscribeRequest, SubscribeResponse,
+    AcknowledgeFeedPositionRequest, AcknowledgeFeedPositionResponse, Event, GetFeedHeadRequest,
+    GetFeedHeadResponse, SubscribeRequest, SubscribeResponse, subscribe_response,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -17,6 +18,7 @@ use crate::domain::error::{AppError, AppResult};
 use crate::domain::time::timestamp;
 use crate::events::feed::filter::Filter;
 use crate::events::feed::hub::{Hub, HubOptions};
+use crate::events::feed::meters::FeedMeters;
 use crate::events::feed::subscription::Subscription;
 use crate::events::feed::{OutboxReader, Position};
 use crate::storage::db::{Db, Engine};
@@ -41,6 +43,8 @@ pub struct FeedOptions {
     /// Subscriptions one tenant may hold open at once (callers spanning tenants count
     /// as one more tenant).
     pub max_subscribers_per_tenant: usize,
+    /// The service whose outbox this is, as metrics label it.
+    pub service: &'static str,
 }
 
 impl Default for FeedOptions {
@@ -53,6 +57,7 @@ impl Default for FeedOptions {
             unavailable_after: Duration::from_secs(15),
             max_subscribers: 1000,
             max_subscribers_per_tenant: 100,
+            service: "unnamed",
         }
     }
 }
@@ -63,12 +68,13 @@ pub struct EventFeed {
     hub: Arc<Hub>,
     options: FeedOptions,
     subscribers: Arc<Subscribers>,
+    meters: FeedMeters,
 }
 
 /// Who holds how many subscriptions.
-#[derive(Default)]
 struct Subscribers {
     by_tenant: Mutex<HashMap<String, usize>>,
+    meters: FeedMeters,
 }
 
 /// One admitted subscription; its place is given back when the stream ends.
@@ -96,6 +102,7 @@ impl Subscribers {
             )));
         }
         *held += 1;
+        self.meters.subscribers(1);
         Ok(Admitted {
             subscribers: self.clone(),
             tenant: tenant.to_owned(),
@@ -110,6 +117,7 @@ impl Drop for Admitted {
             .by_tenant
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        self.subscribers.meters.subscribers(-1);
         if let Some(held) = by_tenant.get_mut(&self.tenant) {
             *held -= 1;
             if *held == 0 {
@@ -146,10 +154,15 @@ impl EventFeed {
             read_timeout: options.read_timeout,
         };
         let hub = Hub::start(OutboxReader::new(db).await?, hub_options, shutdown).await?;
+        let meters = FeedMeters::new(options.service, &hub);
         Ok(EventFeed {
             hub,
             options,
-            subscribers: Arc::default(),
+            subscribers: Arc::new(Subscribers {
+                by_tenant: Mutex::default(),
+                meters: meters.clone(),
+            }),
+            meters,
         })
     }
 
@@ -183,6 +196,18 @@ const MAX_FILTER_ENTRY: usize = 256;
 
 /// A filter field as a set, refused if it is larger than `max` or holds an entry no id or
 /// type can be: a subscription's memory is bounded by what it may ask for.
+/// A consumer's name as `AcknowledgeFeedPosition` takes it.
+fn consumer_name(name: &str) -> AppResult<&str> {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c);
+    if name.is_empty() || name.len() > 64 || !name.chars().all(allowed) {
+        return Err(AppError::invalid(
+            "consumer",
+            "must be 1 to 64 characters of a-z, 0-9, '.', '_' and '-'",
+        ));
+    }
+    Ok(name)
+}
+
 fn bounded_set(field: &str, values: Vec<String>, max: usize) -> AppResult<HashSet<String>> {
     if values.len() > max {
         return Err(AppError::invalid(
@@ -244,17 +269,33 @@ impl EventFeedService for EventFeed {
             heartbeat_every,
             self.options.unavailable_after,
         );
+        let meters = self.meters.clone();
         let stream = async_stream::try_stream! {
             // Held for as long as the stream lives: its place is given back when it ends
             // or the client goes away.
             let _admitted = admitted;
             loop {
                 for message in subscription.next().await? {
+                    if let Some(subscribe_response::Kind::Event(Event { occur_time: Some(occurred), .. })) = &message.kind {
+                        meters.delivered(occurred);
+                    }
                     yield message;
                 }
             }
         };
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn acknowledge_feed_position(
+        &self,
+        request: Request<AcknowledgeFeedPositionRequest>,
+    ) -> Result<Response<AcknowledgeFeedPositionResponse>, Status> {
+        let request = request.into_inner();
+        let consumer = consumer_name(&request.consumer)?;
+        let position = Position::parse("position", &request.position, self.hub.reader().feed_id())?;
+        crate::events::feed::retention::acknowledge(self.hub.reader().db(), consumer, position)
+            .await?;
+        Ok(Response::new(AcknowledgeFeedPositionResponse {}))
     }
 
     async fn get_feed_head(

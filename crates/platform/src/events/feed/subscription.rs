@@ -116,6 +116,16 @@ impl Subscription {
     /// subscriber's tenant's events only, unless it sees every tenant.
     async fn catch_up(&mut self, out: &mut Vec<SubscribeResponse>) -> Result<(), Status> {
         let read = self.hub.read_gap(self.filter.tenant(), self.cursor).await?;
+        // Checked after the read: retention records what it deletes before the rows go,
+        // so a read that missed deleted rows always sees the mark here.
+        let deleted = self.hub.deleted_through().await?;
+        if self.cursor < deleted {
+            return Err(Status::out_of_range(format!(
+                "events through position {} were deleted by this feed's retention before                  this subscription read them; resubscribe with after_position {} to go on                  without them",
+                deleted.encode(&self.feed_id),
+                deleted.encode(&self.feed_id),
+            )));
+        }
         let complete = !read.full && !read.unsettled;
         if read.events.is_empty() && !complete {
             // Events wait for an older transaction to end (PostgreSQL): the hub read
@@ -259,6 +269,7 @@ pub(crate) fn to_message(event: StoredEvent, feed_id: &str) -> SubscribeResponse
             tenant_id: event.tenant_id,
             occur_time: Some(timestamp(event.occur_time_us)),
             actor: event.actor,
+            trace_parent: event.trace_parent,
         })),
     }
 }

@@ -113,6 +113,7 @@ pub const TABLE: &[(&str, &str, Rule)] = &[
     // system operators every tenant's
     ("agilepm.events.v1.EventFeedService", "Subscribe", rule(&[ProductOwner, TeamMember, Viewer, Operator], &[Coordinator])),
     ("agilepm.events.v1.EventFeedService", "GetFeedHead", rule(&[ProductOwner, TeamMember, Viewer, Operator], &[Coordinator])),
+    ("agilepm.events.v1.EventFeedService", "AcknowledgeFeedPosition", rule(&[Operator], &[Coordinator])),
 ];
 
 /// What a request path asks for.

@@ -1,0 +1,201 @@
+//! Outbox retention: old events go once every registered consumer has them, the hard cap
+//! overrides the consumers (and names them), and a subscription from before what is kept
+//! is refused with OUT_OF_RANGE rather than handed a feed with a hole in it. Retention
+//! runs are called with the clock they should see, so nothing waits a week.
+
+use std::time::Duration;
+
+use agilepm_platform::events::feed::retention::{self, RetentionOptions};
+use agilepm_platform::wire::auth::Role;
+use agilepm_platform::wire::config::ServiceName;
+use agilepm_proto::events::v1::AcknowledgeFeedPositionRequest;
+use agilepm_testkit::{Engine, engine_tests};
+use tonic::Code;
+
+use crate::feed::{after, append_one, client, feed_server, open, take};
+
+engine_tests!(
+    events_go_only_once_old_and_handled_by_every_consumer,
+    the_hard_cap_overrides_consumers_and_names_them,
+    acknowledgements_are_checked_and_for_services_only,
+);
+
+const DAY_US: i64 = 24 * 3600 * 1_000_000;
+
+fn options(max_events: u64) -> RetentionOptions {
+    RetentionOptions {
+        keep_for: Duration::from_secs(7 * 24 * 3600),
+        max_events,
+        every: Duration::from_secs(60),
+    }
+}
+
+fn now_us() -> i64 {
+    agilepm_platform::domain::time::now_micros()
+}
+
+async fn events_go_only_once_old_and_handled_by_every_consumer(engine: Engine) {
+    let (_database, server) = feed_server(engine).await;
+    let coordinator = agilepm_testkit::service_token(ServiceName::Coordinator);
+    for n in 0..10 {
+        append_one(&server.db, "acme", "t1", &format!("v{n}")).await;
+    }
+    let mut feed = client(&server, &coordinator);
+    let events = take(&mut open(&mut feed, after("")).await, 10).await;
+
+    // Young events stay whatever the consumers.
+    let pruned = retention::prune(&server.db, &options(1000), now_us())
+        .await
+        .unwrap();
+    assert_eq!(pruned.deleted, 0);
+
+    // A week on, a consumer that has handled the first four holds the rest.
+    feed.acknowledge_feed_position(AcknowledgeFeedPositionRequest {
+        consumer: "coordinator".into(),
+        position: events[3].position.clone(),
+    })
+    .await
+    .unwrap();
+    let a_week_on = now_us() + 8 * DAY_US;
+    let pruned = retention::prune(&server.db, &options(1000), a_week_on)
+        .await
+        .unwrap();
+    assert_eq!(pruned.deleted, 4);
+    assert!(pruned.overrun.is_empty(), "{pruned:?}");
+
+    // From the beginning (or from before what is kept): OUT_OF_RANGE, naming where to
+    // go on from.
+    for position in ["", events[1].position.as_str()] {
+        let refused = async {
+            let mut stream: tonic::codec::Streaming<_> =
+                feed.subscribe(after(position)).await?.into_inner();
+            use futures::StreamExt as _;
+            match stream.next().await {
+                Some(Err(status)) => Err::<(), tonic::Status>(status),
+                other => panic!("the subscription from {position:?} went on: {other:?}"),
+            }
+        }
+        .await
+        .unwrap_err();
+        assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+        assert!(
+            refused.message().contains(&events[3].position),
+            "{}",
+            refused.message()
+        );
+    }
+    // From the consumer's position: exactly what follows.
+    let rest = take(&mut open(&mut feed, after(&events[3].position)).await, 6).await;
+    let ids = |events: &[agilepm_proto::events::v1::Event]| {
+        events
+            .iter()
+            .map(|e| e.event_id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&rest), ids(&events[4..]));
+
+    // Once the consumer has them all, they go too.
+    feed.acknowledge_feed_position(AcknowledgeFeedPositionRequest {
+        consumer: "coordinator".into(),
+        position: events[9].position.clone(),
+    })
+    .await
+    .unwrap();
+    let pruned = retention::prune(&server.db, &options(1000), a_week_on)
+        .await
+        .unwrap();
+    assert_eq!(pruned.deleted, 6);
+    let kept: i64 = sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM outbox")
+        .fetch_one(server.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(kept, 0);
+    // The feed goes on from its last position, with the next event.
+    let mut tail = open(&mut feed, after(&events[9].position)).await;
+    append_one(&server.db, "acme", "t1", "later").await;
+    assert!(take(&mut tail, 1).await[0].payload.is_some());
+}
+
+async fn the_hard_cap_overrides_consumers_and_names_them(engine: Engine) {
+    let (_database, server) = feed_server(engine).await;
+    let coordinator = agilepm_testkit::service_token(ServiceName::Coordinator);
+    for n in 0..10 {
+        append_one(&server.db, "acme", "t1", &format!("v{n}")).await;
+    }
+    let mut feed = client(&server, &coordinator);
+    let events = take(&mut open(&mut feed, after("")).await, 10).await;
+    feed.acknowledge_feed_position(AcknowledgeFeedPositionRequest {
+        consumer: "slow-consumer".into(),
+        position: events[1].position.clone(),
+    })
+    .await
+    .unwrap();
+    // Young events, a consumer behind: only the cap (3 events) makes room.
+    let pruned = retention::prune(&server.db, &options(3), now_us())
+        .await
+        .unwrap();
+    assert_eq!(pruned.deleted, 7, "{pruned:?}");
+    assert_eq!(pruned.overrun.len(), 1);
+    assert_eq!(pruned.overrun[0].0, "slow-consumer");
+    let rest = take(&mut open(&mut feed, after(&events[6].position)).await, 3).await;
+    assert_eq!(rest[0].event_id, events[7].event_id);
+    let refused = feed.subscribe(after(&events[1].position)).await;
+    let refused = match refused {
+        Err(status) => status,
+        Ok(response) => {
+            use futures::StreamExt as _;
+            response.into_inner().next().await.unwrap().unwrap_err()
+        }
+    };
+    assert_eq!(refused.code(), Code::OutOfRange);
+}
+
+async fn acknowledgements_are_checked_and_for_services_only(engine: Engine) {
+    let (_database, server) = feed_server(engine).await;
+    append_one(&server.db, "acme", "t1", "v").await;
+    let coordinator = agilepm_testkit::service_token(ServiceName::Coordinator);
+    let mut feed = client(&server, &coordinator);
+    let position = take(&mut open(&mut feed, after("")).await, 1).await[0]
+        .position
+        .clone();
+    let acknowledge = |consumer: &str, position: &str| AcknowledgeFeedPositionRequest {
+        consumer: consumer.into(),
+        position: position.into(),
+    };
+    for (consumer, at, field) in [
+        ("", position.as_str(), "consumer"),
+        ("Coordinator!", position.as_str(), "consumer"),
+        (&"c".repeat(65), position.as_str(), "consumer"),
+        ("coordinator", "nonsense", "position"),
+    ] {
+        let refused = feed
+            .acknowledge_feed_position(acknowledge(consumer, at))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{consumer}");
+        assert!(refused.message().contains(field), "{}", refused.message());
+    }
+    // A tenant cannot hold the feed's retention.
+    let member = agilepm_testkit::person_token("m", "acme", &[Role::TeamMember]);
+    let mut tenant = client(&server, &member);
+    let refused = tenant
+        .acknowledge_feed_position(acknowledge("mine", &position))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    // At most 32 consumers.
+    for n in 0..retention::MAX_CONSUMERS {
+        feed.acknowledge_feed_position(acknowledge(&format!("c{n}"), &position))
+            .await
+            .unwrap();
+    }
+    let refused = feed
+        .acknowledge_feed_position(acknowledge("one-too-many", &position))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    // A known one still moves.
+    feed.acknowledge_feed_position(acknowledge("c0", &position))
+        .await
+        .unwrap();
+}
