@@ -20,3 +20,4 @@ mod schema;
 mod security;
 mod task;
 mod tls;
+mod traces;
