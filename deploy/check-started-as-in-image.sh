@@ -51,6 +51,7 @@ for i in "${!services[@]}"; do
     AGILEPM_BACKLOG_ITEM_ENDPOINT=https://127.0.0.1:${ports[0]} \
     AGILEPM_TASK_ENDPOINT=https://127.0.0.1:${ports[1]} \
     AGILEPM_LOG_FORMAT=json \
+    AGILEPM_METRICS_ADDRESS=127.0.0.1:$((ports[$i] + 100)) \
     RUST_LOG=warn \
         "$bin_dir/agilepm-$svc" &
     pids+=($!)
@@ -79,7 +80,12 @@ for i in "${!services[@]}"; do
         echo "FAIL: $svc on port ${ports[$i]} does not answer the liveness probe" >&2
         exit 1
     fi
-    echo "ok: $svc on port ${ports[$i]} is SERVING and live (started as in the image)"
+    # Prometheus finds its metrics (the health checks above are counted calls).
+    if ! curl -sf "http://127.0.0.1:$((ports[$i] + 100))/metrics" | grep -q '^rpc_server_call_duration_seconds_count{'; then
+        echo "FAIL: $svc serves no call metrics at 127.0.0.1:$((ports[$i] + 100))/metrics" >&2
+        exit 1
+    fi
+    echo "ok: $svc on port ${ports[$i]} is SERVING and live, metrics on $((ports[$i] + 100)) (started as in the image)"
 done
 # A deployment that forgot its key does not start.
 if AGILEPM_REQUIRE_AUTH=true AGILEPM_LISTEN=127.0.0.1:0 AGILEPM_DATABASE_URL=sqlite://$secrets/x.db \

@@ -53,8 +53,10 @@ impl Drop for MetricsGuard {
 }
 
 /// Installs the global meter provider for `resource`: a Prometheus scrape endpoint on
-/// `scrape_at` (if given; port 0 picks one, see [`MetricsGuard::scrape_address`]), an
-/// OTLP push when `otlp` is true. Call inside the tokio runtime.
+/// `scrape_at` (if given; port 0 picks one, and the address bound is returned), an OTLP
+/// push when `otlp` is true unless `OTEL_METRICS_EXPORTER=none` (the standard switch, for
+/// a deployment whose Prometheus scrapes and whose collector takes traces only). Call
+/// inside the tokio runtime.
 pub fn init(
     resource: Resource,
     scrape_at: Option<SocketAddr>,
@@ -77,6 +79,7 @@ pub fn init(
         bound = Some(listener.local_addr()?);
         endpoint = Some(tokio::spawn(serve_scrapes(listener, registry)));
     }
+    let otlp = otlp && std::env::var("OTEL_METRICS_EXPORTER").map_or(true, |v| v != "none");
     if otlp {
         let exporter = opentelemetry_otlp::MetricExporter::builder()
             .with_tonic()
