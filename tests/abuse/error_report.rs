@@ -101,7 +101,12 @@ async fn server_faults_reach_sentry_tagged_and_client_mistakes_do_not() {
     let _serial = crate::SERIAL.lock().await;
     let (received, dsn) = receiver().await;
     let launch = Launch {
-        env: vec![("SENTRY_DSN", dsn), ("SENTRY_ENVIRONMENT", "test".into())],
+        env: vec![
+            ("SENTRY_DSN", dsn),
+            ("SENTRY_ENVIRONMENT", "test".into()),
+            ("RUST_LOG", "info".into()),
+            ("AGILEPM_LOG_FORMAT", "json".into()),
+        ],
         ..Launch::default()
     };
     let scene = Scene::start(Engine::Sqlite, 1, launch).await;
@@ -182,5 +187,46 @@ async fn server_faults_reach_sentry_tagged_and_client_mistakes_do_not() {
             .any(|envelope| envelope.contains(&missing)),
         "a client's NOT_FOUND was reported"
     );
+
+    // The log says each once: the fault at error, the client's mistake at info.
+    let log = scene.task.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let levels_of = |needle: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|line| line.to_string().contains(needle))
+            .map(|line| line["level"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(levels_of("tasks.status holds 99"), ["ERROR"], "{log}");
+    assert_eq!(levels_of(&missing), ["INFO"], "{log}");
     scene.stop().await;
+}
+
+/// A panic anywhere in a process set up as the services set themselves up reaches
+/// Sentry, tagged with the service, before the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_reaches_sentry() {
+    agilepm_testkit::init();
+    let _serial = crate::SERIAL.lock().await;
+    let (received, dsn) = receiver().await;
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_task-under-test"))
+        .env("SENTRY_DSN", dsn)
+        .env("AGILEPM_TEST_PANIC", "a panic planted by the test")
+        .env("RUST_LOG", "off")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let reported: Vec<Value> = events(&received.all())
+        .into_iter()
+        .filter(|event| event.to_string().contains("a panic planted by the test"))
+        .collect();
+    assert_eq!(reported.len(), 1, "{:?}", received.all());
+    assert_eq!(reported[0]["tags"]["service"], "agilepm-task");
+    assert_eq!(reported[0]["level"], "fatal", "{}", reported[0]);
 }

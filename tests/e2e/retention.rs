@@ -6,10 +6,12 @@
 use std::time::Duration;
 
 use agilepm_platform::events::feed::retention::{self, RetentionOptions};
+use agilepm_platform::events::follower::{BatchHandler, DbCheckpoint, FollowOptions, follow};
 use agilepm_platform::wire::auth::Role;
 use agilepm_platform::wire::config::ServiceName;
 use agilepm_proto::events::v1::AcknowledgeFeedPositionRequest;
 use agilepm_testkit::{Engine, engine_tests};
+use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
 use crate::feed::{after, append_one, client, feed_server, open, take};
@@ -18,6 +20,7 @@ engine_tests!(
     events_go_only_once_old_and_handled_by_every_consumer,
     the_hard_cap_overrides_consumers_and_names_them,
     acknowledgements_are_checked_and_for_services_only,
+    a_follower_registers_its_position_and_is_told_of_a_hole,
 );
 
 const DAY_US: i64 = 24 * 3600 * 1_000_000;
@@ -198,4 +201,112 @@ async fn acknowledgements_are_checked_and_for_services_only(engine: Engine) {
     feed.acknowledge_feed_position(acknowledge("c0", &position))
         .await
         .unwrap();
+}
+
+/// Records what a follower hands it: events, and the errors it is told about.
+#[derive(Default)]
+struct Watcher {
+    events: std::sync::Mutex<usize>,
+    errors: std::sync::Mutex<Vec<Code>>,
+}
+
+impl BatchHandler for Watcher {
+    async fn handle(&self, batch: &[agilepm_proto::events::v1::Event]) -> anyhow::Result<()> {
+        *self.events.lock().unwrap() += batch.len();
+        Ok(())
+    }
+
+    fn on_error(&self, error: &anyhow::Error) {
+        let code = error
+            .downcast_ref::<tonic::Status>()
+            .map_or(Code::Unknown, tonic::Status::code);
+        self.errors.lock().unwrap().push(code);
+    }
+}
+
+/// Waits (10 s at most) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A follower given a consumer name registers the positions it saves; when the hard cap
+/// deletes what it had not handled, it is told OUT_OF_RANGE and does not go on.
+async fn a_follower_registers_its_position_and_is_told_of_a_hole(engine: Engine) {
+    let (_database, server) = feed_server(engine).await;
+    let coordinator = agilepm_testkit::service_token(ServiceName::Coordinator);
+    for n in 0..5 {
+        append_one(&server.db, "acme", "t1", &format!("v{n}")).await;
+    }
+    let checkpoint = DbCheckpoint::new(server.db.clone(), "test-follower");
+    let following_options = FollowOptions {
+        consumer: Some("test-follower".into()),
+        acknowledge_every: Duration::ZERO,
+        checkpoint_every: Duration::from_millis(10),
+        min_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+        ..FollowOptions::default()
+    };
+    let watcher = std::sync::Arc::new(Watcher::default());
+    let stop = CancellationToken::new();
+    let following = {
+        let (client, checkpoint, watcher, options, stop) = (
+            client(&server, &coordinator),
+            checkpoint.clone(),
+            watcher.clone(),
+            following_options.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move { follow(client, &checkpoint, &*watcher, &options, stop).await })
+    };
+    until("the follower handles the events", || {
+        *watcher.events.lock().unwrap() == 5
+    })
+    .await;
+    let registered = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT seq FROM feed_consumers WHERE consumer = 'test-follower'",
+        )
+        .fetch_optional(server.db.pool())
+        .await
+        .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while registered().await.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "never registered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    following.await.unwrap();
+
+    for n in 0..5 {
+        append_one(&server.db, "acme", "t1", &format!("w{n}")).await;
+    }
+    let pruned = retention::prune(&server.db, &options(2), now_us())
+        .await
+        .unwrap();
+    assert_eq!(pruned.overrun.len(), 1, "{pruned:?}");
+
+    let stop = CancellationToken::new();
+    let following = {
+        let (client, watcher, stop) =
+            (client(&server, &coordinator), watcher.clone(), stop.clone());
+        tokio::spawn(async move {
+            follow(client, &checkpoint, &*watcher, &following_options, stop).await
+        })
+    };
+    until("the follower is told OUT_OF_RANGE", || {
+        watcher.errors.lock().unwrap().contains(&Code::OutOfRange)
+    })
+    .await;
+    assert_eq!(
+        *watcher.events.lock().unwrap(),
+        5,
+        "nothing past the hole was handled"
+    );
+    stop.cancel();
+    following.await.unwrap();
 }

@@ -7,5 +7,12 @@ use agilepm_platform::wire::config::ServiceName;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // For the error-reporting test only: no request can make the service panic, so the
+    // test plants a panic in a task of a process set up as the service sets itself up.
+    if let Ok(message) = std::env::var("AGILEPM_TEST_PANIC") {
+        let _telemetry = agilepm_platform::wire::telemetry::init("agilepm-task", None)?;
+        let _ = tokio::spawn(async move { panic!("{message}") }).await;
+        return Ok(());
+    }
     agilepm_platform::runtime::service::main(ServiceName::Task, agilepm_task::run).await
 }

@@ -5,6 +5,7 @@
 pub mod baseline;
 pub mod processes;
 pub mod report;
+pub mod telemetry;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -74,10 +75,22 @@ pub struct BenchArgs {
     /// reported side by side.
     #[arg(long, value_delimiter = ',', default_value = "0")]
     pub subscribers: Vec<usize>,
+    /// Whether the services serve metrics (scraped every 5 s) and export traces and
+    /// metrics over OTLP (to a collector in the bench). `off,on` runs once each, on
+    /// fresh databases, and reports what telemetry costs.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "off")]
+    pub telemetry: Vec<telemetry::Telemetry>,
 }
 
 /// Runs the benchmark and prints the report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.telemetry.len() > 1 {
+        anyhow::ensure!(
+            !args.half_of_max && args.subscribers.len() == 1,
+            "--telemetry off,on compares one configuration at a time"
+        );
+        return compare_telemetry(&args).await;
+    }
     if args.subscribers.len() > 1 {
         anyhow::ensure!(
             !args.half_of_max,
@@ -120,6 +133,27 @@ async fn compare_subscribers(args: &BenchArgs) -> anyhow::Result<()> {
         all.push(results);
     }
     report::print_by_subscribers(&all);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&all)?)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// One run without telemetry and one with, reported side by side.
+async fn compare_telemetry(args: &BenchArgs) -> anyhow::Result<()> {
+    let mut all = Vec::new();
+    for &mode in &args.telemetry {
+        eprintln!("with telemetry {mode:?} ...");
+        let one = BenchArgs {
+            telemetry: vec![mode],
+            ..args.clone()
+        };
+        let results = run_on_fresh_databases(&one).await?;
+        report::print(&results);
+        all.push(results);
+    }
+    report::print_by_telemetry(&all);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&all)?)?;
         println!("wrote {}", path.display());
@@ -178,7 +212,24 @@ async fn measure(args: &BenchArgs, databases: &[String]) -> anyhow::Result<repor
         0
     };
     let subscribers = args.subscribers.first().copied().unwrap_or(0);
-    let services = processes::start_all(args.base_port, databases, subscribers).await?;
+    let exporting = args.telemetry.first() == Some(&telemetry::Telemetry::On);
+    let stop_telemetry = tokio_util::sync::CancellationToken::new();
+    let sink = if exporting {
+        Some(telemetry::Sink::start(stop_telemetry.clone()).await?)
+    } else {
+        None
+    };
+    let services = processes::start_all(
+        args.base_port,
+        databases,
+        subscribers,
+        sink.as_ref().map(|(_, address)| *address),
+    )
+    .await?;
+    let scraping = sink.as_ref().map(|_| {
+        let addresses = services.iter().filter_map(|s| s.metrics).collect();
+        tokio::spawn(telemetry::scrape_until(addresses, stop_telemetry.clone()))
+    });
     let ports = workload::Ports {
         backlog_item: services[0].port,
         task: services[1].port,
@@ -196,6 +247,12 @@ async fn measure(args: &BenchArgs, databases: &[String]) -> anyhow::Result<repor
     let cpu_before = cpu_by_process(&services, server);
     let outcome = workload::run(&ports, &prepared, args.clients, args.rate).await?;
     let cpu_after = cpu_by_process(&services, server);
+    stop_telemetry.cancel();
+    let scrapes = match scraping {
+        Some(scraping) => scraping.await?,
+        None => 0,
+    };
+    let spans_exported = sink.as_ref().map_or(0, |(sink, _)| sink.spans());
     idle.abort_all();
     let cpu_seconds = cpu_after
         .into_iter()
@@ -221,7 +278,7 @@ async fn measure(args: &BenchArgs, databases: &[String]) -> anyhow::Result<repor
     };
     let empty_rpc_per_sec =
         baseline::empty_rpc_per_sec(args.clients, args.baseline_seconds).await?;
-    Ok(report::Results::new(
+    let mut results = report::Results::new(
         args,
         preloaded,
         &outcome,
@@ -229,7 +286,12 @@ async fn measure(args: &BenchArgs, databases: &[String]) -> anyhow::Result<repor
         cpu_seconds,
         pgbench_tps,
         empty_rpc_per_sec,
-    ))
+    );
+    results.telemetry = exporting.then_some(report::TelemetryCost {
+        spans_exported,
+        scrapes,
+    });
+    Ok(results)
 }
 
 /// CPU seconds used so far by each service, by this load generator and, with

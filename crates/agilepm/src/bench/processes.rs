@@ -1,6 +1,7 @@
 //! The services as separate processes (so each one's memory can be measured), started
 //! from the binaries next to the running `agilepm` executable.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,6 +15,8 @@ pub struct ServiceProcess {
     pub name: ServiceName,
     /// Where it listens.
     pub port: u16,
+    /// Where its metrics are scraped, when it serves them.
+    pub metrics: Option<SocketAddr>,
     child: Child,
 }
 
@@ -67,6 +70,7 @@ pub async fn start_all(
     base_port: u16,
     databases: &[String],
     idle_subscribers: usize,
+    otlp: Option<SocketAddr>,
 ) -> anyhow::Result<Vec<ServiceProcess>> {
     let max_subscribers = 1000 + idle_subscribers;
     let port = |i: usize| base_port + i as u16;
@@ -79,7 +83,15 @@ pub async fn start_all(
     };
     let mut processes = Vec::new();
     for (i, name) in ServiceName::ALL.into_iter().enumerate() {
-        let child = Command::new(binary(name)?)
+        let mut command = Command::new(binary(name)?);
+        // With telemetry: metrics on the port 10 above the service's, OTLP to the bench.
+        let metrics = otlp.map(|_| SocketAddr::from(([127, 0, 0, 1], port(i) + 10)));
+        if let (Some(otlp), Some(metrics)) = (otlp, metrics) {
+            command
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
+                .env("AGILEPM_METRICS_ADDRESS", metrics.to_string());
+        }
+        let child = command
             .env("AGILEPM_LISTEN", format!("127.0.0.1:{}", port(i)))
             .env("AGILEPM_DATABASE_URL", &databases[i])
             .env(
@@ -102,6 +114,7 @@ pub async fn start_all(
         processes.push(ServiceProcess {
             name,
             port: port(i),
+            metrics,
             child,
         });
     }

@@ -104,6 +104,8 @@ pub struct Results {
     /// With `--half-of-max`: the unpaced run whose rate this run was paced at half of.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub full_rate: Option<Box<Results>>,
+    /// With `--telemetry on`: what was exported and scraped during the run.
+    pub telemetry: Option<TelemetryCost>,
 }
 
 impl Results {
@@ -142,7 +144,46 @@ impl Results {
             ratio_to_pgbench: pgbench_tps.map(|tps| estimates_per_sec / tps),
             ratio_to_empty_rpc: estimates_per_sec / empty_rpc_per_sec.max(1e-9),
             full_rate: None,
+            telemetry: None,
         }
+    }
+}
+
+/// What telemetry did during a run with `--telemetry on`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TelemetryCost {
+    /// Spans the services exported over OTLP (received by the bench's collector).
+    pub spans_exported: u64,
+    /// Successful scrapes of the services' metrics endpoints.
+    pub scrapes: u64,
+}
+
+/// Prints a run without telemetry and one with it side by side.
+pub fn print_by_telemetry(runs: &[Results]) {
+    println!(
+        "agilepm bench by telemetry (metrics scraped every 5 s, traces and metrics over OTLP):"
+    );
+    println!(
+        "| telemetry | estimates/s | vs off | estimate p50 / p99 ms | reconcile lag p50 / p99 ms | CPU us/estimate | spans exported | scrapes |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let base = runs.first().map_or(0.0, |r| r.estimates_per_sec);
+    for r in runs {
+        let (spans, scrapes) = r
+            .telemetry
+            .as_ref()
+            .map_or((0, 0), |t| (t.spans_exported, t.scrapes));
+        println!(
+            "| {} | {:.0} | {:.3} | {:.2} / {:.2} | {:.2} / {:.2} | {:.0} | {spans} | {scrapes} |",
+            if r.telemetry.is_some() { "on" } else { "off" },
+            r.estimates_per_sec,
+            r.estimates_per_sec / base.max(1e-9),
+            r.estimate_latency_ms.p50,
+            r.estimate_latency_ms.p99,
+            r.reconcile_lag_ms.p50,
+            r.reconcile_lag_ms.p99,
+            r.cpu_us_per_estimate,
+        );
     }
 }
 
