@@ -8,8 +8,10 @@ use std::time::Duration;
 use agilepm_platform::events::feed::retention::{self, RetentionOptions};
 use agilepm_platform::events::follower::{BatchHandler, DbCheckpoint, FollowOptions, follow};
 use agilepm_platform::wire::auth::Role;
+use agilepm_platform::wire::client::PeerChannel;
 use agilepm_platform::wire::config::ServiceName;
-use agilepm_proto::events::v1::AcknowledgeFeedPositionRequest;
+use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
+use agilepm_proto::events::v1::{AcknowledgeFeedPositionRequest, Event};
 use agilepm_testkit::{Engine, engine_tests};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -33,18 +35,31 @@ fn options(max_events: u64) -> RetentionOptions {
     }
 }
 
-fn now_us() -> i64 {
-    agilepm_platform::domain::time::now_micros()
-}
-
-async fn events_go_only_once_old_and_handled_by_every_consumer(engine: Engine) {
-    let (_database, server) = feed_server(engine).await;
+/// A feed with ten events, a client of it as the coordinator, and the events as served.
+async fn ten_events(
+    engine: Engine,
+) -> (
+    agilepm_testkit::TestDb,
+    agilepm_testkit::FeedServer,
+    EventFeedServiceClient<PeerChannel>,
+    Vec<Event>,
+) {
+    let (database, server) = feed_server(engine).await;
     let coordinator = agilepm_testkit::service_token(ServiceName::Coordinator);
     for n in 0..10 {
         append_one(&server.db, "acme", "t1", &format!("v{n}")).await;
     }
     let mut feed = client(&server, &coordinator);
     let events = take(&mut open(&mut feed, after("")).await, 10).await;
+    (database, server, feed, events)
+}
+
+fn now_us() -> i64 {
+    agilepm_platform::domain::time::now_micros()
+}
+
+async fn events_go_only_once_old_and_handled_by_every_consumer(engine: Engine) {
+    let (_database, server, mut feed, events) = ten_events(engine).await;
 
     // Young events stay whatever the consumers.
     let pruned = retention::prune(&server.db, &options(1000), now_us())
@@ -120,13 +135,7 @@ async fn events_go_only_once_old_and_handled_by_every_consumer(engine: Engine) {
 }
 
 async fn the_hard_cap_overrides_consumers_and_names_them(engine: Engine) {
-    let (_database, server) = feed_server(engine).await;
-    let coordinator = agilepm_testkit::service_token(ServiceName::Coordinator);
-    for n in 0..10 {
-        append_one(&server.db, "acme", "t1", &format!("v{n}")).await;
-    }
-    let mut feed = client(&server, &coordinator);
-    let events = take(&mut open(&mut feed, after("")).await, 10).await;
+    let (_database, server, mut feed, events) = ten_events(engine).await;
     feed.acknowledge_feed_position(AcknowledgeFeedPositionRequest {
         consumer: "slow-consumer".into(),
         position: events[1].position.clone(),

@@ -121,39 +121,43 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// One run per subscriber count, reported side by side.
 async fn compare_subscribers(args: &BenchArgs) -> anyhow::Result<()> {
-    let mut all = Vec::new();
-    for &count in &args.subscribers {
-        eprintln!("with {count} idle feed subscribers ...");
+    let runs = args.subscribers.iter().map(|&count| {
         let one = BenchArgs {
             subscribers: vec![count],
             ..args.clone()
         };
-        let results = run_on_fresh_databases(&one).await?;
-        report::print(&results);
-        all.push(results);
-    }
-    report::print_by_subscribers(&all);
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&all)?)?;
-        println!("wrote {}", path.display());
-    }
-    Ok(())
+        (format!("with {count} idle feed subscribers"), one)
+    });
+    compare(args, runs.collect(), report::print_by_subscribers).await
 }
 
 /// One run without telemetry and one with, reported side by side.
 async fn compare_telemetry(args: &BenchArgs) -> anyhow::Result<()> {
-    let mut all = Vec::new();
-    for &mode in &args.telemetry {
-        eprintln!("with telemetry {mode:?} ...");
+    let runs = args.telemetry.iter().map(|&mode| {
         let one = BenchArgs {
             telemetry: vec![mode],
             ..args.clone()
         };
+        (format!("with telemetry {mode:?}"), one)
+    });
+    compare(args, runs.collect(), report::print_by_telemetry).await
+}
+
+/// Measures each of `runs` on fresh databases, then prints them side by side (and writes
+/// them all as JSON when asked).
+async fn compare(
+    args: &BenchArgs,
+    runs: Vec<(String, BenchArgs)>,
+    side_by_side: fn(&[report::Results]),
+) -> anyhow::Result<()> {
+    let mut all = Vec::new();
+    for (what, one) in runs {
+        eprintln!("{what} ...");
         let results = run_on_fresh_databases(&one).await?;
         report::print(&results);
         all.push(results);
     }
-    report::print_by_telemetry(&all);
+    side_by_side(&all);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&all)?)?;
         println!("wrote {}", path.display());
