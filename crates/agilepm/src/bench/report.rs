@@ -167,7 +167,13 @@ pub fn print_by_telemetry(runs: &[Results]) {
         "| telemetry | estimates/s | vs off | estimate p50 / p99 ms | reconcile lag p50 / p99 ms | CPU us/estimate | spans exported | scrapes |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    let base = runs.first().map_or(0.0, |r| r.estimates_per_sec);
+    // Against the run without telemetry, whichever order they ran in (the machine warms
+    // up: run both orders to see its share).
+    let base = runs
+        .iter()
+        .find(|r| r.telemetry.is_none())
+        .or(runs.first())
+        .map_or(0.0, |r| r.estimates_per_sec);
     for r in runs {
         let (spans, scrapes) = r
             .telemetry
