@@ -105,7 +105,8 @@ check "plaintext is refused on a TLS port" bash -c \
     "! $grpcurl -plaintext -max-time 5 127.0.0.1:28053 list >/dev/null 2>&1"
 check "a database URL's password never reaches the output" bash -c \
     "! timeout 20 '$agilepm' dev --data-dir '$data/pg' --postgres-url 'postgres://app:hunter2@127.0.0.1:1/x' \
-        --backlog-item-port 0 --task-port 0 --planning-port 0 --coordinator-port 0 >'$data/pg.out' 2>&1 &&
+        --backlog-item-port 0 --task-port 0 --planning-port 0 --coordinator-port 0 \
+        --metrics-address 127.0.0.1:0 >'$data/pg.out' 2>&1 &&
      grep -q 'app:\*\*\*@127.0.0.1:1' '$data/pg.out' && ! grep -q hunter2 '$data/pg.out'"
 
 echo "grpcurl: $passed passed, $failed failed"
