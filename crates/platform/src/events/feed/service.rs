@@ -194,8 +194,6 @@ pub const MAX_EVENT_TYPES: usize = 100;
 /// Longest id or event type a filter may name.
 const MAX_FILTER_ENTRY: usize = 256;
 
-/// A filter field as a set, refused if it is larger than `max` or holds an entry no id or
-/// type can be: a subscription's memory is bounded by what it may ask for.
 /// A consumer's name as `AcknowledgeFeedPosition` takes it.
 fn consumer_name(name: &str) -> AppResult<&str> {
     let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c);
@@ -208,6 +206,8 @@ fn consumer_name(name: &str) -> AppResult<&str> {
     Ok(name)
 }
 
+/// A filter field as a set, refused if it is larger than `max` or holds an entry no id or
+/// type can be: a subscription's memory is bounded by what it may ask for.
 fn bounded_set(field: &str, values: Vec<String>, max: usize) -> AppResult<HashSet<String>> {
     if values.len() > max {
         return Err(AppError::invalid(
