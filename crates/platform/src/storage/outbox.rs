@@ -43,28 +43,32 @@ pub struct NewEvent<'a> {
 
 impl<'a> NewEvent<'a> {
     /// `event` about `subject`, done by the subject acting in the request this task is
-    /// handling, in the current span's trace. Work done in another task names its actor
-    /// with [`NewEvent::by`] and its request's trace with [`NewEvent::in_trace`].
+    /// handling, in the current span's trace. Work done in another task for a request
+    /// (a group-commit writer) uses [`NewEvent::for_request`].
     pub fn of<E: EventType>(subject: Subject<'a>, event: &E) -> NewEvent<'a> {
+        NewEvent::for_request(
+            subject,
+            event,
+            &crate::domain::actor::acting_subject().unwrap_or_default(),
+            &crate::storage::trace_parent::current(),
+        )
+    }
+
+    /// `event` about `subject`, done by `actor` in the request whose `traceparent` this
+    /// is: both were captured where the request was handled and travelled with it.
+    pub fn for_request<E: EventType>(
+        subject: Subject<'a>,
+        event: &E,
+        actor: &str,
+        trace_parent: &str,
+    ) -> NewEvent<'a> {
         NewEvent {
             subject,
             event_type: E::EVENT_TYPE,
             payload: event.encode_to_vec(),
-            actor: crate::domain::actor::acting_subject().unwrap_or_default(),
-            trace_parent: crate::storage::trace_parent::current(),
+            actor: actor.to_owned(),
+            trace_parent: trace_parent.to_owned(),
         }
-    }
-
-    /// The same event, done by `actor`.
-    pub fn by(mut self, actor: &str) -> NewEvent<'a> {
-        self.actor = actor.to_owned();
-        self
-    }
-
-    /// The same event, written for the request whose `traceparent` this is.
-    pub fn in_trace(mut self, trace_parent: &str) -> NewEvent<'a> {
-        self.trace_parent = trace_parent.to_owned();
-        self
     }
 }
 

@@ -221,9 +221,7 @@ impl ReconcileBatch {
         let events: Vec<NewEvent<'_>> = events
             .iter()
             .map(|(item, event, request)| {
-                NewEvent::of(subject(item), event)
-                    .by(&request.actor)
-                    .in_trace(&request.trace_parent)
+                NewEvent::for_request(subject(item), event, &request.actor, &request.trace_parent)
             })
             .collect();
         guarded_writes::apply(&self.db, &writes, &events).await?;

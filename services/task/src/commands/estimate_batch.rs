@@ -240,18 +240,20 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
             let subject = events::subject(&estimate.task_id, &estimate.tenant);
             let estimated =
                 events::hours_estimated(about, estimate.day, estimate.hours, item_totals);
-            events.push(
-                NewEvent::of(subject, &estimated)
-                    .by(&estimate.actor)
-                    .in_trace(&estimate.trace_parent),
-            );
+            events.push(NewEvent::for_request(
+                subject,
+                &estimated,
+                &estimate.actor,
+                &estimate.trace_parent,
+            ));
             if let Some((old_status, new_status)) = applied.status_change {
                 let status_changed = events::status_changed(about, old_status, new_status);
-                events.push(
-                    NewEvent::of(subject, &status_changed)
-                        .by(&estimate.actor)
-                        .in_trace(&estimate.trace_parent),
-                );
+                events.push(NewEvent::for_request(
+                    subject,
+                    &status_changed,
+                    &estimate.actor,
+                    &estimate.trace_parent,
+                ));
             }
         }
         outcomes.push(Ok(Estimated {
