@@ -140,7 +140,10 @@ async fn a_frozen_postgres_is_answered_within_the_deadline_then_at_once() {
     assert_eq!(scene.task.liveness().await, Some(ServingStatus::Serving));
     let asked = Instant::now();
     let refused = careless
-        .get_task(as_member(GetTaskRequest { id: task.clone() }))
+        .get_task(as_member(GetTaskRequest {
+            id: task.clone(),
+            view: 0,
+        }))
         .await
         .expect_err("refused while the database is away");
     println!(
@@ -250,7 +253,10 @@ async fn a_locked_sqlite_database_answers_writes_within_the_deadline() {
         asked.elapsed()
     );
     careless
-        .get_task(as_member(GetTaskRequest { id: task.clone() }))
+        .get_task(as_member(GetTaskRequest {
+            id: task.clone(),
+            view: 0,
+        }))
         .await
         .expect("reads go on");
 

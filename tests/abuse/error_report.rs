@@ -115,6 +115,7 @@ async fn server_faults_reach_sentry_tagged_and_client_mistakes_do_not() {
     let missing = uuid::Uuid::now_v7().to_string();
     let not_found = client
         .get_task(GetTaskRequest {
+            view: 0,
             id: missing.clone(),
         })
         .await
@@ -127,7 +128,10 @@ async fn server_faults_reach_sentry_tagged_and_client_mistakes_do_not() {
         .await;
     assert_eq!(corrupted, 1);
     let fault = client
-        .get_task(GetTaskRequest { id: task.clone() })
+        .get_task(GetTaskRequest {
+            id: task.clone(),
+            view: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(fault.code(), Code::Internal, "{fault:?}");

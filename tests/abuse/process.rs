@@ -294,9 +294,10 @@ impl Scene {
 /// An estimate of `task` (hours 1 to 99, never 0: the task stays in progress).
 pub fn estimate(task: &str, n: u64) -> EstimateTaskHoursRemainingRequest {
     EstimateTaskHoursRemainingRequest {
+        view: 0,
         id: task.to_owned(),
         hours_remaining: (n % 99 + 1) as i32,
-        date: "2099-02-01".into(),
+        date: String::new(),
         expected_version: None,
     }
 }

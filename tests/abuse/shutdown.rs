@@ -176,7 +176,10 @@ async fn sigterm_ends_subscriptions_and_exits_within_2_s_losing_nothing(engine: 
     let mut client = scene.estimator();
     for (task, last) in outcomes {
         let stored = client
-            .get_task(GetTaskRequest { id: task.clone() })
+            .get_task(GetTaskRequest {
+                id: task.clone(),
+                view: 0,
+            })
             .await
             .unwrap()
             .into_inner()

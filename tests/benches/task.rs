@@ -91,9 +91,10 @@ async fn run(name: &str, engine: Engine, existing: i64) {
                             (rng.random_range(0..existing), rng.random_range(1..=1000))
                         };
                         let request = EstimateTaskHoursRemainingRequest {
+                            view: 0,
                             id: agilepm_task::preload::task_id(n),
                             hours_remaining: hours,
-                            date: "2099-01-02".into(),
+                            date: String::new(),
                             expected_version: None,
                         };
                         let sent = Instant::now();

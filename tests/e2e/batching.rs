@@ -159,21 +159,24 @@ async fn define(db: &Db) {
     }
 }
 
-/// One estimate: which task, how many days after the first, how many hours, and the
-/// version the caller expects, if any.
-fn estimates() -> impl Strategy<Value = Vec<(usize, u32, i32, Option<i64>)>> {
+/// One estimate: which task, how many days after the first, how many hours, the
+/// version the caller expects, if any, and whether it asks for the whole log.
+type Drawn = (usize, u32, i32, Option<i64>, bool);
+
+fn estimates() -> impl Strategy<Value = Vec<Drawn>> {
     prop::collection::vec(
         (
             0..TASKS.len(),
             0u32..4,
             0i32..4,
             prop::option::weighted(0.2, 1i64..5),
+            prop::bool::weighted(0.3),
         ),
         1..24,
     )
 }
 
-fn estimate((task, day, hours, expected_version): (usize, u32, i32, Option<i64>)) -> Estimate {
+fn estimate((task, day, hours, expected_version, with_log): Drawn) -> Estimate {
     Estimate {
         tenant: TENANT.into(),
         task_id: TASKS[task].into(),
@@ -182,6 +185,7 @@ fn estimate((task, day, hours, expected_version): (usize, u32, i32, Option<i64>)
         expected_version,
         actor: "tester".into(),
         trace_parent: String::new(),
+        with_log,
     }
 }
 
@@ -192,7 +196,7 @@ fn outcome(result: &agilepm_platform::domain::error::AppResult<Estimated>) -> St
             let mut task = estimated.task.clone();
             task.update_time_us = 0;
             let mut log = estimated.log.clone();
-            for entry in &mut log {
+            for entry in log.iter_mut().flatten() {
                 entry.record_time_us = 0;
             }
             format!("{task:?} {log:?} {:?}", estimated.totals)
@@ -248,11 +252,7 @@ async fn stored(db: &Db) -> Vec<String> {
     state
 }
 
-async fn batch_equals_one_by_one(
-    batched: &Db,
-    single: &Db,
-    sequence: Vec<(usize, u32, i32, Option<i64>)>,
-) {
+async fn batch_equals_one_by_one(batched: &Db, single: &Db, sequence: Vec<Drawn>) {
     let estimates: Vec<Estimate> = sequence.into_iter().map(estimate).collect();
     define(batched).await;
     define(single).await;

@@ -27,7 +27,7 @@ use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_proto::task::v1::{
     DefineTaskRequest, EstimateTaskHoursRemainingRequest, RemoveTaskRequest,
 };
-use agilepm_testkit::{Engine, TestSystem, engine_tests};
+use agilepm_testkit::{Engine, TestSystem, day, engine_tests};
 use futures::StreamExt as _;
 use rand::seq::SliceRandom as _;
 use tonic_health::pb::HealthCheckRequest;
@@ -92,8 +92,8 @@ impl Sprinting {
         let release = Release {
             product_id: product.id.clone(),
             name: "R".into(),
-            begin_date: "2099-01-01".into(),
-            end_date: "2099-12-31".into(),
+            begin_date: day(-30),
+            end_date: day(60),
             ..Default::default()
         };
         let release = ReleaseServiceClient::new(planning.clone())
@@ -109,8 +109,8 @@ impl Sprinting {
         let sprint = Sprint {
             product_id: product.id.clone(),
             name: "S".into(),
-            begin_date: "2099-02-01".into(),
-            end_date: "2099-02-12".into(),
+            begin_date: day(-5),
+            end_date: day(6),
             ..Default::default()
         };
         let sprint = SprintServiceClient::new(planning)
@@ -282,16 +282,19 @@ impl Sprinting {
     }
 }
 
-pub fn estimate(id: &str, hours: i32, day: u32) -> EstimateTaskHoursRemainingRequest {
+/// An estimate for today (the server's): each one is its task's latest entry, so each
+/// moves the task's current hours, which is what the coordinator acts on.
+pub fn estimate(id: &str, hours: i32) -> EstimateTaskHoursRemainingRequest {
     EstimateTaskHoursRemainingRequest {
+        view: 0,
         id: id.into(),
         hours_remaining: hours,
-        date: format!("2099-02-{day:02}"),
+        date: String::new(),
         expected_version: None,
     }
 }
 
-/// Every task estimated down one hour a day, in an order shuffled across tasks but
+/// Every task estimated down one hour at a time, in an order shuffled across tasks but
 /// monotone per task; returns the number of estimates sent.
 pub async fn burn_down(
     s: &Sprinting,
@@ -318,9 +321,8 @@ pub async fn burn_down(
     let total = plan.len();
     for (n, (task, _)) in plan.iter().enumerate() {
         let hour = per_task.get_mut(task).unwrap().pop().unwrap();
-        let day = (hours - hour) as u32;
         client
-            .estimate_task_hours_remaining(estimate(task, hour, day))
+            .estimate_task_hours_remaining(estimate(task, hour))
             .await
             .unwrap();
         if check_not_done && n + 1 < total && n % 12 == 0 {
@@ -373,18 +375,18 @@ async fn reopening_a_finished_task_reopens_the_item(engine: Engine) {
     let mut client = s.tasks();
     for task in &tasks {
         client
-            .estimate_task_hours_remaining(estimate(task, 0, 1))
+            .estimate_task_hours_remaining(estimate(task, 0))
             .await
             .unwrap();
     }
     s.wait_for(&item, BacklogItemStatus::Done, false).await;
     client
-        .estimate_task_hours_remaining(estimate(&tasks[0], 1, 2))
+        .estimate_task_hours_remaining(estimate(&tasks[0], 1))
         .await
         .unwrap();
     s.wait_for(&item, BacklogItemStatus::Committed, false).await;
     client
-        .estimate_task_hours_remaining(estimate(&tasks[0], 0, 3))
+        .estimate_task_hours_remaining(estimate(&tasks[0], 0))
         .await
         .unwrap();
     s.wait_for(&item, BacklogItemStatus::Done, false).await;
@@ -415,8 +417,8 @@ async fn two_last_tasks_finished_at_once_still_end_done(engine: Engine) {
         let (mut a, mut b) = (s.tasks(), s.tasks());
         let (ta, tb) = (tasks[0].clone(), tasks[1].clone());
         let (ra, rb) = tokio::join!(
-            a.estimate_task_hours_remaining(estimate(&ta, 0, 1)),
-            b.estimate_task_hours_remaining(estimate(&tb, 0, 1))
+            a.estimate_task_hours_remaining(estimate(&ta, 0)),
+            b.estimate_task_hours_remaining(estimate(&tb, 0))
         );
         ra.unwrap();
         rb.unwrap();
@@ -466,7 +468,7 @@ async fn removing_and_discovering_work_moves_status(engine: Engine) {
     let (item, tasks) = s.committed_item(2, 3).await;
     let mut client = s.tasks();
     client
-        .estimate_task_hours_remaining(estimate(&tasks[0], 0, 1))
+        .estimate_task_hours_remaining(estimate(&tasks[0], 0))
         .await
         .unwrap();
     // Removing the last task with hours left finishes the item.
@@ -568,7 +570,7 @@ async fn a_poison_event_blocks_until_an_operator_skips_it(engine: Engine) {
     // The feed position stays before it: nothing after it is checkpointed.
     let (item, tasks) = s.committed_item(1, 1).await;
     s.tasks()
-        .estimate_task_hours_remaining(estimate(&tasks[0], 0, 1))
+        .estimate_task_hours_remaining(estimate(&tasks[0], 0))
         .await
         .unwrap();
     // The coordinator learns the feed's head once a second: wait until it has seen the

@@ -19,7 +19,7 @@ use agilepm_proto::planning::v1::use_case_service_client::UseCaseServiceClient;
 use agilepm_proto::planning::v1::*;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_proto::task::v1::{DefineTaskRequest, EstimateTaskHoursRemainingRequest};
-use agilepm_testkit::{Engine, TestSystem, engine_tests};
+use agilepm_testkit::{Engine, TestSystem, day, engine_tests};
 use tonic::Code;
 use uuid::Uuid;
 
@@ -113,8 +113,8 @@ impl Fixture {
         let release = Release {
             product_id: product.into(),
             name: "R1".into(),
-            begin_date: "2099-01-01".into(),
-            end_date: "2099-06-30".into(),
+            begin_date: day(-60),
+            end_date: day(120),
             ..Default::default()
         };
         self.releases()
@@ -430,7 +430,7 @@ async fn releases_and_sprints_hold_items_of_their_own_product(engine: Engine) {
     let product = f.product("P", StatusTransitionMode::Automatic).await;
     let other = f.product("Other", StatusTransitionMode::Automatic).await;
     let release = f.release(&product.id).await;
-    let sprint = f.sprint(&product.id, "2099-01-05", "2099-01-16").await;
+    let sprint = f.sprint(&product.id, &day(5), &day(16)).await;
     let item = f.item(&product.id, "story", StoryPoints::Three).await;
     let foreign = f.item(&other.id, "elsewhere", StoryPoints::Three).await;
     f.commit(&release, &sprint, &item).await;
@@ -509,8 +509,8 @@ async fn the_sprint_lifecycle_allows_one_active_sprint(engine: Engine) {
     let f = Fixture::start(engine).await;
     let product = f.product("P", StatusTransitionMode::Automatic).await;
     let release = f.release(&product.id).await;
-    let first = f.sprint(&product.id, "2099-01-05", "2099-01-16").await;
-    let second = f.sprint(&product.id, "2099-01-19", "2099-01-30").await;
+    let first = f.sprint(&product.id, &day(5), &day(16)).await;
+    let second = f.sprint(&product.id, &day(19), &day(30)).await;
     let done = f.item(&product.id, "done", StoryPoints::Five).await;
     let open = f.item(&product.id, "open", StoryPoints::Eight).await;
     f.commit(&release, &first, &done).await;
@@ -800,7 +800,9 @@ async fn the_burndown_and_velocity_have_exact_numbers(engine: Engine) {
     let f = Fixture::start(engine).await;
     let product = f.product("P", StatusTransitionMode::Automatic).await;
     let release = f.release(&product.id).await;
-    let sprint = f.sprint(&product.id, "2099-03-02", "2099-03-06").await;
+    // The sprint's days are past ones, so estimates can be dated on each of them.
+    let [d1, d2, d3, d4, d5] = [-10, -9, -8, -7, -6].map(day);
+    let sprint = f.sprint(&product.id, &d1, &d5).await;
     let a = f.item(&product.id, "a", StoryPoints::Three).await;
     let b = f.item(&product.id, "b", StoryPoints::Eight).await;
     let outside = f
@@ -833,15 +835,16 @@ async fn the_burndown_and_velocity_have_exact_numbers(engine: Engine) {
     );
     let mut tasks = TaskServiceClient::new(f.system.channel(ServiceName::Task, "acme"));
     for (task, hours, day) in [
-        (&t1, 8, "2099-03-02"),
-        (&t2, 12, "2099-03-02"),
-        (&t3, 50, "2099-03-02"),
-        (&t1, 5, "2099-03-03"),
-        (&t2, 10, "2099-03-04"),
-        (&t1, 0, "2099-03-05"),
-        (&t2, 4, "2099-03-05"),
+        (&t1, 8, d1.as_str()),
+        (&t2, 12, d1.as_str()),
+        (&t3, 50, d1.as_str()),
+        (&t1, 5, d2.as_str()),
+        (&t2, 10, d3.as_str()),
+        (&t1, 0, d4.as_str()),
+        (&t2, 4, d4.as_str()),
     ] {
         let request = EstimateTaskHoursRemainingRequest {
+            view: 0,
             id: task.clone(),
             hours_remaining: hours,
             date: day.into(),
@@ -865,11 +868,11 @@ async fn the_burndown_and_velocity_have_exact_numbers(engine: Engine) {
     assert_eq!(
         got,
         vec![
-            ("2099-03-02", 20, 20.0),
-            ("2099-03-03", 17, 15.0),
-            ("2099-03-04", 15, 10.0),
-            ("2099-03-05", 4, 5.0),
-            ("2099-03-06", 4, 0.0),
+            (d1.as_str(), 20, 20.0),
+            (d2.as_str(), 17, 15.0),
+            (d3.as_str(), 15, 10.0),
+            (d4.as_str(), 4, 5.0),
+            (d5.as_str(), 4, 0.0),
         ]
     );
 
@@ -890,7 +893,7 @@ async fn the_burndown_and_velocity_have_exact_numbers(engine: Engine) {
         })
         .await
         .unwrap();
-    let next = f.sprint(&product.id, "2099-03-09", "2099-03-13").await;
+    let next = f.sprint(&product.id, &day(-3), &day(1)).await;
     let c = f.item(&product.id, "c", StoryPoints::Three).await;
     f.sprints()
         .commit_backlog_item_to_sprint(CommitBacklogItemToSprintRequest {

@@ -141,7 +141,7 @@ async fn a_mode_switch_acknowledged_before_the_last_estimate_is_honoured(engine:
     let (item, tasks) = s.committed_item(2, 1).await;
     let mut task_client = s.tasks();
     task_client
-        .estimate_task_hours_remaining(estimate(&tasks[0], 0, 1))
+        .estimate_task_hours_remaining(estimate(&tasks[0], 0))
         .await
         .unwrap();
     ProductServiceClient::new(s.system.channel(ServiceName::Planning, "acme"))
@@ -159,7 +159,7 @@ async fn a_mode_switch_acknowledged_before_the_last_estimate_is_honoured(engine:
         .await
         .unwrap();
     task_client
-        .estimate_task_hours_remaining(estimate(&tasks[1], 0, 1))
+        .estimate_task_hours_remaining(estimate(&tasks[1], 0))
         .await
         .unwrap();
     let flagged = s.wait_for(&item, BacklogItemStatus::Committed, true).await;

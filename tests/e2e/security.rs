@@ -480,6 +480,7 @@ async fn every_event_and_estimate_names_who_acted(engine: Engine) {
         .unwrap();
     let logged = tasks
         .get_task(GetTaskRequest {
+            view: 0,
             id: task.id.clone(),
         })
         .await

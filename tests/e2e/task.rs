@@ -6,7 +6,7 @@ use agilepm_platform::wire::config::ServiceName;
 use agilepm_proto::backlog::v1::BacklogItemStatus;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_proto::task::v1::*;
-use agilepm_testkit::{Engine, TestSystem, engine_tests};
+use agilepm_testkit::{Engine, TestSystem, day, engine_tests};
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 use uuid::Uuid;
@@ -18,6 +18,8 @@ engine_tests!(
     status_and_hours_never_contradict,
     resending_the_same_estimate_changes_nothing,
     bad_input_is_refused_naming_the_field,
+    estimate_dates_are_bounded_and_the_latest_rules,
+    views_carry_the_log_only_when_asked,
     other_tenants_tasks_do_not_exist,
     a_stale_version_is_aborted_and_changes_nothing,
     tasks_need_a_live_backlog_item_of_the_same_tenant,
@@ -88,20 +90,23 @@ impl Fixture {
     }
 }
 
+/// An estimate in the default (BASIC) view.
 fn estimate(id: &str, hours: i32, date: &str) -> EstimateTaskHoursRemainingRequest {
     EstimateTaskHoursRemainingRequest {
         id: id.into(),
         hours_remaining: hours,
         date: date.into(),
         expected_version: None,
+        view: TaskView::Unspecified as i32,
     }
 }
 
-fn today() -> String {
-    chrono::Utc::now()
-        .date_naive()
-        .format("%Y-%m-%d")
-        .to_string()
+/// An estimate whose response carries the whole estimation log.
+fn estimate_full(id: &str, hours: i32, date: &str) -> EstimateTaskHoursRemainingRequest {
+    EstimateTaskHoursRemainingRequest {
+        view: TaskView::Full as i32,
+        ..estimate(id, hours, date)
+    }
 }
 
 async fn totals(tasks: &mut TaskServiceClient<PeerChannel>, item: &str) -> BacklogItemTaskTotals {
@@ -127,6 +132,7 @@ async fn defining_a_task_logs_its_initial_estimate(engine: Engine) {
     let fetched = f
         .tasks("acme")
         .get_task(GetTaskRequest {
+            view: 0,
             id: task.id.clone(),
         })
         .await
@@ -135,7 +141,7 @@ async fn defining_a_task_logs_its_initial_estimate(engine: Engine) {
         .task
         .unwrap();
     assert_eq!(fetched.estimation_log.len(), 1);
-    assert_eq!(fetched.estimation_log[0].date, today());
+    assert_eq!(fetched.estimation_log[0].date, day(0));
     assert_eq!(fetched.estimation_log[0].hours_remaining, 12);
     let zero = f.define("acme", &item, "Already done", 0).await;
     assert_eq!(zero.status, TaskStatus::Done as i32, "zero hours is DONE");
@@ -164,12 +170,16 @@ async fn tasks_are_listed_in_pages(engine: Engine) {
                 backlog_item_id: item.clone(),
                 page_size: 2,
                 page_token: token,
+                view: TaskView::Unspecified as i32,
             })
             .await
             .unwrap()
             .into_inner();
         assert!(page.tasks.len() <= 2);
-        assert!(page.tasks.iter().all(|t| t.estimation_log.len() == 1));
+        assert!(
+            page.tasks.iter().all(|t| t.estimation_log.is_empty()),
+            "a list is BASIC by default"
+        );
         listed.extend(page.tasks.into_iter().map(|t| t.name));
         token = page.next_page_token;
         if token.is_empty() {
@@ -179,6 +189,7 @@ async fn tasks_are_listed_in_pages(engine: Engine) {
     assert_eq!(listed, names);
     let error = tasks
         .list_tasks(ListTasksRequest {
+            view: 0,
             backlog_item_id: item,
             page_size: 2,
             page_token: "bogus".into(),
@@ -195,20 +206,25 @@ async fn a_second_estimate_the_same_day_replaces_the_first(engine: Engine) {
     let task = f.define("acme", &item, "t", 12).await;
     let mut tasks = f.tasks("acme");
     tasks
-        .estimate_task_hours_remaining(estimate(&task.id, 10, "2099-01-02"))
+        .estimate_task_hours_remaining(estimate(&task.id, 10, &day(-1)))
         .await
         .unwrap();
     let response = tasks
-        .estimate_task_hours_remaining(estimate(&task.id, 8, "2099-01-02"))
+        .estimate_task_hours_remaining(estimate_full(&task.id, 8, &day(-1)))
         .await
         .unwrap()
         .into_inner();
     let log = response.task.unwrap().estimation_log;
-    let on_day: Vec<_> = log.iter().filter(|e| e.date == "2099-01-02").collect();
+    let on_day: Vec<_> = log.iter().filter(|e| e.date == day(-1)).collect();
     assert_eq!(on_day.len(), 1, "one entry per day");
     assert_eq!(on_day[0].hours_remaining, 8);
+    assert_eq!(
+        response.totals.unwrap().hours_remaining,
+        12,
+        "yesterday's entry corrects history; today's definition still rules"
+    );
     let next = tasks
-        .estimate_task_hours_remaining(estimate(&task.id, 7, "2099-01-03"))
+        .estimate_task_hours_remaining(estimate_full(&task.id, 7, &day(1)))
         .await
         .unwrap()
         .into_inner();
@@ -217,7 +233,11 @@ async fn a_second_estimate_the_same_day_replaces_the_first(engine: Engine) {
         log.iter()
             .map(|e| (e.date.as_str(), e.hours_remaining))
             .collect::<Vec<_>>(),
-        vec![(today().as_str(), 12), ("2099-01-02", 8), ("2099-01-03", 7)]
+        vec![
+            (day(-1).as_str(), 8),
+            (day(0).as_str(), 12),
+            (day(1).as_str(), 7)
+        ]
     );
     assert_eq!(next.totals.unwrap().hours_remaining, 7);
     f.stop().await;
@@ -257,6 +277,7 @@ async fn status_and_hours_never_contradict(engine: Engine) {
 
     let impeded = tasks
         .change_task_status(ChangeTaskStatusRequest {
+            view: 0,
             id: task.id.clone(),
             status: TaskStatus::Impeded as i32,
             expected_version: None,
@@ -285,6 +306,7 @@ async fn status_and_hours_never_contradict(engine: Engine) {
             id: task.id.clone(),
             status: TaskStatus::Done as i32,
             expected_version: None,
+            view: TaskView::Full as i32,
         })
         .await
         .unwrap()
@@ -298,7 +320,7 @@ async fn status_and_hours_never_contradict(engine: Engine) {
     let today_entry = marked
         .estimation_log
         .iter()
-        .find(|e| e.date == today())
+        .find(|e| e.date == day(0))
         .unwrap();
     assert_eq!(
         today_entry.hours_remaining, 0,
@@ -308,6 +330,7 @@ async fn status_and_hours_never_contradict(engine: Engine) {
 
     let refused = tasks
         .change_task_status(ChangeTaskStatusRequest {
+            view: 0,
             id: task.id.clone(),
             status: TaskStatus::InProgress as i32,
             expected_version: None,
@@ -324,12 +347,12 @@ async fn resending_the_same_estimate_changes_nothing(engine: Engine) {
     let task = f.define("acme", &item, "t", 5).await;
     let mut tasks = f.tasks("acme");
     let first = tasks
-        .estimate_task_hours_remaining(estimate(&task.id, 3, "2099-05-01"))
+        .estimate_task_hours_remaining(estimate(&task.id, 3, &day(0)))
         .await
         .unwrap()
         .into_inner();
     let again = tasks
-        .estimate_task_hours_remaining(estimate(&task.id, 3, "2099-05-01"))
+        .estimate_task_hours_remaining(estimate(&task.id, 3, &day(0)))
         .await
         .unwrap()
         .into_inner();
@@ -429,7 +452,10 @@ async fn bad_input_is_refused_naming_the_field(engine: Engine) {
         (
             "id",
             tasks
-                .get_task(GetTaskRequest { id: "zz".into() })
+                .get_task(GetTaskRequest {
+                    id: "zz".into(),
+                    view: 0,
+                })
                 .await
                 .map(|_| ()),
         ),
@@ -446,6 +472,7 @@ async fn bad_input_is_refused_naming_the_field(engine: Engine) {
     }
     let unchanged = tasks
         .get_task(GetTaskRequest {
+            view: 0,
             id: task.id.clone(),
         })
         .await
@@ -458,6 +485,163 @@ async fn bad_input_is_refused_naming_the_field(engine: Engine) {
     f.stop().await;
 }
 
+/// A typo in a date must not pin a task: far-future and absurdly early dates are refused
+/// naming the bound, and the task still reaches 0 today.
+async fn estimate_dates_are_bounded_and_the_latest_rules(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.item("acme", BacklogItemStatus::Committed).await;
+    let task = f.define("acme", &item, "t", 3).await;
+    let mut tasks = f.tasks("acme");
+    let tomorrow = day(1);
+    let earliest = day(-366);
+    for (date, bound) in [
+        ("2062-01-01".to_owned(), format!("at most {tomorrow}")),
+        ("9999-12-31".to_owned(), format!("at most {tomorrow}")),
+        (day(2), format!("at most {tomorrow}")),
+        (
+            "0000-01-01".to_owned(),
+            format!("at the earliest {earliest}"),
+        ),
+        (day(-367), format!("at the earliest {earliest}")),
+    ] {
+        let refused = tasks
+            .estimate_task_hours_remaining(estimate(&task.id, 1, &date))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{date}: {refused:?}");
+        assert!(refused.message().contains(&bound), "{date}: {refused:?}");
+        let details = refused.get_error_details();
+        assert_eq!(
+            details.bad_request().unwrap().field_violations[0].field,
+            "date"
+        );
+    }
+    // The bounds themselves are accepted: a year back corrects history only...
+    let corrected = tasks
+        .estimate_task_hours_remaining(estimate(&task.id, 9, &earliest))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(corrected.totals.unwrap().hours_remaining, 3);
+    // ...and today's 0 is the latest entry, so the task is DONE.
+    let done = tasks
+        .estimate_task_hours_remaining(estimate(&task.id, 0, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    let done_task = done.task.unwrap();
+    assert_eq!(
+        (done_task.status(), done_task.hours_remaining),
+        (TaskStatus::Done, 0)
+    );
+    assert_eq!(done.totals.unwrap().hours_remaining, 0);
+    // Tomorrow (a team already past midnight) is accepted and becomes the latest.
+    let tomorrow_estimate = tasks
+        .estimate_task_hours_remaining(estimate(&task.id, 2, &tomorrow))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tomorrow_estimate.task.unwrap().hours_remaining, 2);
+    f.stop().await;
+}
+
+/// The estimation log grows with a task's age; responses carry it only when asked.
+async fn views_carry_the_log_only_when_asked(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let item = f.item("acme", BacklogItemStatus::Committed).await;
+    let task = f.define("acme", &item, "t", 9).await;
+    assert!(
+        task.estimation_log.is_empty(),
+        "DefineTask is BASIC by default"
+    );
+    let mut tasks = f.tasks("acme");
+    for offset in 1..=3 {
+        let basic = tasks
+            .estimate_task_hours_remaining(estimate(&task.id, 9 - offset, &day(-i64::from(offset))))
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        assert!(
+            basic.estimation_log.is_empty(),
+            "an estimate is BASIC by default"
+        );
+    }
+    let full = tasks
+        .estimate_task_hours_remaining(estimate_full(&task.id, 2, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    let days = |t: &Task| {
+        t.estimation_log
+            .iter()
+            .map(|e| (e.date.clone(), e.hours_remaining))
+            .collect::<Vec<_>>()
+    };
+    let whole = vec![(day(-3), 6), (day(-2), 7), (day(-1), 8), (day(0), 2)];
+    assert_eq!(days(&full), whole);
+    let get = |view: TaskView| GetTaskRequest {
+        id: task.id.clone(),
+        view: view as i32,
+    };
+    let got = tasks.get_task(get(TaskView::Unspecified)).await.unwrap();
+    assert_eq!(
+        days(got.get_ref().task.as_ref().unwrap()),
+        whole,
+        "GetTask is FULL by default"
+    );
+    let got = tasks.get_task(get(TaskView::Basic)).await.unwrap();
+    assert!(
+        got.get_ref()
+            .task
+            .as_ref()
+            .unwrap()
+            .estimation_log
+            .is_empty()
+    );
+    let listed = tasks
+        .list_tasks(ListTasksRequest {
+            backlog_item_id: item.clone(),
+            page_size: 10,
+            page_token: String::new(),
+            view: TaskView::Full as i32,
+        })
+        .await
+        .unwrap();
+    assert_eq!(days(&listed.get_ref().tasks[0]), whole);
+    let renamed = tasks
+        .rename_task(RenameTaskRequest {
+            id: task.id.clone(),
+            name: "renamed".into(),
+            expected_version: None,
+            view: TaskView::Full as i32,
+        })
+        .await
+        .unwrap();
+    assert_eq!(days(renamed.get_ref().task.as_ref().unwrap()), whole);
+    let refused = tasks
+        .get_task(GetTaskRequest {
+            id: task.id.clone(),
+            view: 7,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(
+        refused
+            .get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations[0]
+            .field,
+        "view"
+    );
+    f.stop().await;
+}
+
 async fn other_tenants_tasks_do_not_exist(engine: Engine) {
     let f = Fixture::start(engine).await;
     let item = f.item("acme", BacklogItemStatus::Committed).await;
@@ -466,6 +650,7 @@ async fn other_tenants_tasks_do_not_exist(engine: Engine) {
     assert_eq!(
         globex
             .get_task(GetTaskRequest {
+                view: 0,
                 id: task.id.clone()
             })
             .await
@@ -523,6 +708,7 @@ async fn a_stale_version_is_aborted_and_changes_nothing(engine: Engine) {
     let mut tasks = f.tasks("acme");
     let renamed = tasks
         .rename_task(RenameTaskRequest {
+            view: 0,
             id: task.id.clone(),
             name: "first".into(),
             expected_version: Some(1),
@@ -535,6 +721,7 @@ async fn a_stale_version_is_aborted_and_changes_nothing(engine: Engine) {
     assert_eq!(renamed.version, 2);
     let stale = tasks
         .rename_task(RenameTaskRequest {
+            view: 0,
             id: task.id.clone(),
             name: "second".into(),
             expected_version: Some(1),
@@ -552,6 +739,7 @@ async fn a_stale_version_is_aborted_and_changes_nothing(engine: Engine) {
     assert_eq!(stale_estimate.code(), Code::Aborted);
     let now = tasks
         .get_task(GetTaskRequest {
+            view: 0,
             id: task.id.clone(),
         })
         .await
@@ -637,7 +825,7 @@ async fn totals_stay_exact_under_32_concurrent_estimators(engine: Engine) {
     for i in 0..32 {
         ids.push(f.define("acme", &item, &format!("t{i}"), 100).await.id);
     }
-    // 32 clients, each estimating its own task down over 10 days, plus 32 more racing on
+    // 32 clients, each estimating its own task down ten times today, plus 32 more racing on
     // the same tasks without versions: every write must land in the totals exactly once.
     let mut workers = Vec::new();
     for (n, id) in ids.iter().enumerate() {
@@ -647,11 +835,7 @@ async fn totals_stay_exact_under_32_concurrent_estimators(engine: Engine) {
             for day in 1..=10 {
                 let hours = 100 - day * 9 - (n as i32 % 3);
                 tasks
-                    .estimate_task_hours_remaining(estimate(
-                        &id,
-                        hours,
-                        &format!("2099-02-{day:02}"),
-                    ))
+                    .estimate_task_hours_remaining(estimate(&id, hours, ""))
                     .await
                     .unwrap();
             }
@@ -694,11 +878,13 @@ async fn estimates_sent_at_once_each_get_their_own_outcome(engine: Engine) {
     }
     // Every task's twelve days in one burst (so batches hold several estimates of one
     // task, some back-dated behind a newer one), with stale versions and unknown tasks
-    // mixed in.
+    // mixed in. The twelve days end tomorrow: ten corrections of the past, then today
+    // (which replaces the definition's entry) and tomorrow.
     let mut calls = Vec::new();
     for (n, id) in ids.iter().enumerate() {
         for day in 1..=12 {
-            let mut request = estimate(id, 12 - day, &format!("2099-04-{day:02}"));
+            let mut request =
+                estimate_full(id, 12 - day, &agilepm_testkit::day(i64::from(day) - 11));
             let expect = if day == 6 && n == 0 {
                 request.expected_version = Some(1_000);
                 Some(Code::Aborted)
@@ -708,7 +894,7 @@ async fn estimates_sent_at_once_each_get_their_own_outcome(engine: Engine) {
             calls.push((request, expect));
         }
         calls.push((
-            estimate(&Uuid::new_v4().to_string(), 1, "2099-04-01"),
+            estimate(&Uuid::new_v4().to_string(), 1, &day(0)),
             Some(Code::NotFound),
         ));
     }
@@ -742,10 +928,8 @@ async fn estimates_sent_at_once_each_get_their_own_outcome(engine: Engine) {
 
     // Replay the feed: every estimate event's totals are those right after it.
     let events = feed_events(&f, "acme", 4 + 47).await;
-    let mut hours: std::collections::HashMap<String, (String, i64)> = ids
-        .iter()
-        .map(|id| (id.clone(), (String::new(), 12)))
-        .collect();
+    let mut hours: std::collections::HashMap<String, (String, i64)> =
+        ids.iter().map(|id| (id.clone(), (day(0), 12))).collect();
     let mut revision = 4;
     let mut estimates = 0;
     for event in &events {
@@ -798,7 +982,7 @@ async fn events_carry_the_totals_and_revision(engine: Engine) {
     let b = f.define("acme", &item, "b", 6).await;
     let mut tasks = f.tasks("acme");
     tasks
-        .estimate_task_hours_remaining(estimate(&a.id, 0, "2099-03-01"))
+        .estimate_task_hours_remaining(estimate(&a.id, 0, &day(0)))
         .await
         .unwrap();
     tasks
@@ -824,7 +1008,7 @@ async fn events_carry_the_totals_and_revision(engine: Engine) {
         prost::Message::decode(events[2].payload.as_ref().unwrap().value.as_slice()).unwrap();
     assert_eq!(
         (estimated.hours_remaining, estimated.date.as_str()),
-        (0, "2099-03-01")
+        (0, day(0).as_str())
     );
     let t = estimated.totals.unwrap();
     assert_eq!((t.hours_remaining, t.task_count, t.revision), (6, 2, 3));
@@ -860,7 +1044,10 @@ async fn removing_a_task_takes_it_out_of_the_totals(engine: Engine) {
     assert_eq!((t.hours_remaining, t.task_count), (6, 1));
     assert_eq!(
         tasks
-            .get_task(GetTaskRequest { id: a.id.clone() })
+            .get_task(GetTaskRequest {
+                id: a.id.clone(),
+                view: 0
+            })
             .await
             .unwrap_err()
             .code(),
@@ -888,16 +1075,18 @@ async fn the_burndown_sums_each_days_latest_estimates(engine: Engine) {
     let a = f.define("acme", &item, "a", 10).await;
     let b = f.define("acme", &item, "b", 8).await;
     let c = f.define("acme", &other, "c", 5).await;
-    // Day 1: a=10 b=8; day 2: a=7; day 3: b=5, a=7; day 4: a=0; day 5: nothing new.
+    // Day 1: a=10 b=8; day 2: a=7; day 3: b=5, a=7; day 4: a=0; day 5: nothing new. The
+    // days are past ones: corrections of history, which the burndown reads.
+    let [d1, d2, d3, d4, d5] = [-10, -9, -8, -7, -6].map(day);
     for (id, hours, day) in [
-        (&a.id, 10, "2099-04-01"),
-        (&b.id, 8, "2099-04-01"),
-        (&c.id, 5, "2099-04-01"),
-        (&a.id, 9, "2099-04-02"),
-        (&a.id, 7, "2099-04-02"),
-        (&b.id, 5, "2099-04-03"),
-        (&a.id, 0, "2099-04-04"),
-        (&c.id, 1, "2099-04-04"),
+        (&a.id, 10, &d1),
+        (&b.id, 8, &d1),
+        (&c.id, 5, &d1),
+        (&a.id, 9, &d2),
+        (&a.id, 7, &d2),
+        (&b.id, 5, &d3),
+        (&a.id, 0, &d4),
+        (&c.id, 1, &d4),
     ] {
         tasks
             .estimate_task_hours_remaining(estimate(id, hours, day))
@@ -907,8 +1096,8 @@ async fn the_burndown_sums_each_days_latest_estimates(engine: Engine) {
     let days = tasks
         .get_burndown(GetBurndownRequest {
             backlog_item_ids: vec![item.clone()],
-            start_date: "2099-04-01".into(),
-            end_date: "2099-04-05".into(),
+            start_date: d1.clone(),
+            end_date: d5.clone(),
         })
         .await
         .unwrap()
@@ -921,18 +1110,18 @@ async fn the_burndown_sums_each_days_latest_estimates(engine: Engine) {
     assert_eq!(
         got,
         vec![
-            ("2099-04-01", 18),
-            ("2099-04-02", 15),
-            ("2099-04-03", 12),
-            ("2099-04-04", 5),
-            ("2099-04-05", 5)
+            (d1.as_str(), 18),
+            (d2.as_str(), 15),
+            (d3.as_str(), 12),
+            (d4.as_str(), 5),
+            (d5.as_str(), 5)
         ]
     );
     let both = tasks
         .get_burndown(GetBurndownRequest {
             backlog_item_ids: vec![item, other],
-            start_date: "2099-04-03".into(),
-            end_date: "2099-04-04".into(),
+            start_date: d3.clone(),
+            end_date: d4.clone(),
         })
         .await
         .unwrap()
@@ -945,8 +1134,8 @@ async fn the_burndown_sums_each_days_latest_estimates(engine: Engine) {
     let error = tasks
         .get_burndown(GetBurndownRequest {
             backlog_item_ids: vec![a.id],
-            start_date: "2099-04-05".into(),
-            end_date: "2099-04-01".into(),
+            start_date: d5.clone(),
+            end_date: d1.clone(),
         })
         .await
         .unwrap_err();
@@ -961,6 +1150,7 @@ async fn renaming_describing_and_volunteering(engine: Engine) {
     let mut tasks = f.tasks("acme");
     tasks
         .rename_task(RenameTaskRequest {
+            view: 0,
             id: task.id.clone(),
             name: "renamed".into(),
             expected_version: None,
@@ -969,6 +1159,7 @@ async fn renaming_describing_and_volunteering(engine: Engine) {
         .unwrap();
     tasks
         .describe_task(DescribeTaskRequest {
+            view: 0,
             id: task.id.clone(),
             description: "why".into(),
             expected_version: None,
@@ -977,6 +1168,7 @@ async fn renaming_describing_and_volunteering(engine: Engine) {
         .unwrap();
     let assigned = tasks
         .assign_task_volunteer(AssignTaskVolunteerRequest {
+            view: 0,
             id: task.id.clone(),
             volunteer_id: "ada".into(),
             expected_version: None,
@@ -997,6 +1189,7 @@ async fn renaming_describing_and_volunteering(engine: Engine) {
     );
     let unassigned = tasks
         .unassign_task_volunteer(UnassignTaskVolunteerRequest {
+            view: 0,
             id: task.id.clone(),
             expected_version: Some(4),
         })

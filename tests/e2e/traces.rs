@@ -281,9 +281,10 @@ async fn an_estimate_that_completes_an_item_is_one_connected_story(engine: Engin
         .unwrap();
     tasks
         .estimate_task_hours_remaining(EstimateTaskHoursRemainingRequest {
+            view: 0,
             id: defined.id.clone(),
             hours_remaining: 0,
-            date: "2099-02-01".into(),
+            date: String::new(),
             expected_version: None,
         })
         .await

@@ -635,3 +635,11 @@ fn feed_order(position: &str) -> (i64, i64) {
     let txid = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     (txid, seq)
 }
+
+/// The UTC day `offset` days from today, YYYY-MM-DD: tests that need several days of
+/// estimates use past days (an estimate may be dated at most one day ahead).
+pub fn day(offset: i64) -> String {
+    (chrono::Utc::now().date_naive() + chrono::TimeDelta::days(offset))
+        .format("%Y-%m-%d")
+        .to_string()
+}

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::commands::{Commands, Estimate, FieldChange, NewTask};
 use crate::domain;
-use crate::mapping::{self, task_message, totals_message};
+use crate::mapping::{self, View, task_message, totals_message};
 use crate::store;
 
 /// The task service's gRPC adapter.
@@ -33,10 +33,15 @@ impl TaskApi {
         TaskApi { db, commands }
     }
 
-    /// `task` as responses carry it, with its estimation log.
-    async fn with_log(&self, task: domain::Task) -> AppResult<Task> {
-        let mut logs = store::logs(&self.db, &[task.id.as_str()]).await?;
-        let log = logs.remove(&task.id).unwrap_or_default();
+    /// `task` as responses carry it in `view`: the FULL view reads its estimation log.
+    async fn shown(&self, task: domain::Task, view: View) -> AppResult<Task> {
+        let log = match view {
+            View::Basic => Vec::new(),
+            View::Full => {
+                let mut logs = store::logs(&self.db, &[task.id.as_str()]).await?;
+                logs.remove(&task.id).unwrap_or_default()
+            }
+        };
         Ok(task_message(&task, &log))
     }
 
@@ -48,15 +53,17 @@ impl TaskApi {
         id: &str,
         change: impl FnOnce() -> AppResult<FieldChange>,
         expected_version: Option<i64>,
+        view: i32,
     ) -> AppResult<Task> {
         let id = validate::uuid("id", id)?.to_string();
         let change = change()?;
         let expected = validate::expected_version("expected_version", expected_version)?;
+        let view = mapping::view(view, View::Basic)?;
         let task = self
             .commands
             .change_field(tenant, &id, expected, change)
             .await?;
-        self.with_log(task).await
+        self.shown(task, view).await
     }
 }
 
@@ -90,9 +97,10 @@ impl TaskService for TaskApi {
             volunteer_id: validate::member_id("volunteer_id", &r.volunteer_id)?.unwrap_or_default(),
             hours: domain::hours("hours_remaining", r.hours_remaining)?,
         };
+        let view = mapping::view(r.view, View::Basic)?;
         let task = self.commands.define(&tenant, &actor, new).await?;
         Ok(Response::new(DefineTaskResponse {
-            task: Some(self.with_log(task).await?),
+            task: Some(self.shown(task, view).await?),
         }))
     }
 
@@ -102,13 +110,14 @@ impl TaskService for TaskApi {
     ) -> Result<Response<GetTaskResponse>, Status> {
         let tenant = caller(&request)?.tenant()?.to_owned();
         let id = validate::uuid("id", &request.get_ref().id)?.to_string();
+        let view = mapping::view(request.get_ref().view, View::Full)?;
         let mut conn = self.db.pool().acquire().await.map_err(AppError::from)?;
         let task = store::get(&mut conn, &tenant, &id)
             .await?
             .ok_or_else(|| AppError::not_found(format!("task {id}")))?;
         drop(conn);
         Ok(Response::new(GetTaskResponse {
-            task: Some(self.with_log(task).await?),
+            task: Some(self.shown(task, view).await?),
         }))
     }
 
@@ -121,13 +130,19 @@ impl TaskService for TaskApi {
         let item = validate::uuid("backlog_item_id", &r.backlog_item_id)?.to_string();
         let size = validate::page_size("page_size", r.page_size, 100, 1000)?;
         let after = page_key(&r.page_token)?;
+        let view = mapping::view(r.view, View::Basic)?;
         let (rows, next_page_token) = paging::finish_page(
             store::list(&self.db, &tenant, &item, after, size + 1).await?,
             size,
             |last| format!("{}|{}", last.create_time_us, last.id),
         );
-        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-        let mut logs = store::logs(&self.db, &ids).await?;
+        let mut logs = match view {
+            View::Basic => Default::default(),
+            View::Full => {
+                let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+                store::logs(&self.db, &ids).await?
+            }
+        };
         let tasks = rows
             .into_iter()
             .map(|task| {
@@ -149,7 +164,7 @@ impl TaskService for TaskApi {
         let r = request.into_inner();
         let change = || Ok(FieldChange::Name(validate::name("name", &r.name)?));
         let task = self
-            .change_field(&tenant, &r.id, change, r.expected_version)
+            .change_field(&tenant, &r.id, change, r.expected_version, r.view)
             .await?;
         Ok(Response::new(RenameTaskResponse { task: Some(task) }))
     }
@@ -167,7 +182,7 @@ impl TaskService for TaskApi {
             )?))
         };
         let task = self
-            .change_field(&tenant, &r.id, change, r.expected_version)
+            .change_field(&tenant, &r.id, change, r.expected_version, r.view)
             .await?;
         Ok(Response::new(DescribeTaskResponse { task: Some(task) }))
     }
@@ -185,7 +200,7 @@ impl TaskService for TaskApi {
             ))
         };
         let task = self
-            .change_field(&tenant, &r.id, change, r.expected_version)
+            .change_field(&tenant, &r.id, change, r.expected_version, r.view)
             .await?;
         Ok(Response::new(AssignTaskVolunteerResponse {
             task: Some(task),
@@ -200,7 +215,7 @@ impl TaskService for TaskApi {
         let r = request.into_inner();
         let change = || Ok(FieldChange::Volunteer(String::new()));
         let task = self
-            .change_field(&tenant, &r.id, change, r.expected_version)
+            .change_field(&tenant, &r.id, change, r.expected_version, r.view)
             .await?;
         Ok(Response::new(UnassignTaskVolunteerResponse {
             task: Some(task),
@@ -216,12 +231,13 @@ impl TaskService for TaskApi {
         let id = validate::uuid("id", &r.id)?.to_string();
         let status = mapping::status("status", r.status)?;
         let expected = validate::expected_version("expected_version", r.expected_version)?;
+        let view = mapping::view(r.view, View::Basic)?;
         let task = self
             .commands
             .change_status(&tenant, &id, expected, status)
             .await?;
         Ok(Response::new(ChangeTaskStatusResponse {
-            task: Some(self.with_log(task).await?),
+            task: Some(self.shown(task, view).await?),
         }))
     }
 
@@ -240,6 +256,7 @@ impl TaskService for TaskApi {
             validate::date("date", &r.date)?
         };
         let expected_version = validate::expected_version("expected_version", r.expected_version)?;
+        let view = mapping::view(r.view, View::Basic)?;
         let estimated = self
             .commands
             .estimate(Estimate {
@@ -250,10 +267,12 @@ impl TaskService for TaskApi {
                 expected_version,
                 actor,
                 trace_parent: agilepm_platform::storage::trace_parent::current(),
+                with_log: view == View::Full,
             })
             .await?;
+        let log = estimated.log.unwrap_or_default();
         Ok(Response::new(EstimateTaskHoursRemainingResponse {
-            task: Some(task_message(&estimated.task, &estimated.log)),
+            task: Some(task_message(&estimated.task, &log)),
             totals: Some(totals_message(&estimated.totals)),
         }))
     }

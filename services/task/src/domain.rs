@@ -73,6 +73,11 @@ impl Task {
         }
     }
 
+    /// The UTC day the task was defined.
+    pub fn defined_on(&self) -> NaiveDate {
+        agilepm_platform::domain::time::day_of(self.create_time_us)
+    }
+
     /// This task with `progress` applied.
     pub fn with_progress(&self, progress: Progress) -> Task {
         Task {
@@ -123,6 +128,49 @@ pub fn hours(field: &str, value: i32) -> AppResult<i32> {
             field,
             format!("must be a whole number of hours from 0 to {MAX_HOURS}, got {value}"),
         ))
+    }
+}
+
+/// How far before the day a task was defined an estimate may be dated: a year, so a
+/// team can correct any day of a long release's burndown, while a typo such as
+/// 0026-12-01 is refused.
+pub const EARLIEST_ESTIMATE_BEFORE_DEFINED_DAYS: i64 = 366;
+
+/// How far after today (UTC) an estimate may be dated: one day, so a team already in
+/// tomorrow (UTC+14) can estimate its own today, while a typo such as 2062-01-01, which
+/// would pin the task's current hours until that date, is refused.
+pub const LATEST_ESTIMATE_AFTER_TODAY_DAYS: i64 = 1;
+
+/// Checks the `date` of an estimate of a task defined on `defined_on`, given `today`
+/// (UTC): from [`EARLIEST_ESTIMATE_BEFORE_DEFINED_DAYS`] before the definition to
+/// [`LATEST_ESTIMATE_AFTER_TODAY_DAYS`] after today. The refusal names the bound.
+pub fn estimate_date(
+    field: &str,
+    date: NaiveDate,
+    defined_on: NaiveDate,
+    today: NaiveDate,
+) -> AppResult<NaiveDate> {
+    let latest = today + chrono::Days::new(LATEST_ESTIMATE_AFTER_TODAY_DAYS as u64);
+    let earliest = defined_on - chrono::Days::new(EARLIEST_ESTIMATE_BEFORE_DEFINED_DAYS as u64);
+    if date > latest {
+        Err(AppError::invalid(
+            field,
+            format!(
+                "{date} is in the future: an estimate may be dated at most {latest} \
+                 (today, {today} UTC, plus {LATEST_ESTIMATE_AFTER_TODAY_DAYS} day)"
+            ),
+        ))
+    } else if date < earliest {
+        Err(AppError::invalid(
+            field,
+            format!(
+                "{date} is too early: an estimate may be dated at the earliest {earliest} \
+                 ({EARLIEST_ESTIMATE_BEFORE_DEFINED_DAYS} days before the task was defined \
+                 on {defined_on})"
+            ),
+        ))
+    } else {
+        Ok(date)
     }
 }
 
@@ -263,6 +311,34 @@ mod tests {
         assert!(hours("hours_remaining", 1001).is_err());
         assert_eq!(hours("hours_remaining", 1000).unwrap(), 1000);
         assert_eq!(hours("hours_remaining", 0).unwrap(), 0);
+    }
+
+    #[test]
+    fn estimate_dates_are_bounded_by_today_and_the_definition() {
+        let (defined_on, today) = (day(10), day(20));
+        for ok in [
+            day(21),
+            day(20),
+            day(1),
+            defined_on - chrono::Days::new(366),
+        ] {
+            assert_eq!(estimate_date("date", ok, defined_on, today).unwrap(), ok);
+        }
+        let future = estimate_date("date", day(22), defined_on, today).unwrap_err();
+        assert!(
+            future.to_string().contains("at most 2026-11-21"),
+            "{future}"
+        );
+        let early = defined_on - chrono::Days::new(367);
+        let early = estimate_date("date", early, defined_on, today).unwrap_err();
+        assert!(
+            early.to_string().contains("at the earliest 2025-11-09"),
+            "{early}"
+        );
+        for far in ["0000-01-01", "9999-12-31"] {
+            let far = NaiveDate::parse_from_str(far, "%Y-%m-%d").unwrap();
+            assert!(estimate_date("date", far, defined_on, today).is_err());
+        }
     }
 
     #[test]

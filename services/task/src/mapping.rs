@@ -8,6 +8,25 @@ use agilepm_proto::task::v1 as proto;
 
 use crate::domain::{LogEntry, Status, Task, Totals};
 
+/// How much of a task a response carries (`TaskView`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Without the estimation log.
+    Basic,
+    /// With the whole estimation log.
+    Full,
+}
+
+/// The view a request names in `view`; unset means the method's `default`.
+pub fn view(value: i32, default: View) -> AppResult<View> {
+    match proto::TaskView::try_from(value) {
+        Ok(proto::TaskView::Unspecified) => Ok(default),
+        Ok(proto::TaskView::Basic) => Ok(View::Basic),
+        Ok(proto::TaskView::Full) => Ok(View::Full),
+        Err(_) => Err(AppError::invalid("view", format!("unknown view {value}"))),
+    }
+}
+
 /// `task` with `log` (oldest day first), as responses and events show it.
 pub fn task_message(task: &Task, log: &[LogEntry]) -> proto::Task {
     proto::Task {

@@ -1,8 +1,10 @@
 //! Synthetic data for benchmarks: `count` tasks (12 per backlog item, 12 hours each, one
-//! log entry each, with their item totals) generated inside the database in three
+//! log entry each, dated yesterday so today's estimates are current, with their item
+//! totals) generated inside the database in three
 //! statements, so a million tasks load in seconds. Ids are deterministic:
 //! task `n` is `00000000-0000-4000-8000-<n, 12 digits>` of tenant `bench`.
 
+use agilepm_platform::domain::time::today_utc;
 use agilepm_platform::storage::db::{Db, Engine};
 
 const SQLITE: [&str; 3] = [
@@ -10,10 +12,10 @@ const SQLITE: [&str; 3] = [
      INSERT INTO tasks (id, tenant_id, backlog_item_id, request_id, name, description, volunteer_id, \
        status, hours_remaining, latest_log_day, version, create_time_us, update_time_us, removed_time_us) \
      SELECT printf('00000000-0000-4000-8000-%012d', n), 'bench', printf('10000000-0000-4000-8000-%012d', n / 12), \
-       'r' || n, 'task ' || n, '', '', 1, 12, '2099-01-01', 1, n, n, NULL FROM s",
+       'r' || n, 'task ' || n, '', '', 1, 12, $2, 1, n, n, NULL FROM s",
     "WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n < $1 - 1) \
      INSERT INTO estimation_log (task_id, day, backlog_item_id, hours_remaining, record_time_us) \
-     SELECT printf('00000000-0000-4000-8000-%012d', n), '2099-01-01', printf('10000000-0000-4000-8000-%012d', n / 12), 12, n FROM s",
+     SELECT printf('00000000-0000-4000-8000-%012d', n), $2, printf('10000000-0000-4000-8000-%012d', n / 12), 12, n FROM s",
     "WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n < ($1 + 11) / 12 - 1) \
      INSERT INTO item_totals (backlog_item_id, tenant_id, hours_remaining, task_count, revision) \
      SELECT printf('10000000-0000-4000-8000-%012d', n), 'bench', 144, 12, 12 FROM s",
@@ -23,9 +25,9 @@ const POSTGRES: [&str; 3] = [
     "INSERT INTO tasks (id, tenant_id, backlog_item_id, request_id, name, description, volunteer_id, \
        status, hours_remaining, latest_log_day, version, create_time_us, update_time_us, removed_time_us) \
      SELECT '00000000-0000-4000-8000-' || lpad(n::text, 12, '0'), 'bench', '10000000-0000-4000-8000-' || lpad((n / 12)::text, 12, '0'), \
-       'r' || n, 'task ' || n, '', '', 1, 12, '2099-01-01', 1, n, n, NULL FROM generate_series(0, $1 - 1) n",
+       'r' || n, 'task ' || n, '', '', 1, 12, $2, 1, n, n, NULL FROM generate_series(0, $1 - 1) n",
     "INSERT INTO estimation_log (task_id, day, backlog_item_id, hours_remaining, record_time_us) \
-     SELECT '00000000-0000-4000-8000-' || lpad(n::text, 12, '0'), '2099-01-01', '10000000-0000-4000-8000-' || lpad((n / 12)::text, 12, '0'), 12, n \
+     SELECT '00000000-0000-4000-8000-' || lpad(n::text, 12, '0'), $2, '10000000-0000-4000-8000-' || lpad((n / 12)::text, 12, '0'), 12, n \
      FROM generate_series(0, $1 - 1) n",
     "INSERT INTO item_totals (backlog_item_id, tenant_id, hours_remaining, task_count, revision) \
      SELECT '10000000-0000-4000-8000-' || lpad(n::text, 12, '0'), 'bench', 144, 12, 12 FROM generate_series(0, ($1 + 11) / 12 - 1) n",
@@ -42,8 +44,15 @@ pub async fn preload(db: &Db, count: i64) -> Result<(), sqlx::Error> {
         Engine::Sqlite => SQLITE,
         Engine::Postgres => POSTGRES,
     };
+    let yesterday = (today_utc() - chrono::Days::new(1)).to_string();
     for sql in statements {
-        sqlx::query(sql).bind(count).execute(db.pool()).await?;
+        let query = sqlx::query(sql).bind(count);
+        let query = if sql.contains("$2") {
+            query.bind(&yesterday)
+        } else {
+            query
+        };
+        query.execute(db.pool()).await?;
     }
     if db.engine() == Engine::Postgres {
         sqlx::query("ANALYZE").execute(db.pool()).await?;

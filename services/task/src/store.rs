@@ -392,7 +392,7 @@ pub async fn burndown_entries(
 /// with their whole estimation logs, oldest day first, and their items' totals.
 #[derive(Debug, Default)]
 pub struct EstimateRead {
-    /// Each task with its log, by task id.
+    /// Each task with the log entries read, by task id.
     pub tasks: HashMap<String, (Task, Vec<LogEntry>)>,
     /// The stored totals of the tasks' items, by item (an item without a totals row is
     /// missing).
@@ -401,24 +401,40 @@ pub struct EstimateRead {
 
 /// Reads what an estimate batch decides on, in one query and without locking: the batch
 /// writes with guards ([`progress_write`], [`totals_writes`]) that fail if any of it
-/// changes before the write.
-pub async fn read_for_estimates(db: &Db, ids: &[&str]) -> AppResult<EstimateRead> {
+/// changes before the write. Of the tasks' logs it reads the entries of `days` (one
+/// primary-key lookup per task and day), and the whole logs of `whole_logs`.
+pub async fn read_for_estimates(
+    db: &Db,
+    ids: &[&str],
+    days: &[NaiveDate],
+    whole_logs: &[&str],
+) -> AppResult<EstimateRead> {
     let mut read = EstimateRead::default();
     if ids.is_empty() {
         return Ok(read);
     }
     let mut statement = Statement::new(db.engine());
-    statement
-        .sql(concat!(
-            "SELECT ",
-            task_columns!("t."),
-            ", l.day AS log_day, l.hours_remaining AS log_hours, \
+    statement.sql(concat!(
+        "SELECT ",
+        task_columns!("t."),
+        ", l.day AS log_day, l.hours_remaining AS log_hours, \
              l.record_time_us AS log_record_time_us, l.estimated_by AS log_estimated_by, \
              tot.hours_remaining AS total_hours, \
              tot.task_count AS total_count, tot.revision AS total_revision FROM tasks t \
-             LEFT JOIN estimation_log l ON l.task_id = t.id \
-             LEFT JOIN item_totals tot ON tot.backlog_item_id = t.backlog_item_id WHERE "
-        ))
+             LEFT JOIN estimation_log l ON l.task_id = t.id AND ("
+    ));
+    let day_texts: Vec<String> = days.iter().map(|day| day.to_string()).collect();
+    let day_texts: Vec<&str> = day_texts.iter().map(String::as_str).collect();
+    if day_texts.is_empty() {
+        statement.sql("FALSE");
+    } else {
+        statement.any_of("l.day", &day_texts);
+    }
+    if !whole_logs.is_empty() {
+        statement.sql(" OR ").any_of("t.id", whole_logs);
+    }
+    statement
+        .sql(") LEFT JOIN item_totals tot ON tot.backlog_item_id = t.backlog_item_id WHERE ")
         .any_of("t.id", ids)
         .sql(" AND t.removed_time_us IS NULL ORDER BY t.id, l.day");
     for row in statement.query()?.fetch_all(db.pool()).await? {

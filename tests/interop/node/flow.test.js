@@ -28,6 +28,11 @@ const token = execFileSync(
 const metadata = new grpc.Metadata();
 metadata.set("authorization", `Bearer ${token}`);
 
+// The UTC day `offset` days from today, YYYY-MM-DD.
+function day(offset) {
+  return new Date(Date.now() + offset * 86_400_000).toISOString().slice(0, 10);
+}
+
 function protoFiles(dir) {
   return readdirSync(dir).flatMap((name) => {
     const path = join(dir, name);
@@ -88,11 +93,11 @@ test("an item committed to a sprint becomes DONE when its task hours reach zero"
   const { product } = await call(clients.products, "CreateProduct", { request_id: randomUUID(), product: { name: `Node ${randomUUID()}` } });
   const { release } = await call(clients.releases, "ScheduleRelease", {
     request_id: randomUUID(),
-    release: { product_id: product.id, name: "1.0", begin_date: "2099-01-01", end_date: "2099-03-31" },
+    release: { product_id: product.id, name: "1.0", begin_date: day(-30), end_date: day(60) },
   });
   const { sprint } = await call(clients.sprints, "ScheduleSprint", {
     request_id: randomUUID(),
-    sprint: { product_id: product.id, name: "S1", begin_date: "2099-01-05", end_date: "2099-01-16" },
+    sprint: { product_id: product.id, name: "S1", begin_date: day(-3), end_date: day(8) },
   });
   const { backlog_item: item } = await call(clients.items, "PlanBacklogItem", { request_id: randomUUID(), product_id: product.id, summary: "Node story" });
   assert.equal(item.status, "BACKLOG_ITEM_STATUS_PLANNED");
@@ -100,7 +105,7 @@ test("an item committed to a sprint becomes DONE when its task hours reach zero"
   const { backlog_item: committed } = await call(clients.sprints, "CommitBacklogItemToSprint", { sprint_id: sprint.id, backlog_item_id: item.id });
   assert.equal(committed.status, "BACKLOG_ITEM_STATUS_COMMITTED");
   const { task } = await call(clients.tasks, "DefineTask", { request_id: randomUUID(), backlog_item_id: item.id, name: "do it", hours_remaining: 2 });
-  const { totals } = await call(clients.tasks, "EstimateTaskHoursRemaining", { id: task.id, hours_remaining: 0, date: "2099-01-06" });
+  const { totals } = await call(clients.tasks, "EstimateTaskHoursRemaining", { id: task.id, hours_remaining: 0, date: day(0) });
   assert.equal(Number(totals.hours_remaining), 0);
 
   // Observe the item's three status changes (SCHEDULED, COMMITTED, DONE) on the

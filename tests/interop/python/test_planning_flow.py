@@ -1,11 +1,17 @@
 """A full planning flow through clients generated from proto/ with grpcio-tools."""
 
+import datetime
 import uuid
 
 import grpc
 import pytest
 
 from conftest import TENANT, VIEWER
+
+
+def day(offset: int) -> str:
+    """The UTC day `offset` days from today, YYYY-MM-DD."""
+    return (datetime.datetime.now(datetime.timezone.utc).date() + datetime.timedelta(days=offset)).isoformat()
 
 
 def rid() -> str:
@@ -52,14 +58,14 @@ def test_an_item_is_planned_committed_burnt_down_and_seen_done_on_the_feed(api):
     release = api.releases.ScheduleRelease(
         release_pb2.ScheduleReleaseRequest(
             request_id=rid(),
-            release=release_pb2.Release(product_id=product.id, name="1.0", begin_date="2099-01-01", end_date="2099-03-31"),
+            release=release_pb2.Release(product_id=product.id, name="1.0", begin_date=day(-30), end_date=day(60)),
         ),
         metadata=TENANT,
     ).release
     sprint = api.sprints.ScheduleSprint(
         sprint_pb2.ScheduleSprintRequest(
             request_id=rid(),
-            sprint=sprint_pb2.Sprint(product_id=product.id, name="S1", begin_date="2099-01-05", end_date="2099-01-16"),
+            sprint=sprint_pb2.Sprint(product_id=product.id, name="S1", begin_date=day(-3), end_date=day(8)),
         ),
         metadata=TENANT,
     ).sprint
@@ -85,10 +91,11 @@ def test_an_item_is_planned_committed_burnt_down_and_seen_done_on_the_feed(api):
             metadata=TENANT,
         ).task
         task_ids.append(task.id)
-    for day, hours in ((1, 2), (2, 0)):
+    # Today, then tomorrow (an estimate may be dated at most one day ahead of UTC).
+    for offset, hours in ((0, 2), (1, 0)):
         for task_id in task_ids:
             response = api.tasks.EstimateTaskHoursRemaining(
-                task_pb2.EstimateTaskHoursRemainingRequest(id=task_id, hours_remaining=hours, date=f"2099-01-0{day + 4}"),
+                task_pb2.EstimateTaskHoursRemainingRequest(id=task_id, hours_remaining=hours, date=day(offset)),
                 metadata=TENANT,
             )
     assert response.totals.hours_remaining == 0 and response.totals.task_count == 2

@@ -91,6 +91,12 @@ async fn report_progress(
 /// is comparable with the services' event times on the same machine.
 type Moment = (Instant, i64);
 
+/// The UTC day `offset` days from today, YYYY-MM-DD.
+fn day(offset: i32) -> String {
+    (agilepm_platform::domain::time::today_utc() + chrono::TimeDelta::days(i64::from(offset)))
+        .to_string()
+}
+
 fn channel(port: u16) -> anyhow::Result<PeerChannel> {
     channel_of(port, TENANT)
 }
@@ -178,8 +184,8 @@ pub async fn prepare(ports: &Ports, items: usize) -> anyhow::Result<Vec<(String,
     let release = Release {
         product_id: product.id.clone(),
         name: "R".into(),
-        begin_date: "2099-01-01".into(),
-        end_date: "2099-12-31".into(),
+        begin_date: day(-30),
+        end_date: day(90),
         ..Default::default()
     };
     let release = ReleaseServiceClient::new(planning.clone())
@@ -194,8 +200,8 @@ pub async fn prepare(ports: &Ports, items: usize) -> anyhow::Result<Vec<(String,
     let sprint = Sprint {
         product_id: product.id.clone(),
         name: "S".into(),
-        begin_date: "2099-02-01".into(),
-        end_date: "2099-02-12".into(),
+        begin_date: day(-HOURS),
+        end_date: day(1),
         ..Default::default()
     };
     let sprint = SprintServiceClient::new(planning.clone())
@@ -268,9 +274,10 @@ pub async fn run(
     clients: usize,
     rate: u32,
 ) -> anyhow::Result<Outcome> {
-    // The work, day by day; within a day the tasks of all items are shuffled so clients
-    // interleave across items. A task's estimates are a whole day's work apart, so they
-    // reach the service in order.
+    // The work, a sprint's days of estimates; within a day the tasks of all items are
+    // shuffled so clients interleave across items. A task's estimates are a whole day's
+    // work apart, so they reach the service in order. Every estimate is dated today (the
+    // server's), so each is its task's latest and moves the totals the coordinator reads.
     let mut work = Vec::new();
     let mut item_of = HashMap::new();
     for (item, tasks) in prepared {
@@ -279,9 +286,9 @@ pub async fn run(
         }
     }
     for day in 1..=HOURS {
-        let mut today: Vec<(String, i32, String)> = item_of
+        let mut today: Vec<(String, i32)> = item_of
             .keys()
-            .map(|task| (task.clone(), HOURS - day, format!("2099-02-{day:02}")))
+            .map(|task| (task.clone(), HOURS - day))
             .collect();
         today.shuffle(&mut rand::rng());
         work.extend(today);
@@ -372,14 +379,15 @@ pub async fn run(
                     None => None,
                 };
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((task, hours, date)) = work.get(i) else {
+                let Some((task, hours)) = work.get(i) else {
                     break;
                 };
                 let request = EstimateTaskHoursRemainingRequest {
                     id: task.clone(),
                     hours_remaining: *hours,
-                    date: date.clone(),
+                    date: String::new(),
                     expected_version: None,
+                    view: 0,
                 };
                 let sent = scheduled.unwrap_or_else(Instant::now);
                 match tasks.estimate_task_hours_remaining(request).await {

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use agilepm_platform::domain::error::{AppError, AppResult};
-use agilepm_platform::domain::time::now_micros;
+use agilepm_platform::domain::time::{day_of, now_micros};
 use agilepm_platform::storage::db::Db;
 use agilepm_platform::storage::group_commit::{BatchWrite, GroupCommit};
 use agilepm_platform::storage::guarded_writes;
@@ -52,15 +52,17 @@ pub struct Estimate {
     pub actor: String,
     /// The request's `traceparent`, for the same reason.
     pub trace_parent: String,
+    /// Whether the response carries the task's whole estimation log (the FULL view).
+    pub with_log: bool,
 }
 
-/// What an estimate did: the task after it, its whole log and its item's totals.
+/// What an estimate did: the task after it, its log if asked for, and its item's totals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Estimated {
     /// The task right after this estimate.
     pub task: Task,
-    /// Its estimation log, oldest day first.
-    pub log: Vec<LogEntry>,
+    /// Its whole estimation log, oldest day first, if the estimate asked for it.
+    pub log: Option<Vec<LogEntry>>,
     /// The item's totals right after this estimate.
     pub totals: Totals,
 }
@@ -99,6 +101,8 @@ impl BatchWrite for EstimateBatch {
 /// A task as the batch has changed it so far.
 struct Working {
     row: Task,
+    /// Its log entries for the batch's days, or its whole log if an estimate of the
+    /// batch asked for it; in day order.
     log: Vec<LogEntry>,
     read_version: i64,
     changed: bool,
@@ -107,7 +111,7 @@ struct Working {
 /// What one estimate did, before the totals are known.
 struct Applied {
     task: Task,
-    log: Vec<LogEntry>,
+    log: Option<Vec<LogEntry>>,
     backlog_item_id: String,
     /// Hours the item's total moved by (`None`: the total did not change).
     hours_delta: Option<i64>,
@@ -121,10 +125,22 @@ struct Applied {
 /// whole batch; a guard that failed (a task or totals row changed since the read) is
 /// `Aborted`, which the group commit retries with a fresh read.
 async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estimated>>> {
+    // Only the log entries of the days estimated are read (an estimate's cost must not
+    // grow with its task's age), and whole logs only for the estimates that asked.
     let mut ids: Vec<&str> = estimates.iter().map(|e| e.task_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
-    let read = store::read_for_estimates(db, &ids).await?;
+    let mut days: Vec<NaiveDate> = estimates.iter().map(|e| e.day).collect();
+    days.sort_unstable();
+    days.dedup();
+    let mut whole_logs: Vec<&str> = estimates
+        .iter()
+        .filter(|e| e.with_log)
+        .map(|e| e.task_id.as_str())
+        .collect();
+    whole_logs.sort_unstable();
+    whole_logs.dedup();
+    let read = store::read_for_estimates(db, &ids, &days, &whole_logs).await?;
     let mut tasks: HashMap<String, Working> = read
         .tasks
         .into_iter()
@@ -141,6 +157,7 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
         .collect();
 
     let now = now_micros();
+    let today = day_of(now);
     // Last write per (task, day) wins, as it would have committed last.
     let mut log_writes: BTreeMap<(String, NaiveDate), (String, i32, &String)> = BTreeMap::new();
     let applied: Vec<AppResult<Applied>> = estimates
@@ -151,6 +168,7 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
                 .get_mut(&estimate.task_id)
                 .filter(|t| t.row.tenant_id == estimate.tenant)
                 .ok_or_else(|| AppError::not_found(&what))?;
+            domain::estimate_date("date", estimate.day, task.row.defined_on(), today)?;
             check_version(&what, estimate.expected_version, task.row.version)?;
             let before = task.row.clone();
             let logged = task
@@ -188,7 +206,7 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
             }
             Ok(Applied {
                 task: after.clone(),
-                log: task.log.clone(),
+                log: estimate.with_log.then(|| task.log.clone()),
                 backlog_item_id: after.backlog_item_id.clone(),
                 hours_delta: (wrote && after.hours != before.hours)
                     .then(|| i64::from(after.hours - before.hours)),
