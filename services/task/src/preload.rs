@@ -33,6 +33,33 @@ const POSTGRES: [&str; 3] = [
      SELECT '10000000-0000-4000-8000-' || lpad(n::text, 12, '0'), 'bench', 144, 12, 12 FROM generate_series(0, ($1 + 11) / 12 - 1) n",
 ];
 
+const AGE_SQLITE: &str = "WITH RECURSIVE d(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM d WHERE k < $3) \
+     INSERT INTO estimation_log (task_id, day, backlog_item_id, hours_remaining, record_time_us) \
+     SELECT t.id, date($4, '-' || k || ' days'), t.backlog_item_id, 12, 0 FROM tasks t, d \
+     WHERE t.id >= $1 AND t.id < $2";
+
+const AGE_POSTGRES: &str = "INSERT INTO estimation_log (task_id, day, backlog_item_id, hours_remaining, record_time_us) \
+     SELECT t.id, to_char(CAST($4 AS date) - k, 'YYYY-MM-DD'), t.backlog_item_id, 12, 0 \
+     FROM tasks t, generate_series(1, CAST($3 AS INTEGER)) k WHERE t.id >= $1 AND t.id < $2";
+
+/// Gives synthetic tasks `from..to` `days` more log entries, for the days before their
+/// one preloaded entry: tasks estimated for `days + 1` days.
+pub async fn age_logs(db: &Db, from: i64, to: i64, days: i64) -> Result<(), sqlx::Error> {
+    let sql = match db.engine() {
+        Engine::Sqlite => AGE_SQLITE,
+        Engine::Postgres => AGE_POSTGRES,
+    };
+    let yesterday = (today_utc() - chrono::Days::new(1)).to_string();
+    sqlx::query(sql)
+        .bind(task_id(from))
+        .bind(task_id(to))
+        .bind(days)
+        .bind(yesterday)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
 /// The id of synthetic task `n`.
 pub fn task_id(n: i64) -> String {
     format!("00000000-0000-4000-8000-{n:012}")
