@@ -7,6 +7,8 @@ use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceC
 use agilepm_proto::backlog::v1::*;
 use agilepm_proto::common::v1::StatusTransitionMode;
 use agilepm_proto::events::v1::Event;
+use agilepm_proto::planning::v1::ListReleasesRequest;
+use agilepm_proto::planning::v1::release_service_client::ReleaseServiceClient;
 use agilepm_testkit::{Engine, TestSystem, engine_tests};
 use tonic::Code;
 use tonic_types::StatusExt as _;
@@ -19,6 +21,7 @@ engine_tests!(
     the_backlog_lists_in_rank_order_and_moves_write_one_row,
     many_moves_into_one_spot_rebalance_and_keep_the_order,
     priority_ordering_and_filters,
+    page_tokens_are_bound_to_their_query_and_expire,
     reconcile_ignores_stale_and_duplicate_revisions,
     a_reconcile_batch_answers_each_basis_and_refuses_malformed_calls_whole,
     racing_reconciles_settle_on_the_newest_basis,
@@ -609,6 +612,121 @@ async fn priority_ordering_and_filters(engine: Engine) {
         .unwrap()
         .into_inner();
     assert_eq!(scheduled.backlog_items.len(), 1);
+    f.system.stop().await;
+}
+
+/// AIP-158: a page token is accepted only with the query that returned it, and only for
+/// an hour.
+async fn page_tokens_are_bound_to_their_query_and_expire(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let (p, other) = (product(), product());
+    for product in [&p, &other] {
+        f.register("acme", product).await;
+        for n in 0..3 {
+            f.plan("acme", product, &format!("story {n}")).await;
+        }
+    }
+    let mut c = f.as_planning("acme");
+    let first = ListBacklogItemsRequest {
+        product_id: p.clone(),
+        page_size: 2,
+        ..Default::default()
+    };
+    let token = c
+        .list_backlog_items(first.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .next_page_token;
+    assert!(!token.is_empty());
+    let next = ListBacklogItemsRequest {
+        page_token: token.clone(),
+        ..first.clone()
+    };
+    let second = c
+        .list_backlog_items(next.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        second.backlog_items.len(),
+        1,
+        "the token works with its own query"
+    );
+    let page_size_may_change = ListBacklogItemsRequest {
+        page_size: 10,
+        ..next.clone()
+    };
+    c.list_backlog_items(page_size_may_change).await.unwrap();
+
+    let refused = |status: tonic::Status, why: &str| {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(why), "{status:?}");
+        let details = status.get_error_details();
+        assert_eq!(
+            details.bad_request().unwrap().field_violations[0].field,
+            "page_token"
+        );
+    };
+    for (what, request) in [
+        (
+            "another product",
+            ListBacklogItemsRequest {
+                product_id: other.clone(),
+                ..next.clone()
+            },
+        ),
+        (
+            "another order",
+            ListBacklogItemsRequest {
+                order_by: "priority_score desc".into(),
+                ..next.clone()
+            },
+        ),
+        (
+            "another filter",
+            ListBacklogItemsRequest {
+                statuses: vec![BacklogItemStatus::Planned as i32],
+                ..next.clone()
+            },
+        ),
+    ] {
+        let status = c.list_backlog_items(request).await.unwrap_err();
+        eprintln!("{what}: {}", status.message());
+        refused(status, "another query");
+    }
+    // Another tenant, same product id and fields.
+    let status = f
+        .as_planning("globex")
+        .list_backlog_items(next.clone())
+        .await
+        .unwrap_err();
+    refused(status, "another query");
+    // Another RPC: the planning service's ListReleases.
+    let planning = TestSystem::start(engine, &[ServiceName::Planning]).await;
+    let status = ReleaseServiceClient::new(planning.channel(ServiceName::Planning, "acme"))
+        .list_releases(ListReleasesRequest {
+            product_id: p.clone(),
+            page_size: 2,
+            page_token: token.clone(),
+        })
+        .await
+        .unwrap_err();
+    refused(status, "another query");
+    planning.stop().await;
+    // The same token, issued two hours ago.
+    let text = String::from_utf8(hex::decode(&token).unwrap()).unwrap();
+    let (issued, rest) = text.strip_prefix("k2:").unwrap().split_once(':').unwrap();
+    let issued: i64 = issued.parse().unwrap();
+    let expired = hex::encode(format!("k2:{}:{rest}", issued - 2 * 3600));
+    let status = c
+        .list_backlog_items(ListBacklogItemsRequest {
+            page_token: expired,
+            ..first
+        })
+        .await
+        .unwrap_err();
+    refused(status, "expired");
     f.system.stop().await;
 }
 

@@ -30,6 +30,7 @@ engine_tests!(
     the_sprint_lifecycle_allows_one_active_sprint,
     split_group_and_spike_are_safe_to_retry,
     prioritizing_orders_the_top_and_removes,
+    contradictory_game_inputs_are_refused_naming_the_field,
     the_burndown_and_velocity_have_exact_numbers,
 );
 
@@ -792,6 +793,89 @@ async fn prioritizing_orders_the_top_and_removes(engine: Engine) {
             .map(|i| i.summary.as_str())
             .collect::<Vec<_>>(),
         vec!["d", "b", "a", "c"]
+    );
+    f.system.stop().await;
+}
+
+/// A story grouped with itself, or an item both reordered and removed, is a contradiction:
+/// refused naming the field, and nothing changes.
+async fn contradictory_game_inputs_are_refused_naming_the_field(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let product = f.product("P", StatusTransitionMode::Automatic).await;
+    let (a, b) = (
+        f.item(&product.id, "a", StoryPoints::One).await,
+        f.item(&product.id, "b", StoryPoints::One).await,
+    );
+    let refused = |status: tonic::Status, field: &str, why: &str| {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(why), "{status:?}");
+        let details = tonic_types::StatusExt::get_error_details(&status);
+        assert_eq!(
+            details.bad_request().unwrap().field_violations[0].field,
+            field
+        );
+    };
+    let status = f
+        .game()
+        .group_backlog_items(GroupBacklogItemsRequest {
+            request_id: rid(),
+            backlog_item_ids: vec![a.id.clone(), a.id.clone()],
+            story: Some(draft("a twice")),
+        })
+        .await
+        .unwrap_err();
+    refused(status, "backlog_item_ids[1]", "listed twice (also at [0])");
+    let prioritize = |ordered: Vec<String>, removed: Vec<String>| PrioritizeBacklogRequest {
+        request_id: rid(),
+        product_id: product.id.clone(),
+        ordered_backlog_item_ids: ordered,
+        removed_backlog_item_ids: removed,
+    };
+    let status = f
+        .game()
+        .prioritize_backlog(prioritize(
+            vec![b.id.clone(), a.id.clone()],
+            vec![a.id.clone()],
+        ))
+        .await
+        .unwrap_err();
+    refused(
+        status,
+        "removed_backlog_item_ids[0]",
+        "also in ordered_backlog_item_ids[1]",
+    );
+    let status = f
+        .game()
+        .prioritize_backlog(prioritize(vec![b.id.clone(), b.id.clone()], vec![]))
+        .await
+        .unwrap_err();
+    refused(status, "ordered_backlog_item_ids[1]", "listed twice");
+    let status = f
+        .game()
+        .prioritize_backlog(prioritize(vec![], vec!["nope".into()]))
+        .await
+        .unwrap_err();
+    refused(status, "removed_backlog_item_ids[0]", "UUID");
+    // Nothing changed: both items are still PLANNED at version 1, in plan order.
+    let listed = f
+        .items()
+        .list_backlog_items(ListBacklogItemsRequest {
+            product_id: product.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_items;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|i| (i.summary.as_str(), i.status, i.version))
+            .collect::<Vec<_>>(),
+        vec![
+            ("a", BacklogItemStatus::Planned as i32, a.version),
+            ("b", BacklogItemStatus::Planned as i32, b.version)
+        ]
     );
     f.system.stop().await;
 }

@@ -194,8 +194,39 @@ fn parse_reconciles(
         .collect()
 }
 
-fn page_after(token: &str) -> AppResult<Option<(f64, String)>> {
-    let Some(key) = paging::decode_token("page_token", token)? else {
+/// What a ListBacklogItems page token is bound to: every field that decides the rows
+/// and their order, in canonical form.
+fn list_page_query(query: &ListQuery) -> paging::PageQuery {
+    let mut statuses: Vec<String> = query.statuses.iter().map(|s| s.name().to_owned()).collect();
+    statuses.sort_unstable();
+    statuses.dedup();
+    let statuses = statuses.join(",");
+    let item_type = query
+        .item_type
+        .map(|t| t.number().to_string())
+        .unwrap_or_default();
+    let order = if query.by_priority {
+        "priority_score desc"
+    } else {
+        "rank"
+    };
+    paging::PageQuery::new(
+        "agilepm.backlog.v1.BacklogItemService/ListBacklogItems",
+        &[
+            &query.tenant,
+            &query.product_id,
+            &statuses,
+            &query.release_id,
+            &query.sprint_id,
+            &query.use_case_id,
+            &item_type,
+            order,
+        ],
+    )
+}
+
+fn page_after(token: &str, query: &paging::PageQuery) -> AppResult<Option<(f64, String)>> {
+    let Some(key) = paging::decode_token("page_token", token, query)? else {
         return Ok(None);
     };
     let (score, rank) = key
@@ -308,7 +339,7 @@ impl BacklogItemService for BacklogItemApi {
             0 => None,
             value => Some(mapping::item_type("type", value)?),
         };
-        let query = ListQuery {
+        let mut query = ListQuery {
             tenant,
             product_id: validate::uuid("product_id", &r.product_id)?.to_string(),
             statuses,
@@ -317,16 +348,19 @@ impl BacklogItemService for BacklogItemApi {
             use_case_id: optional_id("use_case_id", &r.use_case_id)?,
             item_type,
             by_priority,
-            after: page_after(&r.page_token)?,
+            after: None,
             limit: validate::page_size("page_size", r.page_size, 100, 1000)? + 1,
         };
+        let page_query = list_page_query(&query);
+        query.after = page_after(&r.page_token, &page_query)?;
         let mut items = store::list(&self.db, &query).await?;
         let next_page_token = if items.len() == query.limit as usize {
             items.pop();
             items
                 .last()
                 .map(|last| {
-                    paging::encode_token(&format!("{}|{}", last.priority_score(), last.rank))
+                    let key = format!("{}|{}", last.priority_score(), last.rank);
+                    paging::encode_token(&page_query, &key)
                 })
                 .unwrap_or_default()
         } else {

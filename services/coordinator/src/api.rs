@@ -60,10 +60,14 @@ impl CoordinatorService for CoordinatorApi {
         system_operator(&request)?;
         let r = request.into_inner();
         let size = validate::page_size("page_size", r.page_size, 100, 1000)?;
-        let after = paging::decode_token("page_token", &r.page_token)?.unwrap_or_default();
+        let query = paging::PageQuery::new(
+            "agilepm.coordinator.v1.CoordinatorService/ListPoisonEvents",
+            &[],
+        );
+        let after = paging::decode_token("page_token", &r.page_token, &query)?.unwrap_or_default();
         let poison_events = store::list_poison(&self.db, &after, size + 1).await?;
         let (poison_events, next_page_token) =
-            paging::finish_page(poison_events, size, |p| p.event_id.clone());
+            paging::finish_page(poison_events, size, &query, |p| p.event_id.clone());
         Ok(Response::new(ListPoisonEventsResponse {
             poison_events: poison_events.iter().map(poison_message).collect(),
             next_page_token,

@@ -8,6 +8,8 @@ use sqlx::any::AnyRow;
 
 /// A listing request of a product's periods.
 pub struct PeriodPage<'a> {
+    /// The RPC listing them (its full method name), which its page tokens are bound to.
+    pub rpc: &'static str,
     /// Tenant.
     pub tenant: &'a str,
     /// `product_id` request field.
@@ -30,8 +32,9 @@ pub async fn list_by_begin_date<T>(
 ) -> AppResult<(Vec<T>, String)> {
     let product_id = validate::uuid("product_id", page.product_id)?.to_string();
     let size = validate::page_size("page_size", page.page_size, 100, 1000)?;
+    let query = paging::PageQuery::new(page.rpc, &[page.tenant, &product_id]);
     let (after_date, after_id) =
-        paging::decode_pair("page_token", page.page_token)?.unwrap_or_default();
+        paging::decode_pair("page_token", page.page_token, &query)?.unwrap_or_default();
     let rows = sqlx::query(sql)
         .bind(page.tenant)
         .bind(&product_id)
@@ -45,7 +48,7 @@ pub async fn list_by_begin_date<T>(
         .map(from_row)
         .collect::<Result<Vec<_>, _>>()
         .map_err(AppError::from)?;
-    Ok(paging::finish_page(items, size, |item| {
+    Ok(paging::finish_page(items, size, &query, |item| {
         let (date, id) = begin_date_and_id(item);
         format!("{date}|{id}")
     }))

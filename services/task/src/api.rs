@@ -67,8 +67,8 @@ impl TaskApi {
     }
 }
 
-fn page_key(token: &str) -> AppResult<Option<(i64, String)>> {
-    let Some(key) = paging::decode_token("page_token", token)? else {
+fn page_key(token: &str, query: &paging::PageQuery) -> AppResult<Option<(i64, String)>> {
+    let Some(key) = paging::decode_token("page_token", token, query)? else {
         return Ok(None);
     };
     let (time, id) = key
@@ -129,11 +129,14 @@ impl TaskService for TaskApi {
         let r = request.into_inner();
         let item = validate::uuid("backlog_item_id", &r.backlog_item_id)?.to_string();
         let size = validate::page_size("page_size", r.page_size, 100, 1000)?;
-        let after = page_key(&r.page_token)?;
+        let query =
+            paging::PageQuery::new("agilepm.task.v1.TaskService/ListTasks", &[&tenant, &item]);
+        let after = page_key(&r.page_token, &query)?;
         let view = mapping::view(r.view, View::Basic)?;
         let (rows, next_page_token) = paging::finish_page(
             store::list(&self.db, &tenant, &item, after, size + 1).await?,
             size,
+            &query,
             |last| format!("{}|{}", last.create_time_us, last.id),
         );
         let mut logs = match view {

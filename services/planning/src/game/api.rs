@@ -25,10 +25,22 @@ fn drafts(field: &str, stories: &[StoryDraft], min: usize) -> AppResult<()> {
     Ok(())
 }
 
-/// Checks a list of item ids in `field`.
+/// Checks a list of distinct item ids in `field`: an id listed twice is a contradiction
+/// (group a story with itself?), refused naming both places.
 fn ids(field: &str, ids: &[String]) -> AppResult<Vec<String>> {
+    let mut seen = std::collections::HashMap::new();
     ids.iter()
-        .map(|id| validate::uuid(field, id).map(|u| u.to_string()))
+        .enumerate()
+        .map(|(i, id)| {
+            let id = validate::uuid(&format!("{field}[{i}]"), id)?.to_string();
+            if let Some(first) = seen.insert(id.clone(), i) {
+                return Err(AppError::invalid(
+                    format!("{field}[{i}]"),
+                    format!("{id} is listed twice (also at [{first}])"),
+                ));
+            }
+            Ok(id)
+        })
         .collect()
 }
 
@@ -142,6 +154,18 @@ impl PlanningGameService for PlanningApi {
         }
         let ordered = ids("ordered_backlog_item_ids", &r.ordered_backlog_item_ids)?;
         let removals = ids("removed_backlog_item_ids", &r.removed_backlog_item_ids)?;
+        for (i, removal) in removals.iter().enumerate() {
+            if let Some(j) = ordered.iter().position(|id| id == removal) {
+                return Err(AppError::invalid(
+                    format!("removed_backlog_item_ids[{i}]"),
+                    format!(
+                        "{removal} is also in ordered_backlog_item_ids[{j}]: an item is either \
+                         reordered or removed"
+                    ),
+                )
+                .into());
+            }
+        }
         let (backlog_items, removed_backlog_items) = self
             .game(&tenant, &request_id)
             .prioritize(&product_id, &ordered, &removals)

@@ -98,10 +98,14 @@ impl ProductService for PlanningApi {
         let tenant = caller(&request)?.tenant()?.to_owned();
         let r = request.into_inner();
         let size = validate::page_size("page_size", r.page_size, 100, 1000)?;
-        let after = paging::decode_pair("page_token", &r.page_token)?.unwrap_or_default();
+        let query = paging::PageQuery::new(
+            "agilepm.planning.v1.ProductService/ListProducts",
+            &[&tenant],
+        );
+        let after = paging::decode_pair("page_token", &r.page_token, &query)?.unwrap_or_default();
         let products = store::list(&self.db, &tenant, &after, size + 1).await?;
         let (products, next_page_token) =
-            paging::finish_page(products, size, |p| format!("{}|{}", p.name, p.id));
+            paging::finish_page(products, size, &query, |p| format!("{}|{}", p.name, p.id));
         Ok(Response::new(ListProductsResponse {
             products: products.iter().map(product_message).collect(),
             next_page_token,

@@ -72,6 +72,7 @@ impl ReleaseService for PlanningApi {
         let tenant = caller(&request)?.tenant()?.to_owned();
         let r = request.into_inner();
         let page = PeriodPage {
+            rpc: "agilepm.planning.v1.ReleaseService/ListReleases",
             tenant: &tenant,
             product_id: &r.product_id,
             page_size: r.page_size,

@@ -100,6 +100,7 @@ impl SprintService for PlanningApi {
         let tenant = caller(&request)?.tenant()?.to_owned();
         let r = request.into_inner();
         let page = PeriodPage {
+            rpc: "agilepm.planning.v1.SprintService/ListSprints",
             tenant: &tenant,
             product_id: &r.product_id,
             page_size: r.page_size,

@@ -106,7 +106,16 @@ impl UseCaseService for PlanningApi {
         let r = request.into_inner();
         let product_id = validate::uuid("product_id", &r.product_id)?.to_string();
         let size = validate::page_size("page_size", r.page_size, 100, 1000)?;
-        let after = paging::decode_token("page_token", &r.page_token)?.unwrap_or_default();
+        let retired = if r.show_retired {
+            "with retired"
+        } else {
+            "live"
+        };
+        let query = paging::PageQuery::new(
+            "agilepm.planning.v1.UseCaseService/ListUseCases",
+            &[&tenant, &product_id, retired],
+        );
+        let after = paging::decode_token("page_token", &r.page_token, &query)?.unwrap_or_default();
         let use_cases = store::list(
             &self.db,
             &tenant,
@@ -116,7 +125,8 @@ impl UseCaseService for PlanningApi {
             size + 1,
         )
         .await?;
-        let (use_cases, next_page_token) = paging::finish_page(use_cases, size, |u| u.rank.clone());
+        let (use_cases, next_page_token) =
+            paging::finish_page(use_cases, size, &query, |u| u.rank.clone());
         Ok(Response::new(ListUseCasesResponse {
             use_cases: use_cases.iter().map(use_case_message).collect(),
             next_page_token,
