@@ -344,6 +344,26 @@ async fn planning_is_idempotent_on_request_id(engine: Engine) {
         .map(|r| r.unwrap())
         .collect();
     assert_eq!(ids.len(), 1);
+    let reused = f
+        .client("acme")
+        .plan_backlog_item(PlanBacklogItemRequest {
+            summary: "another story".into(),
+            ..request.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
+    assert!(reused.message().contains("\"plan-once\""), "{reused:?}");
+    // Keys are per tenant: another tenant's same key is its own.
+    let other = product();
+    f.register("globex", &other).await;
+    f.client("globex")
+        .plan_backlog_item(PlanBacklogItemRequest {
+            product_id: other,
+            ..request
+        })
+        .await
+        .unwrap();
     let listed = f
         .client("acme")
         .list_backlog_items(ListBacklogItemsRequest {

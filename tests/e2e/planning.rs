@@ -774,8 +774,72 @@ async fn prioritizing_orders_the_top_and_removes(engine: Engine) {
         ordered_backlog_item_ids: vec![items[3].id.clone(), items[1].id.clone()],
         removed_backlog_item_ids: vec![items[4].id.clone()],
     };
-    f.game().prioritize_backlog(request.clone()).await.unwrap();
-    f.game().prioritize_backlog(request).await.unwrap();
+    let first = f
+        .game()
+        .prioritize_backlog(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let backlog_feed = || f.system.channel(ServiceName::BacklogItem, "acme");
+    let events = agilepm_testkit::feed_events(backlog_feed(), 0).await.len();
+    let versions = async || {
+        f.items()
+            .list_backlog_items(ListBacklogItemsRequest {
+                product_id: product.id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .backlog_items
+            .into_iter()
+            .map(|i| (i.id, i.rank, i.version))
+            .collect::<Vec<_>>()
+    };
+    let before = versions().await;
+    // A retry is a no-op: the first response, no new rank key, version or event.
+    let again = f
+        .game()
+        .prioritize_backlog(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, first);
+    assert_eq!(versions().await, before);
+    assert_eq!(
+        agilepm_testkit::feed_events(backlog_feed(), events)
+            .await
+            .len(),
+        events
+    );
+    // The same key with another body is refused and changes nothing.
+    let reused = f
+        .game()
+        .prioritize_backlog(PrioritizeBacklogRequest {
+            ordered_backlog_item_ids: vec![items[0].id.clone()],
+            removed_backlog_item_ids: vec![],
+            ..request.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
+    assert!(reused.message().contains(&request.request_id), "{reused:?}");
+    // A retry whose first attempt did not complete (its key never recorded a response)
+    // runs the steps again: moves to where items already are write nothing.
+    f.game()
+        .prioritize_backlog(PrioritizeBacklogRequest {
+            request_id: rid(),
+            ..request
+        })
+        .await
+        .unwrap();
+    assert_eq!(versions().await, before);
+    assert_eq!(
+        agilepm_testkit::feed_events(backlog_feed(), events)
+            .await
+            .len(),
+        events
+    );
     let listed = f
         .items()
         .list_backlog_items(ListBacklogItemsRequest {

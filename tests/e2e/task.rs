@@ -813,6 +813,16 @@ async fn a_retried_define_creates_one_task(engine: Engine) {
         .map(|r| r.unwrap())
         .collect();
     assert_eq!(ids.len(), 1, "every retry answered with the same task");
+    // The same key with another body is a client bug, refused naming the key.
+    let reused = tasks
+        .define_task(DefineTaskRequest {
+            hours_remaining: 4,
+            ..request
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
+    assert!(reused.message().contains("\"define-once\""), "{reused:?}");
     let t = totals(&mut tasks, &item).await;
     assert_eq!((t.task_count, t.hours_remaining), (1, 3));
     f.stop().await;

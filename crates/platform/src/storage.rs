@@ -6,6 +6,7 @@ pub mod commit_notifier;
 pub mod db;
 pub mod group_commit;
 pub mod guarded_writes;
+pub mod idempotency;
 pub mod optimistic;
 pub mod outbox;
 pub mod ranked;

@@ -5,6 +5,7 @@
 use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::domain::{paging, validate};
 use agilepm_platform::storage::db::Db;
+use agilepm_platform::storage::idempotency::{self, Key};
 use agilepm_platform::wire::auth::caller;
 use agilepm_proto::backlog::v1::backlog_item_service_server::BacklogItemService;
 use agilepm_proto::backlog::v1::*;
@@ -288,11 +289,22 @@ impl BacklogItemService for BacklogItemApi {
         request: Request<PlanBacklogItemRequest>,
     ) -> Reply<PlanBacklogItemResponse> {
         let tenant = caller(&request)?.tenant()?.to_owned();
-        let new = parse_plan(request.into_inner())?;
-        let item = self.commands.plan(&tenant, new).await?;
-        Ok(Response::new(PlanBacklogItemResponse {
-            backlog_item: Some(item_message(&item)),
-        }))
+        let r = request.into_inner();
+        let key = Key::new(
+            &tenant,
+            &r.request_id,
+            "agilepm.backlog.v1.BacklogItemService/PlanBacklogItem",
+            &r,
+        );
+        let new = parse_plan(r)?;
+        let response = idempotency::once(&self.db, &key, || async {
+            let item = self.commands.plan(&tenant, new).await?;
+            Ok(PlanBacklogItemResponse {
+                backlog_item: Some(item_message(&item)),
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn get_backlog_item(

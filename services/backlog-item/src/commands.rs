@@ -185,8 +185,18 @@ impl Commands {
                 before: to.before,
             };
             let rank = store::BACKLOG
-                .key_next_to(uow.conn(), tenant, &before.product_id, id, place)
+                .key_next_to(
+                    uow.conn(),
+                    tenant,
+                    &before.product_id,
+                    (id, &before.rank),
+                    place,
+                )
                 .await?;
+            if rank == before.rank {
+                // Already in that place (a retried move): nothing to write.
+                return Ok(Attempt::Done(before));
+            }
             let after = BacklogItem {
                 rank,
                 ..before.clone()

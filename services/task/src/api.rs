@@ -6,6 +6,7 @@ use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::domain::time::today_utc;
 use agilepm_platform::domain::{paging, validate};
 use agilepm_platform::storage::db::Db;
+use agilepm_platform::storage::idempotency::{self, Key};
 use agilepm_platform::wire::auth::caller;
 use agilepm_platform::wire::client::PeerChannel;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
@@ -89,6 +90,12 @@ impl TaskService for TaskApi {
         let who = caller(&request)?;
         let (tenant, actor) = (who.tenant()?.to_owned(), who.actor().to_owned());
         let r = request.into_inner();
+        let key = Key::new(
+            &tenant,
+            &r.request_id,
+            "agilepm.task.v1.TaskService/DefineTask",
+            &r,
+        );
         let new = NewTask {
             request_id: validate::request_id("request_id", &r.request_id)?,
             backlog_item_id: validate::uuid("backlog_item_id", &r.backlog_item_id)?.to_string(),
@@ -98,10 +105,14 @@ impl TaskService for TaskApi {
             hours: domain::hours("hours_remaining", r.hours_remaining)?,
         };
         let view = mapping::view(r.view, View::Basic)?;
-        let task = self.commands.define(&tenant, &actor, new).await?;
-        Ok(Response::new(DefineTaskResponse {
-            task: Some(self.shown(task, view).await?),
-        }))
+        let response = idempotency::once(&self.db, &key, || async {
+            let task = self.commands.define(&tenant, &actor, new).await?;
+            Ok(DefineTaskResponse {
+                task: Some(self.shown(task, view).await?),
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn get_task(

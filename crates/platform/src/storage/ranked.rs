@@ -98,15 +98,16 @@ impl RankedList {
         Ok(rank::between(last.as_deref(), None))
     }
 
-    /// The key that puts row `moving_id` next to `anchor`. Run it in the write
-    /// transaction that then stores the key on the row: if the list had to be respaced,
-    /// the returned key is the one the respacing already gave the row.
+    /// The key that puts row `moving_id` (now at `moving_key`) next to `anchor`. Run it
+    /// in the write transaction that then stores the key on the row: if the list had to
+    /// be respaced, the returned key is the one the respacing already gave the row. A row
+    /// already in that place keeps its key, so a repeated move changes nothing.
     pub async fn key_next_to(
         &self,
         conn: &mut AnyConnection,
         tenant_id: &str,
         product_id: &str,
-        moving_id: &str,
+        (moving_id, moving_key): (&str, &str),
         anchor: Anchor<'_>,
     ) -> Result<String, sqlx::Error> {
         let sql = if anchor.before {
@@ -121,11 +122,18 @@ impl RankedList {
             .bind(moving_id)
             .fetch_optional(&mut *conn)
             .await?;
-        let key = if anchor.before {
-            rank::between(neighbour.as_deref(), Some(anchor.rank))
+        let (low, high) = if anchor.before {
+            (neighbour.as_deref(), Some(anchor.rank))
         } else {
-            rank::between(Some(anchor.rank), neighbour.as_deref())
+            (Some(anchor.rank), neighbour.as_deref())
         };
+        let already_there = low.is_none_or(|low| low < moving_key)
+            && high.is_none_or(|high| moving_key < high)
+            && moving_id != anchor.id;
+        if already_there {
+            return Ok(moving_key.to_owned());
+        }
+        let key = rank::between(low, high);
         if key.len() <= rank::MAX_KEY_LEN {
             return Ok(key);
         }

@@ -2,6 +2,7 @@
 
 use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::domain::validate;
+use agilepm_platform::storage::idempotency::{self, Key};
 use agilepm_platform::wire::auth::caller;
 use agilepm_proto::planning::v1::planning_game_service_server::PlanningGameService;
 use agilepm_proto::planning::v1::*;
@@ -66,11 +67,21 @@ impl PlanningGameService for PlanningApi {
         let request_id = validate::request_id("request_id", &r.request_id)?;
         let use_case_id = validate::uuid("use_case_id", &r.use_case_id)?.to_string();
         drafts("stories", &r.stories, 1)?;
-        let backlog_items = self
-            .game(&tenant, &request_id)
-            .break_down(&use_case_id, &r.stories)
-            .await?;
-        Ok(Response::new(BreakDownUseCaseResponse { backlog_items }))
+        let key = Key::new(
+            &tenant,
+            &request_id,
+            "agilepm.planning.v1.PlanningGameService/BreakDownUseCase",
+            &r,
+        );
+        let response = idempotency::once(&self.db, &key, || async {
+            let backlog_items = self
+                .game(&tenant, &request_id)
+                .break_down(&use_case_id, &r.stories)
+                .await?;
+            Ok(BreakDownUseCaseResponse { backlog_items })
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn split_backlog_item(
@@ -82,14 +93,24 @@ impl PlanningGameService for PlanningApi {
         let request_id = validate::request_id("request_id", &r.request_id)?;
         let original_id = validate::uuid("backlog_item_id", &r.backlog_item_id)?.to_string();
         drafts("stories", &r.stories, 2)?;
-        let (backlog_items, removed) = self
-            .game(&tenant, &request_id)
-            .split(&original_id, &r.stories)
-            .await?;
-        Ok(Response::new(SplitBacklogItemResponse {
-            backlog_items,
-            removed_backlog_item: Some(removed),
-        }))
+        let key = Key::new(
+            &tenant,
+            &request_id,
+            "agilepm.planning.v1.PlanningGameService/SplitBacklogItem",
+            &r,
+        );
+        let response = idempotency::once(&self.db, &key, || async {
+            let (backlog_items, removed) = self
+                .game(&tenant, &request_id)
+                .split(&original_id, &r.stories)
+                .await?;
+            Ok(SplitBacklogItemResponse {
+                backlog_items,
+                removed_backlog_item: Some(removed),
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn group_backlog_items(
@@ -105,13 +126,24 @@ impl PlanningGameService for PlanningApi {
         let ids = ids("backlog_item_ids", &r.backlog_item_ids)?;
         let draft = r
             .story
+            .as_ref()
             .ok_or_else(|| AppError::invalid("story", "required"))?;
-        drafts("story", std::slice::from_ref(&draft), 1)?;
-        let (grouped, removed) = self.game(&tenant, &request_id).group(&ids, &draft).await?;
-        Ok(Response::new(GroupBacklogItemsResponse {
-            backlog_item: Some(grouped),
-            removed_backlog_items: removed,
-        }))
+        drafts("story", std::slice::from_ref(draft), 1)?;
+        let key = Key::new(
+            &tenant,
+            &request_id,
+            "agilepm.planning.v1.PlanningGameService/GroupBacklogItems",
+            &r,
+        );
+        let response = idempotency::once(&self.db, &key, || async {
+            let (grouped, removed) = self.game(&tenant, &request_id).group(&ids, draft).await?;
+            Ok(GroupBacklogItemsResponse {
+                backlog_item: Some(grouped),
+                removed_backlog_items: removed,
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn plan_spike(
@@ -127,14 +159,24 @@ impl PlanningGameService for PlanningApi {
             true => None,
             false => Some(validate::name("summary", &r.summary)?),
         };
-        let (backlog_item, spike) = self
-            .game(&tenant, &request_id)
-            .plan_spike(&id, summary, story)
-            .await?;
-        Ok(Response::new(PlanSpikeResponse {
-            backlog_item,
-            spike: Some(spike),
-        }))
+        let key = Key::new(
+            &tenant,
+            &request_id,
+            "agilepm.planning.v1.PlanningGameService/PlanSpike",
+            &r,
+        );
+        let response = idempotency::once(&self.db, &key, || async {
+            let (backlog_item, spike) = self
+                .game(&tenant, &request_id)
+                .plan_spike(&id, summary, story)
+                .await?;
+            Ok(PlanSpikeResponse {
+                backlog_item,
+                spike: Some(spike),
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn prioritize_backlog(
@@ -166,13 +208,23 @@ impl PlanningGameService for PlanningApi {
                 .into());
             }
         }
-        let (backlog_items, removed_backlog_items) = self
-            .game(&tenant, &request_id)
-            .prioritize(&product_id, &ordered, &removals)
-            .await?;
-        Ok(Response::new(PrioritizeBacklogResponse {
-            backlog_items,
-            removed_backlog_items,
-        }))
+        let key = Key::new(
+            &tenant,
+            &request_id,
+            "agilepm.planning.v1.PlanningGameService/PrioritizeBacklog",
+            &r,
+        );
+        let response = idempotency::once(&self.db, &key, || async {
+            let (backlog_items, removed_backlog_items) = self
+                .game(&tenant, &request_id)
+                .prioritize(&product_id, &ordered, &removals)
+                .await?;
+            Ok(PrioritizeBacklogResponse {
+                backlog_items,
+                removed_backlog_items,
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 }

@@ -2,6 +2,7 @@
 
 use agilepm_platform::domain::error::{AppError, AppResult, shown};
 use agilepm_platform::domain::{paging, validate};
+use agilepm_platform::storage::idempotency::{self, Key};
 use agilepm_platform::wire::auth::caller;
 use agilepm_proto::planning::v1::product_service_server::ProductService;
 use agilepm_proto::planning::v1::*;
@@ -69,11 +70,22 @@ impl ProductService for PlanningApi {
         request: Request<CreateProductRequest>,
     ) -> Result<Response<CreateProductResponse>, Status> {
         let tenant = caller(&request)?.tenant()?.to_owned();
-        let new = parse_create(request.into_inner())?;
-        let product = commands::create(&self.db, &self.peers, &tenant, new).await?;
-        Ok(Response::new(CreateProductResponse {
-            product: Some(product_message(&product)),
-        }))
+        let r = request.into_inner();
+        let key = Key::new(
+            &tenant,
+            &r.request_id,
+            "agilepm.planning.v1.ProductService/CreateProduct",
+            &r,
+        );
+        let new = parse_create(r)?;
+        let response = idempotency::once(&self.db, &key, || async {
+            let product = commands::create(&self.db, &self.peers, &tenant, new).await?;
+            Ok(CreateProductResponse {
+                product: Some(product_message(&product)),
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn get_product(

@@ -2,6 +2,7 @@
 
 use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::domain::validate;
+use agilepm_platform::storage::idempotency::{self, Key};
 use agilepm_platform::wire::auth::caller;
 use agilepm_proto::planning::v1::release_service_server::ReleaseService;
 use agilepm_proto::planning::v1::*;
@@ -43,11 +44,22 @@ impl ReleaseService for PlanningApi {
         request: Request<ScheduleReleaseRequest>,
     ) -> Result<Response<ScheduleReleaseResponse>, Status> {
         let tenant = caller(&request)?.tenant()?.to_owned();
-        let new = parse_schedule(request.into_inner())?;
-        let release = commands::schedule(&self.db, &tenant, new).await?;
-        Ok(Response::new(ScheduleReleaseResponse {
-            release: Some(release_message(&release)),
-        }))
+        let r = request.into_inner();
+        let key = Key::new(
+            &tenant,
+            &r.request_id,
+            "agilepm.planning.v1.ReleaseService/ScheduleRelease",
+            &r,
+        );
+        let new = parse_schedule(r)?;
+        let response = idempotency::once(&self.db, &key, || async {
+            let release = commands::schedule(&self.db, &tenant, new).await?;
+            Ok(ScheduleReleaseResponse {
+                release: Some(release_message(&release)),
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn get_release(

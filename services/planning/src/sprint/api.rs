@@ -2,6 +2,7 @@
 
 use agilepm_platform::domain::error::{AppError, AppResult, shown};
 use agilepm_platform::domain::validate;
+use agilepm_platform::storage::idempotency::{self, Key};
 use agilepm_platform::wire::auth::caller;
 use agilepm_proto::planning::v1::sprint_service_server::SprintService;
 use agilepm_proto::planning::v1::*;
@@ -71,11 +72,22 @@ impl SprintService for PlanningApi {
         request: Request<ScheduleSprintRequest>,
     ) -> Result<Response<ScheduleSprintResponse>, Status> {
         let tenant = caller(&request)?.tenant()?.to_owned();
-        let new = parse_schedule(request.into_inner())?;
-        let sprint = commands::schedule(&self.db, &tenant, new).await?;
-        Ok(Response::new(ScheduleSprintResponse {
-            sprint: Some(sprint_message(&sprint)),
-        }))
+        let r = request.into_inner();
+        let key = Key::new(
+            &tenant,
+            &r.request_id,
+            "agilepm.planning.v1.SprintService/ScheduleSprint",
+            &r,
+        );
+        let new = parse_schedule(r)?;
+        let response = idempotency::once(&self.db, &key, || async {
+            let sprint = commands::schedule(&self.db, &tenant, new).await?;
+            Ok(ScheduleSprintResponse {
+                sprint: Some(sprint_message(&sprint)),
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn get_sprint(

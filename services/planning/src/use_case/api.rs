@@ -2,6 +2,7 @@
 
 use agilepm_platform::domain::error::{AppError, AppResult, shown};
 use agilepm_platform::domain::{paging, validate};
+use agilepm_platform::storage::idempotency::{self, Key};
 use agilepm_platform::wire::auth::caller;
 use agilepm_proto::planning::v1::use_case_service_server::UseCaseService;
 use agilepm_proto::planning::v1::*;
@@ -76,11 +77,22 @@ impl UseCaseService for PlanningApi {
         request: Request<CreateUseCaseRequest>,
     ) -> Result<Response<CreateUseCaseResponse>, Status> {
         let tenant = caller(&request)?.tenant()?.to_owned();
-        let new = parse_create(request.into_inner())?;
-        let use_case = commands::create(&self.db, &tenant, new).await?;
-        Ok(Response::new(CreateUseCaseResponse {
-            use_case: Some(use_case_message(&use_case)),
-        }))
+        let r = request.into_inner();
+        let key = Key::new(
+            &tenant,
+            &r.request_id,
+            "agilepm.planning.v1.UseCaseService/CreateUseCase",
+            &r,
+        );
+        let new = parse_create(r)?;
+        let response = idempotency::once(&self.db, &key, || async {
+            let use_case = commands::create(&self.db, &tenant, new).await?;
+            Ok(CreateUseCaseResponse {
+                use_case: Some(use_case_message(&use_case)),
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn get_use_case(

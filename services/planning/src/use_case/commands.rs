@@ -119,7 +119,13 @@ pub async fn change(
                     before: *to_before,
                 };
                 let rank = USE_CASES
-                    .key_next_to(uow.conn(), tenant, &before.product_id, &before.id, place)
+                    .key_next_to(
+                        uow.conn(),
+                        tenant,
+                        &before.product_id,
+                        (&before.id, &before.rank),
+                        place,
+                    )
                     .await?;
                 UseCase {
                     rank,

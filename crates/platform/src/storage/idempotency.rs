@@ -1,0 +1,157 @@
+//! Idempotency keys: every command with a `request_id` runs through [`once`], so a retry
+//! is a true no-op and a reused key is caught.
+//!
+//! The first call with a key records the request's fingerprint (a SHA-256 of its method
+//! and its encoded body) and, once the command has completed, its response. Then:
+//!
+//! - the same key with the same request gets the recorded response back: the command
+//!   does not run again, so nothing is written, no version moves, no event is emitted;
+//! - the same key with a different request (another body or another method) is refused
+//!   with ALREADY_EXISTS naming the key: it is a client bug, and silently answering with
+//!   another request's result would hide it;
+//! - a key recorded but not completed (the first call failed, or its process died
+//!   between the command's commit and recording the response) runs the command again.
+//!   That is safe because every command is itself idempotent on its key: creates find
+//!   the row their key created, multi-step commands derive each step's key from it, and
+//!   a move to where an item already is writes nothing.
+//!
+//! Keys are per tenant. The response is stored as the protobuf it was sent as.
+
+use std::future::Future;
+
+use prost::Message;
+use sha2::{Digest as _, Sha256};
+use sqlx::Row as _;
+
+use crate::domain::error::{AppError, AppResult};
+use crate::domain::time::now_micros;
+use crate::storage::db::Db;
+
+/// A command's idempotency key and the fingerprint of the request that carries it.
+#[derive(Debug, Clone)]
+pub struct Key {
+    tenant: String,
+    request_id: String,
+    fingerprint: String,
+}
+
+impl Key {
+    /// The key `request_id` of `tenant` for `request` of `method` (its full gRPC name).
+    /// Take it before the request is parsed; use it only once the request is valid.
+    pub fn new(tenant: &str, request_id: &str, method: &str, request: &impl Message) -> Key {
+        let mut hash = Sha256::new();
+        hash.update(method.as_bytes());
+        hash.update([0]);
+        // prost encodes fields in field-number order and our requests have no maps, so
+        // equal requests encode equally.
+        hash.update(request.encode_to_vec());
+        Key {
+            tenant: tenant.to_owned(),
+            request_id: request_id.to_owned(),
+            fingerprint: hex::encode(hash.finalize()),
+        }
+    }
+}
+
+/// What the key store holds for a key.
+enum Recorded<R> {
+    /// The key is new (and now recorded as this request's).
+    New,
+    /// This request ran before but did not complete.
+    Incomplete,
+    /// This request completed with this response.
+    Completed(R),
+}
+
+/// Runs `command` once per key: a retry with the same request gets the first completed
+/// response back without running it; a different request with the key is refused.
+pub async fn once<R, F, Fut>(db: &Db, key: &Key, command: F) -> AppResult<R>
+where
+    R: Message + Default,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = AppResult<R>>,
+{
+    match claim::<R>(db, key).await? {
+        Recorded::Completed(response) => return Ok(response),
+        Recorded::New | Recorded::Incomplete => {}
+    }
+    let response = command().await?;
+    sqlx::query(
+        "UPDATE idempotency_keys SET response = $1 \
+         WHERE tenant_id = $2 AND request_id = $3 AND fingerprint = $4",
+    )
+    .bind(response.encode_to_vec())
+    .bind(&key.tenant)
+    .bind(&key.request_id)
+    .bind(&key.fingerprint)
+    .execute(db.pool())
+    .await?;
+    Ok(response)
+}
+
+/// Records `key` if it is new, and says what was recorded before.
+async fn claim<R: Message + Default>(db: &Db, key: &Key) -> AppResult<Recorded<R>> {
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (tenant_id, request_id, fingerprint, response, create_time_us) \
+         VALUES ($1, $2, $3, NULL, $4) ON CONFLICT (tenant_id, request_id) DO NOTHING",
+    )
+    .bind(&key.tenant)
+    .bind(&key.request_id)
+    .bind(&key.fingerprint)
+    .bind(now_micros())
+    .execute(db.pool())
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Recorded::New);
+    }
+    let row = sqlx::query(
+        "SELECT fingerprint, response FROM idempotency_keys WHERE tenant_id = $1 AND request_id = $2",
+    )
+    .bind(&key.tenant)
+    .bind(&key.request_id)
+    .fetch_one(db.pool())
+    .await?;
+    let fingerprint: String = row.try_get("fingerprint")?;
+    if fingerprint != key.fingerprint {
+        return Err(AppError::AlreadyExists(format!(
+            "request_id {:?} was already used for a different request (another method or \
+             body); a retry must repeat the request exactly, and a new request needs a new \
+             request_id",
+            key.request_id
+        )));
+    }
+    let response: Option<Vec<u8>> = row.try_get("response")?;
+    match response {
+        None => Ok(Recorded::Incomplete),
+        Some(bytes) => R::decode(bytes.as_slice())
+            .map(Recorded::Completed)
+            .map_err(|error| {
+                AppError::Internal(format!(
+                    "the stored response of request_id {:?} does not decode: {error}",
+                    key.request_id
+                ))
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_cover_method_and_body() {
+        let body = prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        };
+        let other = prost_types::Duration {
+            seconds: 2,
+            nanos: 0,
+        };
+        let key = |method, body| Key::new("t", "r", method, body).fingerprint;
+        assert_eq!(key("a/B", &body), key("a/B", &body));
+        assert_ne!(key("a/B", &body), key("a/C", &body));
+        assert_ne!(key("a/B", &body), key("a/B", &other));
+    }
+}
