@@ -7,7 +7,7 @@ use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceC
 use agilepm_proto::backlog::v1::{
     BacklogItem, BacklogItemStatus, BacklogItemType, GetBacklogItemRequest,
     ListBacklogItemsRequest, PlanBacklogItemRequest, ReconcileBacklogItemStatusRequest,
-    StoryPoints,
+    RemoveBacklogItemRequest, StoryPoints,
 };
 use agilepm_proto::common::v1::StatusTransitionMode;
 use agilepm_proto::planning::v1::planning_game_service_client::PlanningGameServiceClient;
@@ -32,6 +32,7 @@ engine_tests!(
     prioritizing_orders_the_top_and_removes,
     contradictory_game_inputs_are_refused_naming_the_field,
     the_burndown_and_velocity_have_exact_numbers,
+    the_burndown_counts_each_day_its_members_then,
 );
 
 struct Fixture {
@@ -625,6 +626,38 @@ async fn mark_done(f: &Fixture, id: &str, revision: i64) {
     assert_eq!(item.status, BacklogItemStatus::Done as i32);
 }
 
+/// Moves the recorded sprint memberships of `sprint` to past days, as if the commits and
+/// departures the test made today had happened then: `(item, committed on, left on)`.
+/// Only the recorded times change; the rows are the ones the commands wrote.
+async fn backdate_memberships(f: &Fixture, sprint: &str, spans: &[(&str, &str, Option<&str>)]) {
+    let noon = |day: &str| {
+        chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_micros()
+    };
+    let db = f.system.database(ServiceName::BacklogItem).await;
+    for (item, committed, left) in spans {
+        let changed = sqlx::query(
+            "UPDATE sprint_memberships SET commit_time_us = $1, leave_time_us = $2 \
+             WHERE sprint_id = $3 AND backlog_item_id = $4 AND (leave_time_us IS NULL) = $5",
+        )
+        .bind(noon(committed))
+        .bind(left.map(noon))
+        .bind(sprint)
+        .bind(*item)
+        .bind(left.is_none())
+        .execute(&db)
+        .await
+        .unwrap()
+        .rows_affected();
+        assert_eq!(changed, 1, "one recorded membership of {item}");
+    }
+    db.close().await;
+}
+
 fn draft(summary: &str) -> StoryDraft {
     StoryDraft {
         summary: summary.into(),
@@ -981,6 +1014,8 @@ async fn the_burndown_and_velocity_have_exact_numbers(engine: Engine) {
         define(&b.id).await,
         define(&outside.id).await,
     );
+    // Both items were committed on the sprint's first day.
+    backdate_memberships(&f, &sprint.id, &[(&a.id, &d1, None), (&b.id, &d1, None)]).await;
     let mut tasks = TaskServiceClient::new(f.system.channel(ServiceName::Task, "acme"));
     for (task, hours, day) in [
         (&t1, 8, d1.as_str()),
@@ -1086,5 +1121,113 @@ async fn the_burndown_and_velocity_have_exact_numbers(engine: Engine) {
         "newest first"
     );
     assert!((velocity.average_story_points - 7.0).abs() < 1e-9);
+    f.system.stop().await;
+}
+
+/// The burndown reads membership from history: an item uncommitted mid-sprint counts on
+/// the days it was in, one removed mid-sprint stops counting from its removal on, one
+/// committed mid-sprint counts from then on. Exact numbers per day.
+async fn the_burndown_counts_each_day_its_members_then(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let product = f.product("P", StatusTransitionMode::Automatic).await;
+    let release = f.release(&product.id).await;
+    let [d1, d2, d3, d4, d5] = [-10, -9, -8, -7, -6].map(day);
+    let sprint = f.sprint(&product.id, &d1, &d5).await;
+    let mut members = Vec::new();
+    for name in ["stays", "uncommitted", "removed", "joins", "stays too"] {
+        let item = f.item(&product.id, name, StoryPoints::Three).await;
+        f.commit(&release, &sprint, &item).await;
+        members.push(item);
+    }
+    let [stays, uncommitted, removed, joins, stays_too] = &members[..] else {
+        unreachable!()
+    };
+    let mut tasks = TaskServiceClient::new(f.system.channel(ServiceName::Task, "acme"));
+    let mut estimates = Vec::new();
+    for (item, days) in [
+        (stays, vec![(&d1, 10), (&d3, 8), (&d5, 5)]),
+        (uncommitted, vec![(&d1, 6), (&d2, 5), (&d4, 4)]),
+        (removed, vec![(&d1, 5), (&d2, 5)]),
+        (joins, vec![(&d1, 3), (&d4, 1)]),
+        (stays_too, vec![(&d1, 4), (&d4, 2)]),
+    ] {
+        let task = tasks
+            .define_task(DefineTaskRequest {
+                request_id: rid(),
+                backlog_item_id: item.id.clone(),
+                name: "t".into(),
+                hours_remaining: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        for (date, hours) in days {
+            estimates.push((task.id.clone(), date.clone(), hours));
+        }
+    }
+    for (id, date, hours) in estimates {
+        tasks
+            .estimate_task_hours_remaining(EstimateTaskHoursRemainingRequest {
+                id,
+                hours_remaining: hours,
+                date,
+                expected_version: None,
+                view: 0,
+            })
+            .await
+            .unwrap();
+    }
+    f.sprints()
+        .uncommit_backlog_item_from_sprint(UncommitBacklogItemFromSprintRequest {
+            backlog_item_id: uncommitted.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    f.items()
+        .remove_backlog_item(RemoveBacklogItemRequest {
+            id: removed.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    backdate_memberships(
+        &f,
+        &sprint.id,
+        &[
+            (&stays.id, &d1, None),
+            (&uncommitted.id, &d1, Some(&d3)),
+            (&removed.id, &d1, Some(&d4)),
+            (&joins.id, &d2, None),
+            (&stays_too.id, &d1, None),
+        ],
+    )
+    .await;
+    let days = ReportServiceClient::new(f.planning("acme"))
+        .get_sprint_burndown(GetSprintBurndownRequest {
+            sprint_id: sprint.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .days;
+    let got: Vec<(&str, i64)> = days
+        .iter()
+        .map(|d| (d.date.as_str(), d.hours_remaining))
+        .collect();
+    // stays + uncommitted (until d3) + removed (until d4) + joins (from d2) + stays too.
+    assert_eq!(
+        got,
+        vec![
+            (d1.as_str(), 10 + 6 + 5 + 4),
+            (d2.as_str(), 10 + 5 + 5 + 3 + 4),
+            (d3.as_str(), 8 + 5 + 3 + 4),
+            (d4.as_str(), 8 + 1 + 2),
+            (d5.as_str(), 5 + 1 + 2),
+        ]
+    );
     f.system.stop().await;
 }

@@ -136,34 +136,54 @@ async fn items_reference_only_recorded_products_and_their_own_tenants_items(engi
 
 /// The deterministic half of the planning-game seed's choice: a switch to MANUAL that
 /// returned before the last estimate is honoured, every time, with no cache in between.
+/// 50 rounds, each racing the switch against the estimate sent right after it returns
+/// (and switching back to AUTOMATIC for the next round, honoured just the same).
 async fn a_mode_switch_acknowledged_before_the_last_estimate_is_honoured(engine: Engine) {
+    const ROUNDS: usize = 50;
     let s = Sprinting::start(engine, StatusTransitionMode::Automatic).await;
-    let (item, tasks) = s.committed_item(2, 1).await;
+    let mut products = ProductServiceClient::new(s.system.channel(ServiceName::Planning, "acme"));
+    let mut switch = async |mode: StatusTransitionMode| {
+        products
+            .update_product(UpdateProductRequest {
+                product: Some(Product {
+                    id: s.product.id.clone(),
+                    status_transition_mode: mode as i32,
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["status_transition_mode".into()],
+                }),
+                expected_version: None,
+            })
+            .await
+            .unwrap();
+    };
     let mut task_client = s.tasks();
-    task_client
-        .estimate_task_hours_remaining(estimate(&tasks[0], 0))
-        .await
-        .unwrap();
-    ProductServiceClient::new(s.system.channel(ServiceName::Planning, "acme"))
-        .update_product(UpdateProductRequest {
-            product: Some(Product {
-                id: s.product.id.clone(),
-                status_transition_mode: StatusTransitionMode::Manual as i32,
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["status_transition_mode".into()],
-            }),
-            expected_version: None,
-        })
-        .await
-        .unwrap();
-    task_client
-        .estimate_task_hours_remaining(estimate(&tasks[1], 0))
-        .await
-        .unwrap();
-    let flagged = s.wait_for(&item, BacklogItemStatus::Committed, true).await;
-    assert_eq!(flagged.status, BacklogItemStatus::Committed as i32);
+    let mut honoured = 0;
+    for round in 0..ROUNDS {
+        // Even rounds switch to MANUAL (the item waits, flagged), odd ones back to
+        // AUTOMATIC (the item becomes DONE).
+        let (mode, expected) = if round % 2 == 0 {
+            (StatusTransitionMode::Manual, BacklogItemStatus::Committed)
+        } else {
+            (StatusTransitionMode::Automatic, BacklogItemStatus::Done)
+        };
+        let (item, tasks) = s.committed_item(2, 1).await;
+        task_client
+            .estimate_task_hours_remaining(estimate(&tasks[0], 0))
+            .await
+            .unwrap();
+        switch(mode).await;
+        task_client
+            .estimate_task_hours_remaining(estimate(&tasks[1], 0))
+            .await
+            .unwrap();
+        let flagged = mode == StatusTransitionMode::Manual;
+        let settled = s.wait_for(&item, expected, flagged).await;
+        assert_eq!(settled.status, expected as i32, "round {round}");
+        honoured += 1;
+    }
+    assert_eq!(honoured, ROUNDS);
     s.system.stop().await;
 }
 

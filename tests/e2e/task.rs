@@ -1108,6 +1108,7 @@ async fn the_burndown_sums_each_days_latest_estimates(engine: Engine) {
             backlog_item_ids: vec![item.clone()],
             start_date: d1.clone(),
             end_date: d5.clone(),
+            per_item: false,
         })
         .await
         .unwrap()
@@ -1129,23 +1130,35 @@ async fn the_burndown_sums_each_days_latest_estimates(engine: Engine) {
     );
     let both = tasks
         .get_burndown(GetBurndownRequest {
-            backlog_item_ids: vec![item, other],
+            backlog_item_ids: vec![item.clone(), other.clone()],
             start_date: d3.clone(),
             end_date: d4.clone(),
+            per_item: true,
         })
         .await
         .unwrap()
-        .into_inner()
-        .days;
+        .into_inner();
     assert_eq!(
-        both.iter().map(|d| d.hours_remaining).collect::<Vec<_>>(),
+        both.days
+            .iter()
+            .map(|d| d.hours_remaining)
+            .collect::<Vec<_>>(),
         vec![17, 6]
+    );
+    // Per item, in the order asked: a + b, then c.
+    assert_eq!(
+        both.items
+            .iter()
+            .map(|i| (i.backlog_item_id.as_str(), i.hours_remaining.clone()))
+            .collect::<Vec<_>>(),
+        vec![(item.as_str(), vec![12, 5]), (other.as_str(), vec![5, 1])]
     );
     let error = tasks
         .get_burndown(GetBurndownRequest {
             backlog_item_ids: vec![a.id],
             start_date: d5.clone(),
             end_date: d1.clone(),
+            per_item: false,
         })
         .await
         .unwrap_err();

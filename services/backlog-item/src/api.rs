@@ -244,6 +244,40 @@ const MAX_PRODUCT_FACTS: usize = 1000;
 
 #[tonic::async_trait]
 impl BacklogItemService for BacklogItemApi {
+    async fn list_sprint_memberships(
+        &self,
+        request: Request<ListSprintMembershipsRequest>,
+    ) -> Reply<ListSprintMembershipsResponse> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let r = request.into_inner();
+        let sprint_id = validate::uuid("sprint_id", &r.sprint_id)?.to_string();
+        let size = validate::page_size("page_size", r.page_size, 1000, 1000)?;
+        let query = paging::PageQuery::new(
+            "agilepm.backlog.v1.BacklogItemService/ListSprintMemberships",
+            &[&tenant, &sprint_id],
+        );
+        let after = match paging::decode_pair("page_token", &r.page_token, &query)? {
+            None => None,
+            Some((time, id)) => Some((
+                time.parse()
+                    .map_err(|_| AppError::invalid("page_token", "malformed page token"))?,
+                id,
+            )),
+        };
+        let memberships =
+            store::sprint_memberships(&self.db, &tenant, &sprint_id, after, size + 1).await?;
+        let (memberships, next_page_token) = paging::finish_page(memberships, size, &query, |m| {
+            format!("{}|{}", m.commit_time_us, m.backlog_item_id)
+        });
+        Ok(Response::new(ListSprintMembershipsResponse {
+            memberships: memberships
+                .iter()
+                .map(mapping::membership_message)
+                .collect(),
+            next_page_token,
+        }))
+    }
+
     async fn sync_products(
         &self,
         request: Request<SyncProductsRequest>,

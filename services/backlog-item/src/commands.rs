@@ -249,6 +249,7 @@ async fn save(
     if !store::update(&mut uow, &after, before.version).await? {
         return Ok(Attempt::LostRace);
     }
+    store::record_membership(&mut uow, before, &after, after.update_time_us).await?;
     outbox::append_all(&mut uow, &events::changed(before, &after)).await?;
     uow.commit().await?;
     Ok(Attempt::Done(after))

@@ -417,6 +417,18 @@ pub fn priority_score(priority: Option<&BusinessPriority>) -> f64 {
     }
 }
 
+/// One span of time an item counted in a sprint (committed, not REMOVED): what the
+/// burndown reads, so later changes do not rewrite the past days.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SprintMembership {
+    /// The item.
+    pub backlog_item_id: String,
+    /// When it was committed (µs).
+    pub commit_time_us: i64,
+    /// When it left (uncommitted, moved to another sprint, REMOVED), if it did (µs).
+    pub leave_time_us: Option<i64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

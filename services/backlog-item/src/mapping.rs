@@ -6,7 +6,18 @@ use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::domain::time::timestamp;
 use agilepm_proto::backlog::v1 as proto;
 
-use crate::domain::{self, BacklogItem, ItemType, Status, StoryPoints, TransitionMode};
+use crate::domain::{
+    self, BacklogItem, ItemType, SprintMembership, Status, StoryPoints, TransitionMode,
+};
+
+/// A sprint membership as ListSprintMemberships answers it.
+pub fn membership_message(membership: &SprintMembership) -> proto::SprintMembership {
+    proto::SprintMembership {
+        backlog_item_id: membership.backlog_item_id.clone(),
+        commit_time: Some(timestamp(membership.commit_time_us)),
+        leave_time: membership.leave_time_us.map(timestamp),
+    }
+}
 
 /// `item` as responses and events carry it.
 pub fn item_message(item: &BacklogItem) -> proto::BacklogItem {

@@ -11,7 +11,9 @@ use agilepm_platform::storage::stored;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::domain::{BacklogItem, BusinessPriority, ItemType, Placement, Status, TransitionMode};
+use crate::domain::{
+    BacklogItem, BusinessPriority, ItemType, Placement, SprintMembership, Status, TransitionMode,
+};
 
 /// The columns [`item_from`] reads.
 macro_rules! item_columns {
@@ -517,4 +519,87 @@ pub async fn list(db: &Db, query: &ListQuery) -> AppResult<Vec<BacklogItem>> {
         .await?
     };
     Ok(rows.iter().map(item_from).collect::<Result<_, _>>()?)
+}
+
+/// The sprint `item` counts in for the burndown: its sprint, unless it is REMOVED.
+fn member_of(item: &BacklogItem) -> &str {
+    if item.placement.status == Status::Removed {
+        ""
+    } else {
+        &item.placement.sprint_id
+    }
+}
+
+/// Records a change of the sprint an item counts in (`before` -> `after`) at `now`:
+/// closes its open membership and opens one in the new sprint. Run it in the change's
+/// transaction.
+pub async fn record_membership(
+    uow: &mut UnitOfWork,
+    before: &BacklogItem,
+    after: &BacklogItem,
+    now: i64,
+) -> AppResult<()> {
+    let (from, to) = (member_of(before), member_of(after));
+    if from == to {
+        return Ok(());
+    }
+    if !from.is_empty() {
+        sqlx::query(
+            "UPDATE sprint_memberships SET leave_time_us = $1 WHERE backlog_item_id = $2 \
+             AND tenant_id = $3 AND sprint_id = $4 AND leave_time_us IS NULL",
+        )
+        .bind(now)
+        .bind(&after.id)
+        .bind(&after.tenant_id)
+        .bind(from)
+        .execute(uow.conn())
+        .await?;
+    }
+    if !to.is_empty() {
+        sqlx::query(
+            "INSERT INTO sprint_memberships (tenant_id, sprint_id, backlog_item_id, commit_time_us, leave_time_us) \
+             VALUES ($1, $2, $3, $4, NULL)",
+        )
+        .bind(&after.tenant_id)
+        .bind(to)
+        .bind(&after.id)
+        .bind(now)
+        .execute(uow.conn())
+        .await?;
+    }
+    Ok(())
+}
+
+/// Up to `limit` memberships of `tenant`'s sprint `sprint_id` after `after` (commit time
+/// and item id), oldest commitment first.
+pub async fn sprint_memberships(
+    db: &Db,
+    tenant: &str,
+    sprint_id: &str,
+    after: Option<(i64, String)>,
+    limit: u32,
+) -> AppResult<Vec<SprintMembership>> {
+    let (after_time, after_id) = after.unwrap_or((i64::MIN, String::new()));
+    sqlx::query(
+        "SELECT backlog_item_id, commit_time_us, leave_time_us FROM sprint_memberships \
+         WHERE tenant_id = $1 AND sprint_id = $2 \
+         AND (commit_time_us > $3 OR (commit_time_us = $3 AND backlog_item_id > $4)) \
+         ORDER BY commit_time_us, backlog_item_id LIMIT $5",
+    )
+    .bind(tenant)
+    .bind(sprint_id)
+    .bind(after_time)
+    .bind(after_id)
+    .bind(i64::from(limit))
+    .fetch_all(db.pool())
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(SprintMembership {
+            backlog_item_id: row.try_get("backlog_item_id")?,
+            commit_time_us: row.try_get("commit_time_us")?,
+            leave_time_us: row.try_get("leave_time_us")?,
+        })
+    })
+    .collect()
 }

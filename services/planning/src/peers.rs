@@ -2,11 +2,13 @@
 //! task hours (task service), reached over gRPC on behalf of the caller's tenant.
 
 use agilepm_platform::domain::error::{AppError, AppResult, from_peer};
+use agilepm_platform::domain::time::micros;
 use agilepm_platform::wire::auth::act_for;
 use agilepm_platform::wire::client::PeerChannel;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{
-    BacklogItem, GetBacklogItemRequest, ListBacklogItemsRequest, ProductFacts, SyncProductsRequest,
+    BacklogItem, GetBacklogItemRequest, ListBacklogItemsRequest, ListSprintMembershipsRequest,
+    ProductFacts, SyncProductsRequest,
 };
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use uuid::Uuid;
@@ -75,6 +77,42 @@ impl Peers {
             Err(AppError::precondition(format!(
                 "backlog item {id} belongs to another product than {holder}"
             )))
+        }
+    }
+
+    /// Every membership span of sprint `sprint_id` (all pages): `(item, committed at,
+    /// left at)` in µs.
+    pub async fn sprint_memberships(
+        &self,
+        tenant: &str,
+        sprint_id: &str,
+    ) -> AppResult<Vec<(String, i64, Option<i64>)>> {
+        let mut memberships = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = ListSprintMembershipsRequest {
+                sprint_id: sprint_id.to_owned(),
+                page_size: 1000,
+                page_token,
+            };
+            let page = self
+                .backlog_items
+                .clone()
+                .list_sprint_memberships(act_for(tenant, request))
+                .await
+                .map_err(backlog_error)?
+                .into_inner();
+            memberships.extend(page.memberships.iter().map(|m| {
+                (
+                    m.backlog_item_id.clone(),
+                    m.commit_time.as_ref().map_or(0, micros),
+                    m.leave_time.as_ref().map(micros),
+                )
+            }));
+            if page.next_page_token.is_empty() {
+                return Ok(memberships);
+            }
+            page_token = page.next_page_token;
         }
     }
 

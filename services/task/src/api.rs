@@ -14,6 +14,7 @@ use agilepm_proto::task::v1::task_service_server::TaskService;
 use agilepm_proto::task::v1::*;
 use tonic::{Request, Response, Status};
 
+use crate::burndown;
 use crate::commands::{Commands, Estimate, FieldChange, NewTask};
 use crate::domain;
 use crate::mapping::{self, View, task_message, totals_message};
@@ -346,13 +347,24 @@ impl TaskService for TaskApi {
             );
         }
         let entries = store::burndown_entries(&self.db, &tenant, &ids, end).await?;
-        let days = crate::burndown::burndown(&entries, start, end)
+        let days = burndown::burndown(&entries, start, end)
             .into_iter()
             .map(|(date, hours_remaining)| BurndownDay {
                 date: date.format("%Y-%m-%d").to_string(),
                 hours_remaining,
             })
             .collect();
-        Ok(Response::new(GetBurndownResponse { days }))
+        let items = if r.per_item {
+            burndown::per_item(&entries, &ids, start, end)
+                .into_iter()
+                .map(|(backlog_item_id, hours_remaining)| ItemBurndown {
+                    backlog_item_id,
+                    hours_remaining,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(GetBurndownResponse { days, items }))
     }
 }

@@ -13,6 +13,7 @@ use chrono::NaiveDate;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use crate::burndown::Entry;
 use crate::domain::{LogEntry, Task, Totals};
 
 /// The columns [`task_from`] reads, each behind `$table` (`""`, or `"t."` in a join).
@@ -346,13 +347,13 @@ pub async fn totals_all(
 }
 
 /// Every log entry on or before `last_day` of the tenant's tasks of `item_ids`, ordered by
-/// task and day: `(task_id, day, hours)`.
+/// task and day.
 pub async fn burndown_entries(
     db: &Db,
     tenant: &str,
     item_ids: &[String],
     last_day: NaiveDate,
-) -> AppResult<Vec<(String, NaiveDate, i64)>> {
+) -> AppResult<Vec<Entry>> {
     if item_ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -360,7 +361,7 @@ pub async fn burndown_entries(
     let mut statement = Statement::new(db.engine());
     statement
         .sql(
-            "SELECT l.task_id, l.day, l.hours_remaining FROM estimation_log l \
+            "SELECT l.backlog_item_id, l.task_id, l.day, l.hours_remaining FROM estimation_log l \
              JOIN tasks t ON t.id = l.task_id WHERE t.tenant_id = ",
         )
         .placeholder()
@@ -379,11 +380,12 @@ pub async fn burndown_entries(
         .map(|row| {
             let day: String = row.try_get("day")?;
             let day = stored::date(&day, "estimation_log.day")?;
-            Ok((
-                row.try_get("task_id")?,
+            Ok(Entry {
+                backlog_item_id: row.try_get("backlog_item_id")?,
+                task_id: row.try_get("task_id")?,
                 day,
-                row.try_get("hours_remaining")?,
-            ))
+                hours: row.try_get("hours_remaining")?,
+            })
         })
         .collect()
 }

@@ -2,9 +2,9 @@
 //! from the backlog-item service and their hours from the task service.
 
 use agilepm_platform::domain::error::{AppError, AppResult, from_peer};
+use agilepm_platform::domain::time::day_of;
 use agilepm_platform::storage::db::Db;
 use agilepm_platform::wire::auth::act_for;
-use agilepm_proto::backlog::v1::ListBacklogItemsRequest;
 use agilepm_proto::task::v1::GetBurndownRequest;
 
 use super::domain::{self, BurndownDay};
@@ -25,21 +25,30 @@ pub async fn sprint_burndown(
             .await?
             .ok_or_else(|| AppError::not_found(format!("sprint {id}")))?
     };
-    // Membership lives on the items: the ones committed to the sprint now (DONE ones
-    // keep their sprint id).
-    let filter = ListBacklogItemsRequest {
-        product_id: sprint.product_id.clone(),
-        sprint_id: id.to_owned(),
-        ..Default::default()
-    };
-    let items = peers.all_backlog_items(tenant, filter).await?;
+    // Membership over time, from the backlog-item service's history: an item counts on
+    // the days it was committed (even if uncommitted later), and not from its removal on.
+    let memberships: Vec<domain::Membership> = peers
+        .sprint_memberships(tenant, id)
+        .await?
+        .into_iter()
+        .map(|(item, commit_us, leave_us)| domain::Membership {
+            item,
+            first_day: day_of(commit_us),
+            left_day: leave_us.map(day_of),
+        })
+        .collect();
+    let mut items: Vec<String> = memberships.iter().map(|m| m.item.clone()).collect();
+    items.sort_unstable();
+    items.dedup();
+    let day_count = (sprint.end_date - sprint.begin_date).num_days() as usize + 1;
     let days = if items.is_empty() {
         domain::empty_days(sprint.begin_date, sprint.end_date)
     } else {
         let request = GetBurndownRequest {
-            backlog_item_ids: items.iter().map(|i| i.id.clone()).collect(),
+            backlog_item_ids: items,
             start_date: sprint.begin_date.to_string(),
             end_date: sprint.end_date.to_string(),
+            per_item: true,
         };
         let response = peers
             .tasks
@@ -47,12 +56,13 @@ pub async fn sprint_burndown(
             .get_burndown(act_for(tenant, request))
             .await
             .map_err(|s| from_peer("task service", s))?;
-        response
+        let item_hours: Vec<(String, Vec<i64>)> = response
             .into_inner()
-            .days
+            .items
             .into_iter()
-            .map(|d| (d.date, d.hours_remaining))
-            .collect()
+            .map(|i| (i.backlog_item_id, i.hours_remaining))
+            .collect();
+        domain::member_hours(sprint.begin_date, day_count, &item_hours, &memberships)
     };
     Ok(domain::burndown(days))
 }

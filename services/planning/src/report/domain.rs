@@ -40,6 +40,51 @@ pub fn burndown(days: Vec<(String, i64)>) -> Vec<BurndownDay> {
         .collect()
 }
 
+/// An item's membership span of a sprint, as UTC days: it counts from `first_day` on, up
+/// to the day before `left_day` (the day it left no longer counts it, as the burndown is
+/// the hours at the end of each day).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// The item.
+    pub item: String,
+    /// The day it was committed.
+    pub first_day: NaiveDate,
+    /// The day it left, if it did.
+    pub left_day: Option<NaiveDate>,
+}
+
+impl Membership {
+    /// Whether the item counts at the end of `day`.
+    pub fn counts_on(&self, day: NaiveDate) -> bool {
+        self.first_day <= day && self.left_day.is_none_or(|left| day < left)
+    }
+}
+
+/// The sprint's hours per day from `begin`: each day sums the hours of the items that
+/// were members at its end. `item_hours` holds each item's hours per day from `begin`.
+pub fn member_hours(
+    begin: NaiveDate,
+    days: usize,
+    item_hours: &[(String, Vec<i64>)],
+    memberships: &[Membership],
+) -> Vec<(String, i64)> {
+    (0..days)
+        .map(|d| {
+            let day = begin + chrono::Days::new(d as u64);
+            let hours = item_hours
+                .iter()
+                .filter(|(item, _)| {
+                    memberships
+                        .iter()
+                        .any(|m| &m.item == item && m.counts_on(day))
+                })
+                .map(|(_, hours)| hours.get(d).copied().unwrap_or(0))
+                .sum();
+            (day.to_string(), hours)
+        })
+        .collect()
+}
+
 /// Every day from `begin` to `end` with zero hours: the burndown of a sprint without
 /// items.
 pub fn empty_days(begin: NaiveDate, end: NaiveDate) -> Vec<(String, i64)> {
@@ -67,6 +112,35 @@ mod tests {
         assert_eq!(ideal(100, 5), vec![100.0, 75.0, 50.0, 25.0, 0.0]);
         assert_eq!(ideal(7, 1), vec![0.0]);
         assert!(ideal(7, 0).is_empty());
+    }
+
+    #[test]
+    fn a_day_counts_the_members_at_its_end() {
+        let day = |d| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        let member = |item: &str, first, left: Option<u32>| Membership {
+            item: item.into(),
+            first_day: day(first),
+            left_day: left.map(day),
+        };
+        let memberships = [
+            member("stays", 1, None),
+            member("leaves", 1, Some(3)),
+            member("joins", 2, None),
+            // Out, back in: two spans.
+            member("returns", 1, Some(2)),
+            member("returns", 4, None),
+        ];
+        let hours = vec![
+            ("stays".to_owned(), vec![8, 8, 8, 8]),
+            ("leaves".to_owned(), vec![4, 4, 4, 4]),
+            ("joins".to_owned(), vec![2, 2, 2, 2]),
+            ("returns".to_owned(), vec![1, 1, 1, 1]),
+        ];
+        let got: Vec<i64> = member_hours(day(1), 4, &hours, &memberships)
+            .into_iter()
+            .map(|(_, h)| h)
+            .collect();
+        assert_eq!(got, vec![8 + 4 + 1, 8 + 4 + 2, 8 + 2, 8 + 2 + 1]);
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub const TABLE: &[(&str, &str, Rule)] = &[
     ("agilepm.backlog.v1.BacklogItemService", "PlanBacklogItem", rule(PO_TEAM, &[Planning])),
     ("agilepm.backlog.v1.BacklogItemService", "GetBacklogItem", rule(READ, &[Planning, Task])),
     ("agilepm.backlog.v1.BacklogItemService", "ListBacklogItems", rule(READ, &[Planning])),
+    ("agilepm.backlog.v1.BacklogItemService", "ListSprintMemberships", rule(READ, &[Planning])),
     ("agilepm.backlog.v1.BacklogItemService", "UpdateBacklogItem", rule(PO_TEAM, &[Planning])),
     ("agilepm.backlog.v1.BacklogItemService", "ScheduleBacklogItem", rule(NOBODY, &[Planning])),
     ("agilepm.backlog.v1.BacklogItemService", "UnscheduleBacklogItem", rule(NOBODY, &[Planning])),
