@@ -304,6 +304,7 @@ async fn illegal_transitions_are_refused_naming_the_rule(engine: Engine) {
     assert!(error.message().contains("DONE and REMOVED"), "{error:?}");
     let after = c
         .get_backlog_item(GetBacklogItemRequest {
+            consistency_token: String::new(),
             id: item.id.clone(),
         })
         .await
@@ -418,13 +419,16 @@ async fn the_backlog_lists_in_rank_order_and_moves_write_one_row(engine: Engine)
         let mut c = c.clone();
         let id = id.clone();
         async move {
-            c.get_backlog_item(GetBacklogItemRequest { id })
-                .await
-                .unwrap()
-                .into_inner()
-                .backlog_item
-                .unwrap()
-                .version
+            c.get_backlog_item(GetBacklogItemRequest {
+                id,
+                consistency_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .backlog_item
+            .unwrap()
+            .version
         }
     }))
     .await;
@@ -449,7 +453,10 @@ async fn the_backlog_lists_in_rank_order_and_moves_write_one_row(engine: Engine)
     // Only the moved items changed.
     for (i, id) in ids.iter().enumerate() {
         let v = c
-            .get_backlog_item(GetBacklogItemRequest { id: id.clone() })
+            .get_backlog_item(GetBacklogItemRequest {
+                id: id.clone(),
+                consistency_token: String::new(),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -859,6 +866,7 @@ async fn reconcile_ignores_stale_and_duplicate_revisions(engine: Engine) {
     let now = f
         .client("acme")
         .get_backlog_item(GetBacklogItemRequest {
+            consistency_token: String::new(),
             id: item.id.clone(),
         })
         .await
@@ -993,7 +1001,10 @@ async fn a_reconcile_batch_answers_each_basis_and_refuses_malformed_calls_whole(
     }
     let b_now = f
         .client("acme")
-        .get_backlog_item(GetBacklogItemRequest { id: b.id.clone() })
+        .get_backlog_item(GetBacklogItemRequest {
+            id: b.id.clone(),
+            consistency_token: String::new(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -1144,6 +1155,7 @@ async fn tenants_and_versions_and_bad_input(engine: Engine) {
     assert_eq!(
         globex
             .get_backlog_item(GetBacklogItemRequest {
+                consistency_token: String::new(),
                 id: item.id.clone()
             })
             .await
@@ -1260,7 +1272,10 @@ async fn tenants_and_versions_and_bad_input(engine: Engine) {
         );
     }
     let error = c
-        .get_backlog_item(GetBacklogItemRequest { id: "x".into() })
+        .get_backlog_item(GetBacklogItemRequest {
+            id: "x".into(),
+            consistency_token: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
@@ -1439,6 +1454,7 @@ async fn racing_reconciles_settle_on_the_newest_basis(engine: Engine) {
     for (i, item) in items.iter().enumerate() {
         let now = c
             .get_backlog_item(GetBacklogItemRequest {
+                consistency_token: String::new(),
                 id: item.id.clone(),
             })
             .await

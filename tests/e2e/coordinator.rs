@@ -9,7 +9,7 @@ use agilepm_platform::wire::config::ServiceName;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{
     BacklogItem, BacklogItemStatus, BacklogItemStatusChanged, GetBacklogItemRequest,
-    MarkBacklogItemDoneRequest, PlanBacklogItemRequest, StatusChangeCause,
+    ListBacklogItemsRequest, MarkBacklogItemDoneRequest, PlanBacklogItemRequest, StatusChangeCause,
 };
 use agilepm_proto::common::v1::StatusTransitionMode;
 use agilepm_proto::coordinator::v1::coordinator_service_client::CoordinatorServiceClient;
@@ -43,6 +43,7 @@ engine_tests!(
     manual_mode_flags_and_waits_for_a_person,
     removing_and_discovering_work_moves_status,
     a_poison_event_blocks_until_an_operator_skips_it,
+    a_read_with_a_consistency_token_is_never_stale,
 );
 
 /// The whole system, and a product with a release and a sprint to commit items to.
@@ -196,7 +197,10 @@ impl Sprinting {
 
     pub async fn item(&self, id: &str) -> BacklogItem {
         self.items()
-            .get_backlog_item(GetBacklogItemRequest { id: id.into() })
+            .get_backlog_item(GetBacklogItemRequest {
+                id: id.into(),
+                consistency_token: String::new(),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -641,5 +645,90 @@ async fn a_poison_event_blocks_until_an_operator_skips_it(engine: Engine) {
         status.events_processed > 0 && status.status_changes >= 1,
         "{status:?}"
     );
+    s.system.stop().await;
+}
+
+/// Read-your-write, deterministically: 100 estimates, each followed at once by a read
+/// with the token it answered, alternating GetBacklogItem and ListBacklogItems. No read
+/// may show the item before the coordinator applied that estimate; the last (0 hours)
+/// must show it DONE. A token the coordinator cannot reach in time is DEADLINE_EXCEEDED
+/// naming the revisions; a malformed one INVALID_ARGUMENT.
+async fn a_read_with_a_consistency_token_is_never_stale(engine: Engine) {
+    const PAIRS: i32 = 100;
+    let s = Sprinting::start(engine, StatusTransitionMode::Automatic).await;
+    let (item, tasks) = s.committed_item(1, PAIRS).await;
+    let mut task_client = s.tasks();
+    let mut items = s.items();
+    for pair in 0..PAIRS {
+        let hours = PAIRS - 1 - pair;
+        let estimated = task_client
+            .estimate_task_hours_remaining(estimate(&tasks[0], hours))
+            .await
+            .unwrap()
+            .into_inner();
+        let revision = estimated.totals.unwrap().revision;
+        let token = estimated.consistency_token;
+        let read = if pair % 2 == 0 {
+            items
+                .get_backlog_item(GetBacklogItemRequest {
+                    id: item.clone(),
+                    consistency_token: token,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .backlog_item
+                .unwrap()
+        } else {
+            items
+                .list_backlog_items(ListBacklogItemsRequest {
+                    product_id: s.product.id.clone(),
+                    consistency_token: token,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .backlog_items
+                .into_iter()
+                .find(|i| i.id == item)
+                .unwrap()
+        };
+        assert!(
+            read.reconciled_task_revision >= revision,
+            "pair {pair}: read revision {} before the estimate's {revision}",
+            read.reconciled_task_revision
+        );
+        if hours == 0 {
+            assert_eq!(
+                read.status,
+                BacklogItemStatus::Done as i32,
+                "the last read is DONE"
+            );
+        }
+    }
+    // A revision nobody will ever apply: refused when the caller's deadline comes.
+    let unreachable = format!("v1.{item}.{}", 1_000_000);
+    let mut late = tonic::Request::new(GetBacklogItemRequest {
+        id: item.clone(),
+        consistency_token: unreachable,
+    });
+    late.set_timeout(Duration::from_millis(300));
+    let refused = items.get_backlog_item(late).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::DeadlineExceeded, "{refused:?}");
+    assert!(refused.message().contains("not yet 1000000"), "{refused:?}");
+    for (token, id) in [
+        ("v1.nonsense.3".to_owned(), item.clone()),
+        (format!("v1.{}.1", Uuid::new_v4()), item.clone()),
+    ] {
+        let refused = items
+            .get_backlog_item(GetBacklogItemRequest {
+                id,
+                consistency_token: token,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    }
     s.system.stop().await;
 }

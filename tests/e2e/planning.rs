@@ -172,7 +172,10 @@ impl Fixture {
 
     async fn get_item(&self, id: &str) -> BacklogItem {
         self.items()
-            .get_backlog_item(GetBacklogItemRequest { id: id.into() })
+            .get_backlog_item(GetBacklogItemRequest {
+                id: id.into(),
+                consistency_token: String::new(),
+            })
             .await
             .unwrap()
             .into_inner()

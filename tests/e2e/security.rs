@@ -99,6 +99,7 @@ async fn a_tenant_cannot_forge_a_reconcile(engine: Engine) {
     }
     let after = BacklogItemServiceClient::new(system.channel(ServiceName::BacklogItem, "acme"))
         .get_backlog_item(GetBacklogItemRequest {
+            consistency_token: String::new(),
             id: item.id.clone(),
         })
         .await

@@ -293,6 +293,7 @@ async fn an_estimate_that_completes_an_item_is_one_connected_story(engine: Engin
     loop {
         let now = items
             .get_backlog_item(GetBacklogItemRequest {
+                consistency_token: String::new(),
                 id: item.id.clone(),
             })
             .await

@@ -1,7 +1,9 @@
 //! Helpers for the services' domain code, free of I/O: errors and their gRPC codes,
-//! request checks, page tokens, rank keys, time, the services' names and who is acting.
+//! request checks, page tokens, consistency tokens, rank keys, time, the services' names
+//! and who is acting.
 
 pub mod actor;
+pub mod consistency;
 pub mod error;
 pub mod paging;
 pub mod rank;

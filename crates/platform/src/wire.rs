@@ -5,6 +5,7 @@ pub mod admission;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod deadline;
 pub mod error_report;
 pub mod limits;
 pub mod malformed;

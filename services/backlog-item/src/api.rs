@@ -2,11 +2,14 @@
 //! a command (`commands`) or reads the store (`store`), and maps the result to its
 //! response (`mapping`).
 
+use std::time::Duration;
+
 use agilepm_platform::domain::error::{AppError, AppResult};
-use agilepm_platform::domain::{paging, validate};
+use agilepm_platform::domain::{consistency, paging, validate};
 use agilepm_platform::storage::db::Db;
 use agilepm_platform::storage::idempotency::{self, Key};
 use agilepm_platform::wire::auth::caller;
+use agilepm_platform::wire::deadline;
 use agilepm_proto::backlog::v1::backlog_item_service_server::BacklogItemService;
 use agilepm_proto::backlog::v1::*;
 use tonic::{Request, Response, Status as GrpcStatus};
@@ -242,6 +245,61 @@ fn page_after(token: &str, query: &paging::PageQuery) -> AppResult<Option<(f64, 
 /// Most product facts one SyncProducts call may carry.
 const MAX_PRODUCT_FACTS: usize = 1000;
 
+/// The longest a read with a consistency token waits when the caller set no deadline.
+const FRESH_READ_WAIT: Duration = Duration::from_secs(5);
+/// How much of the caller's deadline a fresh read keeps to answer DEADLINE_EXCEEDED
+/// itself, naming the revisions, before tonic's generic one.
+const FRESH_READ_MARGIN: Duration = Duration::from_millis(20);
+
+impl BacklogItemApi {
+    /// Waits until item `token.backlog_item_id` of `tenant` has applied task revision
+    /// `token.revision`, within `timeout` (the caller's deadline). Commits of this
+    /// process wake it; a reconcile that only records a revision writes no event and
+    /// wakes nobody, and another replica's commits are not seen, so it also re-reads on
+    /// a timer backing off from 5 to 100 ms.
+    async fn await_revision(
+        &self,
+        tenant: &str,
+        token: &consistency::Token,
+        timeout: Option<Duration>,
+    ) -> AppResult<()> {
+        let wait = match timeout {
+            Some(timeout) => timeout.saturating_sub(FRESH_READ_MARGIN),
+            None => FRESH_READ_WAIT,
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut commits = self.db.notifier().subscribe();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let applied = {
+                let mut conn = self.db.pool().acquire().await?;
+                store::get(&mut conn, tenant, &token.backlog_item_id)
+                    .await?
+                    .ok_or_else(|| {
+                        AppError::not_found(format!("backlog item {}", token.backlog_item_id))
+                    })?
+                    .reconciled_task_revision
+            };
+            if applied >= token.revision {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(AppError::DeadlineExceeded(format!(
+                    "backlog item {} has applied task revision {applied}, not yet {} that the \
+                     consistency token names; retry, or read without the token to see it as it is",
+                    token.backlog_item_id, token.revision
+                )));
+            }
+            let next = (tokio::time::Instant::now() + pause).min(deadline);
+            tokio::select! {
+                _ = commits.changed() => {}
+                () = tokio::time::sleep_until(next) => {}
+            }
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl BacklogItemService for BacklogItemApi {
     async fn list_sprint_memberships(
@@ -347,6 +405,18 @@ impl BacklogItemService for BacklogItemApi {
     ) -> Reply<GetBacklogItemResponse> {
         let tenant = caller(&request)?.tenant()?.to_owned();
         let id = validate::uuid("id", &request.get_ref().id)?.to_string();
+        let token = consistency::decode("consistency_token", &request.get_ref().consistency_token)?;
+        if let Some(token) = &token {
+            if token.backlog_item_id != id {
+                return Err(AppError::invalid(
+                    "consistency_token",
+                    format!("names backlog item {}, not {id}", token.backlog_item_id),
+                )
+                .into());
+            }
+            let timeout = deadline::caller_timeout(request.metadata());
+            self.await_revision(&tenant, token, timeout).await?;
+        }
         let mut conn = self.db.pool().acquire().await.map_err(AppError::from)?;
         let item = store::get(&mut conn, &tenant, &id)
             .await?
@@ -361,7 +431,9 @@ impl BacklogItemService for BacklogItemApi {
         request: Request<ListBacklogItemsRequest>,
     ) -> Reply<ListBacklogItemsResponse> {
         let tenant = caller(&request)?.tenant()?.to_owned();
+        let timeout = deadline::caller_timeout(request.metadata());
         let r = request.into_inner();
+        let token = consistency::decode("consistency_token", &r.consistency_token)?;
         let by_priority = match r.order_by.trim() {
             "" | "rank" => false,
             "priority_score desc" => true,
@@ -399,6 +471,9 @@ impl BacklogItemService for BacklogItemApi {
         };
         let page_query = list_page_query(&query);
         query.after = page_after(&r.page_token, &page_query)?;
+        if let Some(token) = &token {
+            self.await_revision(&query.tenant, token, timeout).await?;
+        }
         let mut items = store::list(&self.db, &query).await?;
         let next_page_token = if items.len() == query.limit as usize {
             items.pop();

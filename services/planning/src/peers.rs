@@ -52,7 +52,13 @@ impl Peers {
         let response = self
             .backlog_items
             .clone()
-            .get_backlog_item(act_for(tenant, GetBacklogItemRequest { id: id.to_owned() }))
+            .get_backlog_item(act_for(
+                tenant,
+                GetBacklogItemRequest {
+                    id: id.to_owned(),
+                    consistency_token: String::new(),
+                },
+            ))
             .await
             .map_err(backlog_error)?;
         response

@@ -4,7 +4,7 @@
 
 use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::domain::time::today_utc;
-use agilepm_platform::domain::{paging, validate};
+use agilepm_platform::domain::{consistency, paging, validate};
 use agilepm_platform::storage::db::Db;
 use agilepm_platform::storage::idempotency::{self, Key};
 use agilepm_platform::wire::auth::caller;
@@ -33,6 +33,14 @@ impl TaskApi {
     pub fn new(db: Db, backlog_items: BacklogItemServiceClient<PeerChannel>) -> TaskApi {
         let commands = Commands::new(db.clone(), backlog_items);
         TaskApi { db, commands }
+    }
+
+    /// The consistency token of `task`'s item as it stands now: its totals revision now is
+    /// at least the one the change just made (for changes that do not answer totals).
+    async fn token_now(&self, tenant: &str, task: &domain::Task) -> AppResult<String> {
+        let mut conn = self.db.pool().acquire().await?;
+        let totals = store::totals(&mut conn, tenant, &task.backlog_item_id).await?;
+        Ok(consistency::encode(&task.backlog_item_id, totals.revision))
     }
 
     /// `task` as responses carry it in `view`: the FULL view reads its estimation log.
@@ -109,6 +117,7 @@ impl TaskService for TaskApi {
         let response = idempotency::once(&self.db, &key, || async {
             let task = self.commands.define(&tenant, &actor, new).await?;
             Ok(DefineTaskResponse {
+                consistency_token: self.token_now(&tenant, &task).await?,
                 task: Some(self.shown(task, view).await?),
             })
         })
@@ -252,6 +261,7 @@ impl TaskService for TaskApi {
             .change_status(&tenant, &id, expected, status)
             .await?;
         Ok(Response::new(ChangeTaskStatusResponse {
+            consistency_token: self.token_now(&tenant, &task).await?,
             task: Some(self.shown(task, view).await?),
         }))
     }
@@ -288,6 +298,10 @@ impl TaskService for TaskApi {
         let log = estimated.log.unwrap_or_default();
         Ok(Response::new(EstimateTaskHoursRemainingResponse {
             task: Some(task_message(&estimated.task, &log)),
+            consistency_token: consistency::encode(
+                &estimated.totals.backlog_item_id,
+                estimated.totals.revision,
+            ),
             totals: Some(totals_message(&estimated.totals)),
         }))
     }
@@ -302,6 +316,7 @@ impl TaskService for TaskApi {
         let expected = validate::expected_version("expected_version", r.expected_version)?;
         let totals = self.commands.remove(&tenant, &id, expected).await?;
         Ok(Response::new(RemoveTaskResponse {
+            consistency_token: consistency::encode(&totals.backlog_item_id, totals.revision),
             totals: Some(totals_message(&totals)),
         }))
     }

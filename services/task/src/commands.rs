@@ -283,6 +283,7 @@ impl Commands {
         let mut request = act_for(
             tenant,
             GetBacklogItemRequest {
+                consistency_token: String::new(),
                 id: backlog_item_id.to_owned(),
             },
         );

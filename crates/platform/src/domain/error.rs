@@ -44,6 +44,10 @@ pub enum AppError {
     /// The caller holds as much of something as it may (subscriptions, say).
     #[error("{0}")]
     ResourceExhausted(String),
+    /// What the call waited for did not happen within its deadline (the message says
+    /// what it waited for).
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// A bug or an unexpected state; the detail is logged, not sent to the caller.
     #[error("internal error: {0}")]
     Internal(String),
@@ -90,6 +94,7 @@ impl AppError {
             AppError::Unauthenticated(_) => Code::Unauthenticated,
             AppError::PermissionDenied(_) => Code::PermissionDenied,
             AppError::ResourceExhausted(_) => Code::ResourceExhausted,
+            AppError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             AppError::Internal(_) => Code::Internal,
         }
     }
@@ -328,6 +333,7 @@ mod tests {
             AppError::Unauthenticated("x".into()),
             AppError::PermissionDenied("x".into()),
             AppError::ResourceExhausted("x".into()),
+            AppError::DeadlineExceeded("x".into()),
         ];
         for error in errors {
             assert_ne!(Status::from(error).code(), Code::Unknown);
