@@ -817,7 +817,7 @@ async fn a_retried_define_creates_one_task(engine: Engine) {
     let reused = tasks
         .define_task(DefineTaskRequest {
             hours_remaining: 4,
-            ..request
+            ..request.clone()
         })
         .await
         .unwrap_err();
@@ -825,6 +825,25 @@ async fn a_retried_define_creates_one_task(engine: Engine) {
     assert!(reused.message().contains("\"define-once\""), "{reused:?}");
     let t = totals(&mut tasks, &item).await;
     assert_eq!((t.task_count, t.hours_remaining), (1, 3));
+    // A request that failed (an unknown item) changed nothing and gives its key back: the
+    // corrected request may use it.
+    let failed = tasks
+        .define_task(DefineTaskRequest {
+            request_id: "define-after-a-mistake".into(),
+            backlog_item_id: Uuid::new_v4().to_string(),
+            ..request.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_ne!(failed.code(), Code::AlreadyExists, "{failed:?}");
+    tasks
+        .define_task(DefineTaskRequest {
+            request_id: "define-after-a-mistake".into(),
+            ..request
+        })
+        .await
+        .unwrap();
+    assert_eq!(totals(&mut tasks, &item).await.task_count, 2);
     f.stop().await;
 }
 

@@ -9,8 +9,11 @@
 //! - the same key with a different request (another body or another method) is refused
 //!   with ALREADY_EXISTS naming the key: it is a client bug, and silently answering with
 //!   another request's result would hide it;
-//! - a key recorded but not completed (the first call failed, or its process died
-//!   between the command's commit and recording the response) runs the command again.
+//! - a command that fails gives its key back, so a corrected request may use it (a failed
+//!   command changed nothing);
+//! - a key recorded but not completed (its process died between the command's commit and
+//!   recording the response, or a concurrent call is still running it) runs the command
+//!   again.
 //!   That is safe because every command is itself idempotent on its key: creates find
 //!   the row their key created, multi-step commands derive each step's key from it, and
 //!   a move to where an item already is writes nothing.
@@ -75,7 +78,13 @@ where
         Recorded::Completed(response) => return Ok(response),
         Recorded::New | Recorded::Incomplete => {}
     }
-    let response = command().await?;
+    let response = match command().await {
+        Ok(response) => response,
+        Err(error) => {
+            release(db, key).await;
+            return Err(error);
+        }
+    };
     sqlx::query(
         "UPDATE idempotency_keys SET response = $1 \
          WHERE tenant_id = $2 AND request_id = $3 AND fingerprint = $4",
@@ -87,6 +96,23 @@ where
     .execute(db.pool())
     .await?;
     Ok(response)
+}
+
+/// Gives back the claim of a command that failed. Best effort: if this fails too, the
+/// key stays claimed and a retry with the same request still works.
+async fn release(db: &Db, key: &Key) {
+    let released = sqlx::query(
+        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND request_id = $2 \
+         AND fingerprint = $3 AND response IS NULL",
+    )
+    .bind(&key.tenant)
+    .bind(&key.request_id)
+    .bind(&key.fingerprint)
+    .execute(db.pool())
+    .await;
+    if let Err(error) = released {
+        tracing::warn!(%error, request_id = %key.request_id, "could not release an idempotency key");
+    }
 }
 
 /// Records `key` if it is new, and says what was recorded before.
