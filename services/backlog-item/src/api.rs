@@ -229,19 +229,6 @@ fn list_page_query(query: &ListQuery) -> paging::PageQuery {
     )
 }
 
-fn page_after(token: &str, query: &paging::PageQuery) -> AppResult<Option<(f64, String)>> {
-    let Some(key) = paging::decode_token("page_token", token, query)? else {
-        return Ok(None);
-    };
-    let (score, rank) = key
-        .split_once('|')
-        .ok_or_else(|| AppError::invalid("page_token", "malformed page token"))?;
-    let score = score
-        .parse()
-        .map_err(|_| AppError::invalid("page_token", "malformed page token"))?;
-    Ok(Some((score, rank.to_owned())))
-}
-
 /// Most product facts one SyncProducts call may carry.
 const MAX_PRODUCT_FACTS: usize = 1000;
 
@@ -314,14 +301,7 @@ impl BacklogItemService for BacklogItemApi {
             "agilepm.backlog.v1.BacklogItemService/ListSprintMemberships",
             &[&tenant, &sprint_id],
         );
-        let after = match paging::decode_pair("page_token", &r.page_token, &query)? {
-            None => None,
-            Some((time, id)) => Some((
-                time.parse()
-                    .map_err(|_| AppError::invalid("page_token", "malformed page token"))?,
-                id,
-            )),
-        };
+        let after = paging::decode_numbered("page_token", &r.page_token, &query)?;
         let memberships =
             store::sprint_memberships(&self.db, &tenant, &sprint_id, after, size + 1).await?;
         let (memberships, next_page_token) = paging::finish_page(memberships, size, &query, |m| {
@@ -470,7 +450,7 @@ impl BacklogItemService for BacklogItemApi {
             limit: validate::page_size("page_size", r.page_size, 100, 1000)? + 1,
         };
         let page_query = list_page_query(&query);
-        query.after = page_after(&r.page_token, &page_query)?;
+        query.after = paging::decode_numbered("page_token", &r.page_token, &page_query)?;
         if let Some(token) = &token {
             self.await_revision(&query.tenant, token, timeout).await?;
         }

@@ -77,19 +77,6 @@ impl TaskApi {
     }
 }
 
-fn page_key(token: &str, query: &paging::PageQuery) -> AppResult<Option<(i64, String)>> {
-    let Some(key) = paging::decode_token("page_token", token, query)? else {
-        return Ok(None);
-    };
-    let (time, id) = key
-        .split_once('|')
-        .ok_or_else(|| AppError::invalid("page_token", "malformed page token"))?;
-    let time = time
-        .parse()
-        .map_err(|_| AppError::invalid("page_token", "malformed page token"))?;
-    Ok(Some((time, id.to_owned())))
-}
-
 #[tonic::async_trait]
 impl TaskService for TaskApi {
     async fn define_task(
@@ -152,7 +139,7 @@ impl TaskService for TaskApi {
         let size = validate::page_size("page_size", r.page_size, 100, 1000)?;
         let query =
             paging::PageQuery::new("agilepm.task.v1.TaskService/ListTasks", &[&tenant, &item]);
-        let after = page_key(&r.page_token, &query)?;
+        let after = paging::decode_numbered("page_token", &r.page_token, &query)?;
         let view = mapping::view(r.view, View::Basic)?;
         let (rows, next_page_token) = paging::finish_page(
             store::list(&self.db, &tenant, &item, after, size + 1).await?,

@@ -127,6 +127,22 @@ pub fn decode_pair(
     }
 }
 
+/// Decodes a token of `query` whose key is a number and a text `n|t` (a sort value such
+/// as a time or a score, then an id or rank key that breaks ties).
+pub fn decode_numbered<N: std::str::FromStr>(
+    field: &str,
+    token: &str,
+    query: &PageQuery,
+) -> AppResult<Option<(N, String)>> {
+    match decode_pair(field, token, query)? {
+        None => Ok(None),
+        Some((number, text)) => number
+            .parse()
+            .map(|number| Some((number, text)))
+            .map_err(|_| AppError::invalid(field, "malformed page token")),
+    }
+}
+
 /// Cuts an over-fetched page (`page_size + 1` rows were asked for) to `page_size` and
 /// returns it with the `next_page_token` of `query` (`key` of its last row), or an empty
 /// token when this is the last page.
@@ -214,5 +230,12 @@ mod tests {
         );
         let no_separator = encode_token(&q, "no-separator");
         assert!(decode_pair("page_token", &no_separator, &q).is_err());
+        let numbered = encode_token(&q, "-12|id");
+        assert_eq!(
+            decode_numbered::<i64>("page_token", &numbered, &q).unwrap(),
+            Some((-12, "id".into()))
+        );
+        let not_a_number = encode_token(&q, "x|id");
+        assert!(decode_numbered::<f64>("page_token", &not_a_number, &q).is_err());
     }
 }
