@@ -736,6 +736,7 @@ async fn page_tokens_are_bound_to_their_query_and_expire(engine: Engine) {
             product_id: p.clone(),
             page_size: 2,
             page_token: token.clone(),
+            show_archived: false,
         })
         .await
         .unwrap_err();

@@ -33,6 +33,7 @@ engine_tests!(
     contradictory_game_inputs_are_refused_naming_the_field,
     the_burndown_and_velocity_have_exact_numbers,
     the_burndown_counts_each_day_its_members_then,
+    releases_are_renamed_rescheduled_and_archived,
 );
 
 struct Fixture {
@@ -1224,6 +1225,202 @@ async fn the_burndown_counts_each_day_its_members_then(engine: Engine) {
             (d3.as_str(), 8 + 5 + 3 + 4),
             (d4.as_str(), 8 + 1 + 2),
             (d5.as_str(), 5 + 1 + 2),
+        ]
+    );
+    f.system.stop().await;
+}
+
+/// A release changes after it is scheduled: renamed, described, rescheduled; archived
+/// (hidden, closed to items and changes) and brought back. Every refusal changes nothing,
+/// and each change is one event on the planning feed.
+async fn releases_are_renamed_rescheduled_and_archived(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let product = f.product("P", StatusTransitionMode::Automatic).await;
+    let release = f.release(&product.id).await;
+    let later = f.release(&product.id).await;
+    let item = f.item(&product.id, "story", StoryPoints::Three).await;
+    let update = |release: Release, paths: &[&str], expected_version: Option<i64>| {
+        let mut releases = f.releases();
+        let paths = paths.iter().map(|p| p.to_string()).collect();
+        async move {
+            releases
+                .update_release(UpdateReleaseRequest {
+                    release: Some(release),
+                    update_mask: Some(prost_types::FieldMask { paths }),
+                    expected_version,
+                })
+                .await
+                .map(|r| r.into_inner().release.unwrap())
+        }
+    };
+    let changed = Release {
+        id: release.id.clone(),
+        name: "R1: payments".into(),
+        description: "Card payments end to end".into(),
+        end_date: day(150),
+        begin_date: "ignored: not in the mask".into(),
+        ..Default::default()
+    };
+    let renamed = update(changed, &["name", "description", "end_date"], Some(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            renamed.name.as_str(),
+            renamed.description.as_str(),
+            renamed.begin_date.as_str(),
+            renamed.end_date.as_str(),
+            renamed.version
+        ),
+        (
+            "R1: payments",
+            "Card payments end to end",
+            release.begin_date.as_str(),
+            day(150).as_str(),
+            2
+        )
+    );
+    assert!(renamed.update_time.unwrap().seconds >= release.create_time.unwrap().seconds);
+
+    // Refusals, each naming the problem and changing nothing.
+    let backwards = Release {
+        id: release.id.clone(),
+        begin_date: day(200),
+        ..Default::default()
+    };
+    let error = update(backwards, &["begin_date"], None).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(error.message().starts_with("release.end_date"), "{error:?}");
+    let moved = Release {
+        id: release.id.clone(),
+        product_id: product.id.clone(),
+        ..Default::default()
+    };
+    let error = update(moved, &["product_id"], None).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(error.message().starts_with("update_mask"), "{error:?}");
+    let error = update(renamed.clone(), &[], None).await.unwrap_err();
+    assert!(error.message().starts_with("update_mask"), "{error:?}");
+    let error = update(renamed.clone(), &["name"], Some(1))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::Aborted);
+    let get = |id: String| {
+        let mut releases = f.releases();
+        async move {
+            releases
+                .get_release(GetReleaseRequest { id })
+                .await
+                .unwrap()
+                .into_inner()
+                .release
+                .unwrap()
+        }
+    };
+    assert_eq!(get(release.id.clone()).await, renamed);
+
+    // Archived: kept, hidden from the default listing, closed to changes and items.
+    let archive = |id: String| {
+        let mut releases = f.releases();
+        async move {
+            releases
+                .archive_release(ArchiveReleaseRequest {
+                    id,
+                    expected_version: None,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .release
+                .unwrap()
+        }
+    };
+    let archived = archive(release.id.clone()).await;
+    assert!(archived.archived && archived.archive_time.is_some());
+    assert_eq!(archived.version, 3);
+    assert_eq!(
+        archive(release.id.clone()).await,
+        archived,
+        "archiving twice changes nothing"
+    );
+    let list = |show_archived: bool| {
+        let mut releases = f.releases();
+        let product_id = product.id.clone();
+        async move {
+            releases
+                .list_releases(ListReleasesRequest {
+                    product_id,
+                    show_archived,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .releases
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(false).await, vec![later.id.clone()]);
+    assert_eq!(list(true).await, vec![release.id.clone(), later.id.clone()]);
+    let error = update(renamed.clone(), &["name"], None).await.unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert!(error.message().contains("archived"), "{error:?}");
+    let schedule = |release_id: String| {
+        let mut releases = f.releases();
+        let backlog_item_id = item.id.clone();
+        async move {
+            releases
+                .schedule_backlog_item_for_release(ScheduleBacklogItemForReleaseRequest {
+                    release_id,
+                    backlog_item_id,
+                    expected_version: None,
+                })
+                .await
+        }
+    };
+    let error = schedule(release.id.clone()).await.unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert!(error.message().contains("archived"), "{error:?}");
+    assert_eq!(
+        f.get_item(&item.id).await.status,
+        BacklogItemStatus::Planned as i32
+    );
+
+    // Back in planning: it takes items again.
+    let unarchived = f
+        .releases()
+        .unarchive_release(UnarchiveReleaseRequest {
+            id: release.id.clone(),
+            expected_version: Some(3),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .release
+        .unwrap();
+    assert!(!unarchived.archived && unarchived.archive_time.is_none());
+    assert_eq!(unarchived.version, 4);
+    schedule(release.id.clone()).await.unwrap();
+    assert_eq!(f.get_item(&item.id).await.release_id, release.id);
+
+    let channel = f
+        .system
+        .channel(ServiceName::Planning, &agilepm_testkit::operator_token());
+    let kinds: Vec<String> = agilepm_testkit::feed_events(channel, 6)
+        .await
+        .iter()
+        .filter(|e| e.aggregate_id == release.id)
+        .map(|e| e.event_type.rsplit('.').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "ReleaseScheduled",
+            "ReleaseUpdated",
+            "ReleaseArchived",
+            "ReleaseUnarchived"
         ]
     );
     f.system.stop().await;

@@ -76,7 +76,8 @@ event_types! {
     ];
     "agilepm.planning.v1" => planning::v1: [
         ProductCreated, ProductUpdated, ProductTransitionModeChanged, UseCaseCreated,
-        UseCaseUpdated, ReleaseScheduled, SprintScheduled, SprintUpdated, SprintStarted,
+        UseCaseUpdated, ReleaseScheduled, ReleaseUpdated, ReleaseArchived, ReleaseUnarchived,
+        SprintScheduled, SprintUpdated, SprintStarted,
         SprintCompleted,
     ];
 }

@@ -18,6 +18,8 @@ pub struct PeriodPage<'a> {
     pub page_size: i32,
     /// `page_token` request field.
     pub page_token: &'a str,
+    /// The other request fields that pick the rows (a page token is bound to them).
+    pub filters: &'a [&'a str],
 }
 
 /// One page of `sql` (a SELECT taking tenant, product, after-date, after-id and limit,
@@ -32,7 +34,9 @@ pub async fn list_by_begin_date<T>(
 ) -> AppResult<(Vec<T>, String)> {
     let product_id = validate::uuid("product_id", page.product_id)?.to_string();
     let size = validate::page_size("page_size", page.page_size, 100, 1000)?;
-    let query = paging::PageQuery::new(page.rpc, &[page.tenant, &product_id]);
+    let mut bound = vec![page.tenant, product_id.as_str()];
+    bound.extend_from_slice(page.filters);
+    let query = paging::PageQuery::new(page.rpc, &bound);
     let (after_date, after_id) =
         paging::decode_pair("page_token", page.page_token, &query)?.unwrap_or_default();
     let rows = sqlx::query(sql)

@@ -1,6 +1,7 @@
 //! The ReleaseService adapter: parse, run a command or read the store, map.
 
-use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::domain::error::{AppError, AppResult, shown};
+use agilepm_platform::domain::time::now_micros;
 use agilepm_platform::domain::validate;
 use agilepm_platform::storage::idempotency::{self, Key};
 use agilepm_platform::wire::auth::caller;
@@ -9,7 +10,8 @@ use agilepm_proto::planning::v1::*;
 use tonic::{Request, Response, Status};
 
 use super::commands::{self, NewRelease};
-use super::domain;
+use super::domain::{self, Change};
+use super::events;
 use super::mapping::release_message;
 use super::store;
 use crate::PlanningApi;
@@ -35,6 +37,38 @@ fn parse_schedule(request: ScheduleReleaseRequest) -> AppResult<NewRelease> {
         begin_date,
         end_date,
     })
+}
+
+/// Checks an update mask's paths against the fields of `input`.
+fn parse_changes(input: &Release, paths: &[String]) -> AppResult<Vec<Change>> {
+    if paths.is_empty() {
+        return Err(AppError::invalid(
+            "update_mask",
+            "name the fields to update",
+        ));
+    }
+    paths
+        .iter()
+        .map(|path| {
+            Ok(match path.as_str() {
+                "name" => Change::Name(validate::name("release.name", &input.name)?),
+                "description" => Change::Description(validate::description(
+                    "release.description",
+                    &input.description,
+                )?),
+                "begin_date" => {
+                    Change::BeginDate(validate::date("release.begin_date", &input.begin_date)?)
+                }
+                "end_date" => Change::EndDate(validate::date("release.end_date", &input.end_date)?),
+                other => {
+                    return Err(AppError::invalid(
+                        "update_mask",
+                        format!("{} cannot be updated", shown(other)),
+                    ));
+                }
+            })
+        })
+        .collect()
 }
 
 #[tonic::async_trait]
@@ -89,11 +123,90 @@ impl ReleaseService for PlanningApi {
             product_id: &r.product_id,
             page_size: r.page_size,
             page_token: &r.page_token,
+            // No filter part when archived releases are hidden, as before there was a
+            // choice, so tokens handed out then stay valid.
+            filters: if r.show_archived {
+                &["show_archived"]
+            } else {
+                &[]
+            },
         };
-        let (releases, next_page_token) = store::list(&self.db, page).await?;
+        let (releases, next_page_token) = store::list(&self.db, page, r.show_archived).await?;
         Ok(Response::new(ListReleasesResponse {
             releases: releases.iter().map(release_message).collect(),
             next_page_token,
+        }))
+    }
+
+    async fn update_release(
+        &self,
+        request: Request<UpdateReleaseRequest>,
+    ) -> Result<Response<UpdateReleaseResponse>, Status> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let r = request.into_inner();
+        let input = r
+            .release
+            .ok_or_else(|| AppError::invalid("release", "required"))?;
+        let id = validate::uuid("release.id", &input.id)?.to_string();
+        let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let changes = parse_changes(&input, &paths)?;
+        let expected = validate::expected_version("expected_version", r.expected_version)?;
+        let release = commands::change(
+            &self.db,
+            &tenant,
+            &id,
+            expected,
+            |before| domain::update(before, &changes),
+            events::updated,
+        )
+        .await?;
+        Ok(Response::new(UpdateReleaseResponse {
+            release: Some(release_message(&release)),
+        }))
+    }
+
+    async fn archive_release(
+        &self,
+        request: Request<ArchiveReleaseRequest>,
+    ) -> Result<Response<ArchiveReleaseResponse>, Status> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let r = request.into_inner();
+        let id = validate::uuid("id", &r.id)?.to_string();
+        let expected = validate::expected_version("expected_version", r.expected_version)?;
+        let now = now_micros();
+        let release = commands::change(
+            &self.db,
+            &tenant,
+            &id,
+            expected,
+            |before| Ok(domain::archive(before, now)),
+            events::archived,
+        )
+        .await?;
+        Ok(Response::new(ArchiveReleaseResponse {
+            release: Some(release_message(&release)),
+        }))
+    }
+
+    async fn unarchive_release(
+        &self,
+        request: Request<UnarchiveReleaseRequest>,
+    ) -> Result<Response<UnarchiveReleaseResponse>, Status> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let r = request.into_inner();
+        let id = validate::uuid("id", &r.id)?.to_string();
+        let expected = validate::expected_version("expected_version", r.expected_version)?;
+        let release = commands::change(
+            &self.db,
+            &tenant,
+            &id,
+            expected,
+            |before| Ok(domain::unarchive(before)),
+            events::unarchived,
+        )
+        .await?;
+        Ok(Response::new(UnarchiveReleaseResponse {
+            release: Some(release_message(&release)),
         }))
     }
 

@@ -1,7 +1,9 @@
 //! Every event of the Release aggregate, built once.
 
 use agilepm_platform::storage::outbox::{NewEvent, Subject};
-use agilepm_proto::planning::v1::ReleaseScheduled;
+use agilepm_proto::planning::v1::{
+    ReleaseArchived, ReleaseScheduled, ReleaseUnarchived, ReleaseUpdated,
+};
 
 use super::domain::Release;
 use super::mapping::release_message;
@@ -18,6 +20,30 @@ pub fn subject(release: &Release) -> Subject<'_> {
 /// `release` was scheduled.
 pub fn scheduled(release: &Release) -> NewEvent<'_> {
     let event = ReleaseScheduled {
+        release: Some(release_message(release)),
+    };
+    NewEvent::of(subject(release), &event)
+}
+
+/// `release` was renamed, described or rescheduled.
+pub fn updated(release: &Release) -> NewEvent<'_> {
+    let event = ReleaseUpdated {
+        release: Some(release_message(release)),
+    };
+    NewEvent::of(subject(release), &event)
+}
+
+/// `release` was archived.
+pub fn archived(release: &Release) -> NewEvent<'_> {
+    let event = ReleaseArchived {
+        release: Some(release_message(release)),
+    };
+    NewEvent::of(subject(release), &event)
+}
+
+/// `release` came back into planning.
+pub fn unarchived(release: &Release) -> NewEvent<'_> {
+    let event = ReleaseUnarchived {
         release: Some(release_message(release)),
     };
     NewEvent::of(subject(release), &event)

@@ -17,5 +17,8 @@ pub fn release_message(release: &Release) -> proto::Release {
         end_date: release.end_date.to_string(),
         version: release.version,
         create_time: Some(timestamp(release.create_time_us)),
+        archived: release.archived(),
+        archive_time: release.archive_time_us.map(timestamp),
+        update_time: Some(timestamp(release.update_time_us)),
     }
 }

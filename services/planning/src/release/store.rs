@@ -12,7 +12,8 @@ use crate::schedule::{PeriodPage, list_by_begin_date};
 macro_rules! select_releases {
     ($rest:literal) => {
         concat!(
-            "SELECT id, tenant_id, product_id, name, description, begin_date, end_date, version, create_time_us FROM releases ",
+            "SELECT id, tenant_id, product_id, name, description, begin_date, end_date, version, \
+             create_time_us, update_time_us, archive_time_us FROM releases ",
             $rest
         )
     };
@@ -33,6 +34,8 @@ fn release_from(row: &AnyRow) -> Result<Release, sqlx::Error> {
         end_date: day("end_date")?,
         version: row.try_get("version")?,
         create_time_us: row.try_get("create_time_us")?,
+        update_time_us: row.try_get("update_time_us")?,
+        archive_time_us: row.try_get("archive_time_us")?,
     })
 }
 
@@ -66,11 +69,22 @@ pub async fn by_request_id(
     )
 }
 
-/// One page of a product's releases by the day they begin, and the next page token.
-pub async fn list(db: &Db, page: PeriodPage<'_>) -> AppResult<(Vec<Release>, String)> {
-    let sql = select_releases!(
-        "WHERE tenant_id = $1 AND product_id = $2 AND (begin_date > $3 OR (begin_date = $3 AND id > $4)) ORDER BY begin_date, id LIMIT $5"
-    );
+/// One page of a product's releases by the day they begin (archived ones too if
+/// `show_archived`), and the next page token.
+pub async fn list(
+    db: &Db,
+    page: PeriodPage<'_>,
+    show_archived: bool,
+) -> AppResult<(Vec<Release>, String)> {
+    let sql = if show_archived {
+        select_releases!(
+            "WHERE tenant_id = $1 AND product_id = $2 AND (begin_date > $3 OR (begin_date = $3 AND id > $4)) ORDER BY begin_date, id LIMIT $5"
+        )
+    } else {
+        select_releases!(
+            "WHERE tenant_id = $1 AND product_id = $2 AND archive_time_us IS NULL AND (begin_date > $3 OR (begin_date = $3 AND id > $4)) ORDER BY begin_date, id LIMIT $5"
+        )
+    };
     list_by_begin_date(db, sql, page, release_from, |release| {
         (release.begin_date.to_string(), release.id.clone())
     })
@@ -81,7 +95,7 @@ pub async fn list(db: &Db, page: PeriodPage<'_>) -> AppResult<(Vec<Release>, Str
 pub async fn insert(uow: &mut UnitOfWork, release: &Release, request_id: &str) -> AppResult<()> {
     sqlx::query(
         "INSERT INTO releases (id, tenant_id, product_id, request_id, name, description, begin_date, end_date, \
-         version, create_time_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         version, create_time_us, update_time_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&release.id)
     .bind(&release.tenant_id)
@@ -93,7 +107,29 @@ pub async fn insert(uow: &mut UnitOfWork, release: &Release, request_id: &str) -
     .bind(release.end_date.to_string())
     .bind(release.version)
     .bind(release.create_time_us)
+    .bind(release.update_time_us)
     .execute(uow.conn())
     .await?;
     Ok(())
+}
+
+/// Writes `release` over the row last read at `read_version`; false if it has changed
+/// since (a lost race).
+pub async fn update(uow: &mut UnitOfWork, release: &Release, read_version: i64) -> AppResult<bool> {
+    let result = sqlx::query(
+        "UPDATE releases SET name = $1, description = $2, begin_date = $3, end_date = $4, \
+         version = $5, update_time_us = $6, archive_time_us = $7 WHERE id = $8 AND version = $9",
+    )
+    .bind(&release.name)
+    .bind(&release.description)
+    .bind(release.begin_date.to_string())
+    .bind(release.end_date.to_string())
+    .bind(release.version)
+    .bind(release.update_time_us)
+    .bind(release.archive_time_us)
+    .bind(&release.id)
+    .bind(read_version)
+    .execute(uow.conn())
+    .await?;
+    Ok(result.rows_affected() == 1)
 }

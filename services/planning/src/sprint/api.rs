@@ -117,6 +117,7 @@ impl SprintService for PlanningApi {
             product_id: &r.product_id,
             page_size: r.page_size,
             page_token: &r.page_token,
+            filters: &[],
         };
         let (sprints, next_page_token) = store::list(&self.db, page).await?;
         Ok(Response::new(ListSprintsResponse {

@@ -86,6 +86,9 @@ pub const TABLE: &[(&str, &str, Rule)] = &[
     ("agilepm.planning.v1.ReleaseService", "ScheduleRelease", rule(PO, NO_SERVICE)),
     ("agilepm.planning.v1.ReleaseService", "GetRelease", rule(READ, NO_SERVICE)),
     ("agilepm.planning.v1.ReleaseService", "ListReleases", rule(READ, NO_SERVICE)),
+    ("agilepm.planning.v1.ReleaseService", "UpdateRelease", rule(PO, NO_SERVICE)),
+    ("agilepm.planning.v1.ReleaseService", "ArchiveRelease", rule(PO, NO_SERVICE)),
+    ("agilepm.planning.v1.ReleaseService", "UnarchiveRelease", rule(PO, NO_SERVICE)),
     ("agilepm.planning.v1.ReleaseService", "ScheduleBacklogItemForRelease", rule(PO, NO_SERVICE)),
     ("agilepm.planning.v1.ReleaseService", "UnscheduleBacklogItemFromRelease", rule(PO, NO_SERVICE)),
     // planning: sprints
