@@ -343,6 +343,7 @@ async fn committed_items(db: &Db) {
                 awaiting_acceptance: false,
             },
             rank: format!("m{n}"),
+            sprint_rank: format!("m{n}"),
             derived_from_ids: Vec::new(),
             reconciled_task_revision: 0,
             version: 1,

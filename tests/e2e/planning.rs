@@ -6,8 +6,9 @@ use agilepm_platform::wire::config::ServiceName;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{
     BacklogItem, BacklogItemStatus, BacklogItemType, GetBacklogItemRequest,
-    ListBacklogItemsRequest, PlanBacklogItemRequest, ReconcileBacklogItemStatusRequest,
-    RemoveBacklogItemRequest, StoryPoints,
+    ListBacklogItemsRequest, MoveBacklogItemInSprintRequest, MoveBacklogItemRequest,
+    PlanBacklogItemRequest, ReconcileBacklogItemStatusRequest, RemoveBacklogItemRequest,
+    StoryPoints, move_backlog_item_in_sprint_request, move_backlog_item_request,
 };
 use agilepm_proto::common::v1::StatusTransitionMode;
 use agilepm_proto::planning::v1::planning_game_service_client::PlanningGameServiceClient;
@@ -34,6 +35,7 @@ engine_tests!(
     the_burndown_and_velocity_have_exact_numbers,
     the_burndown_counts_each_day_its_members_then,
     releases_are_renamed_rescheduled_and_archived,
+    a_sprint_orders_its_items_apart_from_the_backlog,
 );
 
 struct Fixture {
@@ -1423,5 +1425,197 @@ async fn releases_are_renamed_rescheduled_and_archived(engine: Engine) {
             "ReleaseUnarchived"
         ]
     );
+    f.system.stop().await;
+}
+
+/// Summaries of `product`'s items in backlog order, or in `sprint`'s own order.
+async fn order_of(f: &Fixture, product: &str, sprint: Option<&str>) -> Vec<String> {
+    let request = ListBacklogItemsRequest {
+        product_id: product.into(),
+        sprint_id: sprint.unwrap_or_default().into(),
+        order_by: if sprint.is_some() {
+            "sprint_rank"
+        } else {
+            "rank"
+        }
+        .into(),
+        ..Default::default()
+    };
+    f.items()
+        .list_backlog_items(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_items
+        .into_iter()
+        .map(|item| item.summary)
+        .collect()
+}
+
+/// The team orders its sprint without touching the product backlog: a sprint starts in
+/// backlog order, moves change only sprint ranks (a retried move nothing), concurrent moves
+/// into one gap all land, and an item leaving the sprint leaves its order.
+async fn a_sprint_orders_its_items_apart_from_the_backlog(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let product = f.product("P", StatusTransitionMode::Automatic).await;
+    let release = f.release(&product.id).await;
+    let sprint = f.sprint(&product.id, &day(-1), &day(12)).await;
+    let mut items = Vec::new();
+    for summary in ["a", "b", "c", "d"] {
+        items.push(f.item(&product.id, summary, StoryPoints::Three).await);
+    }
+    let [a, b, c, d] = [0, 1, 2, 3].map(|i| items[i].clone());
+    for item in [&c, &a, &b] {
+        f.commit(&release, &sprint, item).await;
+    }
+    assert_eq!(
+        order_of(&f, &product.id, Some(&sprint.id)).await,
+        ["a", "b", "c"]
+    );
+    let committed = f.get_item(&c.id).await;
+    assert_eq!(
+        committed.sprint_rank, committed.rank,
+        "a sprint starts in backlog order"
+    );
+    assert_eq!(
+        f.get_item(&d.id).await.sprint_rank,
+        "",
+        "no sprint, no sprint rank"
+    );
+
+    let move_in_sprint = |id: &str, anchor: move_backlog_item_in_sprint_request::Anchor| {
+        let mut items = f.items();
+        let request = MoveBacklogItemInSprintRequest {
+            id: id.into(),
+            anchor: Some(anchor),
+            expected_version: None,
+        };
+        async move {
+            items
+                .move_backlog_item_in_sprint(request)
+                .await
+                .map(|r| r.into_inner().backlog_item.unwrap())
+        }
+    };
+    use move_backlog_item_in_sprint_request::Anchor::{AfterId, BeforeId};
+    let moved = move_in_sprint(&c.id, BeforeId(a.id.clone())).await.unwrap();
+    assert_eq!(
+        (moved.rank.as_str(), moved.version),
+        (committed.rank.as_str(), committed.version + 1)
+    );
+    assert_eq!(
+        order_of(&f, &product.id, Some(&sprint.id)).await,
+        ["c", "a", "b"]
+    );
+    assert_eq!(order_of(&f, &product.id, None).await, ["a", "b", "c", "d"]);
+    let again = move_in_sprint(&c.id, BeforeId(a.id.clone())).await.unwrap();
+    assert_eq!(again, moved, "a move to where the item is changes nothing");
+
+    // The product backlog moves without moving the sprint.
+    f.items()
+        .move_backlog_item(MoveBacklogItemRequest {
+            id: b.id.clone(),
+            anchor: Some(move_backlog_item_request::Anchor::BeforeId(a.id.clone())),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(order_of(&f, &product.id, None).await, ["b", "a", "c", "d"]);
+    assert_eq!(
+        order_of(&f, &product.id, Some(&sprint.id)).await,
+        ["c", "a", "b"]
+    );
+
+    // Refusals name the problem and change nothing.
+    let error = move_in_sprint(&d.id, BeforeId(a.id.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert!(
+        error.message().contains("COMMITTED to a sprint"),
+        "{error:?}"
+    );
+    let error = move_in_sprint(&a.id, AfterId(d.id.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert!(error.message().contains("own sprint"), "{error:?}");
+    let error = move_in_sprint(&a.id, AfterId(a.id.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(error.message().starts_with("after_id"), "{error:?}");
+    let error = f
+        .items()
+        .list_backlog_items(ListBacklogItemsRequest {
+            product_id: product.id.clone(),
+            order_by: "sprint_rank".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(error.message().starts_with("order_by"), "{error:?}");
+    assert_eq!(
+        order_of(&f, &product.id, Some(&sprint.id)).await,
+        ["c", "a", "b"]
+    );
+
+    // Leaving the sprint leaves its order; coming back starts from the backlog rank.
+    f.sprints()
+        .uncommit_backlog_item_from_sprint(UncommitBacklogItemFromSprintRequest {
+            backlog_item_id: a.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(f.get_item(&a.id).await.sprint_rank, "");
+    assert_eq!(
+        order_of(&f, &product.id, Some(&sprint.id)).await,
+        ["c", "b"]
+    );
+    f.sprints()
+        .commit_backlog_item_to_sprint(CommitBacklogItemToSprintRequest {
+            sprint_id: sprint.id.clone(),
+            backlog_item_id: a.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        order_of(&f, &product.id, Some(&sprint.id)).await,
+        ["c", "a", "b"]
+    );
+
+    // Eight concurrent moves into the one gap before the sprint's first item: each lands.
+    let mut racers = Vec::new();
+    for i in 0..8 {
+        let item = f
+            .item(&product.id, &format!("r{i}"), StoryPoints::One)
+            .await;
+        f.commit(&release, &sprint, &item).await;
+        racers.push(item);
+    }
+    let moves = racers
+        .iter()
+        .map(|item| move_in_sprint(&item.id, BeforeId(c.id.clone())));
+    for result in futures::future::join_all(moves).await {
+        result.unwrap();
+    }
+    let order = order_of(&f, &product.id, Some(&sprint.id)).await;
+    let mut front: Vec<String> = order[..8].to_vec();
+    front.sort();
+    assert_eq!(front, (0..8).map(|i| format!("r{i}")).collect::<Vec<_>>());
+    assert_eq!(order[8..], ["c", "a", "b"]);
+
+    // One event per real move: c's first move, the racers' eight; the retry wrote none.
+    let channel = f
+        .system
+        .channel(ServiceName::BacklogItem, &agilepm_testkit::operator_token());
+    let in_sprint = agilepm_testkit::feed_events(channel, 1)
+        .await
+        .iter()
+        .filter(|e| e.event_type.ends_with("BacklogItemRankedInSprint"))
+        .count();
+    assert_eq!(in_sprint, 9);
     f.system.stop().await;
 }

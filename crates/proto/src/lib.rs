@@ -72,7 +72,7 @@ event_types! {
         BacklogItemStoryPointsAssigned, BacklogItemBusinessPriorityAssigned,
         BacklogItemScheduled, BacklogItemUnscheduled, BacklogItemCommitted,
         BacklogItemUncommitted, BacklogItemStatusChanged, BacklogItemMarkedAsRemoved,
-        BacklogItemRanked,
+        BacklogItemRanked, BacklogItemRankedInSprint,
     ];
     "agilepm.planning.v1" => planning::v1: [
         ProductCreated, ProductUpdated, ProductTransitionModeChanged, UseCaseCreated,

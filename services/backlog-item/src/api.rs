@@ -14,11 +14,11 @@ use agilepm_proto::backlog::v1::backlog_item_service_server::BacklogItemService;
 use agilepm_proto::backlog::v1::*;
 use tonic::{Request, Response, Status as GrpcStatus};
 
-use crate::commands::{Commands, MoveTo, NewItem, Reconcile};
+use crate::commands::{Commands, MoveTo, NewItem, RankScope, Reconcile};
 use crate::domain;
 use crate::domain::{StoryChange, TaskBasis};
 use crate::mapping::{self, item_message};
-use crate::store::{self, ListQuery};
+use crate::store::{self, ListOrder, ListQuery};
 
 type Reply<T> = Result<Response<T>, GrpcStatus>;
 
@@ -116,12 +116,14 @@ fn parse_story_changes(update: &BacklogItem, paths: &[String]) -> AppResult<Vec<
         .collect()
 }
 
-/// Checks a move request's anchor.
-fn parse_move(id: &str, anchor: Option<&move_backlog_item_request::Anchor>) -> AppResult<MoveTo> {
-    let (field, anchor_id, before) = match anchor {
-        Some(move_backlog_item_request::Anchor::BeforeId(a)) => ("before_id", a, true),
-        Some(move_backlog_item_request::Anchor::AfterId(a)) => ("after_id", a, false),
-        None => return Err(AppError::invalid("anchor", "name before_id or after_id")),
+/// Checks a move request's anchor: (field, anchor id, before it) as its oneof says.
+fn parse_move(
+    scope: RankScope,
+    id: &str,
+    anchor: Option<(&'static str, &str, bool)>,
+) -> AppResult<MoveTo> {
+    let Some((field, anchor_id, before)) = anchor else {
+        return Err(AppError::invalid("anchor", "name before_id or after_id"));
     };
     let anchor_id = validate::uuid(field, anchor_id)?.to_string();
     if anchor_id == id {
@@ -130,7 +132,11 @@ fn parse_move(id: &str, anchor: Option<&move_backlog_item_request::Anchor>) -> A
             "an item cannot move relative to itself",
         ));
     }
-    Ok(MoveTo { anchor_id, before })
+    Ok(MoveTo {
+        scope,
+        anchor_id,
+        before,
+    })
 }
 
 /// Most bases in one `ReconcileBacklogItemStatuses` call.
@@ -209,11 +215,7 @@ fn list_page_query(query: &ListQuery) -> paging::PageQuery {
         .item_type
         .map(|t| t.number().to_string())
         .unwrap_or_default();
-    let order = if query.by_priority {
-        "priority_score desc"
-    } else {
-        "rank"
-    };
+    let order = query.order.as_str();
     paging::PageQuery::new(
         "agilepm.backlog.v1.BacklogItemService/ListBacklogItems",
         &[
@@ -414,14 +416,22 @@ impl BacklogItemService for BacklogItemApi {
         let timeout = deadline::caller_timeout(request.metadata());
         let r = request.into_inner();
         let token = consistency::decode("consistency_token", &r.consistency_token)?;
-        let by_priority = match r.order_by.trim() {
-            "" | "rank" => false,
-            "priority_score desc" => true,
+        let order = match r.order_by.trim() {
+            "" | "rank" => ListOrder::Rank,
+            "priority_score desc" => ListOrder::PriorityScore,
+            "sprint_rank" if r.sprint_id.is_empty() => {
+                return Err(AppError::invalid(
+                    "order_by",
+                    "\"sprint_rank\" orders one sprint: name it in sprint_id",
+                )
+                .into());
+            }
+            "sprint_rank" => ListOrder::SprintRank,
             other => {
                 return Err(AppError::invalid(
                     "order_by",
                     format!(
-                        "{}: use \"rank\" or \"priority_score desc\"",
+                        "{}: use \"rank\", \"priority_score desc\" or \"sprint_rank\"",
                         agilepm_platform::domain::error::shown(other)
                     ),
                 )
@@ -445,7 +455,7 @@ impl BacklogItemService for BacklogItemApi {
             sprint_id: optional_id("sprint_id", &r.sprint_id)?,
             use_case_id: optional_id("use_case_id", &r.use_case_id)?,
             item_type,
-            by_priority,
+            order,
             after: None,
             limit: validate::page_size("page_size", r.page_size, 100, 1000)? + 1,
         };
@@ -460,7 +470,10 @@ impl BacklogItemService for BacklogItemApi {
             items
                 .last()
                 .map(|last| {
-                    let key = format!("{}|{}", last.priority_score(), last.rank);
+                    let key = match query.order {
+                        ListOrder::SprintRank => format!("0|{}", last.sprint_rank),
+                        _ => format!("{}|{}", last.priority_score(), last.rank),
+                    };
                     paging::encode_token(&page_query, &key)
                 })
                 .unwrap_or_default()
@@ -612,9 +625,36 @@ impl BacklogItemService for BacklogItemApi {
         let r = request.into_inner();
         let id = validate::uuid("id", &r.id)?.to_string();
         let expected = validate::expected_version("expected_version", r.expected_version)?;
-        let to = parse_move(&id, r.anchor.as_ref())?;
+        let anchor = r.anchor.as_ref().map(|anchor| match anchor {
+            move_backlog_item_request::Anchor::BeforeId(a) => ("before_id", a.as_str(), true),
+            move_backlog_item_request::Anchor::AfterId(a) => ("after_id", a.as_str(), false),
+        });
+        let to = parse_move(RankScope::Product, &id, anchor)?;
         let item = self.commands.move_item(&tenant, &id, expected, &to).await?;
         Ok(Response::new(MoveBacklogItemResponse {
+            backlog_item: Some(item_message(&item)),
+        }))
+    }
+
+    async fn move_backlog_item_in_sprint(
+        &self,
+        request: Request<MoveBacklogItemInSprintRequest>,
+    ) -> Reply<MoveBacklogItemInSprintResponse> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let r = request.into_inner();
+        let id = validate::uuid("id", &r.id)?.to_string();
+        let expected = validate::expected_version("expected_version", r.expected_version)?;
+        let anchor = r.anchor.as_ref().map(|anchor| match anchor {
+            move_backlog_item_in_sprint_request::Anchor::BeforeId(a) => {
+                ("before_id", a.as_str(), true)
+            }
+            move_backlog_item_in_sprint_request::Anchor::AfterId(a) => {
+                ("after_id", a.as_str(), false)
+            }
+        });
+        let to = parse_move(RankScope::Sprint, &id, anchor)?;
+        let item = self.commands.move_item(&tenant, &id, expected, &to).await?;
+        Ok(Response::new(MoveBacklogItemInSprintResponse {
             backlog_item: Some(item_message(&item)),
         }))
     }

@@ -13,7 +13,7 @@ use agilepm_platform::storage::ranked::Anchor;
 use uuid::Uuid;
 
 use crate::domain::{
-    BacklogItem, BusinessPriority, ItemType, Outcome, Placement, StoryPoints, TransitionMode,
+    self, BacklogItem, BusinessPriority, ItemType, Outcome, Placement, StoryPoints, TransitionMode,
 };
 use crate::events;
 use crate::store;
@@ -44,9 +44,20 @@ pub struct NewItem {
     pub derived_from_ids: Vec<String>,
 }
 
-/// Where a moved item goes: next to another item of its backlog.
+/// Which order a move changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankScope {
+    /// The product backlog (`rank`).
+    Product,
+    /// The item's sprint (`sprint_rank`); the product backlog is untouched.
+    Sprint,
+}
+
+/// Where a moved item goes: next to another item of its backlog or sprint.
 #[derive(Debug, Clone)]
 pub struct MoveTo {
+    /// The order that changes.
+    pub scope: RankScope,
     /// The item it goes next to.
     pub anchor_id: String,
     /// Before the anchor (true) or after it.
@@ -96,6 +107,7 @@ impl Commands {
                 use_case_id: new.use_case_id.clone(),
                 placement: Placement::planned(),
                 rank,
+                sprint_rank: String::new(),
                 derived_from_ids: new.derived_from_ids.clone(),
                 reconciled_task_revision: 0,
                 version: 1,
@@ -159,7 +171,7 @@ impl Commands {
         .await
     }
 
-    /// Moves item `id` next to another item of its product backlog.
+    /// Moves item `id` next to another item of its product backlog, or of its sprint.
     pub async fn move_item(
         &self,
         tenant: &str,
@@ -174,33 +186,44 @@ impl Commands {
             let anchor = store::get(uow.conn(), tenant, &to.anchor_id)
                 .await?
                 .ok_or_else(|| AppError::not_found(format!("backlog item {}", to.anchor_id)))?;
-            if anchor.product_id != before.product_id {
-                return Err(AppError::precondition(
-                    "items can only be moved within their own product backlog",
-                ));
-            }
+            let (list, scope_id, key, anchor_key) = match to.scope {
+                RankScope::Product => {
+                    if anchor.product_id != before.product_id {
+                        return Err(AppError::precondition(
+                            "items can only be moved within their own product backlog",
+                        ));
+                    }
+                    (&store::BACKLOG, &before.product_id, &before.rank, &anchor.rank)
+                }
+                RankScope::Sprint => {
+                    domain::rank_in_sprint(&before.placement)?;
+                    if anchor.placement.sprint_id != before.placement.sprint_id {
+                        return Err(AppError::precondition(format!(
+                            "items can only be moved within their own sprint ({}); backlog item {} is not in it",
+                            before.placement.sprint_id, anchor.id
+                        )));
+                    }
+                    let sprint = &before.placement.sprint_id;
+                    (&store::SPRINT_BACKLOG, sprint, &before.sprint_rank, &anchor.sprint_rank)
+                }
+            };
             let place = Anchor {
                 id: &anchor.id,
-                rank: &anchor.rank,
+                rank: anchor_key,
                 before: to.before,
             };
-            let rank = store::BACKLOG
-                .key_next_to(
-                    uow.conn(),
-                    tenant,
-                    &before.product_id,
-                    (id, &before.rank),
-                    place,
-                )
+            let new_key = list
+                .key_next_to(uow.conn(), tenant, scope_id, (id, key), place)
                 .await?;
-            if rank == before.rank {
+            if &new_key == key {
                 // Already in that place (a retried move): nothing to write.
                 return Ok(Attempt::Done(before));
             }
-            let after = BacklogItem {
-                rank,
-                ..before.clone()
-            };
+            let mut after = before.clone();
+            match to.scope {
+                RankScope::Product => after.rank = new_key,
+                RankScope::Sprint => after.sprint_rank = new_key,
+            }
             save(uow, &before, after).await
         })
         .await
@@ -246,13 +269,33 @@ async fn save(
 ) -> AppResult<Attempt<BacklogItem>> {
     after.version = before.version + 1;
     after.update_time_us = now_micros();
-    if !store::update(&mut uow, &after, before.version).await? {
-        return Ok(Attempt::LostRace);
+    if after.placement.sprint_id != before.placement.sprint_id {
+        after.sprint_rank = sprint_key(&mut uow, &after).await?;
+    }
+    match store::update(&mut uow, &after, before.version).await {
+        Ok(true) => {}
+        // Another writer took the row, or the rank key chosen for it (two moves into one
+        // gap, two commitments at once): decide again on fresh state.
+        Ok(false) | Err(AppError::AlreadyExists(_)) => return Ok(Attempt::LostRace),
+        Err(other) => return Err(other),
     }
     store::record_membership(&mut uow, before, &after, after.update_time_us).await?;
     outbox::append_all(&mut uow, &events::changed(before, &after)).await?;
     uow.commit().await?;
     Ok(Attempt::Done(after))
+}
+
+/// The sprint rank of `item` on joining its sprint: its product rank when no item of the
+/// sprint holds that key (so a sprint nobody reordered reads in product backlog order),
+/// else the end of the sprint. Empty outside every sprint.
+async fn sprint_key(uow: &mut UnitOfWork, item: &BacklogItem) -> AppResult<String> {
+    let sprint = &item.placement.sprint_id;
+    if sprint.is_empty() {
+        return Ok(String::new());
+    }
+    Ok(store::SPRINT_BACKLOG
+        .key_preferring(uow.conn(), &item.tenant_id, sprint, &item.rank)
+        .await?)
 }
 
 /// A new item references a product the planning service recorded for this tenant (never

@@ -174,6 +174,8 @@ pub struct BacklogItem {
     pub placement: Placement,
     /// Key ordering the product backlog (ascending).
     pub rank: String,
+    /// Key ordering its sprint's items (ascending); empty exactly while it is in no sprint.
+    pub sprint_rank: String,
     /// Items it was split or grouped from (immutable).
     pub derived_from_ids: Vec<String>,
     /// Revision of the last task-hours basis applied.
@@ -324,6 +326,17 @@ pub fn mark_done(p: &Placement) -> AppResult<Placement> {
             ..p.clone()
         }),
         _ => Err(refuse("only COMMITTED items can be marked done", p.status)),
+    }
+}
+
+/// An item is ordered within its sprint while it is in one: COMMITTED to it or DONE there.
+pub fn rank_in_sprint(p: &Placement) -> AppResult<()> {
+    match p.status {
+        Status::Committed | Status::Done => Ok(()),
+        _ => Err(refuse(
+            "only items COMMITTED to a sprint (or DONE in it) can be moved within it",
+            p.status,
+        )),
     }
 }
 

@@ -47,7 +47,7 @@ pub fn status_changed(
 }
 
 /// The events a command's change of an item from `before` to `after` implies, in the
-/// order subscribers see them: story fields, rank, then placement and status.
+/// order subscribers see them: story fields, rank, sprint rank, then placement and status.
 pub fn changed<'a>(before: &BacklogItem, after: &'a BacklogItem) -> Vec<NewEvent<'a>> {
     let mut events = Vec::new();
     field_events(before, after, &mut events);
@@ -57,6 +57,16 @@ pub fn changed<'a>(before: &BacklogItem, after: &'a BacklogItem) -> Vec<NewEvent
             tenant_id: after.tenant_id.clone(),
             product_id: after.product_id.clone(),
             rank: after.rank.clone(),
+        };
+        events.push(NewEvent::of(subject(after), &event));
+    }
+    let same_sprint = before.placement.sprint_id == after.placement.sprint_id;
+    if same_sprint && before.sprint_rank != after.sprint_rank {
+        let event = BacklogItemRankedInSprint {
+            backlog_item_id: after.id.clone(),
+            tenant_id: after.tenant_id.clone(),
+            sprint_id: after.placement.sprint_id.clone(),
+            sprint_rank: after.sprint_rank.clone(),
         };
         events.push(NewEvent::of(subject(after), &event));
     }

@@ -37,6 +37,7 @@ pub fn item_message(item: &BacklogItem) -> proto::BacklogItem {
         sprint_id: item.placement.sprint_id.clone(),
         status: item.placement.status.number(),
         rank: item.rank.clone(),
+        sprint_rank: item.sprint_rank.clone(),
         derived_from_ids: item.derived_from_ids.clone(),
         awaiting_acceptance: item.placement.awaiting_acceptance,
         version: item.version,

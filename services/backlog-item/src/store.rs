@@ -21,7 +21,7 @@ macro_rules! item_columns {
         "id, tenant_id, product_id, summary, story, category, type, story_points, \
          benefit, penalty, cost, risk, priority_score, use_case_id, release_id, sprint_id, \
          status, rank, derived_from_ids, awaiting_acceptance, reconciled_task_revision, \
-         version, create_time_us, update_time_us"
+         version, create_time_us, update_time_us, sprint_rank"
     };
 }
 
@@ -66,6 +66,9 @@ fn item_from(row: &AnyRow) -> Result<BacklogItem, sqlx::Error> {
             awaiting_acceptance: row.try_get::<i64, _>("awaiting_acceptance")? != 0,
         },
         rank: row.try_get("rank")?,
+        sprint_rank: row
+            .try_get::<Option<String>, _>("sprint_rank")?
+            .unwrap_or_default(),
         derived_from_ids: derived
             .split(',')
             .filter(|s| !s.is_empty())
@@ -116,6 +119,16 @@ pub async fn by_request_id(
 pub static BACKLOG: agilepm_platform::storage::ranked::RankedList =
     agilepm_platform::ranked_list!("backlog_items");
 
+/// Each sprint's items as a ranked list of their own.
+pub static SPRINT_BACKLOG: agilepm_platform::storage::ranked::RankedList =
+    agilepm_platform::ranked_list!("backlog_items", "sprint_id", "sprint_rank");
+
+/// What an item stores as its sprint rank: NULL outside every sprint, so the unique
+/// index on sprint keys holds only the items that are in one.
+fn stored_sprint_rank(item: &BacklogItem) -> Option<&str> {
+    (!item.sprint_rank.is_empty()).then_some(item.sprint_rank.as_str())
+}
+
 /// What an unrated item stores in its rating columns.
 const UNRATED: BusinessPriority = BusinessPriority {
     benefit: 0,
@@ -131,8 +144,8 @@ pub async fn insert(uow: &mut UnitOfWork, item: &BacklogItem, request_id: &str) 
         "INSERT INTO backlog_items (id, tenant_id, product_id, request_id, summary, story, category, \
          type, story_points, benefit, penalty, cost, risk, priority_score, use_case_id, release_id, \
          sprint_id, status, rank, derived_from_ids, awaiting_acceptance, reconciled_task_revision, \
-         version, create_time_us, update_time_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)",
+         version, create_time_us, update_time_us, sprint_rank) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+         $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)",
     )
     .bind(&item.id)
     .bind(&item.tenant_id)
@@ -159,6 +172,7 @@ pub async fn insert(uow: &mut UnitOfWork, item: &BacklogItem, request_id: &str) 
     .bind(item.version)
     .bind(item.create_time_us)
     .bind(item.update_time_us)
+    .bind(stored_sprint_rank(item))
     .execute(uow.conn())
     .await?;
     Ok(())
@@ -178,7 +192,7 @@ pub async fn update(
          story_points = $5, benefit = $6, penalty = $7, cost = $8, risk = $9, priority_score = $10, \
          use_case_id = $11, release_id = $12, sprint_id = $13, status = $14, rank = $15, \
          awaiting_acceptance = $16, reconciled_task_revision = $17, version = $18, \
-         update_time_us = $19 WHERE id = $20 AND version = $21 AND reconciled_task_revision <= $17",
+         update_time_us = $19, sprint_rank = $22 WHERE id = $20 AND version = $21 AND reconciled_task_revision <= $17",
     )
     .bind(&item.summary)
     .bind(&item.story)
@@ -201,6 +215,7 @@ pub async fn update(
     .bind(item.update_time_us)
     .bind(&item.id)
     .bind(read_version)
+    .bind(stored_sprint_rank(item))
     .execute(uow.conn())
     .await?;
     Ok(result.rows_affected() == 1)
@@ -463,12 +478,36 @@ pub struct ListQuery {
     pub use_case_id: String,
     /// Type filter (none: any).
     pub item_type: Option<ItemType>,
-    /// Order by priority score (descending) instead of rank.
-    pub by_priority: bool,
-    /// Keyset: the last row of the previous page as (priority score, rank).
+    /// The order of the rows.
+    pub order: ListOrder,
+    /// Keyset: the last row of the previous page as (priority score, rank), or (0, sprint
+    /// rank) in sprint order.
     pub after: Option<(f64, String)>,
     /// Page size.
     pub limit: u32,
+}
+
+/// How a listing orders a product backlog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListOrder {
+    /// Backlog order (`rank`).
+    #[default]
+    Rank,
+    /// Highest priority score first, then backlog order.
+    PriorityScore,
+    /// One sprint's own order (`sprint_rank`); the query names the sprint.
+    SprintRank,
+}
+
+impl ListOrder {
+    /// The `order_by` value that asks for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListOrder::Rank => "rank",
+            ListOrder::PriorityScore => "priority_score desc",
+            ListOrder::SprintRank => "sprint_rank",
+        }
+    }
 }
 
 /// One page of a product backlog.
@@ -496,8 +535,8 @@ pub async fn list(db: &Db, query: &ListQuery) -> AppResult<Vec<BacklogItem>> {
             .bind(after_rank.clone())
             .bind(i64::from(query.limit))
     };
-    let rows = if query.by_priority {
-        filtered(select_items!(
+    let rows = match query.order {
+        ListOrder::PriorityScore => filtered(select_items!(
             "WHERE tenant_id = $1 AND product_id = $2 AND ($3 = '' OR release_id = $3) ",
             "AND ($4 = '' OR sprint_id = $4) AND ($5 = '' OR use_case_id = $5) AND ($6 = 0 OR type = $6) ",
             "AND ($7 = 0 OR ((CAST(1 AS BIGINT) << CAST(status AS INTEGER)) & $7) <> 0) ",
@@ -506,9 +545,18 @@ pub async fn list(db: &Db, query: &ListQuery) -> AppResult<Vec<BacklogItem>> {
         ))
         .bind(after_score)
         .fetch_all(db.pool())
-        .await?
-    } else {
-        filtered(select_items!(
+        .await?,
+        // The sprint is named ($4 is not empty): its items all hold a sprint rank.
+        ListOrder::SprintRank => filtered(select_items!(
+            "WHERE tenant_id = $1 AND product_id = $2 AND ($3 = '' OR release_id = $3) ",
+            "AND sprint_id = $4 AND ($5 = '' OR use_case_id = $5) AND ($6 = 0 OR type = $6) ",
+            "AND ($7 = 0 OR ((CAST(1 AS BIGINT) << CAST(status AS INTEGER)) & $7) <> 0) ",
+            "AND ($8 = 0 OR sprint_rank > $9) ",
+            "ORDER BY sprint_rank LIMIT $10"
+        ))
+        .fetch_all(db.pool())
+        .await?,
+        ListOrder::Rank => filtered(select_items!(
             "WHERE tenant_id = $1 AND product_id = $2 AND ($3 = '' OR release_id = $3) ",
             "AND ($4 = '' OR sprint_id = $4) AND ($5 = '' OR use_case_id = $5) AND ($6 = 0 OR type = $6) ",
             "AND ($7 = 0 OR ((CAST(1 AS BIGINT) << CAST(status AS INTEGER)) & $7) <> 0) ",
@@ -516,7 +564,7 @@ pub async fn list(db: &Db, query: &ListQuery) -> AppResult<Vec<BacklogItem>> {
             "ORDER BY rank LIMIT $10"
         ))
         .fetch_all(db.pool())
-        .await?
+        .await?,
     };
     Ok(rows.iter().map(item_from).collect::<Result<_, _>>()?)
 }

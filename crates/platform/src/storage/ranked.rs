@@ -1,8 +1,9 @@
-//! A list stored in a table and ordered by [`rank`](crate::domain::rank) keys within a tenant's
-//! product: a product backlog, a product's use cases. Every such table has `id`,
-//! `tenant_id`, `product_id` and `rank` columns and a unique index on
-//! `(tenant_id, product_id, rank)`: a list never reaches into another tenant's rows, even
-//! under a product id that tenant also uses.
+//! A list stored in a table and ordered by [`rank`](crate::domain::rank) keys within a
+//! tenant's scope: a product backlog, a product's use cases (scoped by `product_id`, keys
+//! in `rank`), a sprint's items (scoped by `sprint_id`, keys in `sprint_rank`). Every such
+//! table has `id` and `tenant_id` columns and a unique index on `(tenant_id, scope, key)`:
+//! a list never reaches into another tenant's rows, even under a scope id that tenant
+//! also uses. A row outside every list of the table keeps a NULL key.
 //!
 //! Placing a row writes that row only, except when repeated moves into one gap have
 //! grown the key past [`MAX_KEY_LEN`](crate::domain::rank::MAX_KEY_LEN): then the whole list is
@@ -24,6 +25,8 @@ pub struct RankedList {
     #[doc(hidden)]
     pub after: &'static str,
     #[doc(hidden)]
+    pub taken: &'static str,
+    #[doc(hidden)]
     pub ids_in_order: &'static str,
     #[doc(hidden)]
     pub park_all: &'static str,
@@ -31,42 +34,85 @@ pub struct RankedList {
     pub set_rank: &'static str,
 }
 
-/// The [`RankedList`] of a table, e.g. `ranked_list!("use_cases")`.
+/// The [`RankedList`] of a table: `ranked_list!("use_cases")` for lists scoped by
+/// `product_id` with keys in `rank`, or `ranked_list!("backlog_items", "sprint_id",
+/// "sprint_rank")` to name the scope and key columns.
 #[macro_export]
 macro_rules! ranked_list {
     ($table:literal) => {
+        $crate::ranked_list!($table, "product_id", "rank")
+    };
+    ($table:literal, $scope:literal, $key:literal) => {
         $crate::storage::ranked::RankedList {
             table: $table,
             last: concat!(
-                "SELECT rank FROM ",
+                "SELECT ",
+                $key,
+                " FROM ",
                 $table,
-                " WHERE tenant_id = $1 AND product_id = $2 ORDER BY rank DESC LIMIT 1"
+                " WHERE tenant_id = $1 AND ",
+                $scope,
+                " = $2 ORDER BY ",
+                $key,
+                " DESC LIMIT 1"
             ),
             before: concat!(
-                "SELECT rank FROM ",
+                "SELECT ",
+                $key,
+                " FROM ",
                 $table,
-                " WHERE tenant_id = $1 AND product_id = $2 AND rank < $3 AND id <> $4 \
-                 ORDER BY rank DESC LIMIT 1"
+                " WHERE tenant_id = $1 AND ",
+                $scope,
+                " = $2 AND ",
+                $key,
+                " < $3 AND id <> $4 \
+                 ORDER BY ",
+                $key,
+                " DESC LIMIT 1"
             ),
             after: concat!(
-                "SELECT rank FROM ",
+                "SELECT ",
+                $key,
+                " FROM ",
                 $table,
-                " WHERE tenant_id = $1 AND product_id = $2 AND rank > $3 AND id <> $4 \
-                 ORDER BY rank LIMIT 1"
+                " WHERE tenant_id = $1 AND ",
+                $scope,
+                " = $2 AND ",
+                $key,
+                " > $3 AND id <> $4 \
+                 ORDER BY ",
+                $key,
+                " LIMIT 1"
+            ),
+            taken: concat!(
+                "SELECT COUNT(*) FROM ",
+                $table,
+                " WHERE tenant_id = $1 AND ",
+                $scope,
+                " = $2 AND ",
+                $key,
+                " = $3"
             ),
             ids_in_order: concat!(
                 "SELECT id FROM ",
                 $table,
-                " WHERE tenant_id = $1 AND product_id = $2 ORDER BY rank"
+                " WHERE tenant_id = $1 AND ",
+                $scope,
+                " = $2 ORDER BY ",
+                $key
             ),
             // Temporary keys sort after every real key ('~' > 'z'), so the unique index
             // never sees a collision while the list is rewritten.
             park_all: concat!(
                 "UPDATE ",
                 $table,
-                " SET rank = '~' || id WHERE tenant_id = $1 AND product_id = $2"
+                " SET ",
+                $key,
+                " = '~' || id WHERE tenant_id = $1 AND ",
+                $scope,
+                " = $2"
             ),
-            set_rank: concat!("UPDATE ", $table, " SET rank = $1 WHERE id = $2"),
+            set_rank: concat!("UPDATE ", $table, " SET ", $key, " = $1 WHERE id = $2"),
         }
     };
 }
@@ -83,19 +129,41 @@ pub struct Anchor<'a> {
 }
 
 impl RankedList {
-    /// The key of a row appended at the end of `tenant_id`'s `product_id` list.
+    /// The key of a row appended at the end of `tenant_id`'s list `scope_id`.
     pub async fn key_at_end(
         &self,
         conn: &mut AnyConnection,
         tenant_id: &str,
-        product_id: &str,
+        scope_id: &str,
     ) -> Result<String, sqlx::Error> {
         let last: Option<String> = sqlx::query_scalar(self.last)
             .bind(tenant_id)
-            .bind(product_id)
+            .bind(scope_id)
             .fetch_optional(conn)
             .await?;
         Ok(rank::between(last.as_deref(), None))
+    }
+
+    /// `preferred` if no row of `tenant_id`'s list `scope_id` holds that key yet, else the
+    /// key at the end of the list.
+    pub async fn key_preferring(
+        &self,
+        conn: &mut AnyConnection,
+        tenant_id: &str,
+        scope_id: &str,
+        preferred: &str,
+    ) -> Result<String, sqlx::Error> {
+        let taken: i64 = sqlx::query_scalar(self.taken)
+            .bind(tenant_id)
+            .bind(scope_id)
+            .bind(preferred)
+            .fetch_one(&mut *conn)
+            .await?;
+        if taken == 0 {
+            Ok(preferred.to_owned())
+        } else {
+            self.key_at_end(conn, tenant_id, scope_id).await
+        }
     }
 
     /// The key that puts row `moving_id` (now at `moving_key`) next to `anchor`. Run it
@@ -106,7 +174,7 @@ impl RankedList {
         &self,
         conn: &mut AnyConnection,
         tenant_id: &str,
-        product_id: &str,
+        scope_id: &str,
         (moving_id, moving_key): (&str, &str),
         anchor: Anchor<'_>,
     ) -> Result<String, sqlx::Error> {
@@ -117,7 +185,7 @@ impl RankedList {
         };
         let neighbour: Option<String> = sqlx::query_scalar(sql)
             .bind(tenant_id)
-            .bind(product_id)
+            .bind(scope_id)
             .bind(anchor.rank)
             .bind(moving_id)
             .fetch_optional(&mut *conn)
@@ -140,7 +208,7 @@ impl RankedList {
         // Too many moves into one gap: respace the whole list with the row in place.
         let mut order: Vec<String> = sqlx::query_scalar(self.ids_in_order)
             .bind(tenant_id)
-            .bind(product_id)
+            .bind(scope_id)
             .fetch_all(&mut *conn)
             .await?;
         order.retain(|other| other != moving_id);
@@ -154,7 +222,7 @@ impl RankedList {
         );
         sqlx::query(self.park_all)
             .bind(tenant_id)
-            .bind(product_id)
+            .bind(scope_id)
             .execute(&mut *conn)
             .await?;
         let mut moved_key = String::new();
@@ -168,7 +236,7 @@ impl RankedList {
                 moved_key = key;
             }
         }
-        tracing::info!(table = self.table, %product_id, rows = order.len(), "respaced rank keys");
+        tracing::info!(table = self.table, %scope_id, rows = order.len(), "respaced rank keys");
         Ok(moved_key)
     }
 }

@@ -54,6 +54,8 @@ pub const TABLE: &[(&str, &str, Rule)] = &[
     ("agilepm.backlog.v1.BacklogItemService", "RemoveBacklogItem", rule(PO, &[Planning])),
     ("agilepm.backlog.v1.BacklogItemService", "MarkBacklogItemDone", rule(PO, NO_SERVICE)),
     ("agilepm.backlog.v1.BacklogItemService", "MoveBacklogItem", rule(PO, &[Planning])),
+    // The sprint backlog belongs to the people doing the work, and the product owner.
+    ("agilepm.backlog.v1.BacklogItemService", "MoveBacklogItemInSprint", rule(PO_TEAM, NO_SERVICE)),
     ("agilepm.backlog.v1.BacklogItemService", "ReconcileBacklogItemStatus", rule(NOBODY, &[Coordinator])),
     ("agilepm.backlog.v1.BacklogItemService", "ReconcileBacklogItemStatuses", rule(NOBODY, &[Coordinator])),
     ("agilepm.backlog.v1.BacklogItemService", "SyncProducts", rule(NOBODY, &[Planning])),
