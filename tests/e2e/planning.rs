@@ -1,6 +1,7 @@
 //! The planning service with the real backlog-item and task services beside it, on both
 //! engines: products, use cases, releases, sprints, the planning game, reports.
 
+use agilepm_platform::wire::auth::identity::Role;
 use agilepm_platform::wire::client::PeerChannel;
 use agilepm_platform::wire::config::ServiceName;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
@@ -16,10 +17,14 @@ use agilepm_proto::planning::v1::product_service_client::ProductServiceClient;
 use agilepm_proto::planning::v1::release_service_client::ReleaseServiceClient;
 use agilepm_proto::planning::v1::report_service_client::ReportServiceClient;
 use agilepm_proto::planning::v1::sprint_service_client::SprintServiceClient;
+use agilepm_proto::planning::v1::team_service_client::TeamServiceClient;
 use agilepm_proto::planning::v1::use_case_service_client::UseCaseServiceClient;
 use agilepm_proto::planning::v1::*;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
-use agilepm_proto::task::v1::{DefineTaskRequest, EstimateTaskHoursRemainingRequest};
+use agilepm_proto::task::v1::{
+    AssignTaskVolunteerRequest, DefineTaskRequest, EstimateTaskHoursRemainingRequest,
+    GetTaskRequest, Task, TaskView,
+};
 use agilepm_testkit::{Engine, TestSystem, day, engine_tests};
 use tonic::Code;
 use uuid::Uuid;
@@ -36,6 +41,7 @@ engine_tests!(
     the_burndown_counts_each_day_its_members_then,
     releases_are_renamed_rescheduled_and_archived,
     a_sprint_orders_its_items_apart_from_the_backlog,
+    the_team_decides_who_volunteers_and_owns_products,
 );
 
 struct Fixture {
@@ -1617,5 +1623,311 @@ async fn a_sprint_orders_its_items_apart_from_the_backlog(engine: Engine) {
         .filter(|e| e.event_type.ends_with("BacklogItemRankedInSprint"))
         .count();
     assert_eq!(in_sprint, 9);
+    f.system.stop().await;
+}
+
+/// `id`, shown as `name`, holding `roles`.
+fn member(id: &str, name: &str, roles: &[MemberRole]) -> Member {
+    Member {
+        id: id.into(),
+        display_name: name.into(),
+        email: format!("{id}@example.com"),
+        roles: roles.iter().map(|r| *r as i32).collect(),
+        ..Default::default()
+    }
+}
+
+/// The tenant's team says who may volunteer (enabled team members) and own products
+/// (enabled product owners); refusals name the field and why, and change nothing; a
+/// disabled volunteer stays on their task; an estimate records who gave it.
+async fn the_team_decides_who_volunteers_and_owns_products(engine: Engine) {
+    use MemberRole::{ProductOwner as Po, TeamMember as Dev};
+    let f = Fixture::start(engine).await;
+    let team = TeamServiceClient::new(f.planning("acme"));
+    let add = |m: Member| {
+        let mut team = team.clone();
+        async move {
+            team.add_member(AddMemberRequest { member: Some(m) })
+                .await
+                .map(|r| r.into_inner().member.unwrap())
+        }
+    };
+    let ada = add(member("ada", "Ada", &[Dev])).await.unwrap();
+    assert_eq!(
+        (ada.enabled, ada.version, ada.tenant_id.as_str()),
+        (true, 1, "acme")
+    );
+    add(member("bob", "Bob", &[Po])).await.unwrap();
+    add(member("cy", "Cy", &[Po, Dev])).await.unwrap();
+    assert_eq!(
+        add(member("ada", "Ada", &[Dev])).await.unwrap(),
+        ada,
+        "a repeated add"
+    );
+    let error = add(member("ada", "Ada L.", &[Dev])).await.unwrap_err();
+    assert_eq!(error.code(), Code::AlreadyExists);
+    for (bad, field) in [
+        (member("dee", "Dee", &[]), "member.roles"),
+        (member("dee", "Dee", &[Dev, Dev]), "member.roles"),
+        (member("dee", "", &[Dev]), "member.display_name"),
+        (member("", "Dee", &[Dev]), "member.id"),
+        (
+            Member {
+                email: "dee at home".into(),
+                ..member("dee", "Dee", &[Dev])
+            },
+            "member.email",
+        ),
+        (
+            Member {
+                roles: vec![7],
+                ..member("dee", "Dee", &[Dev])
+            },
+            "member.roles[0]",
+        ),
+    ] {
+        let error = add(bad).await.unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
+        assert!(error.message().starts_with(field), "{field}: {error:?}");
+    }
+
+    // Product owners come from the team.
+    let create = |owner: &str| {
+        let mut products = f.products("acme");
+        let product = Product {
+            name: format!("owned by {owner}"),
+            product_owner_id: owner.into(),
+            ..Default::default()
+        };
+        async move {
+            products
+                .create_product(CreateProductRequest {
+                    request_id: rid(),
+                    product: Some(product),
+                })
+                .await
+                .map(|r| r.into_inner().product.unwrap())
+        }
+    };
+    for (owner, why) in [("ada", "product-owner role"), ("zed", "not on the team")] {
+        let error = create(owner).await.unwrap_err();
+        assert_eq!(error.code(), Code::FailedPrecondition);
+        assert!(
+            error.message().starts_with("product.product_owner_id"),
+            "{error:?}"
+        );
+        assert!(error.message().contains(why), "{error:?}");
+    }
+    let product = create("bob").await.unwrap();
+    assert_eq!(product.product_owner_id, "bob");
+
+    // Volunteers come from the team, enabled, holding the team-member role.
+    let item = f.item(&product.id, "story", StoryPoints::Three).await;
+    let tasks = TaskServiceClient::new(f.system.channel(ServiceName::Task, "acme"));
+    let define = |volunteer: &str| {
+        let mut tasks = tasks.clone();
+        let request = DefineTaskRequest {
+            request_id: rid(),
+            backlog_item_id: item.id.clone(),
+            name: format!("for {volunteer}"),
+            volunteer_id: volunteer.into(),
+            hours_remaining: 4,
+            ..Default::default()
+        };
+        async move {
+            tasks
+                .define_task(request)
+                .await
+                .map(|r| r.into_inner().task.unwrap())
+        }
+    };
+    let assign = |task: &Task, volunteer: &str| {
+        let mut tasks = tasks.clone();
+        let request = AssignTaskVolunteerRequest {
+            id: task.id.clone(),
+            volunteer_id: volunteer.into(),
+            ..Default::default()
+        };
+        async move {
+            tasks
+                .assign_task_volunteer(request)
+                .await
+                .map(|r| r.into_inner().task.unwrap())
+        }
+    };
+    let refused = |error: tonic::Status, why: &str| {
+        assert_eq!(error.code(), Code::FailedPrecondition, "{error:?}");
+        assert!(error.message().starts_with("volunteer_id"), "{error:?}");
+        assert!(error.message().contains(why), "{why}: {error:?}");
+    };
+    refused(define("bob").await.unwrap_err(), "team-member role");
+    refused(define("zed").await.unwrap_err(), "not on the team");
+    let adas = define("ada").await.unwrap();
+    let cys = define("").await.unwrap();
+    assert_eq!(assign(&cys, "cy").await.unwrap().volunteer_id, "cy");
+
+    let set_enabled = |id: &str, enabled: bool| {
+        let mut team = team.clone();
+        let id = id.to_owned();
+        async move {
+            let member = if enabled {
+                team.enable_member(EnableMemberRequest {
+                    id,
+                    expected_version: None,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .member
+            } else {
+                team.disable_member(DisableMemberRequest {
+                    id,
+                    expected_version: None,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .member
+            };
+            member.unwrap()
+        }
+    };
+    let disabled = set_enabled("cy", false).await;
+    assert_eq!((disabled.enabled, disabled.version), (false, 2));
+    assert_eq!(
+        set_enabled("cy", false).await,
+        disabled,
+        "disabling twice changes nothing"
+    );
+    refused(assign(&adas, "cy").await.unwrap_err(), "disabled");
+    let kept = tasks
+        .clone()
+        .get_task(GetTaskRequest {
+            id: cys.id.clone(),
+            view: TaskView::Basic as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(
+        kept.volunteer_id, "cy",
+        "a disabled volunteer stays on their task"
+    );
+    set_enabled("cy", true).await;
+    assert_eq!(assign(&adas, "cy").await.unwrap().volunteer_id, "cy");
+
+    // A role taken away is taken away from volunteering too.
+    let update = UpdateMemberRequest {
+        member: Some(member("ada", "Ada Lovelace", &[Po])),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["roles".into(), "display_name".into()],
+        }),
+        expected_version: Some(1),
+    };
+    let updated = team
+        .clone()
+        .update_member(update)
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    assert_eq!(
+        (
+            updated.display_name.as_str(),
+            updated.roles.clone(),
+            updated.version
+        ),
+        ("Ada Lovelace", vec![Po as i32], 2)
+    );
+    refused(assign(&cys, "ada").await.unwrap_err(), "team-member role");
+
+    // The listing: enabled members by id, by role, disabled ones when asked, paged.
+    set_enabled("bob", false).await;
+    let list = |role: MemberRole, show_disabled: bool| {
+        let mut team = team.clone();
+        async move {
+            let mut ids = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = team
+                    .list_members(ListMembersRequest {
+                        role: role as i32,
+                        show_disabled,
+                        page_size: 1,
+                        page_token,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                ids.extend(page.members.into_iter().map(|m| m.id));
+                if page.next_page_token.is_empty() {
+                    return ids;
+                }
+                page_token = page.next_page_token;
+            }
+        }
+    };
+    assert_eq!(list(MemberRole::Unspecified, false).await, ["ada", "cy"]);
+    assert_eq!(
+        list(MemberRole::Unspecified, true).await,
+        ["ada", "bob", "cy"]
+    );
+    assert_eq!(list(Dev, true).await, ["cy"]);
+    assert_eq!(list(Po, true).await, ["ada", "bob", "cy"]);
+
+    // An estimate records who gave it: the subject of the caller's token.
+    let token = agilepm_testkit::person_token("cy", "acme", &[Role::TeamMember]);
+    let mut as_cy = TaskServiceClient::new(agilepm_testkit::channel(
+        f.system.address(ServiceName::Task),
+        &token,
+    ));
+    let estimated = as_cy
+        .estimate_task_hours_remaining(EstimateTaskHoursRemainingRequest {
+            id: adas.id.clone(),
+            hours_remaining: 2,
+            view: TaskView::Full as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    let today = estimated.estimation_log.last().unwrap();
+    assert_eq!(
+        (today.hours_remaining, today.estimated_by.as_str()),
+        (2, "cy")
+    );
+
+    let channel = f
+        .system
+        .channel(ServiceName::Planning, &agilepm_testkit::operator_token());
+    let kinds: Vec<String> = agilepm_testkit::feed_events(channel, 8)
+        .await
+        .iter()
+        .filter(|e| e.event_type.contains(".Member"))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e.event_type.rsplit('.').next().unwrap(),
+                e.aggregate_id
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "MemberAdded ada",
+            "MemberAdded bob",
+            "MemberAdded cy",
+            "MemberDisabled cy",
+            "MemberEnabled cy",
+            "MemberUpdated ada",
+            "MemberDisabled bob",
+        ]
+    );
     f.system.stop().await;
 }

@@ -12,9 +12,13 @@ use agilepm_proto::backlog::v1::{
 };
 use agilepm_proto::common::v1::StatusTransitionMode;
 use agilepm_proto::planning::v1::product_service_client::ProductServiceClient;
+use agilepm_proto::planning::v1::team_service_client::TeamServiceClient;
 use agilepm_proto::planning::v1::{
-    CreateProductRequest, ListProductsRequest, Product, UpdateProductRequest,
+    AddMemberRequest, CreateProductRequest, ListProductsRequest, Member, MemberRole, Product,
+    UpdateProductRequest,
 };
+use agilepm_proto::task::v1::DefineTaskRequest;
+use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_testkit::{Engine, TestDb, TestSystem, engine_tests};
 use tonic::Code;
 use uuid::Uuid;
@@ -26,6 +30,7 @@ engine_tests!(
     items_reference_only_recorded_products_and_their_own_tenants_items,
     a_mode_switch_acknowledged_before_the_last_estimate_is_honoured,
     planning_records_every_product_again_when_it_starts,
+    planning_records_every_member_again_when_it_starts,
 );
 
 fn plan(product_id: &str, derived_from_ids: Vec<String>) -> PlanBacklogItemRequest {
@@ -219,6 +224,83 @@ async fn planning_records_every_product_again_when_it_starts(engine: Engine) {
                 assert!(
                     tokio::time::Instant::now() < deadline,
                     "planning did not record its products again within 15 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    system.stop().await;
+}
+
+/// The task service forgets the team (as if the members predated its record of them):
+/// planning records them again when it starts, and volunteering works again.
+async fn planning_records_every_member_again_when_it_starts(engine: Engine) {
+    let databases = futures::future::join_all([
+        TestDb::create(engine),
+        TestDb::create(engine),
+        TestDb::create(engine),
+    ])
+    .await;
+    let services = [
+        ServiceName::BacklogItem,
+        ServiceName::Task,
+        ServiceName::Planning,
+    ];
+    let urls: Vec<(ServiceName, String)> = services
+        .iter()
+        .zip(&databases)
+        .map(|(service, db)| (*service, db.url().to_owned()))
+        .collect();
+    let system = TestSystem::start_on_databases(&urls).await;
+    TeamServiceClient::new(system.channel(ServiceName::Planning, "acme"))
+        .add_member(AddMemberRequest {
+            member: Some(Member {
+                id: "ada".into(),
+                display_name: "Ada".into(),
+                roles: vec![MemberRole::TeamMember as i32],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let product = given::product(system.channel(ServiceName::Planning, "acme"), "P").await;
+    let item = given::item(
+        system.channel(ServiceName::BacklogItem, "acme"),
+        &product.id,
+    )
+    .await;
+    system.stop().await;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(databases[1].url()).await.unwrap();
+    sqlx::query("DELETE FROM members")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let system = TestSystem::start_on_databases(&urls).await;
+    let mut tasks = TaskServiceClient::new(system.channel(ServiceName::Task, "acme"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let define = DefineTaskRequest {
+            request_id: Uuid::new_v4().to_string(),
+            backlog_item_id: item.id.clone(),
+            name: "by Ada".into(),
+            volunteer_id: "ada".into(),
+            hours_remaining: 1,
+            ..Default::default()
+        };
+        match tasks.define_task(define).await {
+            Ok(defined) => {
+                assert_eq!(defined.into_inner().task.unwrap().volunteer_id, "ada");
+                break;
+            }
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                assert!(status.message().starts_with("volunteer_id"), "{status:?}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "planning did not record its members again within 15 s"
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -1208,6 +1208,29 @@ async fn renaming_describing_and_volunteering(engine: Engine) {
         })
         .await
         .unwrap();
+    // Ada is on the team, as planning records it (SyncMembers); an older fact that came
+    // late does not undo the newer one.
+    let mut as_planning = TaskServiceClient::new(f.system.channel_as_service(
+        ServiceName::Task,
+        ServiceName::Planning,
+        "acme",
+    ));
+    let fact = |enabled: bool, member_version: i64| SyncMembersRequest {
+        members: vec![MemberFacts {
+            member_id: "ada".into(),
+            enabled,
+            team_member: true,
+            member_version,
+        }],
+    };
+    for (request, applied) in [(fact(true, 2), 1), (fact(false, 1), 0)] {
+        let response = as_planning
+            .sync_members(request)
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.applied, applied);
+    }
     let assigned = tasks
         .assign_task_volunteer(AssignTaskVolunteerRequest {
             view: 0,

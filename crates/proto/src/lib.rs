@@ -77,7 +77,7 @@ event_types! {
     "agilepm.planning.v1" => planning::v1: [
         ProductCreated, ProductUpdated, ProductTransitionModeChanged, UseCaseCreated,
         UseCaseUpdated, ReleaseScheduled, ReleaseUpdated, ReleaseArchived, ReleaseUnarchived,
-        SprintScheduled, SprintUpdated, SprintStarted,
+        SprintScheduled, MemberAdded, MemberUpdated, MemberEnabled, MemberDisabled, SprintUpdated, SprintStarted,
         SprintCompleted,
     ];
 }

@@ -1,5 +1,6 @@
-//! The planning service: owns Product, UseCase, Release and Sprint, runs the planning
-//! game across aggregates, and produces the burndown and velocity reports.
+//! The planning service: owns Product, UseCase, Release, Sprint and the tenant's team,
+//! runs the planning game across aggregates, and produces the burndown and velocity
+//! reports.
 
 use agilepm_platform::runtime::service::ServiceSpec;
 use agilepm_platform::storage::db::{Db, Migrations};
@@ -10,6 +11,7 @@ use agilepm_proto::planning::v1::product_service_server::ProductServiceServer;
 use agilepm_proto::planning::v1::release_service_server::ReleaseServiceServer;
 use agilepm_proto::planning::v1::report_service_server::ReportServiceServer;
 use agilepm_proto::planning::v1::sprint_service_server::SprintServiceServer;
+use agilepm_proto::planning::v1::team_service_server::TeamServiceServer;
 use agilepm_proto::planning::v1::use_case_service_server::UseCaseServiceServer;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use tokio::net::TcpListener;
@@ -31,11 +33,12 @@ pub mod product;
 pub mod release;
 pub mod report;
 pub mod sprint;
+pub mod team;
 pub mod use_case;
 
 // Shared by the modules above.
+pub mod peer_sync;
 pub mod peers;
-pub mod product_sync;
 pub mod schedule;
 
 /// The planning service's gRPC adapter: one value serves all its gRPC services.
@@ -66,7 +69,7 @@ pub async fn run(
                     tasks: TaskServiceClient::new(context.connect(&context.config.peers.task)?),
                 },
             };
-            context.tasks.spawn(product_sync::record_all(
+            context.tasks.spawn(peer_sync::record_all(
                 context.db.clone(),
                 api.peers.clone(),
                 context.shutdown.clone(),
@@ -77,7 +80,8 @@ pub async fn run(
                 .add_service(ReleaseServiceServer::new(api.clone()))
                 .add_service(SprintServiceServer::new(api.clone()))
                 .add_service(PlanningGameServiceServer::new(api.clone()))
-                .add_service(ReportServiceServer::new(api.clone())))
+                .add_service(ReportServiceServer::new(api.clone()))
+                .add_service(TeamServiceServer::new(api.clone())))
         },
     )
     .await

@@ -11,6 +11,7 @@ use agilepm_proto::backlog::v1::{
     ProductFacts, SyncProductsRequest,
 };
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
+use agilepm_proto::task::v1::{MemberFacts, SyncMembersRequest};
 use uuid::Uuid;
 
 /// Clients of the services the planning service coordinates.
@@ -27,8 +28,8 @@ pub fn backlog_error(status: tonic::Status) -> AppError {
     from_peer("backlog-item service", status)
 }
 
-/// How long recording products in the backlog-item service may take: the caller's
-/// product change waits for it.
+/// How long recording products in the backlog-item service, or members in the task
+/// service, may take: the caller's change waits for it.
 const RECORD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Peers {
@@ -44,6 +45,21 @@ impl Peers {
             .sync_products(request)
             .await
             .map_err(backlog_error)?;
+        Ok(())
+    }
+
+    /// Tells the task service the `facts` of `tenant`'s team members: whether each may
+    /// volunteer. Team changes call it before they commit, so a member acknowledged as
+    /// disabled can no longer be given a task.
+    pub async fn record_members(&self, tenant: &str, facts: &[MemberFacts]) -> AppResult<()> {
+        let members = facts.to_vec();
+        let mut request = act_for(tenant, SyncMembersRequest { members });
+        request.set_timeout(RECORD_DEADLINE);
+        self.tasks
+            .clone()
+            .sync_members(request)
+            .await
+            .map_err(|status| from_peer("task service", status))?;
         Ok(())
     }
 

@@ -77,8 +77,56 @@ impl TaskApi {
     }
 }
 
+/// Most facts in one `SyncMembers` call.
+pub const MAX_MEMBER_FACTS: usize = 1000;
+
+/// Checks a SyncMembers request's facts.
+fn parse_member_facts(members: &[MemberFacts]) -> AppResult<Vec<(String, domain::Standing, i64)>> {
+    if members.is_empty() || members.len() > MAX_MEMBER_FACTS {
+        return Err(AppError::invalid(
+            "members",
+            format!(
+                "must hold 1 to {MAX_MEMBER_FACTS} facts, not {}",
+                members.len()
+            ),
+        ));
+    }
+    members
+        .iter()
+        .enumerate()
+        .map(|(i, fact)| {
+            let field = format!("members[{i}].member_id");
+            let id = validate::member_id(&field, &fact.member_id)?
+                .ok_or_else(|| AppError::invalid(&field, "required"))?;
+            if fact.member_version < 1 {
+                return Err(AppError::invalid(
+                    format!("members[{i}].member_version"),
+                    "must be at least 1",
+                ));
+            }
+            let standing = domain::Standing {
+                enabled: fact.enabled,
+                team_member: fact.team_member,
+            };
+            Ok((id, standing, fact.member_version))
+        })
+        .collect()
+}
+
 #[tonic::async_trait]
 impl TaskService for TaskApi {
+    async fn sync_members(
+        &self,
+        request: Request<SyncMembersRequest>,
+    ) -> Result<Response<SyncMembersResponse>, Status> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let facts = parse_member_facts(&request.into_inner().members)?;
+        let applied = self.commands.sync_members(&tenant, &facts).await?;
+        Ok(Response::new(SyncMembersResponse {
+            applied: applied as i32,
+        }))
+    }
+
     async fn define_task(
         &self,
         request: Request<DefineTaskRequest>,

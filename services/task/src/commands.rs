@@ -97,6 +97,7 @@ impl Commands {
         }
         self.check_backlog_item(tenant, &new.backlog_item_id)
             .await?;
+        self.check_volunteer(tenant, &new.volunteer_id).await?;
 
         let today = today_utc();
         let now = now_micros();
@@ -160,6 +161,9 @@ impl Commands {
         expected_version: Option<i64>,
         change: FieldChange,
     ) -> AppResult<Task> {
+        if let FieldChange::Volunteer(volunteer) = &change {
+            self.check_volunteer(tenant, volunteer).await?;
+        }
         let (task, _) = self
             .mutate(tenant, id, expected_version, None, |before, _| {
                 let mut after = before.clone();
@@ -279,6 +283,26 @@ impl Commands {
     }
 
     /// Tasks may only be defined for an existing, not removed item of the same tenant.
+    /// A volunteer (if any) is an enabled team member, as planning last told us. Checked
+    /// when the request arrives: a volunteer disabled concurrently is ordered after it.
+    async fn check_volunteer(&self, tenant: &str, volunteer_id: &str) -> AppResult<()> {
+        if volunteer_id.is_empty() {
+            return Ok(());
+        }
+        let standing = store::member_standing(&self.db, tenant, volunteer_id).await?;
+        domain::volunteer(volunteer_id, standing)
+    }
+
+    /// Records `facts` of `tenant`'s team members (id, standing, member version); returns
+    /// how many were newer than what was kept.
+    pub async fn sync_members(
+        &self,
+        tenant: &str,
+        facts: &[(String, domain::Standing, i64)],
+    ) -> AppResult<u64> {
+        store::record_members(&self.db, tenant, facts).await
+    }
+
     async fn check_backlog_item(&self, tenant: &str, backlog_item_id: &str) -> AppResult<()> {
         let mut request = act_for(
             tenant,

@@ -289,6 +289,31 @@ pub fn change_status(
     }
 }
 
+/// What the planning service last said of one team member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// The member is enabled.
+    pub enabled: bool,
+    /// The member holds the team-member role.
+    pub team_member: bool,
+}
+
+/// A task's volunteer is an enabled team member: `standing` is what is recorded of
+/// `member_id` (none: not on the team). Refusals name `volunteer_id` and say why.
+pub fn volunteer(member_id: &str, standing: Option<Standing>) -> AppResult<()> {
+    let why = match standing {
+        None => "is not on the team; add them with the planning service's TeamService.AddMember",
+        Some(Standing { enabled: false, .. }) => "is disabled; enable them first",
+        Some(Standing {
+            team_member: false, ..
+        }) => "does not hold the team-member role (MEMBER_ROLE_TEAM_MEMBER)",
+        Some(_) => return Ok(()),
+    };
+    Err(AppError::precondition(format!(
+        "volunteer_id: member {member_id:?} {why}"
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::burndown::Entry;
-use crate::domain::{LogEntry, Task, Totals};
+use crate::domain::{LogEntry, Standing, Task, Totals};
 
 /// The columns [`task_from`] reads, each behind `$table` (`""`, or `"t."` in a join).
 macro_rules! task_columns {
@@ -677,4 +677,58 @@ pub async fn add_to_totals_all(
         totals.insert(item, item_totals);
     }
     Ok(totals)
+}
+
+/// Records what the planning service says of `tenant`'s team members (id, standing,
+/// member version): each fact replaces the one kept unless that is newer. Returns how
+/// many were applied. Member facts come one at a time, or a page at a time when planning
+/// starts, so one statement per fact is enough.
+pub async fn record_members(
+    db: &Db,
+    tenant: &str,
+    facts: &[(String, Standing, i64)],
+) -> AppResult<u64> {
+    let mut uow = db.begin().await?;
+    let mut applied = 0;
+    for (member_id, standing, version) in facts {
+        applied += sqlx::query(
+            "INSERT INTO members (tenant_id, member_id, enabled, team_member, member_version) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, member_id) DO UPDATE \
+             SET enabled = excluded.enabled, team_member = excluded.team_member, \
+                 member_version = excluded.member_version \
+             WHERE members.member_version <= excluded.member_version",
+        )
+        .bind(tenant)
+        .bind(member_id)
+        .bind(i64::from(standing.enabled))
+        .bind(i64::from(standing.team_member))
+        .bind(*version)
+        .execute(uow.conn())
+        .await?
+        .rows_affected();
+    }
+    uow.commit().await?;
+    Ok(applied)
+}
+
+/// What is recorded of member `member_id` of `tenant`; none if they are not on the team.
+pub async fn member_standing(
+    db: &Db,
+    tenant: &str,
+    member_id: &str,
+) -> AppResult<Option<Standing>> {
+    let row = sqlx::query(
+        "SELECT enabled, team_member FROM members WHERE tenant_id = $1 AND member_id = $2",
+    )
+    .bind(tenant)
+    .bind(member_id)
+    .fetch_optional(db.pool())
+    .await?;
+    row.map(|row| -> AppResult<Standing> {
+        Ok(Standing {
+            enabled: row.try_get::<i64, _>("enabled")? != 0,
+            team_member: row.try_get::<i64, _>("team_member")? != 0,
+        })
+    })
+    .transpose()
 }

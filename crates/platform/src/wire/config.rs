@@ -59,7 +59,8 @@ pub struct CommonArgs {
     pub backlog_item_endpoint: Option<String>,
 
     /// Where the task service is reached (used by planning, coordinator). No service
-    /// calls planning: it pushes what others need (products to backlog-item).
+    /// calls planning: it pushes what others need (products to backlog-item, team members
+    /// to task).
     #[arg(long, env = "AGILEPM_TASK_ENDPOINT")]
     pub task_endpoint: Option<String>,
 }

@@ -174,6 +174,7 @@ bounded_messages!(
     agilepm_proto::planning::v1::sprint_service_server::SprintServiceServer<T>,
     agilepm_proto::planning::v1::planning_game_service_server::PlanningGameServiceServer<T>,
     agilepm_proto::planning::v1::report_service_server::ReportServiceServer<T>,
+    agilepm_proto::planning::v1::team_service_server::TeamServiceServer<T>,
 );
 
 /// How long the accept loop pauses after an accept error (out of file descriptors).

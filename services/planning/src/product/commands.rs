@@ -4,7 +4,7 @@
 
 use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::domain::time::now_micros;
-use agilepm_platform::storage::db::Db;
+use agilepm_platform::storage::db::{Db, UnitOfWork};
 use agilepm_platform::storage::optimistic::{Attempt, check_version, retry_lost_races};
 use agilepm_platform::storage::outbox;
 use uuid::Uuid;
@@ -47,6 +47,7 @@ pub async fn create(db: &Db, peers: &Peers, tenant: &str, new: NewProduct) -> Ap
     if let Some(existing) = store::by_request_id(uow.conn(), tenant, &new.request_id).await? {
         return Ok(existing);
     }
+    check_owner(&mut uow, &product).await?;
     store::insert(&mut uow, &product, &new.request_id)
         .await
         .map_err(|error| match error {
@@ -87,6 +88,9 @@ pub async fn update(
         if after == before {
             return Ok(Attempt::Done(before));
         }
+        if after.product_owner_id != before.product_owner_id {
+            check_owner(&mut uow, &after).await?;
+        }
         after.version += 1;
         after.update_time_us = now_micros();
         if !store::update(&mut uow, &after, before.version).await? {
@@ -104,4 +108,15 @@ pub async fn update(
         Ok(Attempt::Done(after))
     })
     .await
+}
+
+/// A product's owner (if it names one) is an enabled member of the tenant's team holding
+/// the product-owner role; read in the product's transaction.
+async fn check_owner(uow: &mut UnitOfWork, product: &Product) -> AppResult<()> {
+    let owner = &product.product_owner_id;
+    if owner.is_empty() {
+        return Ok(());
+    }
+    let member = crate::team::store::get(uow.conn(), &product.tenant_id, owner).await?;
+    crate::team::domain::product_owner("product.product_owner_id", owner, member.as_ref())
 }

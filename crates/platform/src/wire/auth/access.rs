@@ -72,6 +72,7 @@ pub const TABLE: &[(&str, &str, Rule)] = &[
     ("agilepm.task.v1.TaskService", "RemoveTask", rule(TEAM, NO_SERVICE)),
     ("agilepm.task.v1.TaskService", "GetBacklogItemTaskTotals", rule(READ, &[Coordinator])),
     ("agilepm.task.v1.TaskService", "GetBurndown", rule(READ, &[Planning])),
+    ("agilepm.task.v1.TaskService", "SyncMembers", rule(NOBODY, &[Planning])),
     // planning: products
     ("agilepm.planning.v1.ProductService", "CreateProduct", rule(PO, NO_SERVICE)),
     ("agilepm.planning.v1.ProductService", "GetProduct", rule(READ, NO_SERVICE)),
@@ -102,6 +103,13 @@ pub const TABLE: &[(&str, &str, Rule)] = &[
     ("agilepm.planning.v1.SprintService", "CompleteSprint", rule(PO, NO_SERVICE)),
     ("agilepm.planning.v1.SprintService", "CommitBacklogItemToSprint", rule(PO_TEAM, NO_SERVICE)),
     ("agilepm.planning.v1.SprintService", "UncommitBacklogItemFromSprint", rule(PO_TEAM, NO_SERVICE)),
+    // planning: the team (the product owner staffs it; everyone may see it)
+    ("agilepm.planning.v1.TeamService", "AddMember", rule(PO, NO_SERVICE)),
+    ("agilepm.planning.v1.TeamService", "GetMember", rule(READ, NO_SERVICE)),
+    ("agilepm.planning.v1.TeamService", "ListMembers", rule(READ, NO_SERVICE)),
+    ("agilepm.planning.v1.TeamService", "UpdateMember", rule(PO, NO_SERVICE)),
+    ("agilepm.planning.v1.TeamService", "EnableMember", rule(PO, NO_SERVICE)),
+    ("agilepm.planning.v1.TeamService", "DisableMember", rule(PO, NO_SERVICE)),
     // planning: the planning game
     ("agilepm.planning.v1.PlanningGameService", "BreakDownUseCase", rule(PO_TEAM, NO_SERVICE)),
     ("agilepm.planning.v1.PlanningGameService", "SplitBacklogItem", rule(PO_TEAM, NO_SERVICE)),
