@@ -40,6 +40,7 @@ pub mod use_case;
 pub mod peer_sync;
 pub mod peers;
 pub mod schedule;
+pub mod versioned;
 
 /// The planning service's gRPC adapter: one value serves all its gRPC services.
 #[derive(Clone)]

@@ -16,6 +16,7 @@ use super::mapping::release_message;
 use super::store;
 use crate::PlanningApi;
 use crate::schedule::PeriodPage;
+use crate::versioned;
 
 /// Checks a schedule request.
 fn parse_schedule(request: ScheduleReleaseRequest) -> AppResult<NewRelease> {
@@ -151,7 +152,7 @@ impl ReleaseService for PlanningApi {
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let changes = parse_changes(&input, &paths)?;
         let expected = validate::expected_version("expected_version", r.expected_version)?;
-        let release = commands::change(
+        let release = versioned::change(
             &self.db,
             &tenant,
             &id,
@@ -174,7 +175,7 @@ impl ReleaseService for PlanningApi {
         let id = validate::uuid("id", &r.id)?.to_string();
         let expected = validate::expected_version("expected_version", r.expected_version)?;
         let now = now_micros();
-        let release = commands::change(
+        let release = versioned::change(
             &self.db,
             &tenant,
             &id,
@@ -196,7 +197,7 @@ impl ReleaseService for PlanningApi {
         let r = request.into_inner();
         let id = validate::uuid("id", &r.id)?.to_string();
         let expected = validate::expected_version("expected_version", r.expected_version)?;
-        let release = commands::change(
+        let release = versioned::change(
             &self.db,
             &tenant,
             &id,

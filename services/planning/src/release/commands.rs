@@ -4,8 +4,7 @@
 use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::domain::time::now_micros;
 use agilepm_platform::storage::db::Db;
-use agilepm_platform::storage::optimistic::{Attempt, check_version, retry_lost_races};
-use agilepm_platform::storage::outbox::{self, NewEvent};
+use agilepm_platform::storage::outbox;
 use agilepm_platform::wire::auth::act_for;
 use agilepm_proto::backlog::v1::{
     BacklogItem, ScheduleBacklogItemRequest, UnscheduleBacklogItemRequest,
@@ -61,39 +60,6 @@ pub async fn schedule(db: &Db, tenant: &str, new: NewRelease) -> AppResult<Relea
     outbox::append_all(&mut uow, &[events::scheduled(&release)]).await?;
     uow.commit().await?;
     Ok(release)
-}
-
-/// Applies `change` to release `id` (compare-and-set on its version) with the event
-/// `event` builds. A change that changes nothing writes nothing.
-pub async fn change(
-    db: &Db,
-    tenant: &str,
-    id: &str,
-    expected: Option<i64>,
-    change: impl Fn(&Release) -> AppResult<Release>,
-    event: for<'a> fn(&'a Release) -> NewEvent<'a>,
-) -> AppResult<Release> {
-    let what = format!("release {id}");
-    retry_lost_races(&what, expected, || async {
-        let mut uow = db.begin().await?;
-        let before = store::get(uow.conn(), tenant, id)
-            .await?
-            .ok_or_else(|| AppError::not_found(&what))?;
-        check_version(&what, expected, before.version)?;
-        let mut after = change(&before)?;
-        if after == before {
-            return Ok(Attempt::Done(before));
-        }
-        after.version = before.version + 1;
-        after.update_time_us = now_micros();
-        if !store::update(&mut uow, &after, before.version).await? {
-            return Ok(Attempt::LostRace);
-        }
-        outbox::append_all(&mut uow, &[event(&after)]).await?;
-        uow.commit().await?;
-        Ok(Attempt::Done(after))
-    })
-    .await
 }
 
 /// Schedules item `item_id` of the release's product for release `release_id`.

@@ -8,6 +8,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::domain::Release;
 use crate::schedule::{PeriodPage, list_by_begin_date};
+use crate::versioned::Versioned;
 
 macro_rules! select_releases {
     ($rest:literal) => {
@@ -132,4 +133,25 @@ pub async fn update(uow: &mut UnitOfWork, release: &Release, read_version: i64) 
     .execute(uow.conn())
     .await?;
     Ok(result.rows_affected() == 1)
+}
+
+impl Versioned for Release {
+    const KIND: &'static str = "release";
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+
+    fn set_version(&mut self, version: i64, now_us: i64) {
+        self.version = version;
+        self.update_time_us = now_us;
+    }
+
+    async fn load(conn: &mut AnyConnection, tenant: &str, id: &str) -> AppResult<Option<Release>> {
+        get(conn, tenant, id).await
+    }
+
+    async fn store(&self, uow: &mut UnitOfWork, read_version: i64) -> AppResult<bool> {
+        update(uow, self, read_version).await
+    }
 }

@@ -15,6 +15,7 @@ use super::mapping::sprint_message;
 use super::store;
 use crate::PlanningApi;
 use crate::schedule::PeriodPage;
+use crate::versioned;
 
 /// Checks a schedule request.
 fn parse_schedule(request: ScheduleSprintRequest) -> AppResult<NewSprint> {
@@ -142,7 +143,7 @@ impl SprintService for PlanningApi {
         }
         let changes = parse_changes(&input, &paths)?;
         let expected = validate::expected_version("expected_version", r.expected_version)?;
-        let sprint = commands::change(
+        let sprint = versioned::change(
             &self.db,
             &tenant,
             &id,
@@ -164,7 +165,7 @@ impl SprintService for PlanningApi {
         let r = request.into_inner();
         let id = validate::uuid("id", &r.id)?.to_string();
         let expected = validate::expected_version("expected_version", r.expected_version)?;
-        let sprint = commands::change(
+        let sprint = versioned::change(
             &self.db,
             &tenant,
             &id,

@@ -5,8 +5,7 @@
 use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::domain::time::now_micros;
 use agilepm_platform::storage::db::Db;
-use agilepm_platform::storage::optimistic::{Attempt, check_version, retry_lost_races};
-use agilepm_platform::storage::outbox::{self, NewEvent};
+use agilepm_platform::storage::outbox;
 use agilepm_platform::wire::auth::act_for;
 use agilepm_proto::backlog::v1::{
     BacklogItem, CommitBacklogItemRequest, ListBacklogItemsRequest, UncommitBacklogItemRequest,
@@ -17,6 +16,7 @@ use uuid::Uuid;
 use super::domain::{self, Sprint, State};
 use super::{events, mapping, store};
 use crate::peers::{Peers, backlog_error};
+use crate::versioned;
 
 /// A new sprint as a (checked) schedule request describes it.
 #[derive(Debug, Clone)]
@@ -64,45 +64,6 @@ pub async fn schedule(db: &Db, tenant: &str, new: NewSprint) -> AppResult<Sprint
     Ok(sprint)
 }
 
-/// Applies `change` to sprint `id` (compare-and-set on its version) with the event
-/// `event` builds. A change that changes nothing writes nothing.
-pub async fn change(
-    db: &Db,
-    tenant: &str,
-    id: &str,
-    expected: Option<i64>,
-    change: impl Fn(&Sprint) -> AppResult<Sprint>,
-    event: for<'a> fn(&'a Sprint) -> NewEvent<'a>,
-) -> AppResult<Sprint> {
-    let what = format!("sprint {id}");
-    retry_lost_races(&what, expected, || async {
-        let mut uow = db.begin().await?;
-        let before = store::get(uow.conn(), tenant, id)
-            .await?
-            .ok_or_else(|| AppError::not_found(&what))?;
-        check_version(&what, expected, before.version)?;
-        let mut after = change(&before)?;
-        if after == before {
-            return Ok(Attempt::Done(before));
-        }
-        after.version = before.version + 1;
-        match store::update(&mut uow, &after, before.version).await {
-            Ok(true) => {}
-            Ok(false) => return Ok(Attempt::LostRace),
-            Err(AppError::AlreadyExists(_)) => {
-                return Err(AppError::precondition(
-                    "the product already has an ACTIVE sprint; complete it first",
-                ));
-            }
-            Err(other) => return Err(other),
-        }
-        outbox::append_all(&mut uow, &[event(&after)]).await?;
-        uow.commit().await?;
-        Ok(Attempt::Done(after))
-    })
-    .await
-}
-
 /// Completes the ACTIVE sprint `id`, summarising the items the backlog-item service
 /// lists as committed to it.
 pub async fn complete(
@@ -122,7 +83,7 @@ pub async fn complete(
     let items = peers.all_backlog_items(tenant, filter).await?;
     let committed: Vec<_> = items.iter().map(mapping::committed_item).collect();
     let summary = domain::summarize(&committed, now_micros());
-    change(
+    versioned::change(
         db,
         tenant,
         id,

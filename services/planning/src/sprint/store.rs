@@ -1,7 +1,7 @@
 //! Persistence of sprints, read into and written from `domain::Sprint`. The completion
 //! summary is stored as its encoded protobuf message.
 
-use agilepm_platform::domain::error::AppResult;
+use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::storage::db::{Db, UnitOfWork};
 use agilepm_platform::storage::stored;
 use agilepm_proto::planning::v1::SprintSummary;
@@ -12,6 +12,7 @@ use sqlx::{AnyConnection, Row};
 use super::domain::Sprint;
 use super::mapping::{summary_from, summary_message};
 use crate::schedule::{PeriodPage, list_by_begin_date};
+use crate::versioned::Versioned;
 
 macro_rules! select_sprints {
     ($rest:literal) => {
@@ -160,4 +161,32 @@ pub async fn update(uow: &mut UnitOfWork, sprint: &Sprint, read_version: i64) ->
     .execute(uow.conn())
     .await?;
     Ok(result.rows_affected() == 1)
+}
+
+impl Versioned for Sprint {
+    const KIND: &'static str = "sprint";
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+
+    fn set_version(&mut self, version: i64, _now_us: i64) {
+        self.version = version;
+    }
+
+    async fn load(conn: &mut AnyConnection, tenant: &str, id: &str) -> AppResult<Option<Sprint>> {
+        get(conn, tenant, id).await
+    }
+
+    async fn store(&self, uow: &mut UnitOfWork, read_version: i64) -> AppResult<bool> {
+        update(uow, self, read_version)
+            .await
+            .map_err(|error| match error {
+                // The one unique index a change can break: one ACTIVE sprint per product.
+                AppError::AlreadyExists(_) => AppError::precondition(
+                    "the product already has an ACTIVE sprint; complete it first",
+                ),
+                other => other,
+            })
+    }
 }

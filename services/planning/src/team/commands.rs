@@ -6,12 +6,12 @@
 use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::domain::time::now_micros;
 use agilepm_platform::storage::db::Db;
-use agilepm_platform::storage::optimistic::{Attempt, check_version, retry_lost_races};
 use agilepm_platform::storage::outbox::{self, NewEvent};
 
 use super::domain::{Member, Role};
 use super::{events, mapping, store};
 use crate::peers::Peers;
+use crate::versioned;
 
 /// Adds `new` (enabled, version 1) to `tenant`'s team, or returns the member an earlier
 /// identical add made; a different member under the same id is ALREADY_EXISTS.
@@ -57,7 +57,8 @@ pub async fn add(db: &Db, peers: &Peers, tenant: &str, new: Member) -> AppResult
 }
 
 /// Applies `change` to member `id` (compare-and-set on its version) with the event
-/// `event` builds. A change that changes nothing writes nothing.
+/// `event` builds, recording the member in the task service first if what volunteering
+/// needs changed.
 pub async fn change(
     db: &Db,
     peers: &Peers,
@@ -67,31 +68,24 @@ pub async fn change(
     change: impl Fn(&Member) -> Member,
     event: for<'a> fn(&'a Member) -> NewEvent<'a>,
 ) -> AppResult<Member> {
-    let what = format!("member {id:?}");
-    retry_lost_races(&what, expected, || async {
-        let mut uow = db.begin().await?;
-        let before = store::get(uow.conn(), tenant, id)
-            .await?
-            .ok_or_else(|| AppError::not_found(&what))?;
-        check_version(&what, expected, before.version)?;
-        let mut after = change(&before);
-        if after == before {
-            return Ok(Attempt::Done(before));
-        }
-        after.version = before.version + 1;
-        after.update_time_us = now_micros();
-        if !store::update(&mut uow, &after, before.version).await? {
-            return Ok(Attempt::LostRace);
-        }
-        outbox::append_all(&mut uow, &[event(&after)]).await?;
-        let volunteering = |m: &Member| (m.enabled, m.holds(Role::TeamMember));
-        if volunteering(&after) != volunteering(&before) {
-            peers
-                .record_members(tenant, &[mapping::facts(&after)])
-                .await?;
-        }
-        uow.commit().await?;
-        Ok(Attempt::Done(after))
-    })
+    let volunteering = |m: &Member| (m.enabled, m.holds(Role::TeamMember));
+    versioned::change_then(
+        db,
+        tenant,
+        id,
+        expected,
+        |before| Ok(change(before)),
+        event,
+        |before, after| {
+            let changed = volunteering(before) != volunteering(after);
+            let facts = mapping::facts(after);
+            async move {
+                if changed {
+                    peers.record_members(tenant, &[facts]).await?;
+                }
+                Ok(())
+            }
+        },
+    )
     .await
 }

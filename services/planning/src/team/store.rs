@@ -7,6 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::domain::{Member, Role};
+use crate::versioned::Versioned;
 
 macro_rules! select_members {
     ($rest:literal) => {
@@ -141,4 +142,25 @@ pub async fn update(uow: &mut UnitOfWork, member: &Member, read_version: i64) ->
     .execute(uow.conn())
     .await?;
     Ok(result.rows_affected() == 1)
+}
+
+impl Versioned for Member {
+    const KIND: &'static str = "member";
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+
+    fn set_version(&mut self, version: i64, now_us: i64) {
+        self.version = version;
+        self.update_time_us = now_us;
+    }
+
+    async fn load(conn: &mut AnyConnection, tenant: &str, id: &str) -> AppResult<Option<Member>> {
+        get(conn, tenant, id).await
+    }
+
+    async fn store(&self, uow: &mut UnitOfWork, read_version: i64) -> AppResult<bool> {
+        update(uow, self, read_version).await
+    }
 }
