@@ -14,8 +14,8 @@ use agilepm_proto::common::v1::StatusTransitionMode;
 use agilepm_proto::planning::v1::product_service_client::ProductServiceClient;
 use agilepm_proto::planning::v1::team_service_client::TeamServiceClient;
 use agilepm_proto::planning::v1::{
-    AddMemberRequest, CreateProductRequest, ListProductsRequest, Member, MemberRole, Product,
-    UpdateProductRequest,
+    AddMemberRequest, CreateProductRequest, GetMemberRequest, ListProductsRequest, Member,
+    MemberRole, Product, UpdateProductRequest,
 };
 use agilepm_proto::task::v1::DefineTaskRequest;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
@@ -343,5 +343,41 @@ async fn a_product_is_not_created_while_backlog_items_cannot_record_it() {
         .unwrap()
         .into_inner();
     assert!(listed.products.is_empty(), "{listed:?}");
+    system.stop().await;
+}
+
+/// Without the task service, a member is not added at all: never one the task service
+/// would refuse as a volunteer after the caller heard OK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_is_not_added_while_tasks_cannot_record_it() {
+    agilepm_testkit::init();
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let system = TestSystem::start_with(
+        Engine::Sqlite,
+        &[ServiceName::Planning],
+        &[(ServiceName::Task, format!("http://{closed}"))],
+    )
+    .await;
+    let mut team = TeamServiceClient::new(system.channel(ServiceName::Planning, "acme"));
+    let refused = team
+        .add_member(AddMemberRequest {
+            member: Some(Member {
+                id: "ada".into(),
+                display_name: "Ada".into(),
+                roles: vec![MemberRole::TeamMember as i32],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    let missing = team
+        .get_member(GetMemberRequest { id: "ada".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
     system.stop().await;
 }
