@@ -237,8 +237,9 @@ const MAX_PRODUCT_FACTS: usize = 1000;
 /// The longest a read with a consistency token waits when the caller set no deadline.
 const FRESH_READ_WAIT: Duration = Duration::from_secs(5);
 /// How much of the caller's deadline a fresh read keeps to answer DEADLINE_EXCEEDED
-/// itself, naming the revisions, before tonic's generic one.
-const FRESH_READ_MARGIN: Duration = Duration::from_millis(20);
+/// itself, naming the revisions, before tonic's generic one: room for the answer to be
+/// encoded and sent on a busy machine.
+const FRESH_READ_MARGIN: Duration = Duration::from_millis(50);
 
 impl BacklogItemApi {
     /// Waits until item `token.backlog_item_id` of `tenant` has applied task revision
@@ -259,20 +260,30 @@ impl BacklogItemApi {
         let deadline = tokio::time::Instant::now() + wait;
         let mut commits = self.db.notifier().subscribe();
         let mut pause = Duration::from_millis(5);
+        let mut applied = None;
         loop {
-            let applied = {
+            // Each read is bounded by the deadline too, and none starts after it: a slow
+            // database makes the answer DEADLINE_EXCEEDED on time, not a late one.
+            let read = async {
                 let mut conn = self.db.pool().acquire().await?;
-                store::get(&mut conn, tenant, &token.backlog_item_id)
-                    .await?
-                    .ok_or_else(|| {
-                        AppError::not_found(format!("backlog item {}", token.backlog_item_id))
-                    })?
-                    .reconciled_task_revision
+                Ok::<_, AppError>(
+                    store::get(&mut conn, tenant, &token.backlog_item_id)
+                        .await?
+                        .ok_or_else(|| {
+                            AppError::not_found(format!("backlog item {}", token.backlog_item_id))
+                        })?
+                        .reconciled_task_revision,
+                )
             };
-            if applied >= token.revision {
-                return Ok(());
+            if let Ok(revision) = tokio::time::timeout_at(deadline, read).await {
+                let revision = revision?;
+                if revision >= token.revision {
+                    return Ok(());
+                }
+                applied = Some(revision);
             }
             if tokio::time::Instant::now() >= deadline {
+                let applied = applied.map_or("no".to_owned(), |r| r.to_string());
                 return Err(AppError::DeadlineExceeded(format!(
                     "backlog item {} has applied task revision {applied}, not yet {} that the \
                      consistency token names; retry, or read without the token to see it as it is",
