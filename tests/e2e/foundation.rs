@@ -24,7 +24,8 @@ engine_tests!(
     every_service_serves_health_and_reflection,
     migrations_create_the_platform_tables,
     a_guarded_write_that_falls_short_writes_nothing,
-    malformed_requests_are_invalid_argument
+    malformed_requests_are_invalid_argument,
+    idempotency_keys_are_remembered_for_a_day_then_forgotten
 );
 
 async fn every_service_serves_health_and_reflection(engine: Engine) {
@@ -261,4 +262,62 @@ fn a_service_binary_reports_its_version_and_revision() {
             || (revision.len() == 12 && revision.bytes().all(|b| b.is_ascii_hexdigit())),
         "revision {revision:?}"
     );
+}
+
+/// A key answers retries from its record while it lives; past its lifetime the sweep
+/// forgets it (and only it), and the key is new again.
+async fn idempotency_keys_are_remembered_for_a_day_then_forgotten(engine: Engine) {
+    use agilepm_platform::storage::idempotency::{self, KEY_LIFETIME, Key};
+    use agilepm_proto::planning::v1::{GetMemberRequest, GetMemberResponse, Member};
+    let database = TestDb::create(engine).await;
+    let db = database.connect_platform().await;
+    let runs = std::sync::atomic::AtomicUsize::new(0);
+    let run = |request_id: &str| {
+        let request = GetMemberRequest {
+            id: request_id.to_owned(),
+        };
+        let key = Key::new("acme", request_id, "test.Service/Method", &request);
+        let (db, runs) = (&db, &runs);
+        async move {
+            idempotency::once(db, &key, || async {
+                let run = runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                Ok(GetMemberResponse {
+                    member: Some(Member {
+                        id: format!("run {run}"),
+                        ..Default::default()
+                    }),
+                })
+            })
+            .await
+            .unwrap()
+            .member
+            .unwrap()
+            .id
+        }
+    };
+    for key in ["old-1", "old-2", "young"] {
+        run(key).await;
+    }
+    assert_eq!(
+        run("young").await,
+        "run 3",
+        "a retry is answered from the record"
+    );
+    let day_us = i64::try_from(KEY_LIFETIME.as_micros()).unwrap();
+    let now = agilepm_platform::domain::time::now_micros();
+    sqlx::query("UPDATE idempotency_keys SET create_time_us = $1 WHERE request_id LIKE 'old-%'")
+        .bind(now - day_us - 1_000_000)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let forgotten = idempotency::forget_older_than(&db, now - day_us)
+        .await
+        .unwrap();
+    assert_eq!(forgotten, 2);
+    assert_eq!(
+        run("young").await,
+        "run 3",
+        "a key within its day is still remembered"
+    );
+    assert_eq!(run("old-1").await, "run 4", "a forgotten key is new again");
 }

@@ -115,6 +115,11 @@ where
     let mut server = GrpcServer::new(authenticator)
         .with_tls(server_tls)
         .with_limits(limits);
+    context.tasks.spawn(crate::storage::idempotency::sweep(
+        db.clone(),
+        spec.name.as_str(),
+        shutdown.clone(),
+    ));
     if spec.serves_feed {
         let options = FeedOptions {
             max_subscribers: limits.max_subscribers,

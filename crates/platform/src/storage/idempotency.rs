@@ -18,9 +18,13 @@
 //!   the row their key created, multi-step commands derive each step's key from it, and
 //!   a move to where an item already is writes nothing.
 //!
-//! Keys are per tenant. The response is stored as the protobuf it was sent as.
+//! Keys are per tenant. The response is stored as the protobuf it was sent as. A key is
+//! remembered for [`KEY_LIFETIME`] after its first use, then [`sweep`] forgets it, so the
+//! table holds about a day of commands (a retry comes within seconds; a create retried
+//! later still finds what its key created, by the key kept on the row).
 
 use std::future::Future;
+use std::time::Duration;
 
 use prost::Message;
 use sha2::{Digest as _, Sha256};
@@ -29,6 +33,17 @@ use sqlx::Row as _;
 use crate::domain::error::{AppError, AppResult};
 use crate::domain::time::now_micros;
 use crate::storage::db::Db;
+use tokio_util::sync::CancellationToken;
+
+/// How long a key is remembered after its first use (at least; [`sweep`] runs every
+/// [`SWEEP_EVERY`]).
+pub const KEY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// How often [`sweep`] forgets the keys past their lifetime.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Keys deleted per statement: a sweep never holds a long write.
+const FORGET_CHUNK: i64 = 1000;
 
 /// A command's idempotency key and the fingerprint of the request that carries it.
 #[derive(Debug, Clone)]
@@ -158,6 +173,55 @@ async fn claim<R: Message + Default>(db: &Db, key: &Key) -> AppResult<Recorded<R
                     key.request_id
                 ))
             }),
+    }
+}
+
+/// Deletes the keys first used before `cutoff_us`, [`FORGET_CHUNK`] at a time; returns
+/// how many went.
+pub async fn forget_older_than(db: &Db, cutoff_us: i64) -> AppResult<u64> {
+    let mut forgotten = 0;
+    loop {
+        // Oldest first through the age index; the key columns pick the rows to delete,
+        // which both engines accept (unlike DELETE ... LIMIT).
+        let deleted = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE (tenant_id, request_id) IN \
+             (SELECT tenant_id, request_id FROM idempotency_keys WHERE create_time_us < $1 \
+              ORDER BY create_time_us LIMIT $2)",
+        )
+        .bind(cutoff_us)
+        .bind(FORGET_CHUNK)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+        forgotten += deleted;
+        if deleted < FORGET_CHUNK as u64 {
+            return Ok(forgotten);
+        }
+    }
+}
+
+/// Forgets the keys past [`KEY_LIFETIME`] every [`SWEEP_EVERY`] until `shutdown`. A failed
+/// run is retried at the next; the table only grows meanwhile.
+pub async fn sweep(db: Db, service: &'static str, shutdown: CancellationToken) {
+    let lifetime = i64::try_from(KEY_LIFETIME.as_micros()).unwrap_or(i64::MAX);
+    let mut interval = tokio::time::interval(SWEEP_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match forget_older_than(&db, now_micros() - lifetime).await {
+            Ok(0) => {}
+            Ok(forgotten) => tracing::info!(
+                service,
+                forgotten,
+                "idempotency keys past their lifetime forgotten"
+            ),
+            Err(error) => {
+                tracing::warn!(service, %error, "forgetting old idempotency keys failed; retrying at the next run")
+            }
+        }
     }
 }
 
