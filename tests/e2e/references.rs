@@ -310,21 +310,26 @@ async fn planning_records_every_member_again_when_it_starts(engine: Engine) {
     system.stop().await;
 }
 
-/// Without the backlog-item service, a product is not created at all: never one that
-/// items cannot be planned for.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_product_is_not_created_while_backlog_items_cannot_record_it() {
+/// The planning service alone, with `peer` at a port nothing listens on.
+async fn planning_without(peer: ServiceName) -> TestSystem {
     agilepm_testkit::init();
     let closed = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let system = TestSystem::start_with(
+    TestSystem::start_with(
         Engine::Sqlite,
         &[ServiceName::Planning],
-        &[(ServiceName::BacklogItem, format!("http://{closed}"))],
+        &[(peer, format!("http://{closed}"))],
     )
-    .await;
+    .await
+}
+
+/// Without the backlog-item service, a product is not created at all: never one that
+/// items cannot be planned for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_product_is_not_created_while_backlog_items_cannot_record_it() {
+    let system = planning_without(ServiceName::BacklogItem).await;
     let mut products = ProductServiceClient::new(system.channel(ServiceName::Planning, "acme"));
     let refused = products
         .create_product(CreateProductRequest {
@@ -350,17 +355,7 @@ async fn a_product_is_not_created_while_backlog_items_cannot_record_it() {
 /// would refuse as a volunteer after the caller heard OK.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_is_not_added_while_tasks_cannot_record_it() {
-    agilepm_testkit::init();
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
-    let system = TestSystem::start_with(
-        Engine::Sqlite,
-        &[ServiceName::Planning],
-        &[(ServiceName::Task, format!("http://{closed}"))],
-    )
-    .await;
+    let system = planning_without(ServiceName::Task).await;
     let mut team = TeamServiceClient::new(system.channel(ServiceName::Planning, "acme"));
     let refused = team
         .add_member(AddMemberRequest {
