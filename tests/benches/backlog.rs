@@ -105,6 +105,7 @@ async fn run(name: &str, engine: Engine, items: i64) {
         auth: agilepm_testkit::test_auth().clone(),
         tls: Default::default(),
         db_max_connections: 8,
+        nats: Default::default(),
         external_endpoints: BTreeMap::new(),
     };
     let mut system = RunningSystem::start(config).await.unwrap();

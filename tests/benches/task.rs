@@ -104,6 +104,7 @@ async fn serve(
         auth: agilepm_testkit::test_auth().clone(),
         tls: Default::default(),
         db_max_connections: 32,
+        nats: Default::default(),
         external_endpoints: BTreeMap::new(),
     };
     let mut system = RunningSystem::start(config).await.unwrap();

@@ -42,6 +42,7 @@ fn coordinator_config(system: &TestSystem, database_url: &str) -> SystemConfig {
         auth: agilepm_testkit::test_auth().clone(),
         tls: Default::default(),
         db_max_connections: 4,
+        nats: Default::default(),
         external_endpoints: PEERS
             .iter()
             .map(|service| {

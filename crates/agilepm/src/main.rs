@@ -243,6 +243,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         auth: auth.clone(),
         tls: tls.clone(),
         db_max_connections: 16,
+        nats: Default::default(),
         external_endpoints: BTreeMap::new(),
     };
     let mut system = RunningSystem::start(config).await?;

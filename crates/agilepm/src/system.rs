@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use agilepm_platform::storage::db::Migrations;
 use agilepm_platform::wire::auth::AuthConfig;
-use agilepm_platform::wire::config::{CommonConfig, Peers, ServiceName, TlsConfig};
+use agilepm_platform::wire::config::{CommonConfig, NatsConfig, Peers, ServiceName, TlsConfig};
 use anyhow::Context as _;
 use futures::future::BoxFuture;
 use tokio::net::TcpListener;
@@ -59,6 +59,8 @@ pub struct SystemConfig {
     pub db_max_connections: u32,
     /// Endpoints of services not started here (e.g. a stand-in in a test).
     pub external_endpoints: BTreeMap<ServiceNameKey, String>,
+    /// NATS JetStream for every service started here (unused without a URL).
+    pub nats: NatsConfig,
 }
 
 /// [`ServiceName`] in a sortable wrapper, so maps list services in start-up order.
@@ -143,6 +145,7 @@ impl RunningSystem {
                 tls: config.tls.clone(),
                 limits: agilepm_platform::wire::limits::ServerLimits::default(),
                 retention: Default::default(),
+                nats: config.nats.clone(),
                 db_max_connections: config.db_max_connections,
                 peers: peers.clone(),
             };

@@ -518,6 +518,7 @@ async fn run(
         auth,
         tls,
         db_max_connections: TEST_POOL_SIZE,
+        nats: Default::default(),
         external_endpoints: external
             .iter()
             .map(|(name, endpoint)| ((*name).into(), endpoint.clone()))

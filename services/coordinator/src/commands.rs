@@ -103,9 +103,10 @@ impl Reconciler {
         }
     }
 
-    /// This replica (again) holds the task-feed lease: another replica may have recorded
-    /// poison events meanwhile.
-    pub fn begin_lease_term(&self) {
+    /// Another replica may have recorded poison events since this one last read them
+    /// (this replica took the task-feed lease again, or replicas share the work on
+    /// JetStream): the next batch reads the table.
+    pub fn forget_known_poison(&self) {
         self.poison.forget();
     }
 

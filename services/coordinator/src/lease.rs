@@ -42,7 +42,7 @@ pub async fn follow_while_leased(
         match store::acquire_lease(&db, TASK_FEED_LEASE, &holder, ttl).await {
             Ok(true) => {
                 tracing::info!(%holder, "holding the task-feed lease; following");
-                reconciler.begin_lease_term();
+                reconciler.forget_known_poison();
                 let lost = CancellationToken::new();
                 let following = follow(
                     feed.clone(),

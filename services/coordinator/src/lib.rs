@@ -12,14 +12,15 @@
 //! | [`events`] | the task events followed, decoded once |
 //! | [`mapping`] | domain <-> protobuf |
 //! | [`store`] | the lease and the poison events in the coordinator's database |
-//! | [`lease`] | one active follower among replicas |
+//! | [`lease`] | one active follower among replicas (the gRPC feed) |
+//! | [`shared_work`] | every replica working (the task stream on JetStream) |
 //! | [`progress`] | counters, lag, health |
 
 use std::sync::Arc;
 
 use agilepm_platform::runtime::service::ServiceSpec;
 use agilepm_platform::storage::db::Migrations;
-use agilepm_platform::wire::config::{CommonConfig, ServiceName};
+use agilepm_platform::wire::config::{CommonConfig, FeedSource, ServiceName};
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::coordinator::v1::coordinator_service_server::CoordinatorServiceServer;
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
@@ -34,6 +35,7 @@ pub mod events;
 pub mod lease;
 pub mod mapping;
 pub mod progress;
+pub mod shared_work;
 pub mod store;
 
 use commands::{Reconciler, ReconcilerOptions};
@@ -87,13 +89,24 @@ pub async fn run(
                 server.health_reporter(),
                 context.shutdown.clone(),
             ));
-            context.tasks.spawn(lease::follow_while_leased(
-                lease::ttl_from_env()?,
-                context.db.clone(),
-                feed,
-                reconciler,
-                context.shutdown.clone(),
-            ));
+            match context.config.nats.feed {
+                FeedSource::Grpc => {
+                    context.tasks.spawn(lease::follow_while_leased(
+                        lease::ttl_from_env()?,
+                        context.db.clone(),
+                        feed,
+                        reconciler,
+                        context.shutdown.clone(),
+                    ));
+                }
+                FeedSource::Nats => {
+                    context.tasks.spawn(shared_work::consume_task_stream(
+                        context.config.nats.clone(),
+                        reconciler,
+                        context.shutdown.clone(),
+                    ));
+                }
+            }
             let api = api::CoordinatorApi::new(context.db.clone(), progress);
             Ok(server.add_service(CoordinatorServiceServer::new(api)))
         },

@@ -64,12 +64,15 @@ fn seq(position: &str) -> i64 {
 
 impl Progress {
     /// A batch up to `position` (an event that occurred at `occur_time_us`) is done.
+    /// Batches from JetStream finish in any order: the position only moves forward.
     pub fn advanced(&self, position: &str, occur_time_us: i64, events: usize) {
         self.events_processed
             .fetch_add(events as i64, Ordering::Relaxed);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.position = position.to_owned();
-        state.position_time_us = occur_time_us;
+        if key(position) >= key(&state.position) {
+            state.position = position.to_owned();
+            state.position_time_us = occur_time_us;
+        }
         state.failing_since_us = None;
         state.last_error.clear();
     }

@@ -238,7 +238,7 @@ async fn handle_batch<H: BatchHandler>(
 const MAX_LINKS: usize = 128;
 
 /// The span a batch is handled in, linked to the spans that wrote its events.
-fn batch_span(batch: &[Event]) -> tracing::Span {
+pub(crate) fn batch_span(batch: &[Event]) -> tracing::Span {
     let span = tracing::info_span!("handle_events", events = batch.len());
     let mut linked = std::collections::HashSet::new();
     for event in batch {

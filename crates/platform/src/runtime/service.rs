@@ -135,6 +135,15 @@ where
             spec.name.as_str(),
             shutdown.clone(),
         ));
+        if context.config.nats.url.is_some() {
+            context.tasks.spawn(crate::events::jetstream::relay::run(
+                feed.hub().clone(),
+                db.clone(),
+                spec.name,
+                context.config.nats.clone(),
+                shutdown.clone(),
+            ));
+        }
         server = server.add_service(EventFeedServiceServer::new(feed));
     }
     let server = add_services(context, server).await?;

@@ -45,6 +45,9 @@ pub struct CommonArgs {
     #[command(flatten)]
     pub retention: RetentionArgs,
 
+    #[command(flatten)]
+    pub nats: NatsArgs,
+
     /// Serve metrics for Prometheus at `http://ADDRESS/metrics` (e.g. `0.0.0.0:9464`).
     /// Operators' port: keep it off the public network.
     #[arg(long, env = "AGILEPM_METRICS_ADDRESS")]
@@ -81,6 +84,7 @@ impl CommonArgs {
             tls: self.tls.resolve()?,
             limits: self.limits.resolve(),
             retention: self.retention.resolve(),
+            nats: self.nats.resolve()?,
             db_max_connections: self.db_max_connections.max(1),
             peers: Peers {
                 backlog_item: self
@@ -167,6 +171,8 @@ pub struct CommonConfig {
     pub limits: ServerLimits,
     /// How long the outbox keeps events.
     pub retention: RetentionOptions,
+    /// NATS JetStream: the relay of the outbox, and where the coordinator reads from.
+    pub nats: NatsConfig,
     /// Connection pool ceiling.
     pub db_max_connections: u32,
     /// Where the other services are.
@@ -222,6 +228,102 @@ impl Default for RetentionOptions {
             keep_for: std::time::Duration::from_secs(7 * 24 * 3600),
             max_events: 10_000_000,
             every: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// NATS JetStream, the scale-out event backbone (`events::jetstream`). Without a URL
+/// nothing uses NATS: the gRPC feeds are all there is, as in `agilepm dev`.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS server URLs, comma-separated (e.g. `nats://nats-0:4222,nats://nats-1:4222`).
+    /// When set, every service that owns events relays its outbox to a JetStream stream.
+    #[arg(long, env = "AGILEPM_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Replicas of each stream (1, or 3 on a three-node JetStream cluster).
+    #[arg(long, env = "AGILEPM_NATS_STREAM_REPLICAS", default_value_t = 1)]
+    pub nats_stream_replicas: usize,
+    /// How long JetStream remembers message ids to drop a re-published event: must
+    /// exceed the longest a relay can take to retry a publish (deploy/README.md).
+    #[arg(long, env = "AGILEPM_NATS_DUPLICATE_WINDOW_SECS", default_value_t = 120)]
+    pub nats_duplicate_window_secs: u64,
+    /// How long a stream keeps events: longer than any consumer may be down.
+    #[arg(long, env = "AGILEPM_NATS_MAX_AGE_SECS", default_value_t = 7 * 24 * 3600)]
+    pub nats_max_age_secs: u64,
+    /// How long a consumer may hold a message unacknowledged before JetStream hands it to
+    /// another replica (a killed replica's work is redelivered after this).
+    #[arg(long, env = "AGILEPM_NATS_ACK_WAIT_MS", default_value_t = 30_000)]
+    pub nats_ack_wait_ms: u64,
+    /// Where the coordinator reads task events: `grpc` (the task service's feed, one
+    /// active replica behind a lease) or `nats` (the task stream; every replica works).
+    #[arg(long, env = "AGILEPM_FEED", value_enum, default_value_t = FeedSource::Grpc)]
+    pub feed: FeedSource,
+}
+
+/// Where a consumer reads a peer's events from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FeedSource {
+    /// The peer's own gRPC event feed.
+    #[default]
+    Grpc,
+    /// The peer's JetStream stream.
+    Nats,
+}
+
+impl NatsArgs {
+    /// The configuration these flags describe.
+    pub fn resolve(&self) -> anyhow::Result<NatsConfig> {
+        let url = self.nats_url.clone().filter(|url| !url.trim().is_empty());
+        anyhow::ensure!(
+            !(self.feed == FeedSource::Nats && url.is_none()),
+            "AGILEPM_FEED=nats needs AGILEPM_NATS_URL"
+        );
+        anyhow::ensure!(
+            (1..=5).contains(&self.nats_stream_replicas),
+            "AGILEPM_NATS_STREAM_REPLICAS: {} is outside 1 to 5",
+            self.nats_stream_replicas
+        );
+        anyhow::ensure!(
+            self.nats_duplicate_window_secs >= 1,
+            "AGILEPM_NATS_DUPLICATE_WINDOW_SECS must be at least 1"
+        );
+        Ok(NatsConfig {
+            url,
+            stream_replicas: self.nats_stream_replicas,
+            duplicate_window: std::time::Duration::from_secs(self.nats_duplicate_window_secs),
+            max_age: std::time::Duration::from_secs(self.nats_max_age_secs.max(60)),
+            ack_wait: std::time::Duration::from_millis(self.nats_ack_wait_ms.max(100)),
+            feed: self.feed,
+        })
+    }
+}
+
+/// Resolved NATS settings.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    /// The servers, or `None` when NATS is not used.
+    pub url: Option<String>,
+    /// Replicas of each stream.
+    pub stream_replicas: usize,
+    /// JetStream's duplicate window.
+    pub duplicate_window: std::time::Duration,
+    /// How long a stream keeps events.
+    pub max_age: std::time::Duration,
+    /// How long a consumer may hold a message unacknowledged.
+    pub ack_wait: std::time::Duration,
+    /// Where the coordinator reads task events.
+    pub feed: FeedSource,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: None,
+            stream_replicas: 1,
+            duplicate_window: std::time::Duration::from_secs(120),
+            max_age: std::time::Duration::from_secs(7 * 24 * 3600),
+            ack_wait: std::time::Duration::from_secs(30),
+            feed: FeedSource::Grpc,
         }
     }
 }

@@ -166,6 +166,12 @@ impl EventFeed {
         })
     }
 
+    /// The process's one reader of the outbox, for in-process followers (the JetStream
+    /// relay).
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
     /// The head `caller` may see, as the database shows it now: the whole feed's for
     /// callers spanning tenants, the newest event of its own tenant for everyone else.
     async fn head(&self, caller: &Caller) -> AppResult<(String, Option<prost_types::Timestamp>)> {
