@@ -52,6 +52,8 @@ pub struct Sprinting {
     pub product: Product,
     pub release: Release,
     pub sprint: Sprint,
+    /// Where the task service runs when it is a process of its own, not in `system`.
+    pub task_service: Option<std::net::SocketAddr>,
 }
 
 fn rid() -> String {
@@ -129,6 +131,7 @@ impl Sprinting {
             product,
             release,
             sprint,
+            task_service: None,
         }
     }
 
@@ -137,7 +140,18 @@ impl Sprinting {
     }
 
     pub fn tasks(&self) -> TaskServiceClient<PeerChannel> {
-        TaskServiceClient::new(self.system.channel(ServiceName::Task, "acme"))
+        TaskServiceClient::new(match self.task_service {
+            // A process of its own verifies signed tokens only.
+            Some(address) => agilepm_testkit::channel(
+                address,
+                &agilepm_testkit::person_token(
+                    "acme-team",
+                    "acme",
+                    &agilepm_platform::wire::auth::Role::TENANT_ROLES,
+                ),
+            ),
+            None => self.system.channel(ServiceName::Task, "acme"),
+        })
     }
 
     /// A backlog item committed to the sprint, with `tasks` tasks of `hours` each.

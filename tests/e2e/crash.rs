@@ -56,24 +56,42 @@ fn coordinator_config(system: &TestSystem, database_url: &str) -> SystemConfig {
 }
 
 fn spawn_coordinator(system: &TestSystem, database_url: &str) -> Child {
-    let endpoint = |service| format!("http://{}", system.address(service));
-    Command::new(env!("CARGO_BIN_EXE_coordinator-under-test"))
+    spawn_coordinator_with(
+        system.address(ServiceName::BacklogItem),
+        system.address(ServiceName::Task),
+        database_url,
+        &[],
+    )
+}
+
+/// A coordinator process on `database_url` calling the services at these addresses, with
+/// `env` on top of the suite's settings.
+pub fn spawn_coordinator_with(
+    backlog_item: std::net::SocketAddr,
+    task: std::net::SocketAddr,
+    database_url: &str,
+    env: &[(&str, String)],
+) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_coordinator-under-test"));
+    command
         .env("AGILEPM_LISTEN", "127.0.0.1:0")
         .env("AGILEPM_DATABASE_URL", database_url)
         .env(
             "AGILEPM_BACKLOG_ITEM_ENDPOINT",
-            endpoint(ServiceName::BacklogItem),
+            format!("http://{backlog_item}"),
         )
-        .env("AGILEPM_TASK_ENDPOINT", endpoint(ServiceName::Task))
+        .env("AGILEPM_TASK_ENDPOINT", format!("http://{task}"))
         .env("RUST_LOG", "error")
         .env("AGILEPM_DB_MAX_CONNECTIONS", "4")
         // A killed leaseholder's restart takes over once its lease expires: 2 s, not 10.
         .env("AGILEPM_LEASE_TTL_MS", "2000")
         // The system's own secret, so the coordinator's identity is verified by its peers.
         .env("AGILEPM_AUTH_SECRET", agilepm_testkit::test_secret())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the coordinator process")
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.spawn().expect("start the coordinator process")
 }
 
 async fn a_killed_coordinator_resumes_without_double_transitions(engine: Engine) {

@@ -11,6 +11,7 @@ mod crash;
 mod feed;
 mod foundation;
 mod given;
+mod jetstream;
 mod limits;
 mod malformed;
 mod planning;

@@ -19,7 +19,7 @@ pub use agilepm_platform::storage::db::Engine;
 use agilepm_platform::storage::db::{Db, Migrations, NO_MIGRATIONS};
 use agilepm_platform::wire::auth::{AuthConfig, Credentials, Role, TokenSpec};
 use agilepm_platform::wire::client::{PeerChannel, connect_lazy};
-use agilepm_platform::wire::config::{ServiceName, TlsConfig};
+use agilepm_platform::wire::config::{NatsConfig, ServiceName, TlsConfig};
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use agilepm_proto::events::v1::{Event, SubscribeRequest, subscribe_response};
 use futures::StreamExt as _;
@@ -387,12 +387,38 @@ impl TestSystem {
             .iter()
             .map(|(service, url)| ((*service).into(), url.clone()))
             .collect();
-        let system = run(urls, &[], test_auth().clone(), TlsConfig::default()).await;
+        let system = run(
+            urls,
+            &[],
+            test_auth().clone(),
+            TlsConfig::default(),
+            NatsConfig::default(),
+        )
+        .await;
         TestSystem {
             system: Some(system),
             services: Vec::new(),
             databases: Vec::new(),
         }
+    }
+
+    /// Like [`TestSystem::start_with`], relaying outboxes to (and reading from) the
+    /// JetStream of `nats`.
+    pub async fn start_with_nats(
+        engine: Engine,
+        services: &[ServiceName],
+        external: &[(ServiceName, String)],
+        nats: NatsConfig,
+    ) -> TestSystem {
+        TestSystem::start_configured(
+            engine,
+            services,
+            external,
+            test_auth().clone(),
+            TlsConfig::default(),
+            nats,
+        )
+        .await
     }
 
     /// Like [`TestSystem::start_with_auth`], serving and calling peers with `tls`.
@@ -402,6 +428,18 @@ impl TestSystem {
         external: &[(ServiceName, String)],
         auth: AuthConfig,
         tls: TlsConfig,
+    ) -> TestSystem {
+        TestSystem::start_configured(engine, services, external, auth, tls, NatsConfig::default())
+            .await
+    }
+
+    async fn start_configured(
+        engine: Engine,
+        services: &[ServiceName],
+        external: &[(ServiceName, String)],
+        auth: AuthConfig,
+        tls: TlsConfig,
+        nats: NatsConfig,
     ) -> TestSystem {
         // Created side by side: each copy is a round trip the others need not wait for.
         let databases = futures::future::join_all(
@@ -416,10 +454,20 @@ impl TestSystem {
             .map(|(service, database)| ((*service).into(), database.url().to_owned()))
             .collect();
         TestSystem {
-            system: Some(run(urls, external, auth, tls).await),
+            system: Some(run(urls, external, auth, tls, nats).await),
             services: services.to_vec(),
             databases,
         }
+    }
+
+    /// The URL of `service`'s database.
+    pub fn database_url(&self, service: ServiceName) -> String {
+        let index = self
+            .services
+            .iter()
+            .position(|s| *s == service)
+            .expect("service is running");
+        self.databases[index].url().to_owned()
     }
 
     /// Opens `service`'s database directly (for checks against its tables).
@@ -510,6 +558,7 @@ async fn run(
     external: &[(ServiceName, String)],
     auth: AuthConfig,
     tls: TlsConfig,
+    nats: NatsConfig,
 ) -> RunningSystem {
     let config = SystemConfig {
         databases,
@@ -518,7 +567,7 @@ async fn run(
         auth,
         tls,
         db_max_connections: TEST_POOL_SIZE,
-        nats: Default::default(),
+        nats,
         external_endpoints: external
             .iter()
             .map(|(name, endpoint)| ((*name).into(), endpoint.clone()))

@@ -49,7 +49,10 @@ pub async fn consume_task_stream(
             }
         }
     };
-    tracing::info!(durable = DURABLE, "reconciling from the task stream on JetStream");
+    tracing::info!(
+        durable = DURABLE,
+        "reconciling from the task stream on JetStream"
+    );
     tokio::join!(
         consume(&config, ServiceName::Task, &options, &*reconciler, shutdown),
         rechecking

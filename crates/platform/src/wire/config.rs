@@ -245,7 +245,11 @@ pub struct NatsArgs {
     pub nats_stream_replicas: usize,
     /// How long JetStream remembers message ids to drop a re-published event: must
     /// exceed the longest a relay can take to retry a publish (deploy/README.md).
-    #[arg(long, env = "AGILEPM_NATS_DUPLICATE_WINDOW_SECS", default_value_t = 120)]
+    #[arg(
+        long,
+        env = "AGILEPM_NATS_DUPLICATE_WINDOW_SECS",
+        default_value_t = 120
+    )]
     pub nats_duplicate_window_secs: u64,
     /// How long a stream keeps events: longer than any consumer may be down.
     #[arg(long, env = "AGILEPM_NATS_MAX_AGE_SECS", default_value_t = 7 * 24 * 3600)]

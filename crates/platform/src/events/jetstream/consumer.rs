@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::domain::service_name::ServiceName;
-use crate::events::follower::{BatchHandler, FollowOptions, PERSISTENT_FAILURE, backoff, batch_span};
+use crate::events::follower::{
+    BatchHandler, FollowOptions, PERSISTENT_FAILURE, backoff, batch_span,
+};
 use crate::events::jetstream::{connect, ensure_stream};
 use crate::wire::config::NatsConfig;
 
@@ -76,9 +78,16 @@ pub async fn consume<H: BatchHandler>(
     let mut failing_since = Instant::now();
     let mut reported = false;
     while !shutdown.is_cancelled() {
-        let outcome =
-            consume_once(&context, config, service, options, handler, &shutdown, &mut failures)
-                .await;
+        let outcome = consume_once(
+            &context,
+            config,
+            service,
+            options,
+            handler,
+            &shutdown,
+            &mut failures,
+        )
+        .await;
         let Err(error) = outcome else { break };
         if failures == 0 {
             failing_since = Instant::now();
@@ -194,7 +203,11 @@ async fn handle_batch<H: BatchHandler>(
     if events.is_empty() {
         return true;
     }
-    match handler.handle(&events).instrument(batch_span(&events)).await {
+    match handler
+        .handle(&events)
+        .instrument(batch_span(&events))
+        .await
+    {
         Ok(()) => {
             for message in &carriers {
                 acknowledge(message, AckKind::Ack).await;

@@ -89,7 +89,10 @@ fn token(text: &str) -> Cow<'_, str> {
 /// A client of the servers in `config`, named after `service` in the servers' monitoring.
 /// It connects (and reconnects) in the background, so a service starts while NATS is away
 /// and its JetStream calls fail until NATS is back.
-pub async fn connect(config: &NatsConfig, service: ServiceName) -> anyhow::Result<jetstream::Context> {
+pub async fn connect(
+    config: &NatsConfig,
+    service: ServiceName,
+) -> anyhow::Result<jetstream::Context> {
     let url = config
         .url
         .as_deref()
@@ -155,8 +158,14 @@ mod tests {
             subject(ServiceName::Planning, "acme", "cy.d@x *>"),
             "agilepm.planning.acme.cy%2Ed%40x%20%2A%3E"
         );
-        assert_eq!(subject(ServiceName::Task, "acme", ""), "agilepm.task.acme.%");
-        assert_eq!(stream_name(ServiceName::BacklogItem), "AGILEPM_BACKLOG_ITEM");
+        assert_eq!(
+            subject(ServiceName::Task, "acme", ""),
+            "agilepm.task.acme.%"
+        );
+        assert_eq!(
+            stream_name(ServiceName::BacklogItem),
+            "AGILEPM_BACKLOG_ITEM"
+        );
         assert_eq!(stream_subjects(ServiceName::Task), "agilepm.task.>");
     }
 }

@@ -47,8 +47,12 @@ use crate::events::feed::filter::Filter;
 use crate::events::feed::hub::Hub;
 use crate::events::feed::subscription::Subscription;
 use crate::events::feed::{Position, retention};
-use crate::events::follower::{CheckpointStore, DbCheckpoint, FollowOptions, PERSISTENT_FAILURE, backoff};
-use crate::events::jetstream::{EVENT_TYPE_HEADER, POSITION_HEADER, connect, encode, ensure_stream, subject};
+use crate::events::follower::{
+    CheckpointStore, DbCheckpoint, FollowOptions, PERSISTENT_FAILURE, backoff,
+};
+use crate::events::jetstream::{
+    EVENT_TYPE_HEADER, POSITION_HEADER, connect, encode, ensure_stream, subject,
+};
 use crate::storage::db::Db;
 use crate::wire::auth::Caller;
 use crate::wire::config::NatsConfig;
@@ -243,8 +247,7 @@ impl Relay {
                 last_save = Instant::now();
                 if last_acknowledged.is_none_or(|at| at.elapsed() >= ACKNOWLEDGE_EVERY) {
                     last_acknowledged = Some(Instant::now());
-                    retention::acknowledge(&self.db, super::relay::RELAY_CONSUMER, relayed)
-                        .await?;
+                    retention::acknowledge(&self.db, super::relay::RELAY_CONSUMER, relayed).await?;
                 }
             }
         }
@@ -253,7 +256,11 @@ impl Relay {
     /// Publishes `events` (in feed order) pipelined, fenced on the stream ending at
     /// `last_sequence`, and awaits their acknowledgements in order; `last_sequence`
     /// follows what landed.
-    async fn publish(&self, events: &[Event], last_sequence: &mut u64) -> anyhow::Result<Published> {
+    async fn publish(
+        &self,
+        events: &[Event],
+        last_sequence: &mut u64,
+    ) -> anyhow::Result<Published> {
         let mut pending = Vec::with_capacity(events.len());
         for (i, event) in events.iter().enumerate() {
             let expected = *last_sequence + i as u64;

@@ -1,0 +1,502 @@
+//! Past one machine: the task service's outbox relayed to a real JetStream (a private
+//! `nats-server -js` on a port and store of the test's own, so the test may kill it),
+//! coordinator replicas in processes of their own sharing one durable consumer, and the
+//! faults a deployment meets: a replica killed, the relaying service killed and
+//! restarted, the NATS server killed and restarted.
+//!
+//! Every test checks the same three things: each item ends DONE with exactly one status
+//! change (nothing lost, nothing doubled), every acknowledged estimate is reflected, and
+//! the stream holds each outbox event exactly once (counted by `Nats-Msg-Id`).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use agilepm_platform::events::jetstream::stream_name;
+use agilepm_platform::wire::config::{NatsConfig, ServiceName};
+use agilepm_proto::backlog::v1::BacklogItemStatus;
+use agilepm_proto::common::v1::StatusTransitionMode;
+use agilepm_proto::coordinator::v1::GetCoordinatorStatusRequest;
+use agilepm_proto::coordinator::v1::coordinator_service_client::CoordinatorServiceClient;
+use agilepm_testkit::{Engine, TestDb, TestSystem, engine_tests};
+use async_nats::jetstream::context::GetStreamErrorKind;
+use tokio::process::{Child, Command};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::coordinator::{Sprinting, burn_down, estimate};
+use crate::crash::spawn_coordinator_with;
+
+engine_tests!(
+    three_replicas_on_jetstream_finish_the_yardstick_and_the_race_exactly_once,
+    killing_a_replica_the_relaying_service_and_nats_loses_and_doubles_nothing
+);
+
+/// A `nats-server -js` of the test's own.
+pub struct PrivateNats {
+    child: Child,
+    port: u16,
+    store: tempfile::TempDir,
+}
+
+impl PrivateNats {
+    /// Starts a server on a free loopback port with a fresh store, and waits until its
+    /// JetStream answers.
+    pub async fn start() -> PrivateNats {
+        let port = free_address().port();
+        let store = tempfile::tempdir().expect("a JetStream store directory");
+        let child = spawn_nats(port, store.path().to_owned());
+        let nats = PrivateNats { child, port, store };
+        nats.wait_ready().await;
+        nats
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, then the same server again on the same port and store.
+    pub async fn kill_and_restart(&mut self) {
+        self.child.start_kill().expect("SIGKILL nats-server");
+        let _ = self.child.wait().await;
+        self.child = spawn_nats(self.port, self.store.path().to_owned());
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            // A lookup of a stream that does not exist: JetStream answers "not found"
+            // once it serves.
+            let answer = match async_nats::connect(self.url()).await {
+                Ok(client) => match async_nats::jetstream::new(client)
+                    .get_stream("READINESS_PROBE")
+                    .await
+                {
+                    Err(error) if matches!(error.kind(), GetStreamErrorKind::JetStream(_)) => {
+                        Ok(())
+                    }
+                    Err(error) => Err(error.to_string()),
+                    Ok(_) => Ok(()),
+                },
+                Err(error) => Err(error.to_string()),
+            };
+            let Err(error) = answer else { return };
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server on {} did not serve JetStream within 20 s: {error}",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The settings a service uses to reach this server: a short ack wait, so a killed
+    /// replica's messages are redelivered within the test's patience.
+    pub fn config(&self) -> NatsConfig {
+        NatsConfig {
+            url: Some(self.url()),
+            ack_wait: ACK_WAIT,
+            ..NatsConfig::default()
+        }
+    }
+
+    /// Every message of `service`'s stream, in stream order: its `Nats-Msg-Id` and the
+    /// feed position it carries.
+    pub async fn messages(&self, service: ServiceName) -> Vec<(String, String)> {
+        let client = async_nats::connect(self.url()).await.unwrap();
+        let context = async_nats::jetstream::new(client);
+        let stream = context.get_stream(stream_name(service)).await.unwrap();
+        let state = stream.get_info().await.unwrap().state;
+        let mut messages = Vec::new();
+        for sequence in state.first_sequence..=state.last_sequence {
+            let message = stream.get_raw_message(sequence).await.unwrap();
+            let header = |name: &str| {
+                message
+                    .headers
+                    .get(name)
+                    .map(|value| value.as_str().to_owned())
+                    .unwrap_or_default()
+            };
+            messages.push((header("Nats-Msg-Id"), header("Agilepm-Position")));
+        }
+        messages
+    }
+}
+
+fn spawn_nats(port: u16, store: PathBuf) -> Child {
+    Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(store)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start nats-server (Debian's nats-server package)")
+}
+
+/// How long a replica may hold a message unacknowledged before another gets it.
+const ACK_WAIT: Duration = Duration::from_secs(2);
+
+/// A loopback address free a moment ago: a process about to start binds it at once.
+fn free_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+}
+
+/// Waits until the gRPC server at `address` answers health `SERVING`.
+async fn wait_serving(address: SocketAddr, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut health = HealthClient::new(agilepm_testkit::channel(address, "acme"));
+        let check = health.check(HealthCheckRequest::default());
+        if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(1), check).await
+            && response.into_inner().status == ServingStatus::Serving as i32
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} on {address} did not serve within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A coordinator replica in a process of its own, reading the task stream.
+struct Replica {
+    child: Child,
+    address: SocketAddr,
+}
+
+impl Replica {
+    async fn start(
+        s: &Sprinting,
+        task: SocketAddr,
+        database_url: &str,
+        nats: &PrivateNats,
+    ) -> Replica {
+        let address = free_address();
+        let child = spawn_coordinator_with(
+            s.system.address(ServiceName::BacklogItem),
+            task,
+            database_url,
+            &[
+                ("AGILEPM_LISTEN", address.to_string()),
+                ("AGILEPM_FEED", "nats".to_owned()),
+                ("AGILEPM_NATS_URL", nats.url()),
+                ("AGILEPM_NATS_ACK_WAIT_MS", ACK_WAIT.as_millis().to_string()),
+            ],
+        );
+        wait_serving(address, "a coordinator replica").await;
+        Replica { child, address }
+    }
+
+    async fn events_processed(&self) -> i64 {
+        let mut client = CoordinatorServiceClient::new(agilepm_testkit::channel(
+            self.address,
+            &agilepm_testkit::operator_token(),
+        ));
+        client
+            .get_coordinator_status(GetCoordinatorStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .events_processed
+    }
+
+    async fn kill(mut self) {
+        self.child.start_kill().expect("SIGKILL a replica");
+        let status = self.child.wait().await.unwrap();
+        assert!(!status.success(), "killed, not exited: {status:?}");
+    }
+}
+
+/// Three replicas sharing the task stream.
+async fn replicas(
+    s: &Sprinting,
+    task: SocketAddr,
+    database_url: &str,
+    nats: &PrivateNats,
+) -> Vec<Replica> {
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Replica::start(s, task, database_url, nats).await);
+    }
+    replicas
+}
+
+/// Exactly one status change per item, to DONE.
+async fn assert_done_exactly_once(s: &Sprinting, items: &[String]) {
+    for item in items {
+        s.wait_for(item, BacklogItemStatus::Done, false).await;
+    }
+    let changes = s
+        .status_changes(|c| items.iter().all(|item| c.contains_key(item)))
+        .await;
+    for item in items {
+        let statuses: Vec<i32> = changes[item].iter().map(|c| c.new_status).collect();
+        assert_eq!(
+            statuses,
+            vec![BacklogItemStatus::Done as i32],
+            "item {item}: one transition, to DONE"
+        );
+    }
+}
+
+/// The stream holds every event of the task outbox exactly once, in feed order.
+async fn assert_stream_holds_the_outbox_once(nats: &PrivateNats, task_db: &str) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(task_db).await.unwrap();
+    let outbox: HashSet<String> = sqlx::query_scalar("SELECT event_id FROM outbox")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    pool.close().await;
+    let messages = nats.messages(ServiceName::Task).await;
+    let ids: HashSet<&String> = messages.iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        ids.len(),
+        messages.len(),
+        "{} messages in the stream repeat a Nats-Msg-Id",
+        messages.len() - ids.len()
+    );
+    assert_eq!(ids, outbox.iter().collect(), "one message per outbox event");
+    // Positions are `<feed id>.<txid>.<seq>`, ordered by (txid, seq).
+    let order = |position: &str| -> (i64, i64) {
+        let mut parts = position.rsplit('.');
+        let seq = parts.next().unwrap().parse().unwrap();
+        let txid = parts.next().unwrap().parse().unwrap();
+        (txid, seq)
+    };
+    for pair in messages.windows(2) {
+        assert!(
+            order(&pair[0].1) < order(&pair[1].1),
+            "the stream is in feed order: {} before {}",
+            pair[0].1,
+            pair[1].1
+        );
+    }
+}
+
+async fn three_replicas_on_jetstream_finish_the_yardstick_and_the_race_exactly_once(
+    engine: Engine,
+) {
+    let nats = PrivateNats::start().await;
+    let system = TestSystem::start_with_nats(
+        engine,
+        &[
+            ServiceName::BacklogItem,
+            ServiceName::Task,
+            ServiceName::Planning,
+        ],
+        &[],
+        nats.config(),
+    )
+    .await;
+    let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
+    let coordinator_db = TestDb::create(engine).await;
+    let task = s.system.address(ServiceName::Task);
+    let replicas = replicas(&s, task, coordinator_db.url(), &nats).await;
+
+    // The yardstick: 12 tasks of 12 hours, DONE on the 144th estimate and not before.
+    let (yardstick, tasks) = s.committed_item(12, 12).await;
+    let sent = burn_down(&s, &yardstick, &tasks, 12, true).await;
+    assert_eq!(sent, 144);
+    // The race: 50 items whose last two tasks are finished at the same moment.
+    let mut items = vec![yardstick];
+    for _ in 0..50 {
+        let (item, tasks) = s.committed_item(2, 1).await;
+        let (mut a, mut b) = (s.tasks(), s.tasks());
+        let (ra, rb) = tokio::join!(
+            a.estimate_task_hours_remaining(estimate(&tasks[0], 0)),
+            b.estimate_task_hours_remaining(estimate(&tasks[1], 0))
+        );
+        ra.unwrap();
+        rb.unwrap();
+        items.push(item);
+    }
+    assert_done_exactly_once(&s, &items).await;
+    let mut working = 0;
+    for replica in &replicas {
+        if replica.events_processed().await > 0 {
+            working += 1;
+        }
+    }
+    assert!(
+        working >= 2,
+        "the replicas shared the work: {working} of 3 did any"
+    );
+    let task_db = s.system.database_url(ServiceName::Task);
+    assert_stream_holds_the_outbox_once(&nats, &task_db).await;
+    for replica in replicas {
+        replica.kill().await;
+    }
+    s.system.stop().await;
+}
+
+/// The task service as a process of its own, relaying its outbox.
+struct TaskProcess {
+    child: Child,
+    address: SocketAddr,
+    database_url: String,
+    backlog_item: SocketAddr,
+    nats_url: String,
+}
+
+impl TaskProcess {
+    fn spawn(&mut self) {
+        self.child = spawn_task(
+            self.address,
+            &self.database_url,
+            self.backlog_item,
+            &self.nats_url,
+        );
+    }
+
+    async fn kill_and_restart(&mut self) {
+        self.child.start_kill().expect("SIGKILL the task service");
+        let _ = self.child.wait().await;
+        self.spawn();
+        wait_serving(self.address, "the task service").await;
+    }
+}
+
+fn spawn_task(
+    address: SocketAddr,
+    database_url: &str,
+    backlog_item: SocketAddr,
+    nats_url: &str,
+) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_task-under-test"))
+        .env("AGILEPM_LISTEN", address.to_string())
+        .env("AGILEPM_DATABASE_URL", database_url)
+        .env(
+            "AGILEPM_BACKLOG_ITEM_ENDPOINT",
+            format!("http://{backlog_item}"),
+        )
+        .env("AGILEPM_NATS_URL", nats_url)
+        .env("AGILEPM_DB_MAX_CONNECTIONS", "8")
+        .env("AGILEPM_AUTH_SECRET", agilepm_testkit::test_secret())
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the task process")
+}
+
+const ITEMS: usize = 16;
+const TASKS: usize = 6;
+const HOURS: i32 = 6;
+
+async fn killing_a_replica_the_relaying_service_and_nats_loses_and_doubles_nothing(engine: Engine) {
+    let mut nats = PrivateNats::start().await;
+    let task_address = free_address();
+    let system = TestSystem::start_with_nats(
+        engine,
+        &[ServiceName::BacklogItem, ServiceName::Planning],
+        &[(ServiceName::Task, format!("http://{task_address}"))],
+        nats.config(),
+    )
+    .await;
+    let task_db = TestDb::migrated(engine, agilepm::system::migrations(ServiceName::Task)).await;
+    let mut task = TaskProcess {
+        child: spawn_task(
+            task_address,
+            task_db.url(),
+            system.address(ServiceName::BacklogItem),
+            &nats.url(),
+        ),
+        address: task_address,
+        database_url: task_db.url().to_owned(),
+        backlog_item: system.address(ServiceName::BacklogItem),
+        nats_url: nats.url(),
+    };
+    wait_serving(task_address, "the task service").await;
+    let mut s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
+    s.task_service = Some(task_address);
+    let coordinator_db = TestDb::create(engine).await;
+    let mut replicas = replicas(&s, task_address, coordinator_db.url(), &nats).await;
+
+    let mut items = Vec::new();
+    for _ in 0..ITEMS {
+        items.push(s.committed_item(TASKS, HOURS).await);
+    }
+    // Eight clients estimate the tasks down, day by day; an estimate refused while the
+    // task service is down is sent again until it is acknowledged.
+    let total = ITEMS * TASKS * HOURS as usize;
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for worker in 0..8 {
+        let mut client = s.tasks();
+        let mine: Vec<String> = items
+            .iter()
+            .skip(worker)
+            .step_by(8)
+            .flat_map(|(_, tasks)| tasks.clone())
+            .collect();
+        let acknowledged = acknowledged.clone();
+        workers.push(tokio::spawn(async move {
+            for day in 1..=HOURS {
+                for task in &mine {
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                    while let Err(status) = client
+                        .estimate_task_hours_remaining(estimate(task, HOURS - day))
+                        .await
+                    {
+                        assert!(
+                            matches!(
+                                status.code(),
+                                tonic::Code::Unavailable
+                                    | tonic::Code::Cancelled
+                                    | tonic::Code::Unknown
+                            ),
+                            "only the outage may refuse an estimate: {status:?}"
+                        );
+                        assert!(
+                            tokio::time::Instant::now() < deadline,
+                            "the task service never came back"
+                        );
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    acknowledged.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let reach = |fraction: usize| {
+        let acknowledged = acknowledged.clone();
+        async move {
+            while acknowledged.load(Ordering::Relaxed) < total * fraction / 4 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    reach(1).await;
+    replicas.remove(0).kill().await;
+    reach(2).await;
+    task.kill_and_restart().await;
+    reach(3).await;
+    nats.kill_and_restart().await;
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    assert_eq!(acknowledged.load(Ordering::Relaxed), total);
+    let ids: Vec<String> = items.iter().map(|(item, _)| item.clone()).collect();
+    // DONE means every task's last acknowledged estimate (0 hours) was reflected.
+    assert_done_exactly_once(&s, &ids).await;
+    assert_stream_holds_the_outbox_once(&nats, task_db.url()).await;
+    for replica in replicas {
+        replica.kill().await;
+    }
+    let _ = task.child.start_kill();
+    s.system.stop().await;
+}
