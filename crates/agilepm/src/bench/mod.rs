@@ -3,6 +3,7 @@
 //! (`pgbench -N` and an empty gRPC call) in the same run.
 
 pub mod baseline;
+pub mod nats;
 pub mod processes;
 pub mod report;
 pub mod telemetry;
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use agilepm_platform::storage::db::Db;
-use agilepm_platform::wire::config::ServiceName;
+use agilepm_platform::wire::config::{FeedSource, ServiceName};
 use clap::{Args, ValueEnum};
 
 use crate::postgres::{drop_database, ensure_database, with_database};
@@ -80,10 +81,30 @@ pub struct BenchArgs {
     /// fresh databases, and reports what telemetry costs.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "off")]
     pub telemetry: Vec<telemetry::Telemetry>,
+    /// Where the coordinator reads task events: `grpc` (the task feed, one active
+    /// replica) or `nats` (a private `nats-server -js` the bench starts; every replica
+    /// works). `grpc,nats` runs each, on fresh databases, side by side.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "grpc")]
+    pub feed: Vec<FeedSource>,
+    /// Coordinator replicas with `--feed nats` (`1,2,3` runs each). With `grpc` one runs:
+    /// more would stand by behind the lease.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub coordinators: Vec<usize>,
 }
 
 /// Runs the benchmark and prints the report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.coordinators.iter().all(|n| (1..=6).contains(n)),
+        "--coordinators takes 1 to 6 replicas"
+    );
+    if args.feed.len() > 1 || args.coordinators.len() > 1 {
+        anyhow::ensure!(
+            !args.half_of_max && args.subscribers.len() == 1 && args.telemetry.len() == 1,
+            "--feed and --coordinators compare one configuration at a time"
+        );
+        return compare_feeds(&args).await;
+    }
     if args.telemetry.len() > 1 {
         anyhow::ensure!(
             !args.half_of_max && args.subscribers.len() == 1,
@@ -129,6 +150,26 @@ async fn compare_subscribers(args: &BenchArgs) -> anyhow::Result<()> {
         (format!("with {count} idle feed subscribers"), one)
     });
     compare(args, runs.collect(), report::print_by_subscribers).await
+}
+
+/// One run per feed and coordinator count (gRPC: one coordinator), side by side.
+async fn compare_feeds(args: &BenchArgs) -> anyhow::Result<()> {
+    let mut runs = Vec::new();
+    for &feed in &args.feed {
+        let counts = match feed {
+            FeedSource::Grpc => vec![1],
+            FeedSource::Nats => args.coordinators.clone(),
+        };
+        for coordinators in counts {
+            let one = BenchArgs {
+                feed: vec![feed],
+                coordinators: vec![coordinators],
+                ..args.clone()
+            };
+            runs.push((format!("feed {feed:?}, {coordinators} coordinator(s)"), one));
+        }
+    }
+    compare(args, runs, report::print_by_feed).await
 }
 
 /// One run without telemetry and one with, reported side by side.
@@ -223,11 +264,19 @@ async fn measure(args: &BenchArgs, databases: &[String]) -> anyhow::Result<repor
     } else {
         None
     };
+    let feed = args.feed.first().copied().unwrap_or_default();
+    let coordinators = args.coordinators.first().copied().unwrap_or(1);
+    let nats = match feed {
+        FeedSource::Nats => Some(nats::PrivateNats::start(args.base_port + 20).await?),
+        FeedSource::Grpc => None,
+    };
     let services = processes::start_all(
         args.base_port,
         databases,
         subscribers,
         sink.as_ref().map(|(_, address)| *address),
+        nats.as_ref().map(|nats| nats.url()),
+        coordinators,
     )
     .await?;
     let scraping = sink.as_ref().map(|_| {
@@ -248,9 +297,9 @@ async fn measure(args: &BenchArgs, databases: &[String]) -> anyhow::Result<repor
     let mut idle = workload::idle_subscribers(ports.task, subscribers).await?;
     eprintln!("estimating with {} clients ...", args.clients);
     let server = args.engine == BenchEngine::Postgres;
-    let cpu_before = cpu_by_process(&services, server);
+    let cpu_before = cpu_by_process(&services, server, nats.as_ref());
     let outcome = workload::run(&ports, &prepared, args.clients, args.rate).await?;
-    let cpu_after = cpu_by_process(&services, server);
+    let cpu_after = cpu_by_process(&services, server, nats.as_ref());
     stop_telemetry.cancel();
     let scrapes = match scraping {
         Some(scraping) => scraping.await?,
@@ -267,11 +316,14 @@ async fn measure(args: &BenchArgs, databases: &[String]) -> anyhow::Result<repor
         .collect();
     let rss_mib = services
         .iter()
-        .map(|s| (s.name.as_str().to_owned(), s.peak_rss_mib().unwrap_or(0.0)))
+        .map(|s| (s.label.clone(), s.peak_rss_mib().unwrap_or(0.0)))
         .collect();
     // Dependants first, so nobody logs its peer's disappearance.
     for service in services.into_iter().rev() {
         service.stop().await;
+    }
+    if let Some(nats) = nats {
+        nats.stop().await;
     }
     eprintln!("baselines ...");
     let pgbench_tps = match args.engine {
@@ -298,16 +350,21 @@ async fn measure(args: &BenchArgs, databases: &[String]) -> anyhow::Result<repor
     Ok(results)
 }
 
-/// CPU seconds used so far by each service, by this load generator and, with
-/// `postgres_server`, by all of the local PostgreSQL server's processes together.
+/// CPU seconds used so far by each service, by this load generator, by the bench's NATS
+/// server and, with `postgres_server`, by all of the local PostgreSQL server's processes
+/// together.
 fn cpu_by_process(
     services: &[processes::ServiceProcess],
     postgres_server: bool,
+    nats: Option<&nats::PrivateNats>,
 ) -> BTreeMap<String, f64> {
     let mut cpu: BTreeMap<String, f64> = services
         .iter()
-        .map(|s| (s.name.as_str().to_owned(), s.cpu_seconds().unwrap_or(0.0)))
+        .map(|s| (s.label.clone(), s.cpu_seconds().unwrap_or(0.0)))
         .collect();
+    if let Some(nats) = nats {
+        cpu.insert("nats-server".to_owned(), nats.cpu_seconds().unwrap_or(0.0));
+    }
     cpu.insert(
         "load generator".to_owned(),
         processes::cpu_seconds_of(std::process::id()).unwrap_or(0.0),

@@ -13,6 +13,8 @@ use tokio::process::{Child, Command};
 pub struct ServiceProcess {
     /// Which service.
     pub name: ServiceName,
+    /// How the report names it: the service, or `coordinator-2` for a second replica.
+    pub label: String,
     /// Where it listens.
     pub port: u16,
     /// Where its metrics are scraped, when it serves them.
@@ -65,12 +67,16 @@ fn binary(name: ServiceName) -> anyhow::Result<PathBuf> {
 /// Starts the four services on `base_port`.. with `databases` (one URL per service, in
 /// [`ServiceName::ALL`] order) and waits until each answers health checks. Each feed
 /// admits `idle_subscribers` beyond its default maximum (1000), so that the benchmark's
-/// idle subscribers and the coordinator's own fit.
+/// idle subscribers and the coordinator's own fit. With `nats`, every service relays its
+/// outbox there and `coordinators` replicas (on the ports after the first's, sharing its
+/// database) read the task stream.
 pub async fn start_all(
     base_port: u16,
     databases: &[String],
     idle_subscribers: usize,
     otlp: Option<SocketAddr>,
+    nats: Option<String>,
+    coordinators: usize,
 ) -> anyhow::Result<Vec<ServiceProcess>> {
     let max_subscribers = 1000 + idle_subscribers;
     let port = |i: usize| base_port + i as u16;
@@ -82,8 +88,21 @@ pub async fn start_all(
         format!("http://127.0.0.1:{}", port(i))
     };
     let mut processes = Vec::new();
-    for (i, name) in ServiceName::ALL.into_iter().enumerate() {
+    // The services in start-up order, then the further coordinator replicas.
+    let replicas = (1..coordinators.max(1)).map(|_| ServiceName::Coordinator);
+    for (i, name) in ServiceName::ALL.into_iter().chain(replicas).enumerate() {
+        let database = &databases[i.min(databases.len() - 1)];
+        let label = if i < ServiceName::ALL.len() {
+            name.as_str().to_owned()
+        } else {
+            format!("{name}-{}", i - ServiceName::ALL.len() + 2)
+        };
         let mut command = Command::new(binary(name)?);
+        if let Some(nats) = &nats {
+            command
+                .env("AGILEPM_NATS_URL", nats)
+                .env("AGILEPM_FEED", "nats");
+        }
         // With telemetry: metrics on the port 10 above the service's, OTLP to the bench.
         let metrics = otlp.map(|_| SocketAddr::from(([127, 0, 0, 1], port(i) + 10)));
         if let (Some(otlp), Some(metrics)) = (otlp, metrics) {
@@ -93,7 +112,7 @@ pub async fn start_all(
         }
         let child = command
             .env("AGILEPM_LISTEN", format!("127.0.0.1:{}", port(i)))
-            .env("AGILEPM_DATABASE_URL", &databases[i])
+            .env("AGILEPM_DATABASE_URL", database)
             .env(
                 "AGILEPM_BACKLOG_ITEM_ENDPOINT",
                 endpoint(ServiceName::BacklogItem),
@@ -113,6 +132,7 @@ pub async fn start_all(
             .with_context(|| format!("starting {name}"))?;
         processes.push(ServiceProcess {
             name,
+            label,
             port: port(i),
             metrics,
             child,

@@ -68,6 +68,10 @@ pub struct Results {
     pub target_rate: u32,
     /// Idle subscribers of the task feed during the run.
     pub idle_subscribers: usize,
+    /// Where the coordinator read task events (`grpc` or `nats`).
+    pub feed: String,
+    /// Coordinator replicas.
+    pub coordinators: usize,
     /// Tasks pre-loaded before measuring.
     pub preloaded_tasks: u64,
     /// Estimates sent.
@@ -127,6 +131,8 @@ impl Results {
             clients: args.clients,
             target_rate: args.rate,
             idle_subscribers: args.subscribers.first().copied().unwrap_or(0),
+            feed: format!("{:?}", args.feed.first().copied().unwrap_or_default()).to_lowercase(),
+            coordinators: args.coordinators.first().copied().unwrap_or(1),
             preloaded_tasks: preloaded,
             estimates,
             estimates_per_sec,
@@ -189,6 +195,44 @@ pub fn print_by_telemetry(runs: &[Results]) {
             r.reconcile_lag_ms.p50,
             r.reconcile_lag_ms.p99,
             r.cpu_us_per_estimate,
+        );
+    }
+}
+
+/// Prints runs that differ in their feed and coordinator replicas side by side.
+pub fn print_by_feed(runs: &[Results]) {
+    println!("agilepm bench by feed and coordinator replicas:");
+    println!(
+        "| feed | coordinators | estimates/s | vs grpc | estimate p50 / p99 ms | reconcile lag p50 / p99 ms | coordinators CPU s | nats-server CPU s | CPU us/estimate | DONE transitions / items |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let base = runs
+        .iter()
+        .find(|r| r.feed == "grpc")
+        .or(runs.first())
+        .map_or(0.0, |r| r.estimates_per_sec);
+    for r in runs {
+        let coordinators_cpu: f64 = r
+            .cpu_seconds
+            .iter()
+            .filter(|(name, _)| name.starts_with("coordinator"))
+            .map(|(_, seconds)| seconds)
+            .sum();
+        println!(
+            "| {} | {} | {:.0} | {:.3} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} | {:.1} | {:.0} | {} / {} |",
+            r.feed,
+            r.coordinators,
+            r.estimates_per_sec,
+            r.estimates_per_sec / base.max(1e-9),
+            r.estimate_latency_ms.p50,
+            r.estimate_latency_ms.p99,
+            r.reconcile_lag_ms.p50,
+            r.reconcile_lag_ms.p99,
+            coordinators_cpu,
+            r.cpu_seconds.get("nats-server").copied().unwrap_or(0.0),
+            r.cpu_us_per_estimate,
+            r.done_transitions,
+            r.items,
         );
     }
 }
