@@ -11,7 +11,8 @@
 #   deploy/make-secrets.sh DIR [NAMESPACE]
 #
 # Each certificate names the service as compose calls it (`task`), as Kubernetes does
-# (`agilepm-task`, `agilepm-task.NAMESPACE.svc`, `...svc.cluster.local`), and 127.0.0.1
+# (`agilepm-task`, `agilepm-task-headless` (which peers resolve to balance across the
+# pods), `agilepm-task.NAMESPACE.svc`, `...svc.cluster.local`), and 127.0.0.1
 # and localhost, where the container's own health check reaches it. Certificates last 90
 # days: run again, apply, and the services pick up the new files without a restart.
 # A deployment with its own PKI (cert-manager, Vault) uses that instead: the services
@@ -34,8 +35,8 @@ fi
 
 for svc in "${services[@]}"; do
     k8s=agilepm-$svc
-    printf 'subjectAltName=DNS:%s,DNS:%s,DNS:%s.%s.svc,DNS:%s.%s.svc.cluster.local,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' \
-        "$svc" "$k8s" "$k8s" "$namespace" "$k8s" "$namespace" >"$out/$svc.ext"
+    printf 'subjectAltName=DNS:%s,DNS:%s,DNS:%s-headless,DNS:%s.%s.svc,DNS:%s.%s.svc.cluster.local,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' \
+        "$svc" "$k8s" "$k8s" "$k8s" "$namespace" "$k8s" "$namespace" >"$out/$svc.ext"
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
         -keyout "$out/$svc.key" -out "$out/$svc.csr" -subj "/CN=$svc" 2>/dev/null
     openssl x509 -req -in "$out/$svc.csr" -CA "$out/ca.crt" -CAkey "$out/ca.key" \

@@ -24,12 +24,10 @@ use agilepm_proto::coordinator::v1::coordinator_service_client::CoordinatorServi
 use agilepm_testkit::{Engine, TestDb, TestSystem, engine_tests};
 use async_nats::jetstream::context::GetStreamErrorKind;
 use tokio::process::{Child, Command};
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 use crate::coordinator::{Sprinting, burn_down, estimate};
 use crate::crash::spawn_coordinator_with;
+use crate::processes::{free_address, spawn_task, wait_serving};
 
 engine_tests!(
     three_replicas_on_jetstream_finish_the_yardstick_and_the_race_exactly_once,
@@ -161,32 +159,6 @@ fn spawn_nats(port: u16, store: PathBuf) -> Child {
 
 /// How long a replica may hold a message unacknowledged before another gets it.
 const ACK_WAIT: Duration = Duration::from_secs(2);
-
-/// A loopback address free a moment ago: a process about to start binds it at once.
-fn free_address() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-}
-
-/// Waits until the gRPC server at `address` answers health `SERVING`.
-async fn wait_serving(address: SocketAddr, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut health = HealthClient::new(agilepm_testkit::channel(address, "acme"));
-        let check = health.check(HealthCheckRequest::default());
-        if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(1), check).await
-            && response.into_inner().status == ServingStatus::Serving as i32
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} on {address} did not serve within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// A coordinator replica in a process of its own, reading the task stream.
 struct Replica {
@@ -379,7 +351,7 @@ impl TaskProcess {
             self.address,
             &self.database_url,
             self.backlog_item,
-            &self.nats_url,
+            &[("AGILEPM_NATS_URL", self.nats_url.clone())],
         );
     }
 
@@ -389,29 +361,6 @@ impl TaskProcess {
         self.spawn();
         wait_serving(self.address, "the task service").await;
     }
-}
-
-fn spawn_task(
-    address: SocketAddr,
-    database_url: &str,
-    backlog_item: SocketAddr,
-    nats_url: &str,
-) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_task-under-test"))
-        .env("AGILEPM_LISTEN", address.to_string())
-        .env("AGILEPM_DATABASE_URL", database_url)
-        .env(
-            "AGILEPM_BACKLOG_ITEM_ENDPOINT",
-            format!("http://{backlog_item}"),
-        )
-        .env("AGILEPM_NATS_URL", nats_url)
-        .env("AGILEPM_DB_MAX_CONNECTIONS", "8")
-        .env("AGILEPM_AUTH_SECRET", agilepm_testkit::test_secret())
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the task process")
 }
 
 const ITEMS: usize = 16;
@@ -436,7 +385,7 @@ async fn killing_a_replica_the_relaying_service_and_nats_loses_and_doubles_nothi
             task_address,
             task_db.url(),
             system.address(ServiceName::BacklogItem),
-            &nats.url(),
+            &[("AGILEPM_NATS_URL", nats.url())],
         ),
         address: task_address,
         database_url: task_db.url().to_owned(),

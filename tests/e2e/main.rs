@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod backlog;
+mod balancing;
 mod batching;
 mod coordinator;
 mod crash;
@@ -15,6 +16,7 @@ mod jetstream;
 mod limits;
 mod malformed;
 mod planning;
+mod processes;
 mod references;
 mod retention;
 mod schema;

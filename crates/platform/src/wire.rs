@@ -10,6 +10,7 @@ pub mod error_report;
 pub mod limits;
 pub mod malformed;
 pub mod metrics;
+pub mod peer_target;
 pub mod rpc_metrics;
 pub mod telemetry;
 pub mod tls;

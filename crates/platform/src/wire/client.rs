@@ -9,6 +9,8 @@ use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use crate::wire::peer_target::PeerTarget;
 use tonic::{Request, Status};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -94,22 +96,22 @@ pub fn connect_lazy_acting_for(
     )
 }
 
+/// `endpoint` may name several replicas: a list, or a `dns:///` name
+/// ([`peer_target`](crate::wire::peer_target)); calls are balanced across them.
 fn connect(
     endpoint: &str,
     outgoing: Outgoing,
     tls: Option<&ClientTlsConfig>,
 ) -> anyhow::Result<PeerChannel> {
-    let mut builder = Endpoint::from_shared(endpoint.to_owned())?;
-    if endpoint.starts_with("https://") {
-        builder = builder.tls_config(tls.cloned().unwrap_or_default())?;
-    }
-    let channel = builder
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(DEFAULT_DEADLINE)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true)
-        .connect_lazy();
+    let target = PeerTarget::parse(endpoint)?;
+    let channel = crate::wire::peer_target::channel(&target, tls, |builder: Endpoint| {
+        builder
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(DEFAULT_DEADLINE)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true)
+    })?;
     Ok(InterceptedService::new(
         RpcMetricsLayer::client().layer(channel),
         outgoing,
