@@ -61,18 +61,31 @@ fn spawn_coordinator(system: &TestSystem, database_url: &str) -> Child {
         system.address(ServiceName::Task),
         database_url,
         &[],
+        None,
     )
 }
 
 /// A coordinator process on `database_url` calling the services at these addresses, with
-/// `env` on top of the suite's settings.
+/// `env` on top of the suite's settings, in network namespace `namespace` if one is given
+/// (a test "host").
 pub fn spawn_coordinator_with(
     backlog_item: std::net::SocketAddr,
     task: std::net::SocketAddr,
     database_url: &str,
     env: &[(&str, String)],
+    namespace: Option<&str>,
 ) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_coordinator-under-test"));
+    let binary = env!("CARGO_BIN_EXE_coordinator-under-test");
+    let mut command = match namespace {
+        // `ip netns exec` enters the namespace and execs the binary: the child is the
+        // coordinator itself, so killing it kills the coordinator.
+        Some(namespace) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", namespace, binary]);
+            command
+        }
+        None => Command::new(binary),
+    };
     command
         .env("AGILEPM_LISTEN", "127.0.0.1:0")
         .env("AGILEPM_DATABASE_URL", database_url)

@@ -38,6 +38,8 @@ engine_tests!(
 pub struct PrivateNats {
     child: Child,
     port: u16,
+    /// The address it listens on (`127.0.0.1`, or `0.0.0.0` for other hosts).
+    bind: &'static str,
     store: tempfile::TempDir,
 }
 
@@ -46,6 +48,11 @@ impl PrivateNats {
     /// `nats-server` is installed, unless `AGILEPM_REQUIRE_NATS` is set (as CI sets it):
     /// `cargo test` works on a machine with only the Rust toolchain.
     pub async fn start_or_skip(test: &str) -> Option<PrivateNats> {
+        PrivateNats::start_listening_on("127.0.0.1", test).await
+    }
+
+    /// Like [`PrivateNats::start_or_skip`], listening on `bind`.
+    pub async fn start_listening_on(bind: &'static str, test: &str) -> Option<PrivateNats> {
         let installed = std::process::Command::new("nats-server")
             .arg("--version")
             .output()
@@ -58,18 +65,28 @@ impl PrivateNats {
             eprintln!("SKIPPED {test}: nats-server is not installed (Debian: nats-server)");
             return None;
         }
-        Some(PrivateNats::start().await)
+        Some(PrivateNats::start(bind).await)
     }
 
-    /// Starts a server on a free loopback port with a fresh store, and waits until its
+    /// Starts a server on `bind` and a free port with a fresh store, and waits until its
     /// JetStream answers.
-    pub async fn start() -> PrivateNats {
+    async fn start(bind: &'static str) -> PrivateNats {
         let port = free_address().port();
         let store = tempfile::tempdir().expect("a JetStream store directory");
-        let child = spawn_nats(port, store.path().to_owned());
-        let nats = PrivateNats { child, port, store };
+        let child = spawn_nats(bind, port, store.path().to_owned());
+        let nats = PrivateNats {
+            child,
+            port,
+            bind,
+            store,
+        };
         nats.wait_ready().await;
         nats
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `nats://127.0.0.1:PORT`.
@@ -81,7 +98,7 @@ impl PrivateNats {
     pub async fn kill_and_restart(&mut self) {
         self.child.start_kill().expect("SIGKILL nats-server");
         let _ = self.child.wait().await;
-        self.child = spawn_nats(self.port, self.store.path().to_owned());
+        self.child = spawn_nats(self.bind, self.port, self.store.path().to_owned());
         self.wait_ready().await;
     }
 
@@ -123,6 +140,17 @@ impl PrivateNats {
         }
     }
 
+    /// How often the durable consumer `durable` of `service`'s stream has delivered a
+    /// message, redeliveries included, and how many messages the stream holds.
+    pub async fn deliveries(&self, service: ServiceName, durable: &str) -> (u64, u64) {
+        let client = async_nats::connect(self.url()).await.unwrap();
+        let context = async_nats::jetstream::new(client);
+        let stream = context.get_stream(stream_name(service)).await.unwrap();
+        let messages = stream.get_info().await.unwrap().state.messages;
+        let info = stream.consumer_info(durable).await.unwrap();
+        (info.delivered.consumer_sequence, messages)
+    }
+
     /// Every message of `service`'s stream, in stream order: its `Nats-Msg-Id` and the
     /// feed position it carries.
     pub async fn messages(&self, service: ServiceName) -> Vec<(String, String)> {
@@ -146,9 +174,9 @@ impl PrivateNats {
     }
 }
 
-fn spawn_nats(port: u16, store: PathBuf) -> Child {
+fn spawn_nats(bind: &str, port: u16, store: PathBuf) -> Child {
     Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .args(["-js", "-a", bind, "-p", &port.to_string(), "-sd"])
         .arg(store)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -158,7 +186,7 @@ fn spawn_nats(port: u16, store: PathBuf) -> Child {
 }
 
 /// How long a replica may hold a message unacknowledged before another gets it.
-const ACK_WAIT: Duration = Duration::from_secs(2);
+pub const ACK_WAIT: Duration = Duration::from_secs(2);
 
 /// A coordinator replica in a process of its own, reading the task stream.
 struct Replica {
@@ -184,6 +212,7 @@ impl Replica {
                 ("AGILEPM_NATS_URL", nats.url()),
                 ("AGILEPM_NATS_ACK_WAIT_MS", ACK_WAIT.as_millis().to_string()),
             ],
+            None,
         );
         wait_serving(address, "a coordinator replica").await;
         Replica { child, address }
@@ -224,7 +253,7 @@ async fn replicas(
 }
 
 /// Exactly one status change per item, to DONE.
-async fn assert_done_exactly_once(s: &Sprinting, items: &[String]) {
+pub async fn assert_done_exactly_once(s: &Sprinting, items: &[String]) {
     for item in items {
         s.wait_for(item, BacklogItemStatus::Done, false).await;
     }
@@ -242,7 +271,7 @@ async fn assert_done_exactly_once(s: &Sprinting, items: &[String]) {
 }
 
 /// The stream holds every event of the task outbox exactly once, in feed order.
-async fn assert_stream_holds_the_outbox_once(nats: &PrivateNats, task_db: &str) {
+pub async fn assert_stream_holds_the_outbox_once(nats: &PrivateNats, task_db: &str) {
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(task_db).await.unwrap();
     let outbox: HashSet<String> = sqlx::query_scalar("SELECT event_id FROM outbox")

@@ -349,6 +349,9 @@ pub fn channel(address: SocketAddr, token: &str) -> PeerChannel {
     .expect("valid endpoint")
 }
 
+/// Where test systems listen unless a test needs other hosts to reach them.
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 /// Some of the real services, each on its own fresh database and ephemeral port.
 pub struct TestSystem {
     system: Option<RunningSystem>,
@@ -393,6 +396,7 @@ impl TestSystem {
             test_auth().clone(),
             TlsConfig::default(),
             NatsConfig::default(),
+            LOOPBACK,
         )
         .await;
         TestSystem {
@@ -417,6 +421,26 @@ impl TestSystem {
             test_auth().clone(),
             TlsConfig::default(),
             nats,
+            LOOPBACK,
+        )
+        .await
+    }
+
+    /// Like [`TestSystem::start_with_nats`], listening on every interface: for processes
+    /// in other network namespaces (test "hosts") that reach the services over a veth.
+    pub async fn start_exposed(
+        engine: Engine,
+        services: &[ServiceName],
+        nats: NatsConfig,
+    ) -> TestSystem {
+        TestSystem::start_configured(
+            engine,
+            services,
+            &[],
+            test_auth().clone(),
+            TlsConfig::default(),
+            nats,
+            [0, 0, 0, 0].into(),
         )
         .await
     }
@@ -429,8 +453,16 @@ impl TestSystem {
         auth: AuthConfig,
         tls: TlsConfig,
     ) -> TestSystem {
-        TestSystem::start_configured(engine, services, external, auth, tls, NatsConfig::default())
-            .await
+        TestSystem::start_configured(
+            engine,
+            services,
+            external,
+            auth,
+            tls,
+            NatsConfig::default(),
+            LOOPBACK,
+        )
+        .await
     }
 
     async fn start_configured(
@@ -440,6 +472,7 @@ impl TestSystem {
         auth: AuthConfig,
         tls: TlsConfig,
         nats: NatsConfig,
+        host: std::net::IpAddr,
     ) -> TestSystem {
         // Created side by side: each copy is a round trip the others need not wait for.
         let databases = futures::future::join_all(
@@ -454,7 +487,7 @@ impl TestSystem {
             .map(|(service, database)| ((*service).into(), database.url().to_owned()))
             .collect();
         TestSystem {
-            system: Some(run(urls, external, auth, tls, nats).await),
+            system: Some(run(urls, external, auth, tls, nats, host).await),
             services: services.to_vec(),
             databases,
         }
@@ -559,10 +592,11 @@ async fn run(
     auth: AuthConfig,
     tls: TlsConfig,
     nats: NatsConfig,
+    host: std::net::IpAddr,
 ) -> RunningSystem {
     let config = SystemConfig {
         databases,
-        host: [127, 0, 0, 1].into(),
+        host,
         ports: BTreeMap::new(),
         auth,
         tls,
