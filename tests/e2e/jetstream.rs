@@ -16,11 +16,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agilepm_platform::events::jetstream::stream_name;
+use agilepm_platform::wire::auth::Role;
 use agilepm_platform::wire::config::{NatsConfig, ServiceName};
 use agilepm_proto::backlog::v1::BacklogItemStatus;
 use agilepm_proto::common::v1::StatusTransitionMode;
 use agilepm_proto::coordinator::v1::GetCoordinatorStatusRequest;
 use agilepm_proto::coordinator::v1::coordinator_service_client::CoordinatorServiceClient;
+use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_testkit::{Engine, TestDb, TestSystem, engine_tests};
 use async_nats::jetstream::context::GetStreamErrorKind;
 use tokio::process::{Child, Command};
@@ -31,7 +33,8 @@ use crate::processes::{free_address, spawn_task, wait_serving};
 
 engine_tests!(
     three_replicas_on_jetstream_finish_the_yardstick_and_the_race_exactly_once,
-    killing_a_replica_the_relaying_service_and_nats_loses_and_doubles_nothing
+    killing_a_replica_the_relaying_service_and_nats_loses_and_doubles_nothing,
+    two_relays_of_one_service_store_each_event_once_in_order
 );
 
 /// A `nats-server -js` of the test's own.
@@ -499,5 +502,87 @@ async fn killing_a_replica_the_relaying_service_and_nats_loses_and_doubles_nothi
         replica.kill().await;
     }
     let _ = task.child.start_kill();
+    s.system.stop().await;
+}
+
+/// Waits until `service`'s stream holds `count` messages (the relay caught up).
+async fn wait_for_stream(nats: &PrivateNats, service: ServiceName, count: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let held = nats.messages(service).await.len();
+        if held >= count {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream holds {held} of {count} events after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Two replicas of the task service on one database, both relaying: JetStream's fence
+/// lets one publish at a time. The first is killed midway; the second, standing by or
+/// racing it, relays the rest.
+async fn two_relays_of_one_service_store_each_event_once_in_order(engine: Engine) {
+    let Some(nats) = PrivateNats::start_or_skip("two relays").await else {
+        return;
+    };
+    let (first, second) = (free_address(), free_address());
+    let system = TestSystem::start_with_nats(
+        engine,
+        &[ServiceName::BacklogItem, ServiceName::Planning],
+        &[(ServiceName::Task, format!("http://{first}"))],
+        nats.config(),
+    )
+    .await;
+    let task_db = TestDb::migrated(engine, agilepm::system::migrations(ServiceName::Task)).await;
+    let relaying = [("AGILEPM_NATS_URL", nats.url())];
+    let backlog_item = system.address(ServiceName::BacklogItem);
+    let mut first_relay = spawn_task(first, task_db.url(), backlog_item, &relaying);
+    wait_serving(first, "the first task replica").await;
+    let mut s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
+    s.task_service = Some(first);
+    let mut items = Vec::new();
+    for _ in 0..8 {
+        items.push(s.committed_item(4, 4).await);
+    }
+    let mut second_relay = spawn_task(second, task_db.url(), backlog_item, &relaying);
+    wait_serving(second, "the second task replica").await;
+    let mut first_client = s.tasks();
+    let mut second_client = TaskServiceClient::new(agilepm_testkit::channel(
+        second,
+        &agilepm_testkit::person_token("acme-team", "acme", &Role::TENANT_ROLES),
+    ));
+    // Each day's estimates alternate between the replicas; before the third day the
+    // first is killed, and the second carries on alone.
+    for day in 1..=4 {
+        if day == 3 {
+            first_relay.start_kill().expect("SIGKILL the first replica");
+            let _ = first_relay.wait().await;
+        }
+        for (n, task) in items.iter().flat_map(|(_, tasks)| tasks).enumerate() {
+            let client = if day < 3 && n % 2 == 0 {
+                &mut first_client
+            } else {
+                &mut second_client
+            };
+            client
+                .estimate_task_hours_remaining(estimate(task, 4 - day))
+                .await
+                .unwrap();
+        }
+    }
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(task_db.url()).await.unwrap();
+    let events: i64 = sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    wait_for_stream(&nats, ServiceName::Task, events as usize).await;
+    assert_stream_holds_the_outbox_once(&nats, task_db.url()).await;
+    let _ = second_relay.start_kill();
+    let _ = second_relay.wait().await;
     s.system.stop().await;
 }

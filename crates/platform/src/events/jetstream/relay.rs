@@ -27,7 +27,8 @@
 //! # One active relay per service
 //!
 //! Every replica of a service runs a relay; JetStream itself picks the active one. A
-//! relay whose publish is refused because another relay moved the stream on stands by:
+//! relay whose publish is refused because another relay moved the stream on, or finds
+//! its event already stored (a relay trailing the active one), stands by:
 //! it re-reads the stream's end every [`STANDBY_CHECK`] and takes over only when the
 //! stream has not moved for a whole check while its feed has events the stream lacks.
 //! Two standbys taking over at once are harmless (the fence admits one).
@@ -84,11 +85,9 @@ struct StreamEnd {
 
 /// How one run of the relay ended.
 enum Ended {
-    /// Another relay moved the stream on: stand by.
+    /// Another relay moved the stream on (a publish was refused by the fence, or found
+    /// its event already stored): stand by.
     Fenced,
-    /// The stream may hold what this relay has not seen (a duplicate was acknowledged):
-    /// read its end again.
-    Resync,
 }
 
 /// Relays `service`'s outbox (served by `hub`) to its stream until `shutdown`.
@@ -126,7 +125,6 @@ pub async fn run(
             ended = relay.relay_once(&mut failures) => ended,
         };
         match ended {
-            Ok(Ended::Resync) => {}
             Ok(Ended::Fenced) => {
                 tracing::info!("another relay is publishing this outbox; standing by");
                 tokio::select! {
@@ -284,10 +282,12 @@ impl Relay {
         for (event, acknowledgement) in events.iter().zip(pending) {
             match acknowledgement.await {
                 Ok(ack) if ack.duplicate => {
-                    // Stored before (a retry of an acknowledged publish): where the stream
-                    // ends now is for a fresh read to say.
+                    // Stored already, and not by this relay (it resumes after the stream's
+                    // end and re-reads it after any failure): another relay is ahead of
+                    // it. JetStream checks the duplicate before the fence, so this is how
+                    // a relay that trails the active one learns of it.
                     tracing::debug!(event_id = %event.event_id, sequence = ack.sequence, "event was already in the stream");
-                    return Ok(Published::Stopped(Ended::Resync));
+                    return Ok(Published::Stopped(Ended::Fenced));
                 }
                 Ok(ack) => *last_sequence = ack.sequence,
                 Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
