@@ -300,6 +300,58 @@ impl Sprinting {
     }
 }
 
+/// `workers` clients estimating the tasks of `items` down from `hours` to 0, day by day,
+/// interleaved (item `n`'s tasks go to client `n % workers`), counting acknowledged
+/// estimates in `acknowledged`. An estimate refused while the task service is away is sent
+/// again until it is acknowledged (within 60 s); any other refusal fails the test.
+pub fn estimate_down(
+    s: &Sprinting,
+    items: &[(String, Vec<String>)],
+    workers: usize,
+    hours: i32,
+    acknowledged: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..workers)
+        .map(|worker| {
+            let mut client = s.tasks();
+            let mine: Vec<String> = items
+                .iter()
+                .skip(worker)
+                .step_by(workers)
+                .flat_map(|(_, tasks)| tasks.clone())
+                .collect();
+            let acknowledged = acknowledged.clone();
+            tokio::spawn(async move {
+                for day in 1..=hours {
+                    for task in &mine {
+                        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                        while let Err(status) = client
+                            .estimate_task_hours_remaining(estimate(task, hours - day))
+                            .await
+                        {
+                            assert!(
+                                matches!(
+                                    status.code(),
+                                    tonic::Code::Unavailable
+                                        | tonic::Code::Cancelled
+                                        | tonic::Code::Unknown
+                                ),
+                                "only an outage may refuse an estimate: {status:?}"
+                            );
+                            assert!(
+                                tokio::time::Instant::now() < deadline,
+                                "the task service never came back"
+                            );
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        acknowledged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
 /// An estimate for today (the server's): each one is its task's latest entry, so each
 /// moves the task's current hours, which is what the coordinator acts on.
 pub fn estimate(id: &str, hours: i32) -> EstimateTaskHoursRemainingRequest {

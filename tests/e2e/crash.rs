@@ -10,7 +10,6 @@ use agilepm_proto::backlog::v1::BacklogItemStatus;
 use agilepm_proto::common::v1::StatusTransitionMode;
 use agilepm_proto::coordinator::v1::GetCoordinatorStatusRequest;
 use agilepm_proto::coordinator::v1::coordinator_service_client::CoordinatorServiceClient;
-use agilepm_proto::task::v1::EstimateTaskHoursRemainingRequest;
 use agilepm_testkit::{Engine, TestDb, TestSystem, engine_tests};
 use tokio::process::{Child, Command};
 
@@ -121,33 +120,7 @@ async fn a_killed_coordinator_resumes_without_double_transitions(engine: Engine)
     // killed a third of the way through and restarted a little later.
     let total = ITEMS * TASKS * HOURS as usize;
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for worker in 0..16 {
-        let mut client = s.tasks();
-        let mine: Vec<String> = items
-            .iter()
-            .skip(worker)
-            .step_by(16)
-            .flat_map(|(_, tasks)| tasks.clone())
-            .collect();
-        let sent = sent.clone();
-        workers.push(tokio::spawn(async move {
-            for day in 1..=HOURS {
-                for task in &mine {
-                    let request = EstimateTaskHoursRemainingRequest {
-                        view: 0,
-                        id: task.clone(),
-                        hours_remaining: HOURS - day,
-                        // Today (the server's): every estimate is the task's latest.
-                        date: String::new(),
-                        expected_version: None,
-                    };
-                    client.estimate_task_hours_remaining(request).await.unwrap();
-                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-        }));
-    }
+    let workers = crate::coordinator::estimate_down(&s, &items, 16, HOURS, sent.clone());
     while sent.load(std::sync::atomic::Ordering::Relaxed) < total / 3 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

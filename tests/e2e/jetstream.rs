@@ -27,7 +27,7 @@ use agilepm_testkit::{Engine, TestDb, TestSystem, engine_tests};
 use async_nats::jetstream::context::GetStreamErrorKind;
 use tokio::process::{Child, Command};
 
-use crate::coordinator::{Sprinting, burn_down, estimate};
+use crate::coordinator::{Sprinting, burn_down, estimate, estimate_down};
 use crate::crash::spawn_coordinator_with;
 use crate::processes::{free_address, spawn_task, wait_serving};
 
@@ -438,44 +438,7 @@ async fn killing_a_replica_the_relaying_service_and_nats_loses_and_doubles_nothi
     // task service is down is sent again until it is acknowledged.
     let total = ITEMS * TASKS * HOURS as usize;
     let acknowledged = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for worker in 0..8 {
-        let mut client = s.tasks();
-        let mine: Vec<String> = items
-            .iter()
-            .skip(worker)
-            .step_by(8)
-            .flat_map(|(_, tasks)| tasks.clone())
-            .collect();
-        let acknowledged = acknowledged.clone();
-        workers.push(tokio::spawn(async move {
-            for day in 1..=HOURS {
-                for task in &mine {
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-                    while let Err(status) = client
-                        .estimate_task_hours_remaining(estimate(task, HOURS - day))
-                        .await
-                    {
-                        assert!(
-                            matches!(
-                                status.code(),
-                                tonic::Code::Unavailable
-                                    | tonic::Code::Cancelled
-                                    | tonic::Code::Unknown
-                            ),
-                            "only the outage may refuse an estimate: {status:?}"
-                        );
-                        assert!(
-                            tokio::time::Instant::now() < deadline,
-                            "the task service never came back"
-                        );
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    acknowledged.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
+    let workers = estimate_down(&s, &items, 8, HOURS, acknowledged.clone());
     let reach = |fraction: usize| {
         let acknowledged = acknowledged.clone();
         async move {

@@ -19,7 +19,7 @@ use agilepm_proto::common::v1::StatusTransitionMode;
 use agilepm_testkit::{Engine, TestDb, TestSystem, engine_tests};
 use tokio::process::Child;
 
-use crate::coordinator::{Sprinting, estimate};
+use crate::coordinator::{Sprinting, estimate_down};
 use crate::crash::spawn_coordinator_with;
 use crate::jetstream::{
     ACK_WAIT, PrivateNats, assert_done_exactly_once, assert_stream_holds_the_outbox_once,
@@ -192,28 +192,7 @@ async fn a_host_cut_off_for_ten_seconds_loses_and_doubles_nothing(engine: Engine
     }
     let total = ITEMS * TASKS * HOURS as usize;
     let acknowledged = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for worker in 0..6 {
-        let mut client = s.tasks();
-        let mine: Vec<String> = items
-            .iter()
-            .skip(worker)
-            .step_by(6)
-            .flat_map(|(_, tasks)| tasks.clone())
-            .collect();
-        let acknowledged = acknowledged.clone();
-        workers.push(tokio::spawn(async move {
-            for day in 1..=HOURS {
-                for task in &mine {
-                    client
-                        .estimate_task_hours_remaining(estimate(task, HOURS - day))
-                        .await
-                        .unwrap();
-                    acknowledged.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
+    let workers = estimate_down(&s, &items, 6, HOURS, acknowledged.clone());
     while acknowledged.load(Ordering::Relaxed) < total / 3 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

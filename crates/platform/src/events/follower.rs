@@ -144,8 +144,8 @@ impl Default for FollowOptions {
     }
 }
 
-/// How long following may fail before it is reported as a fault (at error level).
-pub const PERSISTENT_FAILURE: Duration = Duration::from_secs(10);
+use crate::events::failure_run::FailureRun;
+pub use crate::events::failure_run::PERSISTENT_FAILURE;
 
 /// Follows the feed behind `client` until `shutdown`, resuming from `checkpoint`.
 pub async fn follow<H, C>(
@@ -158,45 +158,29 @@ pub async fn follow<H, C>(
     H: BatchHandler,
     C: CheckpointStore,
 {
-    let mut failures: u32 = 0;
-    // The start of the current run of failures, and whether it was reported at error.
-    let mut failing_since = Instant::now();
-    let mut reported = false;
+    let mut run = FailureRun::new("following the feed");
     while !shutdown.is_cancelled() {
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return,
-            outcome = follow_once(client.clone(), checkpoint, handler, options, &mut failures) => outcome,
+            outcome = follow_once(client.clone(), checkpoint, handler, options, &mut run) => outcome,
         };
         if let Err(error) = outcome {
-            // `follow_once` clears `failures` once it makes progress: a new run starts.
-            if failures == 0 {
-                failing_since = Instant::now();
-                reported = false;
-            }
-            failures = failures.saturating_add(1);
             let error_text = format!("{error:#}");
-            let failing_for = failing_since.elapsed();
-            // A peer restarting or being deployed ends the stream now and then: a
-            // warning. Failing for longer than PERSISTENT_FAILURE is a fault, reported
-            // once at error level (when the coordinator's health turns too).
             let deleted_before_handled = error
                 .downcast_ref::<tonic::Status>()
                 .is_some_and(|status| status.code() == tonic::Code::OutOfRange);
-            if deleted_before_handled && !reported {
-                // Not a blip: retrying will not bring the events back.
-                reported = true;
-                tracing::error!(
-                    error = %error_text,
+            // Failing for longer than PERSISTENT_FAILURE is a fault (the coordinator's
+            // health turns too); events deleted before they were handled are one at once.
+            let failures = if deleted_before_handled {
+                run.failed_for_good(
+                    &error_text,
                     "the feed has deleted events this consumer had not handled (its retention \
                      hard cap); following cannot go on without an operator (deploy/README.md, \
-                     \"Outbox retention\")"
-                );
-            } else if failing_for >= PERSISTENT_FAILURE && !reported {
-                reported = true;
-                tracing::error!(error = %error_text, failures, ?failing_for, "following the feed keeps failing; retrying");
+                     \"Outbox retention\")",
+                )
             } else {
-                tracing::warn!(error = %error_text, failures, "following the feed failed; retrying");
-            }
+                run.failed(&error_text)
+            };
             handler.on_error(&error);
             let delay = backoff(options, failures);
             tokio::select! {
@@ -260,7 +244,7 @@ async fn follow_once<H: BatchHandler, C: CheckpointStore>(
     checkpoint: &C,
     handler: &H,
     options: &FollowOptions,
-    failures: &mut u32,
+    run: &mut FailureRun,
 ) -> anyhow::Result<()> {
     let after_position = checkpoint.load().await?;
     let mut request = tonic::Request::new(SubscribeRequest {
@@ -331,7 +315,7 @@ async fn follow_once<H: BatchHandler, C: CheckpointStore>(
                 if let Some((last, events)) = &handled.last {
                     handler.on_handled(last, *events);
                     unsaved = Some(last.position.clone());
-                    *failures = 0;
+                    run.progressed();
                 }
                 if let Some(heartbeat) = &handled.heartbeat {
                     // Filtered-out events need not be scanned again after a restart.

@@ -10,7 +10,7 @@
 //! and order-free (the coordinator is, by the revision guard; DESIGN.md §3).
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agilepm_proto::events::v1::Event;
 use anyhow::Context as _;
@@ -23,9 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::domain::service_name::ServiceName;
-use crate::events::follower::{
-    BatchHandler, FollowOptions, PERSISTENT_FAILURE, backoff, batch_span,
-};
+use crate::events::failure_run::FailureRun;
+use crate::events::follower::{BatchHandler, FollowOptions, backoff, batch_span};
 use crate::events::jetstream::{connect, ensure_stream};
 use crate::wire::config::NatsConfig;
 
@@ -74,33 +73,14 @@ pub async fn consume<H: BatchHandler>(
         }
     };
     let retry = FollowOptions::default();
-    let mut failures: u32 = 0;
-    let mut failing_since = Instant::now();
-    let mut reported = false;
+    let mut run = FailureRun::new("consuming from JetStream");
     while !shutdown.is_cancelled() {
         let outcome = consume_once(
-            &context,
-            config,
-            service,
-            options,
-            handler,
-            &shutdown,
-            &mut failures,
+            &context, config, service, options, handler, &shutdown, &mut run,
         )
         .await;
         let Err(error) = outcome else { break };
-        if failures == 0 {
-            failing_since = Instant::now();
-            reported = false;
-        }
-        failures = failures.saturating_add(1);
-        let error_text = format!("{error:#}");
-        if failing_since.elapsed() >= PERSISTENT_FAILURE && !reported {
-            reported = true;
-            tracing::error!(error = %error_text, failures, "consuming from JetStream keeps failing; retrying");
-        } else {
-            tracing::warn!(error = %error_text, failures, "consuming from JetStream failed; retrying");
-        }
+        let failures = run.failed(&format!("{error:#}"));
         handler.on_error(&error);
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -117,7 +97,7 @@ async fn consume_once<H: BatchHandler>(
     options: &ConsumeOptions,
     handler: &H,
     shutdown: &CancellationToken,
-    failures: &mut u32,
+    run: &mut FailureRun,
 ) -> anyhow::Result<()> {
     let stream = ensure_stream(context, service, config).await?;
     let consumer: async_nats::jetstream::consumer::PullConsumer = stream
@@ -152,7 +132,7 @@ async fn consume_once<H: BatchHandler>(
             () = shutdown.cancelled() => break,
             Some(handled) = in_flight.next(), if !in_flight.is_empty() => {
                 if handled {
-                    *failures = 0;
+                    run.progressed();
                 }
             }
             message = messages.next(), if in_flight.len() < max_in_flight => {

@@ -44,13 +44,12 @@ use async_nats::jetstream::{self, stream};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::service_name::ServiceName;
+use crate::events::failure_run::FailureRun;
 use crate::events::feed::filter::Filter;
 use crate::events::feed::hub::Hub;
 use crate::events::feed::subscription::Subscription;
 use crate::events::feed::{Position, retention};
-use crate::events::follower::{
-    CheckpointStore, DbCheckpoint, FollowOptions, PERSISTENT_FAILURE, backoff,
-};
+use crate::events::follower::{CheckpointStore, DbCheckpoint, FollowOptions, backoff};
 use crate::events::jetstream::{
     EVENT_TYPE_HEADER, POSITION_HEADER, connect, encode, ensure_stream, subject,
 };
@@ -115,14 +114,12 @@ pub async fn run(
         context,
     };
     let retry = FollowOptions::default();
-    let mut failures: u32 = 0;
-    let mut failing_since = Instant::now();
-    let mut reported = false;
+    let mut run = FailureRun::new("relaying the outbox to JetStream");
     tracing::info!(stream = %super::stream_name(service), "relaying the outbox to JetStream");
     while !shutdown.is_cancelled() {
         let ended = tokio::select! {
             () = shutdown.cancelled() => break,
-            ended = relay.relay_once(&mut failures) => ended,
+            ended = relay.relay_once(&mut run) => ended,
         };
         match ended {
             Ok(Ended::Fenced) => {
@@ -134,19 +131,8 @@ pub async fn run(
                 tracing::info!("the active relay stopped; taking over");
             }
             Err(error) => {
-                if failures == 0 {
-                    failing_since = Instant::now();
-                    reported = false;
-                }
-                failures = failures.saturating_add(1);
-                let error = format!("{error:#}");
                 // NATS restarting is a blip; failing for long is a fault, reported once.
-                if failing_since.elapsed() >= PERSISTENT_FAILURE && !reported {
-                    reported = true;
-                    tracing::error!(%error, failures, "relaying the outbox to JetStream keeps failing; retrying");
-                } else {
-                    tracing::warn!(%error, failures, "relaying the outbox to JetStream failed; retrying");
-                }
+                let failures = run.failed(&format!("{error:#}"));
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(backoff(&retry, failures)) => {}
@@ -193,8 +179,8 @@ impl Relay {
     }
 
     /// Relays from where the stream (or the checkpoint) ends until something fails or
-    /// another relay is found publishing. `failures` is cleared once a batch lands.
-    async fn relay_once(&self, failures: &mut u32) -> anyhow::Result<Ended> {
+    /// another relay is found publishing. The run of failures ends once a batch lands.
+    async fn relay_once(&self, run: &mut FailureRun) -> anyhow::Result<Ended> {
         let stream = ensure_stream(&self.context, self.service, &self.config).await?;
         let end = self.stream_end(&stream).await?;
         let saved = Position::parse("", &self.checkpoint.load().await?, &self.feed_id)
@@ -234,7 +220,7 @@ impl Relay {
                         let last = &events[events.len() - 1];
                         relayed = Position::parse("", &last.position, &self.feed_id)
                             .map_err(|error| anyhow::anyhow!("{error}"))?;
-                        *failures = 0;
+                        run.progressed();
                     }
                     Published::Stopped(ended) => return Ok(ended),
                 }
