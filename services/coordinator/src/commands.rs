@@ -420,6 +420,10 @@ impl BatchHandler for Reconciler {
     fn on_error(&self, error: &anyhow::Error) {
         self.progress.failed(&format!("{error:#}"));
     }
+
+    fn on_resumed(&self) {
+        self.progress.resumed();
+    }
 }
 
 /// What this replica knows of the poison table, so that a batch need not read it: only

@@ -77,6 +77,13 @@ impl Progress {
         state.last_error.clear();
     }
 
+    /// The source is reachable again (a JetStream consumer resubscribed): no longer
+    /// failing, though the last error stays on show.
+    pub fn resumed(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.failing_since_us = None;
+    }
+
     /// The feed's head (from a heartbeat or `GetFeedHead`).
     pub fn head(&self, head: &str, head_time: Option<&prost_types::Timestamp>) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -46,6 +46,11 @@ pub trait BatchHandler: Send + Sync {
 
     /// Called when following fails and will be retried (e.g. to report unhealthy).
     fn on_error(&self, _error: &anyhow::Error) {}
+
+    /// Called when a source without heartbeats (a JetStream consumer) is reachable again
+    /// after a failure, so a handler that reported unhealthy need not wait for an event
+    /// that may not come.
+    fn on_resumed(&self) {}
 }
 
 /// Where a consumer keeps its position.

@@ -123,6 +123,7 @@ async fn consume_once<H: BatchHandler>(
         .messages()
         .await
         .context("pulling messages")?;
+    handler.on_resumed();
     let wanted: HashSet<&str> = options.event_types.iter().map(String::as_str).collect();
     let mut in_flight = FuturesUnordered::new();
     let max_in_flight = options.in_flight.max(1);

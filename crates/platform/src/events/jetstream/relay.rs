@@ -231,7 +231,7 @@ impl Relay {
                 last_save = Instant::now();
                 if last_acknowledged.is_none_or(|at| at.elapsed() >= ACKNOWLEDGE_EVERY) {
                     last_acknowledged = Some(Instant::now());
-                    retention::acknowledge(&self.db, super::relay::RELAY_CONSUMER, relayed).await?;
+                    retention::acknowledge(&self.db, RELAY_CONSUMER, relayed).await?;
                 }
             }
         }
