@@ -23,6 +23,7 @@ use agilepm_proto::common::v1::StatusTransitionMode;
 use agilepm_proto::coordinator::v1::GetCoordinatorStatusRequest;
 use agilepm_proto::coordinator::v1::coordinator_service_client::CoordinatorServiceClient;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
+use agilepm_testkit::metrics::Scrape;
 use agilepm_testkit::{Engine, TestDb, TestSystem, engine_tests};
 use async_nats::jetstream::context::GetStreamErrorKind;
 use tokio::process::{Child, Command};
@@ -510,7 +511,16 @@ async fn two_relays_of_one_service_store_each_event_once_in_order(engine: Engine
     for _ in 0..8 {
         items.push(s.committed_item(4, 4).await);
     }
-    let mut second_relay = spawn_task(second, task_db.url(), backlog_item, &relaying);
+    let second_metrics = free_address();
+    let mut second_relay = spawn_task(
+        second,
+        task_db.url(),
+        backlog_item,
+        &[
+            relaying[0].clone(),
+            ("AGILEPM_METRICS_ADDRESS", second_metrics.to_string()),
+        ],
+    );
     wait_serving(second, "the second task replica").await;
     let mut first_client = s.tasks();
     let mut second_client = TaskServiceClient::new(agilepm_testkit::channel(
@@ -545,6 +555,26 @@ async fn two_relays_of_one_service_store_each_event_once_in_order(engine: Engine
     pool.close().await;
     wait_for_stream(&nats, ServiceName::Task, events as usize).await;
     assert_stream_holds_the_outbox_once(&nats, task_db.url()).await;
+    // The survivor says it is the active relay, caught up, and what it stored: at least
+    // the last two days' estimates, written after the first was gone.
+    let scrape = Scrape::of(second_metrics).await.unwrap();
+    let task = [("service", "task")];
+    assert_eq!(
+        scrape.sum("agilepm_relay_active", &task),
+        Some(1.0),
+        "{}",
+        scrape.text
+    );
+    assert_eq!(
+        scrape.sum("agilepm_relay_behind", &task),
+        Some(0.0),
+        "{}",
+        scrape.text
+    );
+    let stored = scrape
+        .sum("agilepm_relay_events_total", &task)
+        .unwrap_or(0.0);
+    assert!(stored >= 64.0, "{stored} events stored by the survivor");
     let _ = second_relay.start_kill();
     let _ = second_relay.wait().await;
     s.system.stop().await;

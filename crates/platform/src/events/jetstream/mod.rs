@@ -19,6 +19,7 @@
 //!   without decoding.
 
 pub mod consumer;
+mod meters;
 pub mod relay;
 
 use std::borrow::Cow;

@@ -50,6 +50,7 @@ use crate::events::feed::hub::Hub;
 use crate::events::feed::subscription::Subscription;
 use crate::events::feed::{Position, retention};
 use crate::events::follower::{CheckpointStore, DbCheckpoint, FollowOptions, backoff};
+use crate::events::jetstream::meters::RelayMeters;
 use crate::events::jetstream::{
     EVENT_TYPE_HEADER, POSITION_HEADER, connect, encode, ensure_stream, subject,
 };
@@ -105,6 +106,7 @@ pub async fn run(
         }
     };
     let relay = Relay {
+        meters: RelayMeters::new(service.as_str(), &hub),
         checkpoint: DbCheckpoint::new(db.clone(), RELAY_CONSUMER),
         feed_id: hub.reader().feed_id().to_owned(),
         hub,
@@ -123,6 +125,7 @@ pub async fn run(
         };
         match ended {
             Ok(Ended::Fenced) => {
+                relay.meters.active(false);
                 tracing::info!("another relay is publishing this outbox; standing by");
                 tokio::select! {
                     () = shutdown.cancelled() => break,
@@ -131,6 +134,7 @@ pub async fn run(
                 tracing::info!("the active relay stopped; taking over");
             }
             Err(error) => {
+                relay.meters.active(false);
                 // NATS restarting is a blip; failing for long is a fault, reported once.
                 let failures = run.failed(&format!("{error:#}"));
                 tokio::select! {
@@ -151,6 +155,7 @@ struct Relay {
     context: jetstream::Context,
     checkpoint: DbCheckpoint,
     feed_id: String,
+    meters: RelayMeters,
 }
 
 impl Relay {
@@ -187,6 +192,8 @@ impl Relay {
             .map_err(|error| anyhow::anyhow!("the relay's saved position: {error}"))?;
         let mut relayed = end.position.map_or(saved, |position| position.max(saved));
         let mut last_sequence = end.sequence;
+        self.meters.resumed_at(relayed);
+        self.meters.active(true);
         let filter = Filter {
             caller: Caller::service(self.service, None),
             event_types: Default::default(),
@@ -220,6 +227,7 @@ impl Relay {
                         let last = &events[events.len() - 1];
                         relayed = Position::parse("", &last.position, &self.feed_id)
                             .map_err(|error| anyhow::anyhow!("{error}"))?;
+                        self.meters.relayed(events.len(), relayed);
                         run.progressed();
                     }
                     Published::Stopped(ended) => return Ok(ended),
