@@ -112,51 +112,71 @@ pub fn channel(
         }
         PeerTarget::Dns { host, port } => {
             let (channel, changes) = Channel::balance_channel(64);
+            // While the name resolves to nothing, the channel holds one endpoint by the
+            // name itself: connecting to it fails, so calls fail at once with UNAVAILABLE,
+            // as to any unreachable peer, instead of waiting for an address that may
+            // never come.
+            let by_name = endpoint(build(&format!("{scheme}://{host}:{port}"), None)?);
             let server_name = host.clone();
-            let make = move |address: SocketAddr| {
+            let by_address = move |address: SocketAddr| {
                 build(&format!("{scheme}://{address}"), Some(&server_name)).map(&endpoint)
             };
-            tokio::spawn(resolve(host.clone(), *port, make, changes));
+            tokio::spawn(resolve(host.clone(), *port, by_address, by_name, changes));
             channel
         }
     })
 }
+
+/// The balanced channel's key of the endpoint by name (addresses are keyed by themselves).
+const BY_NAME: &str = "by-name";
 
 /// Resolves `host` again and again, telling the balanced channel which addresses came and
 /// went, until the channel is dropped.
 async fn resolve(
     host: String,
     port: u16,
-    make: impl Fn(SocketAddr) -> anyhow::Result<Endpoint>,
-    changes: Sender<Change<SocketAddr, Endpoint>>,
+    by_address: impl Fn(SocketAddr) -> anyhow::Result<Endpoint>,
+    by_name: Endpoint,
+    changes: Sender<Change<String, Endpoint>>,
 ) {
     let mut current: BTreeSet<SocketAddr> = BTreeSet::new();
+    let mut named = false;
     loop {
-        match tokio::net::lookup_host((host.as_str(), port)).await {
-            Ok(addresses) => {
-                let resolved: BTreeSet<SocketAddr> = addresses.collect();
-                for change in diff(&current, &resolved) {
-                    let change = match change {
-                        Change::Insert(address, ()) => match make(address) {
-                            Ok(endpoint) => Change::Insert(address, endpoint),
-                            Err(error) => {
-                                tracing::error!(%address, error = %format!("{error:#}"), "cannot build a peer endpoint");
-                                continue;
-                            }
-                        },
-                        Change::Remove(address) => Change::Remove(address),
-                    };
-                    if changes.send(change).await.is_err() {
-                        return;
-                    }
-                }
-                current = resolved;
-            }
+        let resolved = match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(addresses) => addresses.collect(),
             // Kept: the addresses known still serve until the name resolves again.
             Err(error) => {
-                tracing::warn!(%host, %error, "cannot resolve a peer's name; keeping its last addresses")
+                tracing::warn!(%host, %error, "cannot resolve a peer's name; keeping its last addresses");
+                current.clone()
+            }
+        };
+        let mut sent = Vec::new();
+        for change in diff(&current, &resolved) {
+            sent.push(match change {
+                Change::Insert(address, ()) => match by_address(address) {
+                    Ok(endpoint) => Change::Insert(address.to_string(), endpoint),
+                    Err(error) => {
+                        tracing::error!(%address, error = %format!("{error:#}"), "cannot build a peer endpoint");
+                        continue;
+                    }
+                },
+                Change::Remove(address) => Change::Remove(address.to_string()),
+            });
+        }
+        if resolved.is_empty() != named {
+            named = resolved.is_empty();
+            sent.push(if named {
+                Change::Insert(BY_NAME.to_owned(), by_name.clone())
+            } else {
+                Change::Remove(BY_NAME.to_owned())
+            });
+        }
+        for change in sent {
+            if changes.send(change).await.is_err() {
+                return;
             }
         }
+        current = resolved;
         let pause = if current.is_empty() {
             RESOLVE_EMPTY_EVERY
         } else {
@@ -209,6 +229,19 @@ mod tests {
         for bad in ["", "dns:///task", "dns:///task:http", "dns:///:1"] {
             assert!(PeerTarget::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_nothing_fails_calls_at_once() {
+        let channel =
+            crate::wire::client::connect_lazy("dns:///nothing.invalid:50051", None).unwrap();
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        let call = client.check(tonic_health::pb::HealthCheckRequest::default());
+        let status = tokio::time::timeout(Duration::from_secs(4), call)
+            .await
+            .expect("answered within 4 s, not left waiting")
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     }
 
     #[test]
