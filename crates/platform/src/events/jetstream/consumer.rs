@@ -137,18 +137,36 @@ async fn consume_once<H: BatchHandler>(
                 }
             }
             message = messages.next(), if in_flight.len() < max_in_flight => {
-                let Some(first) = message else {
-                    ended = Err(anyhow::anyhow!("JetStream ended the pull subscription"));
-                    break;
+                let first = match message {
+                    Some(Ok(first)) => first,
+                    Some(Err(error)) => {
+                        ended = Err(anyhow::Error::new(error).context("pulling a message"));
+                        break;
+                    }
+                    None => {
+                        ended = Err(anyhow::anyhow!("JetStream ended the pull subscription"));
+                        break;
+                    }
                 };
-                let mut batch = vec![first.context("pulling a message")?];
+                let mut batch = vec![first];
+                let mut failed = None;
                 while batch.len() < options.max_batch {
                     match messages.next().now_or_never() {
-                        Some(Some(message)) => batch.push(message.context("pulling a message")?),
+                        Some(Some(Ok(message))) => batch.push(message),
+                        Some(Some(Err(error))) => {
+                            failed = Some(error);
+                            break;
+                        }
                         Some(None) | None => break,
                     }
                 }
+                // The messages pulled are handled even if the pull then failed: dropped,
+                // they would wait out the ack wait for nothing.
                 in_flight.push(handle_batch(handler, batch, &wanted));
+                if let Some(error) = failed {
+                    ended = Err(anyhow::Error::new(error).context("pulling a message"));
+                    break;
+                }
             }
         }
     }
