@@ -44,6 +44,12 @@ pub mod coordinator {
     }
 }
 
+pub mod notifier {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/agilepm.notifier.v1.rs"));
+    }
+}
+
 /// The fully qualified protobuf name of a generated message, used as the outbox event type
 /// and in `google.protobuf.Any` type URLs.
 pub trait EventType: prost::Message + Default {
