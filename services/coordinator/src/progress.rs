@@ -46,20 +46,15 @@ struct State {
     failing_since_us: Option<i64>,
 }
 
-/// The `(txid, seq)` of a feed position (`<feed>.<txid>.<seq>`): its place in feed order.
-/// The coordinator is a platform consumer, so it may read the token it is opaque to
-/// others.
-fn key(position: &str) -> (i64, i64) {
-    let mut parts = position.rsplit('.');
-    let seq = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let txid = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    (txid, seq)
+/// The place of a feed position in feed order.
+fn key(position: &str) -> agilepm_platform::events::feed::Position {
+    agilepm_platform::events::feed::position::feed_order(position)
 }
 
 /// Events between two positions (sequence numbers are shared by all writers, so this
 /// counts every event in between, whatever its transaction).
 fn seq(position: &str) -> i64 {
-    key(position).1
+    key(position).seq
 }
 
 impl Progress {

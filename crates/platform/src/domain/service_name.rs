@@ -1,7 +1,7 @@
 //! The names of agilepm's services and their well-known ports: a module of its own
 //! because configuration and authentication both need them (and each other not).
 
-/// The four agilepm services, with their well-known default ports.
+/// The agilepm services, with their well-known default ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ServiceName {
     /// Owns BacklogItem.
@@ -12,15 +12,18 @@ pub enum ServiceName {
     Planning,
     /// Reconciles item status from task hours.
     Coordinator,
+    /// Delivers webhooks from the other services' feeds.
+    Notifier,
 }
 
 impl ServiceName {
     /// Every service, in start-up order (dependencies first).
-    pub const ALL: [ServiceName; 4] = [
+    pub const ALL: [ServiceName; 5] = [
         ServiceName::BacklogItem,
         ServiceName::Task,
         ServiceName::Planning,
         ServiceName::Coordinator,
+        ServiceName::Notifier,
     ];
 
     /// The service's name as used in file names, logs and `application_name`.
@@ -30,6 +33,7 @@ impl ServiceName {
             ServiceName::Task => "task",
             ServiceName::Planning => "planning",
             ServiceName::Coordinator => "coordinator",
+            ServiceName::Notifier => "notifier",
         }
     }
 
@@ -40,6 +44,7 @@ impl ServiceName {
             ServiceName::Task => 50052,
             ServiceName::Planning => 50053,
             ServiceName::Coordinator => 50054,
+            ServiceName::Notifier => 50055,
         }
     }
 

@@ -61,11 +61,14 @@ pub struct CommonArgs {
     #[arg(long, env = "AGILEPM_BACKLOG_ITEM_ENDPOINT")]
     pub backlog_item_endpoint: Option<String>,
 
-    /// Where the task service is reached (used by planning, coordinator). No service
-    /// calls planning: it pushes what others need (products to backlog-item, team members
-    /// to task).
+    /// Where the task service is reached (used by planning, coordinator, notifier).
     #[arg(long, env = "AGILEPM_TASK_ENDPOINT")]
     pub task_endpoint: Option<String>,
+
+    /// Where the planning service is reached (used by the notifier only: planning pushes
+    /// what the other services need, products to backlog-item and team members to task).
+    #[arg(long, env = "AGILEPM_PLANNING_ENDPOINT")]
+    pub planning_endpoint: Option<String>,
 }
 
 impl CommonArgs {
@@ -95,6 +98,10 @@ impl CommonArgs {
                     .task_endpoint
                     .clone()
                     .unwrap_or_else(|| ServiceName::Task.default_endpoint()),
+                planning: self
+                    .planning_endpoint
+                    .clone()
+                    .unwrap_or_else(|| ServiceName::Planning.default_endpoint()),
             },
         })
     }
@@ -339,6 +346,8 @@ pub struct Peers {
     pub backlog_item: String,
     /// The task service.
     pub task: String,
+    /// The planning service.
+    pub planning: String,
 }
 
 /// TLS settings. A server speaks TLS when given a certificate and key; a client uses TLS

@@ -168,6 +168,7 @@ bounded_messages!(
     agilepm_proto::backlog::v1::backlog_item_service_server::BacklogItemServiceServer<T>,
     agilepm_proto::task::v1::task_service_server::TaskServiceServer<T>,
     agilepm_proto::coordinator::v1::coordinator_service_server::CoordinatorServiceServer<T>,
+    agilepm_proto::notifier::v1::notifier_service_server::NotifierServiceServer<T>,
     agilepm_proto::planning::v1::product_service_server::ProductServiceServer<T>,
     agilepm_proto::planning::v1::use_case_service_server::UseCaseServiceServer<T>,
     agilepm_proto::planning::v1::release_service_server::ReleaseServiceServer<T>,

@@ -60,6 +60,17 @@ impl Position {
     }
 }
 
+/// The place in feed order of a position token from any feed (`<feed>.<txid>.<seq>`;
+/// empty or malformed: the start), for agilepm's own consumers, which may read the token
+/// that is opaque to others (to keep a checkpoint or a reported position moving only
+/// forward).
+pub fn feed_order(token: &str) -> Position {
+    let mut parts = token.rsplit('.');
+    let seq = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let txid = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    Position { txid, seq }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +82,9 @@ mod tests {
         assert!(a < b, "ordered by transaction first");
         assert_eq!(Position::parse("p", &a.encode("f1"), "f1").unwrap(), a);
         assert_eq!(Position::parse("p", "", "f1").unwrap(), Position::START);
+        assert_eq!(feed_order(&a.encode("f1")), a);
+        assert!(feed_order("f1.7.90") < feed_order("f1.8.3"));
+        assert_eq!(feed_order(""), Position::START);
     }
 
     #[test]

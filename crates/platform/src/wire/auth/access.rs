@@ -24,7 +24,7 @@ pub struct Rule {
 }
 
 use Role::{Operator, ProductOwner, TeamMember, Viewer};
-use ServiceName::{Coordinator, Planning, Task};
+use ServiceName::{Coordinator, Notifier, Planning, Task};
 
 const READ: &[Role] = &[ProductOwner, TeamMember, Viewer];
 const PO: &[Role] = &[ProductOwner];
@@ -117,17 +117,28 @@ pub const TABLE: &[(&str, &str, Rule)] = &[
     ("agilepm.planning.v1.PlanningGameService", "PlanSpike", rule(PO_TEAM, NO_SERVICE)),
     ("agilepm.planning.v1.PlanningGameService", "PrioritizeBacklog", rule(PO, NO_SERVICE)),
     // planning: reports
-    ("agilepm.planning.v1.ReportService", "GetSprintBurndown", rule(READ, NO_SERVICE)),
+    // The notifier reads burndowns to tell whether an active sprint is at risk.
+    ("agilepm.planning.v1.ReportService", "GetSprintBurndown", rule(READ, &[Notifier])),
     ("agilepm.planning.v1.ReportService", "GetVelocity", rule(READ, NO_SERVICE)),
     // coordinator: system-wide state, for operators
     ("agilepm.coordinator.v1.CoordinatorService", "GetCoordinatorStatus", rule(&[Operator], NO_SERVICE)),
     ("agilepm.coordinator.v1.CoordinatorService", "ListPoisonEvents", rule(&[Operator], NO_SERVICE)),
     ("agilepm.coordinator.v1.CoordinatorService", "SkipPoisonEvent", rule(&[Operator], NO_SERVICE)),
-    // every service's event feed: tenants see their own events, the coordinator and
-    // system operators every tenant's
-    ("agilepm.events.v1.EventFeedService", "Subscribe", rule(&[ProductOwner, TeamMember, Viewer, Operator], &[Coordinator])),
-    ("agilepm.events.v1.EventFeedService", "GetFeedHead", rule(&[ProductOwner, TeamMember, Viewer, Operator], &[Coordinator])),
-    ("agilepm.events.v1.EventFeedService", "AcknowledgeFeedPosition", rule(&[Operator], &[Coordinator])),
+    // notifier: a tenant's product owner manages its webhooks; deliveries are the product
+    // owner's and operators' to inspect and send again (a system operator's for every tenant)
+    ("agilepm.notifier.v1.NotifierService", "CreateSubscription", rule(PO, NO_SERVICE)),
+    ("agilepm.notifier.v1.NotifierService", "GetSubscription", rule(PO, NO_SERVICE)),
+    ("agilepm.notifier.v1.NotifierService", "ListSubscriptions", rule(PO, NO_SERVICE)),
+    ("agilepm.notifier.v1.NotifierService", "UpdateSubscription", rule(PO, NO_SERVICE)),
+    ("agilepm.notifier.v1.NotifierService", "RotateSubscriptionSecret", rule(PO, NO_SERVICE)),
+    ("agilepm.notifier.v1.NotifierService", "DeleteSubscription", rule(PO, NO_SERVICE)),
+    ("agilepm.notifier.v1.NotifierService", "ListDeliveries", rule(&[ProductOwner, Operator], NO_SERVICE)),
+    ("agilepm.notifier.v1.NotifierService", "RedeliverDeliveries", rule(&[ProductOwner, Operator], NO_SERVICE)),
+    // every service's event feed: tenants see their own events, the coordinator, the
+    // notifier and system operators every tenant's
+    ("agilepm.events.v1.EventFeedService", "Subscribe", rule(&[ProductOwner, TeamMember, Viewer, Operator], &[Coordinator, Notifier])),
+    ("agilepm.events.v1.EventFeedService", "GetFeedHead", rule(&[ProductOwner, TeamMember, Viewer, Operator], &[Coordinator, Notifier])),
+    ("agilepm.events.v1.EventFeedService", "AcknowledgeFeedPosition", rule(&[Operator], &[Coordinator, Notifier])),
 ];
 
 /// What a request path asks for.
