@@ -25,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run all four services in this process, each on its own port and database.
+    /// Run all five services in this process, each on its own port and database.
     Dev(DevArgs),
     /// Benchmark the yardstick sprint at scale against the machine's own limits.
     Bench(agilepm::bench::BenchArgs),
@@ -97,7 +97,10 @@ struct DevArgs {
     /// Port of the coordinator.
     #[arg(long, default_value_t = ServiceName::Coordinator.default_port())]
     coordinator_port: u16,
-    /// Where Prometheus scrapes the four services' metrics (`/metrics`).
+    /// Port of the notifier.
+    #[arg(long, default_value_t = ServiceName::Notifier.default_port())]
+    notifier_port: u16,
+    /// Where Prometheus scrapes the services' metrics (`/metrics`).
     #[arg(
         long,
         env = "AGILEPM_METRICS_ADDRESS",
@@ -107,7 +110,7 @@ struct DevArgs {
     /// How callers are authenticated; no key runs open (development mode).
     #[command(flatten)]
     auth: AuthArgs,
-    /// TLS for the four servers and the calls between them; plaintext without a
+    /// TLS for the servers and the calls between them; plaintext without a
     /// certificate.
     #[command(flatten)]
     tls: TlsArgs,
@@ -235,6 +238,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         (ServiceName::Task.into(), args.task_port),
         (ServiceName::Planning.into(), args.planning_port),
         (ServiceName::Coordinator.into(), args.coordinator_port),
+        (ServiceName::Notifier.into(), args.notifier_port),
     ]);
     let config = SystemConfig {
         databases,
@@ -256,7 +260,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         ),
         None => format!("SQLite under {}", args.data_dir.display()),
     };
-    println!("agilepm dev: four services up, storage: {storage}");
+    println!(
+        "agilepm dev: all {} services up, storage: {storage}",
+        ServiceName::ALL.len()
+    );
     for (service, address) in system.services() {
         println!("  {:<13} {address}", service.as_str());
     }

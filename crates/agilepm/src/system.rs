@@ -28,6 +28,7 @@ pub fn run_service(
         ServiceName::Task => Box::pin(agilepm_task::run(config, listener, shutdown)),
         ServiceName::Planning => Box::pin(agilepm_planning::run(config, listener, shutdown)),
         ServiceName::Coordinator => Box::pin(agilepm_coordinator::run(config, listener, shutdown)),
+        ServiceName::Notifier => Box::pin(agilepm_notifier::run(config, listener, shutdown)),
     }
 }
 
@@ -38,6 +39,7 @@ pub fn migrations(service: ServiceName) -> &'static Migrations {
         ServiceName::Task => agilepm_task::SPEC.migrations,
         ServiceName::Planning => agilepm_planning::SPEC.migrations,
         ServiceName::Coordinator => agilepm_coordinator::SPEC.migrations,
+        ServiceName::Notifier => agilepm_notifier::SPEC.migrations,
     }
 }
 
@@ -132,6 +134,7 @@ impl RunningSystem {
         let peers = Peers {
             backlog_item: endpoint(ServiceName::BacklogItem),
             task: endpoint(ServiceName::Task),
+            planning: endpoint(ServiceName::Planning),
         };
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();

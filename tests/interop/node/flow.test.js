@@ -14,7 +14,7 @@ import protoLoader from "@grpc/proto-loader";
 const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 const protoRoot = join(repo, "proto");
 // Below Linux's ephemeral port range (32768-60999), so no outgoing connection holds them.
-const ports = { "backlog-item": 27051, task: 27052, planning: 27053, coordinator: 27054 };
+const ports = { "backlog-item": 27051, task: 27052, planning: 27053, coordinator: 27054, notifier: 27055 };
 const binary = process.env.AGILEPM_BIN ?? join(repo, "target", "debug", "agilepm");
 // Tokens verified against a secret, as in production: random per run, minted by
 // `agilepm token` the way an operator would.
@@ -66,7 +66,7 @@ before(async () => {
     let output = "";
     system.stdout.on("data", (chunk) => {
       output += chunk;
-      if (output.includes("agilepm dev: four services up")) resolve();
+      if (output.includes("services up, storage")) resolve();
     });
     system.on("exit", (code) => reject(new Error(`agilepm dev exited with ${code}`)));
     const timer = setTimeout(() => reject(new Error("agilepm dev did not start")), 60000);

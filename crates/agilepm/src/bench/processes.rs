@@ -64,7 +64,7 @@ fn binary(name: ServiceName) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Starts the four services on `base_port`.. with `databases` (one URL per service, in
+/// Starts the services on `base_port`.. with `databases` (one URL per service, in
 /// [`ServiceName::ALL`] order) and waits until each answers health checks. Each feed
 /// admits `idle_subscribers` beyond its default maximum (1000), so that the benchmark's
 /// idle subscribers and the coordinator's own fit. With `nats`, every service relays its
@@ -118,6 +118,7 @@ pub async fn start_all(
                 endpoint(ServiceName::BacklogItem),
             )
             .env("AGILEPM_TASK_ENDPOINT", endpoint(ServiceName::Task))
+            .env("AGILEPM_PLANNING_ENDPOINT", endpoint(ServiceName::Planning))
             .env("AGILEPM_DB_MAX_CONNECTIONS", "32")
             .env("AGILEPM_MAX_SUBSCRIBERS", max_subscribers.to_string())
             .env(
