@@ -60,6 +60,68 @@ fn rid() -> String {
     Uuid::new_v4().to_string()
 }
 
+/// A product, a release around today and a sprint from `begin` to `end`, made by the
+/// holder of `token`.
+async fn plan(
+    system: &TestSystem,
+    mode: StatusTransitionMode,
+    token: &str,
+    begin: String,
+    end: String,
+) -> (Product, Release, Sprint) {
+    let planning = system.channel(ServiceName::Planning, token);
+    let product = Product {
+        name: format!("P {}", rid()),
+        status_transition_mode: mode as i32,
+        ..Default::default()
+    };
+    let product = ProductServiceClient::new(planning.clone())
+        .create_product(CreateProductRequest {
+            request_id: rid(),
+            product: Some(product),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .product
+        .unwrap();
+    let release = Release {
+        product_id: product.id.clone(),
+        name: "R".into(),
+        begin_date: day(-30),
+        end_date: day(60),
+        ..Default::default()
+    };
+    let release = ReleaseServiceClient::new(planning.clone())
+        .schedule_release(ScheduleReleaseRequest {
+            request_id: rid(),
+            release: Some(release),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .release
+        .unwrap();
+    let sprint = Sprint {
+        product_id: product.id.clone(),
+        name: "S".into(),
+        begin_date: begin,
+        end_date: end,
+        ..Default::default()
+    };
+    let sprint = SprintServiceClient::new(planning)
+        .schedule_sprint(ScheduleSprintRequest {
+            request_id: rid(),
+            sprint: Some(sprint),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sprint
+        .unwrap();
+    (product, release, sprint)
+}
+
 impl Sprinting {
     pub async fn start(engine: Engine, mode: StatusTransitionMode) -> Sprinting {
         let system = TestSystem::start(engine, &ServiceName::ALL).await;
@@ -76,56 +138,7 @@ impl Sprinting {
         mode: StatusTransitionMode,
         token: &str,
     ) -> Sprinting {
-        let planning = system.channel(ServiceName::Planning, token);
-        let product = Product {
-            name: format!("P {}", rid()),
-            status_transition_mode: mode as i32,
-            ..Default::default()
-        };
-        let product = ProductServiceClient::new(planning.clone())
-            .create_product(CreateProductRequest {
-                request_id: rid(),
-                product: Some(product),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .product
-            .unwrap();
-        let release = Release {
-            product_id: product.id.clone(),
-            name: "R".into(),
-            begin_date: day(-30),
-            end_date: day(60),
-            ..Default::default()
-        };
-        let release = ReleaseServiceClient::new(planning.clone())
-            .schedule_release(ScheduleReleaseRequest {
-                request_id: rid(),
-                release: Some(release),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .release
-            .unwrap();
-        let sprint = Sprint {
-            product_id: product.id.clone(),
-            name: "S".into(),
-            begin_date: day(-5),
-            end_date: day(6),
-            ..Default::default()
-        };
-        let sprint = SprintServiceClient::new(planning)
-            .schedule_sprint(ScheduleSprintRequest {
-                request_id: rid(),
-                sprint: Some(sprint),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .sprint
-            .unwrap();
+        let (product, release, sprint) = plan(&system, mode, token, day(-5), day(6)).await;
         Sprinting {
             system,
             product,
@@ -133,6 +146,13 @@ impl Sprinting {
             sprint,
             task_service: None,
         }
+    }
+
+    /// Points the helpers at a new product of tenant acme whose sprint runs from `begin`
+    /// to `end` (the items committed from now on go there).
+    pub async fn replan(&mut self, mode: StatusTransitionMode, begin: String, end: String) {
+        (self.product, self.release, self.sprint) =
+            plan(&self.system, mode, "acme", begin, end).await;
     }
 
     pub fn items(&self) -> BacklogItemServiceClient<PeerChannel> {

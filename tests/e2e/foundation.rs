@@ -58,6 +58,7 @@ async fn every_service_serves_health_and_reflection(engine: Engine) {
             ServiceName::Task => "agilepm.task.v1.TaskService",
             ServiceName::Planning => "agilepm.planning.v1.ProductService",
             ServiceName::Coordinator => "agilepm.coordinator.v1.CoordinatorService",
+            ServiceName::Notifier => "agilepm.notifier.v1.NotifierService",
         };
         assert!(listed.contains(&own.to_owned()), "{service}: {listed:?}");
         // Each port advertises only what it serves.

@@ -15,6 +15,7 @@ mod given;
 mod jetstream;
 mod limits;
 mod malformed;
+mod notifier;
 mod partition;
 mod planning;
 mod processes;

@@ -327,6 +327,7 @@ async fn every_rpc_admits_exactly_the_roles_in_the_table() {
         "agilepm.task.v1" => Some(ServiceName::Task),
         "agilepm.planning.v1" => Some(ServiceName::Planning),
         "agilepm.coordinator.v1" => Some(ServiceName::Coordinator),
+        "agilepm.notifier.v1" => Some(ServiceName::Notifier),
         // Every service serves a feed; the task service's is the one the coordinator reads.
         "agilepm.events.v1" => Some(ServiceName::Task),
         _ => None,

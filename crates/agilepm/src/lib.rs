@@ -5,3 +5,4 @@
 pub mod bench;
 pub mod postgres;
 pub mod system;
+pub mod webhook_receiver;

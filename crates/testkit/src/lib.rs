@@ -7,6 +7,8 @@
 //! unless `AGILEPM_REQUIRE_POSTGRES=1`, as in CI, where a missing server fails the test.
 
 pub mod metrics;
+/// The webhook receiver the notifier's tests deliver to (shared with the benchmark).
+pub use agilepm::webhook_receiver as webhook;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

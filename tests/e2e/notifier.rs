@@ -1,0 +1,938 @@
+//! The notifier end to end: real services, a real HTTP receiver that verifies Standard
+//! Webhooks signatures, and the notifier killed, misled and refused on purpose.
+//!
+//! What every test checks in the end is the yardstick: the distinct `webhook-id`s
+//! a receiver accepted are exactly the events (or sprint verdicts) that should be told,
+//! and an id arrives twice only where the receiver acknowledged too late.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use agilepm_platform::wire::auth::Role;
+use agilepm_platform::wire::client::PeerChannel;
+use agilepm_platform::wire::config::ServiceName;
+use agilepm_proto::backlog::v1::{BacklogItemStatus, BacklogItemStatusChanged};
+use agilepm_proto::common::v1::StatusTransitionMode;
+use agilepm_proto::notifier::v1::notifier_service_client::NotifierServiceClient;
+use agilepm_proto::notifier::v1::*;
+use agilepm_proto::planning::v1::report_service_client::ReportServiceClient;
+use agilepm_proto::planning::v1::sprint_service_client::SprintServiceClient;
+use agilepm_proto::planning::v1::{
+    CompleteSprintRequest, GetSprintBurndownRequest, StartSprintRequest,
+};
+use agilepm_proto::task::v1::{
+    ChangeTaskStatusRequest, EstimateTaskHoursRemainingRequest, TaskStatus,
+};
+use agilepm_testkit::metrics::Scrape;
+use agilepm_testkit::webhook::{Answer, Behaviour, Received, Receiver, accepted_ids};
+use agilepm_testkit::{Engine, TestDb, TestSystem, day, engine_tests};
+use tokio::process::{Child, Command};
+use tonic::Code;
+
+use crate::coordinator::{Sprinting, burn_down, estimate, estimate_down};
+use crate::processes::{free_address, wait_serving};
+
+engine_tests!(
+    the_yardstick_and_the_race_are_told_once_each,
+    a_flaky_receiver_gets_everything_twice_only_after_late_answers,
+    a_killed_notifier_loses_nothing_and_invents_no_webhook_id,
+    a_delivery_that_keeps_failing_is_dead_lettered_and_redelivered,
+    a_sprint_falling_behind_is_at_risk_once_and_one_on_track_is_not,
+);
+
+#[tokio::test]
+async fn subscriptions_are_validated_scoped_and_their_secrets_rotate() {
+    subscriptions_are_validated_scoped_and_rotate(Engine::Sqlite).await;
+}
+
+/// The services the notifier follows, and the coordinator that makes items DONE.
+const PEERS: [ServiceName; 4] = [
+    ServiceName::BacklogItem,
+    ServiceName::Task,
+    ServiceName::Planning,
+    ServiceName::Coordinator,
+];
+
+fn notifier(channel: PeerChannel) -> NotifierServiceClient<PeerChannel> {
+    NotifierServiceClient::new(channel)
+}
+
+/// Subscribes `url` to `types`; returns the subscription and its secret.
+async fn subscribe(
+    client: &mut NotifierServiceClient<PeerChannel>,
+    url: &str,
+    types: &[NotificationType],
+) -> (Subscription, String) {
+    let created = client
+        .create_subscription(CreateSubscriptionRequest {
+            target_url: url.into(),
+            notification_types: types.iter().map(|t| *t as i32).collect(),
+            description: "test receiver".into(),
+            disabled: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (created.subscription.unwrap(), created.signing_secret)
+}
+
+/// A notifier process on `database_url` following `system`, with `env` on top.
+fn spawn_notifier(
+    system: &TestSystem,
+    address: SocketAddr,
+    database_url: &str,
+    env: &[(&str, &str)],
+) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_notifier-under-test"));
+    command
+        .env("AGILEPM_LISTEN", address.to_string())
+        .env("AGILEPM_DATABASE_URL", database_url)
+        .env(
+            "AGILEPM_BACKLOG_ITEM_ENDPOINT",
+            format!("http://{}", system.address(ServiceName::BacklogItem)),
+        )
+        .env(
+            "AGILEPM_TASK_ENDPOINT",
+            format!("http://{}", system.address(ServiceName::Task)),
+        )
+        .env(
+            "AGILEPM_PLANNING_ENDPOINT",
+            format!("http://{}", system.address(ServiceName::Planning)),
+        )
+        .env("AGILEPM_DB_MAX_CONNECTIONS", "4")
+        .env("AGILEPM_AUTH_SECRET", agilepm_testkit::test_secret())
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.spawn().expect("start the notifier process")
+}
+
+/// A product owner of acme at the notifier process on `address`.
+fn notifier_at(address: SocketAddr) -> NotifierServiceClient<PeerChannel> {
+    notifier(agilepm_testkit::channel(
+        address,
+        &agilepm_testkit::person_token("acme-po", "acme", &Role::TENANT_ROLES),
+    ))
+}
+
+/// Starts the sprint `s` points at.
+async fn start_sprint(s: &Sprinting) {
+    SprintServiceClient::new(s.system.channel(ServiceName::Planning, "acme"))
+        .start_sprint(StartSprintRequest {
+            id: s.sprint.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+}
+
+/// The ids of the backlog-item events that tell an item became DONE, read to the head.
+async fn done_event_ids(s: &Sprinting) -> BTreeSet<String> {
+    agilepm_testkit::feed_events(s.system.channel(ServiceName::BacklogItem, "acme"), 1)
+        .await
+        .into_iter()
+        .filter(|event| event.event_type == "agilepm.backlog.v1.BacklogItemStatusChanged")
+        .filter(|event| {
+            let change: BacklogItemStatusChanged =
+                prost::Message::decode(event.payload.as_ref().unwrap().value.as_slice()).unwrap();
+            change.new_status == BacklogItemStatus::Done as i32
+                && change.old_status != BacklogItemStatus::Done as i32
+        })
+        .map(|event| event.event_id)
+        .collect()
+}
+
+/// The ids of the planning events of type `event_type`.
+async fn planning_event_ids(s: &Sprinting, event_type: &str) -> BTreeSet<String> {
+    agilepm_testkit::feed_events(s.system.channel(ServiceName::Planning, "acme"), 1)
+        .await
+        .into_iter()
+        .filter(|event| event.event_type == event_type)
+        .map(|event| event.event_id)
+        .collect()
+}
+
+/// How often each webhook id was answered 2xx.
+fn accepted_counts(log: &[Received]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for received in log {
+        if matches!(received.answer, Answer::Accepted | Answer::Late) {
+            *counts.entry(received.webhook_id.clone()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Waits until nothing is pending at the notifier and returns every delivery.
+async fn settled_deliveries(client: &mut NotifierServiceClient<PeerChannel>) -> Vec<Delivery> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending = client
+            .list_deliveries(ListDeliveriesRequest {
+                state: DeliveryState::Pending as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .deliveries;
+        if pending.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still pending: {pending:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_deliveries(ListDeliveriesRequest {
+                page_size: 1000,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        all.extend(page.deliveries);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+async fn the_yardstick_and_the_race_are_told_once_each(engine: Engine) {
+    let s = Sprinting::start(engine, StatusTransitionMode::Automatic).await;
+    let receiver = Receiver::start(Behaviour::default()).await;
+    let mut client = notifier(s.system.channel(ServiceName::Notifier, "acme"));
+    let (_, secret) = subscribe(
+        &mut client,
+        &receiver.url(),
+        &[
+            NotificationType::BacklogItemDone,
+            NotificationType::BacklogItemRegressed,
+            NotificationType::SprintStarted,
+            NotificationType::SprintCompleted,
+            NotificationType::TaskImpeded,
+        ],
+    )
+    .await;
+    receiver.trust(&[secret]);
+    start_sprint(&s).await;
+
+    // The yardstick: one item, 6 tasks of 6 hours burned down in a shuffled order.
+    let (yardstick, tasks) = s.committed_item(6, 6).await;
+    burn_down(&s, &yardstick, &tasks, 6, false).await;
+    // The race: 50 items whose two last tasks are finished at the same moment.
+    let mut race = Vec::new();
+    for _ in 0..50 {
+        race.push(s.committed_item(2, 1).await);
+    }
+    for (_, tasks) in &race {
+        let (mut a, mut b) = (s.tasks(), s.tasks());
+        let (ra, rb) = tokio::join!(
+            a.estimate_task_hours_remaining(estimate(&tasks[0], 0)),
+            b.estimate_task_hours_remaining(estimate(&tasks[1], 0))
+        );
+        ra.unwrap();
+        rb.unwrap();
+    }
+    // One task impeded.
+    let (_, impeded) = s.committed_item(1, 3).await;
+    s.tasks()
+        .change_task_status(ChangeTaskStatusRequest {
+            id: impeded[0].clone(),
+            status: TaskStatus::Impeded as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    s.wait_for(&yardstick, BacklogItemStatus::Done, false).await;
+    for (item, _) in &race {
+        s.wait_for(item, BacklogItemStatus::Done, false).await;
+    }
+    SprintServiceClient::new(s.system.channel(ServiceName::Planning, "acme"))
+        .complete_sprint(CompleteSprintRequest {
+            id: s.sprint.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+
+    let done = done_event_ids(&s).await;
+    assert_eq!(done.len(), 51, "one DONE per item");
+    let started = planning_event_ids(&s, "agilepm.planning.v1.SprintStarted").await;
+    let completed = planning_event_ids(&s, "agilepm.planning.v1.SprintCompleted").await;
+    let expected = done.len() + started.len() + completed.len() + 1;
+    receiver
+        .wait_until("every notification", Duration::from_secs(60), |log| {
+            accepted_ids(log).len() >= expected
+        })
+        .await;
+    let deliveries = settled_deliveries(&mut client).await;
+    let counts = accepted_counts(&receiver.received());
+    assert_eq!(counts.len(), expected, "distinct webhook ids");
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "a receiver that answers at once gets each id once: {counts:?}"
+    );
+    assert!(
+        receiver
+            .received()
+            .iter()
+            .all(|r| r.answer == Answer::Accepted),
+        "every signature verified"
+    );
+    for id in done.iter().chain(&started).chain(&completed) {
+        assert!(counts.contains_key(id), "event {id} was told");
+    }
+    let types: BTreeMap<String, usize> =
+        receiver
+            .received()
+            .iter()
+            .fold(BTreeMap::new(), |mut m, r| {
+                *m.entry(r.body["type"].as_str().unwrap_or("?").to_owned())
+                    .or_default() += 1;
+                m
+            });
+    assert_eq!(
+        types,
+        BTreeMap::from([
+            ("backlog_item.done".to_owned(), 51),
+            ("sprint.completed".to_owned(), 1),
+            ("sprint.started".to_owned(), 1),
+            ("task.impeded".to_owned(), 1),
+        ])
+    );
+    assert_eq!(deliveries.len(), expected);
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d.state == DeliveryState::Delivered as i32 && d.attempts == 1)
+    );
+    s.system.stop().await;
+}
+
+/// The DONE items of `items` estimated down by `workers` clients: waits for all of them.
+async fn run_items_down(
+    s: &Sprinting,
+    items: &[(String, Vec<String>)],
+    workers: usize,
+    hours: i32,
+) {
+    let sent = Arc::new(AtomicUsize::new(0));
+    for worker in estimate_down(s, items, workers, hours, sent) {
+        worker.await.unwrap();
+    }
+    for (item, _) in items {
+        s.wait_for(item, BacklogItemStatus::Done, false).await;
+    }
+}
+
+async fn a_flaky_receiver_gets_everything_twice_only_after_late_answers(engine: Engine) {
+    let system = TestSystem::start(engine, &PEERS).await;
+    let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
+    let database = TestDb::create(engine).await;
+    let address = free_address();
+    let _notifier = spawn_notifier(
+        &s.system,
+        address,
+        database.url(),
+        &[
+            ("AGILEPM_NOTIFIER_TIMEOUT_MS", "1000"),
+            ("AGILEPM_NOTIFIER_RETRY_FIRST_DELAY_MS", "20"),
+            ("AGILEPM_NOTIFIER_RETRY_MAX_DELAY_MS", "200"),
+            ("AGILEPM_NOTIFIER_MAX_ATTEMPTS", "100"),
+        ],
+    );
+    wait_serving(address, "the notifier").await;
+    // Refuses the first two attempts of each id, then 20 % at random, and answers 5 %
+    // only after the notifier stopped waiting.
+    let receiver = Receiver::start(Behaviour {
+        fail_first: 2,
+        fail_ratio: 0.2,
+        late_ratio: 0.05,
+        late_by: Duration::from_millis(1500),
+        ..Behaviour::default()
+    })
+    .await;
+    let mut client = notifier_at(address);
+    let (_, secret) = subscribe(
+        &mut client,
+        &receiver.url(),
+        &[
+            NotificationType::BacklogItemDone,
+            NotificationType::SprintStarted,
+        ],
+    )
+    .await;
+    receiver.trust(&[secret]);
+    start_sprint(&s).await;
+    let mut items = Vec::new();
+    for _ in 0..20 {
+        items.push(s.committed_item(2, 2).await);
+    }
+    let (first, rest) = items.split_at(10);
+    run_items_down(&s, first, 4, 2).await;
+    // Down for a while: the notifier fails to connect, then the receiver comes back.
+    receiver
+        .wait_until("some deliveries", Duration::from_secs(60), |log| {
+            accepted_ids(log).len() >= 3
+        })
+        .await;
+    receiver.stop();
+    run_items_down(&s, rest, 4, 2).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let pending = client
+            .list_deliveries(ListDeliveriesRequest {
+                state: DeliveryState::Pending as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .deliveries;
+        if pending
+            .iter()
+            .any(|d| d.last_error.contains("could not connect"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no connection failure seen: {pending:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    receiver.restart().await;
+
+    let expected: BTreeSet<String> = done_event_ids(&s)
+        .await
+        .into_iter()
+        .chain(planning_event_ids(&s, "agilepm.planning.v1.SprintStarted").await)
+        .collect();
+    assert_eq!(expected.len(), 21);
+    receiver
+        .wait_until("every notification", Duration::from_secs(120), |log| {
+            accepted_ids(log).len() >= expected.len()
+        })
+        .await;
+    settled_deliveries(&mut client).await;
+    let log = receiver.received();
+    assert_eq!(
+        accepted_ids(&log),
+        expected,
+        "each event told, nothing else"
+    );
+    assert!(log.iter().any(|r| r.answer == Answer::Refused));
+    // An id accepted twice was first answered too late.
+    for (id, count) in accepted_counts(&log) {
+        if count > 1 {
+            let first_late = log
+                .iter()
+                .filter(|r| r.webhook_id == id)
+                .find(|r| matches!(r.answer, Answer::Accepted | Answer::Late))
+                .map(|r| r.answer);
+            assert_eq!(
+                first_late,
+                Some(Answer::Late),
+                "{id} accepted {count} times"
+            );
+        }
+    }
+    assert!(log.iter().all(|r| r.answer != Answer::BadSignature));
+    s.system.stop().await;
+}
+
+async fn a_killed_notifier_loses_nothing_and_invents_no_webhook_id(engine: Engine) {
+    let system = TestSystem::start(engine, &PEERS).await;
+    let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
+    let database = TestDb::create(engine).await;
+    let address = free_address();
+    let mut notifier = spawn_notifier(&s.system, address, database.url(), &[]);
+    wait_serving(address, "the notifier").await;
+    let receiver = Receiver::start(Behaviour::default()).await;
+    let mut client = notifier_at(address);
+    let (_, secret) = subscribe(
+        &mut client,
+        &receiver.url(),
+        &[NotificationType::BacklogItemDone],
+    )
+    .await;
+    receiver.trust(&[secret]);
+    let mut items = Vec::new();
+    for _ in 0..30 {
+        items.push(s.committed_item(3, 3).await);
+    }
+    let sent = Arc::new(AtomicUsize::new(0));
+    let workers = estimate_down(&s, &items, 8, 3, sent);
+    receiver
+        .wait_until(
+            "a third of the deliveries",
+            Duration::from_secs(60),
+            |log| accepted_ids(log).len() >= 10,
+        )
+        .await;
+    notifier.start_kill().expect("SIGKILL the notifier");
+    assert!(!notifier.wait().await.unwrap().success());
+    let address = free_address();
+    let _restarted = spawn_notifier(&s.system, address, database.url(), &[]);
+    wait_serving(address, "the restarted notifier").await;
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    for (item, _) in &items {
+        s.wait_for(item, BacklogItemStatus::Done, false).await;
+    }
+    let expected = done_event_ids(&s).await;
+    assert_eq!(expected.len(), 30);
+    receiver
+        .wait_until("every DONE told", Duration::from_secs(60), |log| {
+            accepted_ids(log).len() >= expected.len()
+        })
+        .await;
+    let mut client = notifier_at(address);
+    let deliveries = settled_deliveries(&mut client).await;
+    let log = receiver.received();
+    assert_eq!(accepted_ids(&log), expected, "no id lost, none invented");
+    assert_eq!(deliveries.len(), 30, "one delivery per event");
+    // One subscription's deliveries go one at a time: at most the one under way when
+    // the notifier was killed is sent again.
+    let twice = accepted_counts(&log).values().filter(|n| **n > 1).count();
+    assert!(twice <= 1, "{twice} ids sent twice");
+    s.system.stop().await;
+}
+
+async fn a_delivery_that_keeps_failing_is_dead_lettered_and_redelivered(engine: Engine) {
+    let system = TestSystem::start(engine, &PEERS).await;
+    let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
+    let database = TestDb::create(engine).await;
+    let address = free_address();
+    let metrics = free_address();
+    let _notifier = spawn_notifier(
+        &s.system,
+        address,
+        database.url(),
+        &[
+            ("AGILEPM_NOTIFIER_MAX_ATTEMPTS", "3"),
+            ("AGILEPM_NOTIFIER_RETRY_FIRST_DELAY_MS", "20"),
+            ("AGILEPM_METRICS_ADDRESS", &metrics.to_string()),
+        ],
+    );
+    wait_serving(address, "the notifier").await;
+    // Refuses everything, with a megabyte of body the notifier must not keep.
+    let receiver = Receiver::start(Behaviour {
+        always_fail: true,
+        refusal_bytes: 1 << 20,
+        ..Behaviour::default()
+    })
+    .await;
+    let mut client = notifier_at(address);
+    let (subscription, secret) = subscribe(
+        &mut client,
+        &receiver.url(),
+        &[NotificationType::SprintStarted],
+    )
+    .await;
+    receiver.trust(&[secret]);
+    start_sprint(&s).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        let dead = client
+            .list_deliveries(ListDeliveriesRequest {
+                subscription_id: subscription.subscription_id.clone(),
+                state: DeliveryState::Dead as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .deliveries;
+        if let [one] = dead.as_slice() {
+            break one.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(dead.attempts, 3);
+    assert_eq!(dead.last_http_status, 500);
+    assert!(
+        dead.last_error.starts_with("HTTP 500"),
+        "{}",
+        dead.last_error
+    );
+    assert!(
+        dead.last_error.len() < 400,
+        "the refusal's body is cut: {}",
+        dead.last_error.len()
+    );
+    let attempts = receiver.received();
+    assert_eq!(attempts.len(), 3);
+    assert!(attempts.iter().all(|r| r.webhook_id == dead.webhook_id));
+    let scrape = Scrape::of(metrics).await.unwrap();
+    assert_eq!(
+        scrape.sum("agilepm_notifier_deliveries_dead_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        scrape.sum(
+            "agilepm_notifier_attempts_failed_total",
+            &[("reason", "status")]
+        ),
+        Some(3.0)
+    );
+
+    // Fixed, and sent again on command, with the same webhook-id.
+    receiver.behave(Behaviour::default());
+    let redelivered = client
+        .redeliver_deliveries(RedeliverDeliveriesRequest {
+            target: Some(redeliver_deliveries_request::Target::SubscriptionId(
+                subscription.subscription_id.clone(),
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .redelivered;
+    assert_eq!(redelivered, 1);
+    let log = receiver
+        .wait_until("the redelivery", Duration::from_secs(30), |log| {
+            !accepted_ids(log).is_empty()
+        })
+        .await;
+    assert_eq!(
+        accepted_ids(&log),
+        BTreeSet::from([dead.webhook_id.clone()])
+    );
+    let deliveries = settled_deliveries(&mut client).await;
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].state, DeliveryState::Delivered as i32);
+    let scrape = Scrape::of(metrics).await.unwrap();
+    assert_eq!(
+        scrape.sum("agilepm_notifier_deliveries_sent_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        scrape.sum("agilepm_notifier_delivery_latency_seconds_count", &[]),
+        Some(1.0)
+    );
+    // Only dead letters are sent again.
+    let again = client
+        .redeliver_deliveries(RedeliverDeliveriesRequest {
+            target: Some(redeliver_deliveries_request::Target::DeliveryId(
+                dead.delivery_id.clone(),
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .redelivered;
+    assert_eq!(again, 0);
+    // Another tenant sees none of it.
+    let mut globex = notifier(agilepm_testkit::channel(
+        address,
+        &agilepm_testkit::person_token("globex-po", "globex", &Role::TENANT_ROLES),
+    ));
+    let theirs = globex
+        .list_deliveries(ListDeliveriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries;
+    assert!(theirs.is_empty());
+    let refused = globex
+        .redeliver_deliveries(RedeliverDeliveriesRequest {
+            target: Some(redeliver_deliveries_request::Target::DeliveryId(
+                dead.delivery_id.clone(),
+            )),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+    s.system.stop().await;
+}
+
+/// An estimate of task `id` to `hours` on `date`.
+fn estimate_on(id: &str, hours: i32, date: String) -> EstimateTaskHoursRemainingRequest {
+    EstimateTaskHoursRemainingRequest {
+        date,
+        ..estimate(id, hours)
+    }
+}
+
+async fn burndown_hours(s: &Sprinting, sprint_id: &str) -> Vec<(i64, f64)> {
+    ReportServiceClient::new(s.system.channel(ServiceName::Planning, "acme"))
+        .get_sprint_burndown(GetSprintBurndownRequest {
+            sprint_id: sprint_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .days
+        .iter()
+        .map(|d| (d.hours_remaining, d.ideal_hours_remaining))
+        .collect()
+}
+
+async fn a_sprint_falling_behind_is_at_risk_once_and_one_on_track_is_not(engine: Engine) {
+    let system = TestSystem::start(engine, &PEERS[..3]).await;
+    let mut s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
+    let database = TestDb::create(engine).await;
+    let address = free_address();
+    let _notifier = spawn_notifier(
+        &s.system,
+        address,
+        database.url(),
+        &[
+            ("AGILEPM_NOTIFIER_AT_RISK_MARGIN_PERCENT", "10"),
+            ("AGILEPM_NOTIFIER_HEALTH_SETTLE_MS", "50"),
+        ],
+    );
+    wait_serving(address, "the notifier").await;
+    let receiver = Receiver::start(Behaviour::default()).await;
+    let mut client = notifier_at(address);
+    let (_, secret) = subscribe(
+        &mut client,
+        &receiver.url(),
+        &[
+            NotificationType::SprintAtRisk,
+            NotificationType::SprintBackOnTrack,
+        ],
+    )
+    .await;
+    receiver.trust(&[secret]);
+
+    // Two five-day sprints from today, 100 hours each: the ideal line is 100, 75, 50,
+    // 25, 0, and the margin 10 hours.
+    s.replan(StatusTransitionMode::Automatic, day(0), day(4))
+        .await;
+    let behind = s.sprint.id.clone();
+    let (_, behind_tasks) = s.committed_item(2, 50).await;
+    start_sprint(&s).await;
+    s.replan(StatusTransitionMode::Automatic, day(0), day(4))
+        .await;
+    let on_track = s.sprint.id.clone();
+    let (_, on_track_tasks) = s.committed_item(2, 50).await;
+    start_sprint(&s).await;
+    // Tomorrow (the team's day may be ahead of UTC's): one sprint burned 10 hours, the
+    // other 20.
+    let mut tasks = s.tasks();
+    for task in &behind_tasks {
+        tasks
+            .estimate_task_hours_remaining(estimate_on(task, 45, day(1)))
+            .await
+            .unwrap();
+    }
+    for task in &on_track_tasks {
+        tasks
+            .estimate_task_hours_remaining(estimate_on(task, 40, day(1)))
+            .await
+            .unwrap();
+    }
+    let behind_days = burndown_hours(&s, &behind).await;
+    assert_eq!(
+        &behind_days[..2],
+        &[(100, 100.0), (90, 75.0)],
+        "90 > 75 + 10: at risk"
+    );
+    let on_track_days = burndown_hours(&s, &on_track).await;
+    assert_eq!(
+        &on_track_days[..2],
+        &[(100, 100.0), (80, 75.0)],
+        "80 <= 85: on track"
+    );
+
+    let log = receiver
+        .wait_until("the sprint at risk", Duration::from_secs(30), |log| {
+            !log.is_empty()
+        })
+        .await;
+    let told = &log[0].body;
+    assert_eq!(told["type"], "sprint.at_risk");
+    assert_eq!(told["data"]["sprint_id"], behind.as_str());
+    assert_eq!(told["data"]["day"], day(1).as_str());
+    assert_eq!(told["data"]["hours_remaining"], 90);
+    assert_eq!(told["data"]["ideal_hours_remaining"], 75.0);
+    assert_eq!(told["data"]["margin_hours"], 10.0);
+    // Still behind after another estimate the same day: not told again.
+    tasks
+        .estimate_task_hours_remaining(estimate_on(&behind_tasks[0], 44, day(1)))
+        .await
+        .unwrap();
+    // Then it catches up: 70 <= 85.
+    for task in &behind_tasks {
+        tasks
+            .estimate_task_hours_remaining(estimate_on(task, 35, day(1)))
+            .await
+            .unwrap();
+    }
+    let log = receiver
+        .wait_until("back on track", Duration::from_secs(30), |log| {
+            log.iter().any(|r| r.body["type"] == "sprint.back_on_track")
+        })
+        .await;
+    let told: Vec<(String, String)> = log
+        .iter()
+        .map(|r| {
+            (
+                r.body["type"].as_str().unwrap().to_owned(),
+                r.body["data"]["sprint_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        told,
+        vec![
+            ("sprint.at_risk".to_owned(), behind.clone()),
+            ("sprint.back_on_track".to_owned(), behind.clone()),
+        ],
+        "the sprint on track ({on_track}) is never told about"
+    );
+    settled_deliveries(&mut client).await;
+    assert_eq!(receiver.received().len(), 2);
+    s.system.stop().await;
+}
+
+async fn subscriptions_are_validated_scoped_and_rotate(engine: Engine) {
+    let system = TestSystem::start(engine, &ServiceName::ALL).await;
+    let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
+    let mut client = notifier(s.system.channel(ServiceName::Notifier, "acme"));
+    let receiver = Receiver::start(Behaviour::default()).await;
+
+    // Bad input names its field and changes nothing.
+    for (url, types, field) in [
+        ("ftp://example.com/x", vec![1], "target_url"),
+        ("https://user:pw@example.com/", vec![1], "target_url"),
+        ("not a url", vec![1], "target_url"),
+        ("https://example.com/", vec![], "notification_types"),
+        ("https://example.com/", vec![1, 1], "notification_types"),
+        ("https://example.com/", vec![42], "notification_types"),
+    ] {
+        let refused = client
+            .create_subscription(CreateSubscriptionRequest {
+                target_url: url.into(),
+                notification_types: types,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{url}");
+        assert!(
+            refused.message().contains(field),
+            "{url}: {}",
+            refused.message()
+        );
+    }
+    let listed = client
+        .list_subscriptions(ListSubscriptionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .subscriptions;
+    assert!(listed.is_empty());
+
+    // Only a product owner manages subscriptions; another tenant does not see them.
+    let viewer = agilepm_testkit::person_token("vic", "acme", &[Role::Viewer]);
+    let refused = notifier(s.system.channel(ServiceName::Notifier, &viewer))
+        .create_subscription(CreateSubscriptionRequest {
+            target_url: receiver.url(),
+            notification_types: vec![NotificationType::SprintStarted as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let (subscription, old_secret) = subscribe(
+        &mut client,
+        &receiver.url(),
+        &[NotificationType::SprintStarted],
+    )
+    .await;
+    let refused = notifier(s.system.channel(ServiceName::Notifier, "globex"))
+        .get_subscription(GetSubscriptionRequest {
+            subscription_id: subscription.subscription_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+
+    // A rotation signs with both secrets during the overlap: a receiver that already
+    // switched to the new one verifies the delivery.
+    let rotated = client
+        .rotate_subscription_secret(RotateSubscriptionSecretRequest {
+            subscription_id: subscription.subscription_id.clone(),
+            overlap_seconds: 3600,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(rotated.signing_secret, old_secret);
+    assert!(
+        rotated
+            .subscription
+            .unwrap()
+            .previous_secret_expire_time
+            .is_some()
+    );
+    receiver.trust(&[rotated.signing_secret]);
+    start_sprint(&s).await;
+    let log = receiver
+        .wait_until("the sprint started", Duration::from_secs(30), |log| {
+            !log.is_empty()
+        })
+        .await;
+    assert_eq!(log[0].answer, Answer::Accepted);
+    assert_eq!(log[0].signatures, 2, "the new and the previous secret sign");
+
+    // At most 25 subscriptions per tenant.
+    for _ in 1..25 {
+        subscribe(
+            &mut client,
+            &receiver.url(),
+            &[NotificationType::TaskImpeded],
+        )
+        .await;
+    }
+    let refused = client
+        .create_subscription(CreateSubscriptionRequest {
+            target_url: receiver.url(),
+            notification_types: vec![NotificationType::TaskImpeded as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    let mut seen = 0;
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_subscriptions(ListSubscriptionsRequest {
+                page_size: 10,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen += page.subscriptions.len();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(seen, 25);
+    s.system.stop().await;
+}
