@@ -7,14 +7,16 @@ pub mod nats;
 pub mod processes;
 pub mod report;
 pub mod telemetry;
+pub mod webhooks;
 pub mod workload;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use agilepm_platform::storage::db::Db;
 use agilepm_platform::wire::config::{FeedSource, ServiceName};
+use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
 use crate::postgres::{drop_database, ensure_database, with_database};
@@ -90,6 +92,12 @@ pub struct BenchArgs {
     /// more would stand by behind the lease.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub coordinators: Vec<usize>,
+    /// Webhook subscriptions of the workload's tenant to `backlog_item.done` at a local
+    /// receiver (0: none): each DONE is delivered to every one, and the report gives
+    /// deliveries/s and event -> delivery latency beside a raw-POST baseline. At most 25
+    /// (a tenant's limit).
+    #[arg(long, default_value_t = 8)]
+    pub webhooks: usize,
 }
 
 /// Runs the benchmark and prints the report.
@@ -97,6 +105,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.coordinators.iter().all(|n| (1..=6).contains(n)),
         "--coordinators takes 1 to 6 replicas"
+    );
+    anyhow::ensure!(
+        args.webhooks <= 25,
+        "--webhooks takes 0 to 25 subscriptions"
     );
     if args.feed.len() > 1 || args.coordinators.len() > 1 {
         anyhow::ensure!(
@@ -294,6 +306,11 @@ async fn measure(args: &BenchArgs, databases: &[String]) -> anyhow::Result<repor
         workload::TASKS
     );
     let prepared = workload::prepare(&ports, args.items).await?;
+    let notifier = services
+        .iter()
+        .find(|s| s.label == ServiceName::Notifier.as_str())
+        .context("the notifier process")?;
+    let webhooks = webhooks::subscribe(workload::channel(notifier.port)?, args.webhooks).await?;
     let mut idle = workload::idle_subscribers(ports.task, subscribers).await?;
     eprintln!("estimating with {} clients ...", args.clients);
     let server = args.engine == BenchEngine::Postgres;
@@ -306,6 +323,17 @@ async fn measure(args: &BenchArgs, databases: &[String]) -> anyhow::Result<repor
         None => 0,
     };
     let spans_exported = sink.as_ref().map_or(0, |(sink, _)| sink.spans());
+    let webhooks = match webhooks {
+        Some(webhooks) => {
+            eprintln!("waiting for the webhook deliveries ...");
+            Some(
+                webhooks
+                    .measure(outcome.items_done, Duration::from_secs(120))
+                    .await?,
+            )
+        }
+        None => None,
+    };
     idle.abort_all();
     let cpu_seconds = cpu_after
         .into_iter()
@@ -343,6 +371,7 @@ async fn measure(args: &BenchArgs, databases: &[String]) -> anyhow::Result<repor
         pgbench_tps,
         empty_rpc_per_sec,
     );
+    results.webhooks = webhooks;
     results.telemetry = exporting.then_some(report::TelemetryCost {
         spans_exported,
         scrapes,

@@ -110,6 +110,8 @@ pub struct Results {
     pub full_rate: Option<Box<Results>>,
     /// With `--telemetry on`: what was exported and scraped during the run.
     pub telemetry: Option<TelemetryCost>,
+    /// With `--webhooks N` (N > 0): the notifier's deliveries of the DONEs.
+    pub webhooks: Option<super::webhooks::WebhookResults>,
 }
 
 impl Results {
@@ -151,6 +153,7 @@ impl Results {
             ratio_to_empty_rpc: estimates_per_sec / empty_rpc_per_sec.max(1e-9),
             full_rate: None,
             telemetry: None,
+            webhooks: None,
         }
     }
 }
@@ -325,6 +328,21 @@ pub fn print(r: &Results) {
         "| empty gRPC calls/s ({} clients) | {:.0} (ratio {:.3}) |",
         r.clients, r.empty_rpc_per_sec, r.ratio_to_empty_rpc
     );
+    if let Some(w) = &r.webhooks {
+        println!(
+            "| webhook deliveries ({} subscriptions x DONE) / distinct | {} / {} |",
+            w.subscriptions, w.deliveries, w.distinct
+        );
+        println!(
+            "| webhook deliveries/s, first to last | {:.0} (baseline: {:.0} signed POSTs/s by {} senders, ratio {:.2}) |",
+            w.per_sec, w.baseline_posts_per_sec, w.subscriptions, w.ratio_to_baseline
+        );
+        let d = &w.latency_ms;
+        println!(
+            "| DONE event -> webhook received p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
+            d.p50, d.p99, d.max
+        );
+    }
 }
 
 #[cfg(test)]

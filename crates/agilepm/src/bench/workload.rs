@@ -97,7 +97,8 @@ fn day(offset: i32) -> String {
         .to_string()
 }
 
-fn channel(port: u16) -> anyhow::Result<PeerChannel> {
+/// A connection of its own to `port`, as a person of the workload's tenant.
+pub fn channel(port: u16) -> anyhow::Result<PeerChannel> {
     channel_of(port, TENANT)
 }
 
