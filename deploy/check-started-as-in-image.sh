@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts the four service binaries the way the container image starts them (same
+# Starts the five service binaries the way the container image starts them (same
 # commands, same environment variables as compose.yaml: mutual TLS with certificates and a
 # token secret from deploy/make-secrets.sh, PostgreSQL databases) against this machine's
 # PostgreSQL, and checks each healthy with the image's own HEALTHCHECK command
@@ -9,7 +9,7 @@
 #
 #   deploy/check-started-as-in-image.sh [BIN_DIR] [POSTGRES_SERVER_URL] [BASE_PORT] [GRPCURL]
 #
-# BASE_PORT (default 50051, as in the image) moves the four ports together. CI passes a
+# BASE_PORT (default 50051, as in the image) moves the five ports together. CI passes a
 # port below Linux's ephemeral range (32768-60999): there, a peer's outgoing database
 # connection can hold 50054 as its local port just as the coordinator binds it.
 set -euo pipefail
@@ -18,8 +18,8 @@ bin_dir=${1:-target/debug}
 server=${2:-postgres://root@127.0.0.1:5432}
 base=${3:-50051}
 grpcurl=${4:-}
-services=(backlog-item task planning coordinator)
-ports=($base $((base + 1)) $((base + 2)) $((base + 3)))
+services=(backlog-item task planning coordinator notifier)
+ports=($base $((base + 1)) $((base + 2)) $((base + 3)) $((base + 4)))
 pids=()
 secrets=$(mktemp -d)
 "$(dirname "$0")/make-secrets.sh" "$secrets" >/dev/null
@@ -50,6 +50,7 @@ for i in "${!services[@]}"; do
     AGILEPM_TLS_CLIENT_CA=$secrets/ca.crt \
     AGILEPM_BACKLOG_ITEM_ENDPOINT=https://127.0.0.1:${ports[0]} \
     AGILEPM_TASK_ENDPOINT=https://127.0.0.1:${ports[1]} \
+    AGILEPM_PLANNING_ENDPOINT=https://127.0.0.1:${ports[2]} \
     AGILEPM_LOG_FORMAT=json \
     AGILEPM_METRICS_ADDRESS=127.0.0.1:$((ports[$i] + 100)) \
     RUST_LOG=warn \

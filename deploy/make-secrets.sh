@@ -21,7 +21,7 @@ set -euo pipefail
 
 out=${1:?usage: deploy/make-secrets.sh DIR [NAMESPACE]}
 namespace=${2:-default}
-services=(backlog-item task planning coordinator)
+services=(backlog-item task planning coordinator notifier)
 command -v openssl >/dev/null || { echo "openssl is required" >&2; exit 1; }
 umask 077
 mkdir -p "$out"

@@ -3,3 +3,4 @@ CREATE DATABASE agilepm_backlog_item;
 CREATE DATABASE agilepm_task;
 CREATE DATABASE agilepm_planning;
 CREATE DATABASE agilepm_coordinator;
+CREATE DATABASE agilepm_notifier;
