@@ -40,6 +40,7 @@ engine_tests!(
     a_flaky_receiver_gets_everything_twice_only_after_late_answers,
     a_killed_notifier_loses_nothing_and_invents_no_webhook_id,
     a_delivery_that_keeps_failing_is_dead_lettered_and_redelivered,
+    a_hanging_or_redirecting_endpoint_holds_back_no_other,
     a_sprint_falling_behind_is_at_risk_once_and_one_on_track_is_not,
 );
 
@@ -528,6 +529,8 @@ async fn a_delivery_that_keeps_failing_is_dead_lettered_and_redelivered(engine: 
             ("AGILEPM_NOTIFIER_MAX_ATTEMPTS", "3"),
             ("AGILEPM_NOTIFIER_RETRY_FIRST_DELAY_MS", "20"),
             ("AGILEPM_METRICS_ADDRESS", &metrics.to_string()),
+            // Delivered ones are pruned a few seconds on; dead letters stay.
+            ("AGILEPM_NOTIFIER_KEEP_DELIVERED_SECS", "5"),
         ],
     );
     wait_serving(address, "the notifier").await;
@@ -596,6 +599,30 @@ async fn a_delivery_that_keeps_failing_is_dead_lettered_and_redelivered(engine: 
         Some(3.0)
     );
 
+    // Listed by creation time too.
+    let in_an_hour = prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() + 3600,
+        nanos: 0,
+    };
+    let listed = |from: Option<prost_types::Timestamp>, to: Option<prost_types::Timestamp>| {
+        let mut client = client.clone();
+        async move {
+            client
+                .list_deliveries(ListDeliveriesRequest {
+                    create_time_from: from,
+                    create_time_to: to,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .deliveries
+                .len()
+        }
+    };
+    assert_eq!(listed(Some(in_an_hour), None).await, 0);
+    assert_eq!(listed(None, Some(in_an_hour)).await, 1);
+
     // Fixed, and sent again on command, with the same webhook-id.
     receiver.behave(Behaviour::default());
     let redelivered = client
@@ -654,6 +681,19 @@ async fn a_delivery_that_keeps_failing_is_dead_lettered_and_redelivered(engine: 
         .into_inner()
         .deliveries;
     assert!(theirs.is_empty());
+    // The delivered one is pruned once it is older than the notifier keeps them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !client
+        .list_deliveries(ListDeliveriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries
+        .is_empty()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never pruned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let refused = globex
         .redeliver_deliveries(RedeliverDeliveriesRequest {
             target: Some(redeliver_deliveries_request::Target::DeliveryId(
@@ -663,6 +703,106 @@ async fn a_delivery_that_keeps_failing_is_dead_lettered_and_redelivered(engine: 
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::NotFound);
+    s.system.stop().await;
+}
+
+async fn a_hanging_or_redirecting_endpoint_holds_back_no_other(engine: Engine) {
+    let system = TestSystem::start(engine, &PEERS).await;
+    let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
+    let database = TestDb::create(engine).await;
+    let address = free_address();
+    let _notifier = spawn_notifier(
+        &s.system,
+        address,
+        database.url(),
+        &[
+            ("AGILEPM_NOTIFIER_TIMEOUT_MS", "500"),
+            ("AGILEPM_NOTIFIER_MAX_ATTEMPTS", "2"),
+            ("AGILEPM_NOTIFIER_RETRY_FIRST_DELAY_MS", "20"),
+        ],
+    );
+    wait_serving(address, "the notifier").await;
+    // One endpoint answers only after the notifier gave up; one redirects elsewhere.
+    let hanging = Receiver::start(Behaviour {
+        late_ratio: 1.0,
+        late_by: Duration::from_secs(3),
+        ..Behaviour::default()
+    })
+    .await;
+    let elsewhere = Receiver::start(Behaviour::default()).await;
+    let redirecting = Receiver::start(Behaviour {
+        redirect: Some((307, elsewhere.url())),
+        ..Behaviour::default()
+    })
+    .await;
+    let good = Receiver::start(Behaviour::default()).await;
+    let mut client = notifier_at(address);
+    let done = [NotificationType::BacklogItemDone];
+    let (slow, secret) = subscribe(&mut client, &hanging.url(), &done).await;
+    hanging.trust(&[secret]);
+    let (redirected, secret) = subscribe(&mut client, &redirecting.url(), &done).await;
+    elsewhere.trust(&[secret]);
+    let (_, secret) = subscribe(&mut client, &good.url(), &done).await;
+    good.trust(&[secret]);
+
+    let mut items = Vec::new();
+    for _ in 0..10 {
+        items.push(s.committed_item(1, 1).await);
+    }
+    run_items_down(&s, &items, 2, 1).await;
+    good.wait_until(
+        "every DONE at the good endpoint",
+        Duration::from_secs(30),
+        |log| accepted_ids(log).len() == 10,
+    )
+    .await;
+    // Meanwhile the hanging endpoint's lane is still at it (each of its deliveries
+    // takes two 500 ms deadlines).
+    let still_pending = client
+        .list_deliveries(ListDeliveriesRequest {
+            subscription_id: slow.subscription_id.clone(),
+            state: DeliveryState::Pending as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries;
+    assert!(
+        !still_pending.is_empty(),
+        "the hanging endpoint cannot have finished"
+    );
+    // A redirect to another origin is not followed: its deliveries end dead, and the
+    // other origin is never called.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        let dead = client
+            .list_deliveries(ListDeliveriesRequest {
+                subscription_id: redirected.subscription_id.clone(),
+                state: DeliveryState::Dead as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .deliveries;
+        if dead.len() == 10 {
+            break dead;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} dead",
+            dead.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        dead.iter()
+            .all(|d| d.last_http_status == 307 && d.last_error.contains("not followed")),
+        "{:?}",
+        dead[0].last_error
+    );
+    assert!(elsewhere.received().is_empty());
     s.system.stop().await;
 }
 

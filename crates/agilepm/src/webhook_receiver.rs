@@ -37,6 +37,9 @@ pub struct Behaviour {
     pub always_fail: bool,
     /// Size of a refusal's body.
     pub refusal_bytes: usize,
+    /// Answer everything with this redirect status and `Location` (e.g. 307 to another
+    /// origin), when set.
+    pub redirect: Option<(u16, String)>,
 }
 
 /// What the receiver answered to one request.
@@ -50,6 +53,8 @@ pub enum Answer {
     Refused,
     /// 401: no signature verified with any secret (or the timestamp was stale).
     BadSignature,
+    /// A redirect.
+    Redirected,
 }
 
 /// One request received.
@@ -216,7 +221,7 @@ async fn receive(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: String,
-) -> (StatusCode, String) {
+) -> (StatusCode, HeaderMap, String) {
     let header = |name: &str| {
         headers
             .get(name)
@@ -238,7 +243,9 @@ async fn receive(
         *n += 1;
         *n
     };
-    let answer = if !verified {
+    let answer = if behaviour.redirect.is_some() {
+        Answer::Redirected
+    } else if !verified {
         Answer::BadSignature
     } else if behaviour.always_fail || attempt <= behaviour.fail_first {
         Answer::Refused
@@ -267,14 +274,26 @@ async fn receive(
     };
     state.log.lock().expect("lock").push(received);
     state.changed.notify_waiters();
-    match answer {
+    let mut answer_headers = HeaderMap::new();
+    let (status, body) = match answer {
         Answer::Accepted | Answer::Late => (StatusCode::NO_CONTENT, String::new()),
         Answer::Refused => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "x".repeat(behaviour.refusal_bytes.max(1)),
         ),
         Answer::BadSignature => (StatusCode::UNAUTHORIZED, "bad signature".into()),
-    }
+        Answer::Redirected => {
+            let (status, location) = behaviour.redirect.clone().unwrap_or_default();
+            if let Ok(location) = location.parse() {
+                answer_headers.insert("location", location);
+            }
+            (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::TEMPORARY_REDIRECT),
+                String::new(),
+            )
+        }
+    };
+    (status, answer_headers, body)
 }
 
 /// The specification's verification: some `v1,` signature equals the HMAC of

@@ -8,6 +8,9 @@
 //! take every connection either. The dispatcher looks for pending work when the inbox
 //! or an operator says there is some, and every second in any case.
 //!
+//! Delivered deliveries are kept for `AGILEPM_NOTIFIER_KEEP_DELIVERED_SECS` (7 days) for
+//! operators to list, then pruned.
+//!
 //! An attempt's outcome is recorded after it; a crash in between repeats the attempt
 //! after restart, with the same `webhook-id`: the one way a receiver sees a delivery
 //! twice, and the reason receivers de-duplicate by that id.
@@ -26,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::domain::{Delivery, RetryPolicy, State};
+use crate::domain::{Delivery, RetryPolicy, State, Subscription};
 use crate::meters::Meters;
 use crate::sender::{Outcome, Sender};
 use crate::store::{self, Attempted};
@@ -39,6 +42,10 @@ pub const MAX_TENANT_ATTEMPTS_IN_FLIGHT: usize = 8;
 const SCAN_EVERY: Duration = Duration::from_secs(1);
 /// How long a lane with nothing to send waits for more before it ends.
 const LANE_IDLE: Duration = Duration::from_secs(10);
+/// Pending deliveries a lane reads at once. It sends them in order without reading the
+/// subscription again, so a change to it (disabled, deleted, a new URL or secret) takes
+/// effect after at most this many deliveries.
+const WINDOW: i64 = 32;
 
 /// Sends deliveries.
 pub struct Dispatcher {
@@ -139,41 +146,27 @@ impl Dispatcher {
             let next = async {
                 let subscription =
                     store::get_subscription(&self.db, None, &subscription_id).await?;
-                let delivery = match &subscription {
-                    Some(s) if s.enabled => store::next_pending(&self.db, &subscription_id).await?,
-                    _ => None,
+                let window = match &subscription {
+                    Some(s) if s.enabled => {
+                        store::next_pending(&self.db, &subscription_id, WINDOW).await?
+                    }
+                    _ => Vec::new(),
                 };
-                anyhow::Ok((subscription, delivery))
+                anyhow::Ok((subscription, window))
             };
             let wait = match next.await {
-                // (A delivery is looked up only for an enabled subscription.)
-                Ok((Some(subscription), Some(delivery))) => {
+                // (Deliveries are looked up only for an enabled subscription.)
+                Ok((Some(subscription), window)) if !window.is_empty() => {
                     database.progressed();
-                    let due_in = delivery.next_attempt_us - now_micros();
-                    if due_in > 0 {
-                        Duration::from_micros(due_in as u64)
-                    } else {
-                        let _permits = self.permits(&tenant_id).await;
-                        let span = attempt_span(&delivery);
-                        let outcome = self
-                            .sender
-                            .attempt(&subscription, &delivery)
-                            .instrument(span.clone())
-                            .await;
-                        drop(_permits);
-                        let recorded = self
-                            .record(&delivery, outcome, &mut failures)
-                            .instrument(span)
-                            .await;
-                        if let Err(error) = recorded {
-                            let failed = database.failed(&format!("{error:#}"));
-                            backoff(failed)
-                        } else {
-                            Duration::ZERO
-                        }
+                    match self
+                        .send_in_order(&subscription, &tenant_id, &window, &mut failures)
+                        .await
+                    {
+                        Ok(wait) => wait,
+                        Err(error) => backoff(database.failed(&format!("{error:#}"))),
                     }
                 }
-                Ok((Some(subscription), None)) if subscription.enabled => {
+                Ok((Some(subscription), _)) if subscription.enabled => {
                     database.progressed();
                     tokio::select! {
                         () = shutdown.cancelled() => return,
@@ -181,10 +174,7 @@ impl Dispatcher {
                         () = tokio::time::sleep(LANE_IDLE) => return,
                     }
                 }
-                Err(error) => {
-                    let failed = database.failed(&format!("{error:#}"));
-                    backoff(failed)
-                }
+                Err(error) => backoff(database.failed(&format!("{error:#}"))),
                 // Deleted or disabled: pending deliveries wait for it to be enabled.
                 Ok(_) => return,
             };
@@ -197,6 +187,41 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// Attempts `window` (a subscription's first pending deliveries) in order, stopping
+    /// at the first that is not due or fails and will be retried. Returns how long to
+    /// wait before looking again (zero: at once).
+    async fn send_in_order(
+        &self,
+        subscription: &Subscription,
+        tenant_id: &str,
+        window: &[Delivery],
+        failures: &mut FailureRun,
+    ) -> anyhow::Result<Duration> {
+        for delivery in window {
+            let due_in = delivery.next_attempt_us - now_micros();
+            if due_in > 0 {
+                return Ok(Duration::from_micros(due_in as u64));
+            }
+            let permits = self.permits(tenant_id).await;
+            let span = attempt_span(delivery);
+            let outcome = self
+                .sender
+                .attempt(subscription, delivery)
+                .instrument(span.clone())
+                .await;
+            drop(permits);
+            let attempted = self
+                .record(delivery, outcome, failures)
+                .instrument(span)
+                .await?;
+            if attempted.state == State::Pending {
+                let retry_in = attempted.next_attempt_us - now_micros();
+                return Ok(Duration::from_micros(retry_in.max(0) as u64));
+            }
+        }
+        Ok(Duration::ZERO)
     }
 
     /// Permits for one attempt: the notifier's and the tenant's.
@@ -222,7 +247,7 @@ impl Dispatcher {
         delivery: &Delivery,
         outcome: Outcome,
         failures: &mut FailureRun,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Attempted> {
         let attempts = delivery.attempts + 1;
         let attempted = match &outcome {
             Outcome::Delivered { status } => Attempted {
@@ -270,7 +295,7 @@ impl Dispatcher {
                 }
             }
         }
-        Ok(())
+        Ok(attempted)
     }
 }
 
@@ -293,4 +318,36 @@ fn attempt_span(delivery: &Delivery) -> tracing::Span {
 /// Waiting after the notifier's own database failed `failures` times running.
 fn backoff(failures: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)))
+}
+
+/// Deliveries deleted per statement when pruning: small transactions that never hold
+/// the table long.
+const PRUNE_BATCH: i64 = 1000;
+
+/// Deletes deliveries delivered more than `keep` ago, every `min(keep, 1 min)`, until
+/// `shutdown`: the table would otherwise grow with every notification ever sent. Dead
+/// letters stay until they are redelivered or their subscription is deleted.
+pub async fn prune(db: Db, keep: Duration, shutdown: CancellationToken) {
+    let every = keep.min(Duration::from_secs(60));
+    let mut run = FailureRun::new("pruning delivered webhook deliveries");
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let before = now_micros() - keep.as_micros() as i64;
+        loop {
+            match store::prune_delivered(&db, before, PRUNE_BATCH).await {
+                Ok(deleted) if deleted as i64 == PRUNE_BATCH => continue,
+                Ok(_) => {
+                    run.progressed();
+                    break;
+                }
+                Err(error) => {
+                    run.failed(&error.to_string());
+                    break;
+                }
+            }
+        }
+    }
 }

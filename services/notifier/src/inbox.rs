@@ -7,7 +7,10 @@
 //! the common case. The follower also saves the checkpoint on its own (for heartbeats
 //! past filtered-out events); both only ever move it forward.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use chrono::NaiveDate;
 
 use agilepm_platform::events::follower::{BatchHandler, CheckpointStore};
 use agilepm_platform::storage::db::Db;
@@ -57,6 +60,9 @@ impl BatchHandler for Inbox {
         let mut tx = self.db.begin().await?;
         let mut created = 0;
         let mut estimated = Vec::new();
+        // The latest day estimated per tenant in this batch: one write per tenant, not
+        // one per estimate (the task feed is mostly estimates).
+        let mut latest_days: HashMap<String, NaiveDate> = HashMap::new();
         for event in batch {
             for effect in effects(event) {
                 match effect {
@@ -75,11 +81,15 @@ impl BatchHandler for Inbox {
                         store::unwatch_sprint(tx.conn(), &sprint_id).await?;
                     }
                     Effect::Estimated { tenant_id, day } => {
-                        store::raise_tenant_day(tx.conn(), &tenant_id, &day.to_string()).await?;
-                        estimated.push(tenant_id);
+                        let latest = latest_days.entry(tenant_id).or_insert(day);
+                        *latest = (*latest).max(day);
                     }
                 }
             }
+        }
+        for (tenant_id, day) in latest_days {
+            store::raise_tenant_day(tx.conn(), &tenant_id, &day.to_string()).await?;
+            estimated.push(tenant_id);
         }
         store::advance_checkpoint(tx.conn(), self.source.checkpoint(), &last.position).await?;
         tx.commit().await?;

@@ -121,6 +121,11 @@ pub async fn run(
             context
                 .tasks
                 .spawn(dispatcher.run(deliveries_waiting.clone(), context.shutdown.clone()));
+            context.tasks.spawn(dispatch::prune(
+                context.db.clone(),
+                options.keep_delivered,
+                context.shutdown.clone(),
+            ));
             let api = api::NotifierApi::new(
                 context.db.clone(),
                 options.sender.allowed_hosts.clone(),

@@ -12,7 +12,7 @@ use crate::sprint_health::HealthOptions;
 use crate::target::AllowedHosts;
 
 /// Everything the notifier can be told.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NotifierOptions {
     /// How attempts are made.
     pub sender: SenderOptions,
@@ -20,6 +20,19 @@ pub struct NotifierOptions {
     pub retry: RetryPolicy,
     /// How sprint health is judged.
     pub health: HealthOptions,
+    /// How long delivered deliveries are kept (dead letters stay until redelivered).
+    pub keep_delivered: Duration,
+}
+
+impl Default for NotifierOptions {
+    fn default() -> Self {
+        NotifierOptions {
+            sender: SenderOptions::default(),
+            retry: RetryPolicy::default(),
+            health: HealthOptions::default(),
+            keep_delivered: Duration::from_secs(7 * 86_400),
+        }
+    }
 }
 
 impl NotifierOptions {
@@ -102,6 +115,12 @@ impl NotifierOptions {
                     60_000,
                 )?,
             },
+            keep_delivered: Duration::from_secs(number(
+                "AGILEPM_NOTIFIER_KEEP_DELIVERED_SECS",
+                defaults.keep_delivered.as_secs(),
+                1,
+                366 * 86_400,
+            )?),
         })
     }
 

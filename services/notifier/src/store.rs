@@ -398,17 +398,18 @@ pub async fn subscriptions_with_pending(db: &Db) -> AppResult<Vec<(String, Strin
     .await?)
 }
 
-/// The subscription's first pending delivery in order, if it is enabled.
-pub async fn next_pending(db: &Db, subscription_id: &str) -> AppResult<Option<Delivery>> {
-    let row = sqlx::query(AssertSqlSafe(format!(
+/// The subscription's first `limit` pending deliveries, in order.
+pub async fn next_pending(db: &Db, subscription_id: &str, limit: i64) -> AppResult<Vec<Delivery>> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
         "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state = $1 AND subscription_id = $2 \
-         ORDER BY seq LIMIT 1"
+         ORDER BY seq LIMIT $3"
     )))
     .bind(State::Pending as i64)
     .bind(subscription_id)
-    .fetch_optional(db.pool())
+    .bind(limit)
+    .fetch_all(db.pool())
     .await?;
-    Ok(row.as_ref().map(delivery_from).transpose()?)
+    Ok(rows.iter().map(delivery_from).collect::<Result<_, _>>()?)
 }
 
 /// The outcome of an attempt, to record.
@@ -542,4 +543,19 @@ pub async fn delivery_exists(db: &Db, tenant_id: Option<&str>, id: &str) -> AppR
     .fetch_optional(db.pool())
     .await?;
     Ok(found.is_some())
+}
+
+/// Deletes up to `limit` deliveries delivered before `before_us`; returns how many.
+/// Dead letters and pending deliveries stay.
+pub async fn prune_delivered(db: &Db, before_us: i64, limit: i64) -> AppResult<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries \
+         WHERE state = $1 AND deliver_time_us < $2 ORDER BY seq LIMIT $3)",
+    )
+    .bind(State::Delivered as i64)
+    .bind(before_us)
+    .bind(limit)
+    .execute(db.pool())
+    .await?
+    .rows_affected())
 }
