@@ -497,21 +497,24 @@ async fn reopening_a_finished_task_reopens_the_item(engine: Engine) {
     s.system.stop().await;
 }
 
+/// The race: an item whose two tasks (of one hour) two clients finish at the same moment.
+pub async fn race_two_tasks_to_zero(s: &Sprinting) -> (String, Vec<String>) {
+    let (item, tasks) = s.committed_item(2, 1).await;
+    let (mut a, mut b) = (s.tasks(), s.tasks());
+    let (ra, rb) = tokio::join!(
+        a.estimate_task_hours_remaining(estimate(&tasks[0], 0)),
+        b.estimate_task_hours_remaining(estimate(&tasks[1], 0))
+    );
+    ra.unwrap();
+    rb.unwrap();
+    (item, tasks)
+}
+
 async fn two_last_tasks_finished_at_once_still_end_done(engine: Engine) {
     let s = Sprinting::start(engine, StatusTransitionMode::Automatic).await;
     let mut items = Vec::new();
     for _ in 0..50 {
-        items.push(s.committed_item(2, 1).await);
-    }
-    for (_, tasks) in &items {
-        let (mut a, mut b) = (s.tasks(), s.tasks());
-        let (ta, tb) = (tasks[0].clone(), tasks[1].clone());
-        let (ra, rb) = tokio::join!(
-            a.estimate_task_hours_remaining(estimate(&ta, 0)),
-            b.estimate_task_hours_remaining(estimate(&tb, 0))
-        );
-        ra.unwrap();
-        rb.unwrap();
+        items.push(race_two_tasks_to_zero(&s).await);
     }
     for (item, _) in &items {
         s.wait_for(item, BacklogItemStatus::Done, false).await;

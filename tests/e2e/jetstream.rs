@@ -340,15 +340,7 @@ async fn three_replicas_on_jetstream_finish_the_yardstick_and_the_race_exactly_o
     // The race: 50 items whose last two tasks are finished at the same moment.
     let mut items = vec![yardstick];
     for _ in 0..50 {
-        let (item, tasks) = s.committed_item(2, 1).await;
-        let (mut a, mut b) = (s.tasks(), s.tasks());
-        let (ra, rb) = tokio::join!(
-            a.estimate_task_hours_remaining(estimate(&tasks[0], 0)),
-            b.estimate_task_hours_remaining(estimate(&tasks[1], 0))
-        );
-        ra.unwrap();
-        rb.unwrap();
-        items.push(item);
+        items.push(crate::coordinator::race_two_tasks_to_zero(&s).await.0);
     }
     assert_done_exactly_once(&s, &items).await;
     let mut working = 0;

@@ -29,11 +29,11 @@ use agilepm_proto::task::v1::{
 use agilepm_testkit::metrics::Scrape;
 use agilepm_testkit::webhook::{Answer, Behaviour, Received, Receiver, accepted_ids};
 use agilepm_testkit::{Engine, TestDb, TestSystem, day, engine_tests};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tonic::Code;
 
-use crate::coordinator::{Sprinting, burn_down, estimate, estimate_down};
-use crate::processes::{free_address, wait_serving};
+use crate::coordinator::{Sprinting, burn_down, estimate, estimate_down, race_two_tasks_to_zero};
+use crate::processes::{free_address, spawn_service, wait_serving};
 
 engine_tests!(
     the_yardstick_and_the_race_are_told_once_each,
@@ -87,31 +87,24 @@ fn spawn_notifier(
     database_url: &str,
     env: &[(&str, &str)],
 ) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_notifier-under-test"));
-    command
-        .env("AGILEPM_LISTEN", address.to_string())
-        .env("AGILEPM_DATABASE_URL", database_url)
-        .env(
-            "AGILEPM_BACKLOG_ITEM_ENDPOINT",
-            format!("http://{}", system.address(ServiceName::BacklogItem)),
-        )
-        .env(
-            "AGILEPM_TASK_ENDPOINT",
-            format!("http://{}", system.address(ServiceName::Task)),
-        )
-        .env(
-            "AGILEPM_PLANNING_ENDPOINT",
-            format!("http://{}", system.address(ServiceName::Planning)),
-        )
-        .env("AGILEPM_DB_MAX_CONNECTIONS", "4")
-        .env("AGILEPM_AUTH_SECRET", agilepm_testkit::test_secret())
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.spawn().expect("start the notifier process")
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+    spawn_service(
+        env!("CARGO_BIN_EXE_notifier-under-test"),
+        address,
+        database_url,
+        &[
+            (
+                "AGILEPM_BACKLOG_ITEM_ENDPOINT",
+                system.address(ServiceName::BacklogItem),
+            ),
+            ("AGILEPM_TASK_ENDPOINT", system.address(ServiceName::Task)),
+            (
+                "AGILEPM_PLANNING_ENDPOINT",
+                system.address(ServiceName::Planning),
+            ),
+        ],
+        &env,
+    )
 }
 
 /// A product owner of acme at the notifier process on `address`.
@@ -170,28 +163,60 @@ fn accepted_counts(log: &[Received]) -> BTreeMap<String, usize> {
     counts
 }
 
-/// Waits until nothing is pending at the notifier and returns every delivery.
-async fn settled_deliveries(client: &mut NotifierServiceClient<PeerChannel>) -> Vec<Delivery> {
+/// The deliveries listed with `request`'s filters (the first page, up to 1000).
+async fn listed(
+    client: &NotifierServiceClient<PeerChannel>,
+    request: ListDeliveriesRequest,
+) -> Vec<Delivery> {
+    client
+        .clone()
+        .list_deliveries(ListDeliveriesRequest {
+            page_size: 1000,
+            ..request
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries
+}
+
+/// A subscription's deliveries in `state`.
+fn of(subscription: &Subscription, state: DeliveryState) -> ListDeliveriesRequest {
+    ListDeliveriesRequest {
+        subscription_id: subscription.subscription_id.clone(),
+        state: state as i32,
+        ..Default::default()
+    }
+}
+
+/// Waits (at most 60 s) until the deliveries listed with `request` satisfy `done`.
+async fn wait_for_deliveries(
+    client: &NotifierServiceClient<PeerChannel>,
+    request: ListDeliveriesRequest,
+    what: &str,
+    done: impl Fn(&[Delivery]) -> bool,
+) -> Vec<Delivery> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let pending = client
-            .list_deliveries(ListDeliveriesRequest {
-                state: DeliveryState::Pending as i32,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .deliveries;
-        if pending.is_empty() {
-            break;
+        let deliveries = listed(client, request.clone()).await;
+        if done(&deliveries) {
+            return deliveries;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "still pending: {pending:?}"
+            "{what}: not within 60 s: {deliveries:?}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until nothing is pending at the notifier and returns every delivery.
+async fn settled_deliveries(client: &mut NotifierServiceClient<PeerChannel>) -> Vec<Delivery> {
+    let pending = ListDeliveriesRequest {
+        state: DeliveryState::Pending as i32,
+        ..Default::default()
+    };
+    wait_for_deliveries(client, pending, "nothing pending", <[Delivery]>::is_empty).await;
     let mut all = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -237,16 +262,7 @@ async fn the_yardstick_and_the_race_are_told_once_each(engine: Engine) {
     // The race: 50 items whose two last tasks are finished at the same moment.
     let mut race = Vec::new();
     for _ in 0..50 {
-        race.push(s.committed_item(2, 1).await);
-    }
-    for (_, tasks) in &race {
-        let (mut a, mut b) = (s.tasks(), s.tasks());
-        let (ra, rb) = tokio::join!(
-            a.estimate_task_hours_remaining(estimate(&tasks[0], 0)),
-            b.estimate_task_hours_remaining(estimate(&tasks[1], 0))
-        );
-        ra.unwrap();
-        rb.unwrap();
+        race.push(race_two_tasks_to_zero(&s).await);
     }
     // One task impeded.
     let (_, impeded) = s.committed_item(1, 3).await;
@@ -393,29 +409,16 @@ async fn a_flaky_receiver_gets_everything_twice_only_after_late_answers(engine: 
         .await;
     receiver.stop();
     run_items_down(&s, rest, 4, 2).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let pending = client
-            .list_deliveries(ListDeliveriesRequest {
-                state: DeliveryState::Pending as i32,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .deliveries;
-        if pending
+    let pending = ListDeliveriesRequest {
+        state: DeliveryState::Pending as i32,
+        ..Default::default()
+    };
+    wait_for_deliveries(&client, pending, "a connection failure", |pending| {
+        pending
             .iter()
             .any(|d| d.last_error.contains("could not connect"))
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no connection failure seen: {pending:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     receiver.restart().await;
 
     let expected: BTreeSet<String> = done_event_ids(&s)
@@ -550,27 +553,14 @@ async fn a_delivery_that_keeps_failing_is_dead_lettered_and_redelivered(engine: 
     .await;
     receiver.trust(&[secret]);
     start_sprint(&s).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let dead = loop {
-        let dead = client
-            .list_deliveries(ListDeliveriesRequest {
-                subscription_id: subscription.subscription_id.clone(),
-                state: DeliveryState::Dead as i32,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .deliveries;
-        if let [one] = dead.as_slice() {
-            break one.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never dead-lettered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let dead = wait_for_deliveries(
+        &client,
+        of(&subscription, DeliveryState::Dead),
+        "dead-lettered",
+        |dead| dead.len() == 1,
+    )
+    .await
+    .remove(0);
     assert_eq!(dead.attempts, 3);
     assert_eq!(dead.last_http_status, 500);
     assert!(
@@ -604,24 +594,18 @@ async fn a_delivery_that_keeps_failing_is_dead_lettered_and_redelivered(engine: 
         seconds: chrono::Utc::now().timestamp() + 3600,
         nanos: 0,
     };
-    let listed = |from: Option<prost_types::Timestamp>, to: Option<prost_types::Timestamp>| {
-        let mut client = client.clone();
-        async move {
-            client
-                .list_deliveries(ListDeliveriesRequest {
-                    create_time_from: from,
-                    create_time_to: to,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .deliveries
-                .len()
-        }
+    let created = |from: Option<prost_types::Timestamp>, to: Option<prost_types::Timestamp>| {
+        listed(
+            &client,
+            ListDeliveriesRequest {
+                create_time_from: from,
+                create_time_to: to,
+                ..Default::default()
+            },
+        )
     };
-    assert_eq!(listed(Some(in_an_hour), None).await, 0);
-    assert_eq!(listed(None, Some(in_an_hour)).await, 1);
+    assert_eq!(created(Some(in_an_hour), None).await.len(), 0);
+    assert_eq!(created(None, Some(in_an_hour)).await.len(), 1);
 
     // Fixed, and sent again on command, with the same webhook-id.
     receiver.behave(Behaviour::default());
@@ -674,26 +658,19 @@ async fn a_delivery_that_keeps_failing_is_dead_lettered_and_redelivered(engine: 
         address,
         &agilepm_testkit::person_token("globex-po", "globex", &Role::TENANT_ROLES),
     ));
-    let theirs = globex
-        .list_deliveries(ListDeliveriesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .deliveries;
-    assert!(theirs.is_empty());
+    assert!(
+        listed(&globex, ListDeliveriesRequest::default())
+            .await
+            .is_empty()
+    );
     // The delivered one is pruned once it is older than the notifier keeps them.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !client
-        .list_deliveries(ListDeliveriesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .deliveries
-        .is_empty()
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never pruned");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_deliveries(
+        &client,
+        ListDeliveriesRequest::default(),
+        "pruned",
+        <[Delivery]>::is_empty,
+    )
+    .await;
     let refused = globex
         .redeliver_deliveries(RedeliverDeliveriesRequest {
             target: Some(redeliver_deliveries_request::Target::DeliveryId(
@@ -758,44 +735,20 @@ async fn a_hanging_or_redirecting_endpoint_holds_back_no_other(engine: Engine) {
     .await;
     // Meanwhile the hanging endpoint's lane is still at it (each of its deliveries
     // takes two 500 ms deadlines).
-    let still_pending = client
-        .list_deliveries(ListDeliveriesRequest {
-            subscription_id: slow.subscription_id.clone(),
-            state: DeliveryState::Pending as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .deliveries;
+    let still_pending = listed(&client, of(&slow, DeliveryState::Pending)).await;
     assert!(
         !still_pending.is_empty(),
         "the hanging endpoint cannot have finished"
     );
     // A redirect to another origin is not followed: its deliveries end dead, and the
     // other origin is never called.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let dead = loop {
-        let dead = client
-            .list_deliveries(ListDeliveriesRequest {
-                subscription_id: redirected.subscription_id.clone(),
-                state: DeliveryState::Dead as i32,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .deliveries;
-        if dead.len() == 10 {
-            break dead;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} dead",
-            dead.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let dead = wait_for_deliveries(
+        &client,
+        of(&redirected, DeliveryState::Dead),
+        "10 dead",
+        |dead| dead.len() == 10,
+    )
+    .await;
     assert!(
         dead.iter()
             .all(|d| d.last_http_status == 307 && d.last_error.contains("not followed")),

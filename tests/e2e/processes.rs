@@ -32,6 +32,36 @@ pub async fn wait_serving(address: SocketAddr, what: &str) {
     }
 }
 
+/// The service binary `binary` as a process of its own on `address` with its database
+/// at `database_url`, verifying the suite's tokens, its peers at `peers` (endpoint
+/// variable, address), with `env` on top (not yet serving: see [`wait_serving`]).
+pub fn spawn_service(
+    binary: &str,
+    address: SocketAddr,
+    database_url: &str,
+    peers: &[(&str, SocketAddr)],
+    env: &[(&str, String)],
+) -> Child {
+    let mut command = Command::new(binary);
+    command
+        .env("AGILEPM_LISTEN", address.to_string())
+        .env("AGILEPM_DATABASE_URL", database_url)
+        .env("AGILEPM_DB_MAX_CONNECTIONS", "8")
+        .env("AGILEPM_AUTH_SECRET", agilepm_testkit::test_secret())
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for (variable, peer) in peers {
+        command.env(variable, format!("http://{peer}"));
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+        .spawn()
+        .unwrap_or_else(|error| panic!("start {binary}: {error}"))
+}
+
 /// The task service in a process of its own on `address`, its database at `database_url`
 /// and its backlog-item peer at `backlog_item`, with `env` on top (not yet serving: see
 /// [`wait_serving`]).
@@ -41,21 +71,11 @@ pub fn spawn_task(
     backlog_item: SocketAddr,
     env: &[(&str, String)],
 ) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_task-under-test"));
-    command
-        .env("AGILEPM_LISTEN", address.to_string())
-        .env("AGILEPM_DATABASE_URL", database_url)
-        .env(
-            "AGILEPM_BACKLOG_ITEM_ENDPOINT",
-            format!("http://{backlog_item}"),
-        )
-        .env("AGILEPM_DB_MAX_CONNECTIONS", "8")
-        .env("AGILEPM_AUTH_SECRET", agilepm_testkit::test_secret())
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.spawn().expect("start the task process")
+    spawn_service(
+        env!("CARGO_BIN_EXE_task-under-test"),
+        address,
+        database_url,
+        &[("AGILEPM_BACKLOG_ITEM_ENDPOINT", backlog_item)],
+        env,
+    )
 }
