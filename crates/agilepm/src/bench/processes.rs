@@ -98,6 +98,11 @@ pub async fn start_all(
             format!("{name}-{}", i - ServiceName::ALL.len() + 2)
         };
         let mut command = Command::new(binary(name)?);
+        if name == ServiceName::Notifier {
+            // One attempt per delivery: the webhook measurement dead-letters every DONE
+            // during the estimate phase and then times redelivering them all.
+            command.env("AGILEPM_NOTIFIER_MAX_ATTEMPTS", "1");
+        }
         if let Some(nats) = &nats {
             command
                 .env("AGILEPM_NATS_URL", nats)

@@ -334,12 +334,12 @@ pub fn print(r: &Results) {
             w.subscriptions, w.deliveries, w.distinct
         );
         println!(
-            "| webhook deliveries/s, first to last | {:.0} (baseline: {:.0} signed POSTs/s by {} senders, ratio {:.2}) |",
+            "| webhook deliveries/s, redelivering them all at once | {:.0} (baseline: {:.0} signed POSTs/s by {} senders, ratio {:.2}) |",
             w.per_sec, w.baseline_posts_per_sec, w.subscriptions, w.ratio_to_baseline
         );
         let d = &w.latency_ms;
         println!(
-            "| DONE event -> webhook received p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
+            "| DONE event -> webhook received, while estimating, p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
             d.p50, d.p99, d.max
         );
     }

@@ -1,9 +1,14 @@
 //! The notifier's share of the benchmark: `--webhooks N` subscriptions of the workload's
 //! tenant to `backlog_item.done`, all at one local receiver that verifies every signature.
-//! The items turn DONE in a burst at the end of the estimate phase (every item's last
-//! hours are estimated on the same last day), so the notifier has `items × N` deliveries
-//! to make at once: deliveries/s is measured from the first to the last one received, and
-//! latency from the DONE event's occur time (the body's `timestamp`) to its receipt.
+//!
+//! Two measurements. During the estimate phase the receiver refuses everything and the
+//! notifier runs with one attempt per delivery (`AGILEPM_NOTIFIER_MAX_ATTEMPTS=1`): each
+//! DONE reaches the endpoint once and is dead-lettered; latency is the DONE event's occur
+//! time (the body's `timestamp`) to that attempt's arrival, under the estimate load. Then
+//! the receiver accepts, every subscription's dead letters are redelivered at once, and
+//! deliveries/s is the `items × N` deliveries over the time from the redelivery to the
+//! last received: the notifier's own rate (read, sign, POST, record), with nothing else
+//! running.
 //!
 //! The baseline, measured in the same run: signed POSTs of the same bodies to a fresh
 //! receiver by `N` senders one request at a time each (as the notifier's lanes send),
@@ -13,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use agilepm_platform::wire::client::PeerChannel;
 use agilepm_proto::notifier::v1::notifier_service_client::NotifierServiceClient;
-use agilepm_proto::notifier::v1::{CreateSubscriptionRequest, NotificationType};
+use agilepm_proto::notifier::v1::redeliver_deliveries_request::Target;
+use agilepm_proto::notifier::v1::{
+    CreateSubscriptionRequest, NotificationType, RedeliverDeliveriesRequest,
+};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -23,7 +31,8 @@ use crate::webhook_receiver::{Answer, Behaviour, Received, Receiver};
 /// The receiver and what was subscribed to it.
 pub struct Webhooks {
     receiver: Receiver,
-    subscriptions: usize,
+    client: NotifierServiceClient<PeerChannel>,
+    subscriptions: Vec<String>,
 }
 
 /// What the notifier's deliveries measured.
@@ -36,9 +45,9 @@ pub struct WebhookResults {
     /// Distinct (subscription, `webhook-id`) pairs among them: equal when nothing was sent
     /// twice.
     pub distinct: usize,
-    /// Deliveries received per second, first to last.
+    /// Redelivered dead letters received per second, from the redelivery to the last.
     pub per_sec: f64,
-    /// DONE event -> delivery received.
+    /// DONE event -> its first attempt received, during the estimate phase.
     pub latency_ms: Percentiles,
     /// Signed POSTs per second to a fresh receiver by as many one-at-a-time senders.
     pub baseline_posts_per_sec: f64,
@@ -52,9 +61,14 @@ pub async fn subscribe(channel: PeerChannel, count: usize) -> anyhow::Result<Opt
     if count == 0 {
         return Ok(None);
     }
-    let receiver = Receiver::start(Behaviour::default()).await;
+    let receiver = Receiver::start(Behaviour {
+        always_fail: true,
+        ..Behaviour::default()
+    })
+    .await;
     let mut client = NotifierServiceClient::new(channel);
     let mut secrets = Vec::new();
+    let mut subscriptions = Vec::new();
     for n in 0..count {
         // One path per subscription, so each is its own endpoint (and lane).
         let created = client
@@ -67,41 +81,28 @@ pub async fn subscribe(channel: PeerChannel, count: usize) -> anyhow::Result<Opt
             .await?
             .into_inner();
         secrets.push(created.signing_secret);
+        subscriptions.extend(created.subscription.map(|s| s.subscription_id));
     }
     receiver.trust(&secrets);
     Ok(Some(Webhooks {
         receiver,
-        subscriptions: count,
+        client,
+        subscriptions,
     }))
 }
 
 impl Webhooks {
-    /// Waits (at most `timeout`) for `done_items` DONE notifications per subscription,
-    /// then measures them and the baseline.
+    /// Waits (at most `timeout` each) for every DONE to reach every subscription once,
+    /// then redelivers them all and measures the drain, and the baseline.
     pub async fn measure(
-        self,
+        mut self,
         done_items: usize,
         timeout: Duration,
     ) -> anyhow::Result<WebhookResults> {
-        let expected = done_items * self.subscriptions;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let log = loop {
-            let log = self.receiver.received();
-            if accepted(&log).count() >= expected || tokio::time::Instant::now() > deadline {
-                break log;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let accepted: Vec<&Received> = accepted(&log).collect();
-        let per_sec = match (accepted.first(), accepted.last()) {
-            (Some(first), Some(last)) if accepted.len() > 1 => {
-                (accepted.len() - 1) as f64
-                    / last.at.duration_since(first.at).as_secs_f64().max(1e-9)
-            }
-            _ => 0.0,
-        };
+        let expected = done_items * self.subscriptions.len();
+        let first_attempts = self.wait_for(expected, timeout, |_| true).await;
         let mut latency: Histogram<u64> = histogram();
-        for received in &accepted {
+        for received in &first_attempts {
             let occurred = received.body["timestamp"]
                 .as_str()
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
@@ -110,14 +111,53 @@ impl Webhooks {
                 latency.saturating_record((received.at_us - occurred).max(0) as u64);
             }
         }
+        // Each is dead-lettered once the notifier records its one refused attempt, a
+        // moment after the refusal arrives: redeliver every subscription's until all
+        // were.
+        self.receiver.behave(Behaviour::default());
+        let started = Instant::now();
+        let mut redelivered = 0;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while redelivered < expected && tokio::time::Instant::now() < deadline {
+            for id in &self.subscriptions {
+                let request = RedeliverDeliveriesRequest {
+                    target: Some(Target::SubscriptionId(id.clone())),
+                };
+                let response = self.client.redeliver_deliveries(request).await?;
+                redelivered += response.into_inner().redelivered as usize;
+            }
+            if redelivered < expected {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let log = self
+            .wait_for(expected, timeout, |r| {
+                matches!(r.answer, Answer::Accepted | Answer::Late)
+            })
+            .await;
+        let accepted: Vec<&Received> = log
+            .iter()
+            .filter(|r| matches!(r.answer, Answer::Accepted | Answer::Late))
+            .collect();
+        let per_sec = match accepted.last() {
+            Some(last) => {
+                accepted.len() as f64 / last.at.duration_since(started).as_secs_f64().max(1e-9)
+            }
+            None => 0.0,
+        };
         let distinct = accepted
             .iter()
             .map(|r| (r.query.as_str(), r.webhook_id.as_str()))
             .collect::<std::collections::BTreeSet<_>>()
             .len();
-        let baseline = baseline_posts_per_sec(self.subscriptions, accepted.len().max(1000)).await?;
+        anyhow::ensure!(
+            redelivered == expected,
+            "{redelivered} dead letters redelivered, {expected} expected"
+        );
+        let senders = self.subscriptions.len();
+        let baseline = baseline_posts_per_sec(senders, accepted.len().max(1000)).await?;
         Ok(WebhookResults {
-            subscriptions: self.subscriptions,
+            subscriptions: senders,
             deliveries: accepted.len(),
             distinct,
             per_sec,
@@ -126,11 +166,28 @@ impl Webhooks {
             ratio_to_baseline: per_sec / baseline.max(1e-9),
         })
     }
-}
 
-fn accepted(log: &[Received]) -> impl Iterator<Item = &Received> {
-    log.iter()
-        .filter(|r| matches!(r.answer, Answer::Accepted | Answer::Late))
+    /// The requests `counted` of, once there are `expected` (or `timeout` passed).
+    async fn wait_for(
+        &self,
+        expected: usize,
+        timeout: Duration,
+        counted: impl Fn(&Received) -> bool,
+    ) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let log: Vec<Received> = self
+                .receiver
+                .received()
+                .into_iter()
+                .filter(&counted)
+                .collect();
+            if log.len() >= expected || tokio::time::Instant::now() > deadline {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// `total` signed POSTs to a fresh receiver by `senders` senders, one request at a time
