@@ -17,6 +17,7 @@ use agilepm_platform::storage::db::Db;
 use agilepm_proto::events::v1::Event;
 use tokio::sync::Notify;
 
+use crate::domain::Kind;
 use crate::events::{Effect, Source, effects};
 use crate::meters::Meters;
 use crate::sprint_health::DirtyTenants;
@@ -63,11 +64,19 @@ impl BatchHandler for Inbox {
         // The latest day estimated per tenant in this batch: one write per tenant, not
         // one per estimate (the task feed is mostly estimates).
         let mut latest_days: HashMap<String, NaiveDate> = HashMap::new();
+        // Each tenant's enabled subscriptions, read once per batch.
+        let mut subscriptions_of: HashMap<String, Vec<(String, Vec<Kind>)>> = HashMap::new();
         for event in batch {
             for effect in effects(event) {
                 match effect {
                     Effect::Notify(notification) => {
-                        created += store::record(tx.conn(), &notification).await?;
+                        let tenant = &notification.tenant_id;
+                        if !subscriptions_of.contains_key(tenant) {
+                            let enabled = store::enabled_subscriptions(tx.conn(), tenant).await?;
+                            subscriptions_of.insert(tenant.clone(), enabled);
+                        }
+                        let subscriptions = &subscriptions_of[tenant];
+                        created += store::record(tx.conn(), &notification, subscriptions).await?;
                     }
                     Effect::SprintStarted {
                         sprint_id,

@@ -153,21 +153,36 @@ pub async fn delete_subscription(db: &Db, tenant_id: &str, id: &str) -> AppResul
     Ok(deleted == 1)
 }
 
-/// Records `notification` for each of `tenant`'s enabled subscriptions that wants its
-/// kind, once: a notification already recorded for a subscription is left as it is.
-/// Returns the deliveries created.
-pub async fn record(conn: &mut AnyConnection, notification: &Notification) -> AppResult<u64> {
-    let subscriptions: Vec<(String, String)> = sqlx::query_as(
+/// The enabled subscriptions of `tenant_id`, each with the kinds it wants.
+pub async fn enabled_subscriptions(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+) -> AppResult<Vec<(String, Vec<Kind>)>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT subscription_id, notification_types FROM subscriptions \
          WHERE tenant_id = $1 AND enabled = 1 ORDER BY subscription_id",
     )
-    .bind(&notification.tenant_id)
+    .bind(tenant_id)
     .fetch_all(&mut *conn)
     .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, kinds)| (id, kinds_from_column(&kinds)))
+        .collect())
+}
+
+/// Records `notification` for each of `subscriptions` (its tenant's enabled ones) that
+/// wants its kind, once: a notification already recorded for a subscription is left as
+/// it is. Returns the deliveries created.
+pub async fn record(
+    conn: &mut AnyConnection,
+    notification: &Notification,
+    subscriptions: &[(String, Vec<Kind>)],
+) -> AppResult<u64> {
     let now = now_micros();
     let mut created = 0;
     for (subscription_id, kinds) in subscriptions {
-        if !kinds_from_column(&kinds).contains(&notification.kind) {
+        if !kinds.contains(&notification.kind) {
             continue;
         }
         created += sqlx::query(
@@ -178,7 +193,7 @@ pub async fn record(conn: &mut AnyConnection, notification: &Notification) -> Ap
              ON CONFLICT (subscription_id, webhook_id) DO NOTHING",
         )
         .bind(uuid::Uuid::now_v7().to_string())
-        .bind(&subscription_id)
+        .bind(subscription_id)
         .bind(&notification.tenant_id)
         .bind(&notification.id)
         .bind(notification.kind as i64)
@@ -349,7 +364,8 @@ pub async fn judge_sprint(
     if watched == 1
         && let Some(notification) = notification
     {
-        created = record(tx.conn(), notification).await?;
+        let subscriptions = enabled_subscriptions(tx.conn(), &notification.tenant_id).await?;
+        created = record(tx.conn(), notification, &subscriptions).await?;
     }
     tx.commit().await?;
     Ok(created)
