@@ -107,6 +107,32 @@ fn spawn_notifier(
     )
 }
 
+/// A product with a sprint on the services of `peers`, and a notifier process on a
+/// fresh database following them with `env`, serving.
+struct WithNotifier {
+    s: Sprinting,
+    database: TestDb,
+    address: SocketAddr,
+    process: Child,
+}
+
+impl WithNotifier {
+    async fn start(engine: Engine, peers: &[ServiceName], env: &[(&str, &str)]) -> WithNotifier {
+        let system = TestSystem::start(engine, peers).await;
+        let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
+        let database = TestDb::create(engine).await;
+        let address = free_address();
+        let process = spawn_notifier(&s.system, address, database.url(), env);
+        wait_serving(address, "the notifier").await;
+        WithNotifier {
+            s,
+            database,
+            address,
+            process,
+        }
+    }
+}
+
 /// A product owner of acme at the notifier process on `address`.
 fn notifier_at(address: SocketAddr) -> NotifierServiceClient<PeerChannel> {
     notifier(agilepm_testkit::channel(
@@ -357,22 +383,22 @@ async fn run_items_down(
 }
 
 async fn a_flaky_receiver_gets_everything_twice_only_after_late_answers(engine: Engine) {
-    let system = TestSystem::start(engine, &PEERS).await;
-    let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
-    let database = TestDb::create(engine).await;
-    let address = free_address();
-    let _notifier = spawn_notifier(
-        &s.system,
+    let WithNotifier {
+        s,
         address,
-        database.url(),
+        database: _database,
+        process: _notifier,
+    } = WithNotifier::start(
+        engine,
+        &PEERS,
         &[
             ("AGILEPM_NOTIFIER_TIMEOUT_MS", "1000"),
             ("AGILEPM_NOTIFIER_RETRY_FIRST_DELAY_MS", "20"),
             ("AGILEPM_NOTIFIER_RETRY_MAX_DELAY_MS", "200"),
             ("AGILEPM_NOTIFIER_MAX_ATTEMPTS", "100"),
         ],
-    );
-    wait_serving(address, "the notifier").await;
+    )
+    .await;
     // Refuses the first two attempts of each id, then 20 % at random, and answers 5 %
     // only after the notifier stopped waiting.
     let receiver = Receiver::start(Behaviour {
@@ -460,12 +486,12 @@ async fn a_flaky_receiver_gets_everything_twice_only_after_late_answers(engine: 
 }
 
 async fn a_killed_notifier_loses_nothing_and_invents_no_webhook_id(engine: Engine) {
-    let system = TestSystem::start(engine, &PEERS).await;
-    let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
-    let database = TestDb::create(engine).await;
-    let address = free_address();
-    let mut notifier = spawn_notifier(&s.system, address, database.url(), &[]);
-    wait_serving(address, "the notifier").await;
+    let WithNotifier {
+        s,
+        database,
+        address,
+        process: mut notifier,
+    } = WithNotifier::start(engine, &PEERS, &[]).await;
     let receiver = Receiver::start(Behaviour::default()).await;
     let mut client = notifier_at(address);
     let (_, secret) = subscribe(
@@ -519,24 +545,25 @@ async fn a_killed_notifier_loses_nothing_and_invents_no_webhook_id(engine: Engin
 }
 
 async fn a_delivery_that_keeps_failing_is_dead_lettered_and_redelivered(engine: Engine) {
-    let system = TestSystem::start(engine, &PEERS).await;
-    let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
-    let database = TestDb::create(engine).await;
-    let address = free_address();
-    let metrics = free_address();
-    let _notifier = spawn_notifier(
-        &s.system,
+    let metrics = free_address().to_string();
+    let WithNotifier {
+        s,
         address,
-        database.url(),
+        database: _database,
+        process: _notifier,
+    } = WithNotifier::start(
+        engine,
+        &PEERS,
         &[
             ("AGILEPM_NOTIFIER_MAX_ATTEMPTS", "3"),
             ("AGILEPM_NOTIFIER_RETRY_FIRST_DELAY_MS", "20"),
-            ("AGILEPM_METRICS_ADDRESS", &metrics.to_string()),
+            ("AGILEPM_METRICS_ADDRESS", &metrics),
             // Delivered ones are pruned a few seconds on; dead letters stay.
             ("AGILEPM_NOTIFIER_KEEP_DELIVERED_SECS", "5"),
         ],
-    );
-    wait_serving(address, "the notifier").await;
+    )
+    .await;
+    let metrics: SocketAddr = metrics.parse().unwrap();
     // Refuses everything, with a megabyte of body the notifier must not keep.
     let receiver = Receiver::start(Behaviour {
         always_fail: true,
@@ -684,21 +711,21 @@ async fn a_delivery_that_keeps_failing_is_dead_lettered_and_redelivered(engine: 
 }
 
 async fn a_hanging_or_redirecting_endpoint_holds_back_no_other(engine: Engine) {
-    let system = TestSystem::start(engine, &PEERS).await;
-    let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
-    let database = TestDb::create(engine).await;
-    let address = free_address();
-    let _notifier = spawn_notifier(
-        &s.system,
+    let WithNotifier {
+        s,
         address,
-        database.url(),
+        database: _database,
+        process: _notifier,
+    } = WithNotifier::start(
+        engine,
+        &PEERS,
         &[
             ("AGILEPM_NOTIFIER_TIMEOUT_MS", "500"),
             ("AGILEPM_NOTIFIER_MAX_ATTEMPTS", "2"),
             ("AGILEPM_NOTIFIER_RETRY_FIRST_DELAY_MS", "20"),
         ],
-    );
-    wait_serving(address, "the notifier").await;
+    )
+    .await;
     // One endpoint answers only after the notifier gave up; one redirects elsewhere.
     let hanging = Receiver::start(Behaviour {
         late_ratio: 1.0,
@@ -782,20 +809,20 @@ async fn burndown_hours(s: &Sprinting, sprint_id: &str) -> Vec<(i64, f64)> {
 }
 
 async fn a_sprint_falling_behind_is_at_risk_once_and_one_on_track_is_not(engine: Engine) {
-    let system = TestSystem::start(engine, &PEERS[..3]).await;
-    let mut s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
-    let database = TestDb::create(engine).await;
-    let address = free_address();
-    let _notifier = spawn_notifier(
-        &s.system,
+    let WithNotifier {
+        mut s,
         address,
-        database.url(),
+        database: _database,
+        process: _notifier,
+    } = WithNotifier::start(
+        engine,
+        &PEERS[..3],
         &[
             ("AGILEPM_NOTIFIER_AT_RISK_MARGIN_PERCENT", "10"),
             ("AGILEPM_NOTIFIER_HEALTH_SETTLE_MS", "50"),
         ],
-    );
-    wait_serving(address, "the notifier").await;
+    )
+    .await;
     let receiver = Receiver::start(Behaviour::default()).await;
     let mut client = notifier_at(address);
     let (_, secret) = subscribe(
