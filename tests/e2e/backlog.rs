@@ -1302,7 +1302,11 @@ async fn lookups_by_id_take_the_primary_key_before_there_are_statistics(engine: 
         .map(|id| RevisionMove {
             tenant: "acme",
             id,
-            revision: 1,
+            basis: agilepm_backlog_item::domain::TaskBasis {
+                hours: 3,
+                count: 1,
+                revision: 1,
+            },
         })
         .collect();
     let statement = advance_revisions_statement(engine, &moves);
@@ -1328,7 +1332,7 @@ async fn lookups_by_id_take_the_primary_key_before_there_are_statistics(engine: 
             let mut plans = Vec::new();
             for explain in [
                 format!(
-                    "EXPLAIN EXECUTE fast('{{{},{}}}', '{{acme,acme}}', '{{1,1}}')",
+                    "EXPLAIN EXECUTE fast('{{{},{}}}', '{{acme,acme}}', '{{1,1}}', '{{3,3}}', '{{1,1}}')",
                     ids[0], ids[1]
                 ),
                 format!("EXPLAIN EXECUTE by_id('{}', 'acme')", ids[0]),

@@ -314,8 +314,9 @@ async fn committed_items(db: &Db) {
         BacklogItem, ItemType, Placement, Status, StoryPoints, TransitionMode,
     };
     empty(db, &["backlog_items", "products", "outbox"]).await;
+    let mut uow = db.begin().await.unwrap();
     agilepm_backlog_item::store::record_products(
-        db,
+        &mut uow,
         TENANT,
         &[
             (AUTOMATIC_PRODUCT.into(), TransitionMode::Automatic, 1),
@@ -324,6 +325,7 @@ async fn committed_items(db: &Db) {
     )
     .await
     .unwrap();
+    uow.commit().await.unwrap();
     for (n, (id, product)) in ITEMS.iter().enumerate() {
         let item = BacklogItem {
             id: (*id).into(),
@@ -345,7 +347,7 @@ async fn committed_items(db: &Db) {
             rank: format!("m{n}"),
             sprint_rank: format!("m{n}"),
             derived_from_ids: Vec::new(),
-            reconciled_task_revision: 0,
+            tasks: Default::default(),
             version: 1,
             create_time_us: 1,
             update_time_us: 1,

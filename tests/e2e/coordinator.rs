@@ -62,7 +62,7 @@ fn rid() -> String {
 
 /// A product, a release around today and a sprint from `begin` to `end`, made by the
 /// holder of `token`.
-async fn plan(
+pub async fn plan(
     system: &TestSystem,
     mode: StatusTransitionMode,
     token: &str,

@@ -23,6 +23,7 @@ mod references;
 mod retention;
 mod schema;
 mod security;
+mod status_follows_hours;
 mod task;
 mod tls;
 mod traces;

@@ -272,7 +272,8 @@ impl BacklogItemApi {
                         .ok_or_else(|| {
                             AppError::not_found(format!("backlog item {}", token.backlog_item_id))
                         })?
-                        .reconciled_task_revision,
+                        .tasks
+                        .revision,
                 )
             };
             if let Ok(revision) = tokio::time::timeout_at(deadline, read).await {
@@ -621,7 +622,12 @@ impl BacklogItemService for BacklogItemApi {
         let expected = validate::expected_version("expected_version", r.expected_version)?;
         let item = self
             .commands
-            .transition(&tenant, &id, expected, domain::mark_done)
+            .change(&tenant, &id, expected, |item| {
+                Ok(domain::BacklogItem {
+                    placement: domain::mark_done(&item.placement, item.tasks)?,
+                    ..item.clone()
+                })
+            })
             .await?;
         Ok(Response::new(MarkBacklogItemDoneResponse {
             backlog_item: Some(item_message(&item)),

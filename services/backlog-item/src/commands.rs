@@ -8,12 +8,14 @@ use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::domain::time::now_micros;
 use agilepm_platform::storage::db::{Db, UnitOfWork};
 use agilepm_platform::storage::optimistic::{self, Attempt, check_version, retry_lost_races};
-use agilepm_platform::storage::outbox;
+use agilepm_platform::storage::outbox::{self, NewEvent};
 use agilepm_platform::storage::ranked::Anchor;
+use agilepm_proto::backlog::v1::StatusChangeCause;
 use uuid::Uuid;
 
 use crate::domain::{
-    self, BacklogItem, BusinessPriority, ItemType, Outcome, Placement, StoryPoints, TransitionMode,
+    self, BacklogItem, BusinessPriority, ItemType, Outcome, Placement, StoryPoints, TaskBasis,
+    TransitionMode,
 };
 use crate::events;
 use crate::store;
@@ -109,7 +111,7 @@ impl Commands {
                 rank,
                 sprint_rank: String::new(),
                 derived_from_ids: new.derived_from_ids.clone(),
-                reconciled_task_revision: 0,
+                tasks: TaskBasis::default(),
                 version: 1,
                 create_time_us: now,
                 update_time_us: now,
@@ -131,9 +133,11 @@ impl Commands {
     }
 
     /// Applies `change` to item `id` with compare-and-set on its version, with the events
-    /// the change implies. A change that changes nothing writes nothing. Without
-    /// `expected_version` a lost race is retried on fresh state; with it, the caller
-    /// gets ABORTED.
+    /// the change implies. A change that moves the item's placement is settled against
+    /// its last task basis and its product's mode in the same transaction (a commit of an
+    /// item whose tasks are finished ends DONE, or awaiting acceptance). A change that
+    /// changes nothing writes nothing. Without `expected_version` a lost race is retried
+    /// on fresh state; with it, the caller gets ABORTED.
     pub async fn change(
         &self,
         tenant: &str,
@@ -145,11 +149,12 @@ impl Commands {
         retry_lost_races(&what, expected_version, || async {
             let mut uow = self.db.begin().await?;
             let before = current(&mut uow, tenant, id, &what, expected_version).await?;
-            let after = change(&before)?;
-            if after == before {
+            let commanded = change(&before)?;
+            if commanded == before {
                 return Ok(Attempt::Done(before));
             }
-            save(uow, &before, after).await
+            let settled = settle(&mut uow, &before, &commanded).await?;
+            save(uow, &before, &commanded, settled).await
         })
         .await
     }
@@ -224,7 +229,7 @@ impl Commands {
                 RankScope::Product => after.rank = new_key,
                 RankScope::Sprint => after.sprint_rank = new_key,
             }
-            save(uow, &before, after).await
+            save(uow, &before, &after, after.clone()).await
         })
         .await
     }
@@ -235,13 +240,56 @@ impl Commands {
     }
 
     /// Records what the planning service says of `tenant`'s products (id, transition
-    /// mode, product version). Returns how many facts were applied.
+    /// mode, product version), and in the same transaction releases what a switch to
+    /// AUTOMATIC releases: the items awaiting acceptance with no hours left become DONE
+    /// (once: the write is guarded by their versions). A switch to MANUAL moves nothing
+    /// already DONE. Returns how many facts were applied.
     pub async fn sync_products(
         &self,
         tenant: &str,
         facts: &[(String, TransitionMode, i64)],
     ) -> AppResult<u64> {
-        store::record_products(&self.db, tenant, facts).await
+        let mut products: Vec<&str> = facts
+            .iter()
+            .filter(|(_, mode, _)| *mode == TransitionMode::Automatic)
+            .map(|(id, _, _)| id.as_str())
+            .collect();
+        products.sort_unstable();
+        products.dedup();
+        retry_lost_races("the products' items", None, || async {
+            let mut uow = self.db.begin().await?;
+            let applied = store::record_products(&mut uow, tenant, facts).await?;
+            let waiting =
+                store::awaiting_in_automatic_products(&mut uow, tenant, &products).await?;
+            let now = now_micros();
+            let mut released = Vec::with_capacity(waiting.len());
+            for before in waiting {
+                let placement =
+                    domain::settle(&before.placement, before.tasks, TransitionMode::Automatic);
+                let after = BacklogItem {
+                    placement,
+                    version: before.version + 1,
+                    update_time_us: now,
+                    ..before.clone()
+                };
+                if !store::update(&mut uow, &after, before.version).await? {
+                    return Ok(Attempt::LostRace);
+                }
+                released.push((before, after));
+            }
+            let events: Vec<_> = released
+                .iter()
+                .map(|(before, after)| {
+                    let cause = StatusChangeCause::TransitionMode;
+                    let event = events::status_changed(before, after, cause, Some(before.tasks));
+                    NewEvent::of(events::subject(after), &event)
+                })
+                .collect();
+            outbox::append_all(&mut uow, &events).await?;
+            uow.commit().await?;
+            Ok(Attempt::Done(applied))
+        })
+        .await
     }
 }
 
@@ -260,11 +308,31 @@ async fn current(
     Ok(item)
 }
 
-/// Writes `after` over `before` (guarded by its version) with the events of the change,
-/// and commits.
+/// `commanded` as the rules leave it when the command moved its placement: settled
+/// against its last task basis and its product's mode ([`domain::settle`]), so no command
+/// leaves a status that contradicts hours and mode.
+async fn settle(
+    uow: &mut UnitOfWork,
+    before: &BacklogItem,
+    commanded: &BacklogItem,
+) -> AppResult<BacklogItem> {
+    if commanded.placement == before.placement {
+        return Ok(commanded.clone());
+    }
+    let mode = store::mode_of(uow.conn(), &commanded.tenant_id, &commanded.product_id).await?;
+    Ok(BacklogItem {
+        placement: domain::settle(&commanded.placement, commanded.tasks, mode),
+        ..commanded.clone()
+    })
+}
+
+/// Writes `after` over `before` (guarded by its version) with the events of the command
+/// (`before` to `commanded`) and, where settling moved the status further (`commanded` to
+/// `after`), its status change caused by the task hours; and commits.
 async fn save(
     mut uow: UnitOfWork,
     before: &BacklogItem,
+    commanded: &BacklogItem,
     mut after: BacklogItem,
 ) -> AppResult<Attempt<BacklogItem>> {
     after.version = before.version + 1;
@@ -280,7 +348,17 @@ async fn save(
         Err(other) => return Err(other),
     }
     store::record_membership(&mut uow, before, &after, after.update_time_us).await?;
-    outbox::append_all(&mut uow, &events::changed(before, &after)).await?;
+    let mut events = events::changed(before, commanded);
+    let settled = events::status_changed(
+        commanded,
+        &after,
+        StatusChangeCause::TaskHours,
+        Some(after.tasks),
+    );
+    if commanded.placement != after.placement {
+        events.push(NewEvent::of(events::subject(&after), &settled));
+    }
+    outbox::append_all(&mut uow, &events).await?;
     uow.commit().await?;
     Ok(Attempt::Done(after))
 }

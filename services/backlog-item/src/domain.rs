@@ -178,8 +178,10 @@ pub struct BacklogItem {
     pub sprint_rank: String,
     /// Items it was split or grouped from (immutable).
     pub derived_from_ids: Vec<String>,
-    /// Revision of the last task-hours basis applied.
-    pub reconciled_task_revision: i64,
+    /// The last task-hours basis applied (revision 0: none yet). Kept so that a commit or
+    /// a mode switch settles the item against its hours in its own transaction, without
+    /// waiting for a task event that may never come.
+    pub tasks: TaskBasis,
     /// Optimistic concurrency version.
     pub version: i64,
     /// Created (µs).
@@ -317,14 +319,25 @@ pub fn remove(p: &Placement) -> AppResult<Placement> {
     }
 }
 
-/// Accepts by hand (MANUAL mode, or a product owner closing an item early).
-pub fn mark_done(p: &Placement) -> AppResult<Placement> {
+/// A person's acceptance: COMMITTED -> DONE, in either mode, once no hours remain on the
+/// item's tasks as the task service last reported them (`tasks`). In MANUAL mode it is
+/// how a finished item (awaiting acceptance) becomes DONE; in AUTOMATIC mode finished
+/// items become DONE by themselves, so it serves items without tasks. Accepting an item
+/// with hours left would make its status contradict its hours, so it is refused; and
+/// because an accepted item has no hours left, the one rule that reopens a DONE item
+/// (hours above 0 again: discovered work) applies to it as to any other.
+pub fn mark_done(p: &Placement, tasks: TaskBasis) -> AppResult<Placement> {
     match p.status {
-        Status::Committed => Ok(Placement {
+        Status::Committed if tasks.hours == 0 => Ok(Placement {
             status: Status::Done,
             awaiting_acceptance: false,
             ..p.clone()
         }),
+        Status::Committed => Err(AppError::precondition(format!(
+            "{} hours remain on the item's tasks (task revision {}); an item is accepted \
+             as DONE only once its tasks are finished",
+            tasks.hours, tasks.revision
+        ))),
         _ => Err(refuse("only COMMITTED items can be marked done", p.status)),
     }
 }
@@ -340,8 +353,8 @@ pub fn rank_in_sprint(p: &Placement) -> AppResult<()> {
     }
 }
 
-/// The task service's view of an item's tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The task service's view of an item's tasks (all zero: no basis applied yet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TaskBasis {
     /// Summed remaining hours.
     pub hours: i64,
@@ -351,25 +364,20 @@ pub struct TaskBasis {
     pub revision: i64,
 }
 
-/// Applies a task-hours basis. Returns the outcome and the new placement.
+/// Where the rules put an item at `p` whose tasks stand at `tasks` in a product of
+/// `mode`. Status follows hours from every path: a new basis ([`reconcile`]), a commit
+/// or re-commit, a mode switch; each settles the item through this one function, so no
+/// path can leave a status that contradicts hours and mode.
 ///
-/// * A basis not newer than `last_revision` is stale or a duplicate: ignored.
 /// * COMMITTED with at least one task and zero hours: DONE (AUTOMATIC) or awaiting
 ///   acceptance (MANUAL).
 /// * DONE with hours above zero: back to COMMITTED, or SCHEDULED / PLANNED if it no longer
 ///   has a sprint / release (discovered work, in either mode).
-pub fn reconcile(
-    p: &Placement,
-    last_revision: i64,
-    basis: TaskBasis,
-    mode: TransitionMode,
-) -> (Outcome, Placement) {
-    if basis.revision <= last_revision {
-        return (Outcome::IgnoredStale, p.clone());
-    }
-    let finished = basis.count > 0 && basis.hours == 0;
+/// * Anything else stays where it is.
+pub fn settle(p: &Placement, tasks: TaskBasis, mode: TransitionMode) -> Placement {
+    let finished = tasks.count > 0 && tasks.hours == 0;
     let manual = mode == TransitionMode::Manual;
-    let after = match p.status {
+    match p.status {
         Status::Committed if finished && !manual => Placement {
             status: Status::Done,
             awaiting_acceptance: false,
@@ -379,7 +387,7 @@ pub fn reconcile(
             awaiting_acceptance: finished && manual,
             ..p.clone()
         },
-        Status::Done if basis.hours > 0 => {
+        Status::Done if tasks.hours > 0 => {
             let status = if !p.sprint_id.is_empty() {
                 Status::Committed
             } else if !p.release_id.is_empty() {
@@ -394,7 +402,28 @@ pub fn reconcile(
             }
         }
         _ => p.clone(),
-    };
+    }
+}
+
+/// Whether an item at `p` contradicts its tasks' `tasks` and its product's `mode`: the
+/// state no sequence of commands, bases and mode switches may leave behind.
+pub fn contradicts(p: &Placement, tasks: TaskBasis, mode: TransitionMode) -> bool {
+    settle(p, tasks, mode) != *p
+}
+
+/// Applies a task-hours basis: a basis not newer than `last_revision` is stale or a
+/// duplicate and is ignored; a newer one settles the item ([`settle`]). Returns the
+/// outcome and the new placement.
+pub fn reconcile(
+    p: &Placement,
+    last_revision: i64,
+    basis: TaskBasis,
+    mode: TransitionMode,
+) -> (Outcome, Placement) {
+    if basis.revision <= last_revision {
+        return (Outcome::IgnoredStale, p.clone());
+    }
+    let after = settle(p, basis, mode);
     let outcome = if after == *p {
         Outcome::Unchanged
     } else {
@@ -498,7 +527,7 @@ mod tests {
         assert!(unschedule(&at(Status::Committed, "r", "s")).is_err());
         assert!(schedule(&at(Status::Committed, "r", "s"), "r2").is_err());
         assert!(uncommit(&at(Status::Scheduled, "r", "")).is_err());
-        assert!(mark_done(&at(Status::Scheduled, "r", "")).is_err());
+        assert!(mark_done(&at(Status::Scheduled, "r", ""), basis(0, 1, 1)).is_err());
         for status in [Status::Planned, Status::Scheduled, Status::Committed] {
             assert_eq!(
                 remove(&at(status, "r", "s")).unwrap().status,
@@ -598,7 +627,48 @@ mod tests {
         );
         let (_, reopened) = reconcile(&after, 1, basis(3, 2, 2), manual);
         assert!(!reopened.awaiting_acceptance);
-        assert_eq!(mark_done(&after).unwrap().status, Status::Done);
+        assert_eq!(
+            mark_done(&after, basis(0, 2, 1)).unwrap().status,
+            Status::Done
+        );
+    }
+
+    #[test]
+    fn a_person_accepts_only_what_has_no_hours_left() {
+        let committed = at(Status::Committed, "r", "s");
+        let error = mark_done(&committed, basis(5, 2, 7)).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            error.to_string().contains("5 hours remain")
+                && error.to_string().contains("revision 7"),
+            "{error}"
+        );
+        // No tasks, nothing left: accepted in either mode.
+        assert_eq!(
+            mark_done(&committed, basis(0, 0, 0)).unwrap().status,
+            Status::Done
+        );
+    }
+
+    #[test]
+    fn committing_a_finished_item_settles_it_at_once() {
+        let committed = commit(&at(Status::Scheduled, "r", ""), "s").unwrap();
+        let finished = basis(0, 3, 4);
+        let auto = settle(&committed, finished, TransitionMode::Automatic);
+        assert_eq!(auto.status, Status::Done);
+        let manual = settle(&committed, finished, TransitionMode::Manual);
+        assert_eq!(
+            (manual.status, manual.awaiting_acceptance),
+            (Status::Committed, true)
+        );
+        // Switching MANUAL -> AUTOMATIC releases the awaiting item; back, nothing moves.
+        assert_eq!(
+            settle(&manual, finished, TransitionMode::Automatic).status,
+            Status::Done
+        );
+        assert_eq!(settle(&auto, finished, TransitionMode::Manual), auto);
+        assert!(contradicts(&committed, finished, TransitionMode::Automatic));
+        assert!(!contradicts(&auto, finished, TransitionMode::Automatic));
     }
 
     #[test]
@@ -624,9 +694,10 @@ mod tests {
     }
 }
 
-/// Model-based test of the status machine: random sequences of every operation (and of
-/// task bases in both modes) against the rules the product promises, which hold after
-/// every step whatever came before.
+/// Model-based test of the status machine: random sequences of every operation, task
+/// bases and mode switches against the rules the product promises, which hold after every
+/// step whatever came before. Commands settle the item as `commands.rs` does (against the
+/// last basis and the product's mode), so the model is the service's, minus I/O.
 #[cfg(test)]
 mod model {
     use super::*;
@@ -641,11 +712,11 @@ mod model {
         Uncommit,
         Remove,
         MarkDone,
-        Reconcile {
+        SwitchMode(TransitionMode),
+        Basis {
             hours: i64,
             count: i64,
             revision: i64,
-            manual: bool,
         },
     }
 
@@ -657,14 +728,16 @@ mod model {
             Just(Step::Uncommit),
             Just(Step::Remove),
             Just(Step::MarkDone),
-            (0i64..3, 0i64..3, 0i64..12, any::<bool>()).prop_map(
-                |(hours, count, revision, manual)| Step::Reconcile {
-                    hours,
-                    count,
-                    revision,
-                    manual
-                }
-            ),
+            prop_oneof![
+                Just(TransitionMode::Automatic),
+                Just(TransitionMode::Manual)
+            ]
+            .prop_map(Step::SwitchMode),
+            (0i64..3, 0i64..3, 0i64..12).prop_map(|(hours, count, revision)| Step::Basis {
+                hours,
+                count,
+                revision
+            }),
         ]
     }
 
@@ -687,48 +760,45 @@ mod model {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() })]
 
         #[test]
-        fn every_sequence_keeps_the_machine_consistent(steps in prop::collection::vec(step(), 1..40)) {
-            let mut p = Placement {
-                status: Status::Planned,
-                release_id: String::new(),
-                sprint_id: String::new(),
-                awaiting_acceptance: false,
-            };
-            let mut last_revision = 0;
+        fn no_sequence_leaves_a_status_that_contradicts_hours_and_mode(steps in prop::collection::vec(step(), 1..40)) {
+            let mut p = Placement::planned();
+            let mut tasks = TaskBasis::default();
+            let mut mode = TransitionMode::Automatic;
             for step in steps {
                 let before = p.clone();
+                let command = |rule: AppResult<Placement>| rule.map(|after| settle(&after, tasks, mode));
                 let result = match &step {
-                    Step::Schedule(r) => schedule(&p, &format!("release-{r}")),
-                    Step::Unschedule => unschedule(&p),
-                    Step::Commit(s) => commit(&p, &format!("sprint-{s}")),
-                    Step::Uncommit => uncommit(&p),
-                    Step::Remove => remove(&p),
-                    Step::MarkDone => mark_done(&p),
-                    Step::Reconcile { hours, count, revision, manual } => {
-                        let mode = if *manual { TransitionMode::Manual } else { TransitionMode::Automatic };
+                    Step::Schedule(r) => command(schedule(&p, &format!("release-{r}"))),
+                    Step::Unschedule => command(unschedule(&p)),
+                    Step::Commit(s) => command(commit(&p, &format!("sprint-{s}"))),
+                    Step::Uncommit => command(uncommit(&p)),
+                    Step::Remove => command(remove(&p)),
+                    Step::MarkDone => command(mark_done(&p, tasks)),
+                    Step::SwitchMode(to) => {
+                        mode = *to;
+                        Ok(settle(&p, tasks, mode))
+                    }
+                    Step::Basis { hours, count, revision } => {
                         let basis = TaskBasis { hours: *hours, count: *count, revision: *revision };
-                        let (outcome, after) = reconcile(&p, last_revision, basis, mode);
-                        if *revision <= last_revision {
+                        let (outcome, after) = reconcile(&p, tasks.revision, basis, mode);
+                        if *revision <= tasks.revision {
                             // Stale or duplicate: nothing moves.
                             prop_assert_eq!(outcome, Outcome::IgnoredStale);
                             prop_assert_eq!(&after, &p);
                         } else {
-                            last_revision = *revision;
+                            tasks = basis;
                             prop_assert_eq!(outcome == Outcome::Changed, after != p);
                             let finished = *count > 0 && *hours == 0;
                             // Task hours move an item only between COMMITTED and DONE
                             // (and flag acceptance in MANUAL mode), never anything else.
                             match (p.status, after.status) {
                                 (from, to) if from == to => {}
-                                (Status::Committed, Status::Done) => prop_assert!(finished && !*manual),
+                                (Status::Committed, Status::Done) => prop_assert!(finished && mode == TransitionMode::Automatic),
                                 (Status::Done, Status::Committed) => prop_assert!(*hours > 0),
                                 (from, to) => prop_assert!(false, "a basis moved {:?} to {:?}", from, to),
-                            }
-                            if after.awaiting_acceptance {
-                                prop_assert!(finished && *manual);
                             }
                         }
                         Ok(after)
@@ -743,13 +813,14 @@ mod model {
                     }
                 }
                 assert_consistent(&p);
+                prop_assert!(!contradicts(&p, tasks, mode), "{:?} contradicts {:?} in {:?} after {:?}", p, tasks, mode, step);
                 // REMOVED is final: no command brings an item back.
                 if before.status == Status::Removed {
                     prop_assert_eq!(p.status, Status::Removed);
                 }
                 // DONE is left only by discovered work (a basis with hours).
                 if before.status == Status::Done && p.status != Status::Done {
-                    prop_assert!(matches!(step, Step::Reconcile { hours, .. } if hours > 0), "{:?}", step);
+                    prop_assert!(matches!(step, Step::Basis { hours, .. } if hours > 0), "{:?}", step);
                 }
             }
         }

@@ -43,7 +43,9 @@ pub fn item_message(item: &BacklogItem) -> proto::BacklogItem {
         version: item.version,
         create_time: Some(timestamp(item.create_time_us)),
         update_time: Some(timestamp(item.update_time_us)),
-        reconciled_task_revision: item.reconciled_task_revision,
+        reconciled_task_revision: item.tasks.revision,
+        task_hours_remaining: item.tasks.hours,
+        task_count: item.tasks.count,
     }
 }
 

@@ -12,7 +12,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::domain::{
-    BacklogItem, BusinessPriority, ItemType, Placement, SprintMembership, Status, TransitionMode,
+    BacklogItem, BusinessPriority, ItemType, Placement, SprintMembership, Status, TaskBasis,
+    TransitionMode,
 };
 
 /// The columns [`item_from`] reads.
@@ -21,7 +22,7 @@ macro_rules! item_columns {
         "id, tenant_id, product_id, summary, story, category, type, story_points, \
          benefit, penalty, cost, risk, priority_score, use_case_id, release_id, sprint_id, \
          status, rank, derived_from_ids, awaiting_acceptance, reconciled_task_revision, \
-         version, create_time_us, update_time_us, sprint_rank"
+         version, create_time_us, update_time_us, sprint_rank, task_hours, task_count"
     };
 }
 
@@ -74,7 +75,11 @@ fn item_from(row: &AnyRow) -> Result<BacklogItem, sqlx::Error> {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect(),
-        reconciled_task_revision: row.try_get("reconciled_task_revision")?,
+        tasks: TaskBasis {
+            hours: row.try_get("task_hours")?,
+            count: row.try_get("task_count")?,
+            revision: row.try_get("reconciled_task_revision")?,
+        },
         version: row.try_get("version")?,
         create_time_us: row.try_get("create_time_us")?,
         update_time_us: row.try_get("update_time_us")?,
@@ -144,8 +149,9 @@ pub async fn insert(uow: &mut UnitOfWork, item: &BacklogItem, request_id: &str) 
         "INSERT INTO backlog_items (id, tenant_id, product_id, request_id, summary, story, category, \
          type, story_points, benefit, penalty, cost, risk, priority_score, use_case_id, release_id, \
          sprint_id, status, rank, derived_from_ids, awaiting_acceptance, reconciled_task_revision, \
-         version, create_time_us, update_time_us, sprint_rank) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-         $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)",
+         version, create_time_us, update_time_us, sprint_rank, task_hours, task_count) VALUES ($1, $2, \
+         $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+         $23, $24, $25, $26, $27, $28)",
     )
     .bind(&item.id)
     .bind(&item.tenant_id)
@@ -168,18 +174,20 @@ pub async fn insert(uow: &mut UnitOfWork, item: &BacklogItem, request_id: &str) 
     .bind(&item.rank)
     .bind(item.derived_from_ids.join(","))
     .bind(i64::from(item.placement.awaiting_acceptance))
-    .bind(item.reconciled_task_revision)
+    .bind(item.tasks.revision)
     .bind(item.version)
     .bind(item.create_time_us)
     .bind(item.update_time_us)
     .bind(stored_sprint_rank(item))
+    .bind(item.tasks.hours)
+    .bind(item.tasks.count)
     .execute(uow.conn())
     .await?;
     Ok(())
 }
 
 /// Writes `item`'s mutable columns if its stored version is still `read_version` and its
-/// reconciled revision is below `item.reconciled_task_revision` or unchanged (so a stale
+/// reconciled revision is below `item.tasks.revision` or unchanged (so a stale
 /// reconcile can never overwrite a newer one). Returns false if another writer won.
 pub async fn update(
     uow: &mut UnitOfWork,
@@ -192,7 +200,8 @@ pub async fn update(
          story_points = $5, benefit = $6, penalty = $7, cost = $8, risk = $9, priority_score = $10, \
          use_case_id = $11, release_id = $12, sprint_id = $13, status = $14, rank = $15, \
          awaiting_acceptance = $16, reconciled_task_revision = $17, version = $18, \
-         update_time_us = $19, sprint_rank = $22 WHERE id = $20 AND version = $21 AND reconciled_task_revision <= $17",
+         update_time_us = $19, sprint_rank = $22, task_hours = $23, task_count = $24 \
+         WHERE id = $20 AND version = $21 AND reconciled_task_revision <= $17",
     )
     .bind(&item.summary)
     .bind(&item.story)
@@ -210,12 +219,14 @@ pub async fn update(
     .bind(i64::from(item.placement.status.number()))
     .bind(&item.rank)
     .bind(i64::from(item.placement.awaiting_acceptance))
-    .bind(item.reconciled_task_revision)
+    .bind(item.tasks.revision)
     .bind(item.version)
     .bind(item.update_time_us)
     .bind(&item.id)
     .bind(read_version)
     .bind(stored_sprint_rank(item))
+    .bind(item.tasks.hours)
+    .bind(item.tasks.count)
     .execute(uow.conn())
     .await?;
     Ok(result.rows_affected() == 1)
@@ -231,7 +242,7 @@ pub struct PlacementWrite<'a> {
 }
 
 /// Writes the columns reconciliation changes (status, release, sprint, acceptance flag,
-/// reconciled revision, version, update time) of every item in `writes`, guarded: each
+/// the basis applied, version, update time) of every item in `writes`, guarded: each
 /// must still be at its read version (so no other column changed since either) and its
 /// reconciled revision at or below the new one. One statement whatever the count (rows
 /// bound as arrays on PostgreSQL, so it is planned once per connection).
@@ -248,16 +259,19 @@ pub fn placements_write<'a>(writes: &'a [PlacementWrite<'a>]) -> GuardedWrite<'a
                 Column::text(writes.iter().map(|w| w.item.placement.release_id.as_str())),
                 Column::text(writes.iter().map(|w| w.item.placement.sprint_id.as_str())),
                 int(|w| i64::from(w.item.placement.awaiting_acceptance)),
-                int(|w| w.item.reconciled_task_revision),
+                int(|w| w.item.tasks.revision),
                 int(|w| w.item.version),
                 int(|w| w.item.update_time_us),
+                int(|w| w.item.tasks.hours),
+                int(|w| w.item.tasks.count),
             ]);
             statement
                 .sql(
                     "UPDATE backlog_items SET status = v.column3, release_id = v.column4, \
                      sprint_id = v.column5, awaiting_acceptance = v.column6, \
                      reconciled_task_revision = v.column7, version = v.column8, \
-                     update_time_us = v.column9 FROM ",
+                     update_time_us = v.column9, task_hours = v.column10, \
+                     task_count = v.column11 FROM ",
                 )
                 .rows(rows)
                 .sql(
@@ -269,22 +283,23 @@ pub fn placements_write<'a>(writes: &'a [PlacementWrite<'a>]) -> GuardedWrite<'a
     }
 }
 
-/// A newer task-hours revision for one item, for the reconcile fast statement.
+/// A newer task-hours basis for one item, for the reconcile fast statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RevisionMove<'a> {
     /// The caller's tenant.
     pub tenant: &'a str,
     /// The item.
     pub id: &'a str,
-    /// The task service's revision of the item's hours.
-    pub revision: i64,
+    /// The basis: hours left (above zero), task count, the task service's revision.
+    pub basis: TaskBasis,
 }
 
 /// The fast path of reconciliation, for many items in one statement: a newer basis with
 /// hours remaining cannot change an item that is not DONE and not awaiting acceptance
 /// (`domain::reconcile`; its test
 /// `hours_left_never_change_an_item_that_is_not_done_or_awaiting` pins that), so it only
-/// moves the revision guard. `moves` name each item at most once, all with hours left.
+/// records the basis (moving the revision guard). `moves` name each item at most once,
+/// all with hours left.
 /// Returns the items it moved, by id; the others (DONE, awaiting, stale, missing, other
 /// tenant) need the full path.
 pub async fn advance_revisions_if_nothing_changes(
@@ -305,7 +320,7 @@ pub async fn advance_revisions_if_nothing_changes(
 
 /// The statement of [`advance_revisions_if_nothing_changes`] for `moves` (at least one).
 pub fn advance_revisions_statement(engine: Engine, moves: &[RevisionMove<'_>]) -> Statement {
-    // The row set's columns are named column1..3, so the item's own column names are
+    // The row set's columns are named column1..5, so the item's own column names are
     // unambiguous in RETURNING; on PostgreSQL they are bound as arrays, so the text is
     // the same whatever the batch size and is planned once per connection.
     //
@@ -315,11 +330,16 @@ pub fn advance_revisions_statement(engine: Engine, moves: &[RevisionMove<'_>]) -
     let rows = RowSet(vec![
         Column::text(moves.iter().map(|m| m.id)),
         Column::text(moves.iter().map(|m| m.tenant)),
-        Column::BigInt(moves.iter().map(|m| m.revision).collect()),
+        Column::BigInt(moves.iter().map(|m| m.basis.revision).collect()),
+        Column::BigInt(moves.iter().map(|m| m.basis.hours).collect()),
+        Column::BigInt(moves.iter().map(|m| m.basis.count).collect()),
     ]);
     let mut statement = Statement::new(engine);
     statement
-        .sql("UPDATE backlog_items SET reconciled_task_revision = v.column3 FROM ")
+        .sql(
+            "UPDATE backlog_items SET reconciled_task_revision = v.column3, \
+             task_hours = v.column4, task_count = v.column5 FROM ",
+        )
         .rows(rows)
         .sql(concat!(
             " WHERE backlog_items.id = v.column1 AND backlog_items.tenant_id = v.column2 \
@@ -332,12 +352,13 @@ pub fn advance_revisions_statement(engine: Engine, moves: &[RevisionMove<'_>]) -
 }
 
 /// The items `ids` (any tenant) with the transition mode recorded for each one's product
-/// (AUTOMATIC when none is recorded), read without a lock in one query: a writer that
-/// decides on them writes with [`placements_write`]'s version guard.
+/// (none when the planning service recorded none: AUTOMATIC applies), read without a lock
+/// in one query: a writer that decides on them writes with [`placements_write`]'s version
+/// guard, and with [`modes_unchanged`] where the decision depended on the mode.
 pub async fn read_all_with_modes(
     db: &Db,
     ids: &[&str],
-) -> AppResult<Vec<(BacklogItem, TransitionMode)>> {
+) -> AppResult<Vec<(BacklogItem, Option<TransitionMode>)>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -361,12 +382,107 @@ pub async fn read_all_with_modes(
             let mode: Option<i64> = row.try_get("product_mode")?;
             let mode = mode
                 .map(|m| stored::enum_value(m, "products.status_transition_mode"))
-                .transpose()?
-                .unwrap_or(TransitionMode::Automatic);
+                .transpose()?;
             Ok((item_from(row)?, mode))
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
+}
+
+/// A product's transition mode as a decision read it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModeRead {
+    /// The product's tenant.
+    pub tenant: String,
+    /// The product.
+    pub product_id: String,
+    /// The mode read.
+    pub mode: TransitionMode,
+}
+
+/// A guard that every product of `reads` still has the mode read. It is a write (a
+/// no-op update of each product's row), not a read, on purpose: on PostgreSQL it locks
+/// the row until the decision commits, so a mode switch ([`record_products`]) either
+/// commits first (then this touches fewer rows, and the decision is taken again on the
+/// new mode) or waits for the decision and then sees the item it flagged or finished.
+pub fn modes_unchanged(reads: &[ModeRead]) -> GuardedWrite<'_> {
+    GuardedWrite {
+        build: Box::new(move |statement: &mut Statement| {
+            let rows = RowSet(vec![
+                Column::text(reads.iter().map(|r| r.tenant.as_str())),
+                Column::text(reads.iter().map(|r| r.product_id.as_str())),
+                Column::BigInt(reads.iter().map(|r| i64::from(r.mode.number())).collect()),
+            ]);
+            statement
+                .sql("UPDATE products SET product_version = products.product_version FROM ")
+                .rows(rows)
+                .sql(
+                    " WHERE products.tenant_id = v.column1 AND products.product_id = v.column2 \
+                     AND products.status_transition_mode = v.column3",
+                );
+        }),
+        rows: Some(reads.len() as u64),
+    }
+}
+
+/// The COMMITTED items of `tenant`'s `products` that await acceptance, where the product
+/// is recorded in AUTOMATIC mode: those a switch from MANUAL releases. On PostgreSQL the
+/// rows are locked, so a reconcile flagging an item of these products at the same moment
+/// either commits first (and is seen here) or waits for this transaction.
+pub async fn awaiting_in_automatic_products(
+    uow: &mut UnitOfWork,
+    tenant: &str,
+    products: &[&str],
+) -> AppResult<Vec<BacklogItem>> {
+    if products.is_empty() {
+        return Ok(Vec::new());
+    }
+    let engine = uow.engine();
+    let mut statement = Statement::new(engine);
+    statement
+        .sql(concat!(
+            "SELECT ",
+            item_columns!(),
+            " FROM backlog_items WHERE backlog_items.awaiting_acceptance = 1 \
+             AND backlog_items.status = 3 AND backlog_items.tenant_id = "
+        ))
+        .placeholder()
+        .bind(tenant.to_owned());
+    statement.sql(
+        " AND EXISTS (SELECT 1 FROM products AS p WHERE p.tenant_id = backlog_items.tenant_id \
+         AND p.product_id = backlog_items.product_id AND p.status_transition_mode = 1) AND ",
+    );
+    statement.any_of("backlog_items.product_id", products);
+    if engine == Engine::Postgres {
+        statement.sql(" FOR UPDATE OF backlog_items");
+    }
+    statement
+        .query()?
+        .fetch_all(uow.conn())
+        .await?
+        .iter()
+        .map(item_from)
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+/// The transition mode recorded for `tenant`'s `product_id` (AUTOMATIC when none is).
+pub async fn mode_of(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    product_id: &str,
+) -> AppResult<TransitionMode> {
+    let mode: Option<i64> = sqlx::query_scalar(
+        "SELECT status_transition_mode FROM products WHERE tenant_id = $1 AND product_id = $2",
+    )
+    .bind(tenant.to_owned())
+    .bind(product_id.to_owned())
+    .fetch_optional(conn)
+    .await?;
+    Ok(mode
+        .map(|m| stored::enum_value(m, "products.status_transition_mode"))
+        .transpose()?
+        .unwrap_or(TransitionMode::Automatic))
 }
 
 /// Records `facts` about `tenant`'s products in one statement, each unless a newer
@@ -375,7 +491,7 @@ pub async fn read_all_with_modes(
 /// how many were applied. Of several facts about one product, the newest is recorded
 /// (one statement may not change a row twice).
 pub async fn record_products(
-    db: &Db,
+    uow: &mut UnitOfWork,
     tenant: &str,
     facts: &[(String, TransitionMode, i64)],
 ) -> AppResult<u64> {
@@ -401,7 +517,7 @@ pub async fn record_products(
         ),
         Column::BigInt(newest.iter().map(|(_, (_, version))| *version).collect()),
     ]);
-    let mut statement = Statement::new(db.engine());
+    let mut statement = Statement::new(uow.engine());
     statement
         .sql(
             "INSERT INTO products (tenant_id, product_id, status_transition_mode, \
@@ -414,14 +530,11 @@ pub async fn record_products(
                  product_version = excluded.product_version \
              WHERE products.product_version <= excluded.product_version",
         );
-    let mut uow = db.begin().await?;
-    let applied = statement
+    Ok(statement
         .query()?
         .execute(uow.conn())
         .await?
-        .rows_affected();
-    uow.commit().await?;
-    Ok(applied)
+        .rows_affected())
 }
 
 /// Whether the planning service recorded `product_id` for `tenant`.

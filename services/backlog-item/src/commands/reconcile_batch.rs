@@ -29,7 +29,7 @@ use agilepm_proto::backlog::v1::StatusChangeCause;
 
 use crate::domain::{self, BacklogItem, Outcome, TaskBasis, TransitionMode};
 use crate::events::{status_changed, subject};
-use crate::store::{self, PlacementWrite, RevisionMove};
+use crate::store::{self, ModeRead, PlacementWrite, RevisionMove};
 
 /// Most bases in one transaction.
 const MAX_BATCH: usize = 256;
@@ -74,8 +74,9 @@ struct Working {
     item: BacklogItem,
     read_version: i64,
     /// How the item's product moves finished items, as the planning service recorded it
-    /// (read with the item, so a mode switch acknowledged before this read is honoured).
-    mode: TransitionMode,
+    /// (read with the item, so a mode switch acknowledged before this read is honoured;
+    /// none recorded: AUTOMATIC).
+    mode: Option<TransitionMode>,
     /// Whether a basis moved its guard or changed it (it must be written).
     touched: bool,
 }
@@ -105,14 +106,14 @@ impl ReconcileBatch {
         let mut moves: Vec<RevisionMove<'_>> = Vec::new();
         for (_, request) in bases {
             match moves.iter_mut().find(|m| m.id == request.id) {
-                Some(m) if m.revision < request.basis.revision => {
-                    m.revision = request.basis.revision;
+                Some(m) if m.basis.revision < request.basis.revision => {
+                    m.basis = request.basis;
                 }
                 Some(_) => {}
                 None => moves.push(RevisionMove {
                     tenant: &request.tenant,
                     id: &request.id,
-                    revision: request.basis.revision,
+                    basis: request.basis,
                 }),
             }
         }
@@ -122,8 +123,7 @@ impl ReconcileBatch {
         let mut rest = Vec::new();
         for &(i, request) in bases {
             let applied = moved.get(&request.id).is_some_and(|item| {
-                item.tenant_id == request.tenant
-                    && item.reconciled_task_revision == request.basis.revision
+                item.tenant_id == request.tenant && item.tasks.revision == request.basis.revision
             });
             // Only one basis of an item can be the one the statement applied; the item
             // stays in `moved` until that basis comes, whatever order the bases are in.
@@ -164,6 +164,8 @@ impl ReconcileBatch {
         let now = now_micros();
         let mut events = Vec::new();
         let mut outcomes = Vec::with_capacity(bases.len());
+        // The recorded modes a decision depended on: the write re-checks them.
+        let mut modes_read: HashSet<ModeRead> = HashSet::new();
         for &(i, request) in bases {
             let Some(working) = items
                 .get_mut(&request.id)
@@ -174,18 +176,30 @@ impl ReconcileBatch {
                 continue;
             };
             let before = &working.item;
+            let mode = working.mode.unwrap_or(TransitionMode::Automatic);
             let (outcome, placement) = domain::reconcile(
                 &before.placement,
-                before.reconciled_task_revision,
+                before.tasks.revision,
                 request.basis,
-                working.mode,
+                mode,
             );
+            if let Some(mode) = working.mode
+                && outcome != Outcome::IgnoredStale
+                && domain::settle(&before.placement, request.basis, TransitionMode::Automatic)
+                    != domain::settle(&before.placement, request.basis, TransitionMode::Manual)
+            {
+                modes_read.insert(ModeRead {
+                    tenant: before.tenant_id.clone(),
+                    product_id: before.product_id.clone(),
+                    mode,
+                });
+            }
             let after = match outcome {
                 Outcome::IgnoredStale => before.clone(),
                 Outcome::Changed => {
                     let after = BacklogItem {
                         placement,
-                        reconciled_task_revision: request.basis.revision,
+                        tasks: request.basis,
                         version: before.version + 1,
                         update_time_us: now,
                         ..before.clone()
@@ -196,7 +210,7 @@ impl ReconcileBatch {
                     after
                 }
                 _ => BacklogItem {
-                    reconciled_task_revision: request.basis.revision,
+                    tasks: request.basis,
                     ..before.clone()
                 },
             };
@@ -213,11 +227,17 @@ impl ReconcileBatch {
                 read_version: w.read_version,
             })
             .collect();
-        let writes: Vec<GuardedWrite<'_>> = if placements.is_empty() {
-            Vec::new()
-        } else {
-            vec![store::placements_write(&placements)]
-        };
+        let modes_read: Vec<ModeRead> = modes_read.into_iter().collect();
+        let mut writes: Vec<GuardedWrite<'_>> = Vec::new();
+        if !placements.is_empty() {
+            writes.push(store::placements_write(&placements));
+        }
+        if !modes_read.is_empty() {
+            // A mode switch between the read and this write would leave a decision taken
+            // on the old mode (an item flagged in a product now AUTOMATIC): refused, and
+            // the batch is decided again.
+            writes.push(store::modes_unchanged(&modes_read));
+        }
         let events: Vec<NewEvent<'_>> = events
             .iter()
             .map(|(item, event, request)| {
