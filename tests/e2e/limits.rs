@@ -172,6 +172,68 @@ async fn subscriptions_are_bounded_per_tenant_and_in_total() {
     }
 }
 
+/// agilepm's own followers always get their subscription: with the shared pool full
+/// (a tenant at its bound, operators at theirs, the feed at its total), the coordinator
+/// and the notifier are still admitted, from a reserve of their own that is bounded per
+/// service and that nobody else can draw on. Before, every caller spanning tenants shared
+/// one place with operators, and a restarted coordinator was refused RESOURCE_EXHAUSTED
+/// while tenants held the pool: items stopped finishing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_services_own_followers_get_in_when_the_pool_is_full() {
+    use agilepm_platform::wire::config::ServiceName;
+    agilepm_testkit::init();
+    let db = TestDb::create(Engine::Sqlite).await;
+    let options = FeedOptions {
+        max_subscribers: 4,
+        max_subscribers_per_tenant: 2,
+        max_subscribers_per_service: 3,
+        ..FeedOptions::default()
+    };
+    let server = agilepm_testkit::FeedServer::start(db.connect_platform().await, options).await;
+    let address = server.address;
+    let operator = agilepm_testkit::operator_token();
+    let mut held = Vec::new();
+    for token in ["acme", "acme", &operator, &operator] {
+        held.push(subscribe(address, token).await.expect("within the pool"));
+    }
+    for token in ["globex", &operator] {
+        assert_eq!(
+            subscribe(address, token).await.err(),
+            Some(tonic::Code::ResourceExhausted),
+            "the shared pool is full"
+        );
+    }
+    let coordinator = agilepm_testkit::service_token(ServiceName::Coordinator);
+    let notifier = agilepm_testkit::service_token(ServiceName::Notifier);
+    for _ in 0..3 {
+        held.push(
+            subscribe(address, &coordinator)
+                .await
+                .expect("the coordinator's reserve"),
+        );
+    }
+    held.push(
+        subscribe(address, &notifier)
+            .await
+            .expect("the notifier's reserve"),
+    );
+    // The reserve is bounded per service, and drawing on it took nothing from the pool.
+    assert_eq!(
+        subscribe(address, &coordinator).await.err(),
+        Some(tonic::Code::ResourceExhausted),
+        "a fourth coordinator subscription"
+    );
+    drop(held.remove(0));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while subscribe(address, "globex").await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a tenant's place in the pool was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A stuck statement or an abandoned transaction cannot hold a PostgreSQL connection (and
 /// its locks) past the server's default deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::domain::error::{AppError, AppResult};
+use crate::domain::service_name::ServiceName;
 use crate::domain::time::timestamp;
 use crate::events::feed::filter::Filter;
 use crate::events::feed::hub::{Hub, HubOptions};
@@ -38,11 +39,16 @@ pub struct FeedOptions {
     /// How long the outbox may stay unreadable before subscribers are ended with
     /// UNAVAILABLE (they get heartbeats meanwhile).
     pub unavailable_after: Duration,
-    /// Subscriptions open at once on this feed.
+    /// Subscriptions tenants and operators may hold open at once on this feed.
     pub max_subscribers: usize,
-    /// Subscriptions one tenant may hold open at once (callers spanning tenants count
+    /// Subscriptions one tenant may hold open at once (operators spanning tenants count
     /// as one more tenant).
     pub max_subscribers_per_tenant: usize,
+    /// Subscriptions each of agilepm's own services (the coordinator, the notifier) may
+    /// hold open at once, one per replica and feed it follows. Reserved apart from
+    /// [`FeedOptions::max_subscribers`]: however many tenants and operators fill the
+    /// feed, the followers that keep statuses following hours always get in.
+    pub max_subscribers_per_service: usize,
     /// The service whose outbox this is, as metrics label it.
     pub service: &'static str,
 }
@@ -57,6 +63,7 @@ impl Default for FeedOptions {
             unavailable_after: Duration::from_secs(15),
             max_subscribers: 1000,
             max_subscribers_per_tenant: 100,
+            max_subscribers_per_service: MAX_SUBSCRIBERS_PER_SERVICE,
             service: "unnamed",
         }
     }
@@ -71,57 +78,92 @@ pub struct EventFeed {
     meters: FeedMeters,
 }
 
+/// Subscriptions reserved for each of agilepm's own services, by default: room for its
+/// replicas (each follows a feed with one subscription) and a restart's overlap.
+pub const MAX_SUBSCRIBERS_PER_SERVICE: usize = 16;
+
+/// Who holds a subscription, for admission.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Holder {
+    /// A tenant's people, by tenant id.
+    Tenant(String),
+    /// Operators spanning tenants.
+    Operators,
+    /// One of agilepm's own services, from the reserve.
+    Service(ServiceName),
+}
+
 /// Who holds how many subscriptions.
 struct Subscribers {
-    by_tenant: Mutex<HashMap<String, usize>>,
+    by_holder: Mutex<HashMap<Holder, usize>>,
     meters: FeedMeters,
 }
 
 /// One admitted subscription; its place is given back when the stream ends.
 struct Admitted {
     subscribers: Arc<Subscribers>,
-    tenant: String,
+    holder: Holder,
 }
 
 impl Subscribers {
-    /// Admits a subscription of `tenant` unless the tenant or the feed holds its maximum.
-    fn admit(self: &Arc<Self>, tenant: &str, options: &FeedOptions) -> AppResult<Admitted> {
-        let mut by_tenant = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());
-        let total: usize = by_tenant.values().sum();
-        if total >= options.max_subscribers {
-            return Err(AppError::ResourceExhausted(format!(
-                "this feed serves {} subscriptions at most; retry later",
-                options.max_subscribers
-            )));
-        }
-        let held = by_tenant.entry(tenant.to_owned()).or_default();
-        if *held >= options.max_subscribers_per_tenant {
-            return Err(AppError::ResourceExhausted(format!(
-                "a tenant may hold {} subscriptions of this feed at once; close one first",
-                options.max_subscribers_per_tenant
-            )));
+    /// Admits a subscription of `holder` unless it, or the feed's shared pool, holds its
+    /// maximum. Services take from their own reserve, never from the shared pool.
+    fn admit(self: &Arc<Self>, holder: Holder, options: &FeedOptions) -> AppResult<Admitted> {
+        let mut by_holder = self.by_holder.lock().unwrap_or_else(|p| p.into_inner());
+        let (bound, refusal) = match &holder {
+            Holder::Service(service) => (
+                options.max_subscribers_per_service,
+                format!(
+                    "the {service} service may hold {} subscriptions of this feed at once",
+                    options.max_subscribers_per_service
+                ),
+            ),
+            Holder::Tenant(_) | Holder::Operators => {
+                let shared: usize = by_holder
+                    .iter()
+                    .filter(|(h, _)| !matches!(h, Holder::Service(_)))
+                    .map(|(_, held)| held)
+                    .sum();
+                if shared >= options.max_subscribers {
+                    return Err(AppError::ResourceExhausted(format!(
+                        "this feed serves {} subscriptions at most; retry later",
+                        options.max_subscribers
+                    )));
+                }
+                (
+                    options.max_subscribers_per_tenant,
+                    format!(
+                        "a tenant may hold {} subscriptions of this feed at once; close one first",
+                        options.max_subscribers_per_tenant
+                    ),
+                )
+            }
+        };
+        let held = by_holder.entry(holder.clone()).or_default();
+        if *held >= bound {
+            return Err(AppError::ResourceExhausted(refusal));
         }
         *held += 1;
         self.meters.subscribers(1);
         Ok(Admitted {
             subscribers: self.clone(),
-            tenant: tenant.to_owned(),
+            holder,
         })
     }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        let mut by_tenant = self
+        let mut by_holder = self
             .subscribers
-            .by_tenant
+            .by_holder
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         self.subscribers.meters.subscribers(-1);
-        if let Some(held) = by_tenant.get_mut(&self.tenant) {
+        if let Some(held) = by_holder.get_mut(&self.holder) {
             *held -= 1;
             if *held == 0 {
-                by_tenant.remove(&self.tenant);
+                by_holder.remove(&self.holder);
             }
         }
     }
@@ -159,7 +201,7 @@ impl EventFeed {
             hub,
             options,
             subscribers: Arc::new(Subscribers {
-                by_tenant: Mutex::default(),
+                by_holder: Mutex::default(),
                 meters: meters.clone(),
             }),
             meters,
@@ -262,10 +304,10 @@ impl EventFeedService for EventFeed {
             event_types: bounded_set("event_types", request.event_types, MAX_EVENT_TYPES)?,
             aggregate_ids: bounded_set("aggregate_ids", request.aggregate_ids, MAX_AGGREGATE_IDS)?,
         };
-        let holder = if filter.caller.is_all_tenants() {
-            "*"
-        } else {
-            filter.caller.tenant()?
+        let holder = match filter.caller.service_name() {
+            Some(service) => Holder::Service(service),
+            None if filter.caller.is_all_tenants() => Holder::Operators,
+            None => Holder::Tenant(filter.caller.tenant()?.to_owned()),
         };
         let admitted = self.subscribers.admit(holder, &self.options)?;
         let mut subscription = Subscription::new(
