@@ -14,7 +14,8 @@ use agilepm_proto::backlog::v1::{
 use agilepm_proto::common::v1::StatusTransitionMode;
 use agilepm_proto::coordinator::v1::coordinator_service_client::CoordinatorServiceClient;
 use agilepm_proto::coordinator::v1::{
-    GetCoordinatorStatusRequest, GetCoordinatorStatusResponse, ListPoisonEventsRequest,
+    GetCoordinatorStatusRequest, GetCoordinatorStatusResponse, ListParkedItemsRequest,
+    ListPoisonEventsRequest, ParkedItem, RetryParkedItemRequest, SkipParkedItemRequest,
     SkipPoisonEventRequest,
 };
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
@@ -30,9 +31,6 @@ use agilepm_proto::task::v1::{
 use agilepm_testkit::{Engine, TestSystem, day, engine_tests};
 use futures::StreamExt as _;
 use rand::seq::SliceRandom as _;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 use uuid::Uuid;
 
 engine_tests!(
@@ -42,7 +40,7 @@ engine_tests!(
     two_last_tasks_finished_at_once_still_end_done,
     manual_mode_flags_and_waits_for_a_person,
     removing_and_discovering_work_moves_status,
-    a_poison_event_blocks_until_an_operator_skips_it,
+    a_poisoned_item_parks_alone_while_every_other_item_flows,
     a_read_with_a_consistency_token_is_never_stale,
 );
 
@@ -588,7 +586,7 @@ async fn removing_and_discovering_work_moves_status(engine: Engine) {
 
 /// The coordinator's status as soon as `ready` holds for it, or after 20 s the last one
 /// seen, for the caller's assertions to describe.
-async fn coordinator_status_once(
+pub async fn coordinator_status_once(
     operator: &mut CoordinatorServiceClient<PeerChannel>,
     ready: impl Fn(&GetCoordinatorStatusResponse) -> bool,
 ) -> GetCoordinatorStatusResponse {
@@ -606,135 +604,231 @@ async fn coordinator_status_once(
     }
 }
 
-async fn a_poison_event_blocks_until_an_operator_skips_it(engine: Engine) {
+async fn a_poisoned_item_parks_alone_while_every_other_item_flows(engine: Engine) {
     let s = Sprinting::start(engine, StatusTransitionMode::Automatic).await;
-    // A task event about an item the backlog-item service has never heard of, written
-    // straight into the task service's outbox: reconciling it fails permanently.
-    let ghost = Uuid::now_v7().to_string();
+    a_poisoned_item_parks_alone(&s, s.system.address(ServiceName::Coordinator)).await;
+    s.system.stop().await;
+}
+
+/// Writes a task event about `item` of `tenant` (an item the backlog-item service never
+/// heard of) straight into the task service's outbox, with totals for it: reconciling it
+/// fails permanently (NOT_FOUND). Returns the event's id.
+pub async fn poison(s: &Sprinting, tenant: &str, item: &str, revision: i64) -> String {
     let db = s.system.database(ServiceName::Task).await;
-    sqlx::query("INSERT INTO item_totals (backlog_item_id, tenant_id, hours_remaining, task_count, revision) VALUES ($1, 'acme', 0, 1, 1)")
-        .bind(&ghost)
-        .execute(&db)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO item_totals (backlog_item_id, tenant_id, hours_remaining, task_count, revision) \
+         VALUES ($1, $2, 0, 1, $3) ON CONFLICT (backlog_item_id) DO UPDATE SET revision = excluded.revision",
+    )
+    .bind(item)
+    .bind(tenant)
+    .bind(revision)
+    .execute(&db)
+    .await
+    .unwrap();
     let event = agilepm_proto::task::v1::TaskRemoved {
         task_id: rid(),
-        tenant_id: "acme".into(),
-        backlog_item_id: ghost.clone(),
+        tenant_id: tenant.into(),
+        backlog_item_id: item.into(),
         totals: None,
     };
-    let poison_id = Uuid::now_v7().to_string();
+    let event_id = Uuid::now_v7().to_string();
     sqlx::query(
         "INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, tenant_id, occur_time_us, payload) \
-         VALUES ($1, 'agilepm.task.v1.TaskRemoved', 'Task', $2, 'acme', 0, $3)",
+         VALUES ($1, 'agilepm.task.v1.TaskRemoved', 'Task', $2, $3, 0, $4)",
     )
-    .bind(&poison_id)
+    .bind(&event_id)
     .bind(&event.task_id)
+    .bind(tenant)
     .bind(prost::Message::encode_to_vec(&event))
     .execute(&db)
     .await
     .unwrap();
     db.close().await;
-    let mut operator = CoordinatorServiceClient::new(
-        s.system
-            .channel(ServiceName::Coordinator, &agilepm_testkit::operator_token()),
-    );
+    event_id
+}
+
+/// Waits until the coordinator reports `item` parked with `events` events.
+async fn parked(
+    operator: &mut CoordinatorServiceClient<PeerChannel>,
+    item: &str,
+    events: i64,
+) -> ParkedItem {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let poison = loop {
+    loop {
         let listed = operator
-            .list_poison_events(ListPoisonEventsRequest::default())
+            .list_parked_items(ListParkedItemsRequest::default())
             .await
             .unwrap()
             .into_inner();
-        if let Some(poison) = listed.poison_events.into_iter().next() {
-            break poison;
+        if let Some(parked) = listed
+            .parked_items
+            .into_iter()
+            .find(|p| p.backlog_item_id == item && p.events == events)
+        {
+            return parked;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the poison event was never recorded"
+            "item {item} was never parked with {events} events"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
+}
+
+/// The scenario of issue 36 §2, against the coordinator at `coordinator` (in process on
+/// the gRPC feed, or a replica on JetStream): a poisoned item of tenant
+/// globex is parked, its later events wait behind it, and meanwhile acme's sprint and
+/// globex's other items finish on time; the coordinator stays ready and says why; an
+/// operator's retry fails while the item is still missing and succeeds once there is
+/// nothing left to apply; a skip releases another.
+pub async fn a_poisoned_item_parks_alone(s: &Sprinting, coordinator: std::net::SocketAddr) {
+    let mut operator = CoordinatorServiceClient::new(agilepm_testkit::channel(
+        coordinator,
+        &agilepm_testkit::operator_token(),
+    ));
+    let ghost = Uuid::now_v7().to_string();
+    let first = poison(s, "globex", &ghost, 1).await;
+    let parked_item = parked(&mut operator, &ghost, 1).await;
+    assert_eq!(parked_item.tenant_id, "globex");
+    assert!(parked_item.error.contains("NotFound"), "{parked_item:?}");
+    let listed = operator
+        .list_poison_events(ListPoisonEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .poison_events;
     assert_eq!(
-        (poison.event_id.as_str(), poison.backlog_item_id.as_str()),
-        (poison_id.as_str(), ghost.as_str())
+        listed
+            .iter()
+            .map(|p| p.event_id.as_str())
+            .collect::<Vec<_>>(),
+        vec![first.as_str()]
     );
-    assert!(poison.error.contains("NotFound"), "{}", poison.error);
-    // The feed position stays before it: nothing after it is checkpointed.
-    let (item, tasks) = s.committed_item(1, 1).await;
-    s.tasks()
-        .estimate_task_hours_remaining(estimate(&tasks[0], 0))
+    // A later event of the parked item waits behind it.
+    poison(s, "globex", &ghost, 2).await;
+    parked(&mut operator, &ghost, 2).await;
+
+    // Meanwhile acme's sprint finishes on time, every item exactly once.
+    let started = tokio::time::Instant::now();
+    let mut items = Vec::new();
+    for _ in 0..3 {
+        let (item, tasks) = s.committed_item(2, 2).await;
+        burn_down(s, &item, &tasks, 2, true).await;
+        items.push(item);
+    }
+    for item in &items {
+        s.wait_for(item, BacklogItemStatus::Done, false).await;
+    }
+    let took = started.elapsed();
+    let changes = s
+        .status_changes(|c| items.iter().all(|item| c.contains_key(item)))
+        .await;
+    for item in &items {
+        assert_eq!(changes[item].len(), 1, "{:?}", changes[item]);
+    }
+    let status = coordinator_status_once(&mut operator, |s| s.lag_events == 0).await;
+    assert!(
+        status.healthy,
+        "a parked item stops nothing else: {status:?}"
+    );
+    assert_eq!(
+        (status.parked_items, status.poison_events),
+        (1, 2),
+        "{status:?}"
+    );
+    assert!(
+        status.readiness_reason.contains("1 backlog items parked"),
+        "{status:?}"
+    );
+    println!("with an item parked, 3 items of another tenant finished in {took:?}");
+
+    // A tenant may not act on parked items; an operator's retry fails while the item is
+    // still missing (it stays parked, with the failure), and succeeds once the task
+    // service has nothing left to apply for it (its totals gone).
+    let request = RetryParkedItemRequest {
+        tenant_id: "globex".into(),
+        backlog_item_id: ghost.clone(),
+    };
+    let mut tenant = CoordinatorServiceClient::new(agilepm_testkit::channel(
+        coordinator,
+        &agilepm_testkit::person_token(
+            "globex-owner",
+            "globex",
+            &agilepm_platform::wire::auth::Role::TENANT_ROLES,
+        ),
+    ));
+    let refused = tenant.retry_parked_item(request.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    let failed = operator
+        .retry_parked_item(request.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), tonic::Code::FailedPrecondition, "{failed:?}");
+    assert!(failed.message().contains("NotFound"), "{failed:?}");
+    parked(&mut operator, &ghost, 2).await;
+    let db = s.system.database(ServiceName::Task).await;
+    sqlx::query("DELETE FROM item_totals WHERE backlog_item_id = $1")
+        .bind(&ghost)
+        .execute(&db)
         .await
         .unwrap();
-    // The coordinator learns the feed's head once a second: wait until it has seen the
-    // new event (on a busy machine that can take longer than a fixed sleep allowed).
-    let status = coordinator_status_once(&mut operator, |s| s.lag_events > 0).await;
-    assert!(
-        !status.healthy && status.poison_events == 1 && !status.last_error.is_empty(),
-        "{status:?}"
+    db.close().await;
+    let released = operator
+        .retry_parked_item(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(released.released_events, 2);
+    assert_eq!(
+        operator
+            .retry_parked_item(request)
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::NotFound,
+        "released"
     );
-    assert!(
-        status.lag_events > 0 && status.feed_position != status.head_position,
-        "{status:?}"
-    );
-    let mut health = HealthClient::new(
-        s.system
-            .channel(ServiceName::Coordinator, &agilepm_testkit::operator_token()),
-    );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while health
-        .check(HealthCheckRequest {
-            service: String::new(),
+
+    // Another poisoned item, skipped: what waited is dropped, nothing stays parked.
+    let other = Uuid::now_v7().to_string();
+    poison(s, "globex", &other, 1).await;
+    parked(&mut operator, &other, 1).await;
+    let skipped = operator
+        .skip_parked_item(SkipParkedItemRequest {
+            tenant_id: "globex".into(),
+            backlog_item_id: other,
         })
         .await
         .unwrap()
-        .into_inner()
-        .status
-        != ServingStatus::NotServing as i32
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "health never turned NOT_SERVING"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Readiness says the coordinator is stuck; liveness does not, so the orchestrator
-    // takes it out of service without restarting it into the same poison event.
-    let liveness = health
-        .check(HealthCheckRequest {
-            service: agilepm_platform::runtime::server::LIVENESS.into(),
-        })
+        .into_inner();
+    assert_eq!(skipped.skipped_events, 1);
+    // And one skipped by the older call, naming its event: the item goes with it.
+    let third = Uuid::now_v7().to_string();
+    let event = poison(s, "globex", &third, 1).await;
+    parked(&mut operator, &third, 1).await;
+    let skipped = operator
+        .skip_poison_event(SkipPoisonEventRequest { event_id: event })
         .await
         .unwrap()
-        .into_inner()
-        .status;
-    assert_eq!(liveness, ServingStatus::Serving as i32);
-    // A tenant's token may not skip; an operator's may.
-    let tenant = CoordinatorServiceClient::new(s.system.channel(ServiceName::Coordinator, "acme"))
-        .skip_poison_event(SkipPoisonEventRequest {
-            event_id: poison_id.clone(),
+        .into_inner();
+    assert_eq!(skipped.poison_event.unwrap().backlog_item_id, third);
+    let status = coordinator_status_once(&mut operator, |s| s.parked_items == 0).await;
+    assert_eq!(
+        (status.parked_items, status.poison_events),
+        (0, 0),
+        "{status:?}"
+    );
+    assert_eq!(status.readiness_reason, "ready");
+    // Bad input is named.
+    let bad = operator
+        .skip_parked_item(SkipParkedItemRequest {
+            tenant_id: "no tenant".into(),
+            backlog_item_id: "x".into(),
         })
         .await
         .unwrap_err();
-    assert_eq!(tenant.code(), tonic::Code::PermissionDenied);
-    operator
-        .skip_poison_event(SkipPoisonEventRequest {
-            event_id: poison_id,
-        })
-        .await
-        .unwrap();
-    s.wait_for(&item, BacklogItemStatus::Done, false).await;
-    let status = coordinator_status_once(&mut operator, |s| s.lag_events == 0 && s.healthy).await;
-    assert!(
-        status.lag_events == 0 && status.healthy,
-        "the coordinator did not catch up: {status:?}"
-    );
-    assert_eq!(status.poison_events, 0);
-    assert!(
-        status.events_processed > 0 && status.status_changes >= 1,
-        "{status:?}"
-    );
-    s.system.stop().await;
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("tenant_id"), "{bad:?}");
 }
 
 /// Read-your-write, deterministically: 100 estimates, each followed at once by a read

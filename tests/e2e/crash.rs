@@ -1,5 +1,6 @@
 //! Fault tests with real processes: the coordinator killed with SIGKILL mid-run and
-//! restarted, and two coordinator replicas on one database.
+//! restarted, two coordinator replicas on one database, and a coordinator its peer
+//! refuses.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,7 +19,8 @@ use crate::coordinator::Sprinting;
 engine_tests!(
     a_killed_coordinator_resumes_without_double_transitions,
     two_replicas_share_the_work_correctly,
-    a_stopped_coordinator_hands_its_lease_over_at_once
+    a_stopped_coordinator_hands_its_lease_over_at_once,
+    a_peer_refusing_the_coordinator_is_retried_and_named_never_parked,
 );
 
 const ITEMS: usize = 40;
@@ -234,4 +236,74 @@ async fn a_stopped_coordinator_hands_its_lease_over_at_once(engine: Engine) {
     assert!(holders().await.unwrap().is_empty());
     leases.close().await;
     system.stop().await;
+}
+
+/// Issue 36 §2: a peer that refuses the coordinator's identity (here a backlog-item
+/// service trusting another secret: UNAUTHENTICATED for every item alike) is a fault of
+/// the deployment, not of an item. Nothing is parked; the batch is retried with backoff,
+/// readiness turns NOT_SERVING naming a configuration fault, and once the coordinator
+/// reaches the right peer the item finishes, from the position it held.
+async fn a_peer_refusing_the_coordinator_is_retried_and_named_never_parked(engine: Engine) {
+    use crate::processes::{free_address, spawn_service, wait_serving};
+    let system = TestSystem::start(engine, &PEERS).await;
+    let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
+    let refusing_db = TestDb::create(engine).await;
+    let refusing = free_address();
+    let _refusing = spawn_service(
+        env!("CARGO_BIN_EXE_backlog-item-under-test"),
+        refusing,
+        refusing_db.url(),
+        &[],
+        &[(
+            "AGILEPM_AUTH_SECRET",
+            "a-secret-the-coordinator-does-not-hold-0123456789".into(),
+        )],
+    );
+    wait_serving(refusing, "a backlog-item service on another secret").await;
+    let coordinator_db = TestDb::create(engine).await;
+    let address = free_address();
+    let task = s.system.address(ServiceName::Task);
+    let env = [("AGILEPM_LISTEN", address.to_string())];
+    let mut coordinator = spawn_coordinator_with(refusing, task, coordinator_db.url(), &env, None);
+    wait_serving(address, "the coordinator").await;
+    let (item, tasks) = s.committed_item(1, 2).await;
+    s.tasks()
+        .estimate_task_hours_remaining(crate::coordinator::estimate(&tasks[0], 0))
+        .await
+        .unwrap();
+    let mut operator = CoordinatorServiceClient::new(agilepm_testkit::channel(
+        address,
+        &agilepm_testkit::operator_token(),
+    ));
+    // Readiness turns after the 10 s grace: wait for it (up to 20 s).
+    let status = crate::coordinator::coordinator_status_once(&mut operator, |s| !s.healthy).await;
+    assert!(!status.healthy, "{status:?}");
+    assert!(
+        status.readiness_reason.contains("configuration fault")
+            && status.readiness_reason.contains("Unauthenticated"),
+        "{status:?}"
+    );
+    assert_eq!(
+        (status.parked_items, status.poison_events),
+        (0, 0),
+        "{status:?}"
+    );
+    assert_eq!(
+        s.item(&item).await.status,
+        BacklogItemStatus::Committed as i32
+    );
+    // Pointed at the right peer, it resumes from the position it held.
+    coordinator.start_kill().unwrap();
+    let _ = coordinator.wait().await;
+    let backlog = s.system.address(ServiceName::BacklogItem);
+    let _coordinator = spawn_coordinator_with(backlog, task, coordinator_db.url(), &env, None);
+    wait_serving(address, "the coordinator, reconfigured").await;
+    s.wait_for(&item, BacklogItemStatus::Done, false).await;
+    let status =
+        crate::coordinator::coordinator_status_once(&mut operator, |s| s.lag_events == 0).await;
+    assert_eq!(
+        (status.parked_items, status.readiness_reason.as_str()),
+        (0, "ready")
+    );
+    s.system.stop().await;
 }

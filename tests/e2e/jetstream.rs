@@ -35,8 +35,35 @@ use crate::processes::{free_address, spawn_task, wait_serving};
 engine_tests!(
     three_replicas_on_jetstream_finish_the_yardstick_and_the_race_exactly_once,
     killing_a_replica_the_relaying_service_and_nats_loses_and_doubles_nothing,
-    two_relays_of_one_service_store_each_event_once_in_order
+    two_relays_of_one_service_store_each_event_once_in_order,
+    a_poisoned_item_parks_alone_on_jetstream,
 );
+
+/// Issue 36 §2 with the coordinator on JetStream: a replica consuming the task stream
+/// parks the poisoned item and acknowledges its message, and every other item flows.
+async fn a_poisoned_item_parks_alone_on_jetstream(engine: Engine) {
+    let Some(nats) = PrivateNats::start_or_skip("a poisoned item on JetStream").await else {
+        return;
+    };
+    let system = TestSystem::start_with_nats(
+        engine,
+        &[
+            ServiceName::BacklogItem,
+            ServiceName::Task,
+            ServiceName::Planning,
+        ],
+        &[],
+        nats.config(),
+    )
+    .await;
+    let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
+    let coordinator_db = TestDb::create(engine).await;
+    let task = s.system.address(ServiceName::Task);
+    let replica = Replica::start(&s, task, coordinator_db.url(), &nats).await;
+    crate::coordinator::a_poisoned_item_parks_alone(&s, replica.address).await;
+    replica.kill().await;
+    s.system.stop().await;
+}
 
 /// A `nats-server -js` of the test's own.
 pub struct PrivateNats {

@@ -1,4 +1,5 @@
-//! The coordinator's operator interface: status, poison events, skipping one.
+//! The coordinator's operator interface: status, parked items and their poison events,
+//! retrying or skipping one.
 
 use std::sync::Arc;
 
@@ -10,8 +11,9 @@ use agilepm_proto::coordinator::v1::coordinator_service_server::CoordinatorServi
 use agilepm_proto::coordinator::v1::*;
 use tonic::{Request, Response, Status};
 
+use crate::commands::Reconciler;
 use crate::domain::UNHEALTHY_AFTER_US;
-use crate::mapping::poison_message;
+use crate::mapping::{parked_message, poison_message};
 use crate::progress::Progress;
 use crate::store;
 
@@ -19,13 +21,31 @@ use crate::store;
 pub struct CoordinatorApi {
     db: Db,
     progress: Arc<Progress>,
+    reconciler: Reconciler,
 }
 
 impl CoordinatorApi {
-    /// An adapter reporting `progress` and the poison events in `db`.
-    pub fn new(db: Db, progress: Arc<Progress>) -> CoordinatorApi {
-        CoordinatorApi { db, progress }
+    /// An adapter reporting `progress` and the parked items in `db`, retrying them with
+    /// `reconciler`.
+    pub fn new(db: Db, progress: Arc<Progress>, reconciler: Reconciler) -> CoordinatorApi {
+        CoordinatorApi {
+            db,
+            progress,
+            reconciler,
+        }
     }
+}
+
+/// A parked item named by a request: its tenant and its id, checked.
+fn parked_item(tenant_id: &str, backlog_item_id: &str) -> Result<(String, String), AppError> {
+    let tenant = agilepm_platform::wire::auth::identity::parse_tenant(tenant_id).map_err(|_| {
+        AppError::invalid(
+            "tenant_id",
+            "tenant ids are 1-64 characters of letters, digits, '-' and '_'",
+        )
+    })?;
+    let item = validate::uuid("backlog_item_id", backlog_item_id)?.to_string();
+    Ok((tenant, item))
 }
 
 /// The role table lets operators in; what the coordinator reports spans tenants, so an
@@ -48,9 +68,12 @@ impl CoordinatorService for CoordinatorApi {
     ) -> Result<Response<GetCoordinatorStatusResponse>, Status> {
         system_operator(&request)?;
         let poison_events = store::count_poison(&self.db).await?;
-        Ok(Response::new(
-            self.progress.report(UNHEALTHY_AFTER_US, poison_events),
-        ))
+        let parked_items = store::count_parked(&self.db).await?;
+        Ok(Response::new(self.progress.report(
+            UNHEALTHY_AFTER_US,
+            poison_events,
+            parked_items,
+        )))
     }
 
     async fn list_poison_events(
@@ -83,9 +106,60 @@ impl CoordinatorService for CoordinatorApi {
         let skipped = store::skip_poison(&self.db, &event_id).await?;
         let poison_event =
             skipped.ok_or_else(|| AppError::not_found(format!("poison event {event_id}")))?;
-        tracing::warn!(event_id = %event_id, backlog_item_id = %poison_event.backlog_item_id, "operator skipped a poison event");
+        self.reconciler.forget_parked();
+        tracing::warn!(event_id = %event_id, backlog_item_id = %poison_event.backlog_item_id, "operator skipped a poison event and its parked item");
         Ok(Response::new(SkipPoisonEventResponse {
             poison_event: Some(poison_message(&poison_event)),
+        }))
+    }
+
+    async fn list_parked_items(
+        &self,
+        request: Request<ListParkedItemsRequest>,
+    ) -> Result<Response<ListParkedItemsResponse>, Status> {
+        system_operator(&request)?;
+        let r = request.into_inner();
+        let size = validate::page_size("page_size", r.page_size, 100, 1000)?;
+        let query = paging::PageQuery::new(
+            "agilepm.coordinator.v1.CoordinatorService/ListParkedItems",
+            &[],
+        );
+        let after = paging::decode_token("page_token", &r.page_token, &query)?.unwrap_or_default();
+        // Tenant ids hold no '/', so "tenant/item" names a place in (tenant, item) order.
+        let after = after.split_once('/').unwrap_or(("", ""));
+        let parked = store::list_parked(&self.db, after, size + 1).await?;
+        let (parked, next_page_token) = paging::finish_page(parked, size, &query, |p| {
+            format!("{}/{}", p.tenant_id, p.backlog_item_id)
+        });
+        Ok(Response::new(ListParkedItemsResponse {
+            parked_items: parked.iter().map(parked_message).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn retry_parked_item(
+        &self,
+        request: Request<RetryParkedItemRequest>,
+    ) -> Result<Response<RetryParkedItemResponse>, Status> {
+        system_operator(&request)?;
+        let r = request.get_ref();
+        let (tenant, item) = parked_item(&r.tenant_id, &r.backlog_item_id)?;
+        let released = self.reconciler.retry_parked(&tenant, &item).await?;
+        Ok(Response::new(RetryParkedItemResponse {
+            released_events: released as i64,
+        }))
+    }
+
+    async fn skip_parked_item(
+        &self,
+        request: Request<SkipParkedItemRequest>,
+    ) -> Result<Response<SkipParkedItemResponse>, Status> {
+        system_operator(&request)?;
+        let r = request.get_ref();
+        let (tenant, item) = parked_item(&r.tenant_id, &r.backlog_item_id)?;
+        let skipped = self.reconciler.skip_parked(&tenant, &item).await?;
+        Ok(Response::new(SkipParkedItemResponse {
+            skipped_events: skipped as i64,
         }))
     }
 }

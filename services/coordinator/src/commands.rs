@@ -10,14 +10,21 @@
 //! their CPU in the benchmark), which applies each only if its revision is newer than the
 //! last one applied. Replays, duplicates and reordering are therefore harmless; items
 //! that fail transiently are retried alone, and the feed position is saved (by the
-//! follower) only after every item of the batch succeeded.
+//! follower) only after every item of the batch succeeded or was parked.
+//!
+//! Failures are isolated by item (DESIGN §8): reconciles of different items commute, so
+//! an item whose reconcile fails permanently (`domain::failure_kind`) is parked (its
+//! events recorded in `store`) and its later events wait behind it, while every other
+//! item of every tenant flows on; an operator retries or skips it (`api`). A failure
+//! that is not the item's own (a peer down, a peer refusing our identity) parks nothing:
+//! the batch is retried with backoff and readiness says why.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agilepm_platform::domain::error::{AppResult, is_transient};
+use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::domain::time::{micros, now_micros};
 use agilepm_platform::events::follower::{BatchHandler, FollowOptions, backoff};
 use agilepm_platform::storage::db::Db;
@@ -34,7 +41,7 @@ use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use futures::StreamExt as _;
 use tonic::{Code, Status};
 
-use crate::domain::{self, ItemWork, PoisonEvent, Totals};
+use crate::domain::{self, FailureKind, ItemWork, PoisonEvent, Totals};
 use crate::progress::Progress;
 use crate::{events, mapping, store};
 
@@ -70,18 +77,21 @@ impl Default for ReconcilerOptions {
 
 /// Why an item could not be reconciled.
 struct Failure {
-    permanent: bool,
+    kind: FailureKind,
     status: Status,
 }
 
-/// Reconciles backlog item status from the task feed.
+/// Reconciles backlog item status from the task feed. Clones share the peers, the
+/// progress and what is known of the parked items (the follower and the operator API
+/// hold one each).
+#[derive(Clone)]
 pub struct Reconciler {
     db: Db,
     tasks: TaskServiceClient<PeerChannel>,
     backlog_items: BacklogItemServiceClient<PeerChannel>,
     progress: Arc<Progress>,
     options: ReconcilerOptions,
-    poison: KnownEmpty,
+    poison: Arc<KnownEmpty>,
 }
 
 impl Reconciler {
@@ -99,7 +109,7 @@ impl Reconciler {
             backlog_items,
             progress,
             options,
-            poison: KnownEmpty::default(),
+            poison: Arc::default(),
         }
     }
 
@@ -260,14 +270,11 @@ impl Reconciler {
                         results[i] = Some(Ok(()));
                     }
                     Err(status) => {
-                        // UNIMPLEMENTED means a backlog-item older than this coordinator
-                        // (mid-upgrade), not a bad event: hold the feed until it is
-                        // upgraded rather than record poison.
-                        let transient = is_transient(&status)
-                            || matches!(status.code(), Code::Cancelled | Code::Unimplemented);
+                        let kind = domain::failure_kind(status.code());
                         let event_ids: Vec<&str> =
                             work.events.iter().map(|(id, _)| id.as_str()).collect();
-                        let last = !transient || attempt >= self.options.attempts;
+                        let last =
+                            kind == FailureKind::Permanent || attempt >= self.options.attempts;
                         // Logged once at error when the item fails for this batch; a
                         // transient failure that will be retried is a warning.
                         if last {
@@ -278,6 +285,7 @@ impl Reconciler {
                                 attempt,
                                 code = ?status.code(),
                                 error = %status.message(),
+                                kind = ?kind,
                                 "reconcile failed"
                             );
                         } else {
@@ -291,10 +299,7 @@ impl Reconciler {
                             );
                         }
                         if last {
-                            results[i] = Some(Err(Failure {
-                                permanent: !transient,
-                                status,
-                            }));
+                            results[i] = Some(Err(Failure { kind, status }));
                         } else {
                             again.push(i);
                         }
@@ -311,7 +316,7 @@ impl Reconciler {
             .map(|result| {
                 result.unwrap_or_else(|| {
                     Err(Failure {
-                        permanent: false,
+                        kind: FailureKind::Transient,
                         status: Status::internal("item not attempted"),
                     })
                 })
@@ -339,10 +344,98 @@ impl Reconciler {
     }
 }
 
+impl Reconciler {
+    /// Parks `work`'s item: records its events (the first with `error`) so that its
+    /// later events wait behind them.
+    async fn park(&self, work: &ItemWork, error: &str) -> AppResult<()> {
+        for (event_id, position) in &work.events {
+            let poison = PoisonEvent {
+                event_id: event_id.clone(),
+                position: position.clone(),
+                backlog_item_id: work.backlog_item_id.clone(),
+                tenant_id: work.tenant.clone(),
+                error: error.to_owned(),
+                record_time_us: now_micros(),
+            };
+            store::record_poison(&self.db, &poison).await?;
+        }
+        self.poison.forget();
+        Ok(())
+    }
+
+    /// An operator's retry of a parked item: applies its freshest totals (read from the
+    /// task service now, so they stand for every event waiting behind it) and releases
+    /// the events it held. Events that arrived meanwhile are settled by another round.
+    /// Returns how many events were released; NOT_FOUND if the item is not parked;
+    /// FAILED_PRECONDITION naming the failure if the reconcile fails again (the item
+    /// stays parked).
+    pub async fn retry_parked(&self, tenant: &str, item: &str) -> AppResult<u64> {
+        let mut released = 0;
+        for round in 0..4 {
+            let events = store::parked_events(&self.db, tenant, item).await?;
+            if events.is_empty() {
+                if round == 0 {
+                    return Err(AppError::not_found(format!(
+                        "parked backlog item {item} of tenant {tenant}"
+                    )));
+                }
+                break;
+            }
+            let work = ItemWork {
+                tenant: tenant.to_owned(),
+                backlog_item_id: item.to_owned(),
+                events: events
+                    .iter()
+                    .map(|id| (id.clone(), String::new()))
+                    .collect(),
+                totals: None,
+                read_totals: true,
+            };
+            match self.try_reconcile_all(&[&work]).await.pop() {
+                Some(Ok(outcome)) => {
+                    self.count(outcome);
+                    store::release(&self.db, &events).await?;
+                    released += events.len() as u64;
+                }
+                Some(Err(status)) => {
+                    let error = format!("{:?}: {}", status.code(), status.message());
+                    store::record_retry_failure(&self.db, tenant, item, &error).await?;
+                    return Err(AppError::precondition(format!(
+                        "backlog item {item} stays parked: the retry failed with {error}"
+                    )));
+                }
+                None => break,
+            }
+        }
+        self.poison.forget();
+        tracing::warn!(tenant = %tenant, backlog_item_id = %item, released, "operator retried a parked item; released");
+        Ok(released)
+    }
+
+    /// An operator's skip of a parked item: releases it without applying what waited.
+    pub async fn skip_parked(&self, tenant: &str, item: &str) -> AppResult<u64> {
+        let skipped = store::skip_item(&self.db, tenant, item).await?;
+        if skipped == 0 {
+            return Err(AppError::not_found(format!(
+                "parked backlog item {item} of tenant {tenant}"
+            )));
+        }
+        self.poison.forget();
+        tracing::warn!(tenant = %tenant, backlog_item_id = %item, skipped, "operator skipped a parked item");
+        Ok(skipped)
+    }
+
+    /// What is known of the parked items changed behind this replica's back (an
+    /// operator skipped an event through the older RPC).
+    pub fn forget_parked(&self) {
+        self.poison.forget();
+    }
+}
+
 impl BatchHandler for Reconciler {
     async fn handle(&self, batch: &[Event]) -> anyhow::Result<()> {
         // The poison table is tiny and empty in the steady state, where it is not read.
-        let (skipped, blocking) = self.poison.ids(&self.db).await?;
+        let (skipped, parked) = self.poison.read(&self.db).await?;
         let mut followed = Vec::with_capacity(batch.len());
         for event in batch {
             if skipped.contains(&event.event_id) {
@@ -356,48 +449,48 @@ impl BatchHandler for Reconciler {
                 }
             }
         }
-        let works = domain::collapse(followed);
+        // A parked item's later events wait behind it, in feed order; the others go on.
+        let (waiting, works): (Vec<ItemWork>, Vec<ItemWork>) = domain::collapse(followed)
+            .into_iter()
+            .partition(|w| parked.contains(&(w.tenant.clone(), w.backlog_item_id.clone())));
+        for work in &waiting {
+            self.park(work, "waiting behind the item's parked events")
+                .await?;
+        }
         let results = self.reconcile_all(&works).await;
         let mut failed = 0;
-        let mut first_error = None;
+        let mut first_error: Option<(FailureKind, String)> = None;
         for (work, result) in works.iter().zip(&results) {
-            match result {
-                Ok(()) => {}
-                Err(failure) => {
-                    failed += 1;
-                    let error =
-                        format!("{:?}: {}", failure.status.code(), failure.status.message());
-                    if failure.permanent {
-                        for (event_id, position) in &work.events {
-                            let poison = PoisonEvent {
-                                event_id: event_id.clone(),
-                                position: position.clone(),
-                                backlog_item_id: work.backlog_item_id.clone(),
-                                tenant_id: work.tenant.clone(),
-                                error: error.clone(),
-                                record_time_us: now_micros(),
-                            };
-                            store::record_poison(&self.db, &poison).await?;
-                            self.poison.forget();
-                        }
-                    }
-                    first_error
-                        .get_or_insert(format!("backlog item {}: {error}", work.backlog_item_id));
-                }
+            let Err(failure) = result else { continue };
+            let error = format!("{:?}: {}", failure.status.code(), failure.status.message());
+            if failure.kind == FailureKind::Permanent {
+                // Logged once at error (and so reported), then out of everyone's way.
+                tracing::error!(
+                    tenant = %work.tenant,
+                    backlog_item_id = %work.backlog_item_id,
+                    error = %error,
+                    "backlog item parked: its reconcile can never succeed as it is; \
+                     the other items go on (RetryParkedItem or SkipParkedItem)"
+                );
+                self.park(work, &error).await?;
+                continue;
             }
+            failed += 1;
+            first_error.get_or_insert((
+                failure.kind,
+                format!("backlog item {}: {error}", work.backlog_item_id),
+            ));
         }
-        if let Some(error) = first_error {
-            anyhow::bail!(
-                "{failed} of {} items failed; the batch will be retried from the last checkpoint. First: {error}",
-                works.len()
-            );
+        if let Some((kind, error)) = first_error {
+            return Err(BatchFailed {
+                kind,
+                message: format!(
+                    "{failed} of {} items failed; the batch will be retried from the last checkpoint. First: {error}",
+                    works.len()
+                ),
+            }
+            .into());
         }
-        let healed: Vec<String> = batch
-            .iter()
-            .filter(|e| blocking.contains(&e.event_id))
-            .map(|e| e.event_id.clone())
-            .collect();
-        store::clear_poison(&self.db, &healed).await?;
         Ok(())
     }
 
@@ -418,7 +511,10 @@ impl BatchHandler for Reconciler {
     }
 
     fn on_error(&self, error: &anyhow::Error) {
-        self.progress.failed(&format!("{error:#}"));
+        let kind = error
+            .downcast_ref::<BatchFailed>()
+            .map(|failed| failed.kind);
+        self.progress.failed(&format!("{error:#}"), kind);
     }
 
     fn on_resumed(&self) {
@@ -426,17 +522,36 @@ impl BatchHandler for Reconciler {
     }
 }
 
-/// What this replica knows of the poison table, so that a batch need not read it: only
-/// the leaseholder records poison events, so once a read finds none, none appear until
-/// this replica records one or a new lease term begins (another replica may have recorded
-/// some meanwhile); both call [`KnownEmpty::forget`]. Each `forget` bumps a generation,
+/// A batch that must be retried, and the kind of its first failure (readiness names a
+/// configuration fault as such).
+#[derive(Debug)]
+struct BatchFailed {
+    kind: FailureKind,
+    message: String,
+}
+
+impl std::fmt::Display for BatchFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BatchFailed {}
+
+/// What this replica knows of the poison table, so that a batch need not read it: once a
+/// read finds it empty, it stays empty until this process parks an item, an operator acts
+/// through this process, or a new lease term begins (another replica may have parked
+/// some meanwhile); each calls [`KnownEmpty::forget`]. Each `forget` bumps a generation,
 /// and a read marks the table empty only if no `forget` happened since it began, so a
-/// batch running beside one that records an event cannot hide it.
+/// batch running beside one that parks an item cannot hide it.
 #[derive(Debug, Default)]
 struct KnownEmpty {
     /// (generation, known empty)
     state: Mutex<(u64, bool)>,
 }
+
+/// The skipped poison events (by id) and the parked items (tenant, item).
+type Parked = (HashSet<String>, HashSet<(String, String)>);
 
 impl KnownEmpty {
     /// Drops what is known: the next batch reads the table. Call *after* recording.
@@ -446,9 +561,9 @@ impl KnownEmpty {
         state.1 = false;
     }
 
-    /// The skipped and the blocking poison event ids, or two empty sets without a read
-    /// while the table is known empty.
-    async fn ids(&self, db: &Db) -> AppResult<(HashSet<String>, HashSet<String>)> {
+    /// The skipped events and the parked items, or two empty sets without a read while
+    /// the table is known empty.
+    async fn read(&self, db: &Db) -> AppResult<Parked> {
         let generation = {
             let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if state.1 {
@@ -456,13 +571,13 @@ impl KnownEmpty {
             }
             state.0
         };
-        let ids = store::poison_ids(db).await?;
-        if ids.0.is_empty() && ids.1.is_empty() {
+        let parked = store::parked(db).await?;
+        if parked.0.is_empty() && parked.1.is_empty() {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if state.0 == generation {
                 state.1 = true;
             }
         }
-        Ok(ids)
+        Ok(parked)
     }
 }

@@ -99,8 +99,57 @@ pub fn collapse(events: impl IntoIterator<Item = FollowedEvent>) -> Vec<ItemWork
         .collect()
 }
 
-/// A task event whose reconcile failed permanently: it blocks the feed until an operator
-/// skips it, because skipping silently would leave an item's status wrong.
+/// How a failed reconcile is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The item's own fault, and it can never succeed as it is (the item is missing, or
+    /// the event malformed): the item is parked, every other item flows on.
+    Permanent,
+    /// A peer down or slow: retried with backoff, the feed position holds.
+    Transient,
+    /// A peer refusing or failing the coordinator's calls for every item alike (its
+    /// identity refused, an internal error): a fault of the deployment, not of the item.
+    /// Retried with backoff like a transient one, never parked (parking every item would
+    /// make the operator retry them all once the deployment is fixed), and readiness
+    /// names it.
+    Configuration,
+}
+
+/// What a peer's answer `code` means for the item it was about.
+pub fn failure_kind(code: tonic::Code) -> FailureKind {
+    use tonic::Code;
+    match code {
+        Code::NotFound | Code::InvalidArgument => FailureKind::Permanent,
+        // UNIMPLEMENTED is a peer older than this coordinator (mid-upgrade); CANCELLED a
+        // call cut short by a restart.
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::Cancelled
+        | Code::Unimplemented => FailureKind::Transient,
+        _ => FailureKind::Configuration,
+    }
+}
+
+/// A parked backlog item as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedItem {
+    /// The tenant.
+    pub tenant_id: String,
+    /// The item.
+    pub backlog_item_id: String,
+    /// The failure that parked it (or the last retry's).
+    pub error: String,
+    /// Its parked events.
+    pub events: i64,
+    /// When it was parked (µs).
+    pub park_time_us: i64,
+}
+
+/// A task event of a parked item: the one whose reconcile failed permanently, or one
+/// that arrived behind it. Skipping silently would leave the item's status wrong, so it
+/// waits for an operator; other items do not wait for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoisonEvent {
     /// The event.
@@ -152,6 +201,29 @@ mod tests {
         );
         assert_eq!(works[0].events.len(), 3);
         assert!(!works[0].read_totals);
+    }
+
+    #[test]
+    fn only_what_the_item_cannot_fix_parks_it() {
+        use tonic::Code;
+        assert_eq!(failure_kind(Code::NotFound), FailureKind::Permanent);
+        assert_eq!(failure_kind(Code::InvalidArgument), FailureKind::Permanent);
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Unimplemented,
+        ] {
+            assert_eq!(failure_kind(code), FailureKind::Transient, "{code:?}");
+        }
+        for code in [
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+            Code::Internal,
+            Code::FailedPrecondition,
+            Code::Unknown,
+        ] {
+            assert_eq!(failure_kind(code), FailureKind::Configuration, "{code:?}");
+        }
     }
 
     #[test]

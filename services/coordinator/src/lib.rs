@@ -6,12 +6,12 @@
 //!
 //! | module | holds |
 //! |---|---|
-//! | [`api`] | the operator RPCs: status, poison events, skipping one |
-//! | [`commands`] | the unit of work: a feed batch -> per-item bases -> reconcile RPCs, retries, poison events |
-//! | [`domain`] | collapsing a batch per item, the poison event, lease and health timings |
+//! | [`api`] | the operator RPCs: status, parked items, retrying or skipping one |
+//! | [`commands`] | the unit of work: a feed batch -> per-item bases -> reconcile RPCs, retries, parking |
+//! | [`domain`] | collapsing a batch per item, which failures park an item, lease and health timings |
 //! | [`events`] | the task events followed, decoded once |
 //! | [`mapping`] | domain <-> protobuf |
-//! | [`store`] | the lease and the poison events in the coordinator's database |
+//! | [`store`] | the lease and the parked items' events in the coordinator's database |
 //! | [`lease`] | one active follower among replicas (the gRPC feed) |
 //! | [`shared_work`] | every replica working (the task stream on JetStream) |
 //! | [`progress`] | counters, lag, health |
@@ -95,19 +95,19 @@ pub async fn run(
                         lease::ttl_from_env()?,
                         context.db.clone(),
                         feed,
-                        reconciler,
+                        reconciler.clone(),
                         context.shutdown.clone(),
                     ));
                 }
                 FeedSource::Nats => {
                     context.tasks.spawn(shared_work::consume_task_stream(
                         context.config.nats.clone(),
-                        reconciler,
+                        reconciler.clone(),
                         context.shutdown.clone(),
                     ));
                 }
             }
-            let api = api::CoordinatorApi::new(context.db.clone(), progress);
+            let api = api::CoordinatorApi::new(context.db.clone(), progress, reconciler.clone());
             Ok(server.add_service(CoordinatorServiceServer::new(api)))
         },
     )

@@ -5,7 +5,7 @@ use agilepm_proto::backlog::v1::ReconcileBacklogItemStatusRequest;
 use agilepm_proto::coordinator::v1 as proto;
 use agilepm_proto::task::v1::BacklogItemTaskTotals;
 
-use crate::domain::{PoisonEvent, Totals};
+use crate::domain::{ParkedItem, PoisonEvent, Totals};
 
 /// Totals as the task service sends them.
 pub fn totals(message: &BacklogItemTaskTotals) -> Totals {
@@ -37,5 +37,16 @@ pub fn poison_message(event: &PoisonEvent) -> proto::PoisonEvent {
         tenant_id: event.tenant_id.clone(),
         error: event.error.clone(),
         record_time: Some(timestamp(event.record_time_us)),
+    }
+}
+
+/// A parked item as operators see it.
+pub fn parked_message(item: &ParkedItem) -> proto::ParkedItem {
+    proto::ParkedItem {
+        tenant_id: item.tenant_id.clone(),
+        backlog_item_id: item.backlog_item_id.clone(),
+        error: item.error.clone(),
+        events: item.events,
+        park_time: Some(timestamp(item.park_time_us)),
     }
 }

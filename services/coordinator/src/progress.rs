@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::domain::UNHEALTHY_AFTER_US;
+use crate::domain::{FailureKind, UNHEALTHY_AFTER_US};
 use crate::store;
 
 /// Counters and the latest positions, shared by the follower and the status RPC.
@@ -30,8 +30,10 @@ pub struct Progress {
     pub reconciles_ignored_stale: AtomicI64,
     /// Status changes caused.
     pub status_changes: AtomicI64,
-    /// Poison events blocking the feed, as last counted.
+    /// Events of parked items, as last counted.
     pub poison_events: AtomicI64,
+    /// Parked items, as last counted.
+    pub parked_items: AtomicI64,
     state: Mutex<State>,
 }
 
@@ -44,6 +46,8 @@ struct State {
     last_error: String,
     last_error_time_us: i64,
     failing_since_us: Option<i64>,
+    /// What kind of failure the last one was, where the reconciler said.
+    last_failure: Option<FailureKind>,
 }
 
 /// The place of a feed position in feed order.
@@ -105,13 +109,45 @@ impl Progress {
         }
     }
 
-    /// Something failed; progress is paused until the next success.
-    pub fn failed(&self, error: &str) {
+    /// Something failed (of `kind`, where known); progress is paused until the next
+    /// success.
+    pub fn failed(&self, error: &str, kind: Option<FailureKind>) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = now_micros();
         state.last_error = error.to_owned();
         state.last_error_time_us = now;
+        state.last_failure = kind;
         state.failing_since_us.get_or_insert(now);
+    }
+
+    /// Why readiness is what it is, for operators: ready, ready with parked items, or
+    /// the failure that keeps it from being ready.
+    pub fn readiness_reason(&self, grace_us: i64, parked_items: i64) -> String {
+        if !self.healthy(grace_us) {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let since = state
+                .failing_since_us
+                .map_or(0, |since| (now_micros() - since) / 1_000_000);
+            let fault = if state.last_failure == Some(FailureKind::Configuration) {
+                " (a configuration fault: a peer refuses or fails the coordinator's calls \
+                 whatever the item; check the peers' addresses, the coordinator's identity \
+                 and the access table; nothing is parked for it)"
+            } else {
+                ""
+            };
+            return format!(
+                "not ready: reconciling has failed for {since} s and is retried with \
+                 backoff{fault}: {}",
+                state.last_error
+            );
+        }
+        if parked_items > 0 {
+            return format!(
+                "ready; {parked_items} backlog items parked by a permanent failure, the \
+                 others flowing (ListParkedItems, then RetryParkedItem or SkipParkedItem)"
+            );
+        }
+        "ready".into()
     }
 
     /// Whether the coordinator is making progress: not failing for longer than
@@ -123,9 +159,16 @@ impl Progress {
             .is_none_or(|since| now_micros() - since < grace_us)
     }
 
-    /// The status report.
-    pub fn report(&self, grace_us: i64, poison_events: i64) -> GetCoordinatorStatusResponse {
-        let healthy = self.healthy(grace_us) && poison_events == 0;
+    /// The status report. Parked items do not make the coordinator unhealthy: every
+    /// other item flows on.
+    pub fn report(
+        &self,
+        grace_us: i64,
+        poison_events: i64,
+        parked_items: i64,
+    ) -> GetCoordinatorStatusResponse {
+        let healthy = self.healthy(grace_us);
+        let readiness_reason = self.readiness_reason(grace_us, parked_items);
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let caught_up = state.head.is_empty() || state.head == state.position;
         GetCoordinatorStatusResponse {
@@ -150,6 +193,8 @@ impl Progress {
                 .then(|| timestamp(state.last_error_time_us)),
             healthy,
             poison_events,
+            parked_items,
+            readiness_reason,
         }
     }
 }
@@ -158,8 +203,9 @@ impl Progress {
 ///
 /// * `agilepm.coordinator.lag_events`, `agilepm.coordinator.lag` (seconds) — how far the
 ///   reconciled position is behind the task feed's head (0 when caught up);
-/// * `agilepm.coordinator.poison_events` — events that stop the feed until an operator
-///   acts (alert on > 0);
+/// * `agilepm.coordinator.parked_items` — backlog items parked by a permanent failure,
+///   waiting for an operator while the others flow on (alert on > 0);
+/// * `agilepm.coordinator.poison_events` — the events those items hold;
 /// * `agilepm.coordinator.events_processed`, `agilepm.coordinator.status_changes` —
 ///   counters.
 pub fn measure(progress: &Arc<Progress>) {
@@ -204,7 +250,7 @@ pub fn measure(progress: &Arc<Progress>) {
             .build();
     }
     let meter = agilepm_platform::wire::metrics::meter();
-    let report = |progress: &Progress| progress.report(UNHEALTHY_AFTER_US, 0);
+    let report = |progress: &Progress| progress.report(UNHEALTHY_AFTER_US, 0, 0);
     gauge(
         &meter,
         progress,
@@ -226,8 +272,16 @@ pub fn measure(progress: &Arc<Progress>) {
         progress,
         "agilepm.coordinator.poison_events",
         "{event}",
-        "Events the coordinator cannot apply, stopping it until an operator acts",
+        "Events of backlog items parked by a permanent failure",
         |p| p.poison_events.load(Ordering::Relaxed) as f64,
+    );
+    gauge(
+        &meter,
+        progress,
+        "agilepm.coordinator.parked_items",
+        "{item}",
+        "Backlog items parked by a permanent failure, waiting for an operator",
+        |p| p.parked_items.load(Ordering::Relaxed) as f64,
     );
     counter(
         &meter,
@@ -246,7 +300,8 @@ pub fn measure(progress: &Arc<Progress>) {
 }
 
 /// Keeps health in step with progress (NOT_SERVING while following has failed for a
-/// while or a poison event blocks the feed), and the head current even while blocked.
+/// while; parked items do not stop the others, so they leave it SERVING), the parked
+/// counts current, and the head current even while blocked.
 pub async fn report_health(
     db: Db,
     mut feed: EventFeedServiceClient<PeerChannel>,
@@ -269,7 +324,9 @@ pub async fn report_health(
         }
         let poison = store::count_poison(&db).await.unwrap_or(0);
         progress.poison_events.store(poison, Ordering::Relaxed);
-        let ok = progress.healthy(UNHEALTHY_AFTER_US) && poison == 0;
+        let parked = store::count_parked(&db).await.unwrap_or(0);
+        progress.parked_items.store(parked, Ordering::Relaxed);
+        let ok = progress.healthy(UNHEALTHY_AFTER_US);
         if ok != serving {
             serving = ok;
             let status = if ok {
@@ -279,7 +336,7 @@ pub async fn report_health(
             };
             if !ok {
                 tracing::error!(
-                    poison,
+                    reason = %progress.readiness_reason(UNHEALTHY_AFTER_US, parked),
                     "the coordinator cannot make progress; health NOT_SERVING"
                 );
             }
@@ -298,23 +355,41 @@ mod tests {
         let progress = Progress::default();
         progress.advanced("f.0.10", 1_000_000, 10);
         progress.heartbeat("f.0.25", Some(&timestamp(4_000_000)), "f.0.10");
-        let report = progress.report(1_000_000, 0);
+        let report = progress.report(1_000_000, 0, 0);
         assert_eq!((report.lag_events, report.lag_seconds), (15, 3.0));
         progress.heartbeat("f.0.25", Some(&timestamp(4_000_000)), "f.0.25");
-        assert_eq!(progress.report(1_000_000, 0).lag_events, 0);
+        assert_eq!(progress.report(1_000_000, 0, 0).lag_events, 0);
     }
 
     #[test]
     fn failures_turn_unhealthy_after_the_grace_period() {
         let progress = Progress::default();
-        progress.failed("backlog-item service unavailable");
+        progress.failed("backlog-item service unavailable", None);
         assert!(progress.healthy(60_000_000));
         assert!(!progress.healthy(0));
         progress.advanced("f.0.1", 0, 1);
         assert!(progress.healthy(0));
+        let report = progress.report(0, 3, 1);
+        assert!(report.healthy, "a parked item stops nothing else");
         assert!(
-            !progress.report(0, 1).healthy,
-            "a poison event blocks progress"
+            report.readiness_reason.contains("1 backlog items parked"),
+            "{}",
+            report.readiness_reason
         );
+    }
+
+    #[test]
+    fn readiness_names_a_configuration_fault() {
+        let progress = Progress::default();
+        progress.failed(
+            "backlog item x: PermissionDenied: not for this caller",
+            Some(FailureKind::Configuration),
+        );
+        let reason = progress.readiness_reason(0, 0);
+        assert!(
+            reason.starts_with("not ready") && reason.contains("configuration fault"),
+            "{reason}"
+        );
+        assert!(reason.contains("PermissionDenied"), "{reason}");
     }
 }

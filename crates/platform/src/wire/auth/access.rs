@@ -124,6 +124,9 @@ pub const TABLE: &[(&str, &str, Rule)] = &[
     ("agilepm.coordinator.v1.CoordinatorService", "GetCoordinatorStatus", rule(&[Operator], NO_SERVICE)),
     ("agilepm.coordinator.v1.CoordinatorService", "ListPoisonEvents", rule(&[Operator], NO_SERVICE)),
     ("agilepm.coordinator.v1.CoordinatorService", "SkipPoisonEvent", rule(&[Operator], NO_SERVICE)),
+    ("agilepm.coordinator.v1.CoordinatorService", "ListParkedItems", rule(&[Operator], NO_SERVICE)),
+    ("agilepm.coordinator.v1.CoordinatorService", "RetryParkedItem", rule(&[Operator], NO_SERVICE)),
+    ("agilepm.coordinator.v1.CoordinatorService", "SkipParkedItem", rule(&[Operator], NO_SERVICE)),
     // notifier: a tenant's product owner manages its webhooks; deliveries are the product
     // owner's and operators' to inspect and send again (a system operator's for every tenant)
     ("agilepm.notifier.v1.NotifierService", "CreateSubscription", rule(PO, NO_SERVICE)),
