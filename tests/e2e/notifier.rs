@@ -42,6 +42,9 @@ engine_tests!(
     a_delivery_that_keeps_failing_is_dead_lettered_and_redelivered,
     a_hanging_or_redirecting_endpoint_holds_back_no_other,
     a_sprint_falling_behind_is_at_risk_once_and_one_on_track_is_not,
+    subscription_writes_are_safe_to_retry_and_guarded_by_version,
+    a_changed_subscription_gets_no_further_attempt_at_its_old_target,
+    targets_that_resolve_to_private_addresses_are_refused,
 );
 
 #[tokio::test]
@@ -69,6 +72,7 @@ async fn subscribe(
 ) -> (Subscription, String) {
     let created = client
         .create_subscription(CreateSubscriptionRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
             target_url: url.into(),
             notification_types: types.iter().map(|t| *t as i32).collect(),
             description: "test receiver".into(),
@@ -85,9 +89,13 @@ fn spawn_notifier(
     system: &TestSystem,
     address: SocketAddr,
     database_url: &str,
-    env: &[(&str, &str)],
+    env_overrides: &[(&str, &str)],
 ) -> Child {
-    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+    // The receivers listen on loopback, which a keyed notifier refuses unless allowed;
+    // `env` may narrow it again.
+    let mut env: Vec<(&str, String)> =
+        vec![("AGILEPM_NOTIFIER_ALLOWED_NETWORKS", "127.0.0.0/8".into())];
+    env.extend(env_overrides.iter().map(|(k, v)| (*k, (*v).to_owned())));
     spawn_service(
         env!("CARGO_BIN_EXE_notifier-under-test"),
         address,
@@ -595,6 +603,10 @@ async fn a_delivery_that_keeps_failing_is_dead_lettered_and_redelivered(engine: 
         "{}",
         dead.last_error
     );
+    assert_eq!(
+        dead.last_error, "HTTP 500 Internal Server Error",
+        "the status line only: no byte of the receiver's body reaches the tenant"
+    );
     assert!(
         dead.last_error.len() < 400,
         "the refusal's body is cut: {}",
@@ -838,31 +850,33 @@ async fn a_sprint_falling_behind_is_at_risk_once_and_one_on_track_is_not(engine:
 
     // Two five-day sprints from today, 100 hours each: the ideal line is 100, 75, 50,
     // 25, 0, and the margin 10 hours.
+    // Tomorrow (the team's day may be ahead of UTC's): one sprint burned 10 hours, the
+    // other 20. Each sprint's estimates land before it starts (only active sprints are
+    // judged), so no judging pass sees one task estimated and the other not, nor the
+    // tenant's day moved to tomorrow by one sprint before the other was estimated for it.
+    let mut tasks = s.tasks();
     s.replan(StatusTransitionMode::Automatic, day(0), day(4))
         .await;
     let behind = s.sprint.id.clone();
     let (_, behind_tasks) = s.committed_item(2, 50).await;
-    start_sprint(&s).await;
-    s.replan(StatusTransitionMode::Automatic, day(0), day(4))
-        .await;
-    let on_track = s.sprint.id.clone();
-    let (_, on_track_tasks) = s.committed_item(2, 50).await;
-    start_sprint(&s).await;
-    // Tomorrow (the team's day may be ahead of UTC's): one sprint burned 10 hours, the
-    // other 20.
-    let mut tasks = s.tasks();
     for task in &behind_tasks {
         tasks
             .estimate_task_hours_remaining(estimate_on(task, 45, day(1)))
             .await
             .unwrap();
     }
+    start_sprint(&s).await;
+    s.replan(StatusTransitionMode::Automatic, day(0), day(4))
+        .await;
+    let on_track = s.sprint.id.clone();
+    let (_, on_track_tasks) = s.committed_item(2, 50).await;
     for task in &on_track_tasks {
         tasks
             .estimate_task_hours_remaining(estimate_on(task, 40, day(1)))
             .await
             .unwrap();
     }
+    start_sprint(&s).await;
     let behind_days = burndown_hours(&s, &behind).await;
     assert_eq!(
         &behind_days[..2],
@@ -944,6 +958,7 @@ async fn subscriptions_are_validated_scoped_and_rotate(engine: Engine) {
     ] {
         let refused = client
             .create_subscription(CreateSubscriptionRequest {
+                request_id: uuid::Uuid::new_v4().to_string(),
                 target_url: url.into(),
                 notification_types: types,
                 ..Default::default()
@@ -969,6 +984,7 @@ async fn subscriptions_are_validated_scoped_and_rotate(engine: Engine) {
     let viewer = agilepm_testkit::person_token("vic", "acme", &[Role::Viewer]);
     let refused = notifier(s.system.channel(ServiceName::Notifier, &viewer))
         .create_subscription(CreateSubscriptionRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
             target_url: receiver.url(),
             notification_types: vec![NotificationType::SprintStarted as i32],
             ..Default::default()
@@ -996,6 +1012,8 @@ async fn subscriptions_are_validated_scoped_and_rotate(engine: Engine) {
         .rotate_subscription_secret(RotateSubscriptionSecretRequest {
             subscription_id: subscription.subscription_id.clone(),
             overlap_seconds: 3600,
+            request_id: uuid::Uuid::new_v4().to_string(),
+            expected_version: None,
         })
         .await
         .unwrap()
@@ -1029,6 +1047,7 @@ async fn subscriptions_are_validated_scoped_and_rotate(engine: Engine) {
     }
     let refused = client
         .create_subscription(CreateSubscriptionRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
             target_url: receiver.url(),
             notification_types: vec![NotificationType::TaskImpeded as i32],
             ..Default::default()
@@ -1054,5 +1073,369 @@ async fn subscriptions_are_validated_scoped_and_rotate(engine: Engine) {
         page_token = page.next_page_token;
     }
     assert_eq!(seen, 25);
+    s.system.stop().await;
+}
+
+/// Issue 36 §4: CreateSubscription and RotateSubscriptionSecret are safe to retry (the
+/// first response, secret included; another body on the key is refused), Update, Rotate
+/// and Delete are guarded by the version, and the bound of 25 holds under 26 creates at
+/// once.
+async fn subscription_writes_are_safe_to_retry_and_guarded_by_version(engine: Engine) {
+    let system = TestSystem::start(engine, &ServiceName::ALL).await;
+    let mut client = notifier(system.channel(ServiceName::Notifier, "acme"));
+    let receiver = Receiver::start(Behaviour::default()).await;
+    let create = CreateSubscriptionRequest {
+        request_id: "create-once".into(),
+        target_url: receiver.url(),
+        notification_types: vec![NotificationType::SprintStarted as i32],
+        description: "retried".into(),
+        disabled: false,
+    };
+    let first = client
+        .create_subscription(create.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let again = client
+        .create_subscription(create.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        again, first,
+        "a retry answers the first response, secret included"
+    );
+    let other = CreateSubscriptionRequest {
+        description: "another body".into(),
+        ..create.clone()
+    };
+    let refused = client.create_subscription(other).await.unwrap_err();
+    assert_eq!(refused.code(), Code::AlreadyExists, "{refused:?}");
+    let missing = CreateSubscriptionRequest {
+        request_id: String::new(),
+        ..create.clone()
+    };
+    let refused = client.create_subscription(missing).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("request_id"), "{refused:?}");
+    let listed = client
+        .list_subscriptions(ListSubscriptionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .subscriptions;
+    assert_eq!(listed.len(), 1, "one subscription for the retried create");
+    let subscription = first.subscription.unwrap();
+    assert_eq!(subscription.version, 1);
+    let id = subscription.subscription_id.clone();
+
+    // A retried rotation returns the first one's secret and leaves the original secret
+    // overlapping: receivers holding it still verify.
+    let rotate = RotateSubscriptionSecretRequest {
+        subscription_id: id.clone(),
+        overlap_seconds: 3600,
+        request_id: "rotate-once".into(),
+        expected_version: Some(1),
+    };
+    let rotated = client
+        .rotate_subscription_secret(rotate.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let retried = client
+        .rotate_subscription_secret(rotate)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retried.signing_secret, rotated.signing_secret);
+    assert_eq!(rotated.subscription.as_ref().unwrap().version, 2);
+    let current = client
+        .get_subscription(GetSubscriptionRequest {
+            subscription_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
+    assert_eq!(current.version, 2, "the retry rotated nothing");
+    receiver.trust(std::slice::from_ref(&first.signing_secret));
+    let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
+    start_sprint(&s).await;
+    let log = receiver
+        .wait_until("the sprint started", Duration::from_secs(30), |log| {
+            !log.is_empty()
+        })
+        .await;
+    assert_eq!(
+        (log[0].answer, log[0].signatures),
+        (Answer::Accepted, 2),
+        "the original secret still signs beside the new one"
+    );
+
+    // Stale versions are ABORTED and change nothing.
+    let stale_update = client
+        .update_subscription(UpdateSubscriptionRequest {
+            subscription_id: id.clone(),
+            enabled: Some(false),
+            expected_version: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale_update.code(), Code::Aborted, "{stale_update:?}");
+    let stale_rotate = client
+        .rotate_subscription_secret(RotateSubscriptionSecretRequest {
+            subscription_id: id.clone(),
+            request_id: "rotate-stale".into(),
+            expected_version: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale_rotate.code(), Code::Aborted);
+    let stale_delete = client
+        .delete_subscription(DeleteSubscriptionRequest {
+            subscription_id: id.clone(),
+            expected_version: Some(1),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale_delete.code(), Code::Aborted);
+    let disabled = client
+        .update_subscription(UpdateSubscriptionRequest {
+            subscription_id: id.clone(),
+            enabled: Some(false),
+            expected_version: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
+    assert_eq!((disabled.enabled, disabled.version), (false, 3));
+    client
+        .delete_subscription(DeleteSubscriptionRequest {
+            subscription_id: id,
+            expected_version: Some(3),
+        })
+        .await
+        .unwrap();
+
+    // 26 creates at once leave exactly 25, whatever the interleaving.
+    let mut globex = notifier(s.system.channel(ServiceName::Notifier, "globex"));
+    let creates = (0..26).map(|n| {
+        let mut client = globex.clone();
+        let request = CreateSubscriptionRequest {
+            request_id: format!("parallel-{n}"),
+            target_url: receiver.url(),
+            notification_types: vec![NotificationType::TaskImpeded as i32],
+            ..Default::default()
+        };
+        async move {
+            client
+                .create_subscription(request)
+                .await
+                .map_err(|e| e.code())
+        }
+    });
+    let results = futures::future::join_all(creates).await;
+    let created = results.iter().filter(|r| r.is_ok()).count();
+    let exhausted = results
+        .iter()
+        .filter(|r| r.as_ref().err() == Some(&Code::ResourceExhausted))
+        .count();
+    assert_eq!((created, exhausted), (25, 1), "{results:?}");
+    let page = globex
+        .list_subscriptions(ListSubscriptionsRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.subscriptions.len(), 25);
+    // A deleted subscription gives its place back.
+    globex
+        .delete_subscription(DeleteSubscriptionRequest {
+            subscription_id: page.subscriptions[0].subscription_id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    globex
+        .create_subscription(CreateSubscriptionRequest {
+            request_id: "after-a-delete".into(),
+            target_url: receiver.url(),
+            notification_types: vec![NotificationType::TaskImpeded as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    s.system.stop().await;
+}
+
+/// Issue 36 §4: the sender re-reads the subscription before every attempt. An endpoint
+/// slow enough that a window of deliveries waits behind it; after the first arrives the
+/// subscription is re-targeted: the old endpoint gets at most the attempt already under
+/// way, the new one all the rest. Then disabled: nothing more goes anywhere until it is
+/// enabled again.
+async fn a_changed_subscription_gets_no_further_attempt_at_its_old_target(engine: Engine) {
+    const ITEMS: usize = 8;
+    let system = TestSystem::start(engine, &ServiceName::ALL).await;
+    let s = Sprinting::prepare(system, StatusTransitionMode::Automatic).await;
+    let mut client = notifier(s.system.channel(ServiceName::Notifier, "acme"));
+    let slow = Receiver::start(Behaviour {
+        answer_after: Duration::from_millis(300),
+        ..Behaviour::default()
+    })
+    .await;
+    let fresh = Receiver::start(Behaviour::default()).await;
+    let (subscription, secret) = subscribe(
+        &mut client,
+        &slow.url(),
+        &[NotificationType::BacklogItemDone],
+    )
+    .await;
+    slow.trust(std::slice::from_ref(&secret));
+    fresh.trust(&[secret]);
+    let mut tasks = s.tasks();
+    for _ in 0..ITEMS {
+        let (_, item_tasks) = s.committed_item(1, 1).await;
+        tasks
+            .estimate_task_hours_remaining(estimate(&item_tasks[0], 0))
+            .await
+            .unwrap();
+    }
+    slow.wait_until("the first delivery", Duration::from_secs(30), |log| {
+        !log.is_empty()
+    })
+    .await;
+    client
+        .update_subscription(UpdateSubscriptionRequest {
+            subscription_id: subscription.subscription_id.clone(),
+            target_url: Some(fresh.url()),
+            expected_version: Some(subscription.version),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let at_old = slow.received().len();
+    let log = fresh
+        .wait_until(
+            "the rest at the new target",
+            Duration::from_secs(30),
+            |log| log.len() + at_old >= ITEMS,
+        )
+        .await;
+    let at_old_finally = slow.received().len();
+    assert!(
+        at_old_finally <= 2 && at_old_finally == at_old,
+        "the old target got {at_old_finally} (one may have been under way when it changed)"
+    );
+    let ids: BTreeSet<String> = slow
+        .received()
+        .iter()
+        .chain(log.iter())
+        .map(|r| r.webhook_id.clone())
+        .collect();
+    assert_eq!(ids.len(), ITEMS, "every DONE delivered once in effect");
+    settled_deliveries(&mut client).await;
+    s.system.stop().await;
+}
+
+/// Issue 36 §4: a keyed notifier sends only to public addresses unless the operator
+/// allows a network. Targets that are or resolve to loopback, private or metadata
+/// addresses are refused when written, naming target_url; a subscription written while
+/// loopback was allowed gets no request once it is not: the attempt resolves the name
+/// and refuses (reason refused), and the receiver sees nothing. A refusal's body never
+/// reaches the tenant: the error is the status line.
+async fn targets_that_resolve_to_private_addresses_are_refused(engine: Engine) {
+    let WithNotifier {
+        s,
+        database,
+        address,
+        process,
+    } = WithNotifier::start(engine, &PEERS[..3], &[]).await;
+    let mut client = notifier_at(address);
+    let receiver = Receiver::start(Behaviour::default()).await;
+    let port = receiver.url().rsplit(':').next().unwrap().to_owned();
+    let by_name = format!("http://localhost:{port}");
+    let (named, secret) =
+        subscribe(&mut client, &by_name, &[NotificationType::SprintStarted]).await;
+    let (_literal, _) = subscribe(
+        &mut client,
+        &receiver.url(),
+        &[NotificationType::SprintStarted],
+    )
+    .await;
+    receiver.trust(&[secret]);
+    drop(process);
+
+    // The same database, public addresses only.
+    let public_only = spawn_notifier(
+        &s.system,
+        address,
+        database.url(),
+        &[
+            ("AGILEPM_NOTIFIER_ALLOWED_NETWORKS", ""),
+            ("AGILEPM_NOTIFIER_MAX_ATTEMPTS", "1"),
+        ],
+    );
+    wait_serving(address, "the notifier, public addresses only").await;
+    let mut client = notifier_at(address);
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost:9/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.1.2.3/hook",
+        "http://[::1]:9/hook",
+    ] {
+        let refused = client
+            .create_subscription(CreateSubscriptionRequest {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                target_url: url.into(),
+                notification_types: vec![NotificationType::SprintStarted as i32],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::FailedPrecondition,
+            "{url}: {refused:?}"
+        );
+        assert!(
+            refused.message().contains("target_url")
+                && refused.message().contains("not a public address"),
+            "{url}: {refused:?}"
+        );
+    }
+    start_sprint(&s).await;
+    let dead = wait_for_deliveries(
+        &client,
+        ListDeliveriesRequest {
+            state: DeliveryState::Dead as i32,
+            ..Default::default()
+        },
+        "both deliveries refused",
+        |dead| dead.len() == 2,
+    )
+    .await;
+    assert!(
+        dead.iter()
+            .all(|d| d.last_error.contains("not a public address")),
+        "{dead:?}"
+    );
+    assert!(
+        dead.iter()
+            .any(|d| d.subscription_id == named.subscription_id)
+    );
+    assert!(
+        receiver.received().is_empty(),
+        "no request reached loopback"
+    );
+    drop(public_only);
     s.system.stop().await;
 }

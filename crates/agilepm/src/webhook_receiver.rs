@@ -40,6 +40,9 @@ pub struct Behaviour {
     /// Answer everything with this redirect status and `Location` (e.g. 307 to another
     /// origin), when set.
     pub redirect: Option<(u16, String)>,
+    /// Answer every request this long after it arrived (it is logged on arrival): an
+    /// endpoint slow within the sender's deadline, so deliveries queue behind it.
+    pub answer_after: Duration,
 }
 
 /// What the receiver answered to one request.
@@ -274,6 +277,7 @@ async fn receive(
     };
     state.log.lock().expect("lock").push(received);
     state.changed.notify_waiters();
+    tokio::time::sleep(behaviour.answer_after).await;
     let mut answer_headers = HeaderMap::new();
     let (status, body) = match answer {
         Answer::Accepted | Answer::Late => (StatusCode::NO_CONTENT, String::new()),

@@ -15,11 +15,14 @@ use agilepm_proto::notifier::v1::*;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use crate::domain::{MAX_SUBSCRIPTIONS_PER_TENANT, SigningSecrets, Subscription};
+use agilepm_platform::storage::idempotency::{self, Key};
+
+use crate::commands;
+use crate::domain::{SigningSecrets, Subscription};
 use crate::mapping::{delivery_message, kinds, state_filter, subscription_message};
 use crate::signing::new_secret;
 use crate::store::{self, DeliveryFilter, Redeliver};
-use crate::target::{self, AllowedHosts};
+use crate::target::{self, Targets};
 
 /// The longest description, in characters.
 const MAX_DESCRIPTION: usize = 256;
@@ -30,21 +33,17 @@ const DEFAULT_OVERLAP_SECONDS: i32 = 86_400;
 /// The notifier's gRPC adapter.
 pub struct NotifierApi {
     db: Db,
-    allowed_hosts: AllowedHosts,
+    targets: Targets,
     /// Told when deliveries become pending (a redelivery).
     deliveries_waiting: Arc<Notify>,
 }
 
 impl NotifierApi {
-    /// An adapter over `db`, accepting targets `allowed_hosts` allows.
-    pub fn new(
-        db: Db,
-        allowed_hosts: AllowedHosts,
-        deliveries_waiting: Arc<Notify>,
-    ) -> NotifierApi {
+    /// An adapter over `db`, accepting the targets `targets` allows.
+    pub fn new(db: Db, targets: Targets, deliveries_waiting: Arc<Notify>) -> NotifierApi {
         NotifierApi {
             db,
-            allowed_hosts,
+            targets,
             deliveries_waiting,
         }
     }
@@ -80,38 +79,48 @@ impl NotifierService for NotifierApi {
     ) -> Result<Response<CreateSubscriptionResponse>, Status> {
         let tenant = caller(&request)?.tenant()?.to_owned();
         let r = request.into_inner();
-        let url = target::parse("target_url", &r.target_url, &self.allowed_hosts)?;
+        let request_id = validate::request_id("request_id", &r.request_id)?;
+        let key = Key::new(
+            &tenant,
+            &request_id,
+            "agilepm.notifier.v1.NotifierService/CreateSubscription",
+            &r,
+        );
+        let url = target::parse("target_url", &r.target_url, &self.targets.hosts)?;
         let kinds = kinds("notification_types", &r.notification_types)?;
         let description = description(&r.description)?;
-        if store::count_subscriptions(&self.db, &tenant).await? >= MAX_SUBSCRIPTIONS_PER_TENANT {
-            return Err(AppError::ResourceExhausted(format!(
-                "a tenant may hold {MAX_SUBSCRIPTIONS_PER_TENANT} subscriptions; delete one first"
-            ))
-            .into());
-        }
-        let now = now_micros();
-        let secret = new_secret();
-        let subscription = Subscription {
-            id: uuid::Uuid::now_v7().to_string(),
-            tenant_id: tenant,
-            target_url: url.to_string(),
-            kinds,
-            description,
-            enabled: !r.disabled,
-            secrets: SigningSecrets {
-                current: secret.clone(),
-                previous: None,
-            },
-            previous_secret_expire_us: None,
-            create_time_us: now,
-            update_time_us: now,
-        };
-        store::insert_subscription(&self.db, &subscription).await?;
-        tracing::info!(subscription_id = %subscription.id, "webhook subscription created");
-        Ok(Response::new(CreateSubscriptionResponse {
-            subscription: Some(subscription_message(&subscription)),
-            signing_secret: secret,
-        }))
+        // Resolved last: bad input is named before anything is looked up.
+        self.targets.vet("target_url", &url).await?;
+        // A retry returns the first response, its secret included: the caller may never
+        // have seen it, and without it the subscription is of no use.
+        let response = idempotency::once(&self.db, &key, || async {
+            let now = now_micros();
+            let secret = new_secret();
+            let subscription = Subscription {
+                id: uuid::Uuid::now_v7().to_string(),
+                tenant_id: tenant.clone(),
+                target_url: url.to_string(),
+                kinds,
+                description,
+                enabled: !r.disabled,
+                secrets: SigningSecrets {
+                    current: secret.clone(),
+                    previous: None,
+                },
+                previous_secret_expire_us: None,
+                create_time_us: now,
+                update_time_us: now,
+                version: 1,
+            };
+            commands::create(&self.db, &subscription).await?;
+            tracing::info!(subscription_id = %subscription.id, "webhook subscription created");
+            Ok(CreateSubscriptionResponse {
+                subscription: Some(subscription_message(&subscription)),
+                signing_secret: secret,
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn get_subscription(
@@ -155,22 +164,40 @@ impl NotifierService for NotifierApi {
     ) -> Result<Response<UpdateSubscriptionResponse>, Status> {
         let tenant = caller(&request)?.tenant()?.to_owned();
         let r = request.into_inner();
-        let mut subscription = self.subscription(&tenant, &r.subscription_id).await?;
-        if let Some(url) = &r.target_url {
-            subscription.target_url =
-                target::parse("target_url", url, &self.allowed_hosts)?.to_string();
+        let id = validate::uuid("subscription_id", &r.subscription_id)?.to_string();
+        let expected = validate::expected_version("expected_version", r.expected_version)?;
+        let url = r
+            .target_url
+            .as_deref()
+            .map(|url| target::parse("target_url", url, &self.targets.hosts))
+            .transpose()?;
+        let new_kinds = if r.notification_types.is_empty() {
+            None
+        } else {
+            Some(kinds("notification_types", &r.notification_types)?)
+        };
+        let new_description = r.description.as_deref().map(description).transpose()?;
+        if let Some(url) = &url {
+            self.targets.vet("target_url", url).await?;
         }
-        if !r.notification_types.is_empty() {
-            subscription.kinds = kinds("notification_types", &r.notification_types)?;
-        }
-        if let Some(text) = &r.description {
-            subscription.description = description(text)?;
-        }
-        if let Some(enabled) = r.enabled {
-            subscription.enabled = enabled;
-        }
-        subscription.update_time_us = now_micros();
-        store::update_subscription(&self.db, &subscription).await?;
+        let url = url.map(|url| url.to_string());
+        let subscription = commands::change(&self.db, &tenant, &id, expected, |before| {
+            let mut after = before.clone();
+            if let Some(url) = &url {
+                after.target_url.clone_from(url);
+            }
+            if let Some(kinds) = &new_kinds {
+                after.kinds.clone_from(kinds);
+            }
+            if let Some(text) = &new_description {
+                after.description.clone_from(text);
+            }
+            if let Some(enabled) = r.enabled {
+                after.enabled = enabled;
+            }
+            Ok(after)
+        })
+        .await?;
         if subscription.enabled {
             // Deliveries that waited while it was disabled.
             self.deliveries_waiting.notify_one();
@@ -186,6 +213,9 @@ impl NotifierService for NotifierApi {
     ) -> Result<Response<RotateSubscriptionSecretResponse>, Status> {
         let tenant = caller(&request)?.tenant()?.to_owned();
         let r = request.into_inner();
+        let request_id = validate::request_id("request_id", &r.request_id)?;
+        let id = validate::uuid("subscription_id", &r.subscription_id)?.to_string();
+        let expected = validate::expected_version("expected_version", r.expected_version)?;
         let overlap = match r.overlap_seconds {
             0 => DEFAULT_OVERLAP_SECONDS,
             n @ 1..=MAX_OVERLAP_SECONDS => n,
@@ -197,24 +227,36 @@ impl NotifierService for NotifierApi {
                 .into());
             }
         };
-        let mut subscription = self.subscription(&tenant, &r.subscription_id).await?;
-        let now = now_micros();
-        let secret = new_secret();
-        subscription.secrets = SigningSecrets {
-            previous: Some(std::mem::replace(
-                &mut subscription.secrets.current,
-                secret.clone(),
-            )),
-            current: secret.clone(),
-        };
-        subscription.previous_secret_expire_us = Some(now + i64::from(overlap) * 1_000_000);
-        subscription.update_time_us = now;
-        store::update_subscription(&self.db, &subscription).await?;
-        tracing::info!(subscription_id = %subscription.id, overlap_seconds = overlap, "webhook signing secret rotated");
-        Ok(Response::new(RotateSubscriptionSecretResponse {
-            subscription: Some(subscription_message(&subscription)),
-            signing_secret: secret,
-        }))
+        let key = Key::new(
+            &tenant,
+            &request_id,
+            "agilepm.notifier.v1.NotifierService/RotateSubscriptionSecret",
+            &r,
+        );
+        // A retried rotation returns the first one's secret and rotates nothing: rotating
+        // again would end the overlap of the secret receivers hold.
+        let response = idempotency::once(&self.db, &key, || async {
+            let secret = new_secret();
+            let subscription = commands::change(&self.db, &tenant, &id, expected, |before| {
+                let now = now_micros();
+                Ok(Subscription {
+                    secrets: SigningSecrets {
+                        previous: Some(before.secrets.current.clone()),
+                        current: secret.clone(),
+                    },
+                    previous_secret_expire_us: Some(now + i64::from(overlap) * 1_000_000),
+                    ..before.clone()
+                })
+            })
+            .await?;
+            tracing::info!(subscription_id = %subscription.id, overlap_seconds = overlap, "webhook signing secret rotated");
+            Ok(RotateSubscriptionSecretResponse {
+                subscription: Some(subscription_message(&subscription)),
+                signing_secret: secret,
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn delete_subscription(
@@ -222,10 +264,10 @@ impl NotifierService for NotifierApi {
         request: Request<DeleteSubscriptionRequest>,
     ) -> Result<Response<DeleteSubscriptionResponse>, Status> {
         let tenant = caller(&request)?.tenant()?.to_owned();
-        let id = validate::uuid("subscription_id", &request.get_ref().subscription_id)?.to_string();
-        if !store::delete_subscription(&self.db, &tenant, &id).await? {
-            return Err(AppError::not_found(format!("subscription {id}")).into());
-        }
+        let r = request.into_inner();
+        let id = validate::uuid("subscription_id", &r.subscription_id)?.to_string();
+        let expected = validate::expected_version("expected_version", r.expected_version)?;
+        commands::delete(&self.db, &tenant, &id, expected).await?;
         Ok(Response::new(DeleteSubscriptionResponse {}))
     }
 

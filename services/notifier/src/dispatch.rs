@@ -205,6 +205,13 @@ impl Dispatcher {
                 return Ok(Duration::from_micros(due_in as u64));
             }
             let permits = self.permits(tenant_id).await;
+            // The subscription as it is now, not as the window was read: one disabled,
+            // deleted, re-targeted or given a new secret since gets no attempt from the
+            // old read (the lane reads it again with a fresh window).
+            match store::get_subscription(&self.db, None, &subscription.id).await? {
+                Some(now) if now.enabled && now.version == subscription.version => {}
+                _ => return Ok(Duration::ZERO),
+            }
             let span = attempt_span(delivery);
             let outcome = self
                 .sender

@@ -114,6 +114,8 @@ pub struct Subscription {
     pub create_time_us: i64,
     /// Last changed.
     pub update_time_us: i64,
+    /// Optimistic concurrency version: 1 when created, one more on every change.
+    pub version: i64,
 }
 
 /// Secrets never reach a log: a subscription prints without them.

@@ -9,13 +9,14 @@
 //! | module | holds |
 //! |---|---|
 //! | [`api`] | the gRPC adapter: subscriptions, deliveries, redelivery |
+//! | [`commands`] | subscription writes: the tenant's bound, version-guarded changes |
 //! | [`domain`] | notification kinds, subscriptions, deliveries, the retry schedule |
 //! | [`events`] | the followed events, decoded, and what each means to the notifier |
 //! | [`inbox`] | a feed batch -> deliveries and checkpoint, one transaction |
 //! | [`dispatch`] | lanes sending each subscription's deliveries in order |
 //! | [`sender`] | one signed POST, with the limits a tenant's endpoint needs |
 //! | [`signing`] | Standard Webhooks signatures and secrets |
-//! | [`target`] | which URLs deliveries may go to |
+//! | [`target`] | which URLs and addresses deliveries may go to |
 //! | [`sprint_health`] | sprints at risk and back on track |
 //! | [`store`] | the notifier's database |
 //! | [`mapping`] | domain <-> protobuf |
@@ -36,6 +37,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub mod api;
+pub mod commands;
 pub mod dispatch;
 pub mod domain;
 pub mod events;
@@ -70,7 +72,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let options = NotifierOptions::from_env()?;
+    let mut options = NotifierOptions::from_env()?;
+    options.sender.resolve_networks(config.auth.development);
     agilepm_platform::runtime::service::run(
         &SPEC,
         config,
@@ -128,7 +131,7 @@ pub async fn run(
             ));
             let api = api::NotifierApi::new(
                 context.db.clone(),
-                options.sender.allowed_hosts.clone(),
+                options.sender.targets.clone(),
                 deliveries_waiting,
             );
             Ok(server.add_service(NotifierServiceServer::new(api)))

@@ -23,6 +23,7 @@ pub fn subscription_message(s: &Subscription) -> proto::Subscription {
             .map(timestamp),
         create_time: Some(timestamp(s.create_time_us)),
         update_time: Some(timestamp(s.update_time_us)),
+        version: s.version,
     }
 }
 

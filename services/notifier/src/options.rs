@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use crate::domain::RetryPolicy;
 use crate::sender::SenderOptions;
 use crate::sprint_health::HealthOptions;
-use crate::target::AllowedHosts;
+use crate::target::{AllowedHosts, AllowedNetworks, Targets};
 
 /// Everything the notifier can be told.
 #[derive(Debug, Clone)]
@@ -70,9 +70,18 @@ impl NotifierOptions {
                     100,
                     60_000,
                 )?,
-                allowed_hosts: AllowedHosts::parse(
-                    &lookup("AGILEPM_NOTIFIER_ALLOWED_HOSTS").unwrap_or_default(),
-                ),
+                targets: Targets {
+                    hosts: AllowedHosts::parse(
+                        &lookup("AGILEPM_NOTIFIER_ALLOWED_HOSTS").unwrap_or_default(),
+                    ),
+                    networks: AllowedNetworks::default(),
+                },
+                allowed_networks: lookup("AGILEPM_NOTIFIER_ALLOWED_NETWORKS")
+                    .map(|setting| {
+                        AllowedNetworks::parse(&setting)
+                            .context("AGILEPM_NOTIFIER_ALLOWED_NETWORKS")
+                    })
+                    .transpose()?,
             },
             retry: RetryPolicy {
                 max_attempts: number(
@@ -145,8 +154,8 @@ mod tests {
         .unwrap();
         assert_eq!(options.retry.max_attempts, 3);
         assert_eq!(options.health.margin, 0.25);
-        assert!(options.sender.allowed_hosts.allows("hooks.acme.com"));
-        assert!(!options.sender.allowed_hosts.allows("evil.test"));
+        assert!(options.sender.targets.hosts.allows("hooks.acme.com"));
+        assert!(!options.sender.targets.hosts.allows("evil.test"));
         let refused = NotifierOptions::from_lookup(|name| {
             (name == "AGILEPM_NOTIFIER_MAX_ATTEMPTS").then(|| "0".into())
         })

@@ -12,7 +12,7 @@ use reqwest::redirect::{Attempt, Policy};
 
 use crate::domain::{Delivery, Subscription};
 use crate::signing::signature_header;
-use crate::target::{self, AllowedHosts};
+use crate::target::{self, AllowedNetworks, PublicOnly, Targets};
 
 /// How attempts are made.
 #[derive(Debug, Clone)]
@@ -22,7 +22,30 @@ pub struct SenderOptions {
     /// Deadline for connecting.
     pub connect_timeout: Duration,
     /// Hosts deliveries may go to.
-    pub allowed_hosts: AllowedHosts,
+    pub targets: Targets,
+    /// `AGILEPM_NOTIFIER_ALLOWED_NETWORKS` as set, if it is; unset, a development system
+    /// allows loopback and private networks and any other allows none
+    /// ([`SenderOptions::resolve_networks`]).
+    pub allowed_networks: Option<AllowedNetworks>,
+}
+
+impl SenderOptions {
+    /// Settles the networks targets may reach for a system in `development` mode or
+    /// not, and says so when it is the development default.
+    pub fn resolve_networks(&mut self, development: bool) {
+        self.targets.networks = match (&self.allowed_networks, development) {
+            (Some(networks), _) => networks.clone(),
+            (None, true) => {
+                tracing::warn!(
+                    "development mode: webhook targets may be loopback and private addresses; \
+                     a keyed deployment allows public addresses only unless \
+                     AGILEPM_NOTIFIER_ALLOWED_NETWORKS says otherwise"
+                );
+                AllowedNetworks::development()
+            }
+            (None, false) => AllowedNetworks::default(),
+        };
+    }
 }
 
 impl Default for SenderOptions {
@@ -30,16 +53,18 @@ impl Default for SenderOptions {
         SenderOptions {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
-            allowed_hosts: AllowedHosts::default(),
+            targets: Targets::default(),
+            allowed_networks: None,
         }
     }
 }
 
-/// The most of an answer's body read: enough to show why an endpoint refused, too little
-/// for an endpoint to make the notifier hold much memory.
+/// The most of an answer's body read (and dropped: a refusal records its status line
+/// only): enough for a small answer to end so the connection is kept, too little for an
+/// endpoint to make the notifier spend much on it.
 pub const MAX_BODY_READ: usize = 4096;
-/// The most of a refusal's body kept in `last_error`.
-const ERROR_BODY_SHOWN: usize = 256;
+/// The most of a redirect's location kept in `last_error`.
+const LOCATION_SHOWN: usize = 256;
 /// Redirects followed at most.
 const MAX_REDIRECTS: usize = 3;
 
@@ -66,7 +91,7 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct Sender {
     client: reqwest::Client,
-    allowed_hosts: AllowedHosts,
+    targets: Targets,
 }
 
 impl Sender {
@@ -78,16 +103,23 @@ impl Sender {
             .redirect(Policy::custom(same_origin_redirects))
             .user_agent(concat!("agilepm-notifier/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(30))
+            // Every name is resolved here and only to addresses deliveries may reach: the
+            // check happens at the attempt, on the addresses connected to.
+            .dns_resolver(PublicOnly {
+                networks: std::sync::Arc::new(options.targets.networks.clone()),
+            })
             .build()?;
         Ok(Sender {
             client,
-            allowed_hosts: options.allowed_hosts.clone(),
+            targets: options.targets.clone(),
         })
     }
 
     /// POSTs `delivery` to `subscription`'s endpoint, signed with its valid secrets.
     pub async fn attempt(&self, subscription: &Subscription, delivery: &Delivery) -> Outcome {
-        let url = match target::parse("target_url", &subscription.target_url, &self.allowed_hosts) {
+        let url = match target::parse("target_url", &subscription.target_url, &self.targets.hosts)
+            .and_then(|url| self.literal_address_allowed(url))
+        {
             Ok(url) => url,
             Err(refused) => {
                 return Outcome::Failed {
@@ -119,14 +151,11 @@ impl Sender {
             Err(error) => return transport_failure(&error),
         };
         let status = response.status();
-        let mut body = Vec::new();
+        let mut read = 0;
         // Read at most MAX_BODY_READ; the rest is dropped with the connection.
         loop {
             match response.chunk().await {
-                Ok(Some(chunk)) if body.len() < MAX_BODY_READ => {
-                    let room = MAX_BODY_READ - body.len();
-                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                }
+                Ok(Some(chunk)) if read < MAX_BODY_READ => read += chunk.len(),
                 Ok(Some(_)) | Ok(None) => break,
                 // A 2xx whose body breaks off was still accepted.
                 Err(error) if !status.is_success() => return transport_failure(&error),
@@ -141,13 +170,33 @@ impl Sender {
         Outcome::Failed {
             reason: "status",
             status: status.as_u16(),
-            error: refusal(status, response.headers(), &body),
+            error: refusal(status, response.headers()),
         }
     }
 }
 
 /// Follows a redirect only to the same scheme, host and port, and only one that keeps the
 /// method and body.
+impl Sender {
+    /// `url` unless it names, literally, an address deliveries may not reach (names are
+    /// checked by the resolver, which a literal address never reaches).
+    fn literal_address_allowed(
+        &self,
+        url: reqwest::Url,
+    ) -> agilepm_platform::domain::error::AppResult<reqwest::Url> {
+        match target::literal_address(&url) {
+            Some(ip) if !self.targets.networks.allows(ip) => Err(
+                agilepm_platform::domain::error::AppError::precondition(format!(
+                    "target_url: {ip} is not a public address; deliveries go to public \
+                     addresses only unless the operator allows that network \
+                     (AGILEPM_NOTIFIER_ALLOWED_NETWORKS)"
+                )),
+            ),
+            _ => Ok(url),
+        }
+    }
+}
+
 fn same_origin_redirects(attempt: Attempt<'_>) -> reqwest::redirect::Action {
     let keeps_body = matches!(
         attempt.status(),
@@ -167,21 +216,17 @@ fn same_origin_redirects(attempt: Attempt<'_>) -> reqwest::redirect::Action {
 
 /// What a non-2xx answer says: its status, where a redirect not followed pointed, and the
 /// start of its body.
-fn refusal(status: StatusCode, headers: &reqwest::header::HeaderMap, body: &[u8]) -> String {
+/// What a refusal records: the status line, and for a redirect where it pointed. No
+/// byte of the body: it is the receiver's, and it is shown to the tenant.
+fn refusal(status: StatusCode, headers: &reqwest::header::HeaderMap) -> String {
     let mut error = format!("HTTP {status}");
     if status.is_redirection()
         && let Some(location) = headers.get("location").and_then(|l| l.to_str().ok())
     {
-        let location: String = location.chars().take(ERROR_BODY_SHOWN).collect();
+        let location: String = location.chars().take(LOCATION_SHOWN).collect();
         error.push_str(&format!(
             " (redirect to {location:?} not followed: only 307/308 to the same origin are)"
         ));
-    }
-    let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_SHOWN)]);
-    let text = text.trim();
-    if !text.is_empty() {
-        error.push_str(": ");
-        error.push_str(&text.replace(['\n', '\r'], " "));
     }
     error
 }

@@ -17,7 +17,7 @@ use crate::domain::{
 
 const SUBSCRIPTION_COLUMNS: &str = "subscription_id, tenant_id, target_url, notification_types, \
      description, enabled, secret, previous_secret, previous_secret_expire_us, create_time_us, \
-     update_time_us";
+     update_time_us, version";
 
 fn subscription_from(row: &AnyRow) -> Result<Subscription, sqlx::Error> {
     Ok(Subscription {
@@ -34,24 +34,30 @@ fn subscription_from(row: &AnyRow) -> Result<Subscription, sqlx::Error> {
         previous_secret_expire_us: row.try_get("previous_secret_expire_us")?,
         create_time_us: row.try_get("create_time_us")?,
         update_time_us: row.try_get("update_time_us")?,
+        version: row.try_get("version")?,
     })
 }
 
-/// Subscriptions of `tenant_id`.
-pub async fn count_subscriptions(db: &Db, tenant_id: &str) -> AppResult<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM subscriptions WHERE tenant_id = $1")
-            .bind(tenant_id)
-            .fetch_one(db.pool())
-            .await?,
+/// Stores a new subscription, taking one of its tenant's `bound` places in the same
+/// transaction; false (nothing stored) when the tenant holds `bound` already.
+pub async fn insert_subscription(db: &Db, s: &Subscription, bound: i64) -> AppResult<bool> {
+    let mut tx = db.begin().await?;
+    let took = sqlx::query(
+        "INSERT INTO subscription_counts (tenant_id, subscriptions) VALUES ($1, 1) \
+         ON CONFLICT (tenant_id) DO UPDATE SET subscriptions = subscription_counts.subscriptions + 1 \
+         WHERE subscription_counts.subscriptions < $2",
     )
-}
-
-/// Stores a new subscription.
-pub async fn insert_subscription(db: &Db, s: &Subscription) -> AppResult<()> {
+    .bind(&s.tenant_id)
+    .bind(bound)
+    .execute(tx.conn())
+    .await?
+    .rows_affected();
+    if took == 0 {
+        return Ok(false);
+    }
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     )))
     .bind(&s.id)
     .bind(&s.tenant_id)
@@ -64,9 +70,11 @@ pub async fn insert_subscription(db: &Db, s: &Subscription) -> AppResult<()> {
     .bind(s.previous_secret_expire_us)
     .bind(s.create_time_us)
     .bind(s.update_time_us)
-    .execute(db.pool())
+    .bind(s.version)
+    .execute(tx.conn())
     .await?;
-    Ok(())
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Subscription `id` of `tenant_id` (any tenant's with `None`).
@@ -112,12 +120,15 @@ pub async fn list_subscriptions(
         .collect::<Result<_, _>>()?)
 }
 
-/// Writes a changed subscription (every field but id, tenant and creation time).
-pub async fn update_subscription(db: &Db, s: &Subscription) -> AppResult<()> {
-    sqlx::query(
+/// Writes a changed subscription (every field but id, tenant and creation time) if it
+/// is still at `read_version`, as version `s.version`; false if another writer changed
+/// or deleted it since.
+pub async fn update_subscription(db: &Db, s: &Subscription, read_version: i64) -> AppResult<bool> {
+    Ok(sqlx::query(
         "UPDATE subscriptions SET target_url = $1, notification_types = $2, description = $3, \
          enabled = $4, secret = $5, previous_secret = $6, previous_secret_expire_us = $7, \
-         update_time_us = $8 WHERE subscription_id = $9 AND tenant_id = $10",
+         update_time_us = $8, version = $9 \
+         WHERE subscription_id = $10 AND tenant_id = $11 AND version = $12",
     )
     .bind(&s.target_url)
     .bind(kinds_column(&s.kinds))
@@ -127,30 +138,50 @@ pub async fn update_subscription(db: &Db, s: &Subscription) -> AppResult<()> {
     .bind(&s.secrets.previous)
     .bind(s.previous_secret_expire_us)
     .bind(s.update_time_us)
+    .bind(s.version)
     .bind(&s.id)
     .bind(&s.tenant_id)
+    .bind(read_version)
     .execute(db.pool())
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected()
+        == 1)
 }
 
-/// Deletes subscription `id` of `tenant_id` and its deliveries; false if there was none.
-pub async fn delete_subscription(db: &Db, tenant_id: &str, id: &str) -> AppResult<bool> {
+/// Deletes subscription `id` of `tenant_id` at `read_version` with its deliveries, and
+/// gives its place back; false if another writer changed or deleted it since.
+pub async fn delete_subscription(
+    db: &Db,
+    tenant_id: &str,
+    id: &str,
+    read_version: i64,
+) -> AppResult<bool> {
     let mut tx = db.begin().await?;
-    let deleted =
-        sqlx::query("DELETE FROM subscriptions WHERE subscription_id = $1 AND tenant_id = $2")
-            .bind(id)
-            .bind(tenant_id)
-            .execute(tx.conn())
-            .await?
-            .rows_affected();
+    let deleted = sqlx::query(
+        "DELETE FROM subscriptions WHERE subscription_id = $1 AND tenant_id = $2 AND version = $3",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(read_version)
+    .execute(tx.conn())
+    .await?
+    .rows_affected();
+    if deleted == 0 {
+        return Ok(false);
+    }
     sqlx::query("DELETE FROM deliveries WHERE subscription_id = $1 AND tenant_id = $2")
         .bind(id)
         .bind(tenant_id)
         .execute(tx.conn())
         .await?;
+    sqlx::query(
+        "UPDATE subscription_counts SET subscriptions = subscriptions - 1 WHERE tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .execute(tx.conn())
+    .await?;
     tx.commit().await?;
-    Ok(deleted == 1)
+    Ok(true)
 }
 
 /// The enabled subscriptions of `tenant_id`, each with the kinds it wants.

@@ -35,6 +35,7 @@ def test_the_readme_receiver_verifies_a_signed_delivery(channels):
     notifier = notifier_pb2_grpc.NotifierServiceStub(channels["notifier"])
     created = notifier.CreateSubscription(
         notifier_pb2.CreateSubscriptionRequest(
+            request_id=str(uuid.uuid4()),
             target_url=f"http://127.0.0.1:{port}/hook",
             notification_types=[notifier_pb2.NOTIFICATION_TYPE_SPRINT_STARTED],
         ),

@@ -102,6 +102,9 @@ pub async fn start_all(
             // One attempt per delivery: the webhook measurement dead-letters every DONE
             // during the estimate phase and then times redelivering them all.
             command.env("AGILEPM_NOTIFIER_MAX_ATTEMPTS", "1");
+            // The bench's receiver listens on loopback, which a keyed notifier refuses
+            // unless the operator allows it.
+            command.env("AGILEPM_NOTIFIER_ALLOWED_NETWORKS", "127.0.0.0/8");
         }
         if let Some(nats) = &nats {
             command

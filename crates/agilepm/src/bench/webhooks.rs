@@ -73,6 +73,7 @@ pub async fn subscribe(channel: PeerChannel, count: usize) -> anyhow::Result<Opt
         // One path per subscription, so each is its own endpoint (and lane).
         let created = client
             .create_subscription(CreateSubscriptionRequest {
+                request_id: uuid::Uuid::new_v4().to_string(),
                 target_url: format!("{}?subscription={n}", receiver.url()),
                 notification_types: vec![NotificationType::BacklogItemDone as i32],
                 description: format!("bench {n}"),
