@@ -404,6 +404,171 @@ async fn every_rpc_admits_exactly_the_roles_in_the_table() {
     system.stop().await;
 }
 
+/// The field table too: every field a narrower rule covers, set in a real request by each
+/// kind of caller, is admitted exactly when both the method's row and the field's admit
+/// it, and a refusal names the field and the role it needs (issue 36 §6: a team member
+/// could set business priority, a product owner story points).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_field_rule_admits_exactly_the_roles_in_the_table() {
+    use agilepm_proto::backlog::v1::{
+        BusinessPriority, PlanBacklogItemRequest, UpdateBacklogItemRequest,
+    };
+    use agilepm_proto::planning::v1::{
+        BreakDownUseCaseRequest, GroupBacklogItemsRequest, SplitBacklogItemRequest, StoryDraft,
+    };
+    agilepm_testkit::init();
+    let system = TestSystem::start(Engine::Sqlite, &ServiceName::ALL).await;
+    let id = || Uuid::now_v7().to_string();
+    let sized = || StoryDraft {
+        summary: "a story".into(),
+        story_points: 3,
+        ..Default::default()
+    };
+    let update = |field: &str| UpdateBacklogItemRequest {
+        backlog_item: Some(BacklogItem {
+            id: id(),
+            story_points: 3,
+            business_priority: Some(BusinessPriority {
+                benefit: 5,
+                penalty: 5,
+                cost: 5,
+                risk: 5,
+            }),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec![field.into()],
+        }),
+        expected_version: None,
+    };
+    let plan = |points: i32, priority: bool| PlanBacklogItemRequest {
+        request_id: id(),
+        product_id: id(),
+        summary: "a story".into(),
+        story_points: points,
+        business_priority: priority.then_some(BusinessPriority {
+            benefit: 5,
+            penalty: 5,
+            cost: 5,
+            risk: 5,
+        }),
+        ..Default::default()
+    };
+    let mut callers: Vec<(String, String, Caller)> = Vec::new();
+    for role in [Role::ProductOwner, Role::TeamMember, Role::Viewer] {
+        callers.push((
+            role.to_string(),
+            agilepm_testkit::person_token("ann", "acme", &[role]),
+            Caller::person("ann".into(), "acme".into(), vec![role]),
+        ));
+    }
+    callers.push((
+        "the planning service".into(),
+        agilepm_testkit::service_token(ServiceName::Planning),
+        Caller::service(ServiceName::Planning, Some("acme".into())),
+    ));
+    let mut covered = 0;
+    for rule in access::FIELDS {
+        let body: Vec<u8> = match (rule.method, rule.field) {
+            ("PlanBacklogItem", "story_points") => prost::Message::encode_to_vec(&plan(4, false)),
+            ("PlanBacklogItem", "business_priority") => {
+                prost::Message::encode_to_vec(&plan(0, true))
+            }
+            ("UpdateBacklogItem", field) => prost::Message::encode_to_vec(&update(field)),
+            ("BreakDownUseCase", _) => prost::Message::encode_to_vec(&BreakDownUseCaseRequest {
+                request_id: id(),
+                use_case_id: id(),
+                stories: vec![sized()],
+            }),
+            ("SplitBacklogItem", _) => prost::Message::encode_to_vec(&SplitBacklogItemRequest {
+                request_id: id(),
+                backlog_item_id: id(),
+                stories: vec![sized(), sized()],
+            }),
+            ("GroupBacklogItems", _) => prost::Message::encode_to_vec(&GroupBacklogItemsRequest {
+                request_id: id(),
+                backlog_item_ids: vec![id(), id()],
+                story: Some(sized()),
+            }),
+            (method, field) => panic!("no request sets {method}.{field}: add one here"),
+        };
+        let server = if rule.service.starts_with("agilepm.backlog") {
+            ServiceName::BacklogItem
+        } else {
+            ServiceName::Planning
+        };
+        let path = format!("/{}/{}", rule.service, rule.method);
+        let Guard::Ruled(method_rule) = access::guard(&path) else {
+            panic!("{path} has no row");
+        };
+        for (name, token, caller) in &callers {
+            let admitted = access::authorize(caller, rule.method, &method_rule).is_ok()
+                && access::authorize_field(caller, rule.service, rule.method, rule.field).is_ok();
+            let status =
+                call_with(channel(system.address(server), token), &path, body.clone()).await;
+            let code = status.as_ref().map(tonic::Status::code);
+            if admitted {
+                assert!(
+                    !matches!(code, Some(Code::PermissionDenied | Code::Unauthenticated)),
+                    "{path}.{} as {name}: admitted by the tables, refused: {status:?}",
+                    rule.field
+                );
+            } else {
+                let status = status.expect("refused");
+                assert_eq!(status.code(), Code::PermissionDenied, "{path} as {name}");
+                if access::authorize(caller, rule.method, &method_rule).is_ok() {
+                    assert!(
+                        status.message().contains(&format!("field {}", rule.field))
+                            && status.message().contains("needs role"),
+                        "{path} as {name}: {status:?}"
+                    );
+                }
+            }
+        }
+        covered += 1;
+    }
+    assert_eq!(covered, access::FIELDS.len());
+    system.stop().await;
+}
+
+/// Calls unary `path` with the encoded request `body`; the refusal, or `None`.
+async fn call_with(channel: PeerChannel, path: &str, body: Vec<u8>) -> Option<tonic::Status> {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Raw {}
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path: http::uri::PathAndQuery = path.parse().unwrap();
+    let codec = tonic_prost::ProstCodec::<Encoded, Raw>::default();
+    let mut request = tonic::Request::new(Encoded(body));
+    request.set_timeout(Duration::from_secs(5));
+    grpc.unary(request, path, codec).await.err()
+}
+
+/// An already encoded message, sent as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Encoded(Vec<u8>);
+
+impl prost::Message for Encoded {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// Calls `path` with an empty request (a valid encoding of every request message) and
 /// returns the status code, or `None` for success. Responses are decoded as `()`, which
 /// skips every field.

@@ -8,7 +8,7 @@ use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::domain::{consistency, paging, validate};
 use agilepm_platform::storage::db::Db;
 use agilepm_platform::storage::idempotency::{self, Key};
-use agilepm_platform::wire::auth::caller;
+use agilepm_platform::wire::auth::{access, caller};
 use agilepm_platform::wire::deadline;
 use agilepm_proto::backlog::v1::backlog_item_service_server::BacklogItemService;
 use agilepm_proto::backlog::v1::*;
@@ -63,6 +63,9 @@ fn parse_plan(request: PlanBacklogItemRequest) -> AppResult<NewItem> {
             .collect::<AppResult<Vec<_>>>()?,
     })
 }
+
+/// This service's name in the access tables.
+const SERVICE: &str = "agilepm.backlog.v1.BacklogItemService";
 
 /// An optional id in `field`: empty, or a UUID in canonical form.
 fn optional_id(field: &str, value: &str) -> AppResult<String> {
@@ -374,7 +377,16 @@ impl BacklogItemService for BacklogItemApi {
         &self,
         request: Request<PlanBacklogItemRequest>,
     ) -> Reply<PlanBacklogItemResponse> {
-        let tenant = caller(&request)?.tenant()?.to_owned();
+        let who = caller(&request)?;
+        let tenant = who.tenant()?.to_owned();
+        // Who may set which field, before anything else: the refusal names the field.
+        let method = "PlanBacklogItem";
+        if request.get_ref().story_points != 0 {
+            access::authorize_field(&who, SERVICE, method, "story_points")?;
+        }
+        if request.get_ref().business_priority.is_some() {
+            access::authorize_field(&who, SERVICE, method, "business_priority")?;
+        }
         let r = request.into_inner();
         let key = Key::new(
             &tenant,
@@ -502,7 +514,13 @@ impl BacklogItemService for BacklogItemApi {
         &self,
         request: Request<UpdateBacklogItemRequest>,
     ) -> Reply<UpdateBacklogItemResponse> {
-        let tenant = caller(&request)?.tenant()?.to_owned();
+        let who = caller(&request)?;
+        let tenant = who.tenant()?.to_owned();
+        if let Some(mask) = &request.get_ref().update_mask {
+            for path in &mask.paths {
+                access::authorize_field(&who, SERVICE, "UpdateBacklogItem", path)?;
+            }
+        }
         let r = request.into_inner();
         let update = r
             .backlog_item

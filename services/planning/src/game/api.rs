@@ -3,12 +3,24 @@
 use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::domain::validate;
 use agilepm_platform::storage::idempotency::{self, Key};
-use agilepm_platform::wire::auth::caller;
+use agilepm_platform::wire::auth::{Caller, access, caller};
 use agilepm_proto::planning::v1::planning_game_service_server::PlanningGameService;
 use agilepm_proto::planning::v1::*;
 use tonic::{Request, Response, Status};
 
 use super::commands::Game;
+
+/// This service's name in the access tables.
+const SERVICE: &str = "agilepm.planning.v1.PlanningGameService";
+
+/// Refuses `who` sizing stories through `method` unless the field table lets it: any of
+/// `drafts` that names story points is sizing.
+fn may_size(who: &Caller, method: &str, drafts: &[&StoryDraft]) -> AppResult<()> {
+    if drafts.iter().any(|draft| draft.story_points != 0) {
+        access::authorize_field(&who, SERVICE, method, "story_points")?;
+    }
+    Ok(())
+}
 use crate::PlanningApi;
 
 /// Checks `min` to 100 story drafts in `field`.
@@ -62,7 +74,10 @@ impl PlanningGameService for PlanningApi {
         &self,
         request: Request<BreakDownUseCaseRequest>,
     ) -> Result<Response<BreakDownUseCaseResponse>, Status> {
-        let tenant = caller(&request)?.tenant()?.to_owned();
+        let who = caller(&request)?;
+        let tenant = who.tenant()?.to_owned();
+        let sized: Vec<&StoryDraft> = request.get_ref().stories.iter().collect();
+        may_size(&who, "BreakDownUseCase", &sized)?;
         let r = request.into_inner();
         let request_id = validate::request_id("request_id", &r.request_id)?;
         let use_case_id = validate::uuid("use_case_id", &r.use_case_id)?.to_string();
@@ -88,7 +103,10 @@ impl PlanningGameService for PlanningApi {
         &self,
         request: Request<SplitBacklogItemRequest>,
     ) -> Result<Response<SplitBacklogItemResponse>, Status> {
-        let tenant = caller(&request)?.tenant()?.to_owned();
+        let who = caller(&request)?;
+        let tenant = who.tenant()?.to_owned();
+        let sized: Vec<&StoryDraft> = request.get_ref().stories.iter().collect();
+        may_size(&who, "SplitBacklogItem", &sized)?;
         let r = request.into_inner();
         let request_id = validate::request_id("request_id", &r.request_id)?;
         let original_id = validate::uuid("backlog_item_id", &r.backlog_item_id)?.to_string();
@@ -117,7 +135,10 @@ impl PlanningGameService for PlanningApi {
         &self,
         request: Request<GroupBacklogItemsRequest>,
     ) -> Result<Response<GroupBacklogItemsResponse>, Status> {
-        let tenant = caller(&request)?.tenant()?.to_owned();
+        let who = caller(&request)?;
+        let tenant = who.tenant()?.to_owned();
+        let sized: Vec<&StoryDraft> = request.get_ref().story.iter().collect();
+        may_size(&who, "GroupBacklogItems", &sized)?;
         let r = request.into_inner();
         let request_id = validate::request_id("request_id", &r.request_id)?;
         if r.backlog_item_ids.len() < 2 || r.backlog_item_ids.len() > 100 {

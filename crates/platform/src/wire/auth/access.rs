@@ -114,7 +114,9 @@ pub const TABLE: &[(&str, &str, Rule)] = &[
     ("agilepm.planning.v1.PlanningGameService", "BreakDownUseCase", rule(PO_TEAM, NO_SERVICE)),
     ("agilepm.planning.v1.PlanningGameService", "SplitBacklogItem", rule(PO_TEAM, NO_SERVICE)),
     ("agilepm.planning.v1.PlanningGameService", "GroupBacklogItems", rule(PO_TEAM, NO_SERVICE)),
-    ("agilepm.planning.v1.PlanningGameService", "PlanSpike", rule(PO_TEAM, NO_SERVICE)),
+    // A spike is planned because the team could not size the item, and it marks the item
+    // UNESTIMABLE: sizing, which is the team's (the field table's story_points).
+    ("agilepm.planning.v1.PlanningGameService", "PlanSpike", rule(TEAM, NO_SERVICE)),
     ("agilepm.planning.v1.PlanningGameService", "PrioritizeBacklog", rule(PO, NO_SERVICE)),
     // planning: reports
     // The notifier reads burndowns to tell whether an active sprint is at risk.
@@ -143,6 +145,79 @@ pub const TABLE: &[(&str, &str, Rule)] = &[
     ("agilepm.events.v1.EventFeedService", "GetFeedHead", rule(&[ProductOwner, TeamMember, Viewer, Operator], &[Coordinator, Notifier])),
     ("agilepm.events.v1.EventFeedService", "AcknowledgeFeedPosition", rule(&[Operator], &[Coordinator, Notifier])),
 ];
+
+/// Who may set one field of one method's request, where that is narrower than who may
+/// call the method: the product owner decides value (business priority; backlog order is
+/// the product owner's at the method level: MoveBacklogItem, PrioritizeBacklog), the team
+/// sizes (story points; PlanSpike, which marks an item UNESTIMABLE, is the team's at the
+/// method level). A person holding either
+/// role may set what that role may; our services (planning acting for a person it has
+/// already checked) may set every field.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldRule {
+    /// Fully qualified service name.
+    pub service: &'static str,
+    /// Method.
+    pub method: &'static str,
+    /// The field, as the request names it (`story_points`, `business_priority`).
+    pub field: &'static str,
+    /// What the field decides, for refusals ("sizing").
+    pub decides: &'static str,
+    /// Person roles that may set it (any one suffices).
+    pub roles: &'static [Role],
+}
+
+const fn field(
+    service: &'static str,
+    method: &'static str,
+    field: &'static str,
+    decides: &'static str,
+    roles: &'static [Role],
+) -> FieldRule {
+    FieldRule {
+        service,
+        method,
+        field,
+        decides,
+        roles,
+    }
+}
+
+const BACKLOG: &str = "agilepm.backlog.v1.BacklogItemService";
+const GAME: &str = "agilepm.planning.v1.PlanningGameService";
+
+/// The fields whose writers the method's row does not settle alone.
+#[rustfmt::skip]
+pub const FIELDS: &[FieldRule] = &[
+    field(BACKLOG, "PlanBacklogItem", "business_priority", "an item's value to the business", PO),
+    field(BACKLOG, "PlanBacklogItem", "story_points", "sizing", TEAM),
+    field(BACKLOG, "UpdateBacklogItem", "business_priority", "an item's value to the business", PO),
+    field(BACKLOG, "UpdateBacklogItem", "story_points", "sizing", TEAM),
+    field(GAME, "BreakDownUseCase", "story_points", "sizing", TEAM),
+    field(GAME, "SplitBacklogItem", "story_points", "sizing", TEAM),
+    field(GAME, "GroupBacklogItems", "story_points", "sizing", TEAM),
+];
+
+/// Refuses `caller` setting `field` of `service`'s `method` unless the field table lets
+/// it, naming the field and the role it needs. Fields without a row follow the method's.
+pub fn authorize_field(caller: &Caller, service: &str, method: &str, field: &str) -> AppResult<()> {
+    let Some(rule) = FIELDS
+        .iter()
+        .find(|r| r.service == service && r.method == method && r.field == field)
+    else {
+        return Ok(());
+    };
+    if caller.service_name().is_some() || rule.roles.iter().any(|role| caller.has_role(*role)) {
+        return Ok(());
+    }
+    let roles: Vec<&str> = rule.roles.iter().map(|r| r.as_str()).collect();
+    Err(AppError::PermissionDenied(format!(
+        "{method}: field {field} ({}) needs role {}; the caller holds {}",
+        rule.decides,
+        roles.join(" or "),
+        holds(caller)
+    )))
+}
 
 /// What a request path asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,6 +315,43 @@ mod tests {
             guard("/agilepm.task.v1.TaskService/GetTask"),
             Guard::Ruled(_)
         ));
+    }
+
+    #[test]
+    fn fields_narrow_their_method_and_name_the_role_they_need() {
+        let po = person(&[Role::ProductOwner]);
+        let team = person(&[Role::TeamMember]);
+        let both = person(&[Role::ProductOwner, Role::TeamMember]);
+        let planning = Caller::service(ServiceName::Planning, Some("acme".into()));
+        let update = "UpdateBacklogItem";
+        let refused = authorize_field(&po, BACKLOG, update, "story_points").unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(
+            refused
+                .to_string()
+                .contains("field story_points (sizing) needs role team_member")
+                && refused.to_string().contains("role product_owner"),
+            "{refused}"
+        );
+        assert!(authorize_field(&team, BACKLOG, update, "business_priority").is_err());
+        assert!(authorize_field(&team, BACKLOG, update, "story_points").is_ok());
+        assert!(authorize_field(&po, BACKLOG, update, "business_priority").is_ok());
+        assert!(authorize_field(&both, BACKLOG, update, "story_points").is_ok());
+        assert!(authorize_field(&planning, BACKLOG, update, "story_points").is_ok());
+        assert!(
+            authorize_field(&po, BACKLOG, update, "summary").is_ok(),
+            "no row: the method's"
+        );
+        for rule in FIELDS {
+            assert!(
+                TABLE
+                    .iter()
+                    .any(|(s, m, _)| *s == rule.service && *m == rule.method),
+                "{}.{} has no method row",
+                rule.service,
+                rule.method
+            );
+        }
     }
 
     #[test]
