@@ -17,7 +17,7 @@ const SERVICE: &str = "agilepm.planning.v1.PlanningGameService";
 /// `drafts` that names story points is sizing.
 fn may_size(who: &Caller, method: &str, drafts: &[&StoryDraft]) -> AppResult<()> {
     if drafts.iter().any(|draft| draft.story_points != 0) {
-        access::authorize_field(&who, SERVICE, method, "story_points")?;
+        access::authorize_field(who, SERVICE, method, "story_points")?;
     }
     Ok(())
 }
