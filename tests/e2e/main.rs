@@ -7,6 +7,7 @@
 mod backlog;
 mod balancing;
 mod batching;
+mod clocks;
 mod coordinator;
 mod crash;
 mod feed;

@@ -147,7 +147,12 @@ impl Signer {
 
     /// A token for `spec`, valid from now for `ttl`.
     pub fn mint(&self, spec: &TokenSpec, ttl: Duration) -> anyhow::Result<String> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        self.mint_at(spec, ttl, wall_clock_secs()?)
+    }
+
+    /// A token for `spec`, valid for `ttl` from `now` (Unix seconds) as the wall clock
+    /// says: for callers whose clock is not the verifier's (tests under a shifted clock).
+    pub fn mint_at(&self, spec: &TokenSpec, ttl: Duration, now: u64) -> anyhow::Result<String> {
         let claims = Claims {
             sub: spec.subject.clone(),
             tenant: spec.tenant.clone(),
@@ -162,6 +167,11 @@ impl Signer {
         header.kid = self.kid.clone();
         Ok(jsonwebtoken::encode(&header, &claims, &self.key)?)
     }
+}
+
+/// The wall clock, in Unix seconds: the clock tokens are verified by.
+fn wall_clock_secs() -> anyhow::Result<u64> {
+    Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())
 }
 
 /// How long a service's own identity token lives. Short, so a leaked one is worth little;
@@ -183,7 +193,8 @@ pub struct MintedCredentials {
     signer: Signer,
     spec: TokenSpec,
     ttl: Duration,
-    current: RwLock<(MetadataValue<Ascii>, std::time::Instant)>,
+    /// The token and when it was issued (Unix seconds, by the wall clock).
+    current: RwLock<(MetadataValue<Ascii>, u64)>,
 }
 
 impl Credentials {
@@ -196,12 +207,13 @@ impl Credentials {
 
     /// Tokens for `spec` minted with `signer`, each valid for `ttl`.
     pub fn minted(signer: Signer, spec: TokenSpec, ttl: Duration) -> anyhow::Result<Credentials> {
-        let first = bearer(&signer, &spec, ttl)?;
+        let issued = wall_clock_secs()?;
+        let first = bearer(&signer, &spec, ttl, issued)?;
         Ok(Credentials::Minted(Arc::new(MintedCredentials {
             signer,
             spec,
             ttl,
-            current: RwLock::new((first, std::time::Instant::now() + ttl / 2)),
+            current: RwLock::new((first, issued)),
         })))
     }
 
@@ -215,19 +227,38 @@ impl Credentials {
 }
 
 impl MintedCredentials {
+    /// Whether a token issued at `issued` is still good to send at `now` (both Unix
+    /// seconds by the wall clock). Judged by the wall clock, the verifier's: a monotonic
+    /// timer would keep sending a token the verifier's clock says has expired after the
+    /// wall clock stepped forward (a laptop resumed, an NTP step), or is not yet valid
+    /// after it stepped back, and every call between the services would be refused for
+    /// minutes. So a token is renewed at half its life, and at once when the clock is
+    /// found before its issue.
+    fn fresh(&self, issued: u64, now: u64) -> bool {
+        now >= issued && now - issued < self.ttl.as_secs() / 2
+    }
+
     fn authorization(&self) -> MetadataValue<Ascii> {
+        let Ok(now) = wall_clock_secs() else {
+            return self
+                .current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .0
+                .clone();
+        };
         {
             let current = self.current.read().unwrap_or_else(|p| p.into_inner());
-            if std::time::Instant::now() < current.1 {
+            if self.fresh(current.1, now) {
                 return current.0.clone();
             }
         }
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-        if std::time::Instant::now() >= current.1 {
-            match bearer(&self.signer, &self.spec, self.ttl) {
-                Ok(value) => *current = (value, std::time::Instant::now() + self.ttl / 2),
+        if !self.fresh(current.1, now) {
+            match bearer(&self.signer, &self.spec, self.ttl, now) {
+                Ok(value) => *current = (value, now),
                 // Minting with a key that minted before cannot fail short of a broken
-                // clock; keep the old token (still valid for half its life) and say so.
+                // clock; keep the old token and say so.
                 Err(error) => tracing::error!(
                     subject = %self.spec.subject,
                     error = %format!("{error:#}"),
@@ -243,10 +274,11 @@ fn bearer(
     signer: &Signer,
     spec: &TokenSpec,
     ttl: Duration,
+    now: u64,
 ) -> anyhow::Result<MetadataValue<Ascii>> {
     Ok(MetadataValue::try_from(format!(
         "Bearer {}",
-        signer.mint(spec, ttl)?
+        signer.mint_at(spec, ttl, now)?
     ))?)
 }
 
@@ -259,5 +291,32 @@ impl std::fmt::Debug for Credentials {
                 write!(f, "Credentials::Minted({})", minted.spec.subject)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_token_is_renewed_by_the_wall_clock_either_way_it_steps() {
+        let signer = Signer::shared(&"s".repeat(40).into()).unwrap();
+        let Credentials::Minted(minted) = Credentials::minted(
+            signer,
+            TokenSpec::service(ServiceName::Coordinator),
+            Duration::from_secs(600),
+        )
+        .unwrap() else {
+            panic!("minted credentials");
+        };
+        let issued = 1_000_000;
+        assert!(minted.fresh(issued, issued));
+        assert!(minted.fresh(issued, issued + 299));
+        assert!(!minted.fresh(issued, issued + 300), "half-life");
+        assert!(
+            !minted.fresh(issued, issued + 3 * 3600),
+            "stepped forward 3 h"
+        );
+        assert!(!minted.fresh(issued, issued - 86_400), "stepped back a day");
     }
 }
