@@ -31,7 +31,165 @@ engine_tests!(
     a_mode_switch_acknowledged_before_the_last_estimate_is_honoured,
     planning_records_every_product_again_when_it_starts,
     planning_records_every_member_again_when_it_starts,
+    an_items_use_case_is_one_of_its_own_tenant_and_product,
+    planning_records_every_use_case_again_when_it_starts,
 );
+
+/// A use case made through planning, for `product`.
+async fn use_case(system: &TestSystem, tenant: &str, product: &str) -> String {
+    use agilepm_proto::planning::v1::use_case_service_client::UseCaseServiceClient;
+    use agilepm_proto::planning::v1::{CreateUseCaseRequest, UseCase};
+    UseCaseServiceClient::new(system.channel(ServiceName::Planning, tenant))
+        .create_use_case(CreateUseCaseRequest {
+            request_id: Uuid::new_v4().to_string(),
+            use_case: Some(UseCase {
+                product_id: product.into(),
+                title: "Pay by card".into(),
+                value_statement: "because cash is gone".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create the use case")
+        .into_inner()
+        .use_case
+        .unwrap()
+        .id
+}
+
+/// Issue 36 §3: `use_case_id` on PlanBacklogItem and UpdateBacklogItem names a use case
+/// planning recorded for the item's tenant and product; an unknown, another product's or
+/// another tenant's is FAILED_PRECONDITION naming the field, and changes nothing.
+async fn an_items_use_case_is_one_of_its_own_tenant_and_product(engine: Engine) {
+    use agilepm_proto::backlog::v1::{BacklogItem, UpdateBacklogItemRequest};
+    let system = TestSystem::start(
+        engine,
+        &[
+            ServiceName::BacklogItem,
+            ServiceName::Task,
+            ServiceName::Planning,
+        ],
+    )
+    .await;
+    let planning = |tenant: &str| system.channel(ServiceName::Planning, tenant);
+    let product = given::product(planning("acme"), "Shop").await;
+    let other_product = given::product(planning("acme"), "Warehouse").await;
+    let globex_product = given::product(planning("globex"), "Shop").await;
+    let ours = use_case(&system, "acme", &product.id).await;
+    let other_products = use_case(&system, "acme", &other_product.id).await;
+    let globex = use_case(&system, "globex", &globex_product.id).await;
+    let mut items = BacklogItemServiceClient::new(system.channel(ServiceName::BacklogItem, "acme"));
+    for (what, use_case_id) in [
+        ("unknown", Uuid::now_v7().to_string()),
+        ("another product's", other_products.clone()),
+        ("another tenant's", globex.clone()),
+    ] {
+        let refused = items
+            .plan_backlog_item(PlanBacklogItemRequest {
+                use_case_id: use_case_id.clone(),
+                ..plan(&product.id, vec![])
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::FailedPrecondition,
+            "{what}: {refused:?}"
+        );
+        assert!(
+            refused.message().starts_with("use_case_id:"),
+            "{what}: {refused:?}"
+        );
+    }
+    let item = items
+        .plan_backlog_item(PlanBacklogItemRequest {
+            use_case_id: ours.clone(),
+            ..plan(&product.id, vec![])
+        })
+        .await
+        .expect("its own product's use case")
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    assert_eq!(item.use_case_id, ours);
+    let update = |use_case_id: &str| UpdateBacklogItemRequest {
+        backlog_item: Some(BacklogItem {
+            id: item.id.clone(),
+            use_case_id: use_case_id.into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["use_case_id".into()],
+        }),
+        expected_version: None,
+    };
+    for use_case_id in [other_products.as_str(), globex.as_str()] {
+        let refused = items
+            .update_backlog_item(update(use_case_id))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(refused.message().starts_with("use_case_id:"), "{refused:?}");
+    }
+    let cleared = items
+        .update_backlog_item(update(""))
+        .await
+        .expect("no use case")
+        .into_inner()
+        .backlog_item
+        .unwrap();
+    assert_eq!(
+        (cleared.use_case_id.as_str(), cleared.version),
+        ("", item.version + 1)
+    );
+    system.stop().await;
+}
+
+/// The backlog-item service forgets the use cases (as if they predated its record of
+/// them): planning records them again when it starts, and items can name them again.
+async fn planning_records_every_use_case_again_when_it_starts(engine: Engine) {
+    let (backlog_db, planning_db) = (TestDb::create(engine).await, TestDb::create(engine).await);
+    let databases = [
+        (ServiceName::BacklogItem, backlog_db.url().to_owned()),
+        (ServiceName::Planning, planning_db.url().to_owned()),
+    ];
+    let system = TestSystem::start_on_databases(&databases).await;
+    let product = given::product(system.channel(ServiceName::Planning, "acme"), "Shop").await;
+    let use_case_id = use_case(&system, "acme", &product.id).await;
+    system.stop().await;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(backlog_db.url()).await.unwrap();
+    sqlx::query("DELETE FROM use_cases")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let system = TestSystem::start_on_databases(&databases).await;
+    let mut items = BacklogItemServiceClient::new(system.channel(ServiceName::BacklogItem, "acme"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let request = PlanBacklogItemRequest {
+            use_case_id: use_case_id.clone(),
+            ..plan(&product.id, vec![])
+        };
+        match items.plan_backlog_item(request).await {
+            Ok(_) => break,
+            Err(status)
+                if status.code() == Code::FailedPrecondition
+                    && status.message().starts_with("use_case_id:") =>
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "planning did not record its use cases again within 15 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    system.stop().await;
+}
 
 fn plan(product_id: &str, derived_from_ids: Vec<String>) -> PlanBacklogItemRequest {
     PlanBacklogItemRequest {

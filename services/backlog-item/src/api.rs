@@ -333,6 +333,44 @@ impl BacklogItemService for BacklogItemApi {
         }))
     }
 
+    async fn sync_use_cases(
+        &self,
+        request: Request<SyncUseCasesRequest>,
+    ) -> Reply<SyncUseCasesResponse> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let use_cases = request.into_inner().use_cases;
+        if use_cases.is_empty() || use_cases.len() > MAX_PRODUCT_FACTS {
+            return Err(AppError::invalid(
+                "use_cases",
+                format!(
+                    "must hold 1 to {MAX_PRODUCT_FACTS} facts, not {}",
+                    use_cases.len()
+                ),
+            )
+            .into());
+        }
+        let facts = use_cases
+            .iter()
+            .enumerate()
+            .map(|(i, fact)| {
+                let id = validate::uuid(&format!("use_cases[{i}].use_case_id"), &fact.use_case_id)?;
+                let product =
+                    validate::uuid(&format!("use_cases[{i}].product_id"), &fact.product_id)?;
+                if fact.use_case_version < 1 {
+                    return Err(AppError::invalid(
+                        format!("use_cases[{i}].use_case_version"),
+                        "must be at least 1",
+                    ));
+                }
+                Ok((id.to_string(), product.to_string(), fact.use_case_version))
+            })
+            .collect::<AppResult<Vec<_>>>()?;
+        let applied = store::record_use_cases(&self.db, &tenant, &facts).await?;
+        Ok(Response::new(SyncUseCasesResponse {
+            applied: applied as i32,
+        }))
+    }
+
     async fn sync_products(
         &self,
         request: Request<SyncProductsRequest>,
@@ -534,9 +572,7 @@ impl BacklogItemService for BacklogItemApi {
         let changes = parse_story_changes(&update, &paths)?;
         let item = self
             .commands
-            .change(&tenant, &id, expected, |before| {
-                domain::change_story(before, &changes)
-            })
+            .change_story(&tenant, &id, expected, &changes)
             .await?;
         Ok(Response::new(UpdateBacklogItemResponse {
             backlog_item: Some(item_message(&item)),

@@ -92,6 +92,7 @@ impl Commands {
                 return Ok(existing);
             }
             check_references(&mut uow, tenant, &new.product_id, &new.derived_from_ids).await?;
+            check_use_case(&mut uow, tenant, &new.product_id, &new.use_case_id).await?;
             let rank = store::BACKLOG
                 .key_at_end(uow.conn(), tenant, &new.product_id)
                 .await?;
@@ -155,6 +156,33 @@ impl Commands {
             }
             let settled = settle(&mut uow, &before, &commanded).await?;
             save(uow, &before, &commanded, settled).await
+        })
+        .await
+    }
+
+    /// Changes item `id`'s story fields; a use case it is given must be one planning
+    /// recorded for the item's tenant and product (the product never changes, so it is
+    /// checked before the change).
+    pub async fn change_story(
+        &self,
+        tenant: &str,
+        id: &str,
+        expected_version: Option<i64>,
+        changes: &[domain::StoryChange],
+    ) -> AppResult<BacklogItem> {
+        let use_case = changes.iter().find_map(|change| match change {
+            domain::StoryChange::UseCase(use_case) if !use_case.is_empty() => Some(use_case),
+            _ => None,
+        });
+        if let Some(use_case) = use_case {
+            let mut uow = self.db.begin().await?;
+            let item = store::get(uow.conn(), tenant, id)
+                .await?
+                .ok_or_else(|| AppError::not_found(format!("backlog item {id}")))?;
+            check_use_case(&mut uow, tenant, &item.product_id, use_case).await?;
+        }
+        self.change(tenant, id, expected_version, |before| {
+            domain::change_story(before, changes)
         })
         .await
     }
@@ -374,6 +402,27 @@ async fn sprint_key(uow: &mut UnitOfWork, item: &BacklogItem) -> AppResult<Strin
     Ok(store::SPRINT_BACKLOG
         .key_preferring(uow.conn(), &item.tenant_id, sprint, &item.rank)
         .await?)
+}
+
+/// `use_case_id`, if any, names a use case the planning service recorded for `tenant`'s
+/// product `product_id`: an unknown one, another product's or another tenant's is
+/// refused alike (FAILED_PRECONDITION naming the field).
+async fn check_use_case(
+    uow: &mut UnitOfWork,
+    tenant: &str,
+    product_id: &str,
+    use_case_id: &str,
+) -> AppResult<()> {
+    if use_case_id.is_empty() {
+        return Ok(());
+    }
+    match store::use_case_product(uow.conn(), tenant, use_case_id).await? {
+        Some(product) if product == product_id => Ok(()),
+        _ => Err(AppError::precondition(format!(
+            "use_case_id: use case {use_case_id} is not a use case of product {product_id}; \
+             create it in the planning service first"
+        ))),
+    }
 }
 
 /// A new item references a product the planning service recorded for this tenant (never

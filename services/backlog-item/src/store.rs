@@ -537,6 +537,59 @@ pub async fn record_products(
         .rows_affected())
 }
 
+/// Records `facts` about `tenant`'s use cases (id, product, version) in one statement,
+/// each unless a newer version is recorded. Returns how many were applied.
+pub async fn record_use_cases(
+    db: &Db,
+    tenant: &str,
+    facts: &[(String, String, i64)],
+) -> AppResult<u64> {
+    let mut newest: HashMap<&str, (&str, i64)> = HashMap::new();
+    for (use_case, product, version) in facts {
+        let kept = newest.entry(use_case).or_insert((product, *version));
+        if *version >= kept.1 {
+            *kept = (product, *version);
+        }
+    }
+    let newest: Vec<(&str, (&str, i64))> = newest.into_iter().collect();
+    let rows = RowSet(vec![
+        Column::text(newest.iter().map(|_| tenant)),
+        Column::text(newest.iter().map(|(id, _)| *id)),
+        Column::text(newest.iter().map(|(_, (product, _))| *product)),
+        Column::BigInt(newest.iter().map(|(_, (_, version))| *version).collect()),
+    ]);
+    let mut statement = Statement::new(db.engine());
+    statement
+        .sql("INSERT INTO use_cases (tenant_id, use_case_id, product_id, use_case_version) SELECT * FROM ")
+        .rows(rows)
+        .sql(
+            " WHERE true ON CONFLICT (tenant_id, use_case_id) DO UPDATE \
+             SET product_id = excluded.product_id, use_case_version = excluded.use_case_version \
+             WHERE use_cases.use_case_version <= excluded.use_case_version",
+        );
+    Ok(statement
+        .query()?
+        .execute(db.write_pool())
+        .await?
+        .rows_affected())
+}
+
+/// The product of use case `use_case_id` as the planning service recorded it for
+/// `tenant`, if it did.
+pub async fn use_case_product(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    use_case_id: &str,
+) -> AppResult<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT product_id FROM use_cases WHERE tenant_id = $1 AND use_case_id = $2",
+    )
+    .bind(tenant.to_owned())
+    .bind(use_case_id.to_owned())
+    .fetch_optional(conn)
+    .await?)
+}
+
 /// Whether the planning service recorded `product_id` for `tenant`.
 pub async fn product_exists(
     conn: &mut AnyConnection,

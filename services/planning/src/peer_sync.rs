@@ -1,5 +1,6 @@
 //! What planning's peers keep of its state, re-recorded when planning starts: every
-//! product in the backlog-item service, every team member in the task service.
+//! product and use case in the backlog-item service, every team member in the task
+//! service.
 //!
 //! Changes record themselves there before they commit (`product::commands`,
 //! `team::commands`), so this only repairs what that cannot: rows written before the peer
@@ -15,7 +16,7 @@ use agilepm_platform::storage::db::Db;
 use tokio_util::sync::CancellationToken;
 
 use crate::peers::Peers;
-use crate::{product, team};
+use crate::{product, team, use_case};
 
 /// Rows per call: well under the peers' limit of 1000 facts.
 const PAGE: i64 = 500;
@@ -33,10 +34,13 @@ pub async fn record_all(db: Db, peers: Peers, shutdown: CancellationToken) {
     let products = record_every("products in backlog-item", &shutdown, |after| {
         product_page(&db, &peers, after)
     });
+    let use_cases = record_every("use cases in backlog-item", &shutdown, |after| {
+        use_case_page(&db, &peers, after)
+    });
     let members = record_every("team members in task", &shutdown, |after| {
         member_page(&db, &peers, after)
     });
-    tokio::join!(products, members);
+    tokio::join!(products, use_cases, members);
 }
 
 /// Runs `page` from the start until it reports nothing left; `what` names the records in
@@ -108,6 +112,22 @@ async fn product_page(db: &Db, peers: &Peers, after: After) -> AppResult<Option<
     };
     for (tenant, facts) in &batches {
         peers.record_products(tenant, facts).await?;
+    }
+    Ok(Some((last, rows.len())))
+}
+
+/// Records the use cases after `after`, as [`product_page`] does products.
+async fn use_case_page(db: &Db, peers: &Peers, after: After) -> AppResult<Option<(After, usize)>> {
+    let rows = use_case::store::all_after(db, &after, PAGE).await?;
+    let Some((batches, last)) = by_tenant(
+        &rows,
+        |u| (u.tenant_id.as_str(), u.id.as_str()),
+        use_case::mapping::facts,
+    ) else {
+        return Ok(None);
+    };
+    for (tenant, facts) in &batches {
+        peers.record_use_cases(tenant, facts).await?;
     }
     Ok(Some((last, rows.len())))
 }

@@ -8,7 +8,7 @@ use agilepm_platform::wire::client::PeerChannel;
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{
     BacklogItem, GetBacklogItemRequest, ListBacklogItemsRequest, ListSprintMembershipsRequest,
-    ProductFacts, SyncProductsRequest,
+    ProductFacts, SyncProductsRequest, SyncUseCasesRequest, UseCaseFacts,
 };
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_proto::task::v1::{MemberFacts, SyncMembersRequest};
@@ -43,6 +43,20 @@ impl Peers {
         self.backlog_items
             .clone()
             .sync_products(request)
+            .await
+            .map_err(backlog_error)?;
+        Ok(())
+    }
+
+    /// Tells the backlog-item service the `facts` of `tenant`'s use cases, so items can
+    /// name them. A new use case calls it before it commits.
+    pub async fn record_use_cases(&self, tenant: &str, facts: &[UseCaseFacts]) -> AppResult<()> {
+        let use_cases = facts.to_vec();
+        let mut request = act_for(tenant, SyncUseCasesRequest { use_cases });
+        request.set_timeout(RECORD_DEADLINE);
+        self.backlog_items
+            .clone()
+            .sync_use_cases(request)
             .await
             .map_err(backlog_error)?;
         Ok(())

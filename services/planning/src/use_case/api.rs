@@ -86,7 +86,7 @@ impl UseCaseService for PlanningApi {
         );
         let new = parse_create(r)?;
         let response = idempotency::once(&self.db, &key, || async {
-            let use_case = commands::create(&self.db, &tenant, new).await?;
+            let use_case = commands::create(&self.db, &self.peers, &tenant, new).await?;
             Ok(CreateUseCaseResponse {
                 use_case: Some(use_case_message(&use_case)),
             })

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::domain::{self, State, UseCase};
 use super::events;
 use super::store::{self, USE_CASES};
+use crate::peers::Peers;
 
 /// A new use case as a (checked) create request describes it.
 #[derive(Debug, Clone)]
@@ -43,8 +44,9 @@ pub enum Change {
 }
 
 /// Creates `new` at the end of its product's use cases, or returns the use case an
-/// earlier create with the same request id made.
-pub async fn create(db: &Db, tenant: &str, new: NewUseCase) -> AppResult<UseCase> {
+/// earlier create with the same request id made. The backlog-item service records it
+/// before it commits here, so items can name it as soon as it is acknowledged.
+pub async fn create(db: &Db, peers: &Peers, tenant: &str, new: NewUseCase) -> AppResult<UseCase> {
     for _ in 0..optimistic::MAX_ATTEMPTS {
         let mut uow = db.begin().await?;
         if let Some(existing) = store::by_request_id(uow.conn(), tenant, &new.request_id).await? {
@@ -75,6 +77,9 @@ pub async fn create(db: &Db, tenant: &str, new: NewUseCase) -> AppResult<UseCase
             Err(other) => return Err(other),
         }
         outbox::append_all(&mut uow, &[events::created(&use_case)]).await?;
+        peers
+            .record_use_cases(tenant, &[super::mapping::facts(&use_case)])
+            .await?;
         uow.commit().await?;
         return Ok(use_case);
     }

@@ -20,3 +20,12 @@ pub fn use_case_message(use_case: &UseCase) -> proto::UseCase {
         update_time: Some(timestamp(use_case.update_time_us)),
     }
 }
+
+/// What the backlog-item service keeps of a use case: that it exists, and its product.
+pub fn facts(use_case: &UseCase) -> agilepm_proto::backlog::v1::UseCaseFacts {
+    agilepm_proto::backlog::v1::UseCaseFacts {
+        use_case_id: use_case.id.clone(),
+        product_id: use_case.product_id.clone(),
+        use_case_version: use_case.version,
+    }
+}
