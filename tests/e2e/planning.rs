@@ -35,6 +35,7 @@ engine_tests!(
     releases_and_sprints_hold_items_of_their_own_product,
     the_sprint_lifecycle_allows_one_active_sprint,
     split_group_and_spike_are_safe_to_retry,
+    a_split_racing_a_commitment_is_all_or_nothing,
     prioritizing_orders_the_top_and_removes,
     contradictory_game_inputs_are_refused_naming_the_field,
     the_burndown_and_velocity_have_exact_numbers,
@@ -1930,4 +1931,83 @@ async fn the_team_decides_who_volunteers_and_owns_products(engine: Engine) {
         ]
     );
     f.system.stop().await;
+}
+
+/// Issue 36 §3: a split is one move. Split an item while a second client commits it, 50
+/// rounds: exactly one of the two wins each round, and never both: when the commitment
+/// wins, no story derived from the item exists; when the split wins, the item is REMOVED
+/// and its two stories are there.
+async fn a_split_racing_a_commitment_is_all_or_nothing(engine: Engine) {
+    use crate::coordinator::Sprinting;
+    const ROUNDS: usize = 50;
+    let s = Sprinting::start(engine, StatusTransitionMode::Automatic).await;
+    let mut game = PlanningGameServiceClient::new(s.system.channel(ServiceName::Planning, "acme"));
+    let mut sprints = s.sprints();
+    let mut wins = (0, 0);
+    let mut originals = Vec::new();
+    for round in 0..ROUNDS {
+        let original = s.scheduled_item().await;
+        let split = game.split_backlog_item(SplitBacklogItemRequest {
+            request_id: format!("race-split-{round}"),
+            backlog_item_id: original.clone(),
+            stories: vec![draft("half 1"), draft("half 2")],
+        });
+        let commit = sprints.commit_backlog_item_to_sprint(CommitBacklogItemToSprintRequest {
+            sprint_id: s.sprint.id.clone(),
+            backlog_item_id: original.clone(),
+            expected_version: None,
+        });
+        let (split, commit) = tokio::join!(split, commit);
+        match (&split, &commit) {
+            (Ok(_), Err(refused)) | (Err(refused), Ok(_)) => {
+                assert_eq!(
+                    refused.code(),
+                    Code::FailedPrecondition,
+                    "round {round}: {refused:?}"
+                );
+            }
+            _ => panic!("round {round}: split {split:?}, commit {commit:?}: exactly one must win"),
+        }
+        if split.is_ok() {
+            wins.0 += 1;
+        } else {
+            wins.1 += 1;
+        }
+        originals.push((original, split.is_ok()));
+    }
+    let items = BacklogItemServiceClient::new(s.system.channel(ServiceName::BacklogItem, "acme"))
+        .list_backlog_items(ListBacklogItemsRequest {
+            product_id: s.product.id.clone(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backlog_items;
+    for (original, split_won) in &originals {
+        let stories = items
+            .iter()
+            .filter(|i| i.derived_from_ids.contains(original))
+            .count();
+        let status = s.item(original).await.status();
+        if *split_won {
+            assert_eq!(
+                (status, stories),
+                (BacklogItemStatus::Removed, 2),
+                "{original}"
+            );
+        } else {
+            assert_eq!(
+                (status, stories),
+                (BacklogItemStatus::Committed, 0),
+                "{original}"
+            );
+        }
+    }
+    println!(
+        "{ROUNDS} rounds: the split won {}, the commitment {}",
+        wins.0, wins.1
+    );
+    s.system.stop().await;
 }

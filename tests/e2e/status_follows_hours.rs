@@ -49,7 +49,7 @@ fn rid() -> String {
 
 impl Sprinting {
     /// A backlog item of the product scheduled for its release, not committed.
-    async fn scheduled_item(&self) -> String {
+    pub(crate) async fn scheduled_item(&self) -> String {
         let item = self
             .items()
             .plan_backlog_item(PlanBacklogItemRequest {
@@ -74,7 +74,9 @@ impl Sprinting {
         item.id
     }
 
-    fn sprints(&self) -> SprintServiceClient<agilepm_platform::wire::client::PeerChannel> {
+    pub(crate) fn sprints(
+        &self,
+    ) -> SprintServiceClient<agilepm_platform::wire::client::PeerChannel> {
         SprintServiceClient::new(self.system.channel(ServiceName::Planning, "acme"))
     }
 

@@ -207,6 +207,44 @@ fn parse_reconciles(
         .collect()
 }
 
+/// Most items one reshape removes, and most stories it plans.
+const MAX_RESHAPED: usize = 100;
+
+/// Checks a reshape request: the ids it removes and the stories it plans.
+fn parse_reshape(request: ReshapeBacklogItemsRequest) -> AppResult<(Vec<String>, Vec<NewItem>)> {
+    for (field, count) in [
+        ("remove_ids", request.remove_ids.len()),
+        ("stories", request.stories.len()),
+    ] {
+        if count == 0 || count > MAX_RESHAPED {
+            return Err(AppError::invalid(
+                field,
+                format!("must hold 1 to {MAX_RESHAPED}, not {count}"),
+            ));
+        }
+    }
+    let remove_ids = request
+        .remove_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| validate::uuid(&format!("remove_ids[{i}]"), id).map(|u| u.to_string()))
+        .collect::<AppResult<Vec<_>>>()?;
+    let stories = request
+        .stories
+        .into_iter()
+        .enumerate()
+        .map(|(i, story)| {
+            parse_plan(story).map_err(|error| match error {
+                AppError::InvalidArgument { field, reason } => {
+                    AppError::invalid(format!("stories[{i}].{field}"), reason)
+                }
+                other => other,
+            })
+        })
+        .collect::<AppResult<Vec<_>>>()?;
+    Ok((remove_ids, stories))
+}
+
 /// What a ListBacklogItems page token is bound to: every field that decides the rows
 /// and their order, in canonical form.
 fn list_page_query(query: &ListQuery) -> paging::PageQuery {
@@ -330,6 +368,22 @@ impl BacklogItemService for BacklogItemApi {
                 .map(mapping::membership_message)
                 .collect(),
             next_page_token,
+        }))
+    }
+
+    async fn reshape_backlog_items(
+        &self,
+        request: Request<ReshapeBacklogItemsRequest>,
+    ) -> Reply<ReshapeBacklogItemsResponse> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let (remove_ids, stories) = parse_reshape(request.into_inner())?;
+        let (made, removed) = self
+            .commands
+            .reshape(&tenant, &remove_ids, &stories)
+            .await?;
+        Ok(Response::new(ReshapeBacklogItemsResponse {
+            stories: made.iter().map(item_message).collect(),
+            removed: removed.iter().map(item_message).collect(),
         }))
     }
 

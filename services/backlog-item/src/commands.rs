@@ -91,32 +91,7 @@ impl Commands {
             {
                 return Ok(existing);
             }
-            check_references(&mut uow, tenant, &new.product_id, &new.derived_from_ids).await?;
-            check_use_case(&mut uow, tenant, &new.product_id, &new.use_case_id).await?;
-            let rank = store::BACKLOG
-                .key_at_end(uow.conn(), tenant, &new.product_id)
-                .await?;
-            let now = now_micros();
-            let item = BacklogItem {
-                id: Uuid::now_v7().to_string(),
-                tenant_id: tenant.to_owned(),
-                product_id: new.product_id.clone(),
-                summary: new.summary.clone(),
-                story: new.story.clone(),
-                category: new.category.clone(),
-                item_type: new.item_type,
-                story_points: new.story_points,
-                business_priority: new.business_priority,
-                use_case_id: new.use_case_id.clone(),
-                placement: Placement::planned(),
-                rank,
-                sprint_rank: String::new(),
-                derived_from_ids: new.derived_from_ids.clone(),
-                tasks: TaskBasis::default(),
-                version: 1,
-                create_time_us: now,
-                update_time_us: now,
-            };
+            let item = new_item(&mut uow, tenant, &new).await?;
             match store::insert(&mut uow, &item, &new.request_id).await {
                 Ok(()) => {}
                 // A concurrent plan took the same request id (answered on the next pass)
@@ -131,6 +106,82 @@ impl Commands {
         Err(AppError::Aborted(
             "the product backlog is being changed by many writers at once; retry".into(),
         ))
+    }
+
+    /// The planning game's split or group in one transaction: plans `stories` and
+    /// removes `remove_ids`, each removal guarded by the version it was read at, so an
+    /// original committed meanwhile undoes the whole move (and the retry refuses it).
+    /// A retry of a move that landed (its first story exists) answers what it made.
+    /// Returns the stories and the removed items, in request order.
+    pub async fn reshape(
+        &self,
+        tenant: &str,
+        remove_ids: &[String],
+        stories: &[NewItem],
+    ) -> AppResult<(Vec<BacklogItem>, Vec<BacklogItem>)> {
+        let first = stories
+            .first()
+            .ok_or_else(|| AppError::invalid("stories", "at least one"))?;
+        retry_lost_races("the items reshaped", None, || async {
+            let mut uow = self.db.begin().await?;
+            if store::by_request_id(uow.conn(), tenant, &first.request_id)
+                .await?
+                .is_some()
+            {
+                return Ok(Attempt::Done(landed(&mut uow, tenant, remove_ids, stories).await?));
+            }
+            let mut originals = Vec::with_capacity(remove_ids.len());
+            for id in remove_ids {
+                let item = current(&mut uow, tenant, id, &format!("backlog item {id}"), None).await?;
+                if item.product_id != first.product_id {
+                    return Err(AppError::precondition(format!(
+                        "backlog item {id} belongs to another product than the stories"
+                    )));
+                }
+                if !matches!(item.placement.status, domain::Status::Planned | domain::Status::Scheduled) {
+                    return Err(AppError::precondition(format!(
+                        "backlog item {id} must be PLANNED or SCHEDULED to be split or grouped (it is {})",
+                        item.placement.status.name()
+                    )));
+                }
+                originals.push(item);
+            }
+            let mut made = Vec::with_capacity(stories.len());
+            for new in stories {
+                let item = new_item(&mut uow, tenant, new).await?;
+                match store::insert(&mut uow, &item, &new.request_id).await {
+                    Ok(()) => made.push(item),
+                    Err(AppError::AlreadyExists(_)) => return Ok(Attempt::LostRace),
+                    Err(other) => return Err(other),
+                }
+            }
+            let now = now_micros();
+            let mut removed = Vec::with_capacity(originals.len());
+            for before in &originals {
+                let after = BacklogItem {
+                    placement: domain::remove(&before.placement)?,
+                    version: before.version + 1,
+                    update_time_us: now,
+                    ..before.clone()
+                };
+                // Committed (or otherwise changed) since it was read: nothing of the move
+                // stands, and the next pass decides on what it is now.
+                if !store::update(&mut uow, &after, before.version).await? {
+                    return Ok(Attempt::LostRace);
+                }
+                store::record_membership(&mut uow, before, &after, now).await?;
+                removed.push(after);
+            }
+            let mut all: Vec<NewEvent<'_>> = made.iter().map(events::planned).collect();
+            for (before, after) in originals.iter().zip(&removed) {
+                all.extend(events::changed(before, after));
+            }
+            outbox::append_all(&mut uow, &all).await?;
+            drop(all);
+            uow.commit().await?;
+            Ok(Attempt::Done((made, removed)))
+        })
+        .await
     }
 
     /// Applies `change` to item `id` with compare-and-set on its version, with the events
@@ -319,6 +370,64 @@ impl Commands {
         })
         .await
     }
+}
+
+/// A new item of `tenant` as `new` describes it, at the end of its product backlog, its
+/// references checked, in `uow` (not yet stored).
+async fn new_item(uow: &mut UnitOfWork, tenant: &str, new: &NewItem) -> AppResult<BacklogItem> {
+    check_references(uow, tenant, &new.product_id, &new.derived_from_ids).await?;
+    check_use_case(uow, tenant, &new.product_id, &new.use_case_id).await?;
+    let rank = store::BACKLOG
+        .key_at_end(uow.conn(), tenant, &new.product_id)
+        .await?;
+    let now = now_micros();
+    Ok(BacklogItem {
+        id: Uuid::now_v7().to_string(),
+        tenant_id: tenant.to_owned(),
+        product_id: new.product_id.clone(),
+        summary: new.summary.clone(),
+        story: new.story.clone(),
+        category: new.category.clone(),
+        item_type: new.item_type,
+        story_points: new.story_points,
+        business_priority: new.business_priority,
+        use_case_id: new.use_case_id.clone(),
+        placement: Placement::planned(),
+        rank,
+        sprint_rank: String::new(),
+        derived_from_ids: new.derived_from_ids.clone(),
+        tasks: TaskBasis::default(),
+        version: 1,
+        create_time_us: now,
+        update_time_us: now,
+    })
+}
+
+/// What a reshape that already landed made and removed, read back for its retry.
+async fn landed(
+    uow: &mut UnitOfWork,
+    tenant: &str,
+    remove_ids: &[String],
+    stories: &[NewItem],
+) -> AppResult<(Vec<BacklogItem>, Vec<BacklogItem>)> {
+    let mut made = Vec::with_capacity(stories.len());
+    for new in stories {
+        made.push(
+            store::by_request_id(uow.conn(), tenant, &new.request_id)
+                .await?
+                .ok_or_else(|| {
+                    AppError::precondition(format!(
+                        "request_id {} was used for another move; use new ids",
+                        new.request_id
+                    ))
+                })?,
+        );
+    }
+    let mut removed = Vec::with_capacity(remove_ids.len());
+    for id in remove_ids {
+        removed.push(current(uow, tenant, id, &format!("backlog item {id}"), None).await?);
+    }
+    Ok((made, removed))
 }
 
 /// Item `id` of `tenant` (`what` in refusals), at `expected_version` if one is given.

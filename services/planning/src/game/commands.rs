@@ -1,12 +1,15 @@
 //! The planning game's commands, each a sequence of calls to the backlog-item service
-//! that is safe to retry as a whole.
+//! that is safe to retry as a whole. Split and group are one call: the backlog-item
+//! service plans the new stories and removes the originals in one transaction, so the
+//! move is all or nothing whatever happens to the originals meanwhile.
 
 use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::storage::db::Db;
 use agilepm_platform::wire::auth::act_for;
 use agilepm_proto::backlog::v1::{
     BacklogItem, BacklogItemType, ListBacklogItemsRequest, MoveBacklogItemRequest,
-    PlanBacklogItemRequest, RemoveBacklogItemRequest, StoryPoints, UpdateBacklogItemRequest,
+    PlanBacklogItemRequest, RemoveBacklogItemRequest, ReshapeBacklogItemsRequest, StoryPoints,
+    UpdateBacklogItemRequest,
 };
 use agilepm_proto::planning::v1::StoryDraft;
 use tonic::Code;
@@ -66,22 +69,23 @@ impl Game<'_> {
     ) -> AppResult<(Vec<BacklogItem>, BacklogItem)> {
         let original = self.peers.backlog_item(self.tenant, original_id).await?;
         domain::reshapeable(original_id, mapping::item_status(&original))?;
-        let mut items = Vec::new();
-        for (i, draft) in stories.iter().enumerate() {
-            let derived_from = vec![original_id.to_owned()];
-            let step = format!("split-{i}");
-            let item = self
-                .plan_story(
-                    &step,
+        let drafts: Vec<PlanBacklogItemRequest> = stories
+            .iter()
+            .enumerate()
+            .map(|(i, draft)| {
+                self.story_request(
+                    &format!("split-{i}"),
                     &original.product_id,
                     &original.use_case_id,
                     draft,
-                    derived_from,
+                    vec![original_id.to_owned()],
                 )
-                .await?;
-            items.push(item);
-        }
-        let removed = self.remove_story(original_id).await?;
+            })
+            .collect();
+        let (items, mut removed) = self.reshape(&[original_id.to_owned()], drafts).await?;
+        let removed = removed
+            .pop()
+            .ok_or_else(|| AppError::Internal("empty ReshapeBacklogItems response".into()))?;
         Ok((items, removed))
     }
 
@@ -106,13 +110,11 @@ impl Game<'_> {
             domain::reshapeable(&item.id, mapping::item_status(item))?;
         }
         let use_case = originals[0].use_case_id.clone();
-        let grouped = self
-            .plan_story("group", &product_id, &use_case, draft, ids.to_vec())
-            .await?;
-        let mut removed = Vec::new();
-        for id in ids {
-            removed.push(self.remove_story(id).await?);
-        }
+        let story = self.story_request("group", &product_id, &use_case, draft, ids.to_vec());
+        let (mut grouped, removed) = self.reshape(ids, vec![story]).await?;
+        let grouped = grouped
+            .pop()
+            .ok_or_else(|| AppError::Internal("empty ReshapeBacklogItems response".into()))?;
         Ok((grouped, removed))
     }
 
@@ -232,16 +234,38 @@ impl Game<'_> {
         Ok((items, removed))
     }
 
-    /// Plans `draft` as step `step` of the command.
-    async fn plan_story(
+    /// Plans `stories` and removes `remove_ids` as one move of the backlog-item service,
+    /// all or nothing: an original committed meanwhile leaves no new story behind.
+    async fn reshape(
+        &self,
+        remove_ids: &[String],
+        stories: Vec<PlanBacklogItemRequest>,
+    ) -> AppResult<(Vec<BacklogItem>, Vec<BacklogItem>)> {
+        let request = ReshapeBacklogItemsRequest {
+            remove_ids: remove_ids.to_vec(),
+            stories,
+        };
+        let response = self
+            .peers
+            .backlog_items
+            .clone()
+            .reshape_backlog_items(act_for(self.tenant, request))
+            .await
+            .map_err(backlog_error)?
+            .into_inner();
+        Ok((response.stories, response.removed))
+    }
+
+    /// The request planning `draft` as step `step` of the command.
+    fn story_request(
         &self,
         step: &str,
         product_id: &str,
         use_case_id: &str,
         draft: &StoryDraft,
         derived_from_ids: Vec<String>,
-    ) -> AppResult<BacklogItem> {
-        let request = PlanBacklogItemRequest {
+    ) -> PlanBacklogItemRequest {
+        PlanBacklogItemRequest {
             request_id: step_request_id(self.tenant, self.request_id, step),
             product_id: product_id.to_owned(),
             summary: draft.summary.clone(),
@@ -252,7 +276,19 @@ impl Game<'_> {
             business_priority: None,
             use_case_id: use_case_id.to_owned(),
             derived_from_ids,
-        };
+        }
+    }
+
+    /// Plans `draft` as step `step` of the command.
+    async fn plan_story(
+        &self,
+        step: &str,
+        product_id: &str,
+        use_case_id: &str,
+        draft: &StoryDraft,
+        derived_from_ids: Vec<String>,
+    ) -> AppResult<BacklogItem> {
+        let request = self.story_request(step, product_id, use_case_id, draft, derived_from_ids);
         let response = self
             .peers
             .backlog_items

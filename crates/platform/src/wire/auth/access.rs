@@ -60,6 +60,7 @@ pub const TABLE: &[(&str, &str, Rule)] = &[
     ("agilepm.backlog.v1.BacklogItemService", "ReconcileBacklogItemStatuses", rule(NOBODY, &[Coordinator])),
     ("agilepm.backlog.v1.BacklogItemService", "SyncProducts", rule(NOBODY, &[Planning])),
     ("agilepm.backlog.v1.BacklogItemService", "SyncUseCases", rule(NOBODY, &[Planning])),
+    ("agilepm.backlog.v1.BacklogItemService", "ReshapeBacklogItems", rule(NOBODY, &[Planning])),
     // task
     ("agilepm.task.v1.TaskService", "DefineTask", rule(TEAM, NO_SERVICE)),
     ("agilepm.task.v1.TaskService", "GetTask", rule(READ, NO_SERVICE)),
