@@ -172,8 +172,8 @@ impl Sprinting {
         })
     }
 
-    /// A backlog item committed to the sprint, with `tasks` tasks of `hours` each.
-    pub async fn committed_item(&self, tasks: usize, hours: i32) -> (String, Vec<String>) {
+    /// A backlog item of the product scheduled for its release, not committed.
+    pub async fn scheduled_item(&self) -> String {
         let item = self
             .items()
             .plan_backlog_item(PlanBacklogItemRequest {
@@ -187,8 +187,7 @@ impl Sprinting {
             .into_inner()
             .backlog_item
             .unwrap();
-        let planning = self.system.channel(ServiceName::Planning, "acme");
-        ReleaseServiceClient::new(planning.clone())
+        ReleaseServiceClient::new(self.system.channel(ServiceName::Planning, "acme"))
             .schedule_backlog_item_for_release(ScheduleBacklogItemForReleaseRequest {
                 release_id: self.release.id.clone(),
                 backlog_item_id: item.id.clone(),
@@ -196,10 +195,16 @@ impl Sprinting {
             })
             .await
             .unwrap();
-        SprintServiceClient::new(planning)
+        item.id
+    }
+
+    /// A backlog item committed to the sprint, with `tasks` tasks of `hours` each.
+    pub async fn committed_item(&self, tasks: usize, hours: i32) -> (String, Vec<String>) {
+        let item = self.scheduled_item().await;
+        SprintServiceClient::new(self.system.channel(ServiceName::Planning, "acme"))
             .commit_backlog_item_to_sprint(CommitBacklogItemToSprintRequest {
                 sprint_id: self.sprint.id.clone(),
-                backlog_item_id: item.id.clone(),
+                backlog_item_id: item.clone(),
                 expected_version: None,
             })
             .await
@@ -208,7 +213,7 @@ impl Sprinting {
         for n in 0..tasks {
             let request = DefineTaskRequest {
                 request_id: rid(),
-                backlog_item_id: item.id.clone(),
+                backlog_item_id: item.clone(),
                 name: format!("task {n}"),
                 hours_remaining: hours,
                 ..Default::default()
@@ -224,7 +229,7 @@ impl Sprinting {
                     .id,
             );
         }
-        (item.id, ids)
+        (item, ids)
     }
 
     pub async fn item(&self, id: &str) -> BacklogItem {

@@ -1356,7 +1356,7 @@ async fn targets_that_resolve_to_private_addresses_are_refused(engine: Engine) {
         s,
         database,
         address,
-        process,
+        mut process,
     } = WithNotifier::start(engine, &PEERS[..3], &[]).await;
     let mut client = notifier_at(address);
     let receiver = Receiver::start(Behaviour::default()).await;
@@ -1371,9 +1371,11 @@ async fn targets_that_resolve_to_private_addresses_are_refused(engine: Engine) {
     )
     .await;
     receiver.trust(&[secret]);
-    drop(process);
+    process.start_kill().unwrap();
+    let _ = process.wait().await;
 
     // The same database, public addresses only.
+    let address = free_address();
     let public_only = spawn_notifier(
         &s.system,
         address,

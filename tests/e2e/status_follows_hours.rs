@@ -48,32 +48,6 @@ fn rid() -> String {
 }
 
 impl Sprinting {
-    /// A backlog item of the product scheduled for its release, not committed.
-    pub(crate) async fn scheduled_item(&self) -> String {
-        let item = self
-            .items()
-            .plan_backlog_item(PlanBacklogItemRequest {
-                request_id: rid(),
-                product_id: self.product.id.clone(),
-                summary: "story".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .backlog_item
-            .unwrap();
-        ReleaseServiceClient::new(self.system.channel(ServiceName::Planning, "acme"))
-            .schedule_backlog_item_for_release(ScheduleBacklogItemForReleaseRequest {
-                release_id: self.release.id.clone(),
-                backlog_item_id: item.id.clone(),
-                expected_version: None,
-            })
-            .await
-            .unwrap();
-        item.id
-    }
-
     pub(crate) fn sprints(
         &self,
     ) -> SprintServiceClient<agilepm_platform::wire::client::PeerChannel> {
