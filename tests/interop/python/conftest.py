@@ -130,7 +130,13 @@ def system(generated, tls):
             args += [f"--{name}-port", str(port)]
         args += ["--tls-cert", str(paths["cert"]), "--tls-key", str(paths["key"])]
         args += ["--tls-client-ca", str(paths["ca"]), "--tls-ca", str(paths["ca"])]
-        env = {**os.environ, "AGILEPM_AUTH_SECRET": SECRET}
+        # Keyed, so the notifier sends to public addresses only unless told otherwise:
+        # the README's receiver runs on loopback, which this system allows explicitly.
+        env = {
+            **os.environ,
+            "AGILEPM_AUTH_SECRET": SECRET,
+            "AGILEPM_NOTIFIER_ALLOWED_NETWORKS": "127.0.0.0/8",
+        }
         process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
         try:
             deadline = time.monotonic() + 60
