@@ -1326,13 +1326,15 @@ async fn a_changed_subscription_gets_no_further_attempt_at_its_old_target(engine
         .wait_until(
             "the rest at the new target",
             Duration::from_secs(30),
-            |log| log.len() + at_old >= ITEMS,
+            |log| log.len() + slow.received().len() >= ITEMS,
         )
         .await;
+    // Once the update is acknowledged, the old target gets at most the one attempt that
+    // was already under way (its lane re-reads the subscription before each next one).
     let at_old_finally = slow.received().len();
     assert!(
-        at_old_finally <= 2 && at_old_finally == at_old,
-        "the old target got {at_old_finally} (one may have been under way when it changed)"
+        at_old_finally <= at_old + 1 && at_old_finally < ITEMS,
+        "the old target got {at_old_finally}, {at_old} of them before the update returned"
     );
     let ids: BTreeSet<String> = slow
         .received()
