@@ -272,8 +272,8 @@ fn list_page_query(query: &ListQuery) -> paging::PageQuery {
     )
 }
 
-/// Most product facts one SyncProducts call may carry.
-const MAX_PRODUCT_FACTS: usize = 1000;
+/// Most facts one SyncProducts or SyncUseCases call may carry.
+const MAX_SYNC_FACTS: usize = 1000;
 
 /// The longest a read with a consistency token waits when the caller set no deadline.
 const FRESH_READ_WAIT: Duration = Duration::from_secs(5);
@@ -393,11 +393,11 @@ impl BacklogItemService for BacklogItemApi {
     ) -> Reply<SyncUseCasesResponse> {
         let tenant = caller(&request)?.tenant()?.to_owned();
         let use_cases = request.into_inner().use_cases;
-        if use_cases.is_empty() || use_cases.len() > MAX_PRODUCT_FACTS {
+        if use_cases.is_empty() || use_cases.len() > MAX_SYNC_FACTS {
             return Err(AppError::invalid(
                 "use_cases",
                 format!(
-                    "must hold 1 to {MAX_PRODUCT_FACTS} facts, not {}",
+                    "must hold 1 to {MAX_SYNC_FACTS} facts, not {}",
                     use_cases.len()
                 ),
             )
@@ -431,11 +431,11 @@ impl BacklogItemService for BacklogItemApi {
     ) -> Reply<SyncProductsResponse> {
         let tenant = caller(&request)?.tenant()?.to_owned();
         let products = request.into_inner().products;
-        if products.is_empty() || products.len() > MAX_PRODUCT_FACTS {
+        if products.is_empty() || products.len() > MAX_SYNC_FACTS {
             return Err(AppError::invalid(
                 "products",
                 format!(
-                    "must hold 1 to {MAX_PRODUCT_FACTS} facts, not {}",
+                    "must hold 1 to {MAX_SYNC_FACTS} facts, not {}",
                     products.len()
                 ),
             )

@@ -367,8 +367,8 @@ impl Reconciler {
     /// task service now, so they stand for every event waiting behind it) and releases
     /// the events it held. Events that arrived meanwhile are settled by another round.
     /// Returns how many events were released; NOT_FOUND if the item is not parked;
-    /// FAILED_PRECONDITION naming the failure if the reconcile fails again (the item
-    /// stays parked).
+    /// UNAVAILABLE if a peer did not answer; FAILED_PRECONDITION naming the failure if
+    /// the reconcile fails again (the item stays parked, with that failure).
     pub async fn retry_parked(&self, tenant: &str, item: &str) -> AppResult<u64> {
         let mut released = 0;
         for round in 0..4 {
@@ -396,6 +396,16 @@ impl Reconciler {
                     self.count(outcome);
                     store::release(&self.db, &events).await?;
                     released += events.len() as u64;
+                }
+                // A peer down or slow says nothing about the item: the caller may retry.
+                Some(Err(status))
+                    if domain::failure_kind(status.code()) == FailureKind::Transient =>
+                {
+                    return Err(AppError::Unavailable(format!(
+                        "backlog item {item} stays parked: a peer did not answer ({:?}: {}); retry",
+                        status.code(),
+                        status.message()
+                    )));
                 }
                 Some(Err(status)) => {
                     let error = format!("{:?}: {}", status.code(), status.message());

@@ -140,6 +140,9 @@ impl AllowedNetworks {
     }
 }
 
+/// How long resolving a target's host may take when a subscription is written.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a subscription's target must satisfy, checked when it is written.
 #[derive(Debug, Clone, Default)]
 pub struct Targets {
@@ -150,15 +153,6 @@ pub struct Targets {
 }
 
 impl Targets {
-    /// Parses the target URL in `field` and resolves its host: INVALID_ARGUMENT for a
-    /// malformed URL or a host off the allow-list, FAILED_PRECONDITION for a host that
-    /// does not resolve or resolves to an address deliveries may not reach.
-    pub async fn check(&self, field: &str, value: &str) -> AppResult<Url> {
-        let url = parse(field, value, &self.hosts)?;
-        self.vet(field, &url).await?;
-        Ok(url)
-    }
-
     /// Resolves the host of `url` (already parsed from `field`): FAILED_PRECONDITION if it
     /// does not resolve or resolves to an address deliveries may not reach.
     pub async fn vet(&self, field: &str, url: &Url) -> AppResult<()> {
@@ -166,16 +160,26 @@ impl Targets {
         let port = url.port_or_known_default().unwrap_or(443);
         let addresses: Vec<IpAddr> = match literal_address(url) {
             Some(ip) => vec![ip],
-            None => tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map_err(|e| {
-                    AppError::precondition(format!(
-                        "{field}: host {} does not resolve ({e})",
-                        shown(&host)
-                    ))
-                })?
-                .map(|a| a.ip())
-                .collect(),
+            None => {
+                let lookup = tokio::net::lookup_host((host.as_str(), port));
+                let resolved = tokio::time::timeout(RESOLVE_TIMEOUT, lookup)
+                    .await
+                    .map_err(|_| {
+                        AppError::Unavailable(format!(
+                            "{field}: resolving host {} took over {RESOLVE_TIMEOUT:?}; retry",
+                            shown(&host)
+                        ))
+                    })?;
+                resolved
+                    .map_err(|e| {
+                        AppError::precondition(format!(
+                            "{field}: host {} does not resolve ({e})",
+                            shown(&host)
+                        ))
+                    })?
+                    .map(|a| a.ip())
+                    .collect()
+            }
         };
         if let Some(ip) = addresses.iter().find(|ip| !self.networks.allows(**ip)) {
             return Err(AppError::precondition(format!(
@@ -311,20 +315,21 @@ mod tests {
     #[tokio::test]
     async fn a_name_is_checked_by_what_it_resolves_to() {
         let targets = Targets::default();
-        let refused = targets
-            .check("target_url", "http://localhost:9/hook")
-            .await
-            .unwrap_err();
+        let check = |value: &'static str| {
+            let targets = targets.clone();
+            async move {
+                let url = parse("target_url", value, &targets.hosts)?;
+                targets.vet("target_url", &url).await
+            }
+        };
+        let refused = check("http://localhost:9/hook").await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
         assert!(
             refused.to_string().contains("target_url")
                 && refused.to_string().contains("not a public address"),
             "{refused}"
         );
-        let literal = targets
-            .check("target_url", "http://[::1]:9/")
-            .await
-            .unwrap_err();
+        let literal = check("http://[::1]:9/").await.unwrap_err();
         assert_eq!(literal.code(), tonic::Code::FailedPrecondition);
         let resolver = PublicOnly {
             networks: Arc::new(AllowedNetworks::default()),
