@@ -159,15 +159,17 @@ async fn define(db: &Db) {
     }
 }
 
-/// One estimate: which task, how many days after the first, how many hours, the
-/// version the caller expects, if any, and whether it asks for the whole log.
-type Drawn = (usize, u32, i32, Option<i64>, bool);
+/// One estimate: which task, how many days after the first (or undated: the team's
+/// today), how many hours, the version the caller expects, if any, and whether it asks
+/// for the whole log.
+type Drawn = (usize, Option<u32>, i32, Option<i64>, bool);
 
 fn estimates() -> impl Strategy<Value = Vec<Drawn>> {
     prop::collection::vec(
         (
             0..TASKS.len(),
-            0u32..4,
+            // Undated estimates too: each is for the team's today, decided with the batch.
+            prop::option::weighted(0.85, 0u32..4),
             0i32..4,
             prop::option::weighted(0.2, 1i64..5),
             prop::bool::weighted(0.3),
@@ -180,7 +182,7 @@ fn estimate((task, day, hours, expected_version, with_log): Drawn) -> Estimate {
     Estimate {
         tenant: TENANT.into(),
         task_id: TASKS[task].into(),
-        day: first_day() + chrono::Days::new(u64::from(day)),
+        day: day.map(|day| first_day() + chrono::Days::new(u64::from(day))),
         hours,
         expected_version,
         actor: "tester".into(),

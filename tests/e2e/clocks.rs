@@ -6,6 +6,13 @@
 //! minted by a monotonic timer after the wall clock said it had expired (or was not yet
 //! valid): every call between them was UNAUTHENTICATED and reconciles stopped for
 //! minutes. Now each item still becomes DONE within seconds of its last estimate.
+//!
+//! Days belong to the team (issue 36 §5): the services run under a clock set half an
+//! hour before a midnight of a team in Los Angeles (when UTC's day is already the next),
+//! then half an hour after it, then back: the team's undated estimates, its estimates'
+//! latest date, its definitions and its burndown's days and today follow its own
+//! midnight, while a team in UTC (the same services, the same moments) stays on UTC's
+//! day.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,16 +26,30 @@ use agilepm_proto::backlog::v1::{
     BacklogItemStatus, CommitBacklogItemRequest, GetBacklogItemRequest, PlanBacklogItemRequest,
     ProductFacts, ScheduleBacklogItemRequest, SyncProductsRequest,
 };
+use agilepm_proto::planning::v1::product_service_client::ProductServiceClient;
+use agilepm_proto::planning::v1::release_service_client::ReleaseServiceClient;
+use agilepm_proto::planning::v1::report_service_client::ReportServiceClient;
+use agilepm_proto::planning::v1::sprint_service_client::SprintServiceClient;
+use agilepm_proto::planning::v1::team_service_client::TeamServiceClient;
+use agilepm_proto::planning::v1::{
+    CommitBacklogItemToSprintRequest, CreateProductRequest, GetSprintBurndownRequest, Product,
+    Release, ScheduleBacklogItemForReleaseRequest, ScheduleReleaseRequest, ScheduleSprintRequest,
+    Sprint, TeamSettings, UpdateTeamSettingsRequest,
+};
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
-use agilepm_proto::task::v1::{DefineTaskRequest, EstimateTaskHoursRemainingRequest};
+use agilepm_proto::task::v1::{DefineTaskRequest, EstimateTaskHoursRemainingRequest, TaskView};
 use agilepm_testkit::{Engine, TestDb, engine_tests};
+use chrono::NaiveDate;
 use tokio::process::Child;
 use uuid::Uuid;
 
 use crate::crash::spawn_coordinator_with;
 use crate::processes::{free_address, spawn_service, wait_serving};
 
-engine_tests!(a_wall_clock_stepping_either_way_does_not_lock_the_services_out);
+engine_tests!(
+    a_wall_clock_stepping_either_way_does_not_lock_the_services_out,
+    a_team_s_days_turn_at_its_own_midnight,
+);
 
 /// Where Debian's libfaketime lives.
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
@@ -219,12 +240,7 @@ fn step_to(offsets: &Path, offset: &str) {
 }
 
 async fn a_wall_clock_stepping_either_way_does_not_lock_the_services_out(engine: Engine) {
-    if !Path::new(LIBFAKETIME).exists() {
-        assert!(
-            std::env::var("AGILEPM_REQUIRE_FAKETIME").is_err(),
-            "libfaketime is required (Debian's faketime package) but {LIBFAKETIME} is missing"
-        );
-        eprintln!("SKIPPED: libfaketime is not installed (Debian's faketime package)");
+    if !libfaketime_present() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -248,4 +264,389 @@ async fn a_wall_clock_stepping_either_way_does_not_lock_the_services_out(engine:
             "{what}: the item took {took:?} to become DONE"
         );
     }
+}
+
+/// Whether the tests under a shifted clock can run here; panics where CI requires them.
+fn libfaketime_present() -> bool {
+    if Path::new(LIBFAKETIME).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("AGILEPM_REQUIRE_FAKETIME").is_err(),
+        "libfaketime is required (Debian's faketime package) but {LIBFAKETIME} is missing"
+    );
+    eprintln!("SKIPPED: libfaketime is not installed (Debian's faketime package)");
+    false
+}
+
+/// The team in Los Angeles, and one that never set a zone (UTC).
+const WEST: &str = "west";
+const EAST: &str = "east";
+const LOS_ANGELES: chrono_tz::Tz = chrono_tz::America::Los_Angeles;
+
+/// Backlog-item, task and planning, each a process under the clock of `offsets`.
+struct Planned {
+    backlog_item: SocketAddr,
+    task: SocketAddr,
+    planning: SocketAddr,
+    _processes: Vec<Child>,
+    _databases: Vec<TestDb>,
+}
+
+impl Planned {
+    async fn start(engine: Engine, offsets: &Path) -> Planned {
+        let clock = shifted_clock(offsets);
+        let mut databases = Vec::new();
+        for _ in 0..3 {
+            databases.push(TestDb::create(engine).await);
+        }
+        let (backlog_item, task, planning) = (free_address(), free_address(), free_address());
+        let mut processes = vec![spawn_service(
+            env!("CARGO_BIN_EXE_backlog-item-under-test"),
+            backlog_item,
+            databases[0].url(),
+            &[],
+            &clock,
+        )];
+        processes.push(spawn_service(
+            env!("CARGO_BIN_EXE_task-under-test"),
+            task,
+            databases[1].url(),
+            &[("AGILEPM_BACKLOG_ITEM_ENDPOINT", backlog_item)],
+            &clock,
+        ));
+        processes.push(spawn_service(
+            env!("CARGO_BIN_EXE_planning-under-test"),
+            planning,
+            databases[2].url(),
+            &[
+                ("AGILEPM_BACKLOG_ITEM_ENDPOINT", backlog_item),
+                ("AGILEPM_TASK_ENDPOINT", task),
+            ],
+            &clock,
+        ));
+        for (address, what) in [
+            (backlog_item, "backlog-item"),
+            (task, "task"),
+            (planning, "planning"),
+        ] {
+            wait_serving(address, &format!("{what} under a shifted clock")).await;
+        }
+        Planned {
+            backlog_item,
+            task,
+            planning,
+            _processes: processes,
+            _databases: databases,
+        }
+    }
+
+    fn as_person(&self, address: SocketAddr, tenant: &str) -> PeerChannel {
+        let person = TokenSpec::person(&format!("{tenant}-po"), tenant, &Role::TENANT_ROLES);
+        channel_as(address, &person, tenant)
+    }
+
+    fn tasks(&self, tenant: &str) -> TaskServiceClient<PeerChannel> {
+        TaskServiceClient::new(self.as_person(self.task, tenant))
+    }
+
+    /// A product of `tenant` with a release and a sprint over `first`..`last`, and an item
+    /// committed to it with one task of 8 hours; (sprint id, task id).
+    async fn sprint_with_a_task(
+        &self,
+        tenant: &str,
+        first: NaiveDate,
+        last: NaiveDate,
+    ) -> (String, String) {
+        let planning = self.as_person(self.planning, tenant);
+        let rid = || Uuid::new_v4().to_string();
+        let product = ProductServiceClient::new(planning.clone())
+            .create_product(CreateProductRequest {
+                request_id: rid(),
+                product: Some(Product {
+                    name: format!("{tenant}'s product"),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("create a product")
+            .into_inner()
+            .product
+            .unwrap();
+        let release = ReleaseServiceClient::new(planning.clone())
+            .schedule_release(ScheduleReleaseRequest {
+                request_id: rid(),
+                release: Some(Release {
+                    product_id: product.id.clone(),
+                    name: "R".into(),
+                    begin_date: (first - chrono::Days::new(30)).to_string(),
+                    end_date: (last + chrono::Days::new(30)).to_string(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("schedule a release")
+            .into_inner()
+            .release
+            .unwrap();
+        let sprint = SprintServiceClient::new(planning.clone())
+            .schedule_sprint(ScheduleSprintRequest {
+                request_id: rid(),
+                sprint: Some(Sprint {
+                    product_id: product.id.clone(),
+                    name: "S".into(),
+                    begin_date: first.to_string(),
+                    end_date: last.to_string(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("schedule a sprint")
+            .into_inner()
+            .sprint
+            .unwrap();
+        let item = BacklogItemServiceClient::new(self.as_person(self.backlog_item, tenant))
+            .plan_backlog_item(PlanBacklogItemRequest {
+                request_id: rid(),
+                product_id: product.id.clone(),
+                summary: "a story".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("plan an item")
+            .into_inner()
+            .backlog_item
+            .unwrap();
+        ReleaseServiceClient::new(planning.clone())
+            .schedule_backlog_item_for_release(ScheduleBacklogItemForReleaseRequest {
+                release_id: release.id,
+                backlog_item_id: item.id.clone(),
+                expected_version: None,
+            })
+            .await
+            .expect("schedule the item");
+        SprintServiceClient::new(planning)
+            .commit_backlog_item_to_sprint(CommitBacklogItemToSprintRequest {
+                sprint_id: sprint.id.clone(),
+                backlog_item_id: item.id.clone(),
+                expected_version: None,
+            })
+            .await
+            .expect("commit the item");
+        let task = self
+            .tasks(tenant)
+            .define_task(DefineTaskRequest {
+                request_id: rid(),
+                backlog_item_id: item.id,
+                name: "the work".into(),
+                hours_remaining: 8,
+                ..Default::default()
+            })
+            .await
+            .expect("define a task")
+            .into_inner()
+            .task
+            .unwrap();
+        (sprint.id, task.id)
+    }
+
+    /// Estimates `task` of `tenant` at `hours` for `date` (empty: undated); the task's
+    /// log after, as (date, hours).
+    async fn estimate(
+        &self,
+        tenant: &str,
+        task: &str,
+        hours: i32,
+        date: &str,
+    ) -> Result<Vec<(String, i32)>, tonic::Status> {
+        let task = self
+            .tasks(tenant)
+            .estimate_task_hours_remaining(EstimateTaskHoursRemainingRequest {
+                id: task.into(),
+                hours_remaining: hours,
+                date: date.into(),
+                view: TaskView::Full as i32,
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .task
+            .unwrap();
+        Ok(task
+            .estimation_log
+            .into_iter()
+            .map(|entry| (entry.date, entry.hours_remaining))
+            .collect())
+    }
+
+    /// `tenant`'s burndown of `sprint`: its today, its zone, and (date, hours) per day.
+    async fn burndown(&self, tenant: &str, sprint: &str) -> (String, String, Vec<(String, i64)>) {
+        let burndown = ReportServiceClient::new(self.as_person(self.planning, tenant))
+            .get_sprint_burndown(GetSprintBurndownRequest {
+                sprint_id: sprint.into(),
+            })
+            .await
+            .expect("read the burndown")
+            .into_inner();
+        let days = burndown
+            .days
+            .into_iter()
+            .map(|day| (day.date, day.hours_remaining))
+            .collect();
+        (burndown.today, burndown.time_zone, days)
+    }
+}
+
+/// The clock offset (`+N`/`-N` seconds, libfaketime's relative form) that puts the
+/// services' wall clock at `at`.
+fn offset_to(at: chrono::DateTime<chrono::Utc>) -> String {
+    let seconds = (at - chrono::Utc::now()).num_seconds();
+    format!("{seconds:+}")
+}
+
+fn dated(entries: &[(&str, i32)]) -> Vec<(String, i32)> {
+    entries.iter().map(|(d, h)| ((*d).to_owned(), *h)).collect()
+}
+
+async fn a_team_s_days_turn_at_its_own_midnight(engine: Engine) {
+    if !libfaketime_present() {
+        return;
+    }
+    use chrono::{TimeZone, Utc};
+    // The next midnight in Los Angeles at least an hour away; half an hour either side of
+    // it, UTC's date is the same (LA's midnight is 07:00 or 08:00 UTC).
+    let soon = Utc::now().with_timezone(&LOS_ANGELES) + chrono::Duration::hours(1);
+    let local_day = soon.date_naive() + chrono::Days::new(1);
+    let midnight = LOS_ANGELES
+        .from_local_datetime(&local_day.and_hms_opt(0, 0, 0).unwrap())
+        .single()
+        .expect("Los Angeles has one midnight a day")
+        .with_timezone(&Utc);
+    let before = midnight - chrono::Duration::minutes(30);
+    let after = midnight + chrono::Duration::minutes(30);
+    let (west_yesterday, west_today) = (local_day.pred_opt().unwrap(), local_day);
+    let utc_today = before.date_naive();
+    assert_eq!(utc_today, after.date_naive());
+    assert_eq!(utc_today, west_today, "UTC's day has turned before LA's");
+    let (yesterday, today, tomorrow) = (
+        west_yesterday.to_string(),
+        west_today.to_string(),
+        (west_today + chrono::Days::new(1)).to_string(),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let offsets: PathBuf = dir.path().join("offset");
+    step_to(&offsets, &offset_to(before));
+    let services = Planned::start(engine, &offsets).await;
+
+    // 23:30 in Los Angeles, 07:30 (or 06:30) UTC the next day.
+    let settings = TeamServiceClient::new(services.as_person(services.planning, WEST))
+        .update_team_settings(UpdateTeamSettingsRequest {
+            settings: Some(TeamSettings {
+                time_zone: "America/Los_Angeles".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["time_zone".into()],
+            }),
+            expected_version: Some(0),
+        })
+        .await
+        .expect("set the west team's zone")
+        .into_inner()
+        .settings
+        .unwrap();
+    assert_eq!(
+        (settings.time_zone.as_str(), settings.version),
+        ("America/Los_Angeles", 1)
+    );
+    let first = west_yesterday - chrono::Days::new(2);
+    let last = west_today + chrono::Days::new(3);
+    let (west_sprint, west_task) = services.sprint_with_a_task(WEST, first, last).await;
+    let (east_sprint, east_task) = services.sprint_with_a_task(EAST, first, last).await;
+
+    // The definition logged 8 hours on each team's own today; an undated estimate too.
+    assert_eq!(
+        services.estimate(WEST, &west_task, 5, "").await.unwrap(),
+        dated(&[(&yesterday, 5)]),
+        "the west team's evening estimate is on its own day, not UTC's"
+    );
+    assert_eq!(
+        services.estimate(EAST, &east_task, 5, "").await.unwrap(),
+        dated(&[(&today, 5)])
+    );
+    // The latest date is the team's today plus one.
+    let refused = services
+        .estimate(WEST, &west_task, 4, &tomorrow)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains(&format!(
+            "at most {today} (the team's today, {yesterday} in America/Los_Angeles"
+        )),
+        "{}",
+        refused.message()
+    );
+    // The burndown counts the west item from the day it was committed there.
+    let (west_burndown_today, zone, days) = services.burndown(WEST, &west_sprint).await;
+    assert_eq!(
+        (west_burndown_today.as_str(), zone.as_str()),
+        (yesterday.as_str(), "America/Los_Angeles")
+    );
+    let hours_on = |days: &[(String, i64)], day: &str| {
+        days.iter()
+            .find(|(d, _)| d == day)
+            .map(|(_, h)| *h)
+            .unwrap_or_else(|| panic!("no burndown day {day} in {days:?}"))
+    };
+    assert_eq!(hours_on(&days, &yesterday), 5);
+    let (east_burndown_today, zone, days) = services.burndown(EAST, &east_sprint).await;
+    assert_eq!(
+        (east_burndown_today.as_str(), zone.as_str()),
+        (today.as_str(), "UTC")
+    );
+    assert_eq!(
+        hours_on(&days, &yesterday),
+        0,
+        "the east item joined on UTC's today"
+    );
+    assert_eq!(hours_on(&days, &today), 5);
+
+    // Forward, past the west team's midnight: its day has turned, UTC's has not.
+    step_to(&offsets, &offset_to(after));
+    assert_eq!(
+        services.estimate(WEST, &west_task, 3, "").await.unwrap(),
+        dated(&[(&yesterday, 5), (&today, 3)]),
+        "after its midnight the west team's estimate is on its new day"
+    );
+    assert_eq!(
+        services.estimate(EAST, &east_task, 2, "").await.unwrap(),
+        dated(&[(&today, 2)]),
+        "the east team's day has not turned"
+    );
+    assert_eq!(
+        services
+            .estimate(WEST, &west_task, 3, &tomorrow)
+            .await
+            .unwrap(),
+        dated(&[(&yesterday, 5), (&today, 3), (&tomorrow, 3)]),
+        "the west team's tomorrow is within its bound now"
+    );
+    let (west_burndown_today, _, days) = services.burndown(WEST, &west_sprint).await;
+    assert_eq!(west_burndown_today, today);
+    assert_eq!(hours_on(&days, &today), 3);
+
+    // Back again, before the west team's midnight: an undated estimate is for its
+    // yesterday once more, and corrects that day only.
+    step_to(&offsets, &offset_to(before));
+    assert_eq!(
+        services.estimate(WEST, &west_task, 6, "").await.unwrap(),
+        dated(&[(&yesterday, 6), (&today, 3), (&tomorrow, 3)]),
+        "the clock stepped back: the team's today is its yesterday again"
+    );
+    let (west_burndown_today, _, days) = services.burndown(WEST, &west_sprint).await;
+    assert_eq!(west_burndown_today, yesterday);
+    assert_eq!(hours_on(&days, &yesterday), 6);
+    assert_eq!(hours_on(&days, &today), 3);
 }

@@ -20,8 +20,10 @@ use agilepm_proto::notifier::v1::notifier_service_client::NotifierServiceClient;
 use agilepm_proto::notifier::v1::*;
 use agilepm_proto::planning::v1::report_service_client::ReportServiceClient;
 use agilepm_proto::planning::v1::sprint_service_client::SprintServiceClient;
+use agilepm_proto::planning::v1::team_service_client::TeamServiceClient;
 use agilepm_proto::planning::v1::{
-    CompleteSprintRequest, GetSprintBurndownRequest, StartSprintRequest,
+    CompleteSprintRequest, GetSprintBurndownRequest, StartSprintRequest, TeamSettings,
+    UpdateTeamSettingsRequest,
 };
 use agilepm_proto::task::v1::{
     ChangeTaskStatusRequest, EstimateTaskHoursRemainingRequest, TaskStatus,
@@ -42,6 +44,7 @@ engine_tests!(
     a_delivery_that_keeps_failing_is_dead_lettered_and_redelivered,
     a_hanging_or_redirecting_endpoint_holds_back_no_other,
     a_sprint_falling_behind_is_at_risk_once_and_one_on_track_is_not,
+    a_sprint_is_judged_on_its_team_s_days_not_utc_s,
     subscription_writes_are_safe_to_retry_and_guarded_by_version,
     a_changed_subscription_gets_no_further_attempt_at_its_old_target,
     targets_that_resolve_to_private_addresses_are_refused,
@@ -938,6 +941,110 @@ async fn a_sprint_falling_behind_is_at_risk_once_and_one_on_track_is_not(engine:
     );
     settled_deliveries(&mut client).await;
     assert_eq!(receiver.received().len(), 2);
+    s.system.stop().await;
+}
+
+/// A zone whose date differs from UTC's now, and whose next midnight is at least an hour
+/// away (so the team's today holds for the whole test): UTC-12's evening before 11:00 UTC,
+/// else UTC+14's next day.
+fn a_zone_a_day_off_utc() -> (&'static str, chrono::NaiveDate) {
+    use chrono::Timelike;
+    let now = chrono::Utc::now();
+    let zone = if now.hour() < 11 {
+        chrono_tz::Etc::GMTPlus12
+    } else {
+        chrono_tz::Etc::GMTMinus14
+    };
+    let team_today = now.with_timezone(&zone).date_naive();
+    assert_ne!(team_today, now.date_naive(), "{zone} is a day off UTC now");
+    (zone.name(), team_today)
+}
+
+/// The notifier judges a sprint on its team's days, a day off UTC's: a sprint of 100
+/// hours over five days from the team's today, its items committed and their tasks
+/// defined today, then re-estimated unchanged for the team's tomorrow (the latest day an
+/// estimate may be dated), is told at risk on that day (100 h against an ideal of 75).
+/// Before, the day the item joined (a team behind UTC) or the latest date allowed (a team
+/// ahead) was UTC's, and nothing was told.
+async fn a_sprint_is_judged_on_its_team_s_days_not_utc_s(engine: Engine) {
+    let WithNotifier {
+        mut s,
+        address,
+        database: _database,
+        process: _notifier,
+    } = WithNotifier::start(
+        engine,
+        &PEERS[..3],
+        &[
+            ("AGILEPM_NOTIFIER_AT_RISK_MARGIN_PERCENT", "10"),
+            ("AGILEPM_NOTIFIER_HEALTH_SETTLE_MS", "50"),
+        ],
+    )
+    .await;
+    let receiver = Receiver::start(Behaviour::default()).await;
+    let mut client = notifier_at(address);
+    let (_, secret) = subscribe(
+        &mut client,
+        &receiver.url(),
+        &[NotificationType::SprintAtRisk],
+    )
+    .await;
+    receiver.trust(&[secret]);
+
+    let (zone, team_today) = a_zone_a_day_off_utc();
+    TeamServiceClient::new(s.system.channel(ServiceName::Planning, "acme"))
+        .update_team_settings(UpdateTeamSettingsRequest {
+            settings: Some(TeamSettings {
+                time_zone: zone.into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["time_zone".into()],
+            }),
+            expected_version: None,
+        })
+        .await
+        .expect("set the team's zone");
+    let team_tomorrow = team_today + chrono::Days::new(1);
+    s.replan(
+        StatusTransitionMode::Automatic,
+        team_today.to_string(),
+        (team_today + chrono::Days::new(4)).to_string(),
+    )
+    .await;
+    let sprint = s.sprint.id.clone();
+    let (_, tasks) = s.committed_item(2, 50).await;
+    let mut client_tasks = s.tasks();
+    for task in &tasks {
+        client_tasks
+            .estimate_task_hours_remaining(estimate_on(task, 50, team_tomorrow.to_string()))
+            .await
+            .expect("the team's tomorrow is within the bound");
+    }
+    start_sprint(&s).await;
+    assert_eq!(
+        &burndown_hours(&s, &sprint).await[..2],
+        &[(100, 100.0), (100, 75.0)],
+        "the item counts from the team's today"
+    );
+
+    let log = receiver
+        .wait_until(
+            "the sprint at risk on its team's day",
+            Duration::from_secs(30),
+            |log| !log.is_empty(),
+        )
+        .await;
+    let told = &log[0].body;
+    assert_eq!(told["type"], "sprint.at_risk");
+    assert_eq!(told["data"]["sprint_id"], sprint.as_str());
+    assert_eq!(
+        told["data"]["day"],
+        team_tomorrow.to_string().as_str(),
+        "judged on the team's day in {zone}"
+    );
+    assert_eq!(told["data"]["hours_remaining"], 100);
+    assert_eq!(told["data"]["ideal_hours_remaining"], 75.0);
     s.system.stop().await;
 }
 

@@ -43,6 +43,7 @@ engine_tests!(
     releases_are_renamed_rescheduled_and_archived,
     a_sprint_orders_its_items_apart_from_the_backlog,
     the_team_decides_who_volunteers_and_owns_products,
+    a_team_sets_its_zone_and_the_task_service_dates_by_it,
 );
 
 struct Fixture {
@@ -2010,4 +2011,158 @@ async fn a_split_racing_a_commitment_is_all_or_nothing(engine: Engine) {
         wins.0, wins.1
     );
     s.system.stop().await;
+}
+
+/// A team's settings: UTC at version 0 until changed; a change is versioned, refused
+/// specifically when wrong, and applied by the task service before the caller hears OK
+/// (the next undated estimate is on the team's today). Across a midnight, under a
+/// shifted clock: `clocks::a_team_s_days_turn_at_its_own_midnight`.
+async fn a_team_sets_its_zone_and_the_task_service_dates_by_it(engine: Engine) {
+    let f = Fixture::start(engine).await;
+    let team = |tenant: &str| TeamServiceClient::new(f.planning(tenant));
+    let update = |zone: &str, paths: &[&str], expected: Option<i64>| UpdateTeamSettingsRequest {
+        settings: Some(TeamSettings {
+            time_zone: zone.into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        }),
+        expected_version: expected,
+    };
+    let settings = |tenant: &str| {
+        let mut team = team(tenant);
+        async move {
+            team.get_team_settings(GetTeamSettingsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .settings
+                .unwrap()
+        }
+    };
+    let defaults = settings("acme").await;
+    assert_eq!(
+        (
+            defaults.time_zone.as_str(),
+            defaults.version,
+            defaults.update_time
+        ),
+        ("UTC", 0, None)
+    );
+
+    for (request, field) in [
+        (
+            update("Mars/Olympus", &["time_zone"], None),
+            "settings.time_zone",
+        ),
+        (
+            update("america/los_angeles", &["time_zone"], None),
+            "settings.time_zone",
+        ),
+        (update("", &["time_zone"], None), "settings.time_zone"),
+        (update("UTC", &[], None), "update_mask"),
+        (update("UTC", &["version"], None), "update_mask"),
+        (update("UTC", &["time_zone"], Some(-1)), "expected_version"),
+    ] {
+        let error = team("acme")
+            .update_team_settings(request)
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
+        assert!(error.message().starts_with(field), "{field}: {error:?}");
+    }
+    let viewer = f.system.channel(
+        ServiceName::Planning,
+        &agilepm_testkit::person_token("vic", "acme", &[Role::Viewer]),
+    );
+    let refused = TeamServiceClient::new(viewer)
+        .update_team_settings(update("Europe/Berlin", &["time_zone"], None))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert_eq!(settings("acme").await, defaults, "refusals change nothing");
+
+    let changed = team("acme")
+        .update_team_settings(update("America/Los_Angeles", &["time_zone"], Some(0)))
+        .await
+        .unwrap()
+        .into_inner()
+        .settings
+        .unwrap();
+    assert_eq!(
+        (
+            changed.time_zone.as_str(),
+            changed.version,
+            changed.tenant_id.as_str()
+        ),
+        ("America/Los_Angeles", 1, "acme")
+    );
+    assert!(changed.update_time.is_some());
+    assert_eq!(settings("acme").await, changed);
+    let stale = team("acme")
+        .update_team_settings(update("Europe/Berlin", &["time_zone"], Some(0)))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
+    let again = team("acme")
+        .update_team_settings(update("America/Los_Angeles", &["time_zone"], None))
+        .await
+        .unwrap()
+        .into_inner()
+        .settings
+        .unwrap();
+    assert_eq!(again, changed, "setting the zone it has changes nothing");
+    assert_eq!(
+        settings("other").await.version,
+        0,
+        "another tenant's team is its own"
+    );
+
+    // The task service dates by the zone the caller heard OK for: the definition's log
+    // and an undated estimate are on the team's today in Los Angeles.
+    let la_today = || {
+        chrono::Utc::now()
+            .with_timezone(&chrono_tz::America::Los_Angeles)
+            .date_naive()
+            .to_string()
+    };
+    let product = f.product("zoned", StatusTransitionMode::Automatic).await;
+    let item = f.item(&product.id, "a story", StoryPoints::Three).await;
+    let mut tasks = TaskServiceClient::new(f.system.channel(ServiceName::Task, "acme"));
+    let before = la_today();
+    let task = tasks
+        .define_task(DefineTaskRequest {
+            request_id: rid(),
+            backlog_item_id: item.id,
+            name: "the work".into(),
+            hours_remaining: 5,
+            view: TaskView::Full as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    let estimated = tasks
+        .estimate_task_hours_remaining(EstimateTaskHoursRemainingRequest {
+            id: task.id,
+            hours_remaining: 3,
+            view: TaskView::Full as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    let after = la_today();
+    for log in [&task.estimation_log, &estimated.estimation_log] {
+        let date = &log.last().expect("a log entry").date;
+        assert!(
+            *date == before || *date == after,
+            "logged on {date}, not the team's today ({before}) in Los Angeles"
+        );
+    }
 }

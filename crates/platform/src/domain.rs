@@ -8,5 +8,6 @@ pub mod error;
 pub mod paging;
 pub mod rank;
 pub mod service_name;
+pub mod team_zone;
 pub mod time;
 pub mod validate;

@@ -84,6 +84,6 @@ event_types! {
         ProductCreated, ProductUpdated, ProductTransitionModeChanged, UseCaseCreated,
         UseCaseUpdated, ReleaseScheduled, ReleaseUpdated, ReleaseArchived, ReleaseUnarchived,
         SprintScheduled, MemberAdded, MemberUpdated, MemberEnabled, MemberDisabled, SprintUpdated, SprintStarted,
-        SprintCompleted,
+        SprintCompleted, TeamSettingsChanged,
     ];
 }

@@ -2,9 +2,9 @@
 //! burndown line by more than a margin, told once per sprint per day while it stays so
 //! (`sprint.at_risk`), and once when it recovers (`sprint.back_on_track`).
 //!
-//! The day judged is the later of today (UTC) and the latest day the tenant's team has
-//! estimated for: an estimate may be dated a day ahead, where a team's day has begun
-//! before UTC's. A sprint is judged when its tenant's estimates change (at most once a
+//! The day judged is the later of the team's today (in its time zone, as planning reports
+//! it with the burndown) and the latest day the team has estimated for: an estimate may
+//! be dated a day ahead, for a team whose day has begun before its zone was set. A sprint is judged when its tenant's estimates change (at most once a
 //! second, however many arrive) and every few minutes in any case, which catches a new
 //! day on which nobody burned anything. The verdict, and the notification it causes, are
 //! recorded in one transaction; a notification's id is derived from the sprint, the
@@ -222,12 +222,12 @@ async fn judge_sprints(
         let request = GetSprintBurndownRequest {
             sprint_id: sprint.sprint_id.clone(),
         };
-        let days = match reports
+        let burndown = match reports
             .clone()
             .get_sprint_burndown(act_for(&sprint.tenant_id, request))
             .await
         {
-            Ok(response) => response.into_inner().days,
+            Ok(response) => response.into_inner(),
             Err(status) => {
                 tracing::warn!(
                     sprint_id = %sprint.sprint_id,
@@ -238,9 +238,8 @@ async fn judge_sprints(
                 continue;
             }
         };
-        let tenant_day = sprint.tenant_day.parse().ok();
-        let day = today_utc().max(tenant_day.unwrap_or_default());
-        let Some(verdict) = judge(&days, day, margin) else {
+        let day = judged_day(&burndown.today, &sprint.tenant_day);
+        let Some(verdict) = judge(&burndown.days, day, margin) else {
             continue;
         };
         let notification = notification_for(&sprint, &verdict, margin);
@@ -262,6 +261,14 @@ async fn judge_sprints(
         .await?;
     }
     Ok((created, retry))
+}
+
+/// The day a sprint is judged on: the later of the team's today as planning reported it
+/// (UTC's, from a planning that does not report it) and the latest day the team
+/// estimated for.
+fn judged_day(team_today: &str, latest_estimated: &str) -> NaiveDate {
+    let today = team_today.parse().unwrap_or_else(|_| today_utc());
+    today.max(latest_estimated.parse().unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -340,5 +347,17 @@ mod tests {
         let back = notification_for(&sprint(true, "2026-12-02"), &recovered, 0.1).unwrap();
         assert_eq!(back.kind, Kind::SprintBackOnTrack);
         assert!(notification_for(&sprint(false, "2026-12-02"), &recovered, 0.1).is_none());
+    }
+
+    #[test]
+    fn the_day_judged_is_the_team_s_not_utc_s() {
+        // At 17:00 in Los Angeles on the 7th, UTC's day is the 8th: planning reports the
+        // team's today, and that is the day judged.
+        assert_eq!(judged_day("2026-12-07", ""), day(7));
+        assert_eq!(judged_day("2026-12-07", "2026-12-05"), day(7));
+        // A team that estimated a day ahead is judged on that day.
+        assert_eq!(judged_day("2026-12-07", "2026-12-08"), day(8));
+        // A planning that reports no today: UTC's.
+        assert_eq!(judged_day("", ""), today_utc());
     }
 }

@@ -1,6 +1,6 @@
 //! What planning's peers keep of its state, re-recorded when planning starts: every
-//! product and use case in the backlog-item service, every team member in the task
-//! service.
+//! product and use case in the backlog-item service, every team member and every team's
+//! settings in the task service.
 //!
 //! Changes record themselves there before they commit (`product::commands`,
 //! `team::commands`), so this only repairs what that cannot: rows written before the peer
@@ -40,7 +40,10 @@ pub async fn record_all(db: Db, peers: Peers, shutdown: CancellationToken) {
     let members = record_every("team members in task", &shutdown, |after| {
         member_page(&db, &peers, after)
     });
-    tokio::join!(products, use_cases, members);
+    let settings = record_every("team settings in task", &shutdown, |after| {
+        settings_page(&db, &peers, after)
+    });
+    tokio::join!(products, use_cases, members, settings);
 }
 
 /// Runs `page` from the start until it reports nothing left; `what` names the records in
@@ -146,4 +149,18 @@ async fn member_page(db: &Db, peers: &Peers, after: After) -> AppResult<Option<(
         peers.record_members(tenant, facts).await?;
     }
     Ok(Some((last, rows.len())))
+}
+
+/// Records the team settings of the tenants after `after`'s tenant, one call per tenant.
+async fn settings_page(db: &Db, peers: &Peers, after: After) -> AppResult<Option<(After, usize)>> {
+    let rows = team::store::all_settings_after(db, &after.0, PAGE).await?;
+    let Some(last) = rows.last() else {
+        return Ok(None);
+    };
+    for settings in &rows {
+        peers
+            .record_team_settings(&settings.tenant_id, team::mapping::settings_facts(settings))
+            .await?;
+    }
+    Ok(Some(((last.tenant_id.clone(), String::new()), rows.len())))
 }

@@ -11,7 +11,7 @@ use agilepm_proto::backlog::v1::{
     ProductFacts, SyncProductsRequest, SyncUseCasesRequest, UseCaseFacts,
 };
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
-use agilepm_proto::task::v1::{MemberFacts, SyncMembersRequest};
+use agilepm_proto::task::v1::{MemberFacts, SyncMembersRequest, SyncTeamSettingsRequest};
 use uuid::Uuid;
 
 /// Clients of the services the planning service coordinates.
@@ -72,6 +72,24 @@ impl Peers {
         self.tasks
             .clone()
             .sync_members(request)
+            .await
+            .map_err(|status| from_peer("task service", status))?;
+        Ok(())
+    }
+
+    /// Tells the task service `tenant`'s team settings (its time zone), which decide the
+    /// days estimates are logged for. A change calls it before it commits, so an
+    /// acknowledged zone is the one every later estimate is dated in.
+    pub async fn record_team_settings(
+        &self,
+        tenant: &str,
+        facts: SyncTeamSettingsRequest,
+    ) -> AppResult<()> {
+        let mut request = act_for(tenant, facts);
+        request.set_timeout(RECORD_DEADLINE);
+        self.tasks
+            .clone()
+            .sync_team_settings(request)
             .await
             .map_err(|status| from_peer("task service", status))?;
         Ok(())

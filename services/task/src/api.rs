@@ -3,7 +3,7 @@
 //! response (`mapping`).
 
 use agilepm_platform::domain::error::{AppError, AppResult};
-use agilepm_platform::domain::time::today_utc;
+use agilepm_platform::domain::team_zone::TeamZone;
 use agilepm_platform::domain::{consistency, paging, validate};
 use agilepm_platform::storage::db::Db;
 use agilepm_platform::storage::idempotency::{self, Key};
@@ -125,6 +125,23 @@ impl TaskService for TaskApi {
         Ok(Response::new(SyncMembersResponse {
             applied: applied as i32,
         }))
+    }
+
+    async fn sync_team_settings(
+        &self,
+        request: Request<SyncTeamSettingsRequest>,
+    ) -> Result<Response<SyncTeamSettingsResponse>, Status> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let r = request.into_inner();
+        let zone = TeamZone::parse("time_zone", &r.time_zone)?;
+        if r.settings_version < 1 {
+            return Err(AppError::invalid("settings_version", "must be at least 1").into());
+        }
+        let applied = self
+            .commands
+            .sync_team_zone(&tenant, zone, r.settings_version)
+            .await?;
+        Ok(Response::new(SyncTeamSettingsResponse { applied }))
     }
 
     async fn define_task(
@@ -310,10 +327,11 @@ impl TaskService for TaskApi {
         let r = request.into_inner();
         let id = validate::uuid("id", &r.id)?.to_string();
         let hours = domain::hours("hours_remaining", r.hours_remaining)?;
+        // Undated: the team's today, decided with the batch that reads the team's zone.
         let day = if r.date.is_empty() {
-            today_utc()
+            None
         } else {
-            validate::date("date", &r.date)?
+            Some(validate::date("date", &r.date)?)
         };
         let expected_version = validate::expected_version("expected_version", r.expected_version)?;
         let view = mapping::view(r.view, View::Basic)?;

@@ -6,7 +6,8 @@
 pub mod estimate_batch;
 
 use agilepm_platform::domain::error::{AppError, AppResult, from_peer};
-use agilepm_platform::domain::time::{now_micros, today_utc};
+use agilepm_platform::domain::team_zone::TeamZone;
+use agilepm_platform::domain::time::now_micros;
 use agilepm_platform::storage::db::{Db, UnitOfWork};
 use agilepm_platform::storage::optimistic::{Attempt, check_version, retry_lost_races};
 use agilepm_platform::storage::outbox;
@@ -35,7 +36,7 @@ pub struct NewTask {
     pub description: String,
     /// Volunteer, empty if none.
     pub volunteer_id: String,
-    /// Hours remaining, logged for today.
+    /// Hours remaining, logged for the team's today (in its zone).
     pub hours: i32,
 }
 
@@ -99,8 +100,8 @@ impl Commands {
             .await?;
         self.check_volunteer(tenant, &new.volunteer_id).await?;
 
-        let today = today_utc();
         let now = now_micros();
+        let today = store::team_zone(&self.db, tenant).await?.day_of(now);
         let progress = domain::defined(new.hours, today);
         let task = Task {
             id: Uuid::now_v7().to_string(),
@@ -197,7 +198,7 @@ impl Commands {
         Ok(task)
     }
 
-    /// Changes the status by hand; DONE zeroes the hours and logs today's estimate of 0.
+    /// Changes the status by hand; DONE zeroes the hours and logs the team's today's estimate of 0.
     pub async fn change_status(
         &self,
         tenant: &str,
@@ -205,7 +206,7 @@ impl Commands {
         expected_version: Option<i64>,
         status: Status,
     ) -> AppResult<Task> {
-        let today = today_utc();
+        let today = store::team_zone(&self.db, tenant).await?.today();
         let (task, _) = self
             .mutate(
                 tenant,
@@ -247,7 +248,7 @@ impl Commands {
         self.estimates.submit(estimate).await
     }
 
-    /// Removes the task; the burndown stops counting it from today on. Returns its
+    /// Removes the task; the burndown stops counting it from the team's today on. Returns its
     /// item's totals after.
     pub async fn remove(
         &self,
@@ -255,8 +256,8 @@ impl Commands {
         id: &str,
         expected_version: Option<i64>,
     ) -> AppResult<Totals> {
-        let today = today_utc();
         let now = now_micros();
+        let today = store::team_zone(&self.db, tenant).await?.day_of(now);
         let (_, totals) = self
             .mutate(
                 tenant,
@@ -301,6 +302,16 @@ impl Commands {
         facts: &[(String, domain::Standing, i64)],
     ) -> AppResult<u64> {
         store::record_members(&self.db, tenant, facts).await
+    }
+
+    /// Records `tenant`'s team zone of settings `version`; false if a newer one is kept.
+    pub async fn sync_team_zone(
+        &self,
+        tenant: &str,
+        zone: TeamZone,
+        version: i64,
+    ) -> AppResult<bool> {
+        store::record_team_zone(&self.db, tenant, zone, version).await
     }
 
     async fn check_backlog_item(&self, tenant: &str, backlog_item_id: &str) -> AppResult<()> {

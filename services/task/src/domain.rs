@@ -3,6 +3,7 @@
 //! DONE, and DONE is zero hours.
 
 use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::domain::team_zone::TeamZone;
 use agilepm_platform::numbered_enum;
 use chrono::NaiveDate;
 
@@ -73,9 +74,9 @@ impl Task {
         }
     }
 
-    /// The UTC day the task was defined.
-    pub fn defined_on(&self) -> NaiveDate {
-        agilepm_platform::domain::time::day_of(self.create_time_us)
+    /// The day the task was defined, as the team in `zone` counts days.
+    pub fn defined_on(&self, zone: TeamZone) -> NaiveDate {
+        zone.day_of(self.create_time_us)
     }
 
     /// This task with `progress` applied.
@@ -136,19 +137,21 @@ pub fn hours(field: &str, value: i32) -> AppResult<i32> {
 /// 0026-12-01 is refused.
 pub const EARLIEST_ESTIMATE_BEFORE_DEFINED_DAYS: i64 = 366;
 
-/// How far after today (UTC) an estimate may be dated: one day, so a team already in
-/// tomorrow (UTC+14) can estimate its own today, while a typo such as 2062-01-01, which
-/// would pin the task's current hours until that date, is refused.
+/// How far after the team's today an estimate may be dated: one day, leeway for a team
+/// whose zone is not set yet (still UTC) although its day has begun (UTC+14), while a
+/// typo such as 2062-01-01, which would pin the task's current hours until that date, is
+/// refused.
 pub const LATEST_ESTIMATE_AFTER_TODAY_DAYS: i64 = 1;
 
-/// Checks the `date` of an estimate of a task defined on `defined_on`, given `today`
-/// (UTC): from [`EARLIEST_ESTIMATE_BEFORE_DEFINED_DAYS`] before the definition to
+/// Checks the `date` of an estimate of a task defined on `defined_on`, given the team's
+/// `today` in its `zone` (both in the team's days): from [`EARLIEST_ESTIMATE_BEFORE_DEFINED_DAYS`] before the definition to
 /// [`LATEST_ESTIMATE_AFTER_TODAY_DAYS`] after today. The refusal names the bound.
 pub fn estimate_date(
     field: &str,
     date: NaiveDate,
     defined_on: NaiveDate,
     today: NaiveDate,
+    zone: TeamZone,
 ) -> AppResult<NaiveDate> {
     let latest = today + chrono::Days::new(LATEST_ESTIMATE_AFTER_TODAY_DAYS as u64);
     let earliest = defined_on - chrono::Days::new(EARLIEST_ESTIMATE_BEFORE_DEFINED_DAYS as u64);
@@ -157,7 +160,9 @@ pub fn estimate_date(
             field,
             format!(
                 "{date} is in the future: an estimate may be dated at most {latest} \
-                 (today, {today} UTC, plus {LATEST_ESTIMATE_AFTER_TODAY_DAYS} day)"
+                 (the team's today, {today} in {}, plus {LATEST_ESTIMATE_AFTER_TODAY_DAYS} \
+                 day)",
+                zone.name()
             ),
         ))
     } else if date < earliest {
@@ -347,22 +352,28 @@ mod tests {
             day(1),
             defined_on - chrono::Days::new(366),
         ] {
-            assert_eq!(estimate_date("date", ok, defined_on, today).unwrap(), ok);
+            assert_eq!(
+                estimate_date("date", ok, defined_on, today, TeamZone::UTC).unwrap(),
+                ok
+            );
         }
-        let future = estimate_date("date", day(22), defined_on, today).unwrap_err();
+        let la = TeamZone::parse("time_zone", "America/Los_Angeles").unwrap();
+        let future = estimate_date("date", day(22), defined_on, today, la).unwrap_err();
         assert!(
-            future.to_string().contains("at most 2026-11-21"),
+            future.to_string().contains(
+                "at most 2026-11-21 (the team's today, 2026-11-20 in America/Los_Angeles"
+            ),
             "{future}"
         );
         let early = defined_on - chrono::Days::new(367);
-        let early = estimate_date("date", early, defined_on, today).unwrap_err();
+        let early = estimate_date("date", early, defined_on, today, TeamZone::UTC).unwrap_err();
         assert!(
             early.to_string().contains("at the earliest 2025-11-09"),
             "{early}"
         );
         for far in ["0000-01-01", "9999-12-31"] {
             let far = NaiveDate::parse_from_str(far, "%Y-%m-%d").unwrap();
-            assert!(estimate_date("date", far, defined_on, today).is_err());
+            assert!(estimate_date("date", far, defined_on, today, TeamZone::UTC).is_err());
         }
     }
 

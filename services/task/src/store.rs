@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::domain::team_zone::TeamZone;
 use agilepm_platform::storage::db::{Db, Engine, UnitOfWork};
 use agilepm_platform::storage::guarded_writes::GuardedWrite;
 use agilepm_platform::storage::statement::{Column, RowSet, Statement};
@@ -399,6 +400,8 @@ pub struct EstimateRead {
     /// The stored totals of the tasks' items, by item (an item without a totals row is
     /// missing).
     pub totals: HashMap<String, Totals>,
+    /// The team zones of the tasks' tenants, by tenant (a tenant in UTC may be missing).
+    pub zones: HashMap<String, TeamZone>,
 }
 
 /// Reads what an estimate batch decides on, in one query and without locking: the batch
@@ -422,7 +425,9 @@ pub async fn read_for_estimates(
         ", l.day AS log_day, l.hours_remaining AS log_hours, \
              l.record_time_us AS log_record_time_us, l.estimated_by AS log_estimated_by, \
              tot.hours_remaining AS total_hours, \
-             tot.task_count AS total_count, tot.revision AS total_revision FROM tasks t \
+             tot.task_count AS total_count, tot.revision AS total_revision, \
+             z.time_zone AS team_zone FROM tasks t \
+             LEFT JOIN team_zones z ON z.tenant_id = t.tenant_id \
              LEFT JOIN estimation_log l ON l.task_id = t.id AND ("
     ));
     let day_texts: Vec<String> = days.iter().map(|day| day.to_string()).collect();
@@ -445,6 +450,13 @@ pub async fn read_for_estimates(
             Some(entry) => entry,
             None => {
                 let task = task_from(&row)?;
+                let zone: Option<String> = row.try_get("team_zone")?;
+                if let Some(zone) = zone {
+                    read.zones.insert(
+                        task.tenant_id.clone(),
+                        TeamZone::stored(&zone, "team_zones.time_zone")?,
+                    );
+                }
                 let revision: Option<i64> = row.try_get("total_revision")?;
                 if let Some(revision) = revision {
                     let totals = Totals {
@@ -731,4 +743,38 @@ pub async fn member_standing(
         })
     })
     .transpose()
+}
+
+/// Records `tenant`'s team zone of settings `version`; false if a newer one is kept.
+pub async fn record_team_zone(
+    db: &Db,
+    tenant: &str,
+    zone: TeamZone,
+    version: i64,
+) -> AppResult<bool> {
+    let applied = sqlx::query(
+        "INSERT INTO team_zones (tenant_id, time_zone, settings_version) VALUES ($1, $2, $3) \
+         ON CONFLICT (tenant_id) DO UPDATE \
+         SET time_zone = excluded.time_zone, settings_version = excluded.settings_version \
+         WHERE team_zones.settings_version <= excluded.settings_version",
+    )
+    .bind(tenant)
+    .bind(zone.name())
+    .bind(version)
+    .execute(db.pool())
+    .await?
+    .rows_affected();
+    Ok(applied > 0)
+}
+
+/// `tenant`'s team zone as planning last told us (UTC until it has).
+pub async fn team_zone(db: &Db, tenant: &str) -> AppResult<TeamZone> {
+    let name: Option<String> =
+        sqlx::query_scalar("SELECT time_zone FROM team_zones WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(db.pool())
+            .await?;
+    name.map_or(Ok(TeamZone::UTC), |name| {
+        TeamZone::stored(&name, "team_zones.time_zone")
+    })
 }

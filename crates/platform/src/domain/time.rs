@@ -8,16 +8,10 @@ pub fn now_micros() -> i64 {
     Utc::now().timestamp_micros()
 }
 
-/// Today's date in UTC.
+/// Today's date in UTC: for what is not a team's (a team's today is its zone's:
+/// [`super::team_zone::TeamZone::today`]).
 pub fn today_utc() -> NaiveDate {
     Utc::now().date_naive()
-}
-
-/// The UTC day of stored microseconds (the epoch's day for values chrono cannot hold).
-pub fn day_of(micros: i64) -> NaiveDate {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .unwrap_or_default()
-        .date_naive()
 }
 
 /// Stored microseconds to a protobuf timestamp.
@@ -36,14 +30,6 @@ pub fn micros(timestamp: &prost_types::Timestamp) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_day_of_a_moment_is_its_utc_date() {
-        assert_eq!(day_of(0).to_string(), "1970-01-01");
-        assert_eq!(day_of(1_764_633_599_999_999).to_string(), "2025-12-01");
-        assert_eq!(day_of(1_764_633_600_000_000).to_string(), "2025-12-02");
-        assert_eq!(day_of(i64::MAX).to_string(), "1970-01-01");
-    }
 
     #[test]
     fn timestamps_round_trip_including_before_the_epoch() {

@@ -18,8 +18,9 @@ impl ReportService for PlanningApi {
     ) -> Result<Response<GetSprintBurndownResponse>, Status> {
         let tenant = caller(&request)?.tenant()?.to_owned();
         let id = validate::uuid("sprint_id", &request.get_ref().sprint_id)?.to_string();
-        let days = commands::sprint_burndown(&self.db, &self.peers, &tenant, &id).await?;
-        let days = days
+        let burndown = commands::sprint_burndown(&self.db, &self.peers, &tenant, &id).await?;
+        let days = burndown
+            .days
             .into_iter()
             .map(|day| SprintBurndownDay {
                 date: day.date,
@@ -27,7 +28,11 @@ impl ReportService for PlanningApi {
                 ideal_hours_remaining: day.ideal_hours_remaining,
             })
             .collect();
-        Ok(Response::new(GetSprintBurndownResponse { days }))
+        Ok(Response::new(GetSprintBurndownResponse {
+            days,
+            today: burndown.zone.today().to_string(),
+            time_zone: burndown.zone.name().to_owned(),
+        }))
     }
 
     async fn get_velocity(

@@ -2,7 +2,7 @@
 //! from the backlog-item service and their hours from the task service.
 
 use agilepm_platform::domain::error::{AppError, AppResult, from_peer};
-use agilepm_platform::domain::time::day_of;
+use agilepm_platform::domain::team_zone::TeamZone;
 use agilepm_platform::storage::db::Db;
 use agilepm_platform::wire::auth::act_for;
 use agilepm_proto::task::v1::GetBurndownRequest;
@@ -11,30 +11,42 @@ use super::domain::{self, BurndownDay};
 use crate::peers::Peers;
 use crate::sprint::domain::Sprint;
 use crate::sprint::store as sprints;
+use crate::team::store as team;
 
-/// The burndown of sprint `id`: the hours of the items committed to it, each day.
+/// A sprint's burndown, with the team zone its days were decided in.
+pub struct SprintBurndown {
+    /// One entry per day of the sprint.
+    pub days: Vec<BurndownDay>,
+    /// The team's zone.
+    pub zone: TeamZone,
+}
+
+/// The burndown of sprint `id`: the hours of the items committed to it, each of the
+/// team's days.
 pub async fn sprint_burndown(
     db: &Db,
     peers: &Peers,
     tenant: &str,
     id: &str,
-) -> AppResult<Vec<BurndownDay>> {
-    let sprint = {
+) -> AppResult<SprintBurndown> {
+    let (sprint, zone) = {
         let mut conn = db.pool().acquire().await?;
-        sprints::get(&mut conn, tenant, id)
+        let sprint = sprints::get(&mut conn, tenant, id)
             .await?
-            .ok_or_else(|| AppError::not_found(format!("sprint {id}")))?
+            .ok_or_else(|| AppError::not_found(format!("sprint {id}")))?;
+        (sprint, team::settings(&mut conn, tenant).await?.time_zone)
     };
     // Membership over time, from the backlog-item service's history: an item counts on
-    // the days it was committed (even if uncommitted later), and not from its removal on.
+    // the days it was committed (even if uncommitted later), and not from its removal on;
+    // the days are the team's: an item committed at 17:00 in UTC-8 counts from that day.
     let memberships: Vec<domain::Membership> = peers
         .sprint_memberships(tenant, id)
         .await?
         .into_iter()
         .map(|(item, commit_us, leave_us)| domain::Membership {
             item,
-            first_day: day_of(commit_us),
-            left_day: leave_us.map(day_of),
+            first_day: zone.day_of(commit_us),
+            left_day: leave_us.map(|us| zone.day_of(us)),
         })
         .collect();
     let mut items: Vec<String> = memberships.iter().map(|m| m.item.clone()).collect();
@@ -64,7 +76,10 @@ pub async fn sprint_burndown(
             .collect();
         domain::member_hours(sprint.begin_date, day_count, &item_hours, &memberships)
     };
-    Ok(domain::burndown(days))
+    Ok(SprintBurndown {
+        days: domain::burndown(days),
+        zone,
+    })
 }
 
 /// The product's last `count` completed sprints, most recent first.

@@ -40,7 +40,7 @@ pub fn burndown(days: Vec<(String, i64)>) -> Vec<BurndownDay> {
         .collect()
 }
 
-/// An item's membership span of a sprint, as UTC days: it counts from `first_day` on, up
+/// An item's membership span of a sprint, as the team's days: it counts from `first_day` on, up
 /// to the day before `left_day` (the day it left no longer counts it, as the burndown is
 /// the hours at the end of each day).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! The TeamService adapter: parse, run a command or read the store, map.
 
 use agilepm_platform::domain::error::{AppError, AppResult, shown};
+use agilepm_platform::domain::team_zone::TeamZone;
 use agilepm_platform::domain::{paging, validate};
 use agilepm_platform::wire::auth::caller;
 use agilepm_proto::planning::v1::team_service_server::TeamService;
@@ -10,7 +11,7 @@ use tonic::{Request, Response, Status};
 use super::commands;
 use super::domain::{self, Change};
 use super::events;
-use super::mapping::{self, member_message};
+use super::mapping::{self, member_message, settings_message};
 use super::store::{self, MemberQuery};
 use crate::PlanningApi;
 
@@ -97,6 +98,39 @@ fn parse_changes(input: &Member, paths: &[String]) -> AppResult<Vec<Change>> {
             })
         })
         .collect()
+}
+
+/// Checks an UpdateTeamSettings request: the new zone and the version expected (0: the
+/// settings were never changed).
+fn parse_settings_update(request: UpdateTeamSettingsRequest) -> AppResult<(TeamZone, Option<i64>)> {
+    let input = request
+        .settings
+        .ok_or_else(|| AppError::invalid("settings", "required"))?;
+    let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
+    if paths.is_empty() {
+        return Err(AppError::invalid(
+            "update_mask",
+            "name the fields to update",
+        ));
+    }
+    // The one field there is to update.
+    if let Some(other) = paths.iter().find(|path| path.as_str() != "time_zone") {
+        return Err(AppError::invalid(
+            "update_mask",
+            format!("{} cannot be updated (time_zone can)", shown(other)),
+        ));
+    }
+    let zone = TeamZone::parse("settings.time_zone", &input.time_zone)?;
+    let expected = match request.expected_version {
+        Some(version) if version < 0 => {
+            return Err(AppError::invalid(
+                "expected_version",
+                "must not be negative (0: the settings were never changed)",
+            ));
+        }
+        other => other,
+    };
+    Ok((zone, expected))
 }
 
 impl PlanningApi {
@@ -241,6 +275,31 @@ impl TeamService for PlanningApi {
             .await?;
         Ok(Response::new(DisableMemberResponse {
             member: Some(member),
+        }))
+    }
+
+    async fn get_team_settings(
+        &self,
+        request: Request<GetTeamSettingsRequest>,
+    ) -> Result<Response<GetTeamSettingsResponse>, Status> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let mut conn = self.db.pool().acquire().await.map_err(AppError::from)?;
+        let settings = store::settings(&mut conn, &tenant).await?;
+        Ok(Response::new(GetTeamSettingsResponse {
+            settings: Some(settings_message(&settings)),
+        }))
+    }
+
+    async fn update_team_settings(
+        &self,
+        request: Request<UpdateTeamSettingsRequest>,
+    ) -> Result<Response<UpdateTeamSettingsResponse>, Status> {
+        let tenant = caller(&request)?.tenant()?.to_owned();
+        let (zone, expected) = parse_settings_update(request.into_inner())?;
+        let settings =
+            commands::set_time_zone(&self.db, &self.peers, &tenant, expected, zone).await?;
+        Ok(Response::new(UpdateTeamSettingsResponse {
+            settings: Some(settings_message(&settings)),
         }))
     }
 }

@@ -1,14 +1,17 @@
 //! The team's units of work. Each change that alters what volunteering needs (a member
-//! added, enabled, disabled, or given or stripped of the team-member role) is recorded in
-//! the task service before it commits here: once the caller hears OK, the task service
-//! applies it. If the task service is down, the change is not made (UNAVAILABLE).
+//! added, enabled, disabled, or given or stripped of the team-member role), and each
+//! change of the team's time zone, is recorded in the task service before it commits
+//! here: once the caller hears OK, the task service applies it. If the task service is
+//! down, the change is not made (UNAVAILABLE).
 
 use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::domain::time::now_micros;
 use agilepm_platform::storage::db::Db;
 use agilepm_platform::storage::outbox::{self, NewEvent};
 
-use super::domain::{Member, Role};
+use agilepm_platform::domain::team_zone::TeamZone;
+
+use super::domain::{Member, Role, TeamSettings};
 use super::{events, mapping, store};
 use crate::peers::Peers;
 use crate::versioned;
@@ -85,6 +88,35 @@ pub async fn change(
                 }
                 Ok(())
             }
+        },
+    )
+    .await
+}
+
+/// Sets `tenant`'s team zone to `zone` (compare-and-set on the settings' version, 0
+/// before the first change), recording it in the task service before it commits.
+pub async fn set_time_zone(
+    db: &Db,
+    peers: &Peers,
+    tenant: &str,
+    expected: Option<i64>,
+    zone: TeamZone,
+) -> AppResult<TeamSettings> {
+    versioned::change_then(
+        db,
+        tenant,
+        tenant,
+        expected,
+        |before: &TeamSettings| {
+            Ok(TeamSettings {
+                time_zone: zone,
+                ..before.clone()
+            })
+        },
+        events::settings_changed,
+        |_, after| {
+            let facts = mapping::settings_facts(after);
+            async move { peers.record_team_settings(tenant, facts).await }
         },
     )
     .await

@@ -1,6 +1,7 @@
-//! The Member entity, free of I/O and of protobuf.
+//! The Member entity and the team's settings, free of I/O and of protobuf.
 
 use agilepm_platform::domain::error::{AppError, AppResult};
+use agilepm_platform::domain::team_zone::TeamZone;
 use agilepm_platform::numbered_enum;
 
 numbered_enum! {
@@ -44,6 +45,31 @@ pub struct Member {
     pub create_time_us: i64,
     /// Last changed (µs).
     pub update_time_us: i64,
+}
+
+/// What the whole of a tenant's team shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeamSettings {
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// The team's time zone: which day it is for the team.
+    pub time_zone: TeamZone,
+    /// Optimistic concurrency version: 0 until first changed.
+    pub version: i64,
+    /// Last changed (µs); 0 until first changed.
+    pub update_time_us: i64,
+}
+
+impl TeamSettings {
+    /// The settings of a team that has changed none: UTC.
+    pub fn defaults(tenant: &str) -> TeamSettings {
+        TeamSettings {
+            tenant_id: tenant.to_owned(),
+            time_zone: TeamZone::UTC,
+            version: 0,
+            update_time_us: 0,
+        }
+    }
 }
 
 impl Member {

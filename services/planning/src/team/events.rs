@@ -1,10 +1,12 @@
 //! Every event of the team, built once.
 
 use agilepm_platform::storage::outbox::{NewEvent, Subject};
-use agilepm_proto::planning::v1::{MemberAdded, MemberDisabled, MemberEnabled, MemberUpdated};
+use agilepm_proto::planning::v1::{
+    MemberAdded, MemberDisabled, MemberEnabled, MemberUpdated, TeamSettingsChanged,
+};
 
-use super::domain::Member;
-use super::mapping::member_message;
+use super::domain::{Member, TeamSettings};
+use super::mapping::{member_message, settings_message};
 
 /// Where a member's events go in the outbox.
 pub fn subject(member: &Member) -> Subject<'_> {
@@ -39,4 +41,17 @@ pub fn enabled_or_disabled(member: &Member) -> NewEvent<'_> {
     } else {
         NewEvent::of(subject(member), &MemberDisabled { member: message })
     }
+}
+
+/// The team's settings changed, as they now are.
+pub fn settings_changed(settings: &TeamSettings) -> NewEvent<'_> {
+    let subject = Subject {
+        aggregate_type: "TeamSettings",
+        aggregate_id: &settings.tenant_id,
+        tenant_id: &settings.tenant_id,
+    };
+    let event = TeamSettingsChanged {
+        settings: Some(settings_message(settings)),
+    };
+    NewEvent::of(subject, &event)
 }

@@ -1,11 +1,11 @@
-//! Between members and their protobuf messages.
+//! Between members (and the team's settings) and their protobuf messages.
 
 use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::domain::time::timestamp;
 use agilepm_proto::planning::v1 as proto;
-use agilepm_proto::task::v1::MemberFacts;
+use agilepm_proto::task::v1::{MemberFacts, SyncTeamSettingsRequest};
 
-use super::domain::{Member, Role};
+use super::domain::{Member, Role, TeamSettings};
 
 /// `member` as responses and events carry it.
 pub fn member_message(member: &Member) -> proto::Member {
@@ -42,4 +42,22 @@ pub fn role(field: &str, value: i32) -> AppResult<Role> {
             ),
         )
     })
+}
+
+/// `settings` as responses and events carry them.
+pub fn settings_message(settings: &TeamSettings) -> proto::TeamSettings {
+    proto::TeamSettings {
+        tenant_id: settings.tenant_id.clone(),
+        time_zone: settings.time_zone.name().to_owned(),
+        version: settings.version,
+        update_time: (settings.version > 0).then(|| timestamp(settings.update_time_us)),
+    }
+}
+
+/// What the task service records of `settings`.
+pub fn settings_facts(settings: &TeamSettings) -> SyncTeamSettingsRequest {
+    SyncTeamSettingsRequest {
+        time_zone: settings.time_zone.name().to_owned(),
+        settings_version: settings.version,
+    }
 }

@@ -1,12 +1,15 @@
-//! Persistence of members, read into and written from `domain::Member`. Roles are kept
-//! as a bit mask (bit n for role number n), so a listing filters by role in SQL.
+//! Persistence of members, read into and written from `domain::Member`, and of the
+//! team's settings. Roles are kept as a bit mask (bit n for role number n), so a listing
+//! filters by role in SQL.
 
 use agilepm_platform::domain::error::AppResult;
 use agilepm_platform::storage::db::{Db, UnitOfWork};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::domain::{Member, Role};
+use agilepm_platform::domain::team_zone::TeamZone;
+
+use super::domain::{Member, Role, TeamSettings};
 use crate::versioned::Versioned;
 
 macro_rules! select_members {
@@ -162,5 +165,97 @@ impl Versioned for Member {
 
     async fn store(&self, uow: &mut UnitOfWork, read_version: i64) -> AppResult<bool> {
         update(uow, self, read_version).await
+    }
+}
+
+fn settings_from(row: &AnyRow) -> AppResult<TeamSettings> {
+    let zone: String = row.try_get("time_zone")?;
+    Ok(TeamSettings {
+        tenant_id: row.try_get("tenant_id")?,
+        time_zone: TeamZone::stored(&zone, "team_settings.time_zone")?,
+        version: row.try_get("version")?,
+        update_time_us: row.try_get("update_time_us")?,
+    })
+}
+
+/// `tenant`'s team settings (the defaults until first changed).
+pub async fn settings(conn: &mut AnyConnection, tenant: &str) -> AppResult<TeamSettings> {
+    let row = sqlx::query(
+        "SELECT tenant_id, time_zone, version, update_time_us FROM team_settings \
+         WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_optional(conn)
+    .await?;
+    row.map_or_else(
+        || Ok(TeamSettings::defaults(tenant)),
+        |row| settings_from(&row),
+    )
+}
+
+/// Every tenant's changed settings after tenant `after`, `limit` at most, for
+/// re-recording them in the task service.
+pub async fn all_settings_after(db: &Db, after: &str, limit: i64) -> AppResult<Vec<TeamSettings>> {
+    sqlx::query(
+        "SELECT tenant_id, time_zone, version, update_time_us FROM team_settings \
+         WHERE tenant_id > $1 ORDER BY tenant_id LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?
+    .iter()
+    .map(settings_from)
+    .collect()
+}
+
+/// Team settings are one row per tenant, absent until first changed: version 0 inserts
+/// it (false if a concurrent first change did), a later version updates it guarded.
+impl Versioned for TeamSettings {
+    const KIND: &'static str = "team settings";
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+
+    fn set_version(&mut self, version: i64, now_us: i64) {
+        self.version = version;
+        self.update_time_us = now_us;
+    }
+
+    async fn load(
+        conn: &mut AnyConnection,
+        tenant: &str,
+        _id: &str,
+    ) -> AppResult<Option<TeamSettings>> {
+        settings(conn, tenant).await.map(Some)
+    }
+
+    async fn store(&self, uow: &mut UnitOfWork, read_version: i64) -> AppResult<bool> {
+        let result = if read_version == 0 {
+            sqlx::query(
+                "INSERT INTO team_settings (tenant_id, time_zone, version, update_time_us) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id) DO NOTHING",
+            )
+            .bind(&self.tenant_id)
+            .bind(self.time_zone.name())
+            .bind(self.version)
+            .bind(self.update_time_us)
+            .execute(uow.conn())
+            .await?
+        } else {
+            sqlx::query(
+                "UPDATE team_settings SET time_zone = $1, version = $2, update_time_us = $3 \
+                 WHERE tenant_id = $4 AND version = $5",
+            )
+            .bind(self.time_zone.name())
+            .bind(self.version)
+            .bind(self.update_time_us)
+            .bind(&self.tenant_id)
+            .bind(read_version)
+            .execute(uow.conn())
+            .await?
+        };
+        Ok(result.rows_affected() == 1)
     }
 }

@@ -19,7 +19,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use agilepm_platform::domain::error::{AppError, AppResult};
-use agilepm_platform::domain::time::{day_of, now_micros};
+use agilepm_platform::domain::team_zone::TeamZone;
+use agilepm_platform::domain::time::now_micros;
 use agilepm_platform::storage::db::Db;
 use agilepm_platform::storage::group_commit::{BatchWrite, GroupCommit};
 use agilepm_platform::storage::guarded_writes;
@@ -42,8 +43,8 @@ pub struct Estimate {
     pub tenant: String,
     /// The task.
     pub task_id: String,
-    /// The day estimated.
-    pub day: NaiveDate,
+    /// The day estimated; `None` for the team's today (in its zone, read with the batch).
+    pub day: Option<NaiveDate>,
     /// Hours remaining that day.
     pub hours: i32,
     /// The caller's `expected_version`, if any.
@@ -112,6 +113,8 @@ struct Working {
 struct Applied {
     task: Task,
     log: Option<Vec<LogEntry>>,
+    /// The day it was for (an undated estimate's is its team's today).
+    day: NaiveDate,
     backlog_item_id: String,
     /// Hours the item's total moved by (`None`: the total did not change).
     hours_delta: Option<i64>,
@@ -130,7 +133,19 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
     let mut ids: Vec<&str> = estimates.iter().map(|e| e.task_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut days: Vec<NaiveDate> = estimates.iter().map(|e| e.day).collect();
+    let now = now_micros();
+    let mut days: Vec<NaiveDate> = estimates.iter().filter_map(|e| e.day).collect();
+    if estimates.iter().any(|e| e.day.is_none()) {
+        // An undated estimate is for its team's today, which is UTC's yesterday, today or
+        // tomorrow (zones span UTC-12 to UTC+14): read those days' entries, and decide
+        // which once the zones are read with the tasks.
+        let utc_today = TeamZone::UTC.day_of(now);
+        days.extend(
+            [utc_today.pred_opt(), Some(utc_today), utc_today.succ_opt()]
+                .into_iter()
+                .flatten(),
+        );
+    }
     days.sort_unstable();
     days.dedup();
     let mut whole_logs: Vec<&str> = estimates
@@ -156,8 +171,6 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
         })
         .collect();
 
-    let now = now_micros();
-    let today = day_of(now);
     // Last write per (task, day) wins, as it would have committed last.
     let mut log_writes: BTreeMap<(String, NaiveDate), (String, i32, &String)> = BTreeMap::new();
     let applied: Vec<AppResult<Applied>> = estimates
@@ -168,15 +181,22 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
                 .get_mut(&estimate.task_id)
                 .filter(|t| t.row.tenant_id == estimate.tenant)
                 .ok_or_else(|| AppError::not_found(&what))?;
-            domain::estimate_date("date", estimate.day, task.row.defined_on(), today)?;
+            let zone = read
+                .zones
+                .get(&estimate.tenant)
+                .copied()
+                .unwrap_or_default();
+            let today = zone.day_of(now);
+            let day = estimate.day.unwrap_or(today);
+            domain::estimate_date("date", day, task.row.defined_on(zone), today, zone)?;
             check_version(&what, estimate.expected_version, task.row.version)?;
             let before = task.row.clone();
             let logged = task
                 .log
                 .iter()
-                .find(|entry| entry.day == estimate.day)
+                .find(|entry| entry.day == day)
                 .map(|entry| entry.hours);
-            let effect = domain::estimate(before.progress(), estimate.hours, estimate.day, logged);
+            let effect = domain::estimate(before.progress(), estimate.hours, day, logged);
             let mut after = before.with_progress(effect.after);
             let wrote = effect.writes_log || after != before;
             if wrote {
@@ -187,14 +207,14 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
                     record(
                         &mut task.log,
                         LogEntry {
-                            day: estimate.day,
+                            day,
                             hours: estimate.hours,
                             record_time_us: now,
                             estimated_by: estimate.actor.clone(),
                         },
                     );
                     log_writes.insert(
-                        (before.id.clone(), estimate.day),
+                        (before.id.clone(), day),
                         (
                             before.backlog_item_id.clone(),
                             estimate.hours,
@@ -207,6 +227,7 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
             Ok(Applied {
                 task: after.clone(),
                 log: estimate.with_log.then(|| task.log.clone()),
+                day,
                 backlog_item_id: after.backlog_item_id.clone(),
                 hours_delta: (wrote && after.hours != before.hours)
                     .then(|| i64::from(after.hours - before.hours)),
@@ -257,7 +278,7 @@ async fn apply(db: &Db, estimates: &[Estimate]) -> AppResult<Vec<AppResult<Estim
             // event list; the item id is copied into the payloads.
             let subject = events::subject(&estimate.task_id, &estimate.tenant);
             let estimated =
-                events::hours_estimated(about, estimate.day, estimate.hours, item_totals);
+                events::hours_estimated(about, applied.day, estimate.hours, item_totals);
             events.push(NewEvent::for_request(
                 subject,
                 &estimated,

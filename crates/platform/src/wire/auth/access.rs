@@ -75,6 +75,7 @@ pub const TABLE: &[(&str, &str, Rule)] = &[
     ("agilepm.task.v1.TaskService", "GetBacklogItemTaskTotals", rule(READ, &[Coordinator])),
     ("agilepm.task.v1.TaskService", "GetBurndown", rule(READ, &[Planning])),
     ("agilepm.task.v1.TaskService", "SyncMembers", rule(NOBODY, &[Planning])),
+    ("agilepm.task.v1.TaskService", "SyncTeamSettings", rule(NOBODY, &[Planning])),
     // planning: products
     ("agilepm.planning.v1.ProductService", "CreateProduct", rule(PO, NO_SERVICE)),
     ("agilepm.planning.v1.ProductService", "GetProduct", rule(READ, NO_SERVICE)),
@@ -112,6 +113,8 @@ pub const TABLE: &[(&str, &str, Rule)] = &[
     ("agilepm.planning.v1.TeamService", "UpdateMember", rule(PO, NO_SERVICE)),
     ("agilepm.planning.v1.TeamService", "EnableMember", rule(PO, NO_SERVICE)),
     ("agilepm.planning.v1.TeamService", "DisableMember", rule(PO, NO_SERVICE)),
+    ("agilepm.planning.v1.TeamService", "GetTeamSettings", rule(READ, NO_SERVICE)),
+    ("agilepm.planning.v1.TeamService", "UpdateTeamSettings", rule(PO, NO_SERVICE)),
     // planning: the planning game
     ("agilepm.planning.v1.PlanningGameService", "BreakDownUseCase", rule(PO_TEAM, NO_SERVICE)),
     ("agilepm.planning.v1.PlanningGameService", "SplitBacklogItem", rule(PO_TEAM, NO_SERVICE)),
