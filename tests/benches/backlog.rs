@@ -99,6 +99,7 @@ async fn run(name: &str, engine: Engine, items: i64) {
     }
     db.close().await;
     let config = SystemConfig {
+        browser: Default::default(),
         databases: BTreeMap::from([(ServiceName::BacklogItem.into(), database.url().to_owned())]),
         host: [127, 0, 0, 1].into(),
         ports: BTreeMap::new(),

@@ -98,6 +98,7 @@ async fn serve(
     db.close().await;
 
     let config = SystemConfig {
+        browser: Default::default(),
         databases: BTreeMap::from([(ServiceName::Task.into(), database.url().to_owned())]),
         host: [127, 0, 0, 1].into(),
         ports: BTreeMap::new(),

@@ -37,6 +37,7 @@ const PEERS: [ServiceName; 3] = [
 /// An in-process coordinator on `database_url`, with its peers in `system`.
 fn coordinator_config(system: &TestSystem, database_url: &str) -> SystemConfig {
     SystemConfig {
+        browser: Default::default(),
         databases: BTreeMap::from([(ServiceName::Coordinator.into(), database_url.to_owned())]),
         host: [127, 0, 0, 1].into(),
         ports: BTreeMap::new(),

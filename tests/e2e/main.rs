@@ -13,6 +13,7 @@ mod crash;
 mod feed;
 mod foundation;
 mod given;
+mod grpc_web;
 mod jetstream;
 mod limits;
 mod malformed;

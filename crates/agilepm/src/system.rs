@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use agilepm_platform::storage::db::Migrations;
 use agilepm_platform::wire::auth::AuthConfig;
+use agilepm_platform::wire::browser::BrowserAccess;
 use agilepm_platform::wire::config::{CommonConfig, NatsConfig, Peers, ServiceName, TlsConfig};
 use anyhow::Context as _;
 use futures::future::BoxFuture;
@@ -63,6 +64,8 @@ pub struct SystemConfig {
     pub external_endpoints: BTreeMap<ServiceNameKey, String>,
     /// NATS JetStream for every service started here (unused without a URL).
     pub nats: NatsConfig,
+    /// Which web origins may call the services from a browser (gRPC-Web).
+    pub browser: BrowserAccess,
 }
 
 /// [`ServiceName`] in a sortable wrapper, so maps list services in start-up order.
@@ -147,6 +150,7 @@ impl RunningSystem {
                 auth: config.auth.clone(),
                 tls: config.tls.clone(),
                 limits: agilepm_platform::wire::limits::ServerLimits::default(),
+                browser: config.browser.clone(),
                 retention: Default::default(),
                 nats: config.nats.clone(),
                 db_max_connections: config.db_max_connections,

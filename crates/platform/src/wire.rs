@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod browser;
 pub mod client;
 pub mod config;
 pub mod deadline;

@@ -597,6 +597,7 @@ async fn run(
     host: std::net::IpAddr,
 ) -> RunningSystem {
     let config = SystemConfig {
+        browser: Default::default(),
         databases,
         host,
         ports: BTreeMap::new(),

@@ -20,6 +20,7 @@ use crate::storage::db::Db;
 use crate::wire::admission::{AdmissionLayer, Readiness};
 use crate::wire::auth::Authenticator;
 use crate::wire::auth::layer::AuthLayer;
+use crate::wire::browser::BrowserAccess;
 use crate::wire::error_report::ReportingLayer;
 use crate::wire::limits::{BoundedMessages, ServerLimits, accept_limited};
 use crate::wire::malformed::MalformedLayer;
@@ -35,6 +36,7 @@ pub struct GrpcServer {
     authenticator: Authenticator,
     tls: Option<ServerTls>,
     limits: ServerLimits,
+    browser: BrowserAccess,
 }
 
 impl GrpcServer {
@@ -51,12 +53,21 @@ impl GrpcServer {
             authenticator,
             tls: None,
             limits: ServerLimits::default(),
+            browser: BrowserAccess::default(),
         }
     }
 
     /// Enforces `limits` instead of the defaults.
     pub fn with_limits(mut self, limits: ServerLimits) -> GrpcServer {
         self.limits = limits;
+        self
+    }
+
+    /// Lets pages from `browser`'s origins call over gRPC-Web (every port answers
+    /// gRPC-Web; without an allowed origin only same-origin pages and non-browser
+    /// clients can use it).
+    pub fn with_browser(mut self, browser: BrowserAccess) -> GrpcServer {
+        self.browser = browser;
         self
     }
 
@@ -106,6 +117,7 @@ impl GrpcServer {
             authenticator,
             tls,
             limits,
+            browser,
         } = self;
         for name in &names {
             health
@@ -160,6 +172,13 @@ impl GrpcServer {
             .concurrency_limit_per_connection(limits.max_calls_per_connection)
             // Past the limit a call is refused at once (RESOURCE_EXHAUSTED), not queued.
             .load_shed(true)
+            // gRPC-Web from browsers arrives over HTTP/1.1 as often as HTTP/2.
+            .accept_http1(true)
+            // Outermost: a preflight is answered before anything else, and a gRPC-Web
+            // call is translated to gRPC before the layers below see it, so they treat
+            // it exactly as a native call (its trailers are encoded back on the way out).
+            .layer(browser.cors())
+            .layer(tonic_web::GrpcWebLayer::new())
             // A failed call is logged where it becomes a status (`error.rs`): once, at
             // error level for server faults only. The trace layer's own failure line
             // stays at debug, so a client's NOT_FOUND is not an error in the log.

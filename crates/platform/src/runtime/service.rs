@@ -114,7 +114,8 @@ where
     let tasks = context.tasks.clone();
     let mut server = GrpcServer::new(authenticator)
         .with_tls(server_tls)
-        .with_limits(limits);
+        .with_limits(limits)
+        .with_browser(context.config.browser.clone());
     context.tasks.spawn(crate::storage::idempotency::sweep(
         db.clone(),
         spec.name.as_str(),

@@ -9,6 +9,7 @@ use clap::Args;
 use secrecy::SecretString;
 
 use crate::wire::auth::AuthConfig;
+use crate::wire::browser::{BrowserAccess, BrowserArgs};
 use crate::wire::limits::{LimitArgs, ServerLimits};
 use crate::wire::tls::{ClientTlsFiles, ServerTlsFiles};
 
@@ -41,6 +42,9 @@ pub struct CommonArgs {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub browser: BrowserArgs,
 
     #[command(flatten)]
     pub retention: RetentionArgs,
@@ -86,6 +90,7 @@ impl CommonArgs {
             auth: self.auth.resolve()?,
             tls: self.tls.resolve()?,
             limits: self.limits.resolve(),
+            browser: self.browser.resolve()?,
             retention: self.retention.resolve(),
             nats: self.nats.resolve()?,
             db_max_connections: self.db_max_connections.max(1),
@@ -176,6 +181,8 @@ pub struct CommonConfig {
     pub tls: TlsConfig,
     /// What one client can hold of this server.
     pub limits: ServerLimits,
+    /// Which web origins may call from a browser (gRPC-Web).
+    pub browser: BrowserAccess,
     /// How long the outbox keeps events.
     pub retention: RetentionOptions,
     /// NATS JetStream: the relay of the outbox, and where the coordinator reads from.

@@ -119,7 +119,8 @@ impl ServerTls {
             None => builder.with_no_client_auth(),
         }
         .with_cert_resolver(resolver.clone());
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        // HTTP/2 for gRPC; HTTP/1.1 too, for gRPC-Web from clients that do not speak h2.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         tokio::spawn(keep_fresh(files.clone(), resolver, shutdown.clone()));
         Ok(ServerTls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
