@@ -3,6 +3,7 @@
 //! database and they still talk to each other over real gRPC on loopback.
 
 pub mod bench;
+pub mod board;
 pub mod postgres;
 pub mod system;
 pub mod webhook_receiver;

@@ -9,7 +9,9 @@ use agilepm::postgres::{ensure_database, with_database};
 use agilepm::system::{RunningSystem, SystemConfig};
 use agilepm_platform::wire::auth::identity::{parse_subject, parse_tenant};
 use agilepm_platform::wire::auth::{Role, TokenSpec};
+use agilepm_platform::wire::browser::BrowserArgs;
 use agilepm_platform::wire::config::{AuthArgs, ServiceName, TlsArgs};
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -100,6 +102,12 @@ struct DevArgs {
     /// Port of the notifier.
     #[arg(long, default_value_t = ServiceName::Notifier.default_port())]
     notifier_port: u16,
+    /// Port of the board (the sprint board and burndown in a browser).
+    #[arg(long, default_value_t = 50050)]
+    board_port: u16,
+    /// More web origins allowed to call the services from a browser, beside the board's.
+    #[command(flatten)]
+    browser: BrowserArgs,
     /// Where Prometheus scrapes the services' metrics (`/metrics`).
     #[arg(
         long,
@@ -240,6 +248,22 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         (ServiceName::Coordinator.into(), args.coordinator_port),
         (ServiceName::Notifier.into(), args.notifier_port),
     ]);
+    // The board's port is bound first: its origin is the one the services let call.
+    let board_listener = tokio::net::TcpListener::bind((args.host, args.board_port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}:{} for the board",
+                args.host, args.board_port
+            )
+        })?;
+    let board_address = board_listener.local_addr()?;
+    let mut browser = args.browser.resolve()?;
+    browser
+        .allowed_origins
+        .push(agilepm_platform::wire::browser::origin(
+            &agilepm::board::origin(board_address),
+        )?);
     let config = SystemConfig {
         databases,
         host: args.host,
@@ -249,9 +273,23 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         db_max_connections: 16,
         nats: Default::default(),
         external_endpoints: BTreeMap::new(),
+        browser,
     };
     let mut system = RunningSystem::start(config).await?;
     system.wait_ready(Duration::from_secs(30)).await?;
+    let board_shutdown = tokio_util::sync::CancellationToken::new();
+    let board = tokio::spawn(agilepm::board::serve(
+        board_listener,
+        agilepm::board::BoardConfig {
+            endpoints: agilepm::board::Endpoints {
+                backlog_item: system.endpoint(ServiceName::BacklogItem),
+                task: system.endpoint(ServiceName::Task),
+                planning: system.endpoint(ServiceName::Planning),
+            },
+            development: auth.development,
+        },
+        board_shutdown.clone(),
+    ));
 
     let storage = match &args.postgres_url {
         Some(url) => format!(
@@ -270,6 +308,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     if let Some(address) = telemetry.metrics_address() {
         println!("  {:<13} http://{address}/metrics", "metrics");
     }
+    println!(
+        "  {:<13} {}/",
+        "board",
+        agilepm::board::origin(board_address)
+    );
     if auth.development {
         let operator = auth.signer()?.mint(
             &TokenSpec::system_operator("dev-operator"),
@@ -298,5 +341,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             anyhow::bail!("{service} stopped unexpectedly: {outcome:?}");
         }
     }
+    board_shutdown.cancel();
+    board.await??;
     system.stop().await
 }

@@ -45,7 +45,7 @@ operator=$(token --role operator --subject grpcurl-operator)
 tls=(-cacert "$data/ca.pem")
 
 "$agilepm" dev --data-dir "$data" --backlog-item-port 28051 --task-port 28052 \
-    --planning-port 28053 --coordinator-port 28054 --notifier-port 28055 \
+    --planning-port 28053 --coordinator-port 28054 --notifier-port 28055 --board-port 28050 \
     --tls-cert "$data/server.pem" --tls-key "$data/server.key" --tls-ca "$data/ca.pem" \
     >"$data/dev.out" 2>"$data/dev.err" &
 dev=$!
@@ -110,7 +110,7 @@ check "plaintext is refused on a TLS port" bash -c \
     "! $grpcurl -plaintext -max-time 5 127.0.0.1:28053 list >/dev/null 2>&1"
 check "a database URL's password never reaches the output" bash -c \
     "! timeout 20 '$agilepm' dev --data-dir '$data/pg' --postgres-url 'postgres://app:hunter2@127.0.0.1:1/x' \
-        --backlog-item-port 0 --task-port 0 --planning-port 0 --coordinator-port 0 --notifier-port 0 \
+        --backlog-item-port 0 --task-port 0 --planning-port 0 --coordinator-port 0 --notifier-port 0 --board-port 0 \
         --metrics-address 127.0.0.1:0 >'$data/pg.out' 2>&1 &&
      grep -q 'app:\*\*\*@127.0.0.1:1' '$data/pg.out' && ! grep -q hunter2 '$data/pg.out'"
 

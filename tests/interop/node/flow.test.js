@@ -14,7 +14,7 @@ import protoLoader from "@grpc/proto-loader";
 const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 const protoRoot = join(repo, "proto");
 // Below Linux's ephemeral port range (32768-60999), so no outgoing connection holds them.
-const ports = { "backlog-item": 27051, task: 27052, planning: 27053, coordinator: 27054, notifier: 27055 };
+const ports = { board: 27050, "backlog-item": 27051, task: 27052, planning: 27053, coordinator: 27054, notifier: 27055 };
 const binary = process.env.AGILEPM_BIN ?? join(repo, "target", "debug", "agilepm");
 // Tokens verified against a secret, as in production: random per run, minted by
 // `agilepm token` the way an operator would.

@@ -37,7 +37,7 @@ def mint(*roles: str, tenant: str = "interop", subject: str = "interop-python") 
     env = {**os.environ, "AGILEPM_AUTH_SECRET": SECRET}
     return subprocess.check_output(args, env=env, text=True).strip()
 # Below Linux's ephemeral port range (32768-60999), so no outgoing connection holds them.
-PORTS = {"backlog-item": 26051, "task": 26052, "planning": 26053, "coordinator": 26054, "notifier": 26055}
+PORTS = {"board": 26050, "backlog-item": 26051, "task": 26052, "planning": 26053, "coordinator": 26054, "notifier": 26055}
 
 
 def _generate(out: pathlib.Path) -> None:
