@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod board;
+pub mod burndown_chart;
 pub mod postgres;
 pub mod system;
 pub mod webhook_receiver;

@@ -54,6 +54,32 @@ enum Command {
     },
     /// Print a signed bearer token (a JWT) for a person of a tenant, or a system operator.
     Token(TokenArgs),
+    /// Write a sprint's burndown chart to an SVG file, as the board draws it (for reports
+    /// and e-mail).
+    Burndown(BurndownArgs),
+}
+
+#[derive(Args)]
+struct BurndownArgs {
+    /// The sprint (UUID).
+    #[arg(long)]
+    sprint: String,
+    /// Where to write the chart.
+    #[arg(long)]
+    svg: PathBuf,
+    /// Where the planning service answers.
+    #[arg(
+        long,
+        env = "AGILEPM_PLANNING_ENDPOINT",
+        default_value = "http://127.0.0.1:50053"
+    )]
+    planning_endpoint: String,
+    /// The bearer token to call with (in development mode, a tenant name).
+    #[arg(long, env = "AGILEPM_TOKEN", hide_env_values = true)]
+    token: String,
+    /// TLS for an https:// endpoint (the CA that signed the server's certificate).
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Args)]
@@ -159,7 +185,50 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", mint(&args)?);
             Ok(())
         }
+        Command::Burndown(args) => burndown(args).await,
     }
+}
+
+/// Reads the sprint's burndown from planning and writes it as SVG.
+async fn burndown(args: BurndownArgs) -> anyhow::Result<()> {
+    use agilepm_proto::planning::v1::report_service_client::ReportServiceClient;
+    use agilepm_proto::planning::v1::sprint_service_client::SprintServiceClient;
+    use agilepm_proto::planning::v1::{GetSprintBurndownRequest, GetSprintRequest};
+    let tls = args.tls.resolve()?.client.config_if_any()?;
+    let credentials = agilepm_platform::wire::auth::Credentials::fixed(&args.token)
+        .map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+    let channel = agilepm_platform::wire::client::connect_lazy_tls(
+        &args.planning_endpoint,
+        Some(credentials),
+        tls.as_ref(),
+    )?;
+    let name = SprintServiceClient::new(channel.clone())
+        .get_sprint(GetSprintRequest {
+            id: args.sprint.clone(),
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("GetSprint: {}", status.message()))?
+        .into_inner()
+        .sprint
+        .map(|sprint| sprint.name)
+        .unwrap_or_default();
+    let burndown = ReportServiceClient::new(channel)
+        .get_sprint_burndown(GetSprintBurndownRequest {
+            sprint_id: args.sprint,
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("GetSprintBurndown: {}", status.message()))?
+        .into_inner();
+    std::fs::write(&args.svg, agilepm::burndown_chart::svg(&burndown, &name))
+        .with_context(|| format!("cannot write {}", args.svg.display()))?;
+    println!(
+        "{}: {} days, the team's today {} ({})",
+        args.svg.display(),
+        burndown.days.len(),
+        burndown.today,
+        burndown.time_zone
+    );
+    Ok(())
 }
 
 fn mint(args: &TokenArgs) -> anyhow::Result<String> {

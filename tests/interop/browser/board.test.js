@@ -8,7 +8,7 @@
 // each view go to AGILEPM_BROWSER_OUTPUT (default ./output) on every run.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, mkdirSync, readdirSync, statSync, rmSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname, relative } from "node:path";
@@ -257,6 +257,14 @@ test("a sprint burns down to DONE live, the backlog moves, and another tenant se
     "the history the chart draws",
   );
   assert.match(await page.locator("#velocity svg").getAttribute("aria-label"), /Sprint 0 8 story points/);
+  // The same chart as a file, for reports: agilepm burndown --svg.
+  const svgPath = join(output, "burndown.svg");
+  execFileSync(binary, ["burndown", "--sprint", s.sprint.id, "--svg", svgPath, "--planning-endpoint", `http://127.0.0.1:${ports.planning}`], {
+    env: { ...process.env, AGILEPM_TOKEN: TENANT },
+  });
+  const svg = readFileSync(svgPath, "utf8");
+  assert.match(svg, /Sprint 1: 0 hours remaining on \S+ \(ideal 6\), day 4 of 5/);
+  assert.equal((svg.match(/<circle/g) ?? []).length, 4);
   await page.locator("#sprint").screenshot({ path: join(output, "sprint.png") });
   await page.locator("#burndown").screenshot({ path: join(output, "burndown.png") });
 
@@ -274,11 +282,32 @@ test("a sprint burns down to DONE live, the backlog moves, and another tenant se
   await page.screenshot({ path: join(output, "board.png"), fullPage: true });
   assert.deepEqual(problems, []);
 
+  // A move against an item changed meanwhile is refused; the page shows the fresh order
+  // and says so. Its feeds are held off here, so it cannot have refreshed on its own.
+  const stale = await browser.newContext({ viewport: { width: 1280, height: 960 } });
+  const stalePage = await stale.newPage();
+  await stalePage.route("**/agilepm.events.v1.EventFeedService/Subscribe", (route) => route.abort());
+  await stalePage.goto(boardUrl);
+  await stalePage.getByLabel("Tenant").fill(TENANT);
+  await stalePage.getByRole("button", { name: "Open the board" }).click();
+  await stalePage.locator("#backlog li", { hasText: "Audit log" }).waitFor();
+  const audit = s.backlog.find((item) => item.summary === "Audit log");
+  await call(clients.items, "UpdateBacklogItem", {
+    backlog_item: { id: audit.id, summary: "Audit log (v2)" },
+    update_mask: { paths: ["summary"] },
+  });
+  await stalePage.getByRole("button", { name: "Move “Audit log” to the top" }).click();
+  await stalePage.getByText("changed meanwhile: this is the fresh order").waitFor();
+  await stalePage.locator("#backlog li", { hasText: "Audit log (v2)" }).waitFor();
+  assert.deepEqual(await openOrder(s.product), ["Password reset", "Audit log (v2)"], "the refused move changed nothing");
+  await stalePage.screenshot({ path: join(output, "conflict.png"), fullPage: true });
+  await stale.close();
+
   // Another tenant's page shows none of it, and follows its own (empty) feeds.
   const other = await openBoard(OTHER);
   await other.page.getByText("This tenant has no product yet.").waitFor();
   const text = await other.page.locator("body").innerText();
-  for (const summary of ["Board demo", "Sign-up form", "Password reset", "Audit log"]) {
+  for (const summary of ["Board demo", "Sign-up form", "Password reset", "Audit log (v2)"]) {
     assert.ok(!text.includes(summary), `${OTHER} sees ${summary}`);
   }
   await other.page.screenshot({ path: join(output, "other-tenant.png"), fullPage: true });
