@@ -2061,7 +2061,7 @@ async fn a_team_sets_its_zone_and_the_task_service_dates_by_it(engine: Engine) {
             "settings.time_zone",
         ),
         (update("", &["time_zone"], None), "settings.time_zone"),
-        (update("UTC", &[], None), "update_mask"),
+        (update("", &[], None), "settings.time_zone"),
         (update("UTC", &["version"], None), "update_mask"),
         (update("UTC", &["time_zone"], Some(-1)), "expected_version"),
     ] {

@@ -15,6 +15,7 @@ import { join, dirname, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomUUID } from "node:crypto";
 import { gzipSync } from "node:zlib";
+import net from "node:net";
 import grpc from "@grpc/grpc-js";
 import protoLoader from "@grpc/proto-loader";
 import { chromium } from "playwright-core";
@@ -183,6 +184,42 @@ async function aSprint(tasks, open) {
   return { product, sprint, committed, taskIds, backlog };
 }
 
+/** A TCP proxy to 127.0.0.1:`port` whose connections the test can cut, as a network
+ * drop does, and then let through again. */
+async function proxy(port) {
+  const sockets = new Set();
+  let up = true;
+  const server = net.createServer((client) => {
+    if (!up) return client.destroy();
+    const upstream = net.connect(port, "127.0.0.1");
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on("error", () => {});
+      socket.on("close", () => {
+        sockets.delete(socket);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    cut() {
+      up = false;
+      for (const socket of sockets) socket.destroy();
+    },
+    restore() {
+      up = true;
+    },
+    close() {
+      this.cut();
+      server.close();
+    },
+  };
+}
+
 async function openBoard(tenant) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 960 } });
   const page = await context.newPage();
@@ -279,6 +316,7 @@ test("a sprint burns down to DONE live, the backlog moves, and another tenant se
   await page.waitForFunction(() => document.querySelector("#backlog li .summary")?.textContent === "Password reset");
   assert.deepEqual(await openOrder(s.product), ["Password reset", "Audit log"]);
   await page.locator("#backlog").screenshot({ path: join(output, "backlog.png") });
+
   await page.screenshot({ path: join(output, "board.png"), fullPage: true });
   assert.deepEqual(problems, []);
 
@@ -302,6 +340,46 @@ test("a sprint burns down to DONE live, the backlog moves, and another tenant se
   assert.deepEqual(await openOrder(s.product), ["Password reset", "Audit log (v2)"], "the refused move changed nothing");
   await stalePage.screenshot({ path: join(output, "conflict.png"), fullPage: true });
   await stale.close();
+
+  // A dropped connection: the page's calls go through proxies this test cuts. While cut,
+  // a task is estimated up again (the item reopens); once through again, the page
+  // resumes its feeds from the last position it saw, receives what it missed, and shows
+  // the item COMMITTED without a reload.
+  const proxies = {
+    backlogItem: await proxy(ports["backlog-item"]),
+    task: await proxy(ports.task),
+    planning: await proxy(ports.planning),
+  };
+  const dropped = await browser.newContext({ viewport: { width: 1280, height: 960 }, bypassCSP: true });
+  await dropped.route("**/config.json", (route) =>
+    route.fulfill({
+      json: {
+        development: true,
+        endpoints: { backlogItem: proxies.backlogItem.url, task: proxies.task.url, planning: proxies.planning.url },
+      },
+    }),
+  );
+  const droppedPage = await dropped.newPage();
+  await droppedPage.goto(boardUrl);
+  await droppedPage.getByLabel("Tenant").fill(TENANT);
+  await droppedPage.getByRole("button", { name: "Open the board" }).click();
+  await droppedPage.locator(`article[data-item-id="${s.committed.id}"][data-status="DONE"]`).waitFor();
+  await droppedPage.locator("#live.live").waitFor();
+  for (const p of Object.values(proxies)) p.cut();
+  await droppedPage.locator("#live.offline").waitFor();
+  await call(clients.tasks, "EstimateTaskHoursRemaining", { id: s.taskIds[0], hours_remaining: 1 });
+  await until("the item reopened", async () => (await call(clients.items, "GetBacklogItem", { id: s.committed.id })).backlog_item.status === "BACKLOG_ITEM_STATUS_COMMITTED");
+  assert.equal(
+    await droppedPage.locator(`article[data-item-id="${s.committed.id}"]`).getAttribute("data-status"),
+    "DONE",
+    "cut off, the page cannot have heard",
+  );
+  for (const p of Object.values(proxies)) p.restore();
+  await droppedPage.locator(`article[data-item-id="${s.committed.id}"][data-status="COMMITTED"]`).waitFor({ timeout: 15000 });
+  await droppedPage.locator("#live.live").waitFor();
+  await droppedPage.screenshot({ path: join(output, "resumed.png"), fullPage: true });
+  await dropped.close();
+  for (const p of Object.values(proxies)) p.close();
 
   // Another tenant's page shows none of it, and follows its own (empty) feeds.
   const other = await openBoard(OTHER);

@@ -95,10 +95,10 @@ check "bad input gets InvalidArgument naming the field" bash -c \
     "$grpcurl ${tls[*]} -H 'authorization: Bearer $owner' -d '{\"id\": \"nope\"}' 127.0.0.1:28053 agilepm.planning.v1.ProductService/GetProduct 2>&1 | grep -q 'Code: InvalidArgument' &&
      $grpcurl ${tls[*]} -H 'authorization: Bearer $owner' -d '{\"id\": \"nope\"}' 127.0.0.1:28053 agilepm.planning.v1.ProductService/GetProduct 2>&1 | grep -q 'Message: id:'"
 check "a team sets its time zone, and the zone comes back" bash -c \
-    "$grpcurl ${tls[*]} -H 'authorization: Bearer $owner' -d '{\"settings\": {\"time_zone\": \"America/Los_Angeles\"}, \"update_mask\": \"time_zone\"}' 127.0.0.1:28053 agilepm.planning.v1.TeamService/UpdateTeamSettings >/dev/null &&
+    "$grpcurl ${tls[*]} -H 'authorization: Bearer $owner' -d '{\"settings\": {\"time_zone\": \"America/Los_Angeles\"}}' 127.0.0.1:28053 agilepm.planning.v1.TeamService/UpdateTeamSettings >/dev/null &&
      $grpcurl ${tls[*]} -H 'authorization: Bearer $owner' 127.0.0.1:28053 agilepm.planning.v1.TeamService/GetTeamSettings | grep -Eq '\"time_?[zZ]one\": \"America/Los_Angeles\"'"
 check "a zone that is not an IANA name is InvalidArgument naming the field" bash -c \
-    "$grpcurl ${tls[*]} -H 'authorization: Bearer $owner' -d '{\"settings\": {\"time_zone\": \"Mars/Olympus\"}, \"update_mask\": \"time_zone\"}' 127.0.0.1:28053 agilepm.planning.v1.TeamService/UpdateTeamSettings 2>&1 | grep -q 'Message: settings.time_zone:'"
+    "$grpcurl ${tls[*]} -H 'authorization: Bearer $owner' -d '{\"settings\": {\"time_zone\": \"Mars/Olympus\"}}' 127.0.0.1:28053 agilepm.planning.v1.TeamService/UpdateTeamSettings 2>&1 | grep -q 'Message: settings.time_zone:'"
 check "a plain tenant id is not a token" bash -c \
     "$grpcurl ${tls[*]} -H 'authorization: Bearer grpcurl' 127.0.0.1:28053 agilepm.planning.v1.ProductService/ListProducts 2>&1 | grep -q 'Code: Unauthenticated'"
 check "a viewer may not create" bash -c \

@@ -106,13 +106,8 @@ fn parse_settings_update(request: UpdateTeamSettingsRequest) -> AppResult<(TeamZ
     let input = request
         .settings
         .ok_or_else(|| AppError::invalid("settings", "required"))?;
+    // Without a mask, every field the settings carry (AIP-134); there is one.
     let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
-    if paths.is_empty() {
-        return Err(AppError::invalid(
-            "update_mask",
-            "name the fields to update",
-        ));
-    }
     // The one field there is to update.
     if let Some(other) = paths.iter().find(|path| path.as_str() != "time_zone") {
         return Err(AppError::invalid(
