@@ -81,8 +81,18 @@ for i in "${!services[@]}"; do
         echo "FAIL: $svc on port ${ports[$i]} does not answer the liveness probe" >&2
         exit 1
     fi
-    # Prometheus finds its metrics (the health checks above are counted calls).
-    if ! curl -sf "http://127.0.0.1:$((ports[$i] + 100))/metrics" | grep -q '^rpc_server_call_duration_seconds_count{'; then
+    # Prometheus finds its metrics (the health checks above are counted calls). A call
+    # is counted when the server has finished its response body, which may be a moment
+    # after the client has read the last frame: wait for it, up to 5 s.
+    counted=
+    for _ in $(seq 1 50); do
+        if curl -sf "http://127.0.0.1:$((ports[$i] + 100))/metrics" | grep -q '^rpc_server_call_duration_seconds_count{'; then
+            counted=1
+            break
+        fi
+        sleep 0.1
+    done
+    if [[ -z $counted ]]; then
         echo "FAIL: $svc serves no call metrics at 127.0.0.1:$((ports[$i] + 100))/metrics" >&2
         exit 1
     fi
