@@ -26,15 +26,14 @@ use agilepm_proto::backlog::v1::{
     BacklogItemStatus, CommitBacklogItemRequest, GetBacklogItemRequest, PlanBacklogItemRequest,
     ProductFacts, ScheduleBacklogItemRequest, SyncProductsRequest,
 };
-use agilepm_proto::planning::v1::product_service_client::ProductServiceClient;
+use agilepm_proto::common::v1::StatusTransitionMode;
 use agilepm_proto::planning::v1::release_service_client::ReleaseServiceClient;
 use agilepm_proto::planning::v1::report_service_client::ReportServiceClient;
 use agilepm_proto::planning::v1::sprint_service_client::SprintServiceClient;
 use agilepm_proto::planning::v1::team_service_client::TeamServiceClient;
 use agilepm_proto::planning::v1::{
-    CommitBacklogItemToSprintRequest, CreateProductRequest, GetSprintBurndownRequest, Product,
-    Release, ScheduleBacklogItemForReleaseRequest, ScheduleReleaseRequest, ScheduleSprintRequest,
-    Sprint, TeamSettings, UpdateTeamSettingsRequest,
+    CommitBacklogItemToSprintRequest, GetSprintBurndownRequest,
+    ScheduleBacklogItemForReleaseRequest, TeamSettings, UpdateTeamSettingsRequest,
 };
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_proto::task::v1::{DefineTaskRequest, EstimateTaskHoursRemainingRequest, TaskView};
@@ -43,6 +42,7 @@ use chrono::NaiveDate;
 use tokio::process::Child;
 use uuid::Uuid;
 
+use crate::coordinator::plan_through;
 use crate::crash::spawn_coordinator_with;
 use crate::processes::{free_address, spawn_service, wait_serving};
 
@@ -360,51 +360,13 @@ impl Planned {
     ) -> (String, String) {
         let planning = self.as_person(self.planning, tenant);
         let rid = || Uuid::new_v4().to_string();
-        let product = ProductServiceClient::new(planning.clone())
-            .create_product(CreateProductRequest {
-                request_id: rid(),
-                product: Some(Product {
-                    name: format!("{tenant}'s product"),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .expect("create a product")
-            .into_inner()
-            .product
-            .unwrap();
-        let release = ReleaseServiceClient::new(planning.clone())
-            .schedule_release(ScheduleReleaseRequest {
-                request_id: rid(),
-                release: Some(Release {
-                    product_id: product.id.clone(),
-                    name: "R".into(),
-                    begin_date: (first - chrono::Days::new(30)).to_string(),
-                    end_date: (last + chrono::Days::new(30)).to_string(),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .expect("schedule a release")
-            .into_inner()
-            .release
-            .unwrap();
-        let sprint = SprintServiceClient::new(planning.clone())
-            .schedule_sprint(ScheduleSprintRequest {
-                request_id: rid(),
-                sprint: Some(Sprint {
-                    product_id: product.id.clone(),
-                    name: "S".into(),
-                    begin_date: first.to_string(),
-                    end_date: last.to_string(),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .expect("schedule a sprint")
-            .into_inner()
-            .sprint
-            .unwrap();
+        let (product, release, sprint) = plan_through(
+            planning.clone(),
+            StatusTransitionMode::Automatic,
+            first.to_string(),
+            last.to_string(),
+        )
+        .await;
         let item = BacklogItemServiceClient::new(self.as_person(self.backlog_item, tenant))
             .plan_backlog_item(PlanBacklogItemRequest {
                 request_id: rid(),

@@ -67,7 +67,22 @@ pub async fn plan(
     begin: String,
     end: String,
 ) -> (Product, Release, Sprint) {
-    let planning = system.channel(ServiceName::Planning, token);
+    plan_through(
+        system.channel(ServiceName::Planning, token),
+        mode,
+        begin,
+        end,
+    )
+    .await
+}
+
+/// Like [`plan`], through `planning` (a channel to a planning service wherever it runs).
+pub async fn plan_through(
+    planning: PeerChannel,
+    mode: StatusTransitionMode,
+    begin: String,
+    end: String,
+) -> (Product, Release, Sprint) {
     let product = Product {
         name: format!("P {}", rid()),
         status_transition_mode: mode as i32,

@@ -7,25 +7,21 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use agilepm_platform::events::feed::{EventFeed, FeedOptions};
-use agilepm_platform::runtime::server::GrpcServer;
+use agilepm_platform::events::feed::FeedOptions;
 use agilepm_platform::wire::auth::{AuthConfig, Role, TokenSpec};
 use agilepm_platform::wire::browser::{BrowserAccess, origin};
 use agilepm_platform::wire::limits::ServerLimits;
-use agilepm_proto::events::v1::event_feed_service_server::EventFeedServiceServer;
 use agilepm_proto::events::v1::{
     GetFeedHeadRequest, SubscribeRequest, SubscribeResponse, subscribe_response,
 };
-use agilepm_testkit::{Engine, TestDb};
+use agilepm_testkit::{Engine, FeedServer, TestDb};
 use prost::Message as _;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 const BOARD: &str = "http://board.example.test:8080";
 
 /// A feed server on SQLite verifying tokens (production mode: a secret of its own) that
 /// lets pages from [`BOARD`] call, with requests of at most 4 KiB; and a token it takes.
-async fn serve() -> (SocketAddr, CancellationToken, TestDb, String) {
+async fn serve() -> (SocketAddr, FeedServer, TestDb, String) {
     let auth = AuthConfig::with_random_secret();
     let person = TokenSpec::person("ada", "acme", &Role::TENANT_ROLES);
     let token = auth
@@ -33,28 +29,23 @@ async fn serve() -> (SocketAddr, CancellationToken, TestDb, String) {
         .and_then(|signer| signer.mint(&person, Duration::from_secs(600)))
         .unwrap();
     let db = TestDb::create(Engine::Sqlite).await;
-    let shutdown = CancellationToken::new();
-    let feed = EventFeed::new(
+    let server = FeedServer::start_configured(
         db.connect_platform().await,
         FeedOptions::default(),
-        shutdown.clone(),
+        &auth,
+        |server| {
+            server
+                .with_limits(ServerLimits {
+                    max_request_bytes: 4096,
+                    ..ServerLimits::default()
+                })
+                .with_browser(BrowserAccess {
+                    allowed_origins: vec![origin(BOARD).unwrap()],
+                })
+        },
     )
-    .await
-    .unwrap();
-    let authenticator = auth.authenticator(&shutdown).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let server = GrpcServer::new(authenticator)
-        .with_limits(ServerLimits {
-            max_request_bytes: 4096,
-            ..ServerLimits::default()
-        })
-        .with_browser(BrowserAccess {
-            allowed_origins: vec![origin(BOARD).unwrap()],
-        })
-        .add_service(EventFeedServiceServer::new(feed));
-    tokio::spawn(server.serve(listener, None, shutdown.clone()));
-    (address, shutdown, db, token)
+    .await;
+    (server.address, server, db, token)
 }
 
 /// One message as a gRPC-Web data frame.
@@ -142,7 +133,7 @@ async fn call(address: SocketAddr, method: &str, token: Option<&str>, body: Vec<
 #[tokio::test]
 async fn a_browser_calls_through_the_same_gates_as_a_native_client() {
     agilepm_testkit::init();
-    let (address, shutdown, _db, token) = serve().await;
+    let (address, _server, _db, token) = serve().await;
 
     // A unary call, as the page makes it.
     let head = call(
@@ -210,13 +201,12 @@ async fn a_browser_calls_through_the_same_gates_as_a_native_client() {
         "gRPC-Web: first heartbeat {:?} after subscribing",
         started.elapsed()
     );
-    shutdown.cancel();
 }
 
 #[tokio::test]
 async fn only_the_configured_origins_may_call_from_a_page() {
     agilepm_testkit::init();
-    let (address, shutdown, _db, _) = serve().await;
+    let (address, _server, _db, _) = serve().await;
     let preflight = |from: &'static str| {
         reqwest::Client::new()
             .request(
@@ -253,5 +243,4 @@ async fn only_the_configured_origins_may_call_from_a_page() {
         None,
         "a page from elsewhere is not let in"
     );
-    shutdown.cancel();
 }

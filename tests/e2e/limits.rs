@@ -5,41 +5,27 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use agilepm_platform::events::feed::{EventFeed, FeedOptions};
-use agilepm_platform::runtime::server::GrpcServer;
+use agilepm_platform::events::feed::FeedOptions;
 use agilepm_platform::wire::limits::ServerLimits;
 use agilepm_proto::events::v1::SubscribeRequest;
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
-use agilepm_proto::events::v1::event_feed_service_server::EventFeedServiceServer;
-use agilepm_testkit::{Engine, TestDb};
+use agilepm_testkit::{Engine, FeedServer, TestDb};
 use futures::StreamExt as _;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 /// A feed server over a fresh SQLite database, enforcing `limits`.
-async fn serve(limits: ServerLimits) -> (SocketAddr, CancellationToken, TestDb) {
+async fn serve(limits: ServerLimits) -> (SocketAddr, FeedServer, TestDb) {
     let db = TestDb::create(Engine::Sqlite).await;
-    let shutdown = CancellationToken::new();
-    let feed = EventFeed::new(
+    let server = FeedServer::start_configured(
         db.connect_platform().await,
         FeedOptions::default(),
-        shutdown.clone(),
+        agilepm_testkit::test_auth(),
+        |server| server.with_limits(limits),
     )
-    .await
-    .unwrap();
-    let authenticator = agilepm_testkit::test_auth()
-        .authenticator(&shutdown)
-        .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let server = GrpcServer::new(authenticator)
-        .with_limits(limits)
-        .add_service(EventFeedServiceServer::new(feed));
-    tokio::spawn(server.serve(listener, None, shutdown.clone()));
-    (address, shutdown, db)
+    .await;
+    (server.address, server, db)
 }
 
 /// A connection of its own (tonic channels share nothing), checked healthy or not within
@@ -66,7 +52,7 @@ async fn connections_past_the_cap_are_refused_at_once_and_served_once_one_goes()
         max_connections: 2,
         ..ServerLimits::default()
     };
-    let (address, shutdown, _db) = serve(limits).await;
+    let (address, server, _db) = serve(limits).await;
     let first = connect(address).await.expect("first connection");
     let _second = connect(address).await.expect("second connection");
     let started = tokio::time::Instant::now();
@@ -88,7 +74,7 @@ async fn connections_past_the_cap_are_refused_at_once_and_served_once_one_goes()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    shutdown.cancel();
+    drop(server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -98,7 +84,7 @@ async fn the_default_deadline_bounds_calls_not_the_streams_they_open() {
         default_deadline: Duration::from_millis(500),
         ..ServerLimits::default()
     };
-    let (address, shutdown, _db) = serve(limits).await;
+    let (address, server, _db) = serve(limits).await;
     let channel = agilepm_testkit::channel(address, "acme");
     let mut stream = EventFeedServiceClient::new(channel)
         .subscribe(SubscribeRequest {
@@ -121,7 +107,7 @@ async fn the_default_deadline_bounds_calls_not_the_streams_they_open() {
         heartbeats += 1;
     }
     assert!(heartbeats >= 10, "{heartbeats} heartbeats in 1.5 s");
-    shutdown.cancel();
+    drop(server);
 }
 
 /// Opens a subscription as `token`: the stream, or the refusal's code.

@@ -823,13 +823,13 @@ async fn burndown_hours(s: &Sprinting, sprint_id: &str) -> Vec<(i64, f64)> {
         .collect()
 }
 
-async fn a_sprint_falling_behind_is_at_risk_once_and_one_on_track_is_not(engine: Engine) {
-    let WithNotifier {
-        mut s,
-        address,
-        database: _database,
-        process: _notifier,
-    } = WithNotifier::start(
+/// The system with a notifier judging sprint health (a 10 % margin, judging 50 ms after
+/// estimates change), a receiver subscribed to `types`, and a client of the notifier.
+async fn judging_health(
+    engine: Engine,
+    types: &[NotificationType],
+) -> (WithNotifier, Receiver, NotifierServiceClient<PeerChannel>) {
+    let with = WithNotifier::start(
         engine,
         &PEERS[..3],
         &[
@@ -839,17 +839,30 @@ async fn a_sprint_falling_behind_is_at_risk_once_and_one_on_track_is_not(engine:
     )
     .await;
     let receiver = Receiver::start(Behaviour::default()).await;
-    let mut client = notifier_at(address);
-    let (_, secret) = subscribe(
-        &mut client,
-        &receiver.url(),
+    let mut client = notifier_at(with.address);
+    let (_, secret) = subscribe(&mut client, &receiver.url(), types).await;
+    receiver.trust(&[secret]);
+    (with, receiver, client)
+}
+
+async fn a_sprint_falling_behind_is_at_risk_once_and_one_on_track_is_not(engine: Engine) {
+    let (
+        WithNotifier {
+            mut s,
+            database: _database,
+            process: _notifier,
+            ..
+        },
+        receiver,
+        mut client,
+    ) = judging_health(
+        engine,
         &[
             NotificationType::SprintAtRisk,
             NotificationType::SprintBackOnTrack,
         ],
     )
     .await;
-    receiver.trust(&[secret]);
 
     // Two five-day sprints from today, 100 hours each: the ideal line is 100, 75, 50,
     // 25, 0, and the margin 10 hours.
@@ -967,29 +980,16 @@ fn a_zone_a_day_off_utc() -> (&'static str, chrono::NaiveDate) {
 /// Before, the day the item joined (a team behind UTC) or the latest date allowed (a team
 /// ahead) was UTC's, and nothing was told.
 async fn a_sprint_is_judged_on_its_team_s_days_not_utc_s(engine: Engine) {
-    let WithNotifier {
-        mut s,
-        address,
-        database: _database,
-        process: _notifier,
-    } = WithNotifier::start(
-        engine,
-        &PEERS[..3],
-        &[
-            ("AGILEPM_NOTIFIER_AT_RISK_MARGIN_PERCENT", "10"),
-            ("AGILEPM_NOTIFIER_HEALTH_SETTLE_MS", "50"),
-        ],
-    )
-    .await;
-    let receiver = Receiver::start(Behaviour::default()).await;
-    let mut client = notifier_at(address);
-    let (_, secret) = subscribe(
-        &mut client,
-        &receiver.url(),
-        &[NotificationType::SprintAtRisk],
-    )
-    .await;
-    receiver.trust(&[secret]);
+    let (
+        WithNotifier {
+            mut s,
+            database: _database,
+            process: _notifier,
+            ..
+        },
+        receiver,
+        _client,
+    ) = judging_health(engine, &[NotificationType::SprintAtRisk]).await;
 
     let (zone, team_today) = a_zone_a_day_off_utc();
     TeamServiceClient::new(s.system.channel(ServiceName::Planning, "acme"))

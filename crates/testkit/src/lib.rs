@@ -631,17 +631,28 @@ pub struct FeedServer {
 impl FeedServer {
     /// Serves `db`'s outbox on an ephemeral port with `options`.
     pub async fn start(db: Db, options: FeedOptions) -> FeedServer {
+        FeedServer::start_configured(db, options, test_auth(), |server| server).await
+    }
+
+    /// Like [`FeedServer::start`], verifying tokens with `auth` and with the server
+    /// `configure` makes of the default one (its limits, its browser access).
+    pub async fn start_configured(
+        db: Db,
+        options: FeedOptions,
+        auth: &AuthConfig,
+        configure: impl FnOnce(GrpcServer) -> GrpcServer,
+    ) -> FeedServer {
         use agilepm_proto::events::v1::event_feed_service_server::EventFeedServiceServer;
         let shutdown = CancellationToken::new();
         let feed = EventFeed::new(db.clone(), options, shutdown.clone())
             .await
             .expect("feed");
-        let authenticator = test_auth()
-            .authenticator(&shutdown)
-            .expect("test authenticator");
+        let authenticator = auth.authenticator(&shutdown).expect("authenticator");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        let server = GrpcServer::new(authenticator).add_service(EventFeedServiceServer::new(feed));
+        // Limits first: services are bounded by the limits set when they are added.
+        let server = configure(GrpcServer::new(authenticator))
+            .add_service(EventFeedServiceServer::new(feed));
         tokio::spawn(server.serve(listener, None, shutdown.clone()));
         FeedServer {
             db,
