@@ -1,5 +1,5 @@
 //! The whole system over real gRPC, on both engines: backlog item status follows task
-//! hours through the coordinator, exactly once in effect (DESIGN.md §3 and §6).
+//! hours through the coordinator, exactly once in effect (docs/design.md §3 and §7).
 
 use std::collections::HashMap;
 use std::time::Duration;

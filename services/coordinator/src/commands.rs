@@ -1,4 +1,4 @@
-//! The coordinator's unit of work, and the heart of the consistency design (DESIGN.md §3): task events in, backlog item
+//! The coordinator's unit of work, and the heart of the consistency design (docs/design.md §3): task events in, backlog item
 //! status out, exactly once in effect.
 //!
 //! For each batch from the task feed the reconciler collapses the events per backlog

@@ -5,7 +5,7 @@
 //! acknowledge (it was killed, or cut off) goes to another after the ack wait. Messages of
 //! one backlog item may therefore be reconciled by two replicas at once, or out of order;
 //! the backlog-item service's revision guard applies a basis only if it is newer than the
-//! last one applied, so the outcome is the same as in feed order (DESIGN.md §3, and
+//! last one applied, so the outcome is the same as in feed order (docs/design.md §3, and
 //! deploy/README.md "Past one machine" for why no per-item ordering is needed).
 
 use std::sync::Arc;

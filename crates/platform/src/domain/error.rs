@@ -1,7 +1,7 @@
 //! The one place where failures become gRPC status codes.
 //!
 //! Handlers return [`AppError`]; nothing else in the code base constructs a
-//! `tonic::Status` by hand. The mapping follows the table in `DESIGN.md` §4: bad input is
+//! `tonic::Status` by hand. The mapping follows the table in `docs/design.md` §4: bad input is
 //! `INVALID_ARGUMENT` naming the field, missing or other tenant's is `NOT_FOUND`, a broken
 //! rule is `FAILED_PRECONDITION`, a stale version is `ABORTED`, a duplicate is
 //! `ALREADY_EXISTS`, a dependency that is down is `UNAVAILABLE`. Never `UNKNOWN`.

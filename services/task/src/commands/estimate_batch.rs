@@ -1,4 +1,4 @@
-//! Group commit of estimates: the hot write path of the whole system (DESIGN.md §3: every
+//! Group commit of estimates: the hot write path of the whole system (docs/design.md §3: every
 //! estimate changes a task, its log, its item's totals and appends an event).
 //!
 //! Estimates go through a [`GroupCommit`]: whatever estimates are waiting (up to

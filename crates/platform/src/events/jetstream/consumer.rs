@@ -7,7 +7,7 @@
 //! delivered again, to whichever replica pulls next; one the handler failed is handed back
 //! at once with a delay (`-NAK`), growing with its deliveries. So messages are handled at
 //! least once and in no particular order across replicas: the handler must be idempotent
-//! and order-free (the coordinator is, by the revision guard; DESIGN.md §3).
+//! and order-free (the coordinator is, by the revision guard; docs/design.md §3).
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! NATS JetStream as the event backbone past one machine (DESIGN.md §7, "Past one host").
+//! NATS JetStream as the event backbone past one machine (docs/design.md §3.7, "Past one host").
 //!
 //! Each service that owns events can relay its outbox, in feed order, to a stream of its
 //! own ([`relay`]); consumers with many replicas share a durable pull consumer on it and

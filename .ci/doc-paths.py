@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Every repository path the docs name exists.
+
+Reads the Markdown the project keeps (README, ARCHITECTURE, docs/, deploy/, tests/) and
+every path-like name in backticks or in a link target that starts at a top-level folder of
+the repository (crates/, services/, proto/, tests/, deploy/, docs/, .ci/); names with
+placeholders (`<service>`, `*`, `{...}`, `$VAR`) are patterns, not paths, and are skipped,
+as are places git ignores (what the project generates, such as `deploy/secrets/`).
+Fails naming each missing path and where it is named, so docs that move with the code
+stay true.
+"""
+import pathlib
+import re
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TOP = ("crates/", "services/", "proto/", "tests/", "deploy/", "docs/", ".ci/")
+CANDIDATE = re.compile(r"`([^`\n]+)`|\]\(([^)\s]+)\)")
+
+
+def documents():
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.md"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    return [ROOT / name for name in listed if "node_modules" not in name]
+
+
+def named_paths(text):
+    for match in CANDIDATE.finditer(text):
+        name = (match.group(1) or match.group(2)).strip()
+        name = name.split("#", 1)[0].rstrip(".,;:")
+        # `path:line` and `path:12-30` name a file too.
+        name = re.sub(r":\d+(-\d+)?$", "", name)
+        if not name.startswith(TOP) or any(c in name for c in "<>*{}$ |"):
+            continue
+        yield name
+
+
+def ignored(name):
+    """Whether git ignores `name`: a place the project generates (`deploy/secrets/`)."""
+    return subprocess.run(["git", "check-ignore", "-q", name], cwd=ROOT).returncode == 0
+
+
+def main():
+    missing = []
+    for document in documents():
+        text = document.read_text(encoding="utf-8")
+        for name in sorted(set(named_paths(text))):
+            # A link is relative to its document; a name in backticks to the repository.
+            if not ((ROOT / name).exists() or (document.parent / name).exists() or ignored(name)):
+                missing.append(f"{document.relative_to(ROOT)}: {name}")
+    if missing:
+        print("paths the docs name that do not exist:", *missing, sep="\n  ")
+        return 1
+    print(f"every path named in {len(documents())} documents exists")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
