@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Every repository path the docs name exists.
+"""The docs are true: every repository path they name exists, and every service is listed.
 
 Reads the Markdown the project keeps (README, ARCHITECTURE, docs/, deploy/, tests/) and
 every path-like name in backticks or in a link target that starts at a top-level folder of
@@ -43,7 +43,19 @@ def ignored(name):
     return subprocess.run(["git", "check-ignore", "-q", name], cwd=ROOT).returncode == 0
 
 
+def unlisted_services():
+    """Services (folders under services/) missing from deploy/README.md's service table."""
+    table = (ROOT / "deploy" / "README.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| ([a-z-]+) \| `agilepm-\1` \|", table, re.M))
+    present = {p.name for p in (ROOT / "services").iterdir() if (p / "Cargo.toml").exists()}
+    return sorted(present - listed), sorted(listed - present)
+
+
 def main():
+    unlisted, gone = unlisted_services()
+    if unlisted or gone:
+        print(f"deploy/README.md's service table: missing {unlisted}, no such service {gone}")
+        return 1
     missing = []
     for document in documents():
         text = document.read_text(encoding="utf-8")
