@@ -55,8 +55,9 @@ pub struct BenchArgs {
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// First of four consecutive ports for the services (below Linux's ephemeral range,
-    /// so no outgoing connection holds one when a service binds it).
+    /// First of the services' consecutive ports: five, then any further coordinator
+    /// replicas (below Linux's ephemeral range, so no outgoing connection holds one when a
+    /// service binds it).
     #[arg(long, default_value_t = 23051)]
     pub base_port: u16,
     /// Pace the estimates to this many per second in total (0: as fast as possible).

@@ -80,18 +80,28 @@ pub async fn start_all(
 ) -> anyhow::Result<Vec<ServiceProcess>> {
     let max_subscribers = 1000 + idle_subscribers;
     let port = |i: usize| base_port + i as u16;
-    let endpoint = |name: ServiceName| {
-        let i = ServiceName::ALL
+    // A service's place in ServiceName::ALL: its first port, and its database.
+    let index = |name: ServiceName| {
+        ServiceName::ALL
             .iter()
             .position(|n| *n == name)
-            .unwrap_or(0);
-        format!("http://127.0.0.1:{}", port(i))
+            .unwrap_or(0)
     };
+    let endpoint = |name: ServiceName| format!("http://127.0.0.1:{}", port(index(name)));
     let mut processes = Vec::new();
     // The services in start-up order, then the further coordinator replicas.
     let replicas = (1..coordinators.max(1)).map(|_| ServiceName::Coordinator);
     for (i, name) in ServiceName::ALL.into_iter().chain(replicas).enumerate() {
-        let database = &databases[i.min(databases.len() - 1)];
+        if i == ServiceName::ALL.len() {
+            // The replicas share the first coordinator's database: start them once it
+            // has migrated it, or they race to create the same tables.
+            wait_serving(&processes).await?;
+        }
+        // A further coordinator replica shares the first one's database (it once took
+        // whatever database came last: the notifier's, once the notifier was added).
+        let database = databases
+            .get(index(name))
+            .with_context(|| format!("no database for {name}"))?;
         let label = if i < ServiceName::ALL.len() {
             name.as_str().to_owned()
         } else {
@@ -147,18 +157,24 @@ pub async fn start_all(
             child,
         });
     }
-    for process in &processes {
+    wait_serving(&processes).await?;
+    Ok(processes)
+}
+
+/// Waits until each of `processes` answers health checks (30 s at most each).
+async fn wait_serving(processes: &[ServiceProcess]) -> anyhow::Result<()> {
+    for process in processes {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !crate::system::is_serving(([127, 0, 0, 1], process.port).into()).await {
             anyhow::ensure!(
                 tokio::time::Instant::now() < deadline,
                 "{} did not become healthy",
-                process.name
+                process.label
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    Ok(processes)
+    Ok(())
 }
 
 /// CPU time (user + system) of process `pid` so far, in seconds.
