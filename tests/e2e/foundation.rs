@@ -322,3 +322,59 @@ async fn idempotency_keys_are_remembered_for_a_day_then_forgotten(engine: Engine
     );
     assert_eq!(run("old-1").await, "run 4", "a forgotten key is new again");
 }
+
+/// A service that starts cleanly logs no ERROR line: an error at start that is not one
+/// teaches operators to ignore errors (and would reach Sentry). Each service runs as a
+/// process of its own, as deployed without a metrics address, its peers not yet up.
+#[tokio::test]
+async fn services_start_without_an_error_line() {
+    use crate::processes::{free_address, wait_serving};
+    agilepm_testkit::init();
+    for (binary, name) in [
+        (
+            env!("CARGO_BIN_EXE_backlog-item-under-test"),
+            "backlog-item",
+        ),
+        (env!("CARGO_BIN_EXE_task-under-test"), "task"),
+        (env!("CARGO_BIN_EXE_planning-under-test"), "planning"),
+        (env!("CARGO_BIN_EXE_coordinator-under-test"), "coordinator"),
+        (env!("CARGO_BIN_EXE_notifier-under-test"), "notifier"),
+    ] {
+        let database = TestDb::create(Engine::Sqlite).await;
+        let address = free_address();
+        let unreachable = format!("http://{}", free_address());
+        let mut process = tokio::process::Command::new(binary)
+            .env("AGILEPM_LISTEN", address.to_string())
+            .env("AGILEPM_DATABASE_URL", database.url())
+            .env("AGILEPM_AUTH_SECRET", agilepm_testkit::test_secret())
+            .env("AGILEPM_BACKLOG_ITEM_ENDPOINT", &unreachable)
+            .env("AGILEPM_TASK_ENDPOINT", &unreachable)
+            .env("AGILEPM_PLANNING_ENDPOINT", &unreachable)
+            .env("AGILEPM_LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn")
+            .env_remove("AGILEPM_METRICS_ADDRESS")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        wait_serving(address, name).await;
+        process.start_kill().unwrap();
+        let output = process.wait_with_output().await.unwrap();
+        let logged = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let errors: Vec<&str> = logged
+            .lines()
+            .filter(|line| line.contains(r#""level":"ERROR""#))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{name} logged at start:\n{}",
+            errors.join("\n")
+        );
+    }
+}

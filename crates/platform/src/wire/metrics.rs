@@ -37,7 +37,8 @@ const MAX_CONCURRENT_SCRAPES: usize = 4;
 
 /// Keeps the meter provider (and the scrape endpoint) running; flushes OTLP when dropped.
 pub struct MetricsGuard {
-    provider: SdkMeterProvider,
+    /// None when nothing reads metrics (no scrape endpoint, no OTLP).
+    provider: Option<SdkMeterProvider>,
     endpoint: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -46,7 +47,7 @@ impl Drop for MetricsGuard {
         if let Some(endpoint) = self.endpoint.take() {
             endpoint.abort();
         }
-        if let Err(error) = self.provider.shutdown() {
+        if let Some(Err(error)) = self.provider.as_ref().map(SdkMeterProvider::shutdown) {
             eprintln!("metrics shutdown: {error}");
         }
     }
@@ -80,6 +81,19 @@ pub fn init(
         endpoint = Some(tokio::spawn(serve_scrapes(listener, registry)));
     }
     let otlp = otlp && std::env::var("OTEL_METRICS_EXPORTER").map_or(true, |v| v != "none");
+    if endpoint.is_none() && !otlp {
+        // Nothing would read the instruments: keep the global no-op provider, whose
+        // instruments record nothing silently. A provider without a reader refuses every
+        // observable instrument with an ERROR line ("InstrumentCreationFailed") at start,
+        // an error that is not one and teaches operators to ignore errors.
+        return Ok((
+            MetricsGuard {
+                provider: None,
+                endpoint: None,
+            },
+            None,
+        ));
+    }
     if otlp {
         let exporter = opentelemetry_otlp::MetricExporter::builder()
             .with_tonic()
@@ -95,7 +109,13 @@ pub fn init(
     if let Some(address) = bound {
         tracing::info!(%address, "serving metrics for Prometheus at /metrics");
     }
-    Ok((MetricsGuard { provider, endpoint }, bound))
+    Ok((
+        MetricsGuard {
+            provider: Some(provider),
+            endpoint,
+        },
+        bound,
+    ))
 }
 
 /// Answers `GET /metrics` with the Prometheus text format until the process ends.
