@@ -309,6 +309,44 @@ async fn a_tenant_sees_only_its_own_feed_head(engine: Engine) {
     assert_eq!(acme_after, acme_before, "globex's writes moved acme's head");
     assert_ne!(globex, acme_after);
     assert_eq!(everyone, globex, "globex wrote last");
+
+    // An operator may narrow the feed to one tenant by naming it: its head, and a
+    // subscription that streams that tenant's events only.
+    let as_operator_for = |tenant: &str| {
+        agilepm_platform::wire::client::connect_lazy_acting_for(
+            &format!("http://{}", system.address(ServiceName::BacklogItem)),
+            agilepm_platform::wire::auth::Credentials::fixed(&agilepm_testkit::operator_token())
+                .unwrap(),
+            tenant,
+        )
+        .unwrap()
+    };
+    let narrowed_head = EventFeedServiceClient::new(as_operator_for("acme"))
+        .get_feed_head(GetFeedHeadRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .head_position;
+    assert_eq!(narrowed_head, acme_after, "the operator named acme");
+    let events = agilepm_testkit::feed_events(as_operator_for("acme"), 1).await;
+    assert!(!events.is_empty());
+    assert!(
+        events.iter().all(|event| event.tenant_id == "acme"),
+        "an operator narrowed to acme saw {:?}",
+        events.iter().map(|e| &e.tenant_id).collect::<Vec<_>>()
+    );
+    let all = agilepm_testkit::feed_events(
+        channel(
+            system.address(ServiceName::BacklogItem),
+            &agilepm_testkit::operator_token(),
+        ),
+        events.len() + 1,
+    )
+    .await;
+    assert!(
+        all.iter().any(|event| event.tenant_id == "globex"),
+        "naming none sees all"
+    );
     system.stop().await;
 }
 

@@ -19,14 +19,9 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// The tenant whose events the subscription sees, or `None` for a caller seeing every
-    /// tenant.
+    /// The tenant whose events the subscription sees, or `None` for every tenant.
     pub fn tenant(&self) -> Option<&str> {
-        if self.caller.is_all_tenants() {
-            None
-        } else {
-            self.caller.tenant().ok()
-        }
+        feed_tenant(&self.caller)
     }
 
     /// Whether any event of `batch` may pass. The batch's distinct types are compared
@@ -43,7 +38,18 @@ impl Filter {
     /// Whether `event` passes.
     pub fn admits(&self, event: &StoredEvent) -> bool {
         self.caller.may_see(&event.tenant_id)
+            && self.tenant().is_none_or(|tenant| tenant == event.tenant_id)
             && (self.event_types.is_empty() || self.event_types.contains(&event.event_type))
             && (self.aggregate_ids.is_empty() || self.aggregate_ids.contains(&event.aggregate_id))
+    }
+}
+
+/// The tenant whose feed `caller` reads: a person's own; the one a system operator names
+/// for the call (the `x-agilepm-tenant` header), narrowing the feed to it; every tenant
+/// (`None`) for an operator naming none and for agilepm's own followers.
+pub fn feed_tenant(caller: &Caller) -> Option<&str> {
+    match caller.service_name() {
+        Some(_) => None,
+        None => caller.tenant().ok(),
     }
 }

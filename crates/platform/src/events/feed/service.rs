@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::domain::error::{AppError, AppResult};
 use crate::domain::service_name::ServiceName;
 use crate::domain::time::timestamp;
-use crate::events::feed::filter::Filter;
+use crate::events::feed::filter::{Filter, feed_tenant};
 use crate::events::feed::hub::{Hub, HubOptions};
 use crate::events::feed::meters::FeedMeters;
 use crate::events::feed::subscription::Subscription;
@@ -215,10 +215,11 @@ impl EventFeed {
     }
 
     /// The head `caller` may see, as the database shows it now: the whole feed's for
-    /// callers spanning tenants, the newest event of its own tenant for everyone else.
+    /// callers spanning tenants (unless an operator names one), the newest event of its
+    /// own tenant for everyone else.
     async fn head(&self, caller: &Caller) -> AppResult<(String, Option<prost_types::Timestamp>)> {
         let tenant = if caller.is_all_tenants() {
-            None
+            feed_tenant(caller)
         } else {
             Some(caller.tenant()?)
         };
