@@ -2,8 +2,10 @@
 """The docs are true: every repository path they name exists, and every service is listed.
 
 Reads the Markdown the project keeps (README, ARCHITECTURE, docs/, deploy/, tests/) and
-every path-like name in backticks or in a link target that starts at a top-level folder of
-the repository (crates/, services/, proto/, tests/, deploy/, docs/, .ci/); names with
+every path-like name in backticks or in a link target: one starting at a top-level folder
+of the repository (crates/, services/, proto/, tests/, deploy/, docs/, .ci/) must exist
+from the root or the document; a shorter one named in context (`wire/limits.rs`,
+`feed/`) must end some path the repository tracks. Names with
 placeholders (`<service>`, `*`, `{...}`, `$VAR`) are patterns, not paths, and are skipped,
 as are places git ignores (what the project generates, such as `deploy/secrets/`).
 Fails naming each missing path and where it is named, so docs that move with the code
@@ -16,6 +18,8 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TOP = ("crates/", "services/", "proto/", "tests/", "deploy/", "docs/", ".ci/")
+# What a name in context ends with to count as a path (a file of ours, or a folder).
+PATH_LIKE = re.compile(r"/.*(\.(rs|proto|sh|py|md|sql|ts|js|yaml|toml|json)|/)$")
 CANDIDATE = re.compile(r"`([^`\n]+)`|\]\(([^)\s]+)\)")
 
 
@@ -33,9 +37,10 @@ def named_paths(text):
         name = name.split("#", 1)[0].rstrip(".,;:")
         # `path:line` and `path:12-30` name a file too.
         name = re.sub(r":\d+(-\d+)?$", "", name)
-        if not name.startswith(TOP) or any(c in name for c in "<>*{}$ |"):
+        if any(c in name for c in "<>*{}$ |") or name.startswith(("http", "/", "../")):
             continue
-        yield name
+        if name.startswith(TOP) or PATH_LIKE.search(name):
+            yield name
 
 
 def ignored(name):
@@ -51,17 +56,42 @@ def unlisted_services():
     return sorted(present - listed), sorted(listed - present)
 
 
+def tracked():
+    """Every path git tracks, and every folder above one, each as `/path` (and `/dir/`)."""
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    paths = set()
+    for name in files:
+        parts = name.split("/")
+        paths.add("/" + name)
+        for end in range(1, len(parts)):
+            paths.add("/" + "/".join(parts[:end]) + "/")
+    return paths
+
+
+def exists(name, document, known):
+    if (ROOT / name).exists() or (document.parent / name).exists() or ignored(name):
+        return True
+    # Named in context: the end of a tracked path.
+    if not name.startswith(TOP):
+        suffix = "/" + name.removeprefix("./")
+        return any(path.endswith(suffix) for path in known)
+    return False
+
+
 def main():
     unlisted, gone = unlisted_services()
     if unlisted or gone:
         print(f"deploy/README.md's service table: missing {unlisted}, no such service {gone}")
         return 1
     missing = []
+    known = tracked()
     for document in documents():
         text = document.read_text(encoding="utf-8")
         for name in sorted(set(named_paths(text))):
             # A link is relative to its document; a name in backticks to the repository.
-            if not ((ROOT / name).exists() or (document.parent / name).exists() or ignored(name)):
+            if not exists(name, document, known):
                 missing.append(f"{document.relative_to(ROOT)}: {name}")
     if missing:
         print("paths the docs name that do not exist:", *missing, sep="\n  ")
