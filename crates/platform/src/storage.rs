@@ -7,6 +7,7 @@ pub mod db;
 pub mod group_commit;
 pub mod guarded_writes;
 pub mod idempotency;
+pub mod keyset;
 pub mod optimistic;
 pub mod outbox;
 pub mod ranked;

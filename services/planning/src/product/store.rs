@@ -2,6 +2,7 @@
 
 use agilepm_platform::domain::error::{AppError, AppResult};
 use agilepm_platform::storage::db::{Db, UnitOfWork};
+use agilepm_platform::storage::keyset;
 use agilepm_platform::storage::stored;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -102,18 +103,8 @@ pub async fn list(
 
 /// Up to `limit` products of every tenant, after the `(tenant, id)` key, in that order.
 pub async fn all_after(db: &Db, after: &(String, String), limit: i64) -> AppResult<Vec<Product>> {
-    let rows = sqlx::query(select_products!(
-        "WHERE tenant_id > $1 OR (tenant_id = $1 AND id > $2) ORDER BY tenant_id, id LIMIT $3"
-    ))
-    .bind(&after.0)
-    .bind(&after.1)
-    .bind(limit)
-    .fetch_all(db.pool())
-    .await?;
-    Ok(rows
-        .iter()
-        .map(product_from)
-        .collect::<Result<Vec<_>, _>>()?)
+    let rows = keyset::rows_after(db, select_products!(""), after, limit).await?;
+    Ok(rows.iter().map(product_from).collect::<Result<_, _>>()?)
 }
 
 /// Inserts a new product; another of the tenant with the same name is `AlreadyExists`.

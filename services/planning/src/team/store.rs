@@ -4,6 +4,7 @@
 
 use agilepm_platform::domain::error::AppResult;
 use agilepm_platform::storage::db::{Db, UnitOfWork};
+use agilepm_platform::storage::keyset;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
@@ -95,14 +96,7 @@ pub async fn list(db: &Db, query: &MemberQuery<'_>) -> AppResult<Vec<Member>> {
 /// Every member after `after` (tenant, id), `limit` at most, for re-recording them in
 /// the task service.
 pub async fn all_after(db: &Db, after: &(String, String), limit: i64) -> AppResult<Vec<Member>> {
-    let rows = sqlx::query(select_members!(
-        "WHERE tenant_id > $1 OR (tenant_id = $1 AND id > $2) ORDER BY tenant_id, id LIMIT $3"
-    ))
-    .bind(&after.0)
-    .bind(&after.1)
-    .bind(limit)
-    .fetch_all(db.pool())
-    .await?;
+    let rows = keyset::rows_after(db, select_members!(""), after, limit).await?;
     Ok(rows.iter().map(member_from).collect::<Result<_, _>>()?)
 }
 

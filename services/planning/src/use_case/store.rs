@@ -2,6 +2,7 @@
 
 use agilepm_platform::domain::error::AppResult;
 use agilepm_platform::storage::db::{Db, UnitOfWork};
+use agilepm_platform::storage::keyset;
 use agilepm_platform::storage::ranked::RankedList;
 use agilepm_platform::storage::stored;
 use sqlx::any::AnyRow;
@@ -53,18 +54,8 @@ pub async fn get(conn: &mut AnyConnection, tenant: &str, id: &str) -> AppResult<
 /// Use cases of every tenant after `after` (tenant, id), in that order, at most `limit`:
 /// for recording them all again in the backlog-item service (`peer_sync`).
 pub async fn all_after(db: &Db, after: &(String, String), limit: i64) -> AppResult<Vec<UseCase>> {
-    let rows = sqlx::query(select_use_cases!(
-        "WHERE tenant_id > $1 OR (tenant_id = $1 AND id > $2) ORDER BY tenant_id, id LIMIT $3"
-    ))
-    .bind(&after.0)
-    .bind(&after.1)
-    .bind(limit)
-    .fetch_all(db.pool())
-    .await?;
-    Ok(rows
-        .iter()
-        .map(use_case_from)
-        .collect::<Result<Vec<_>, _>>()?)
+    let rows = keyset::rows_after(db, select_use_cases!(""), after, limit).await?;
+    Ok(rows.iter().map(use_case_from).collect::<Result<_, _>>()?)
 }
 
 /// The use case a create request with `request_id` made.
