@@ -36,7 +36,7 @@ use agilepm_proto::planning::v1::{
     ScheduleBacklogItemForReleaseRequest, TeamSettings, UpdateTeamSettingsRequest,
 };
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
-use agilepm_proto::task::v1::{DefineTaskRequest, EstimateTaskHoursRemainingRequest, TaskView};
+use agilepm_proto::task::v1::{EstimateTaskHoursRemainingRequest, TaskView};
 use agilepm_testkit::{Engine, TestDb, engine_tests};
 use chrono::NaiveDate;
 use tokio::process::Child;
@@ -187,20 +187,9 @@ impl Shifted {
             .await
             .expect("commit");
         // The task service checks the item with backlog-item under its own identity.
-        let mut tasks = TaskServiceClient::new(channel_as(self.task, &person, "acme"));
-        let task = tasks
-            .define_task(DefineTaskRequest {
-                request_id: Uuid::new_v4().to_string(),
-                backlog_item_id: item.id.clone(),
-                name: "the work".into(),
-                hours_remaining: 1,
-                ..Default::default()
-            })
-            .await
-            .expect("define a task (task calls backlog-item)")
-            .into_inner()
-            .task
-            .unwrap();
+        let to_tasks = channel_as(self.task, &person, "acme");
+        let task = crate::given::task(to_tasks.clone(), &item.id, 1).await;
+        let mut tasks = TaskServiceClient::new(to_tasks);
         tasks
             .estimate_task_hours_remaining(EstimateTaskHoursRemainingRequest {
                 id: task.id,
@@ -395,20 +384,8 @@ impl Planned {
             })
             .await
             .expect("commit the item");
-        let task = self
-            .tasks(tenant)
-            .define_task(DefineTaskRequest {
-                request_id: rid(),
-                backlog_item_id: item.id,
-                name: "the work".into(),
-                hours_remaining: 8,
-                ..Default::default()
-            })
-            .await
-            .expect("define a task")
-            .into_inner()
-            .task
-            .unwrap();
+        let to_tasks = self.as_person(self.task, tenant);
+        let task = crate::given::task(to_tasks, &item.id, 8).await;
         (sprint.id, task.id)
     }
 

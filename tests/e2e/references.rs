@@ -157,13 +157,7 @@ async fn planning_records_every_use_case_again_when_it_starts(engine: Engine) {
     let product = given::product(system.channel(ServiceName::Planning, "acme"), "Shop").await;
     let use_case_id = use_case(&system, "acme", &product.id).await;
     system.stop().await;
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(backlog_db.url()).await.unwrap();
-    sqlx::query("DELETE FROM use_cases")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    forget_every_row(backlog_db.url(), "use_cases").await;
 
     let system = TestSystem::start_on_databases(&databases).await;
     let mut items = BacklogItemServiceClient::new(system.channel(ServiceName::BacklogItem, "acme"));
@@ -364,13 +358,7 @@ async fn planning_records_every_product_again_when_it_starts(engine: Engine) {
     .await;
     system.stop().await;
     // As if the product predated the backlog-item service's record of products.
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(backlog_db.url()).await.unwrap();
-    sqlx::query("DELETE FROM products")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    forget_every_row(backlog_db.url(), "products").await;
 
     let system = TestSystem::start_on_databases(&databases).await;
     let mut items = BacklogItemServiceClient::new(system.channel(ServiceName::BacklogItem, "acme"));
@@ -429,13 +417,7 @@ async fn planning_records_every_member_again_when_it_starts(engine: Engine) {
     )
     .await;
     system.stop().await;
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(databases[1].url()).await.unwrap();
-    sqlx::query("DELETE FROM members")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    forget_every_row(databases[1].url(), "members").await;
 
     let system = TestSystem::start_on_databases(&urls).await;
     let mut tasks = TaskServiceClient::new(system.channel(ServiceName::Task, "acme"));
@@ -533,4 +515,16 @@ async fn a_member_is_not_added_while_tasks_cannot_record_it() {
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
     system.stop().await;
+}
+
+/// Deletes every row of `table` in the database at `url`, as a service that kept no record
+/// yet would have none (the services using it are stopped).
+async fn forget_every_row(url: &str, table: &str) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
 }
