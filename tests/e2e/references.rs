@@ -517,6 +517,38 @@ async fn a_member_is_not_added_while_tasks_cannot_record_it() {
     system.stop().await;
 }
 
+/// Without the task service, a team's zone is not changed at all: never one the task
+/// service would not date estimates by after the caller heard OK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_team_s_zone_is_not_changed_while_tasks_cannot_record_it() {
+    use agilepm_proto::planning::v1::{
+        GetTeamSettingsRequest, TeamSettings, UpdateTeamSettingsRequest,
+    };
+    let system = planning_without(ServiceName::Task).await;
+    let mut team = TeamServiceClient::new(system.channel(ServiceName::Planning, "acme"));
+    let refused = team
+        .update_team_settings(UpdateTeamSettingsRequest {
+            settings: Some(TeamSettings {
+                time_zone: "America/Los_Angeles".into(),
+                ..Default::default()
+            }),
+            update_mask: None,
+            expected_version: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    let settings = team
+        .get_team_settings(GetTeamSettingsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .settings
+        .unwrap();
+    assert_eq!((settings.time_zone.as_str(), settings.version), ("UTC", 0));
+    system.stop().await;
+}
+
 /// Deletes every row of `table` in the database at `url`, as a service that kept no record
 /// yet would have none (the services using it are stopped).
 async fn forget_every_row(url: &str, table: &str) {
