@@ -52,6 +52,7 @@ pub fn init(
     service_name: &str,
     metrics_address: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<TelemetryGuard> {
+    crate::wire::tls::install_crypto_provider();
     let reporting = crate::wire::error_report::init(service_name)?;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let resource = opentelemetry_sdk::Resource::builder()
@@ -114,6 +115,7 @@ pub fn init(
 pub fn init_for_tests() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
+        crate::wire::tls::install_crypto_provider();
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         let provider = SdkTracerProvider::builder().build();
         let tracer = provider.tracer("agilepm-test");

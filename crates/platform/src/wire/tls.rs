@@ -51,8 +51,21 @@ pub struct ClientTlsFiles {
     pub key: Option<PathBuf>,
 }
 
+/// Makes ring the process's rustls provider. Every TLS client and server in the process
+/// uses it: ours, sqlx's, async-nats', tonic's, and reqwest's (webhooks, Sentry), which is
+/// built without a provider of its own and would panic without this. One provider is
+/// compiled in, so rustls never has to choose. Idempotent; called first by
+/// `telemetry::init` and by every binary's `main`.
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, and it can only be this one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    install_crypto_provider();
+    CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
 }
 
 fn load_certified_key(files: &ServerTlsFiles) -> anyhow::Result<CertifiedKey> {
