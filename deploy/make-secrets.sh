@@ -5,8 +5,14 @@
 #   ca.crt, ca.key          a CA for the cluster (keep ca.key offline once done)
 #   <service>.crt/.key      one certificate per service, for serving and as its client
 #                           certificate towards its peers (mutual TLS)
-#   k8s-secrets.yaml        the same as Kubernetes Secrets: agilepm-auth, and
-#                           agilepm-<service>-tls (tls.crt, tls.key, ca.crt) per service
+#   nats.crt/.key           the NATS server's certificate (clients verify it with ca.crt)
+#   nats-password-<service> each service's NATS password (its NATS user is its name,
+#                           allowed only its own subjects: deploy/nats/authorization.conf)
+#   compose.env             the variables compose needs: docker compose --env-file
+#   k8s-secrets.yaml        the same as Kubernetes Secrets: agilepm-auth,
+#                           agilepm-<service>-tls (tls.crt, tls.key, ca.crt) and
+#                           agilepm-<service>-nats (AGILEPM_NATS_PASSWORD) per service,
+#                           agilepm-nats-tls and agilepm-nats-users for the NATS server
 #
 #   deploy/make-secrets.sh DIR [NAMESPACE]
 #
@@ -33,16 +39,30 @@ if [[ ! -f $out/ca.key ]]; then
         -keyout "$out/ca.key" -out "$out/ca.crt" -subj "/CN=agilepm cluster CA" 2>/dev/null
 fi
 
-for svc in "${services[@]}"; do
+for svc in "${services[@]}" nats; do
     k8s=agilepm-$svc
-    printf 'subjectAltName=DNS:%s,DNS:%s,DNS:%s-headless,DNS:%s.%s.svc,DNS:%s.%s.svc.cluster.local,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' \
-        "$svc" "$k8s" "$k8s" "$k8s" "$namespace" "$k8s" "$namespace" >"$out/$svc.ext"
+    printf 'subjectAltName=DNS:%s,DNS:%s,DNS:%s-headless,DNS:*.%s-headless,DNS:%s.%s.svc,DNS:%s.%s.svc.cluster.local,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' \
+        "$svc" "$k8s" "$k8s" "$k8s" "$k8s" "$namespace" "$k8s" "$namespace" >"$out/$svc.ext"
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
         -keyout "$out/$svc.key" -out "$out/$svc.csr" -subj "/CN=$svc" 2>/dev/null
     openssl x509 -req -in "$out/$svc.csr" -CA "$out/ca.crt" -CAkey "$out/ca.key" \
         -CAcreateserial -days 90 -extfile "$out/$svc.ext" -out "$out/$svc.crt" 2>/dev/null
     rm -f "$out/$svc.csr" "$out/$svc.ext"
 done
+
+# NATS passwords: the variable names are those deploy/nats/authorization.conf reads.
+variable() { echo "AGILEPM_NATS_PASSWORD_$(echo "$1" | tr 'a-z-' 'A-Z_')"; }
+for svc in "${services[@]}"; do
+    # nats-server parses the expanded variable as a value: starting with a letter, the
+    # password can never read as a number or a date.
+    printf 'p%s' "$(openssl rand -hex 24)" >"$out/nats-password-$svc"
+done
+{
+    echo "AGILEPM_AUTH_SECRET=$(cat "$out/auth-secret")"
+    for svc in "${services[@]}"; do
+        echo "$(variable "$svc")=$(cat "$out/nats-password-$svc")"
+    done
+} >"$out/compose.env"
 
 b64() { base64 -w0 <"$1"; }
 {
@@ -77,6 +97,49 @@ data:
   ca.crt: $(b64 "$out/ca.crt")
 EOF
     done
+    for svc in "${services[@]}"; do
+        cat <<EOF
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: agilepm-$svc-nats
+  namespace: $namespace
+  labels:
+    app.kubernetes.io/part-of: agilepm
+type: Opaque
+data:
+  AGILEPM_NATS_PASSWORD: $(b64 "$out/nats-password-$svc")
+EOF
+    done
+    cat <<EOF
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: agilepm-nats-tls
+  namespace: $namespace
+  labels:
+    app.kubernetes.io/part-of: agilepm
+type: kubernetes.io/tls
+data:
+  tls.crt: $(b64 "$out/nats.crt")
+  tls.key: $(b64 "$out/nats.key")
+  ca.crt: $(b64 "$out/ca.crt")
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: agilepm-nats-users
+  namespace: $namespace
+  labels:
+    app.kubernetes.io/part-of: agilepm
+type: Opaque
+data:
+EOF
+    for svc in "${services[@]}"; do
+        echo "  $(variable "$svc"): $(b64 "$out/nats-password-$svc")"
+    done
 } >"$out/k8s-secrets.yaml"
 
-echo "secrets written to $out (token secret, CA, ${#services[@]} service certificates, k8s-secrets.yaml)"
+echo "secrets written to $out (token secret, CA, ${#services[@]} service certificates, NATS certificate and passwords, compose.env, k8s-secrets.yaml)"

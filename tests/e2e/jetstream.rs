@@ -84,16 +84,7 @@ impl PrivateNats {
 
     /// Like [`PrivateNats::start_or_skip`], listening on `bind`.
     pub async fn start_listening_on(bind: &'static str, test: &str) -> Option<PrivateNats> {
-        let installed = std::process::Command::new("nats-server")
-            .arg("--version")
-            .output()
-            .is_ok_and(|output| output.status.success());
-        if !installed {
-            assert!(
-                std::env::var_os("AGILEPM_REQUIRE_NATS").is_none(),
-                "AGILEPM_REQUIRE_NATS is set but nats-server is not installed"
-            );
-            eprintln!("SKIPPED {test}: nats-server is not installed (Debian: nats-server)");
+        if !nats_server_installed(test) {
             return None;
         }
         Some(PrivateNats::start(bind).await)
@@ -203,6 +194,23 @@ impl PrivateNats {
         }
         messages
     }
+}
+
+/// Whether `nats-server` is installed; without it (and without `AGILEPM_REQUIRE_NATS`,
+/// which CI sets) `test` is skipped with a note on stderr.
+pub fn nats_server_installed(test: &str) -> bool {
+    let installed = std::process::Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !installed {
+        assert!(
+            std::env::var_os("AGILEPM_REQUIRE_NATS").is_none(),
+            "AGILEPM_REQUIRE_NATS is set but nats-server is not installed"
+        );
+        eprintln!("SKIPPED {test}: nats-server is not installed (Debian: nats-server)");
+    }
+    installed
 }
 
 fn spawn_nats(bind: &str, port: u16, store: PathBuf) -> Child {

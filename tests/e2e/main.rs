@@ -17,6 +17,7 @@ mod grpc_web;
 mod jetstream;
 mod limits;
 mod malformed;
+mod nats_secured;
 mod notifier;
 mod partition;
 mod planning;

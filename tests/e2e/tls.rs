@@ -22,13 +22,13 @@ use uuid::Uuid;
 engine_tests!(mutual_tls_between_services_and_for_clients);
 
 /// A certificate authority made for one test.
-struct TestCa {
+pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     pem: String,
 }
 
 impl TestCa {
-    fn new(name: &str) -> TestCa {
+    pub fn new(name: &str) -> TestCa {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -42,7 +42,7 @@ impl TestCa {
 
     /// A certificate for 127.0.0.1 and localhost, good for serving and for presenting as a
     /// client; written as `<name>.crt` and `<name>.key` in `dir`.
-    fn issue(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    pub fn issue(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
@@ -61,7 +61,8 @@ impl TestCa {
         (cert_path, key_path)
     }
 
-    fn write(&self, dir: &Path, name: &str) -> PathBuf {
+    /// The CA's own certificate, written as `<name>.crt` in `dir`.
+    pub fn write(&self, dir: &Path, name: &str) -> PathBuf {
         let path = dir.join(format!("{name}.crt"));
         write_atomically(&path, &self.pem);
         path

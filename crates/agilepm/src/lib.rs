@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod board;
 pub mod burndown_chart;
+pub mod nats_authorization;
 pub mod postgres;
 pub mod system;
 pub mod webhook_receiver;

@@ -54,6 +54,9 @@ enum Command {
     },
     /// Print a signed bearer token (a JWT) for a person of a tenant, or a system operator.
     Token(TokenArgs),
+    /// Print the NATS server's `authorization` block for the services' users: each may
+    /// publish only its own stream's subjects (deploy/nats/authorization.conf).
+    NatsAuthorization,
     /// Write a sprint's burndown chart to an SVG file, as the board draws it (for reports
     /// and e-mail).
     Burndown(BurndownArgs),
@@ -152,9 +155,14 @@ struct DevArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    agilepm_platform::wire::tls::install_crypto_provider();
     match Cli::parse().command {
         Command::Dev(args) => dev(args).await,
         Command::Bench(args) => agilepm::bench::run(args).await,
+        Command::NatsAuthorization => {
+            print!("{}", agilepm::nats_authorization::authorization());
+            Ok(())
+        }
         Command::Health {
             address,
             liveness,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use agilepm_platform::runtime::service::ServiceSpec;
 use agilepm_platform::storage::db::Migrations;
 use agilepm_platform::wire::auth::AuthConfig;
 use agilepm_platform::wire::browser::BrowserAccess;
@@ -33,15 +34,20 @@ pub fn run_service(
     }
 }
 
+/// What `service` is: its migrations, whether it serves a feed.
+pub fn spec(service: ServiceName) -> &'static ServiceSpec {
+    match service {
+        ServiceName::BacklogItem => &agilepm_backlog_item::SPEC,
+        ServiceName::Task => &agilepm_task::SPEC,
+        ServiceName::Planning => &agilepm_planning::SPEC,
+        ServiceName::Coordinator => &agilepm_coordinator::SPEC,
+        ServiceName::Notifier => &agilepm_notifier::SPEC,
+    }
+}
+
 /// The migrations of `service`'s database.
 pub fn migrations(service: ServiceName) -> &'static Migrations {
-    match service {
-        ServiceName::BacklogItem => agilepm_backlog_item::SPEC.migrations,
-        ServiceName::Task => agilepm_task::SPEC.migrations,
-        ServiceName::Planning => agilepm_planning::SPEC.migrations,
-        ServiceName::Coordinator => agilepm_coordinator::SPEC.migrations,
-        ServiceName::Notifier => agilepm_notifier::SPEC.migrations,
-    }
+    spec(service).migrations
 }
 
 /// What to start.

@@ -54,7 +54,14 @@ pub async fn consume_task_stream(
         "reconciling from the task stream on JetStream"
     );
     tokio::join!(
-        consume(&config, ServiceName::Task, &options, &*reconciler, shutdown),
+        consume(
+            &config,
+            ServiceName::Coordinator,
+            ServiceName::Task,
+            &options,
+            &*reconciler,
+            shutdown
+        ),
         rechecking
     );
 }

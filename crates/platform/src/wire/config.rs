@@ -276,6 +276,17 @@ pub struct NatsArgs {
     /// active replica behind a lease) or `nats` (the task stream; every replica works).
     #[arg(long, env = "AGILEPM_FEED", value_enum, default_value_t = FeedSource::Grpc)]
     pub feed: FeedSource,
+    /// The NATS user this service connects as: one per service, allowed only its own
+    /// stream's subjects (`agilepm nats-authorization` prints the server's side).
+    #[arg(long, env = "AGILEPM_NATS_USER", requires = "nats_password")]
+    pub nats_user: Option<String>,
+    /// That user's password.
+    #[arg(long, env = "AGILEPM_NATS_PASSWORD", hide_env_values = true, value_parser = parse_secret, requires = "nats_user")]
+    pub nats_password: Option<SecretString>,
+    /// CA (PEM) that signed the NATS servers' certificates. Setting it requires TLS, as a
+    /// `tls://` URL does: a server that offers none is refused.
+    #[arg(long, env = "AGILEPM_NATS_CA_FILE")]
+    pub nats_ca_file: Option<PathBuf>,
 }
 
 /// Where a consumer reads a peer's events from.
@@ -312,6 +323,12 @@ impl NatsArgs {
             max_age: std::time::Duration::from_secs(self.nats_max_age_secs.max(60)),
             ack_wait: std::time::Duration::from_millis(self.nats_ack_wait_ms.max(100)),
             feed: self.feed,
+            credentials: self
+                .nats_user
+                .clone()
+                .zip(self.nats_password.clone())
+                .map(|(user, password)| NatsCredentials { user, password }),
+            ca_file: self.nats_ca_file.clone(),
         })
     }
 }
@@ -331,6 +348,19 @@ pub struct NatsConfig {
     pub ack_wait: std::time::Duration,
     /// Where the coordinator reads task events.
     pub feed: FeedSource,
+    /// Who this service is to the NATS servers, if they require it.
+    pub credentials: Option<NatsCredentials>,
+    /// The CA that signed the servers' certificates (TLS required when set).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A NATS user and password (the password never reaches a log: `Debug` redacts it).
+#[derive(Debug, Clone)]
+pub struct NatsCredentials {
+    /// The user name.
+    pub user: String,
+    /// Its password.
+    pub password: SecretString,
 }
 
 impl Default for NatsConfig {
@@ -342,6 +372,8 @@ impl Default for NatsConfig {
             max_age: std::time::Duration::from_secs(7 * 24 * 3600),
             ack_wait: std::time::Duration::from_secs(30),
             feed: FeedSource::Grpc,
+            credentials: None,
+            ca_file: None,
         }
     }
 }

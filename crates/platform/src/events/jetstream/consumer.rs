@@ -57,15 +57,17 @@ impl Default for ConsumeOptions {
 }
 
 /// Consumes `service`'s stream as `options.durable` until `shutdown`, handing batches to
-/// `handler`. Batches under way when `shutdown` comes are finished and acknowledged.
+/// `handler`, connected as `consumer` (its NATS user and inbox). Batches under way when
+/// `shutdown` comes are finished and acknowledged.
 pub async fn consume<H: BatchHandler>(
     config: &NatsConfig,
+    consumer: ServiceName,
     service: ServiceName,
     options: &ConsumeOptions,
     handler: &H,
     shutdown: CancellationToken,
 ) {
-    let context = match connect(config, service).await {
+    let context = match connect(config, consumer).await {
         Ok(context) => context,
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "cannot consume from JetStream");

@@ -20,6 +20,7 @@
 
 pub mod consumer;
 mod meters;
+pub mod permissions;
 pub mod relay;
 
 use std::borrow::Cow;
@@ -87,9 +88,12 @@ fn token(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// A client of the servers in `config`, named after `service` in the servers' monitoring.
-/// It connects (and reconnects) in the background, so a service starts while NATS is away
-/// and its JetStream calls fail until NATS is back.
+/// A client of the servers in `config`, named after `service` in the servers' monitoring,
+/// as `service`'s NATS user when credentials are configured, over TLS verified against
+/// the configured CA when one is (or the URL says `tls://`), and hearing replies on its
+/// own inbox prefix ([`permissions::inbox_prefix`]). It connects (and reconnects) in the
+/// background, so a service starts while NATS is away and its JetStream calls fail until
+/// NATS is back.
 pub async fn connect(
     config: &NatsConfig,
     service: ServiceName,
@@ -99,16 +103,59 @@ pub async fn connect(
         .as_deref()
         .context("no NATS URL configured (AGILEPM_NATS_URL)")?;
     let servers: Vec<&str> = url.split(',').map(str::trim).collect();
-    let client = async_nats::ConnectOptions::new()
+    // The URL may carry a password (`nats://user:pass@host`): never in a message.
+    let shown = servers
+        .iter()
+        .map(|server| crate::storage::db::redacted_url(server))
+        .collect::<Vec<_>>()
+        .join(",");
+    crate::wire::tls::install_crypto_provider();
+    let mut options = async_nats::ConnectOptions::new()
         .name(format!("agilepm-{service}"))
+        .custom_inbox_prefix(permissions::inbox_prefix(service))
         .retry_on_initial_connect()
         .connection_timeout(REQUEST_TIMEOUT)
+        .event_callback(move |event| async move { log_connection_event(service, event) });
+    if let Some(credentials) = &config.credentials {
+        use secrecy::ExposeSecret as _;
+        options = options.user_and_password(
+            credentials.user.clone(),
+            credentials.password.expose_secret().to_owned(),
+        );
+    }
+    if let Some(ca) = &config.ca_file {
+        anyhow::ensure!(
+            ca.is_file(),
+            "AGILEPM_NATS_CA_FILE {}: no such file",
+            ca.display()
+        );
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let client = options
         .connect(servers.as_slice())
         .await
-        .with_context(|| format!("AGILEPM_NATS_URL {url:?}"))?;
+        .with_context(|| format!("AGILEPM_NATS_URL {shown}"))?;
     Ok(jetstream::ContextBuilder::new()
         .timeout(REQUEST_TIMEOUT)
         .build(client))
+}
+
+/// A refusal by the server (wrong credentials, a subject this service may not use) is a
+/// deployment fault the operator must see, once per occurrence; a lost connection is
+/// retried and says so at warn.
+fn log_connection_event(service: ServiceName, event: async_nats::Event) {
+    match event {
+        async_nats::Event::ServerError(error) => {
+            tracing::error!(%service, %error, "the NATS server refused this service");
+        }
+        async_nats::Event::ClientError(error) => {
+            tracing::error!(%service, %error, "the NATS connection failed");
+        }
+        async_nats::Event::Disconnected | async_nats::Event::LameDuckMode => {
+            tracing::warn!(%service, %event, "NATS connection");
+        }
+        other => tracing::info!(%service, event = %other, "NATS connection"),
+    }
 }
 
 /// `service`'s stream, created as `config` describes if it does not exist yet (by the
