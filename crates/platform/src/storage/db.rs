@@ -108,6 +108,7 @@ impl Migrations {
 pub struct Db {
     pool: AnyPool,
     engine: Engine,
+    service: ServiceName,
     url: String,
     notifier: crate::storage::commit_notifier::CommitNotifier,
     /// SQLite only: the one connection write transactions use.
@@ -178,11 +179,17 @@ impl Db {
         Ok(Db {
             pool,
             engine,
+            service,
             url,
             notifier: crate::storage::commit_notifier::CommitNotifier::new(),
             writer,
             options,
         })
+    }
+
+    /// Whose database this is.
+    pub fn service(&self) -> ServiceName {
+        self.service
     }
 
     /// The pool, for reads.
@@ -294,6 +301,14 @@ enum Statements {
     Unbounded,
 }
 
+/// How long a PostgreSQL connection may have sat idle in the pool and still be handed out
+/// without a ping. A server restart takes longer than this (stopping alone waits for a
+/// checkpoint), so every connection from before it is checked; a connection in steady
+/// use never is, and under load the pool's connections come round far more often than
+/// this. At low rates a ping costs one round trip on a call that has time for it.
+/// (HikariCP's `aliveBypassWindowMs` is the same idea, at 500 ms.)
+pub const PING_WHEN_IDLE_FOR: Duration = Duration::from_millis(100);
+
 async fn open_pool(
     options: &AnyConnectOptions,
     engine: Engine,
@@ -305,11 +320,21 @@ async fn open_pool(
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(5))
         .idle_timeout(Duration::from_secs(300))
-        // No ping before handing out a connection: it is a round trip on every
-        // transaction (measured: a fifth of an estimate batch's time on PostgreSQL), and a
-        // connection that broke fails its first statement, which fails the unit of work
-        // like any other database error.
+        // No ping before handing out a busy connection: it is a round trip on every
+        // transaction (measured: a fifth of an estimate batch's time on PostgreSQL). A
+        // connection idle for longer is pinged first, so one that the server closed
+        // meanwhile (a restart terminates every backend) is dropped and replaced instead
+        // of failing the next caller's call.
         .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            Box::pin(async move {
+                if engine == Engine::Postgres && meta.idle_for >= PING_WHEN_IDLE_FOR {
+                    use sqlx::Connection as _;
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if engine == Engine::Sqlite {
