@@ -189,8 +189,9 @@ async fn out_of_file_descriptors_the_server_pauses_logs_and_recovers() {
     let _serial = crate::SERIAL.lock().await;
     let launch = Launch {
         env: vec![
-            // Neither the connection cap nor the first-bytes timeout may step in first.
+            // Neither the connection caps nor the first-bytes timeout may step in first.
             ("AGILEPM_MAX_CONNECTIONS", "1000".into()),
+            ("AGILEPM_MAX_CONNECTIONS_PER_PEER", "1000".into()),
             ("AGILEPM_FIRST_BYTES_TIMEOUT_MS", "60000".into()),
             ("AGILEPM_DB_MAX_CONNECTIONS", "2".into()),
         ],
@@ -237,5 +238,127 @@ async fn out_of_file_descriptors_the_server_pauses_logs_and_recovers() {
     drop(held);
     scene.task.wait_serving(Duration::from_secs(5)).await;
     assert_eq!(scene.task.health().await, Some(ServingStatus::Serving));
+    scene.stop().await;
+}
+
+/// A feed subscription answered and held open on a connection of its own from `local`
+/// (a loopback address of the test's choosing, so each "peer" is a distinct address),
+/// with the channel that carries it; `None` if the server refused the connection.
+async fn subscription_from(address: SocketAddr, local: &str) -> Option<Held> {
+    use agilepm_proto::events::v1::SubscribeRequest;
+    use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .local_address(Some(local.parse().unwrap()))
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .ok()?;
+    let token: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", member(TENANT)).parse().unwrap();
+    let mut feed = EventFeedServiceClient::with_interceptor(
+        channel.clone(),
+        move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+            Ok(request)
+        },
+    );
+    let subscribe = feed.subscribe(SubscribeRequest::default());
+    let stream = tokio::time::timeout(Duration::from_secs(5), subscribe)
+        .await
+        .ok()?
+        .ok()?
+        .into_inner();
+    Some(Held { channel, stream })
+}
+
+/// A connection a client holds, and the call open on it.
+struct Held {
+    channel: tonic::transport::Channel,
+    stream: tonic::Streaming<agilepm_proto::events::v1::SubscribeResponse>,
+}
+
+/// Holds as many subscriptions from `local` as the server lets it, trying `tries` times.
+async fn hold_from(address: SocketAddr, local: &str, tries: usize) -> Vec<Held> {
+    let mut held = Vec::new();
+    for _ in 0..tries {
+        if let Some(one) = subscription_from(address, local).await {
+            held.push(one);
+        }
+    }
+    held
+}
+
+/// The client holding 510 connections kept every other caller out, health checks
+/// included. Now one peer address holds at most its share (10 of 30 here); peers filling
+/// the cap between them still leave the host's own health probe a connection; and once
+/// their calls end, their connections are closed after the idle timeout (2 s here) even
+/// though the clients still hold their channels, and the cap is everyone's again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_peer_takes_the_connections_and_idle_ones_come_back() {
+    agilepm_testkit::init();
+    let _serial = crate::SERIAL.lock().await;
+    let launch = Launch {
+        env: vec![
+            ("AGILEPM_MAX_CONNECTIONS", "30".into()),
+            ("AGILEPM_MAX_CONNECTIONS_PER_PEER", "10".into()),
+            ("AGILEPM_IDLE_CONNECTION_TIMEOUT_SECS", "2".into()),
+        ],
+        ..Launch::default()
+    };
+    let scene = Scene::start(Engine::Sqlite, 1, launch).await;
+    let address = scene.task.address;
+
+    // One peer trying 25 connections holds 10; another peer is served beside it.
+    let mut held = hold_from(address, "127.0.0.2", 25).await;
+    assert_eq!(held.len(), 10, "one peer holds its share and no more");
+    let beside = subscription_from(address, "127.0.0.3").await;
+    assert!(
+        beside.is_some(),
+        "another peer is served while the first holds its share"
+    );
+    held.extend(beside);
+    // Two more peers fill the cap between them.
+    held.extend(hold_from(address, "127.0.0.4", 10).await);
+    held.extend(hold_from(address, "127.0.0.5", 10).await);
+    // (Up to two of the cap may still be the start-up's own health checks, closing.)
+    assert!(
+        (28..=30).contains(&held.len()),
+        "four peers hold the whole cap: {}",
+        held.len()
+    );
+    assert!(
+        subscription_from(address, "127.0.0.6").await.is_none(),
+        "the cap is full: a fifth peer is refused"
+    );
+    assert_eq!(
+        scene.task.health().await,
+        Some(ServingStatus::Serving),
+        "the host's own health probe is answered on its reserve"
+    );
+
+    // The calls end; the channels stay open, answering pings. The server closes the
+    // connections once idle, and a new peer is served again.
+    let (channels, streams): (Vec<_>, Vec<_>) = held
+        .into_iter()
+        .map(|held| (held.channel, held.stream))
+        .unzip();
+    let ended = tokio::time::Instant::now();
+    drop(streams);
+    let deadline = ended + Duration::from_secs(15);
+    while subscription_from(address, "127.0.0.6").await.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the idle connections were not closed within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "30 idle connections given back within {:?} of their calls ending (idle timeout 2 s)",
+        ended.elapsed()
+    );
+    drop(channels);
     scene.stop().await;
 }

@@ -29,10 +29,12 @@ async fn serve(limits: ServerLimits) -> (SocketAddr, FeedServer, TestDb) {
 }
 
 /// A connection of its own (tonic channels share nothing), checked healthy or not within
-/// two seconds.
+/// two seconds. From 127.0.0.2, a peer like any other: the host's own address (127.0.0.1)
+/// has a few connections beyond the cap, kept for its health probe.
 async fn connect(address: SocketAddr) -> Result<Channel, String> {
     let channel = Endpoint::from_shared(format!("http://{address}"))
         .unwrap()
+        .local_address(Some([127, 0, 0, 2].into()))
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(2))
         .connect()

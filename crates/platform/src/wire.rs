@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod deadline;
 pub mod error_report;
+pub mod idle;
 pub mod limits;
 pub mod malformed;
 pub mod metrics;

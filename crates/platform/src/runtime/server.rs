@@ -22,6 +22,7 @@ use crate::wire::auth::Authenticator;
 use crate::wire::auth::layer::AuthLayer;
 use crate::wire::browser::BrowserAccess;
 use crate::wire::error_report::ReportingLayer;
+use crate::wire::idle::IdleTrackingLayer;
 use crate::wire::limits::{BoundedMessages, ServerLimits, accept_limited};
 use crate::wire::malformed::MalformedLayer;
 use crate::wire::rpc_metrics::RpcMetricsLayer;
@@ -189,6 +190,8 @@ impl GrpcServer {
             )
             // Outside authentication and admission, so their refusals are counted too.
             .layer(RpcMetricsLayer::server())
+            // Counts each call on its connection, so idle connections can be closed.
+            .layer(IdleTrackingLayer)
             .layer(AuthLayer::new(authenticator))
             .layer(ReportingLayer)
             .layer(AdmissionLayer::new(

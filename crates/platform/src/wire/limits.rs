@@ -6,11 +6,20 @@
 //! connection refused, not a hang), a connection that sends nothing is closed after the
 //! first-bytes timeout (so idle sockets cannot hold the cap), and an accept error such as
 //! running out of file descriptors pauses the accept loop instead of spinning a core.
+//!
+//! One peer address holds at most `max_connections_per_peer` of the cap, so one client
+//! cannot take them all; a connection with no call open for `idle_connection_timeout`
+//! is closed ([`idle`](crate::wire::idle)), so held connections come back; and a few
+//! connections beyond the cap are kept for the host itself (127.0.0.1 and ::1, where the
+//! container's health probe connects from, exempt from the per-peer share), so a full
+//! server still answers its probe and stays on its load balancer.
 
+use std::collections::HashMap;
 use std::future::Future as _;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,11 +32,17 @@ use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
+use crate::wire::idle::{Activity, ConnectionInfo};
+
 /// The bounds a server enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerLimits {
     /// Open connections at once.
     pub max_connections: usize,
+    /// Open connections one peer address may hold at once.
+    pub max_connections_per_peer: usize,
+    /// How long a connection with no call open is kept before it is closed.
+    pub idle_connection_timeout: Duration,
     /// HTTP/2 streams (calls) open at once on one connection.
     pub max_streams_per_connection: u32,
     /// Calls being handled at once on one connection; more are refused at once with
@@ -66,6 +81,12 @@ impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             max_connections: 512,
+            // An eighth of the cap: a client, or a pod's worth of channels, is served; a
+            // client opening hundreds leaves seven eighths to everyone else.
+            max_connections_per_peer: 64,
+            // gRPC clients reconnect on their next call, so closing an idle connection
+            // costs its client one handshake; holding it costs a slot of the cap.
+            idle_connection_timeout: Duration::from_secs(300),
             max_streams_per_connection: 256,
             max_calls_per_connection: 256,
             max_calls_in_flight: 2048,
@@ -91,6 +112,12 @@ pub struct LimitArgs {
     /// Open connections at once; more are closed as they arrive.
     #[arg(long, env = "AGILEPM_MAX_CONNECTIONS", default_value_t = ServerLimits::default().max_connections)]
     pub max_connections: usize,
+    /// Open connections one peer address may hold at once; more are closed as they arrive.
+    #[arg(long, env = "AGILEPM_MAX_CONNECTIONS_PER_PEER", default_value_t = ServerLimits::default().max_connections_per_peer)]
+    pub max_connections_per_peer: usize,
+    /// Seconds a connection with no call open is kept before it is closed.
+    #[arg(long, env = "AGILEPM_IDLE_CONNECTION_TIMEOUT_SECS", default_value_t = ServerLimits::default().idle_connection_timeout.as_secs())]
+    pub idle_connection_timeout_secs: u64,
     /// Calls (HTTP/2 streams) open at once on one connection.
     #[arg(long, env = "AGILEPM_MAX_STREAMS_PER_CONNECTION", default_value_t = ServerLimits::default().max_streams_per_connection)]
     pub max_streams_per_connection: u32,
@@ -128,6 +155,8 @@ impl LimitArgs {
     pub fn resolve(&self) -> ServerLimits {
         ServerLimits {
             max_connections: self.max_connections.max(1),
+            max_connections_per_peer: self.max_connections_per_peer.max(1),
+            idle_connection_timeout: Duration::from_secs(self.idle_connection_timeout_secs.max(1)),
             max_streams_per_connection: self.max_streams_per_connection.max(1),
             max_calls_per_connection: self.max_calls_per_connection.max(1),
             max_calls_in_flight: self.max_calls_in_flight.max(1),
@@ -181,13 +210,70 @@ bounded_messages!(
 /// How long the accept loop pauses after an accept error (out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// A connection that holds one of the server's connection permits while it lives, and
-/// is closed if it sends nothing within the first-bytes timeout.
+/// Connections beyond the cap kept for the host's own address (its health probe).
+const LOOPBACK_RESERVE: usize = 4;
+
+/// A connection that holds one of the server's connection permits (and its share of its
+/// peer's) while it lives, is closed if it sends nothing within the first-bytes timeout,
+/// and is closed once it has had no call open for the idle timeout.
 pub struct Limited<T> {
     inner: T,
     _permit: OwnedSemaphorePermit,
+    _peer: PeerShare,
     /// Until the first bytes arrive: when the connection is given up on.
     first_bytes: Option<Pin<Box<Sleep>>>,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+    /// When the connection is next checked for idleness.
+    idle_check: Pin<Box<Sleep>>,
+}
+
+/// How many connections each peer address holds.
+type PeerCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One connection's share of its peer's count, given back when the connection closes.
+struct PeerShare {
+    counts: PeerCounts,
+    peer: IpAddr,
+}
+
+impl PeerShare {
+    /// A share for `peer`, if it holds fewer than `max` connections.
+    fn take(counts: &PeerCounts, peer: IpAddr, max: usize) -> Option<PeerShare> {
+        let mut held = counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = held.entry(peer).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PeerShare {
+            counts: counts.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for PeerShare {
+    fn drop(&mut self) {
+        let mut held = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// The host's own address: what the container's health probe connects from.
+fn is_the_host_itself(peer: IpAddr) -> bool {
+    peer == IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        || peer == IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
 }
 
 /// Connections accepted on `listener` until `shutdown`, at most `limits.max_connections`
@@ -199,8 +285,12 @@ pub fn accept_limited(
     shutdown: CancellationToken,
 ) -> impl Stream<Item = io::Result<Limited<TcpStream>>> {
     let max = limits.max_connections;
+    let max_per_peer = limits.max_connections_per_peer;
     let first_bytes_timeout = limits.first_bytes_timeout;
+    let idle_timeout = limits.idle_connection_timeout;
     let permits = Arc::new(Semaphore::new(max));
+    let reserve = Arc::new(Semaphore::new(LOOPBACK_RESERVE));
+    let peers = PeerCounts::default();
     async_stream::stream! {
         let mut refused_since_log = 0u64;
         let mut failed_accepts = 0u64;
@@ -224,25 +314,40 @@ pub fn accept_limited(
                 tracing::warn!(failed = failed_accepts, "accepting connections again");
                 failed_accepts = 0;
             }
-            match permits.clone().try_acquire_owned() {
-                Ok(permit) => {
+            // The host itself is exempt from the per-peer share: its processes (the health
+            // probe, a local proxy) are the deployment's own.
+            let per_peer = if is_the_host_itself(peer.ip()) { usize::MAX } else { max_per_peer };
+            let share = PeerShare::take(&peers, peer.ip(), per_peer);
+            let permit = permits.clone().try_acquire_owned().ok().or_else(|| {
+                is_the_host_itself(peer.ip())
+                    .then(|| reserve.clone().try_acquire_owned().ok())
+                    .flatten()
+            });
+            match (permit, share) {
+                (Some(permit), Some(share)) => {
                     // Without TCP_NODELAY small responses wait ~40 ms for delayed ACKs.
                     let _ = stream.set_nodelay(true);
                     if refused_since_log > 0 {
-                        tracing::warn!(refused = refused_since_log, max, "connections were refused at the cap");
+                        tracing::warn!(refused = refused_since_log, max, max_per_peer, "connections were refused at the caps");
                         refused_since_log = 0;
                     }
                     yield Ok(Limited {
                         inner: stream,
                         _permit: permit,
+                        _peer: share,
                         first_bytes: Some(Box::pin(tokio::time::sleep(first_bytes_timeout))),
+                        activity: Activity::new(),
+                        idle_timeout,
+                        idle_check: Box::pin(tokio::time::sleep(idle_timeout)),
                     });
                 }
-                Err(_) => {
+                (permit, share) => {
                     if refused_since_log == 0 {
-                        tracing::warn!(%peer, max, "connection refused: the server holds its maximum");
+                        let which = if share.is_none() { "this peer holds its maximum" } else { "the server holds its maximum" };
+                        tracing::warn!(%peer, max, max_per_peer, "connection refused: {which}");
                     }
                     refused_since_log += 1;
+                    drop((permit, share));
                     drop(stream);
                 }
             }
@@ -264,6 +369,23 @@ impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
                 io::ErrorKind::TimedOut,
                 "the connection sent nothing within the first-bytes timeout",
             )));
+        }
+        // The idle check runs on the read side, which the server always has pending: the
+        // timer wakes it, and a connection idle for the whole timeout reads as closed.
+        while this.idle_check.as_mut().poll(cx).is_ready() {
+            match this.activity.idle_since() {
+                Some(since) if since.elapsed() >= this.idle_timeout => {
+                    return Poll::Ready(Ok(()));
+                }
+                Some(since) => this
+                    .idle_check
+                    .as_mut()
+                    .reset((since + this.idle_timeout).into()),
+                None => this
+                    .idle_check
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + this.idle_timeout),
+            }
         }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -305,9 +427,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
 }
 
 impl<T: Connected> Connected for Limited<T> {
-    type ConnectInfo = T::ConnectInfo;
+    type ConnectInfo = ConnectionInfo<T::ConnectInfo>;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        ConnectionInfo {
+            inner: self.inner.connect_info(),
+            activity: self.activity.clone(),
+        }
     }
 }
