@@ -178,6 +178,24 @@ async fn a_scrape_shows_red_group_commit_feed_and_pool_series(engine: Engine) {
     );
     let open = scrape.sum("agilepm_db_pool_connections", &service).unwrap();
     assert!((1.0..=8.0).contains(&open), "{open} connections");
+
+    // What the alert rules read (deploy/prometheus/alerts.yaml): readiness, and the age of
+    // the oldest event the outbox keeps (seconds at most: it was written during the test).
+    assert_eq!(
+        scrape.sum(
+            "agilepm_ready",
+            &[("service", "task"), ("condition", "database")]
+        ),
+        Some(1.0),
+        "{shown}"
+    );
+    let oldest = scrape
+        .sum("agilepm_outbox_oldest_age_seconds", &service)
+        .unwrap_or_else(|| panic!("no outbox age in {shown}"));
+    assert!(
+        (0.0..600.0).contains(&oldest),
+        "oldest event {oldest} s old"
+    );
     drop(stream);
     scene.stop().await;
 }

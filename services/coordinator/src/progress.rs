@@ -310,6 +310,10 @@ pub async fn report_health(
     shutdown: CancellationToken,
 ) {
     let mut serving = true;
+    let ready_gauge = agilepm_platform::runtime::server::readiness_gauge(
+        agilepm_platform::wire::config::ServiceName::Coordinator,
+        "progress",
+    );
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -327,6 +331,7 @@ pub async fn report_health(
         let parked = store::count_parked(&db).await.unwrap_or(0);
         progress.parked_items.store(parked, Ordering::Relaxed);
         let ok = progress.healthy(UNHEALTHY_AFTER_US);
+        ready_gauge(ok);
         if ok != serving {
             serving = ok;
             let status = if ok {

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use http::Request as HttpRequest;
+use opentelemetry::KeyValue;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
@@ -16,6 +17,7 @@ use tower::Service;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use crate::domain::service_name::ServiceName;
 use crate::storage::db::Db;
 use crate::wire::admission::{AdmissionLayer, Readiness};
 use crate::wire::auth::Authenticator;
@@ -157,6 +159,7 @@ impl GrpcServer {
             let probe = db.open_separate_pool(1).await?;
             tokio::spawn(watch_database(
                 probe,
+                db.service(),
                 readiness.clone(),
                 health.clone(),
                 names.clone(),
@@ -282,11 +285,13 @@ const PROBES_FAILED_TO_BE_AWAY: u32 = 2;
 /// are refused at once while the database is away, instead of each waiting out the pool.
 async fn watch_database(
     probe: sqlx::AnyPool,
+    service: ServiceName,
     readiness: Readiness,
     health: HealthReporter,
     names: Vec<&'static str>,
     shutdown: CancellationToken,
 ) {
+    let ready_gauge = readiness_gauge(service, "database");
     let mut failed_in_a_row = 0;
     let mut interval = tokio::time::interval(PROBE_EVERY);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -300,6 +305,7 @@ async fn watch_database(
             .is_ok_and(|result| result.is_ok());
         failed_in_a_row = if answered { 0 } else { failed_in_a_row + 1 };
         let ready = failed_in_a_row < PROBES_FAILED_TO_BE_AWAY;
+        ready_gauge(ready);
         if ready == readiness.is_ready() {
             continue;
         }
@@ -319,6 +325,24 @@ async fn watch_database(
         health.set_service_status("", status).await;
     }
     probe.close().await;
+}
+
+/// Records one readiness condition of `service` as `agilepm.ready{service, condition}`:
+/// 1 while it holds, 0 while it turns readiness NOT_SERVING (the alert rules page on a 0
+/// that lasts).
+pub fn readiness_gauge(service: ServiceName, condition: &'static str) -> impl Fn(bool) {
+    let gauge = crate::wire::metrics::meter()
+        .u64_gauge("agilepm.ready")
+        .with_description(
+            "1 while a readiness condition holds (condition: database, progress), 0 while it \
+             keeps the service NOT_SERVING",
+        )
+        .build();
+    let labels = [
+        KeyValue::new("service", service.as_str()),
+        KeyValue::new("condition", condition),
+    ];
+    move |ready| gauge.record(u64::from(ready), &labels)
 }
 
 /// The health service name that answers SERVING whenever the process can answer at all:

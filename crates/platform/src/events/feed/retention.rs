@@ -98,12 +98,22 @@ pub async fn run(
 ) {
     let mut interval = tokio::time::interval(options.every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let oldest_age = crate::wire::metrics::meter()
+        .f64_gauge("agilepm.outbox.oldest_age")
+        .with_unit("s")
+        .with_description(
+            "Age of the oldest event the outbox keeps: past the retention horizon, a \
+             registered consumer is holding events back (or retention fails)",
+        )
+        .build();
+    let labels = [opentelemetry::KeyValue::new("service", service)];
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        match prune(&db, &options, now_micros()).await {
+        let now_us = now_micros();
+        match prune(&db, &options, now_us).await {
             Ok(pruned) => {
                 for (consumer, position) in &pruned.overrun {
                     tracing::error!(
@@ -117,6 +127,15 @@ pub async fn run(
                 }
                 if pruned.deleted > 0 {
                     tracing::info!(service, deleted = pruned.deleted, through = ?pruned.through, "outbox retention deleted old events");
+                }
+                match oldest_events(&db, db.engine(), 1).await {
+                    Ok(oldest) => {
+                        let age_us = oldest.first().map_or(0, |(_, occurred)| now_us - occurred);
+                        oldest_age.record(age_us.max(0) as f64 / 1e6, &labels);
+                    }
+                    Err(error) => {
+                        tracing::warn!(service, %error, "reading the oldest outbox event failed")
+                    }
                 }
             }
             // Retried at the next run; the outbox only grows meanwhile.
@@ -160,7 +179,7 @@ pub async fn prune(db: &Db, options: &RetentionOptions, now_us: i64) -> AppResul
 
     let mut pruned = Pruned::default();
     for _ in 0..CHUNKS_PER_RUN {
-        let oldest = oldest_events(db, engine).await?;
+        let oldest = oldest_events(db, engine, CHUNK).await?;
         // The longest prefix of the oldest events that may go.
         let mut through = None;
         for (position, occur_time_us) in &oldest {
@@ -188,8 +207,12 @@ pub async fn prune(db: &Db, options: &RetentionOptions, now_us: i64) -> AppResul
     Ok(pruned)
 }
 
-/// The oldest [`CHUNK`] events' positions and times, oldest first.
-async fn oldest_events(db: &Db, engine: Engine) -> Result<Vec<(Position, i64)>, sqlx::Error> {
+/// The oldest `limit` events' positions and times, oldest first.
+async fn oldest_events(
+    db: &Db,
+    engine: Engine,
+    limit: i64,
+) -> Result<Vec<(Position, i64)>, sqlx::Error> {
     let sql = match engine {
         Engine::Sqlite => {
             "SELECT 0 AS txid, position AS seq, occur_time_us FROM outbox ORDER BY position LIMIT $1"
@@ -199,7 +222,7 @@ async fn oldest_events(db: &Db, engine: Engine) -> Result<Vec<(Position, i64)>, 
         }
     };
     sqlx::query(sql)
-        .bind(CHUNK)
+        .bind(limit)
         .fetch_all(db.pool())
         .await?
         .into_iter()
