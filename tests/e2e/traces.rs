@@ -86,6 +86,23 @@ impl Collector {
         (collector, address)
     }
 
+    /// Like [`Collector::start`], serving OTLP over TLS with `cert` and `key`.
+    async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> (Collector, SocketAddr) {
+        let collector = Collector::default();
+        let address = free_address();
+        let identity = tonic::transport::Identity::from_pem(
+            std::fs::read(cert).unwrap(),
+            std::fs::read(key).unwrap(),
+        );
+        let server = tonic::transport::Server::builder()
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .unwrap()
+            .add_service(TraceServiceServer::new(collector.clone()))
+            .serve(address);
+        tokio::spawn(server);
+        (collector, address)
+    }
+
     /// The first span `found` picks among those received, waiting up to 20 s for it.
     async fn wait_for(
         &self,
@@ -370,4 +387,37 @@ async fn an_estimate_that_completes_an_item_is_one_connected_story(engine: Engin
         "{trace_parent} is not in trace {}",
         hex(&handled.trace_id)
     );
+}
+
+/// The OTLP path over TLS (ring, the one provider): a collector serving `https://` with a
+/// certificate of a CA made here, which the service verifies through
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`. Its spans arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spans_reach_a_collector_over_tls() {
+    agilepm_testkit::init();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::tls::TestCa::new("agilepm OTLP test CA");
+    let (cert, key) = ca.issue(dir.path(), "collector");
+    let ca = ca.write(dir.path(), "ca");
+    let (collector, otlp) = Collector::start_tls(&cert, &key).await;
+    let database = TestDb::create(Engine::Sqlite).await;
+    let (_task, _) = start(
+        env!("CARGO_BIN_EXE_task-under-test"),
+        &[
+            ("AGILEPM_DATABASE_URL", database.url().to_owned()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("https://{otlp}")),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.display().to_string()),
+        ],
+        otlp,
+    )
+    .await;
+    // Waiting for it to serve made health checks: their request spans are exported.
+    collector
+        .wait_for("from agilepm-task over TLS", |spans| {
+            spans
+                .iter()
+                .find(|(service, _)| service == "agilepm-task")
+                .map(|(_, span)| span.clone())
+        })
+        .await;
 }

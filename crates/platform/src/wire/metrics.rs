@@ -95,9 +95,12 @@ pub fn init(
         ));
     }
     if otlp {
-        let exporter = opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .build()?;
+        let mut exporter = opentelemetry_otlp::MetricExporter::builder().with_tonic();
+        if let Some(tls) = crate::wire::telemetry::otlp_tls()? {
+            use opentelemetry_otlp::WithTonicConfig as _;
+            exporter = exporter.with_tls_config(tls);
+        }
+        let exporter = exporter.build()?;
         builder = builder.with_reader(
             PeriodicReader::builder(exporter)
                 .with_interval(OTLP_PUSH_EVERY)

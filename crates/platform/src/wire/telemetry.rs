@@ -6,14 +6,17 @@
 //!   W3C `traceparent` is extracted from incoming gRPC metadata (`server`) and injected
 //!   into outgoing calls (`client`).
 //! * With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are exported over OTLP/gRPC in batches
-//!   and flushed when the [`TelemetryGuard`] drops.
+//!   and flushed when the [`TelemetryGuard`] drops; an `https://` collector is verified
+//!   against `OTEL_EXPORTER_OTLP_CERTIFICATE` (or the host's roots).
 //! * Metrics ([`metrics`](crate::wire::metrics)) are served for Prometheus at
 //!   `--metrics-address` and pushed over OTLP with the traces.
 //! * With `SENTRY_DSN` set, error events and panics go to Sentry
 //!   ([`error_report`](crate::wire::error_report)).
 
+use anyhow::Context as _;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithTonicConfig as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
@@ -61,9 +64,11 @@ pub fn init(
     let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
     let exporting = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
     if exporting {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()?;
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+        if let Some(tls) = otlp_tls()? {
+            exporter = exporter.with_tls_config(tls);
+        }
+        let exporter = exporter.build()?;
         builder = builder.with_batch_exporter(exporter);
     }
     let provider = builder.build();
@@ -108,6 +113,45 @@ pub fn init(
         metrics_address,
         _reporting: reporting,
     })
+}
+
+/// TLS for an `https://` OTLP endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`), by the
+/// OpenTelemetry settings: the collector verified against the CA in
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`, or the host's roots without one; a client
+/// certificate from `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and `_CLIENT_KEY` when the
+/// collector asks for one. `None` for a plaintext endpoint.
+pub(crate) fn otlp_tls() -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    let https = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .is_ok_and(|endpoint| endpoint.trim().to_ascii_lowercase().starts_with("https://"));
+    if !https {
+        return Ok(None);
+    }
+    let read = |variable: &str| -> anyhow::Result<Option<Vec<u8>>> {
+        match std::env::var_os(variable) {
+            None => Ok(None),
+            Some(path) => std::fs::read(&path)
+                .map(Some)
+                .with_context(|| format!("{variable} {}", path.to_string_lossy())),
+        }
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new();
+    tls = match read("OTEL_EXPORTER_OTLP_CERTIFICATE")? {
+        Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+        None => tls.with_native_roots(),
+    };
+    match (
+        read("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")?,
+        read("OTEL_EXPORTER_OTLP_CLIENT_KEY")?,
+    ) {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        (None, None) => {}
+        _ => anyhow::bail!(
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY go together"
+        ),
+    }
+    Ok(Some(tls))
 }
 
 /// For tests: a subscriber writing through the test harness (shown only for failing
