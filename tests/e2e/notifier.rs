@@ -1550,3 +1550,54 @@ async fn targets_that_resolve_to_private_addresses_are_refused(engine: Engine) {
     drop(public_only);
     s.system.stop().await;
 }
+
+/// The webhook path over TLS (reqwest on rustls with ring, the one provider): an
+/// endpoint behind a TLS front with a certificate of a CA made here, trusted by the
+/// notifier through `SSL_CERT_FILE` (how a deployment adds a private CA to the host's
+/// roots). The notification arrives, signed, on the first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webhook_goes_over_https_to_an_endpoint_the_roots_trust() {
+    agilepm_testkit::init();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::tls::TestCa::new("agilepm webhook test CA");
+    let (cert, key) = ca.issue(dir.path(), "endpoint");
+    let ca = ca.write(dir.path(), "ca");
+    let ca = ca.display().to_string();
+    let w = WithNotifier::start(
+        Engine::Sqlite,
+        &[
+            ServiceName::BacklogItem,
+            ServiceName::Task,
+            ServiceName::Planning,
+        ],
+        &[("SSL_CERT_FILE", ca.as_str())],
+    )
+    .await;
+    let receiver = Receiver::start(Behaviour::default()).await;
+    let front = crate::tls::tls_front(&cert, &key, receiver.address()).await;
+    let mut client = notifier_at(w.address);
+    let (_, secret) = subscribe(
+        &mut client,
+        &format!("https://{front}/hook"),
+        &[NotificationType::SprintStarted],
+    )
+    .await;
+    receiver.trust(&[secret]);
+    start_sprint(&w.s).await;
+    let log = receiver
+        .wait_until(
+            "the sprint's start, over https",
+            Duration::from_secs(30),
+            |log| !accepted_ids(log).is_empty(),
+        )
+        .await;
+    assert_eq!(log[0].answer, Answer::Accepted, "signed and verified");
+    let deliveries = settled_deliveries(&mut client).await;
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d.state == DeliveryState::Delivered as i32 && d.attempts == 1),
+        "{deliveries:?}"
+    );
+    w.s.system.stop().await;
+}

@@ -69,6 +69,44 @@ impl TestCa {
     }
 }
 
+/// A TLS front for a plaintext server at `backend`, as a tenant's load balancer is for
+/// its webhook endpoint: TLS with `cert` and `key` on a free loopback port (returned),
+/// each connection forwarded to `backend` as it is decrypted.
+pub async fn tls_front(
+    cert: &Path,
+    key: &Path,
+    backend: std::net::SocketAddr,
+) -> std::net::SocketAddr {
+    use rustls_pki_types::pem::PemObject as _;
+    let chain = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    address
+}
+
 fn write_atomically(path: &Path, text: &str) {
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, text).unwrap();
