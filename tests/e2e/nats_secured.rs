@@ -20,7 +20,7 @@ use crate::coordinator::{Sprinting, burn_down};
 use crate::crash::spawn_coordinator_with;
 use crate::jetstream::{assert_done_exactly_once, nats_server_installed};
 use crate::processes::{free_address, spawn_task, wait_serving};
-use crate::tls::TestCa;
+use crate::tls::server_certificate;
 
 /// A TLS-only `nats-server -js` whose only users are the services'.
 struct SecuredNats {
@@ -34,9 +34,7 @@ struct SecuredNats {
 impl SecuredNats {
     async fn start() -> SecuredNats {
         let dir = tempfile::tempdir().unwrap();
-        let ca = TestCa::new("agilepm NATS test CA");
-        let (cert, key) = ca.issue(dir.path(), "nats");
-        let ca = ca.write(dir.path(), "ca");
+        let (ca, cert, key) = server_certificate(dir.path(), "nats");
         let port = free_address().port();
         let passwords: Vec<(ServiceName, String)> = ServiceName::ALL
             .into_iter()

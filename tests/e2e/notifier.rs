@@ -1559,9 +1559,7 @@ async fn targets_that_resolve_to_private_addresses_are_refused(engine: Engine) {
 async fn a_webhook_goes_over_https_to_an_endpoint_the_roots_trust() {
     agilepm_testkit::init();
     let dir = tempfile::tempdir().unwrap();
-    let ca = crate::tls::TestCa::new("agilepm webhook test CA");
-    let (cert, key) = ca.issue(dir.path(), "endpoint");
-    let ca = ca.write(dir.path(), "ca");
+    let (ca, cert, key) = crate::tls::server_certificate(dir.path(), "endpoint");
     let ca = ca.display().to_string();
     let w = WithNotifier::start(
         Engine::Sqlite,

@@ -69,6 +69,15 @@ impl TestCa {
     }
 }
 
+/// A CA made for one test and a server certificate it signed for `name` (127.0.0.1 and
+/// localhost), written in `dir`: the CA's certificate (what a client is told to trust),
+/// the certificate, its key.
+pub fn server_certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let ca = TestCa::new(&format!("agilepm {name} test CA"));
+    let (cert, key) = ca.issue(dir, name);
+    (ca.write(dir, "ca"), cert, key)
+}
+
 /// A TLS front for a plaintext server at `backend`, as a tenant's load balancer is for
 /// its webhook endpoint: TLS with `cert` and `key` on a free loopback port (returned),
 /// each connection forwarded to `backend` as it is decrypted.

@@ -396,9 +396,7 @@ async fn an_estimate_that_completes_an_item_is_one_connected_story(engine: Engin
 async fn spans_reach_a_collector_over_tls() {
     agilepm_testkit::init();
     let dir = tempfile::tempdir().unwrap();
-    let ca = crate::tls::TestCa::new("agilepm OTLP test CA");
-    let (cert, key) = ca.issue(dir.path(), "collector");
-    let ca = ca.write(dir.path(), "ca");
+    let (ca, cert, key) = crate::tls::server_certificate(dir.path(), "collector");
     let (collector, otlp) = Collector::start_tls(&cert, &key).await;
     let database = TestDb::create(Engine::Sqlite).await;
     let (_task, _) = start(
