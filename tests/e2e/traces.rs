@@ -39,10 +39,12 @@ use tokio::process::{Child, Command};
 
 engine_tests!(an_estimate_that_completes_an_item_is_one_connected_story);
 
-/// Spans received, with the name of the service that exported each.
+/// Spans received, with the name of the service that exported each, and the version
+/// each service's resource names.
 #[derive(Clone, Default)]
 struct Collector {
     spans: Arc<Mutex<Vec<(String, Span)>>>,
+    versions: Arc<Mutex<HashMap<String, String>>>,
 }
 
 #[tonic::async_trait]
@@ -60,6 +62,18 @@ impl TraceService for Collector {
                 .find(|attribute| attribute.key == "service.name")
                 .and_then(|attribute| text(attribute.value.as_ref()?))
                 .unwrap_or_default();
+            if let Some(version) = resource_spans
+                .resource
+                .iter()
+                .flat_map(|resource| &resource.attributes)
+                .find(|attribute| attribute.key == "service.version")
+                .and_then(|attribute| text(attribute.value.as_ref()?))
+            {
+                self.versions
+                    .lock()
+                    .unwrap()
+                    .insert(service.clone(), version);
+            }
             for scope_spans in resource_spans.scope_spans {
                 spans.extend(scope_spans.spans.into_iter().map(|s| (service.clone(), s)));
             }
@@ -334,6 +348,43 @@ async fn an_estimate_that_completes_an_item_is_one_connected_story(engine: Engin
             request_span(spans, "agilepm-task", "/EstimateTaskHoursRemaining")
         })
         .await;
+    // By OpenTelemetry's RPC conventions: named after the method, kind server, the rpc.*
+    // attributes (the status once the call ended), and the service's version.
+    assert_eq!(
+        estimate.name,
+        "agilepm.task.v1.TaskService/EstimateTaskHoursRemaining"
+    );
+    assert_eq!(
+        estimate.kind,
+        opentelemetry_proto::tonic::trace::v1::span::SpanKind::Server as i32
+    );
+    assert_eq!(attribute(&estimate, "rpc.system").as_deref(), Some("grpc"));
+    assert_eq!(
+        attribute(&estimate, "rpc.service").as_deref(),
+        Some("agilepm.task.v1.TaskService")
+    );
+    assert_eq!(
+        attribute(&estimate, "rpc.method").as_deref(),
+        Some("EstimateTaskHoursRemaining")
+    );
+    let status = estimate
+        .attributes
+        .iter()
+        .find(|attribute| attribute.key == "rpc.grpc.status_code")
+        .and_then(|attribute| match attribute.value.as_ref()?.value {
+            Some(any_value::Value::IntValue(code)) => Some(code),
+            _ => None,
+        });
+    assert_eq!(status, Some(0), "OK");
+    assert_eq!(
+        collector
+            .versions
+            .lock()
+            .unwrap()
+            .get("agilepm-task")
+            .map(String::as_str),
+        Some(agilepm_platform::wire::config::VERSION)
+    );
     collector
         .wait_for("group_commit linked to the estimate", |spans| {
             linked_span(spans, "agilepm-task", "group_commit", &estimate)

@@ -189,6 +189,20 @@ impl GrpcServer {
             .layer(
                 TraceLayer::new_for_grpc()
                     .make_span_with(request_span)
+                    // The call's status: in the headers of a trailers-only answer, else
+                    // in the trailers.
+                    .on_response(
+                        |response: &http::Response<_>, _: Duration, span: &tracing::Span| {
+                            record_status(response.headers(), span);
+                        },
+                    )
+                    .on_eos(
+                        |trailers: Option<&http::HeaderMap>, _: Duration, span: &tracing::Span| {
+                            if let Some(trailers) = trailers {
+                                record_status(trailers, span);
+                            }
+                        },
+                    )
                     .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
             )
             // Outside authentication and admission, so their refusals are counted too.
@@ -241,15 +255,30 @@ impl GrpcServer {
     }
 }
 
-/// The span every request runs in: named after the gRPC method, parented to the caller's
-/// trace when the request carries `traceparent`, and recording the trace id so log lines
-/// can be joined with traces.
+/// The span every request runs in, by OpenTelemetry's RPC conventions: named
+/// `package.Service/Method` (`_OTHER` for a path that is not one of ours, so a caller
+/// cannot mint span names), kind server, with `rpc.system`, `rpc.service`, `rpc.method`
+/// and, once the call ends, `rpc.grpc.status_code`; parented to the caller's trace when
+/// the request carries `traceparent`, and recording the trace id so log lines can be
+/// joined with traces.
 fn request_span<B>(request: &HttpRequest<B>) -> tracing::Span {
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&HeaderExtractor(request.headers()))
     });
+    let (service, method) = crate::wire::rpc_metrics::method_labels(request.uri().path());
+    let name = if service == method {
+        std::borrow::Cow::Borrowed(service)
+    } else {
+        std::borrow::Cow::Owned(format!("{service}/{method}"))
+    };
     let span = tracing::info_span!(
         "grpc",
+        otel.name = %name,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
         // The path is the client's: bounded like every echoed value.
         method = %bounded_path(request.uri().path()),
         trace_id = tracing::field::Empty,
@@ -262,6 +291,13 @@ fn request_span<B>(request: &HttpRequest<B>) -> tracing::Span {
     };
     span.record("trace_id", tracing::field::display(trace_id));
     span
+}
+
+/// Records the `grpc-status` in `headers`, if any, on the request span.
+fn record_status(headers: &http::HeaderMap, span: &tracing::Span) {
+    if let Some(code) = crate::wire::rpc_metrics::status_in(headers) {
+        span.record("rpc.grpc.status_code", code);
+    }
 }
 
 /// A request path as logs show it: whole when it is a plausible gRPC path, cut otherwise.

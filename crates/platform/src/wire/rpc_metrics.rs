@@ -75,7 +75,7 @@ fn duration_histogram(name: &'static str, whose: &str) -> Histogram<f64> {
 
 /// The service and method labels of a request path `/package.Service/Method`: itself
 /// when it names one of ours (or a health or reflection method), `_OTHER` otherwise.
-fn method_labels(path: &str) -> (&'static str, &'static str) {
+pub(crate) fn method_labels(path: &str) -> (&'static str, &'static str) {
     let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
         return (OTHER, OTHER);
     };
@@ -88,7 +88,7 @@ fn method_labels(path: &str) -> (&'static str, &'static str) {
 }
 
 /// The `grpc-status` in `headers`, if there is one.
-fn status_in(headers: &HeaderMap) -> Option<i64> {
+pub(crate) fn status_in(headers: &HeaderMap) -> Option<i64> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 

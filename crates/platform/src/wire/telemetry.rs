@@ -60,6 +60,10 @@ pub fn init(
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(service_name.to_owned())
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            crate::wire::config::VERSION,
+        ))
         .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
     let exporting = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
