@@ -11,7 +11,9 @@ use agilepm_platform::wire::auth::Role;
 use agilepm_platform::wire::client::PeerChannel;
 use agilepm_platform::wire::config::ServiceName;
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
-use agilepm_proto::events::v1::{AcknowledgeFeedPositionRequest, Event};
+use agilepm_proto::events::v1::{
+    AcknowledgeFeedPositionRequest, Event, ForgetFeedConsumerRequest, ListFeedConsumersRequest,
+};
 use agilepm_testkit::{Engine, engine_tests};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -22,6 +24,7 @@ engine_tests!(
     events_go_only_once_old_and_handled_by_every_consumer,
     the_hard_cap_overrides_consumers_and_names_them,
     acknowledgements_are_checked_and_for_services_only,
+    an_operator_lists_and_forgets_a_consumer_and_retention_lets_go,
     a_follower_registers_its_position_and_is_told_of_a_hole,
 );
 
@@ -222,6 +225,102 @@ async fn acknowledgements_are_checked_and_for_services_only(engine: Engine) {
     feed.acknowledge_feed_position(acknowledge("c0", &position))
         .await
         .unwrap();
+}
+
+/// What the deploy README solved with SQL: an operator lists the consumers holding the
+/// feed's retention and forgets a decommissioned one, after which the events it held go.
+async fn an_operator_lists_and_forgets_a_consumer_and_retention_lets_go(engine: Engine) {
+    let (_database, server, mut feed, events) = ten_events(engine).await;
+    let acknowledge = |consumer: &str, position: &str| AcknowledgeFeedPositionRequest {
+        consumer: consumer.into(),
+        position: position.into(),
+    };
+    feed.acknowledge_feed_position(acknowledge("coordinator", &events[9].position))
+        .await
+        .unwrap();
+    feed.acknowledge_feed_position(acknowledge("old-consumer", &events[2].position))
+        .await
+        .unwrap();
+    let mut operator = client(&server, &agilepm_testkit::operator_token());
+    let listed = operator
+        .list_feed_consumers(ListFeedConsumersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .consumers;
+    let names: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|c| (c.consumer.as_str(), c.position.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("old-consumer", events[2].position.as_str()),
+            ("coordinator", events[9].position.as_str())
+        ],
+        "the one holding back the most first"
+    );
+    assert!(listed.iter().all(|c| c.update_time.is_some()));
+
+    // A week on, the old consumer holds all but its first three.
+    let a_week_on = now_us() + 8 * DAY_US;
+    assert_eq!(prune_until(&server.db, 3, a_week_on).await, 3);
+
+    // Neither a tenant nor a peer service may list or forget; a bad name is refused.
+    let member = agilepm_testkit::person_token("m", "acme", &[Role::TeamMember]);
+    for mut caller in [client(&server, &member), feed.clone()] {
+        let refused = caller
+            .list_feed_consumers(ListFeedConsumersRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        let refused = caller
+            .forget_feed_consumer(ForgetFeedConsumerRequest {
+                consumer: "old-consumer".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied);
+    }
+    let refused = operator
+        .forget_feed_consumer(ForgetFeedConsumerRequest {
+            consumer: "Old Consumer!".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("consumer"),
+        "{}",
+        refused.message()
+    );
+
+    // Forgotten: it is no longer listed, forgetting it again is NOT_FOUND, and the
+    // events it held go.
+    operator
+        .forget_feed_consumer(ForgetFeedConsumerRequest {
+            consumer: "old-consumer".into(),
+        })
+        .await
+        .unwrap();
+    let refused = operator
+        .forget_feed_consumer(ForgetFeedConsumerRequest {
+            consumer: "old-consumer".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+    let left: Vec<String> = operator
+        .list_feed_consumers(ListFeedConsumersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .consumers
+        .into_iter()
+        .map(|c| c.consumer)
+        .collect();
+    assert_eq!(left, ["coordinator"]);
+    assert_eq!(prune_until(&server.db, 7, a_week_on).await, 7);
 }
 
 /// Records what a follower hands it: events, and the errors it is told about.

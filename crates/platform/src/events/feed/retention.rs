@@ -78,6 +78,53 @@ pub async fn acknowledge(db: &Db, consumer: &str, position: Position) -> AppResu
     Ok(())
 }
 
+/// One consumer registered with retention: its name, its position, and when it last
+/// acknowledged (microseconds since the epoch).
+pub type Registration = (String, Position, i64);
+
+/// Every registered consumer, the one holding back the most events first.
+pub async fn consumers(db: &Db) -> AppResult<Vec<Registration>> {
+    let rows = sqlx::query(
+        "SELECT consumer, txid, seq, update_time_us FROM feed_consumers \
+         ORDER BY txid, seq, consumer",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok((
+                row.try_get("consumer")?,
+                Position {
+                    txid: row.try_get("txid")?,
+                    seq: row.try_get("seq")?,
+                },
+                row.try_get("update_time_us")?,
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(AppError::from)
+}
+
+/// Forgets `consumer`: retention no longer keeps events for it. NOT_FOUND if it is not
+/// registered.
+pub async fn forget(db: &Db, consumer: &str) -> AppResult<()> {
+    let deleted = sqlx::query("DELETE FROM feed_consumers WHERE consumer = $1")
+        .bind(consumer)
+        .execute(db.write_pool())
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        return Err(AppError::not_found(format!(
+            "consumer {consumer:?} (none such is registered with this feed)"
+        )));
+    }
+    tracing::info!(
+        consumer,
+        "a feed consumer was forgotten; retention no longer keeps events for it"
+    );
+    Ok(())
+}
+
 /// What one run deleted.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Pruned {

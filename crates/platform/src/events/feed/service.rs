@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use agilepm_proto::events::v1::event_feed_service_server::EventFeedService;
 use agilepm_proto::events::v1::{
-    AcknowledgeFeedPositionRequest, AcknowledgeFeedPositionResponse, Event, GetFeedHeadRequest,
-    GetFeedHeadResponse, SubscribeRequest, SubscribeResponse, subscribe_response,
+    AcknowledgeFeedPositionRequest, AcknowledgeFeedPositionResponse, Event, FeedConsumer,
+    ForgetFeedConsumerRequest, ForgetFeedConsumerResponse, GetFeedHeadRequest, GetFeedHeadResponse,
+    ListFeedConsumersRequest, ListFeedConsumersResponse, SubscribeRequest, SubscribeResponse,
+    subscribe_response,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -345,6 +347,32 @@ impl EventFeedService for EventFeed {
         crate::events::feed::retention::acknowledge(self.hub.reader().db(), consumer, position)
             .await?;
         Ok(Response::new(AcknowledgeFeedPositionResponse {}))
+    }
+
+    async fn list_feed_consumers(
+        &self,
+        _request: Request<ListFeedConsumersRequest>,
+    ) -> Result<Response<ListFeedConsumersResponse>, Status> {
+        let reader = self.hub.reader();
+        let consumers = crate::events::feed::retention::consumers(reader.db())
+            .await?
+            .into_iter()
+            .map(|(consumer, position, update_time_us)| FeedConsumer {
+                consumer,
+                position: position.encode(reader.feed_id()),
+                update_time: Some(timestamp(update_time_us)),
+            })
+            .collect();
+        Ok(Response::new(ListFeedConsumersResponse { consumers }))
+    }
+
+    async fn forget_feed_consumer(
+        &self,
+        request: Request<ForgetFeedConsumerRequest>,
+    ) -> Result<Response<ForgetFeedConsumerResponse>, Status> {
+        let consumer = consumer_name(&request.get_ref().consumer)?;
+        crate::events::feed::retention::forget(self.hub.reader().db(), consumer).await?;
+        Ok(Response::new(ForgetFeedConsumerResponse {}))
     }
 
     async fn get_feed_head(

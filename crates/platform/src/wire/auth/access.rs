@@ -149,6 +149,8 @@ pub const TABLE: &[(&str, &str, Rule)] = &[
     ("agilepm.events.v1.EventFeedService", "Subscribe", rule(&[ProductOwner, TeamMember, Viewer, Operator], &[Coordinator, Notifier])),
     ("agilepm.events.v1.EventFeedService", "GetFeedHead", rule(&[ProductOwner, TeamMember, Viewer, Operator], &[Coordinator, Notifier])),
     ("agilepm.events.v1.EventFeedService", "AcknowledgeFeedPosition", rule(&[Operator], &[Coordinator, Notifier])),
+    ("agilepm.events.v1.EventFeedService", "ListFeedConsumers", rule(&[Operator], &[])),
+    ("agilepm.events.v1.EventFeedService", "ForgetFeedConsumer", rule(&[Operator], &[])),
 ];
 
 /// Who may set one field of one method's request, where that is narrower than who may
