@@ -200,21 +200,11 @@ pub async fn prune(db: &Db, options: &RetentionOptions, now_us: i64) -> AppResul
     let Some((head, _)) = crate::events::feed::OutboxReader::settled_head(db).await? else {
         return Ok(Pruned::default());
     };
-    let consumers: Vec<(String, Position)> =
-        sqlx::query("SELECT consumer, txid, seq FROM feed_consumers ORDER BY txid, seq")
-            .fetch_all(db.pool())
-            .await?
-            .into_iter()
-            .map(|row| {
-                Ok((
-                    row.try_get("consumer")?,
-                    Position {
-                        txid: row.try_get("txid")?,
-                        seq: row.try_get("seq")?,
-                    },
-                ))
-            })
-            .collect::<Result<_, sqlx::Error>>()?;
+    let consumers: Vec<(String, Position)> = consumers(db)
+        .await?
+        .into_iter()
+        .map(|(consumer, position, _)| (consumer, position))
+        .collect();
     let handled_by_all = consumers
         .first()
         .map_or(head, |(_, position)| (*position).min(head));
