@@ -29,6 +29,7 @@ for mode in "${modes[@]}"; do
     # Every run of the mode (--half-of-max makes two) finished every item once, no errors.
     if grep '^| items DONE / DONE transitions / errors |' "$out" | grep -qv "| $items / $items / 0 |"; then
         echo "FAIL: agilepm bench $mode: $(grep '^| items DONE' "$out")" >&2
+        tail -60 "$out" >&2
         exit 1
     fi
     echo "ok: agilepm bench $mode ($((SECONDS - started)) s): $(grep -c '^| items DONE' "$out") run(s), every item DONE once"

@@ -313,31 +313,57 @@ pub async fn run(
         heartbeat_interval_ms: 200,
         ..Default::default()
     };
-    let mut stream = feed.subscribe(request).await?.into_inner();
+    let mut stream = feed.subscribe(request.clone()).await?.into_inner();
     let reader = {
         let done = done.clone();
         tokio::spawn(async move {
-            while let Some(Ok(message)) = stream.next().await {
-                if let Some(subscribe_response::Kind::Event(event)) = message.kind {
-                    let at = Instant::now();
-                    let Some(payload) = event.payload else {
+            // A subscription that ends (a restart, a transient UNAVAILABLE) is resumed from
+            // the last position read, as every follower does: a DONE missed here would be
+            // reported as an item that never finished.
+            let mut after = request.after_position.clone();
+            loop {
+                let Some(message) = stream.next().await else {
+                    tracing::warn!("the bench's DONE reader's subscription ended; resuming");
+                    stream = resubscribe(&mut feed, &request, &after).await;
+                    continue;
+                };
+                let message = match message {
+                    Ok(message) => message,
+                    Err(status) => {
+                        tracing::warn!(%status, "the bench's DONE reader's subscription failed; resuming");
+                        stream = resubscribe(&mut feed, &request, &after).await;
                         continue;
-                    };
-                    let Ok(change) = <BacklogItemStatusChanged as prost::Message>::decode(
-                        payload.value.as_slice(),
-                    ) else {
-                        continue;
-                    };
-                    if change.cause == StatusChangeCause::TaskHours as i32
-                        && change.new_status == BacklogItemStatus::Done as i32
-                    {
-                        let occurred = event.occur_time.as_ref().map_or(0, micros);
-                        done.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .entry(change.backlog_item_id)
-                            .or_default()
-                            .push((at, occurred));
                     }
+                };
+                match message.kind {
+                    Some(subscribe_response::Kind::Heartbeat(heartbeat))
+                        if !heartbeat.scanned_position.is_empty() =>
+                    {
+                        after = heartbeat.scanned_position;
+                    }
+                    Some(subscribe_response::Kind::Event(event)) => {
+                        after = event.position.clone();
+                        let at = Instant::now();
+                        let Some(payload) = event.payload else {
+                            continue;
+                        };
+                        let Ok(change) = <BacklogItemStatusChanged as prost::Message>::decode(
+                            payload.value.as_slice(),
+                        ) else {
+                            continue;
+                        };
+                        if change.cause == StatusChangeCause::TaskHours as i32
+                            && change.new_status == BacklogItemStatus::Done as i32
+                        {
+                            let occurred = event.occur_time.as_ref().map_or(0, micros);
+                            done.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .entry(change.backlog_item_id)
+                                .or_default()
+                                .push((at, occurred));
+                        }
+                    }
+                    _ => {}
                 }
             }
         })
@@ -454,4 +480,25 @@ pub async fn run(
         done_transitions: done.values().map(Vec::len).sum(),
         errors,
     })
+}
+
+/// A subscription like `request` from `after`, retried every 100 ms until one opens.
+async fn resubscribe(
+    feed: &mut EventFeedServiceClient<PeerChannel>,
+    request: &SubscribeRequest,
+    after: &str,
+) -> tonic::Streaming<agilepm_proto::events::v1::SubscribeResponse> {
+    loop {
+        let request = SubscribeRequest {
+            after_position: after.to_owned(),
+            ..request.clone()
+        };
+        match feed.subscribe(request).await {
+            Ok(response) => return response.into_inner(),
+            Err(status) => {
+                tracing::warn!(%status, "resubscribing the bench's DONE reader failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
