@@ -9,20 +9,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agilepm_platform::domain::time::{micros, now_micros};
+use agilepm_platform::events::follower::{BatchHandler, CheckpointStore, FollowOptions, follow};
 use agilepm_platform::wire::client::{PeerChannel, connect_lazy};
 use agilepm_proto::backlog::v1::backlog_item_service_client::BacklogItemServiceClient;
 use agilepm_proto::backlog::v1::{
     BacklogItemStatus, BacklogItemStatusChanged, PlanBacklogItemRequest, StatusChangeCause,
 };
 use agilepm_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
-use agilepm_proto::events::v1::{SubscribeRequest, subscribe_response};
+use agilepm_proto::events::v1::{Event, SubscribeRequest};
 use agilepm_proto::planning::v1::product_service_client::ProductServiceClient;
 use agilepm_proto::planning::v1::release_service_client::ReleaseServiceClient;
 use agilepm_proto::planning::v1::sprint_service_client::SprintServiceClient;
 use agilepm_proto::planning::v1::*;
 use agilepm_proto::task::v1::task_service_client::TaskServiceClient;
 use agilepm_proto::task::v1::{DefineTaskRequest, EstimateTaskHoursRemainingRequest};
-use futures::StreamExt as _;
 use hdrhistogram::Histogram;
 use rand::seq::SliceRandom as _;
 use tokio::task::JoinSet;
@@ -300,73 +300,28 @@ pub async fn run(
     let acked: Arc<Mutex<HashMap<String, Moment>>> = Arc::default();
     let done: Arc<Mutex<HashMap<String, Vec<Moment>>>> = Arc::default();
 
-    // The reader: DONE transitions on the backlog-item feed, from now on.
+    // The reader: DONE transitions on the backlog-item feed, from now on, through the
+    // platform's follower (which resumes a subscription that ends, from where it was).
     let mut feed = EventFeedServiceClient::new(channel(ports.backlog_item)?);
     let head = feed
         .get_feed_head(agilepm_proto::events::v1::GetFeedHeadRequest {})
         .await?
         .into_inner()
         .head_position;
-    let request = SubscribeRequest {
-        after_position: head,
-        event_types: vec!["agilepm.backlog.v1.BacklogItemStatusChanged".into()],
-        heartbeat_interval_ms: 200,
-        ..Default::default()
-    };
-    let mut stream = feed.subscribe(request.clone()).await?.into_inner();
+    let stop_reading = tokio_util::sync::CancellationToken::new();
     let reader = {
-        let done = done.clone();
-        tokio::spawn(async move {
-            // A subscription that ends (a restart, a transient UNAVAILABLE) is resumed from
-            // the last position read, as every follower does: a DONE missed here would be
-            // reported as an item that never finished.
-            let mut after = request.after_position.clone();
-            loop {
-                let Some(message) = stream.next().await else {
-                    tracing::warn!("the bench's DONE reader's subscription ended; resuming");
-                    stream = resubscribe(&mut feed, &request, &after).await;
-                    continue;
-                };
-                let message = match message {
-                    Ok(message) => message,
-                    Err(status) => {
-                        tracing::warn!(%status, "the bench's DONE reader's subscription failed; resuming");
-                        stream = resubscribe(&mut feed, &request, &after).await;
-                        continue;
-                    }
-                };
-                match message.kind {
-                    Some(subscribe_response::Kind::Heartbeat(heartbeat))
-                        if !heartbeat.scanned_position.is_empty() =>
-                    {
-                        after = heartbeat.scanned_position;
-                    }
-                    Some(subscribe_response::Kind::Event(event)) => {
-                        after = event.position.clone();
-                        let at = Instant::now();
-                        let Some(payload) = event.payload else {
-                            continue;
-                        };
-                        let Ok(change) = <BacklogItemStatusChanged as prost::Message>::decode(
-                            payload.value.as_slice(),
-                        ) else {
-                            continue;
-                        };
-                        if change.cause == StatusChangeCause::TaskHours as i32
-                            && change.new_status == BacklogItemStatus::Done as i32
-                        {
-                            let occurred = event.occur_time.as_ref().map_or(0, micros);
-                            done.lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .entry(change.backlog_item_id)
-                                .or_default()
-                                .push((at, occurred));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        })
+        let handler = DoneReader {
+            done: done.clone(),
+            seen: Mutex::default(),
+        };
+        let from = InMemoryCheckpoint(Mutex::new(head));
+        let options = FollowOptions {
+            event_types: vec!["agilepm.backlog.v1.BacklogItemStatusChanged".into()],
+            heartbeat_interval_ms: 200,
+            ..FollowOptions::default()
+        };
+        let stop = stop_reading.clone();
+        tokio::spawn(async move { follow(feed, &from, &handler, &options, stop).await })
     };
 
     let next = Arc::new(AtomicUsize::new(0));
@@ -459,7 +414,8 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    reader.abort();
+    stop_reading.cancel();
+    let _ = reader.await;
     let done = done.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let (lags, lags_to_event) = done
@@ -482,23 +438,52 @@ pub async fn run(
     })
 }
 
-/// A subscription like `request` from `after`, retried every 100 ms until one opens.
-async fn resubscribe(
-    feed: &mut EventFeedServiceClient<PeerChannel>,
-    request: &SubscribeRequest,
-    after: &str,
-) -> tonic::Streaming<agilepm_proto::events::v1::SubscribeResponse> {
-    loop {
-        let request = SubscribeRequest {
-            after_position: after.to_owned(),
-            ..request.clone()
-        };
-        match feed.subscribe(request).await {
-            Ok(response) => return response.into_inner(),
-            Err(status) => {
-                tracing::warn!(%status, "resubscribing the bench's DONE reader failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+/// Records each DONE transition the follower hands it, with when it arrived and when it
+/// occurred. A batch replayed after a resumed subscription is counted once (by event id),
+/// so only a real second transition shows as one.
+struct DoneReader {
+    done: Arc<Mutex<HashMap<String, Vec<Moment>>>>,
+    seen: Mutex<std::collections::HashSet<String>>,
+}
+
+impl BatchHandler for DoneReader {
+    async fn handle(&self, batch: &[Event]) -> anyhow::Result<()> {
+        let at = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        for event in batch {
+            let Some(payload) = &event.payload else {
+                continue;
+            };
+            let Ok(change) =
+                <BacklogItemStatusChanged as prost::Message>::decode(payload.value.as_slice())
+            else {
+                continue;
+            };
+            if change.cause == StatusChangeCause::TaskHours as i32
+                && change.new_status == BacklogItemStatus::Done as i32
+                && seen.insert(event.event_id.clone())
+            {
+                let occurred = event.occur_time.as_ref().map_or(0, micros);
+                done.entry(change.backlog_item_id)
+                    .or_default()
+                    .push((at, occurred));
             }
         }
+        Ok(())
+    }
+}
+
+/// The reader's position, kept in memory: the feed's head when the run started.
+struct InMemoryCheckpoint(Mutex<String>);
+
+impl CheckpointStore for InMemoryCheckpoint {
+    async fn load(&self) -> anyhow::Result<String> {
+        Ok(self.0.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    async fn save(&self, position: &str) -> anyhow::Result<()> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = position.to_owned();
+        Ok(())
     }
 }
