@@ -130,30 +130,17 @@ pub(crate) fn otlp_tls() -> anyhow::Result<Option<tonic::transport::ClientTlsCon
     if !https {
         return Ok(None);
     }
-    let read = |variable: &str| -> anyhow::Result<Option<Vec<u8>>> {
-        match std::env::var_os(variable) {
-            None => Ok(None),
-            Some(path) => std::fs::read(&path)
-                .map(Some)
-                .with_context(|| format!("{variable} {}", path.to_string_lossy())),
-        }
+    let path = |variable: &str| std::env::var_os(variable).map(std::path::PathBuf::from);
+    let files = crate::wire::tls::ClientTlsFiles {
+        ca: path("OTEL_EXPORTER_OTLP_CERTIFICATE"),
+        cert: path("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"),
+        key: path("OTEL_EXPORTER_OTLP_CLIENT_KEY"),
     };
-    let mut tls = tonic::transport::ClientTlsConfig::new();
-    tls = match read("OTEL_EXPORTER_OTLP_CERTIFICATE")? {
-        Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
-        None => tls.with_native_roots(),
-    };
-    match (
-        read("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")?,
-        read("OTEL_EXPORTER_OTLP_CLIENT_KEY")?,
-    ) {
-        (Some(cert), Some(key)) => {
-            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
-        }
-        (None, None) => {}
-        _ => anyhow::bail!(
-            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY go together"
-        ),
+    let mut tls = files
+        .config()
+        .context("OTEL_EXPORTER_OTLP_CERTIFICATE / _CLIENT_CERTIFICATE / _CLIENT_KEY")?;
+    if files.ca.is_none() {
+        tls = tls.with_native_roots();
     }
     Ok(Some(tls))
 }
