@@ -266,7 +266,7 @@ fn request_span<B>(request: &HttpRequest<B>) -> tracing::Span {
         propagator.extract(&HeaderExtractor(request.headers()))
     });
     let (service, method) = crate::wire::rpc_metrics::method_labels(request.uri().path());
-    let name = if service == method {
+    let name = if service == crate::wire::rpc_metrics::OTHER {
         std::borrow::Cow::Borrowed(service)
     } else {
         std::borrow::Cow::Owned(format!("{service}/{method}"))

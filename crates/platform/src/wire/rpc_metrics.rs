@@ -36,7 +36,7 @@ enum Side {
 }
 
 /// The label of a method that is not ours: a caller cannot mint new series.
-const OTHER: &str = "_OTHER";
+pub(crate) const OTHER: &str = "_OTHER";
 
 /// Infrastructure methods every server answers, labelled by name too.
 const INFRASTRUCTURE: &[(&str, &str)] = &[
